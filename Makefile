@@ -1,0 +1,90 @@
+# ember - build, test, bench.  `make` builds the library and CLI, `make test`
+# runs the whole suite (unit tests, reference comparisons, the single-file
+# build, and the suite again under ASan+UBSan).  CC, CFLAGS and LDFLAGS may be
+# given on the command line; OPENMP=1 builds with OpenMP instead of pthreads.
+
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+LDFLAGS ?=
+PYTHON  ?= /usr/bin/python3
+BUILD   ?= build
+
+EMBER_CFLAGS = -std=c11 -Wall -Wextra -Wshadow -Wno-unused-parameter \
+               -Iinclude -Isrc -fPIC -D_DEFAULT_SOURCE
+ifeq ($(OPENMP),1)
+EMBER_CFLAGS += -fopenmp -DEMBER_OPENMP
+LDLIBS_OMP = -fopenmp
+endif
+LDLIBS = -lm -lpthread $(LDLIBS_OMP)
+
+LIB_SRCS   = $(wildcard src/*.c)
+LIB_HDRS   = include/ember.h $(wildcard src/*.h)
+LIB_OBJS   = $(patsubst src/%.c,$(BUILD)/obj/%.o,$(LIB_SRCS))
+TEST_SRCS  = $(wildcard tests/test_*.c)
+TEST_BINS  = $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRCS))
+TOOL_SRCS  = $(wildcard tests/tool_*.c)
+TOOL_BINS  = $(patsubst tests/%.c,$(BUILD)/tests/%,$(TOOL_SRCS))
+EXAMPLE_SRCS = $(filter-out examples/ember.c,$(wildcard examples/*.c))
+EXAMPLE_BINS = $(patsubst examples/%.c,$(BUILD)/examples/%,$(EXAMPLE_SRCS))
+
+.PHONY: all lib cli examples tests test check sanitize single run bench fuzz clean
+
+all: lib cli examples
+
+lib: $(BUILD)/libember.a $(BUILD)/libember.so
+cli: $(BUILD)/ember
+examples: $(EXAMPLE_BINS)
+tests: $(TEST_BINS) $(TOOL_BINS)
+
+$(BUILD)/obj/%.o: src/%.c $(LIB_HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(EMBER_CFLAGS) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/libember.a: $(LIB_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/libember.so: $(LIB_OBJS)
+	$(CC) -shared $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# The CLI and the examples see only the public header.
+$(BUILD)/ember: examples/ember.c include/ember.h $(BUILD)/libember.a
+	$(CC) -std=c11 -Wall -Wextra -Iinclude -D_DEFAULT_SOURCE $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libember.a $(LDLIBS)
+
+$(BUILD)/examples/%: examples/%.c include/ember.h $(BUILD)/libember.a
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -Wall -Wextra -Iinclude -D_DEFAULT_SOURCE $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libember.a $(LDLIBS)
+
+# Tests may include internal headers (white-box).
+$(BUILD)/tests/%: tests/%.c tests/test.h $(LIB_HDRS) $(BUILD)/libember.a
+	@mkdir -p $(dir $@)
+	$(CC) $(EMBER_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libember.a $(LDLIBS)
+
+# The whole suite.  Prints "N passed, M failed" last.
+test: all tests
+	PYTHON=$(PYTHON) BUILD=$(BUILD) sh tests/run_all.sh
+
+# The C tests again, built with clang (or $(SAN_CC)) under ASan+UBSan.
+SAN_CC ?= $(shell command -v clang >/dev/null 2>&1 && echo clang || echo $(CC))
+SAN_FLAGS = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+sanitize:
+	$(MAKE) BUILD=build/asan CC=$(SAN_CC) CFLAGS="$(SAN_FLAGS)" LDFLAGS="$(SAN_FLAGS)" all tests
+	PYTHON=$(PYTHON) BUILD=build/asan EMBER_SANITIZE=1 sh tests/run_all.sh c
+
+# The drop-in pair: build/single/ember.c + build/single/ember.h.
+single: $(BUILD)/single/ember.c
+$(BUILD)/single/ember.c: $(LIB_SRCS) $(LIB_HDRS) tools/amalgamate.sh
+	sh tools/amalgamate.sh $(BUILD)/single
+
+run: all
+	./$(BUILD)/ember -m models/ember-demo.gguf -p "The meaning of life is" -n 64 --temp 0.8 --seed 42
+
+bench: all
+	$(PYTHON) tools/bench.py
+
+FUZZ_SECONDS ?= 60
+fuzz:
+	sh tests/fuzz/run.sh $(FUZZ_SECONDS)
+
+clean:
+	rm -rf build

@@ -1,0 +1,335 @@
+/*
+ * ember.h - run Llama-architecture language models from GGUF files on a CPU.
+ *
+ * One model (immutable after open, shareable between threads) serves any
+ * number of contexts; each context owns one KV cache and its scratch memory
+ * and is used by one thread at a time.  Every function that can fail returns
+ * an ember_status (0 = EMBER_OK, negative = error); ember_status_string()
+ * describes a code and the ember_error / ember_context_errmsg() carry a
+ * message naming the problem.  The library never prints, exits or aborts.
+ *
+ *   ember_model *m; ember_context *c; ember_sampler *s;
+ *   ember_model_open_file("model.gguf", NULL, &m, NULL);
+ *   ember_context_create(m, NULL, &c, NULL);
+ *   ember_sampler_create(m, NULL, &s);
+ *   ember_generate_text(c, s, "Once upon a time", 64, print_cb, NULL, NULL);
+ *   ember_sampler_free(s); ember_context_free(c); ember_model_free(m);
+ *
+ * MIT License. See LICENSE.
+ */
+#ifndef EMBER_H
+#define EMBER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#ifndef EMBER_API
+#define EMBER_API
+#endif
+
+#define EMBER_VERSION "0.1.0"
+
+/* ---- status codes ------------------------------------------------------ */
+
+typedef enum ember_status {
+    EMBER_OK = 0,
+    EMBER_ERR_INVALID_ARG = -1,   /* a NULL handle, bad parameter value      */
+    EMBER_ERR_NOMEM = -2,         /* an allocation failed                    */
+    EMBER_ERR_IO = -3,            /* open/read/mmap of a file failed         */
+    EMBER_ERR_BAD_MAGIC = -4,     /* not a GGUF file                         */
+    EMBER_ERR_VERSION = -5,       /* GGUF version not 2 or 3                 */
+    EMBER_ERR_TRUNCATED = -6,     /* the file ends before its contents do    */
+    EMBER_ERR_CORRUPT = -7,       /* a field holds an impossible value       */
+    EMBER_ERR_UNSUPPORTED = -8,   /* valid GGUF, but an architecture, tensor
+                                     type or tokenizer ember cannot run      */
+    EMBER_ERR_SHAPE = -9,         /* tensor shapes disagree with the
+                                     hyperparameters or each other           */
+    EMBER_ERR_MISSING = -10,      /* a required key or tensor is absent      */
+    EMBER_ERR_CONTEXT_FULL = -11, /* tokens do not fit in the context        */
+    EMBER_ERR_BAD_TOKEN = -12,    /* a token id outside the vocabulary       */
+    EMBER_ERR_NONFINITE = -13,    /* the model produced NaN or Inf logits    */
+    EMBER_ERR_BUFFER_TOO_SMALL = -14, /* output buffer too small; the needed
+                                     size is reported through the out param  */
+    EMBER_ERR_CANCELLED = -15,    /* a callback asked to stop                */
+    EMBER_ERR_TOO_SHORT = -16     /* too little text for the request
+                                     (e.g. perplexity needs 2 contexts)      */
+} ember_status;
+
+/* A static English description of a status code ("unknown status" if the
+ * code is not one of the above). */
+EMBER_API const char *ember_status_string(int status);
+
+/* Filled by the functions that create objects, so a failure to create one
+ * can still be explained.  May be passed as NULL. */
+typedef struct ember_error {
+    int code;             /* the returned status                         */
+    char message[256];    /* NUL-terminated, names the field or problem  */
+} ember_error;
+
+/* ---- memory ------------------------------------------------------------- */
+
+/* Allocator hook.  Every heap allocation ember makes for a model, context or
+ * sampler goes through the allocator in its params (NULL = libc).  Functions
+ * must behave like malloc/realloc/free; user_data is passed through. */
+typedef struct ember_allocator {
+    void *(*malloc_fn)(void *user_data, size_t size);
+    void *(*realloc_fn)(void *user_data, void *ptr, size_t size);
+    void (*free_fn)(void *user_data, void *ptr);
+    void *user_data;
+} ember_allocator;
+
+/* ---- model ---------------------------------------------------------------- */
+
+typedef struct ember_model ember_model;
+typedef int32_t ember_token;
+
+typedef enum ember_load_mode {
+    EMBER_LOAD_DEFAULT = 0, /* the faster mode, as measured (see README)      */
+    EMBER_LOAD_MMAP = 1,    /* map the file read-only: instant, zero copy     */
+    EMBER_LOAD_READ = 2     /* read into aligned memory (huge pages if the OS
+                               allows): slower start, faster weight streaming */
+} ember_load_mode;
+
+typedef struct ember_model_params {
+    ember_load_mode load_mode;
+    const ember_allocator *allocator; /* NULL = libc; must outlive the model */
+} ember_model_params;
+
+EMBER_API ember_model_params ember_model_default_params(void);
+
+/* Open a GGUF model file.  params may be NULL for defaults.  On success
+ * *out_model is set and EMBER_OK returned; on failure *out_model is NULL. */
+EMBER_API int ember_model_open_file(const char *path,
+                                    const ember_model_params *params,
+                                    ember_model **out_model, ember_error *err);
+
+/* Open a model from a GGUF image in memory.  The buffer is used in place
+ * (no copy) and must stay valid and unchanged until ember_model_free().
+ * Tensor data must be aligned as the file says relative to data; a buffer
+ * from malloc (16-byte aligned) or better is fine. */
+EMBER_API int ember_model_open_memory(const void *data, size_t size,
+                                      const ember_model_params *params,
+                                      ember_model **out_model, ember_error *err);
+
+EMBER_API void ember_model_free(ember_model *model);
+
+/* Hyperparameters and facts about an open model. */
+typedef struct ember_model_info {
+    const char *architecture;  /* "llama"                                   */
+    const char *name;          /* general.name, or ""                        */
+    const char *tokenizer;     /* "llama" (SentencePiece) or "gpt2" (BPE)    */
+    int n_vocab, n_ctx_train, n_embd, n_layer, n_head, n_head_kv, head_dim,
+        n_ff, rope_dim;
+    float rope_freq_base, rms_eps;
+    int tied_output;           /* 1 when output reuses token_embd            */
+    int file_type;             /* dominant weight type (ggml type id)        */
+    uint64_t n_params;         /* number of weights                          */
+    uint64_t weight_bytes;     /* bytes of tensor data                       */
+    uint64_t bytes_per_token;  /* weight bytes read to generate one token    */
+    int load_mode;             /* the mode actually used                     */
+} ember_model_info;
+
+EMBER_API int ember_model_get_info(const ember_model *model, ember_model_info *out);
+
+/* Name of a ggml tensor type id ("q4_0"), or NULL if unknown. */
+EMBER_API const char *ember_type_name(int type);
+
+/* Bytes of memory a context with n_ctx positions needs (KV cache and
+ * scratch), for a given KV type (see ember_context_params). */
+EMBER_API uint64_t ember_context_memory_needed(const ember_model *model,
+                                               int n_ctx, int kv_type,
+                                               int n_batch);
+
+/* Read a metadata value as text ("" if absent), e.g. for `ember info`.
+ * Numbers are formatted, arrays summarised.  Returns the length the full
+ * text would need (snprintf-like), or a negative status. */
+EMBER_API int ember_model_meta(const ember_model *model, const char *key,
+                               char *buf, size_t size);
+
+/* ---- tokens --------------------------------------------------------------- */
+
+EMBER_API int ember_n_vocab(const ember_model *model);
+EMBER_API ember_token ember_token_bos(const ember_model *model); /* -1 if none */
+EMBER_API ember_token ember_token_eos(const ember_model *model); /* -1 if none */
+/* 1 if generation should stop at this token (EOS, end-of-turn, ...). */
+EMBER_API int ember_token_is_eog(const ember_model *model, ember_token token);
+
+enum {
+    EMBER_TOKENIZE_ADD_BOS = 1,  /* prepend BOS (if the model has one)        */
+    EMBER_TOKENIZE_SPECIAL = 2   /* parse special-token text (e.g.
+                                    "<|eot_id|>") into its id; by default such
+                                    text is tokenized as plain characters     */
+};
+
+/* Tokenize len bytes of text (any bytes; invalid UTF-8 is handled as the
+ * reference tokenizer does).  Writes up to cap ids to out and the count to
+ * *n_out.  If cap is too small returns EMBER_ERR_BUFFER_TOO_SMALL with
+ * *n_out = the count needed.  Thread-safe on a shared model. */
+EMBER_API int ember_tokenize(const ember_model *model, const char *text,
+                             size_t len, int flags, ember_token *out, int cap,
+                             int *n_out);
+
+/* The bytes a token contributes to text, written to buf (not NUL-terminated
+ * unless room remains).  prev is the preceding token, or -1 at the start of
+ * the text (SentencePiece drops the space a first word carries).  Control
+ * tokens give no bytes unless flags has EMBER_TOKENIZE_SPECIAL.  Returns the
+ * byte length (which may exceed size: then nothing useful was written), or a
+ * negative status.  A piece may be part of a UTF-8 character. */
+EMBER_API int ember_token_to_piece(const ember_model *model, ember_token token,
+                                   ember_token prev, int flags, char *buf,
+                                   size_t size);
+
+/* Decode a whole token sequence into text (snprintf-like: returns the full
+ * length, writes at most size-1 bytes and a NUL). */
+EMBER_API int ember_detokenize(const ember_model *model, const ember_token *tokens,
+                               int n_tokens, int flags, char *buf, size_t size);
+
+/* ---- context -------------------------------------------------------------- */
+
+typedef struct ember_context ember_context;
+
+typedef enum ember_kv_type { EMBER_KV_F16 = 0, EMBER_KV_F32 = 1 } ember_kv_type;
+
+typedef struct ember_context_params {
+    int n_ctx;        /* positions in the KV cache; 0 = the model's own     */
+    int n_batch;      /* max tokens evaluated at once (prompt batching);
+                         0 = default (64)                                   */
+    int n_threads;    /* 0 = all cores                                      */
+    ember_kv_type kv_type;
+    const ember_allocator *allocator; /* NULL = the model's allocator       */
+} ember_context_params;
+
+EMBER_API ember_context_params ember_context_default_params(void);
+
+/* Create a context for model.  All memory the context will ever need is
+ * allocated here: evaluating and generating allocate nothing. */
+EMBER_API int ember_context_create(const ember_model *model,
+                                   const ember_context_params *params,
+                                   ember_context **out_ctx, ember_error *err);
+EMBER_API void ember_context_free(ember_context *ctx);
+
+/* The message for the context's last failure ("" if none). */
+EMBER_API const char *ember_context_errmsg(const ember_context *ctx);
+
+EMBER_API int ember_context_n_ctx(const ember_context *ctx);
+/* Number of positions filled in the KV cache. */
+EMBER_API int ember_context_pos(const ember_context *ctx);
+/* Forget positions >= pos (pos = 0 clears the cache). */
+EMBER_API int ember_context_set_pos(ember_context *ctx, int pos);
+
+/* Append n tokens to the context and run the model over them.  Afterwards
+ * ember_get_logits() returns the logits that predict the token after the
+ * last one.  If all_logits is non-NULL it receives n * n_vocab floats: row i
+ * predicts the token after tokens[i].  Fails with EMBER_ERR_CONTEXT_FULL
+ * (nothing changed) if the tokens do not fit, EMBER_ERR_NONFINITE if a
+ * logit is NaN or Inf. */
+EMBER_API int ember_eval(ember_context *ctx, const ember_token *tokens, int n,
+                         float *all_logits);
+
+/* Logits (n_vocab floats) after the last ember_eval(), or NULL. */
+EMBER_API const float *ember_get_logits(const ember_context *ctx);
+
+/* ---- sampling ------------------------------------------------------------- */
+
+typedef struct ember_sampler ember_sampler;
+
+typedef struct ember_sampler_params {
+    float temperature;     /* 0 = greedy (argmax)                          */
+    int top_k;             /* 0 = off                                       */
+    float top_p;           /* 1 = off                                       */
+    float min_p;           /* 0 = off                                       */
+    float repeat_penalty;  /* 1 = off                                       */
+    int repeat_last_n;     /* how many recent tokens are penalised          */
+    uint64_t seed;         /* same seed, same choices                       */
+    const ember_allocator *allocator; /* NULL = libc                        */
+} ember_sampler_params;
+
+EMBER_API ember_sampler_params ember_sampler_default_params(void);
+EMBER_API int ember_sampler_create(const ember_model *model,
+                                   const ember_sampler_params *params,
+                                   ember_sampler **out_sampler);
+EMBER_API void ember_sampler_free(ember_sampler *sampler);
+/* Forget the token history and reseed. */
+EMBER_API void ember_sampler_reset(ember_sampler *sampler, uint64_t seed);
+/* Choose a token from logits (n_vocab floats; not modified). */
+EMBER_API ember_token ember_sampler_sample(ember_sampler *sampler,
+                                           const float *logits);
+/* Record a token in the history used by the repetition penalty. */
+EMBER_API void ember_sampler_accept(ember_sampler *sampler, ember_token token);
+
+/* ---- generation ----------------------------------------------------------- */
+
+/* Called for each generated token.  text holds the bytes that became
+ * complete UTF-8 with this token (possibly 0 bytes).  Return nonzero to stop. */
+typedef int (*ember_token_callback)(void *user_data, ember_token token,
+                                    const char *text, size_t len);
+
+typedef enum ember_stop_reason {
+    EMBER_STOP_NONE = 0,
+    EMBER_STOP_EOG = 1,          /* the model produced an end token        */
+    EMBER_STOP_LENGTH = 2,       /* n_predict tokens were generated        */
+    EMBER_STOP_CONTEXT_FULL = 3, /* the KV cache is full                   */
+    EMBER_STOP_CALLBACK = 4      /* the callback returned nonzero          */
+} ember_stop_reason;
+
+typedef struct ember_generate_result {
+    int n_prompt;        /* prompt tokens evaluated                         */
+    int n_generated;     /* tokens generated                                */
+    ember_stop_reason stop;
+    double prompt_seconds, generate_seconds;
+} ember_generate_result;
+
+/* Evaluate prompt tokens (appended to what the context holds), then sample
+ * up to n_predict tokens, feeding each back and streaming it through cb.
+ * n_prompt may be 0 if the context already holds tokens.  The end token is
+ * not passed to cb.  A prompt that does not fit fails with
+ * EMBER_ERR_CONTEXT_FULL; reaching the end of the context during
+ * generation stops with EMBER_STOP_CONTEXT_FULL and returns EMBER_OK. */
+EMBER_API int ember_generate(ember_context *ctx, ember_sampler *sampler,
+                             const ember_token *prompt, int n_prompt,
+                             int n_predict, ember_token_callback cb,
+                             void *user_data, ember_generate_result *result);
+
+/* Convenience: tokenize text (with BOS; "" = BOS only) and ember_generate(). */
+EMBER_API int ember_generate_text(ember_context *ctx, ember_sampler *sampler,
+                                  const char *prompt, int n_predict,
+                                  ember_token_callback cb, void *user_data,
+                                  ember_generate_result *result);
+
+/* ---- perplexity ----------------------------------------------------------- */
+
+typedef struct ember_perplexity_result {
+    double ppl;        /* exp(mean negative log-likelihood)                 */
+    double ppl_err;    /* its standard error, as llama.cpp reports it       */
+    double mean_nll;
+    int n_chunks;      /* chunks of n_ctx tokens                            */
+    int n_scored;      /* tokens scored                                     */
+} ember_perplexity_result;
+
+/* Called after each chunk; return nonzero to cancel. */
+typedef int (*ember_progress_callback)(void *user_data, int chunk,
+                                       int n_chunks, double ppl_so_far);
+
+/* Perplexity of text exactly as llama.cpp's perplexity tool computes it:
+ * tokenize with BOS, cut into chunks of n_ctx (the context's size) tokens,
+ * make each chunk's first token BOS, score the second half of each chunk.
+ * Needs at least 2 * n_ctx tokens (else EMBER_ERR_TOO_SHORT).  Clears the
+ * context's KV cache. */
+EMBER_API int ember_perplexity(ember_context *ctx, const char *text, size_t len,
+                               ember_progress_callback cb, void *user_data,
+                               ember_perplexity_result *result);
+
+/* ---- system ----------------------------------------------------------------- */
+
+/* The SIMD kernel set ember uses on this CPU ("avx512", "avx2", "neon",
+ * "scalar"). */
+EMBER_API const char *ember_cpu_features(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* EMBER_H */

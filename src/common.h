@@ -1,0 +1,45 @@
+/* common.h - what every ember source file shares: the allocator hook and
+ * small helpers.  Lowest layer: knows nothing of files, models or kernels. */
+#ifndef EMBER_COMMON_H
+#define EMBER_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdarg.h>
+#include "ember.h"
+
+/* Allocation through a user hook (a NULL hook means libc). */
+void *ec_malloc(const ember_allocator *a, size_t n);
+void *ec_calloc(const ember_allocator *a, size_t count, size_t size); /* overflow-checked */
+void *ec_realloc(const ember_allocator *a, void *p, size_t n);
+void ec_free(const ember_allocator *a, void *p);
+
+/* 64-byte aligned allocation through the hook (stores the offset before
+ * the block); free with ec_free_aligned. */
+void *ec_malloc_aligned(const ember_allocator *a, size_t n);
+void ec_free_aligned(const ember_allocator *a, void *p);
+
+/* snprintf into an error buffer (buf may be NULL); returns code. */
+int ec_errorf(char *buf, size_t size, int code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 4, 5)))
+#endif
+    ;
+
+/* a * b without overflow: returns 0 and sets *out, or -1 on overflow. */
+static inline int ec_mul_u64(uint64_t a, uint64_t b, uint64_t *out) {
+    if (a != 0 && b > UINT64_MAX / a) return -1;
+    *out = a * b;
+    return 0;
+}
+
+/* Decode one UTF-8 code point from s[0..n): returns its byte length (1..4)
+ * and sets *cp, or returns 0 for an invalid / truncated sequence (then the
+ * caller treats s[0] as one byte). Overlongs and surrogates are invalid. */
+int ec_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp);
+
+/* Number of bytes at the end of s[0..n) that form an incomplete (but so far
+ * valid) UTF-8 sequence, 0..3. */
+size_t ec_utf8_incomplete_tail(const unsigned char *s, size_t n);
+
+#endif

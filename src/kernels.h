@@ -1,0 +1,91 @@
+/* kernels.h - the numeric kernels: tensor type table, (de)quantization,
+ * matrix products and the small vector operations of a transformer layer.
+ * Knows no files and no models.  Every SIMD kernel has a scalar twin; the
+ * scalar kernel set is the reference the tests compare against. */
+#ifndef EMBER_KERNELS_H
+#define EMBER_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Tensor types, numbered as ggml numbers them (GGUF stores these ids). */
+enum ek_type {
+    EK_F32 = 0, EK_F16 = 1, EK_Q4_0 = 2, EK_Q4_1 = 3, EK_Q5_0 = 6, EK_Q5_1 = 7,
+    EK_Q8_0 = 8, EK_Q8_1 = 9, EK_Q2_K = 10, EK_Q3_K = 11, EK_Q4_K = 12,
+    EK_Q5_K = 13, EK_Q6_K = 14, EK_Q8_K = 15,
+    EK_I8 = 24, EK_I16 = 25, EK_I32 = 26, EK_I64 = 27, EK_F64 = 28,
+    EK_BF16 = 30,
+    EK_TYPE_COUNT = 40
+};
+
+/* The one table of block facts.  A row of n elements of a type takes
+ * n / block_size * type_size bytes (n must be a multiple of block_size). */
+typedef struct ek_type_info {
+    const char *name;     /* "q4_0" */
+    int block_size;       /* elements per block */
+    int type_size;        /* bytes per block */
+} ek_type_info;
+
+/* NULL for ids that are not ggml types (or are deprecated/removed ids). */
+const ek_type_info *ek_type_get(int type);
+/* Bytes of a row of n elements; 0 if the type is unknown or n is not a
+ * multiple of its block size. */
+uint64_t ek_row_bytes(int type, uint64_t n);
+
+uint16_t ek_fp32_to_fp16(float f);   /* round to nearest even */
+float ek_fp16_to_fp32(uint16_t h);
+uint16_t ek_fp32_to_bf16(float f);   /* round to nearest even, NaN kept */
+float ek_bf16_to_fp32(uint16_t h);
+
+/* A kernel set: one per instruction set, static and immutable. */
+typedef struct ek_kernels ek_kernels;
+
+const ek_kernels *ek_kernels_scalar(void);
+/* The best set this CPU runs (CPUID on x86-64); never NULL. */
+const ek_kernels *ek_kernels_best(void);
+/* All sets this CPU can run, best last; for tests. Returns the count. */
+int ek_kernels_available(const ek_kernels **out, int cap);
+const char *ek_kernels_name(const ek_kernels *k);
+
+/* 1 if weights of this type can be used in ek_matmul / ek_dequant_row. */
+int ek_type_supported(int type);
+
+/* Dequantize n elements (a whole number of blocks) to floats. */
+void ek_dequant_row(int type, const void *src, float *dst, int64_t n);
+/* Reference quantization of n floats into type (byte-identical to ggml's
+ * reference quantizers); returns 0, or -1 if the type cannot be made. */
+int ek_quantize_row(int type, const float *src, void *dst, int64_t n);
+
+/* Matrix products.  Activations are first converted, row by row, into the
+ * format the weight type's dot product wants (floats for F32, Q8_0 blocks
+ * for Q4_0/Q8_0, ...).  ek_act_row_bytes gives the converted row size. */
+size_t ek_act_row_bytes(int wtype, int n);
+void ek_convert_act(const ek_kernels *k, int wtype, const float *x, void *xa, int n);
+
+/* Y[b*ldy + r] = dot(row r of W, row b of X) for r in [r0, r1), b in
+ * [0, nb).  W has rows of n elements of type wtype, ek_row_bytes(wtype, n)
+ * bytes apart; X holds nb converted activation rows, ek_act_row_bytes(wtype,
+ * n) bytes apart.  Threads call this on disjoint row ranges. */
+void ek_matmul(const ek_kernels *k, int wtype, const void *W, int n,
+               const void *X, int nb, float *Y, int ldy, int r0, int r1);
+
+/* Vector operations of a transformer layer. */
+void ek_rmsnorm(const ek_kernels *k, float *out, const float *x,
+                const float *weight, int n, float eps);
+void ek_softmax(float *x, int n);                    /* in place, stable */
+void ek_swiglu(const ek_kernels *k, float *gate, const float *up, int n); /* gate = silu(gate) * up */
+void ek_add(const ek_kernels *k, float *y, const float *x, int n);       /* y += x */
+
+/* RoPE on adjacent pairs (x[2i], x[2i+1]) of each head, as llama.cpp does
+ * for llama: for pair i < rope_dim/2, angle = pos * theta_i where
+ * theta_i = freq_base^(-2i/rope_dim) / (freq_factors ? freq_factors[i] : 1).
+ * x holds n_heads heads of head_dim floats. */
+void ek_rope(float *x, int n_heads, int head_dim, int rope_dim, int pos,
+             float freq_base, const float *freq_factors);
+
+/* KV cache rows are F32 (kv_type 1) or F16 (kv_type 0), as ember_kv_type. */
+void ek_kv_store(const ek_kernels *k, int kv_type, void *dst, const float *src, int n);
+float ek_kv_dot(const ek_kernels *k, int kv_type, const float *q, const void *krow, int n);
+void ek_kv_axpy(const ek_kernels *k, int kv_type, float *y, float a, const void *vrow, int n); /* y += a * v */
+
+#endif

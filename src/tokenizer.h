@@ -1,0 +1,66 @@
+/* tokenizer.h - SentencePiece-style BPE ("llama") and byte-level BPE
+ * ("gpt2": GPT-2, Llama 3, ...) tokenizers, built from a vocabulary
+ * described through callbacks (the model loader reads them from GGUF
+ * metadata).  Needs no kernels and no file format.  An etok is immutable
+ * after creation and safe to share between threads. */
+#ifndef EMBER_TOKENIZER_H
+#define EMBER_TOKENIZER_H
+
+#include "common.h"
+
+enum etok_kind { ETOK_SPM = 1, ETOK_BPE = 2 };
+/* Pre-tokenizer (tokenizer.ggml.pre) for ETOK_BPE. */
+enum etok_pre { ETOK_PRE_DEFAULT = 0, ETOK_PRE_GPT2 = 1, ETOK_PRE_LLAMA3 = 2 };
+/* Token types, as tokenizer.ggml.token_type stores them. */
+enum etok_ttype { ETOK_T_NORMAL = 1, ETOK_T_UNKNOWN = 2, ETOK_T_CONTROL = 3,
+                  ETOK_T_USER_DEFINED = 4, ETOK_T_UNUSED = 5, ETOK_T_BYTE = 6 };
+
+typedef struct etok_desc {
+    int kind;                 /* enum etok_kind */
+    int pre;                  /* enum etok_pre */
+    int32_t n_vocab;
+    int32_t n_merges;         /* ETOK_BPE: merges "A B" in rank order */
+    void *ud;                 /* passed to the callbacks */
+    /* token text (GGUF form: U+2581 for spaces in SPM, GPT-2 byte alphabet in BPE) */
+    void (*token_text)(void *ud, int32_t id, const char **p, size_t *n);
+    float (*token_score)(void *ud, int32_t id);      /* may be NULL (all 0) */
+    int (*token_type)(void *ud, int32_t id);         /* may be NULL (all normal) */
+    void (*merge_text)(void *ud, int32_t i, const char **p, size_t *n);  /* ETOK_BPE */
+    int32_t bos, eos, eot, unk, pad;                 /* -1 = none */
+    int add_bos;              /* tokenizer.ggml.add_bos_token */
+    int add_space_prefix;     /* SPM dummy prefix (default 1) */
+} etok_desc;
+
+typedef struct etok etok;
+
+/* Build the tokenizer (copies what it needs; the callbacks are not kept).
+ * Errors: EMBER_ERR_CORRUPT (bad vocabulary: duplicate or malformed
+ * entries, merges naming unknown tokens, ids out of range),
+ * EMBER_ERR_UNSUPPORTED, EMBER_ERR_NOMEM; message in err. */
+int etok_create(const etok_desc *d, const ember_allocator *a, etok **out,
+                char *err, size_t errlen);
+void etok_free(etok *t);
+
+enum { ETOK_ADD_BOS = 1, ETOK_PARSE_SPECIAL = 2 };
+
+/* Encode len bytes of text.  Writes up to cap ids; *n_out = the full count.
+ * Returns EMBER_OK, EMBER_ERR_BUFFER_TOO_SMALL (cap too small; *n_out is
+ * the count needed), EMBER_ERR_NOMEM.  Scratch memory comes from the
+ * tokenizer's allocator; no quadratic behaviour on long inputs. */
+int etok_encode(const etok *t, const char *text, size_t len, int flags,
+                int32_t *out, int32_t cap, int32_t *n_out);
+
+/* Bytes token id contributes to decoded text (prev = previous token id or
+ * -1 at the start).  Returns the length (may exceed size; nothing is
+ * NUL-terminated) or a negative status for a bad id.  Control tokens
+ * contribute nothing unless flags & ETOK_PARSE_SPECIAL. */
+int etok_piece(const etok *t, int32_t id, int32_t prev, int flags, char *buf, size_t size);
+
+int32_t etok_n_vocab(const etok *t);
+int32_t etok_bos(const etok *t);
+int32_t etok_eos(const etok *t);
+int etok_add_bos(const etok *t);
+int etok_is_eog(const etok *t, int32_t id);   /* eos, eot, other end tokens */
+int etok_kind(const etok *t);
+
+#endif

@@ -1,0 +1,47 @@
+#!/bin/sh
+# Runs the test programs and prints one line per program, then the total as
+# "N passed, M failed" (the unit is a test program).
+#   sh tests/run_all.sh        all suites
+#   sh tests/run_all.sh c      only the C test programs (used by `make sanitize`)
+BUILD=${BUILD:-build}
+PYTHON=${PYTHON:-/usr/bin/python3}
+export BUILD PYTHON
+mode=${1:-all}
+passed=0
+failed=0
+failed_names=""
+logdir=$BUILD/test-logs
+mkdir -p "$logdir"
+
+run() {  # run NAME COMMAND...
+    name=$1; shift
+    start=$(date +%s)
+    if "$@" >"$logdir/$name.log" 2>&1; then
+        passed=$((passed + 1)); status=ok
+    else
+        failed=$((failed + 1)); status=FAIL; failed_names="$failed_names $name"
+    fi
+    end=$(date +%s)
+    printf '%-28s %-4s %3ss  %s\n' "$name" "$status" $((end - start)) "$(tail -n 1 "$logdir/$name.log")"
+    if [ $status = FAIL ]; then tail -n 25 "$logdir/$name.log" | sed 's/^/    | /'; fi
+}
+
+for t in "$BUILD"/tests/test_*; do
+    [ -x "$t" ] || continue
+    run "$(basename "$t")" "$t"
+done
+
+if [ "$mode" = all ]; then
+    for t in tests/test_*.py; do
+        [ -f "$t" ] || continue
+        run "$(basename "$t" .py).py" "$PYTHON" "$t"
+    done
+    for t in tests/test_*.sh; do
+        [ -f "$t" ] || continue
+        run "$(basename "$t" .sh).sh" sh "$t"
+    done
+fi
+
+[ -n "$failed_names" ] && echo "failed:$failed_names"
+echo "$passed passed, $failed failed"
+[ $failed -eq 0 ]

@@ -1,0 +1,45 @@
+/* test.h - a minimal test harness: CHECK(cond, fmt, ...) records a failure
+ * with its location and goes on; test_summary() prints "N passed, M failed"
+ * and returns the exit status. */
+#ifndef EMBER_TEST_H
+#define EMBER_TEST_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int test_passed, test_failed;
+
+#define CHECK(cond, ...) do {                                             \
+        if (cond) { test_passed++; }                                      \
+        else {                                                            \
+            test_failed++;                                                \
+            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
+            fprintf(stderr, __VA_ARGS__);                                 \
+            fputc('\n', stderr);                                          \
+        }                                                                 \
+    } while (0)
+
+/* Directory of the shared test data, or NULL (loudly) if it is missing. */
+static const char *test_shared_dir(void) {
+    const char *d = getenv("EMBER_SHARED");
+    if (!d) d = "../shared";
+    FILE *f;
+    char probe[1024];
+    snprintf(probe, sizeof probe, "%s/README.md", d);
+    f = fopen(probe, "rb");
+    if (!f) {
+        fprintf(stderr, "\n*** MISSING TEST DATA: %s not found; the tests that need it FAIL ***\n\n", d);
+        test_failed++;
+        return NULL;
+    }
+    fclose(f);
+    return d;
+}
+
+static int test_summary(const char *name) {
+    printf("%s: %d passed, %d failed\n", name, test_passed, test_failed);
+    return test_failed ? 1 : 0;
+}
+
+#endif
