@@ -368,8 +368,8 @@ class GGUFWriter:
     """Collect metadata and tensor descriptions, then stream everything to a file.
 
     Tensors are added as (name, shape_numpy_order, ggml_type, producer) where producer()
-    returns the raw data (numpy array or bytes) when it is written, so a converter can
-    keep at most one tensor in memory at a time.
+    returns the raw data when it is written (a numpy array, bytes, or a list/iterator of
+    such chunks in order), so a converter keeps at most one tensor (or chunk) in memory.
     """
 
     def __init__(self, path, alignment=DEFAULT_ALIGNMENT):
@@ -450,21 +450,21 @@ class GGUFWriter:
             f.write(b"\0" * self._pad(len(head)))
             for i, t in enumerate(self.tensors):
                 data = t["producer"]()
-                if isinstance(data, np.ndarray):
-                    if data.dtype.byteorder == ">":
-                        data = data.astype(data.dtype.newbyteorder("<"))
-                    data = np.ascontiguousarray(data)
-                    nb = data.nbytes
-                    if nb != t["nbytes"]:
-                        raise ValueError("tensor %s: producer gave %d bytes, expected %d"
-                                         % (t["name"], nb, t["nbytes"]))
-                    f.write(memoryview(data.reshape(-1)).cast("B"))
-                else:
-                    nb = len(data)
-                    if nb != t["nbytes"]:
-                        raise ValueError("tensor %s: producer gave %d bytes, expected %d"
-                                         % (t["name"], nb, t["nbytes"]))
-                    f.write(data)
+                chunks = data if isinstance(data, (list, tuple)) or hasattr(data, "__next__") else [data]
+                nb = 0
+                for c in chunks:
+                    if isinstance(c, np.ndarray):
+                        if c.dtype.byteorder == ">":
+                            c = c.astype(c.dtype.newbyteorder("<"))
+                        c = np.ascontiguousarray(c)
+                        nb += c.nbytes
+                        f.write(memoryview(c.reshape(-1)).cast("B"))
+                    else:
+                        nb += len(c)
+                        f.write(c)
+                    del c
+                if nb != t["nbytes"]:
+                    raise ValueError("tensor %s: producer gave %d bytes, expected %d" % (t["name"], nb, t["nbytes"]))
                 f.write(b"\0" * self._pad(nb))
                 del data
                 if progress:
