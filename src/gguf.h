@@ -72,4 +72,10 @@ uint64_t gguf_n_tensors(const gguf_file *f);
 const gguf_tensor *gguf_tensor_at(const gguf_file *f, uint64_t i);
 const gguf_tensor *gguf_find_tensor(const gguf_file *f, const char *name); /* NULL if absent */
 
+/* Where the tensor data section starts in the image, and its size. */
+uint64_t gguf_data_offset(const gguf_file *f);
+uint64_t gguf_data_size(const gguf_file *f);
+/* "uint32", "string", ... for an enum gguf_vtype value ("unknown" else). */
+const char *gguf_vtype_name(int vtype);
+
 #endif

@@ -1,0 +1,836 @@
+/* gguf.c - a validating, zero-copy reader for GGUF v2/v3 images in memory.
+ *
+ * The image is untrusted.  Every read is bounds-checked against the image
+ * size, every count is bounded by what the remaining bytes could possibly
+ * hold before anything is allocated for it, and all sizes are computed with
+ * overflow checks.  Parsing time and memory are linear in the file size.
+ *
+ * Policy decisions (beyond the GGUF spec):
+ *  - versions 2 and 3 only (v1 has 32-bit counts; a byte-swapped version
+ *    number is reported as a big-endian file);
+ *  - keys and tensor names must be non-empty, valid UTF-8 and free of NUL
+ *    bytes (they are looked up by C string and printed in messages);
+ *    string *values* may hold any bytes (llama.cpp does not check them and
+ *    tokenizer vocabularies hold raw byte pieces);
+ *  - keys unique, tensor names unique (hash tables);
+ *  - bool values must be 0 or 1 (scalars and array elements);
+ *  - arrays of arrays are allowed up to GGUF_MAX_DEPTH levels of nesting;
+ *    only top-level arrays can be read through the accessors;
+ *  - general.alignment must be a uint32, nonzero power of two;
+ *  - tensors: 1..4 dims, each ne >= 1, element count and byte size fit in
+ *    int64, row length a multiple of the type's block size, type known to
+ *    ek_type_get, offset a multiple of the alignment, data inside the image,
+ *    no two tensors' data overlap (they need not be in offset order or
+ *    contiguous, unlike llama.cpp which insists on its own layout).
+ *
+ * Memory: one gguf_file, one kv array, one tensor array, two hash tables
+ * and one index of string-array elements (8 bytes per element, each of
+ * which occupies at least 8 bytes of the file) - O(n_kv + n_tensors +
+ * string elements), all bounded by the file size.
+ */
+#include "gguf.h"
+#include "kernels.h"
+
+#include <string.h>
+#include <inttypes.h>
+#include <stdio.h>
+
+#if defined(__BYTE_ORDER__) && defined(__ORDER_LITTLE_ENDIAN__) && \
+    __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "ember's GGUF reader assumes a little-endian host"
+#endif
+
+#define GGUF_MAX_DEPTH 4          /* nesting levels of arrays (1 = plain array) */
+#define GGUF_MAX_COUNT 0x7fffffffu /* kv / tensor count cap (indices are uint32) */
+#define GGUF_DEFAULT_ALIGN 32u
+#define GGUF_HEADER_SIZE 24u      /* magic, version, n_tensors, n_kv */
+#define GGUF_MIN_KV_SIZE 14u      /* key len 8 + 1 byte key + type 4 + 1 byte value */
+#define GGUF_MIN_TI_SIZE 33u      /* name len 8 + 1 + n_dims 4 + ne 8 + type 4 + offset 8 */
+
+typedef struct gguf_kvi {
+    gguf_kv pub;
+    uint64_t str_first;           /* first index into gguf_file.str_off (string arrays) */
+} gguf_kvi;
+
+struct gguf_file {
+    const ember_allocator *alloc;
+    const uint8_t *base;
+    uint64_t size;
+    uint32_t version;
+    uint32_t alignment;
+    uint64_t n_kv, n_tensors;
+    gguf_kvi *kvs;
+    gguf_tensor *tensors;
+    uint64_t *str_off;            /* image offset of each string-array element */
+    uint64_t n_str;
+    uint32_t *kv_hash, *t_hash;   /* open addressing: index + 1, 0 = empty */
+    uint64_t kv_hmask, t_hmask;
+    uint64_t data_offset, data_size;
+};
+
+/* ---- cursor ------------------------------------------------------------- */
+
+typedef struct gguf_cur {
+    const uint8_t *base;
+    uint64_t size, pos;
+    char *err;
+    size_t errlen;
+} gguf_cur;
+
+static uint64_t gguf_left(const gguf_cur *c) { return c->size - c->pos; }
+
+static uint16_t gguf_ld16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+static uint32_t gguf_ld32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static uint64_t gguf_ld64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+
+/* Reads n bytes' worth of a field; fails with TRUNCATED naming what. */
+static int gguf_need(gguf_cur *c, uint64_t n, const char *what, const char *who) {
+    if (n > gguf_left(c))
+        return ec_errorf(c->err, c->errlen, EMBER_ERR_TRUNCATED,
+                         "%s%s: needs %" PRIu64 " bytes at offset %" PRIu64
+                         " but the file ends at %" PRIu64,
+                         who, what, n, c->pos, c->size);
+    return EMBER_OK;
+}
+
+static int gguf_rd32(gguf_cur *c, uint32_t *v, const char *what, const char *who) {
+    int rc = gguf_need(c, 4, what, who);
+    if (rc) return rc;
+    *v = gguf_ld32(c->base + c->pos);
+    c->pos += 4;
+    return EMBER_OK;
+}
+
+static int gguf_rd64(gguf_cur *c, uint64_t *v, const char *what, const char *who) {
+    int rc = gguf_need(c, 8, what, who);
+    if (rc) return rc;
+    *v = gguf_ld64(c->base + c->pos);
+    c->pos += 8;
+    return EMBER_OK;
+}
+
+/* A printable, bounded rendering of untrusted bytes for messages. */
+static const char *gguf_quote(char *buf, size_t cap, const char *s, uint64_t n) {
+    size_t o = 0;
+    uint64_t i;
+    for (i = 0; i < n && o + 4 < cap; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        buf[o++] = (ch >= 0x20 && ch < 0x7f) ? (char)ch : '?';
+    }
+    if (i < n && o + 4 <= cap) { buf[o++] = '.'; buf[o++] = '.'; buf[o++] = '.'; }
+    buf[o] = 0;
+    return buf;
+}
+
+/* Reads a GGUF string (uint64 length + bytes). */
+static int gguf_rdstr(gguf_cur *c, gguf_str *s, const char *what, const char *who) {
+    uint64_t len;
+    int rc = gguf_rd64(c, &len, what, who);
+    if (rc) return rc;
+    if (len > gguf_left(c))
+        return ec_errorf(c->err, c->errlen, EMBER_ERR_TRUNCATED,
+                         "%s%s: string length %" PRIu64 " at offset %" PRIu64
+                         " exceeds the %" PRIu64 " bytes left in the file",
+                         who, what, len, c->pos - 8, gguf_left(c));
+    s->ptr = (const char *)c->base + c->pos;
+    s->len = len;
+    c->pos += len;
+    return EMBER_OK;
+}
+
+/* Keys and tensor names: non-empty, no NUL, valid UTF-8. */
+static int gguf_check_name(gguf_cur *c, gguf_str s, uint64_t at, const char *what) {
+    char q[80];
+    if (s.len == 0)
+        return ec_errorf(c->err, c->errlen, EMBER_ERR_CORRUPT,
+                         "%s at offset %" PRIu64 " is empty", what, at);
+    const unsigned char *p = (const unsigned char *)s.ptr;
+    uint64_t i = 0;
+    while (i < s.len) {
+        uint32_t cp;
+        uint64_t rest = s.len - i;
+        int l = ec_utf8_decode(p + i, rest > 8 ? 8 : (size_t)rest, &cp);
+        if (l == 0 || cp == 0)
+            return ec_errorf(c->err, c->errlen, EMBER_ERR_CORRUPT,
+                             "%s '%s' at offset %" PRIu64 " has %s at byte %" PRIu64,
+                             what, gguf_quote(q, sizeof q, s.ptr, s.len), at,
+                             l == 0 ? "invalid UTF-8" : "a NUL byte", i);
+        i += (uint64_t)l;
+    }
+    return EMBER_OK;
+}
+
+/* ---- value types ---------------------------------------------------------- */
+
+static const char *gguf_vtype_names[13] = {
+    "uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "bool",
+    "string", "array", "uint64", "int64", "float64"
+};
+
+const char *gguf_vtype_name(int t) {
+    return (t >= 0 && t <= GGUF_FLOAT64) ? gguf_vtype_names[t] : "unknown";
+}
+
+/* Size of a fixed-size value, 0 for string/array/unknown. */
+static uint64_t gguf_fixed_size(uint32_t t) {
+    switch (t) {
+    case GGUF_UINT8: case GGUF_INT8: case GGUF_BOOL: return 1;
+    case GGUF_UINT16: case GGUF_INT16: return 2;
+    case GGUF_UINT32: case GGUF_INT32: case GGUF_FLOAT32: return 4;
+    case GGUF_UINT64: case GGUF_INT64: case GGUF_FLOAT64: return 8;
+    default: return 0;
+    }
+}
+
+/* Least bytes one element of type t can occupy (t already known valid). */
+static uint64_t gguf_min_size(uint32_t t) {
+    if (t == GGUF_STRING) return 8;
+    if (t == GGUF_ARRAY) return 12;
+    return gguf_fixed_size(t);
+}
+
+typedef struct gguf_ctx {
+    gguf_cur c;
+    const char *keyq;       /* quoted key, for messages */
+    char who[128];          /* "key '...'", for messages */
+    uint64_t n_str;         /* string-array elements counted / stored */
+    uint64_t *str_off;      /* NULL during the counting pass */
+} gguf_ctx;
+
+/* Skips/validates one value of type t at the cursor.  depth = array nesting
+ * of this value.  For a top-level string array in the filling pass, records
+ * element offsets. */
+static int gguf_value(gguf_ctx *x, uint32_t t, int depth, int index_strings) {
+    gguf_cur *c = &x->c;
+    const char *who = x->who;
+    int rc;
+    if (t > GGUF_FLOAT64)
+        return ec_errorf(c->err, c->errlen, EMBER_ERR_CORRUPT,
+                         "key '%s': unknown value type %" PRIu32 " at offset %" PRIu64,
+                         x->keyq, t, c->pos);
+    if (t == GGUF_STRING) {
+        gguf_str s;
+        return gguf_rdstr(c, &s, " string value", who);
+    }
+    if (t != GGUF_ARRAY) {
+        uint64_t n = gguf_fixed_size(t);
+        if ((rc = gguf_need(c, n, " value", who))) return rc;
+        if (t == GGUF_BOOL && c->base[c->pos] > 1)
+            return ec_errorf(c->err, c->errlen, EMBER_ERR_CORRUPT,
+                             "key '%s': bool value %u at offset %" PRIu64 " is not 0 or 1",
+                             x->keyq, c->base[c->pos], c->pos);
+        c->pos += n;
+        return EMBER_OK;
+    }
+    /* array */
+    if (depth + 1 > GGUF_MAX_DEPTH)
+        return ec_errorf(c->err, c->errlen, EMBER_ERR_CORRUPT,
+                         "key '%s': arrays nested deeper than %d levels at offset %" PRIu64,
+                         x->keyq, GGUF_MAX_DEPTH, c->pos);
+    uint32_t et;
+    uint64_t n;
+    if ((rc = gguf_rd32(c, &et, " array element type", who))) return rc;
+    if (et > GGUF_FLOAT64)
+        return ec_errorf(c->err, c->errlen, EMBER_ERR_CORRUPT,
+                         "key '%s': unknown array element type %" PRIu32 " at offset %" PRIu64,
+                         x->keyq, et, c->pos - 4);
+    if ((rc = gguf_rd64(c, &n, " array length", who))) return rc;
+    uint64_t esz = gguf_min_size(et);
+    if (n > gguf_left(c) / esz)
+        return ec_errorf(c->err, c->errlen, EMBER_ERR_CORRUPT,
+                         "key '%s': array of %" PRIu64 " %s elements at offset %" PRIu64
+                         " cannot fit in the %" PRIu64 " bytes left in the file",
+                         x->keyq, n, gguf_vtype_name((int)et), c->pos - 8, gguf_left(c));
+    if (et == GGUF_STRING) {
+        for (uint64_t i = 0; i < n; i++) {
+            gguf_str s;
+            if (index_strings && x->str_off) x->str_off[x->n_str] = c->pos;
+            if ((rc = gguf_rdstr(c, &s, " string array element", who))) return rc;
+            if (index_strings) x->n_str++;
+        }
+        return EMBER_OK;
+    }
+    if (et == GGUF_ARRAY) {
+        for (uint64_t i = 0; i < n; i++)
+            if ((rc = gguf_value(x, GGUF_ARRAY, depth + 1, 0))) return rc;
+        return EMBER_OK;
+    }
+    /* fixed-size elements: n * esz <= left, checked above */
+    if (et == GGUF_BOOL) {
+        const uint8_t *p = c->base + c->pos;
+        for (uint64_t i = 0; i < n; i++)
+            if (p[i] > 1)
+                return ec_errorf(c->err, c->errlen, EMBER_ERR_CORRUPT,
+                                 "key '%s': bool array element %" PRIu64 " = %u is not 0 or 1",
+                                 x->keyq, i, p[i]);
+    }
+    c->pos += n * esz;
+    return EMBER_OK;
+}
+
+/* One key/value pair.  If kv is non-NULL it is filled. */
+static int gguf_one_kv(gguf_ctx *x, uint64_t i, gguf_kvi *kv) {
+    gguf_cur *c = &x->c;
+    char who[48], q[80];
+    gguf_str key;
+    uint32_t t;
+    int rc;
+    uint64_t at = c->pos;
+    snprintf(who, sizeof who, "kv %" PRIu64, i);
+    if ((rc = gguf_rdstr(c, &key, " key", who))) return rc;
+    if ((rc = gguf_check_name(c, key, at, "key"))) return rc;
+    x->keyq = gguf_quote(q, sizeof q, key.ptr, key.len);
+    snprintf(x->who, sizeof x->who, "key '%s'", x->keyq);
+    if ((rc = gguf_rd32(c, &t, " value type", x->who))) return rc;
+    uint64_t vstart = c->pos;
+    uint64_t sfirst = x->n_str;
+    if ((rc = gguf_value(x, t, 0, 1))) return rc;
+    if (kv) {
+        kv->pub.key = key;
+        kv->pub.type = (int)t;
+        kv->pub.arr_type = -1;
+        kv->pub.arr_n = 0;
+        kv->pub.data = c->base + vstart;
+        kv->str_first = sfirst;
+        if (t == GGUF_ARRAY) {
+            kv->pub.arr_type = (int)gguf_ld32(c->base + vstart);
+            kv->pub.arr_n = gguf_ld64(c->base + vstart + 4);
+            kv->pub.data = c->base + vstart + 12;
+        }
+    }
+    return EMBER_OK;
+}
+
+/* ---- hashing ---------------------------------------------------------------- */
+
+static uint64_t gguf_hash(const char *s, uint64_t n) {
+    uint64_t h = 1469598103934665603ull;
+    for (uint64_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 1099511628211ull;
+    }
+    return h ^ (h >> 29);
+}
+
+static uint64_t gguf_hash_cap(uint64_t n) {
+    uint64_t cap = 8;
+    while (cap < 2 * n) cap *= 2;
+    return cap;
+}
+
+static int gguf_str_same(gguf_str a, gguf_str b) {
+    return a.len == b.len && memcmp(a.ptr, b.ptr, (size_t)a.len) == 0;
+}
+
+/* Lookup in a table of indices into an array of items whose name is at
+ * name_of(i). */
+#define GGUF_KV_NAME(f, i) ((f)->kvs[i].pub.key)
+#define GGUF_T_NAME(f, i) ((f)->tensors[i].name)
+
+/* ---- open ------------------------------------------------------------------- */
+
+void gguf_close(gguf_file *f) {
+    if (!f) return;
+    const ember_allocator *a = f->alloc;
+    ec_free(a, f->kvs);
+    ec_free(a, f->tensors);
+    ec_free(a, f->str_off);
+    ec_free(a, f->kv_hash);
+    ec_free(a, f->t_hash);
+    ec_free(a, f);
+}
+
+static int gguf_nomem(char *err, size_t errlen, const char *what, uint64_t n) {
+    return ec_errorf(err, errlen, EMBER_ERR_NOMEM,
+                     "out of memory allocating %s (%" PRIu64 " entries)", what, n);
+}
+
+static void *gguf_alloc_array(const ember_allocator *a, uint64_t n, size_t sz) {
+    if (n > SIZE_MAX) return NULL;
+    return ec_calloc(a, (size_t)(n ? n : 1), sz);
+}
+
+/* Heap sort of tensor indices by offset (no allocation, O(n log n)). */
+static void gguf_sift(const gguf_tensor *t, uint32_t *ix, uint64_t root, uint64_t n) {
+    for (;;) {
+        uint64_t child = 2 * root + 1;
+        if (child >= n) return;
+        if (child + 1 < n && t[ix[child + 1]].offset > t[ix[child]].offset) child++;
+        if (t[ix[root]].offset >= t[ix[child]].offset) return;
+        uint32_t tmp = ix[root]; ix[root] = ix[child]; ix[child] = tmp;
+        root = child;
+    }
+}
+
+static void gguf_sort_by_offset(const gguf_tensor *t, uint32_t *ix, uint64_t n) {
+    if (n < 2) return;
+    for (uint64_t i = n / 2; i-- > 0;) gguf_sift(t, ix, i, n);
+    for (uint64_t end = n - 1; end > 0; end--) {
+        uint32_t tmp = ix[0]; ix[0] = ix[end]; ix[end] = tmp;
+        gguf_sift(t, ix, 0, end);
+    }
+}
+
+static int gguf_tensor_info(gguf_file *f, gguf_cur *c, uint64_t i) {
+    gguf_tensor *t = &f->tensors[i];
+    char who[48], q[80];
+    gguf_str name;
+    uint32_t nd, type;
+    int rc;
+    uint64_t at = c->pos;
+    snprintf(who, sizeof who, "tensor %" PRIu64, i);
+    if ((rc = gguf_rdstr(c, &name, " name", who))) return rc;
+    if ((rc = gguf_check_name(c, name, at, "tensor name"))) return rc;
+    gguf_quote(q, sizeof q, name.ptr, name.len);
+    snprintf(who, sizeof who, "tensor '%.36s'", q);
+    t->name = name;
+    if ((rc = gguf_rd32(c, &nd, " n_dims", who))) return rc;
+    if (nd < 1 || nd > 4)
+        return ec_errorf(c->err, c->errlen, EMBER_ERR_CORRUPT,
+                         "tensor '%s': n_dims %" PRIu32 " is not in 1..4", q, nd);
+    t->n_dims = (int)nd;
+    for (int d = 0; d < 4; d++) t->ne[d] = 1;
+    for (uint32_t d = 0; d < nd; d++) {
+        uint64_t ne;
+        if ((rc = gguf_rd64(c, &ne, " dimension", who))) return rc;
+        if (ne < 1 || ne > (uint64_t)INT64_MAX)
+            return ec_errorf(c->err, c->errlen, EMBER_ERR_CORRUPT,
+                             "tensor '%s': ne[%" PRIu32 "] = %" PRId64 " is not positive",
+                             q, d, (int64_t)ne);
+        t->ne[d] = (int64_t)ne;
+    }
+    if ((rc = gguf_rd32(c, &type, " type", who))) return rc;
+    if ((rc = gguf_rd64(c, &t->offset, " offset", who))) return rc;
+    t->type = (int)(type & 0x7fffffff);
+    const ek_type_info *ti = type < 0x10000 ? ek_type_get((int)type) : NULL;
+    if (!ti || ti->block_size <= 0 || ti->type_size <= 0)
+        return ec_errorf(c->err, c->errlen, EMBER_ERR_UNSUPPORTED,
+                         "tensor '%s': unknown tensor type %" PRIu32, q, type);
+    /* element count must fit in int64 */
+    uint64_t nel = (uint64_t)t->ne[0];
+    for (int d = 1; d < 4; d++)
+        if (ec_mul_u64(nel, (uint64_t)t->ne[d], &nel) || nel > (uint64_t)INT64_MAX)
+            return ec_errorf(c->err, c->errlen, EMBER_ERR_CORRUPT,
+                             "tensor '%s': shape [%" PRId64 ", %" PRId64 ", %" PRId64
+                             ", %" PRId64 "] has more than 2^63-1 elements",
+                             q, t->ne[0], t->ne[1], t->ne[2], t->ne[3]);
+    uint64_t bs = (uint64_t)ti->block_size;
+    if ((uint64_t)t->ne[0] % bs != 0)
+        return ec_errorf(c->err, c->errlen, EMBER_ERR_CORRUPT,
+                         "tensor '%s': row length %" PRId64 " is not a multiple of the %s block size %d",
+                         q, t->ne[0], ti->name ? ti->name : "?", ti->block_size);
+    uint64_t rowb, nb;
+    if (ec_mul_u64((uint64_t)t->ne[0] / bs, (uint64_t)ti->type_size, &rowb) ||
+        ec_mul_u64(rowb, nel / (uint64_t)t->ne[0], &nb) || nb > (uint64_t)INT64_MAX)
+        return ec_errorf(c->err, c->errlen, EMBER_ERR_CORRUPT,
+                         "tensor '%s': byte size of shape [%" PRId64 ", %" PRId64 ", %" PRId64
+                         ", %" PRId64 "] overflows", q, t->ne[0], t->ne[1], t->ne[2], t->ne[3]);
+    if (ek_row_bytes((int)type, (uint64_t)t->ne[0]) != rowb)
+        return ec_errorf(c->err, c->errlen, EMBER_ERR_UNSUPPORTED,
+                         "tensor '%s': type %" PRIu32 " row of %" PRId64 " has no size",
+                         q, type, t->ne[0]);
+    t->nbytes = nb;
+    if (t->offset % f->alignment != 0)
+        return ec_errorf(c->err, c->errlen, EMBER_ERR_CORRUPT,
+                         "tensor '%s': offset %" PRIu64 " is not a multiple of the alignment %" PRIu32,
+                         q, t->offset, f->alignment);
+    /* name must be unique */
+    uint64_t h = gguf_hash(name.ptr, name.len) & f->t_hmask;
+    while (f->t_hash[h]) {
+        if (gguf_str_same(GGUF_T_NAME(f, f->t_hash[h] - 1), name))
+            return ec_errorf(c->err, c->errlen, EMBER_ERR_CORRUPT,
+                             "tensor %" PRIu64 ": duplicate tensor name '%s' (also tensor %" PRIu32 ")",
+                             i, q, f->t_hash[h] - 1);
+        h = (h + 1) & f->t_hmask;
+    }
+    f->t_hash[h] = (uint32_t)(i + 1);
+    return EMBER_OK;
+}
+
+int gguf_open(const void *data, uint64_t size, const ember_allocator *a,
+              gguf_file **out, char *err, size_t errlen) {
+    if (err && errlen) err[0] = 0;
+    if (out) *out = NULL;
+    if (!out || (!data && size))
+        return ec_errorf(err, errlen, EMBER_ERR_INVALID_ARG, "gguf_open: NULL argument");
+    if (a && (!a->malloc_fn || !a->realloc_fn || !a->free_fn))
+        return ec_errorf(err, errlen, EMBER_ERR_INVALID_ARG, "gguf_open: allocator has NULL functions");
+
+    gguf_ctx x;
+    memset(&x, 0, sizeof x);
+    gguf_cur *c = &x.c;
+    c->base = (const uint8_t *)data;
+    c->size = size;
+    c->err = err;
+    c->errlen = errlen;
+    int rc;
+
+    /* magic */
+    {
+        static const char magic[4] = {'G', 'G', 'U', 'F'};
+        uint64_t n = size < 4 ? size : 4;
+        char q[16];
+        if (n && memcmp(data, magic, (size_t)n) != 0)
+            return ec_errorf(err, errlen, EMBER_ERR_BAD_MAGIC,
+                             "not a GGUF file: magic '%s', expected 'GGUF'",
+                             gguf_quote(q, sizeof q, (const char *)data, n));
+        if (n < 4)
+            return ec_errorf(err, errlen, EMBER_ERR_TRUNCATED,
+                             "file of %" PRIu64 " bytes is too short for the GGUF magic", size);
+        c->pos = 4;
+    }
+    uint32_t version;
+    uint64_t n_tensors, n_kv;
+    if ((rc = gguf_rd32(c, &version, "version", ""))) return rc;
+    if (version != 2 && version != 3) {
+        if ((version & 0xffff) == 0 && version != 0)
+            return ec_errorf(err, errlen, EMBER_ERR_VERSION,
+                             "GGUF version field 0x%08" PRIx32 " looks byte-swapped: big-endian files are not supported",
+                             version);
+        return ec_errorf(err, errlen, EMBER_ERR_VERSION,
+                         "GGUF version %" PRIu32 " is not supported (only 2 and 3)", version);
+    }
+    if ((rc = gguf_rd64(c, &n_tensors, "n_tensors", ""))) return rc;
+    if ((rc = gguf_rd64(c, &n_kv, "n_kv", ""))) return rc;
+    {
+        uint64_t left = gguf_left(c);
+        if (n_kv > GGUF_MAX_COUNT || n_kv > left / GGUF_MIN_KV_SIZE)
+            return ec_errorf(err, errlen, EMBER_ERR_CORRUPT,
+                             "n_kv = %" PRIu64 " key/value pairs cannot fit in the %" PRIu64
+                             " bytes left in the file", n_kv, left);
+        if (n_tensors > GGUF_MAX_COUNT || n_tensors > left / GGUF_MIN_TI_SIZE)
+            return ec_errorf(err, errlen, EMBER_ERR_CORRUPT,
+                             "n_tensors = %" PRIu64 " tensor infos cannot fit in the %" PRIu64
+                             " bytes left in the file", n_tensors, left);
+        if (n_tensors * GGUF_MIN_TI_SIZE > left - n_kv * GGUF_MIN_KV_SIZE)
+            return ec_errorf(err, errlen, EMBER_ERR_CORRUPT,
+                             "n_kv = %" PRIu64 " and n_tensors = %" PRIu64
+                             " cannot fit in the %" PRIu64 " bytes left in the file",
+                             n_kv, n_tensors, left);
+    }
+    uint64_t kv_start = c->pos;
+
+    /* pass 1: validate the key/value section, count string-array elements */
+    for (uint64_t i = 0; i < n_kv; i++)
+        if ((rc = gguf_one_kv(&x, i, NULL))) return rc;
+    uint64_t n_str = x.n_str;
+    uint64_t ti_start = c->pos;
+    if (n_tensors > gguf_left(c) / GGUF_MIN_TI_SIZE)
+        return ec_errorf(err, errlen, EMBER_ERR_CORRUPT,
+                         "n_tensors = %" PRIu64 " tensor infos cannot fit in the %" PRIu64
+                         " bytes left after the key/value pairs", n_tensors, gguf_left(c));
+
+    /* allocate everything */
+    gguf_file *f = ec_calloc(a, 1, sizeof *f);
+    if (!f) return gguf_nomem(err, errlen, "the GGUF file object", 1);
+    f->alloc = a;
+    f->base = c->base;
+    f->size = size;
+    f->version = version;
+    f->alignment = GGUF_DEFAULT_ALIGN;
+    f->n_kv = n_kv;
+    f->n_tensors = n_tensors;
+    f->n_str = n_str;
+    f->kv_hmask = gguf_hash_cap(n_kv) - 1;
+    f->t_hmask = gguf_hash_cap(n_tensors) - 1;
+    if (!(f->kvs = gguf_alloc_array(a, n_kv, sizeof *f->kvs))) {
+        rc = gguf_nomem(err, errlen, "key/value pairs", n_kv); goto fail;
+    }
+    if (!(f->str_off = gguf_alloc_array(a, n_str, sizeof *f->str_off))) {
+        rc = gguf_nomem(err, errlen, "the string array index", n_str); goto fail;
+    }
+    if (!(f->kv_hash = gguf_alloc_array(a, f->kv_hmask + 1, sizeof *f->kv_hash))) {
+        rc = gguf_nomem(err, errlen, "the key hash table", f->kv_hmask + 1); goto fail;
+    }
+    if (!(f->tensors = gguf_alloc_array(a, n_tensors, sizeof *f->tensors))) {
+        rc = gguf_nomem(err, errlen, "tensor infos", n_tensors); goto fail;
+    }
+    if (!(f->t_hash = gguf_alloc_array(a, f->t_hmask + 1, sizeof *f->t_hash))) {
+        rc = gguf_nomem(err, errlen, "the tensor hash table", f->t_hmask + 1); goto fail;
+    }
+
+    /* pass 2: fill the kv table (the section was validated by pass 1) */
+    c->pos = kv_start;
+    x.n_str = 0;
+    x.str_off = f->str_off;
+    for (uint64_t i = 0; i < n_kv; i++) {
+        gguf_kvi *kv = &f->kvs[i];
+        if ((rc = gguf_one_kv(&x, i, kv))) goto fail;
+        uint64_t h = gguf_hash(kv->pub.key.ptr, kv->pub.key.len) & f->kv_hmask;
+        while (f->kv_hash[h]) {
+            if (gguf_str_same(GGUF_KV_NAME(f, f->kv_hash[h] - 1), kv->pub.key)) {
+                char q[80];
+                rc = ec_errorf(err, errlen, EMBER_ERR_CORRUPT,
+                               "kv %" PRIu64 ": duplicate key '%s' (also kv %" PRIu32 ")", i,
+                               gguf_quote(q, sizeof q, kv->pub.key.ptr, kv->pub.key.len),
+                               f->kv_hash[h] - 1);
+                goto fail;
+            }
+            h = (h + 1) & f->kv_hmask;
+        }
+        f->kv_hash[h] = (uint32_t)(i + 1);
+    }
+
+    /* alignment */
+    {
+        const gguf_kv *al = gguf_find_kv(f, "general.alignment");
+        if (al) {
+            if (al->type != GGUF_UINT32) {
+                rc = ec_errorf(err, errlen, EMBER_ERR_CORRUPT,
+                               "general.alignment has type %s, expected uint32",
+                               gguf_vtype_name(al->type));
+                goto fail;
+            }
+            uint32_t v = gguf_ld32(al->data);
+            if (v == 0 || (v & (v - 1)) != 0) {
+                rc = ec_errorf(err, errlen, EMBER_ERR_CORRUPT,
+                               "general.alignment = %" PRIu32 " is not a nonzero power of two", v);
+                goto fail;
+            }
+            f->alignment = v;
+        }
+    }
+
+    /* tensor infos */
+    c->pos = ti_start;
+    for (uint64_t i = 0; i < n_tensors; i++)
+        if ((rc = gguf_tensor_info(f, c, i))) goto fail;
+
+    /* data section */
+    {
+        uint64_t end = c->pos, al = f->alignment;
+        uint64_t pad = (al - end % al) % al;
+        if (n_tensors == 0) {
+            /* nothing to find there: tolerate a missing final padding */
+            f->data_offset = pad <= size - end ? end + pad : size;
+            f->data_size = size - f->data_offset;
+        } else {
+            if (pad > size - end) {
+                rc = ec_errorf(err, errlen, EMBER_ERR_TRUNCATED,
+                               "the data section should start at offset %" PRIu64
+                               " (alignment %" PRIu32 ") but the file ends at %" PRIu64,
+                               end + pad, f->alignment, size);
+                goto fail;
+            }
+            f->data_offset = end + pad;
+            f->data_size = size - f->data_offset;
+        }
+    }
+    for (uint64_t i = 0; i < n_tensors; i++) {
+        gguf_tensor *t = &f->tensors[i];
+        if (t->offset > f->data_size || t->nbytes > f->data_size - t->offset) {
+            char q[80];
+            rc = ec_errorf(err, errlen, EMBER_ERR_TRUNCATED,
+                           "tensor '%s': offset %" PRIu64 " + %" PRIu64
+                           " bytes exceeds the data section (%" PRIu64 " bytes)",
+                           gguf_quote(q, sizeof q, t->name.ptr, t->name.len),
+                           t->offset, t->nbytes, f->data_size);
+            goto fail;
+        }
+        t->data = f->base + f->data_offset + t->offset;
+    }
+    /* overlaps: sort tensor indices by offset, compare neighbours */
+    if (n_tensors > 1) {
+        uint32_t *ix = gguf_alloc_array(a, n_tensors, sizeof *ix);
+        if (!ix) { rc = gguf_nomem(err, errlen, "the tensor sort index", n_tensors); goto fail; }
+        for (uint64_t i = 0; i < n_tensors; i++) ix[i] = (uint32_t)i;
+        gguf_sort_by_offset(f->tensors, ix, n_tensors);
+        for (uint64_t k = 1; k < n_tensors; k++) {
+            const gguf_tensor *p = &f->tensors[ix[k - 1]], *t = &f->tensors[ix[k]];
+            if (p->offset + p->nbytes > t->offset) {
+                char q1[80], q2[80];
+                rc = ec_errorf(err, errlen, EMBER_ERR_CORRUPT,
+                               "tensor '%s' (offset %" PRIu64 ", %" PRIu64 " bytes) overlaps tensor '%s' (offset %" PRIu64 ")",
+                               gguf_quote(q1, sizeof q1, p->name.ptr, p->name.len), p->offset, p->nbytes,
+                               gguf_quote(q2, sizeof q2, t->name.ptr, t->name.len), t->offset);
+                ec_free(a, ix);
+                goto fail;
+            }
+        }
+        ec_free(a, ix);
+    }
+    *out = f;
+    return EMBER_OK;
+fail:
+    gguf_close(f);
+    return rc;
+}
+
+/* ---- accessors ------------------------------------------------------------ */
+
+uint32_t gguf_version(const gguf_file *f) { return f ? f->version : 0; }
+uint32_t gguf_alignment(const gguf_file *f) { return f ? f->alignment : 0; }
+uint64_t gguf_data_offset(const gguf_file *f) { return f ? f->data_offset : 0; }
+uint64_t gguf_data_size(const gguf_file *f) { return f ? f->data_size : 0; }
+uint64_t gguf_n_kv(const gguf_file *f) { return f ? f->n_kv : 0; }
+uint64_t gguf_n_tensors(const gguf_file *f) { return f ? f->n_tensors : 0; }
+
+const gguf_kv *gguf_kv_at(const gguf_file *f, uint64_t i) {
+    return (f && i < f->n_kv) ? &f->kvs[i].pub : NULL;
+}
+
+const gguf_tensor *gguf_tensor_at(const gguf_file *f, uint64_t i) {
+    return (f && i < f->n_tensors) ? &f->tensors[i] : NULL;
+}
+
+const gguf_kv *gguf_find_kv(const gguf_file *f, const char *key) {
+    if (!f || !key || !f->kv_hash) return NULL;
+    uint64_t n = strlen(key);
+    gguf_str k = { key, n };
+    uint64_t h = gguf_hash(key, n) & f->kv_hmask;
+    while (f->kv_hash[h]) {
+        const gguf_kvi *kv = &f->kvs[f->kv_hash[h] - 1];
+        if (gguf_str_same(kv->pub.key, k)) return &kv->pub;
+        h = (h + 1) & f->kv_hmask;
+    }
+    return NULL;
+}
+
+const gguf_tensor *gguf_find_tensor(const gguf_file *f, const char *name) {
+    if (!f || !name || !f->t_hash) return NULL;
+    uint64_t n = strlen(name);
+    gguf_str k = { name, n };
+    uint64_t h = gguf_hash(name, n) & f->t_hmask;
+    while (f->t_hash[h]) {
+        const gguf_tensor *t = &f->tensors[f->t_hash[h] - 1];
+        if (gguf_str_same(t->name, k)) return t;
+        h = (h + 1) & f->t_hmask;
+    }
+    return NULL;
+}
+
+int gguf_str_eq(gguf_str s, const char *c) {
+    if (!c) return 0;
+    size_t n = strlen(c);
+    return s.len == n && (n == 0 || memcmp(s.ptr, c, n) == 0);
+}
+
+/* Integer value of type t at p: returns 0 and sets *neg and *mag = abs(value),
+ * or -1 if t is not an integer type. */
+static int gguf_load_int(int t, const uint8_t *p, int *neg, uint64_t *mag) {
+    int64_t s;
+    switch (t) {
+    case GGUF_UINT8: *neg = 0; *mag = p[0]; return 0;
+    case GGUF_UINT16: *neg = 0; *mag = gguf_ld16(p); return 0;
+    case GGUF_UINT32: *neg = 0; *mag = gguf_ld32(p); return 0;
+    case GGUF_UINT64: *neg = 0; *mag = gguf_ld64(p); return 0;
+    case GGUF_INT8: s = (int8_t)p[0]; break;
+    case GGUF_INT16: s = (int16_t)gguf_ld16(p); break;
+    case GGUF_INT32: s = (int32_t)gguf_ld32(p); break;
+    case GGUF_INT64: s = (int64_t)gguf_ld64(p); break;
+    default: return -1;
+    }
+    *neg = s < 0;
+    *mag = s < 0 ? (uint64_t)0 - (uint64_t)s : (uint64_t)s;
+    return 0;
+}
+
+static int gguf_to_i64(int t, const uint8_t *p, int64_t *out) {
+    int neg;
+    uint64_t mag;
+    if (gguf_load_int(t, p, &neg, &mag)) return EMBER_ERR_CORRUPT;
+    if (neg) {
+        if (mag > (uint64_t)INT64_MAX + 1) return EMBER_ERR_CORRUPT;
+        *out = mag == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)mag;
+    } else {
+        if (mag > (uint64_t)INT64_MAX) return EMBER_ERR_CORRUPT;
+        *out = (int64_t)mag;
+    }
+    return EMBER_OK;
+}
+
+static int gguf_to_f32(int t, const uint8_t *p, float *out) {
+    if (t == GGUF_FLOAT32) {
+        memcpy(out, p, 4);
+        return EMBER_OK;
+    }
+    if (t == GGUF_FLOAT64) {
+        double d;
+        memcpy(&d, p, 8);
+        /* finite doubles beyond float range cannot be represented */
+        if (d == d && (d > 3.4028234663852886e38 || d < -3.4028234663852886e38) &&
+            d - d == 0.0)
+            return EMBER_ERR_CORRUPT;
+        *out = (float)d;
+        return EMBER_OK;
+    }
+    return EMBER_ERR_CORRUPT;
+}
+
+int gguf_get_u32(const gguf_file *f, const char *key, uint32_t *out) {
+    const gguf_kv *kv = gguf_find_kv(f, key);
+    int neg;
+    uint64_t mag;
+    if (!out) return EMBER_ERR_INVALID_ARG;
+    if (!kv) return EMBER_ERR_MISSING;
+    if (gguf_load_int(kv->type, kv->data, &neg, &mag) || neg || mag > UINT32_MAX)
+        return EMBER_ERR_CORRUPT;
+    *out = (uint32_t)mag;
+    return EMBER_OK;
+}
+
+int gguf_get_i64(const gguf_file *f, const char *key, int64_t *out) {
+    const gguf_kv *kv = gguf_find_kv(f, key);
+    if (!out) return EMBER_ERR_INVALID_ARG;
+    if (!kv) return EMBER_ERR_MISSING;
+    return gguf_to_i64(kv->type, kv->data, out);
+}
+
+int gguf_get_f32(const gguf_file *f, const char *key, float *out) {
+    const gguf_kv *kv = gguf_find_kv(f, key);
+    if (!out) return EMBER_ERR_INVALID_ARG;
+    if (!kv) return EMBER_ERR_MISSING;
+    return gguf_to_f32(kv->type, kv->data, out);
+}
+
+int gguf_get_bool(const gguf_file *f, const char *key, int *out) {
+    const gguf_kv *kv = gguf_find_kv(f, key);
+    if (!out) return EMBER_ERR_INVALID_ARG;
+    if (!kv) return EMBER_ERR_MISSING;
+    if (kv->type != GGUF_BOOL) return EMBER_ERR_CORRUPT;
+    *out = kv->data[0] != 0;
+    return EMBER_OK;
+}
+
+int gguf_get_str(const gguf_file *f, const char *key, gguf_str *out) {
+    const gguf_kv *kv = gguf_find_kv(f, key);
+    if (!out) return EMBER_ERR_INVALID_ARG;
+    if (!kv) return EMBER_ERR_MISSING;
+    if (kv->type != GGUF_STRING) return EMBER_ERR_CORRUPT;
+    out->len = gguf_ld64(kv->data);
+    out->ptr = (const char *)kv->data + 8;
+    return EMBER_OK;
+}
+
+int gguf_arr_str(const gguf_file *f, const gguf_kv *kv, uint64_t i, gguf_str *out) {
+    if (!f || !kv || !out || !f->kvs) return EMBER_ERR_INVALID_ARG;
+    uintptr_t p = (uintptr_t)kv, b = (uintptr_t)f->kvs;
+    if (p < b || p >= b + f->n_kv * sizeof *f->kvs || (p - b) % sizeof *f->kvs != 0)
+        return EMBER_ERR_INVALID_ARG;          /* not one of f's kvs */
+    const gguf_kvi *kvi = &f->kvs[(p - b) / sizeof *f->kvs];
+    if (kv->type != GGUF_ARRAY || kv->arr_type != GGUF_STRING) return EMBER_ERR_CORRUPT;
+    if (i >= kv->arr_n) return EMBER_ERR_INVALID_ARG;
+    uint64_t off = f->str_off[kvi->str_first + i];
+    out->len = gguf_ld64(f->base + off);
+    out->ptr = (const char *)f->base + off + 8;
+    return EMBER_OK;
+}
+
+int gguf_arr_int(const gguf_kv *kv, uint64_t i, int64_t *out) {
+    if (!kv || !out) return EMBER_ERR_INVALID_ARG;
+    if (kv->type != GGUF_ARRAY) return EMBER_ERR_CORRUPT;
+    uint64_t esz = gguf_fixed_size((uint32_t)kv->arr_type);
+    if (esz == 0 || kv->arr_type == GGUF_BOOL || kv->arr_type == GGUF_FLOAT32 ||
+        kv->arr_type == GGUF_FLOAT64)
+        return EMBER_ERR_CORRUPT;
+    if (i >= kv->arr_n) return EMBER_ERR_INVALID_ARG;
+    return gguf_to_i64(kv->arr_type, kv->data + i * esz, out);
+}
+
+int gguf_arr_f32(const gguf_kv *kv, uint64_t i, float *out) {
+    if (!kv || !out) return EMBER_ERR_INVALID_ARG;
+    if (kv->type != GGUF_ARRAY) return EMBER_ERR_CORRUPT;
+    if (kv->arr_type != GGUF_FLOAT32 && kv->arr_type != GGUF_FLOAT64) return EMBER_ERR_CORRUPT;
+    if (i >= kv->arr_n) return EMBER_ERR_INVALID_ARG;
+    return gguf_to_f32(kv->arr_type, kv->data + i * gguf_fixed_size((uint32_t)kv->arr_type), out);
+}
