@@ -88,4 +88,50 @@ void ek_kv_store(const ek_kernels *k, int kv_type, void *dst, const float *src, 
 float ek_kv_dot(const ek_kernels *k, int kv_type, const float *q, const void *krow, int n);
 void ek_kv_axpy(const ek_kernels *k, int kv_type, float *y, float a, const void *vrow, int n); /* y += a * v */
 
+/* ---- inside the kernel modules (kernels.c, kernels_x86.c, kernels_arm.c) --
+ * Everything below is for the kernel sources and white-box tests only. */
+
+/* Block layouts, as ggml lays them out (fp16 fields as raw uint16_t). */
+typedef struct { uint16_t d; uint8_t qs[16]; } ek_block_q4_0;                 /* 18 */
+typedef struct { uint16_t d, m; uint8_t qs[16]; } ek_block_q4_1;              /* 20 */
+typedef struct { uint16_t d; uint8_t qh[4]; uint8_t qs[16]; } ek_block_q5_0;  /* 22 */
+typedef struct { uint16_t d, m; uint8_t qh[4]; uint8_t qs[16]; } ek_block_q5_1; /* 24 */
+typedef struct { uint16_t d; int8_t qs[32]; } ek_block_q8_0;                  /* 34 */
+typedef struct { uint16_t d, s; int8_t qs[32]; } ek_block_q8_1;               /* 36 */
+typedef struct { uint8_t scales[16]; uint8_t qs[64]; uint16_t d, dmin; } ek_block_q2_K;   /* 84 */
+typedef struct { uint8_t hmask[32]; uint8_t qs[64]; uint8_t scales[12]; uint16_t d; } ek_block_q3_K; /* 110 */
+typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[128]; } ek_block_q4_K; /* 144 */
+typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qh[32]; uint8_t qs[128]; } ek_block_q5_K; /* 176 */
+typedef struct { uint8_t ql[128]; uint8_t qh[64]; int8_t scales[16]; uint16_t d; } ek_block_q6_K; /* 210 */
+typedef struct { float d; int8_t qs[256]; int16_t bsums[16]; } ek_block_q8_K; /* 292 */
+
+/* The activation format a weight type's dot product wants (EK_F32,
+ * EK_Q8_0 or EK_Q8_K), or -1 if the type has no matmul. */
+int ek_act_type(int wtype);
+
+/* One matmul kernel: same contract as ek_matmul for one weight type. */
+typedef void (*ek_matmul_fn)(const void *W, int n, const void *X, int nb,
+                             float *Y, int ldy, int r0, int r1);
+
+/* A kernel set.  NULL entries fall back to the scalar set's kernel. */
+struct ek_kernels {
+    const char *name;
+    ek_matmul_fn matmul[EK_TYPE_COUNT];
+    void (*quantize_q8_0)(const float *x, void *dst, int n);  /* byte-identical to the reference */
+    void (*quantize_q8_K)(const float *x, void *dst, int n);  /* byte-identical to the reference */
+    void (*rmsnorm)(float *out, const float *x, const float *w, int n, float eps);
+    void (*swiglu)(float *gate, const float *up, int n);
+    void (*add)(float *y, const float *x, int n);
+    float (*dot_f32)(const float *q, const float *k, int n);
+    float (*dot_f16)(const float *q, const uint16_t *k, int n);
+    void (*axpy_f32)(float *y, float a, const float *x, int n);
+    void (*axpy_f16)(float *y, float a, const uint16_t *x, int n);
+    void (*store_f16)(uint16_t *dst, const float *src, int n);
+};
+
+/* The per-ISA sets (NULL when the CPU or the build lacks them). */
+const ek_kernels *ekx_kernels_avx2(void);
+const ek_kernels *ekx_kernels_avx512(void);
+const ek_kernels *eka_kernels_neon(void);
+
 #endif

@@ -1,0 +1,737 @@
+/* kernels.c - the type table, fp16/bf16 conversions, (de)quantization, the
+ * scalar reference kernel set and the dispatch to the best SIMD set.
+ *
+ * The scalar kernels are written for clarity: they are the reference every
+ * SIMD kernel is tested against.  Integer dot products are exact, so the
+ * only rounding in a quantized dot product is in the per-block float
+ * accumulation. */
+#include "kernels.h"
+
+#include <math.h>
+#include <string.h>
+
+/* ---- type table ------------------------------------------------------------ */
+
+static const ek_type_info ek_types[EK_TYPE_COUNT] = {
+    [EK_F32]  = {"f32", 1, 4},     [EK_F16]  = {"f16", 1, 2},
+    [EK_Q4_0] = {"q4_0", 32, 18},  [EK_Q4_1] = {"q4_1", 32, 20},
+    [EK_Q5_0] = {"q5_0", 32, 22},  [EK_Q5_1] = {"q5_1", 32, 24},
+    [EK_Q8_0] = {"q8_0", 32, 34},  [EK_Q8_1] = {"q8_1", 32, 36},
+    [EK_Q2_K] = {"q2_K", 256, 84}, [EK_Q3_K] = {"q3_K", 256, 110},
+    [EK_Q4_K] = {"q4_K", 256, 144}, [EK_Q5_K] = {"q5_K", 256, 176},
+    [EK_Q6_K] = {"q6_K", 256, 210}, [EK_Q8_K] = {"q8_K", 256, 292},
+    [16] = {"iq2_xxs", 256, 66},   [17] = {"iq2_xs", 256, 74},
+    [18] = {"iq3_xxs", 256, 98},   [19] = {"iq1_s", 256, 50},
+    [20] = {"iq4_nl", 32, 18},     [21] = {"iq3_s", 256, 110},
+    [22] = {"iq2_s", 256, 82},     [23] = {"iq4_xs", 256, 136},
+    [EK_I8]  = {"i8", 1, 1},       [EK_I16] = {"i16", 1, 2},
+    [EK_I32] = {"i32", 1, 4},      [EK_I64] = {"i64", 1, 8},
+    [EK_F64] = {"f64", 1, 8},      [29] = {"iq1_m", 256, 56},
+    [EK_BF16] = {"bf16", 1, 2},
+    [34] = {"tq1_0", 256, 54},     [35] = {"tq2_0", 256, 66},
+    [39] = {"mxfp4", 32, 17},
+};
+
+const ek_type_info *ek_type_get(int type) {
+    if (type < 0 || type >= EK_TYPE_COUNT || !ek_types[type].name) return NULL;
+    return &ek_types[type];
+}
+
+uint64_t ek_row_bytes(int type, uint64_t n) {
+    const ek_type_info *t = ek_type_get(type);
+    if (!t || n % (uint64_t)t->block_size) return 0;
+    return n / (uint64_t)t->block_size * (uint64_t)t->type_size;
+}
+
+/* ---- fp16 / bf16 -------------------------------------------------------------
+ * Bit manipulation only, so results do not depend on the FPU or compiler. */
+
+uint16_t ek_fp32_to_fp16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t sign = (x >> 16) & 0x8000u, ax = x & 0x7fffffffu;
+    if (ax > 0x7f800000u)                      /* NaN: keep it quiet, keep top payload */
+        return (uint16_t)(sign | 0x7e00u | ((ax >> 13) & 0x3ffu));
+    if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* >= 65520 (or inf) -> inf */
+    if (ax >= 0x38800000u) {                   /* normal half: round mantissa to 10 bits, even ties */
+        uint32_t r = ax + 0xfffu + ((ax >> 13) & 1u);
+        return (uint16_t)(sign | ((r - 0x38000000u) >> 13));
+    }
+    if (ax < 0x33000000u) return (uint16_t)sign; /* below 2^-25: rounds to zero */
+    /* subnormal half: value / 2^-24, rounded to nearest even */
+    int e = (int)(ax >> 23) - 127;             /* -25 .. -15 */
+    uint32_t mant = (ax & 0x7fffffu) | 0x800000u;
+    int shift = -(e + 1);                      /* 14 .. 24 */
+    uint32_t q = mant >> shift, rem = mant & ((1u << shift) - 1), half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (q & 1u))) q++;
+    return (uint16_t)(sign | q);
+}
+
+float ek_fp16_to_fp32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu, x;
+    if (e == 0x1f) x = sign | 0x7f800000u | (m << 13);          /* inf, nan */
+    else if (e != 0) x = sign | ((e + 112) << 23) | (m << 13);  /* normal */
+    else if (m == 0) x = sign;                                   /* zero */
+    else {                                                       /* subnormal: normalize */
+        int sh = 0;
+        while (!(m & 0x400u)) { m <<= 1; sh++; }
+        x = sign | ((uint32_t)(113 - sh) << 23) | ((m & 0x3ffu) << 13);
+    }
+    float f;
+    memcpy(&f, &x, 4);
+    return f;
+}
+
+uint16_t ek_fp32_to_bf16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40u); /* quiet NaN */
+    return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+}
+
+float ek_bf16_to_fp32(uint16_t h) {
+    uint32_t x = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &x, 4);
+    return f;
+}
+
+#define EK_H2F(h) ek_fp16_to_fp32(h)
+
+/* ---- k-quant decoding --------------------------------------------------------
+ * Every k-quant block is decoded into one shape: 256 small integers q, and
+ * for each group of 16 an integer scale and min, so that
+ *     value[i] = d * scale[i/16] * q[i] - dmin * min[i/16].
+ * Dequantization and the scalar dot products both use it. */
+
+typedef struct {
+    float d, dmin;
+    int8_t q[256];
+    int scale[16], min[16];
+} ek_kblock;
+
+/* The 6-bit scale and min of sub-block j of q4_K / q5_K (ggml's packing). */
+static void ek_scale_min_k4(int j, const uint8_t *s, int *sc, int *m) {
+    if (j < 4) {
+        *sc = s[j] & 63;
+        *m = s[j + 4] & 63;
+    } else {
+        *sc = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
+        *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+    }
+}
+
+static void ek_decode_q2_K(const ek_block_q2_K *b, ek_kblock *o) {
+    o->d = EK_H2F(b->d);
+    o->dmin = EK_H2F(b->dmin);
+    for (int g = 0; g < 16; g++) { o->scale[g] = b->scales[g] & 0xF; o->min[g] = b->scales[g] >> 4; }
+    /* 128-element halves; within one, 4 shifts x 32 bytes of 2-bit fields */
+    for (int half = 0; half < 2; half++)
+        for (int s = 0; s < 4; s++)
+            for (int l = 0; l < 32; l++)
+                o->q[half * 128 + s * 32 + l] = (int8_t)((b->qs[half * 32 + l] >> (2 * s)) & 3);
+}
+
+static void ek_decode_q3_K(const ek_block_q3_K *b, ek_kblock *o) {
+    o->d = EK_H2F(b->d);
+    o->dmin = 0.0f;
+    /* 16 6-bit scales: low 4 bits in scales[0..7] nibbles, high 2 bits in scales[8..11] */
+    for (int g = 0; g < 16; g++) {
+        int lo = g < 8 ? (b->scales[g] & 0xF) : (b->scales[g - 8] >> 4);
+        int hi = (b->scales[8 + (g & 3)] >> (2 * (g >> 2))) & 3;
+        o->scale[g] = (lo | (hi << 4)) - 32;
+        o->min[g] = 0;
+    }
+    for (int half = 0; half < 2; half++)
+        for (int s = 0; s < 4; s++)
+            for (int l = 0; l < 32; l++) {
+                int i = half * 128 + s * 32 + l;
+                int lowbits = (b->qs[half * 32 + l] >> (2 * s)) & 3;
+                int hbit = (b->hmask[l] >> (half * 4 + s)) & 1;
+                o->q[i] = (int8_t)(lowbits - (hbit ? 0 : 4));
+            }
+}
+
+static void ek_decode_q4_K(const ek_block_q4_K *b, ek_kblock *o) {
+    o->d = EK_H2F(b->d);
+    o->dmin = EK_H2F(b->dmin);
+    for (int j = 0; j < 8; j++) {  /* 8 sub-blocks of 32 = 2 groups of 16 */
+        int sc, m;
+        ek_scale_min_k4(j, b->scales, &sc, &m);
+        o->scale[2 * j] = o->scale[2 * j + 1] = sc;
+        o->min[2 * j] = o->min[2 * j + 1] = m;
+    }
+    for (int c = 0; c < 4; c++)     /* 4 chunks of 32 bytes: low nibbles, then high */
+        for (int l = 0; l < 32; l++) {
+            o->q[c * 64 + l] = (int8_t)(b->qs[c * 32 + l] & 0xF);
+            o->q[c * 64 + 32 + l] = (int8_t)(b->qs[c * 32 + l] >> 4);
+        }
+}
+
+static void ek_decode_q5_K(const ek_block_q5_K *b, ek_kblock *o) {
+    o->d = EK_H2F(b->d);
+    o->dmin = EK_H2F(b->dmin);
+    for (int j = 0; j < 8; j++) {
+        int sc, m;
+        ek_scale_min_k4(j, b->scales, &sc, &m);
+        o->scale[2 * j] = o->scale[2 * j + 1] = sc;
+        o->min[2 * j] = o->min[2 * j + 1] = m;
+    }
+    for (int c = 0; c < 4; c++)
+        for (int l = 0; l < 32; l++) {
+            int h0 = (b->qh[l] >> (2 * c)) & 1, h1 = (b->qh[l] >> (2 * c + 1)) & 1;
+            o->q[c * 64 + l] = (int8_t)((b->qs[c * 32 + l] & 0xF) | (h0 << 4));
+            o->q[c * 64 + 32 + l] = (int8_t)((b->qs[c * 32 + l] >> 4) | (h1 << 4));
+        }
+}
+
+static void ek_decode_q6_K(const ek_block_q6_K *b, ek_kblock *o) {
+    o->d = EK_H2F(b->d);
+    o->dmin = 0.0f;
+    for (int g = 0; g < 16; g++) { o->scale[g] = b->scales[g]; o->min[g] = 0; }
+    for (int half = 0; half < 2; half++) {
+        const uint8_t *ql = b->ql + 64 * half, *qh = b->qh + 32 * half;
+        int8_t *q = o->q + 128 * half;
+        for (int l = 0; l < 32; l++) {
+            q[l + 0] = (int8_t)(((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32);
+            q[l + 32] = (int8_t)(((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32);
+            q[l + 64] = (int8_t)(((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
+            q[l + 96] = (int8_t)(((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
+        }
+    }
+}
+
+static int ek_decode_kblock(int type, const void *blk, ek_kblock *o) {
+    switch (type) {
+    case EK_Q2_K: ek_decode_q2_K(blk, o); return 0;
+    case EK_Q3_K: ek_decode_q3_K(blk, o); return 0;
+    case EK_Q4_K: ek_decode_q4_K(blk, o); return 0;
+    case EK_Q5_K: ek_decode_q5_K(blk, o); return 0;
+    case EK_Q6_K: ek_decode_q6_K(blk, o); return 0;
+    default: return -1;
+    }
+}
+
+/* ---- dequantization ---------------------------------------------------------- */
+
+/* The 32 integers of one 32-block of the legacy formats, and its d and m
+ * (value = d * q + m). */
+static void ek_decode_block32(int type, const void *blk, int q[32], float *d, float *m) {
+    *m = 0.0f;
+    switch (type) {
+    case EK_Q4_0: {
+        const ek_block_q4_0 *b = blk;
+        *d = EK_H2F(b->d);
+        for (int j = 0; j < 16; j++) { q[j] = (b->qs[j] & 0xF) - 8; q[j + 16] = (b->qs[j] >> 4) - 8; }
+        break;
+    }
+    case EK_Q4_1: {
+        const ek_block_q4_1 *b = blk;
+        *d = EK_H2F(b->d); *m = EK_H2F(b->m);
+        for (int j = 0; j < 16; j++) { q[j] = b->qs[j] & 0xF; q[j + 16] = b->qs[j] >> 4; }
+        break;
+    }
+    case EK_Q5_0: case EK_Q5_1: {
+        const uint8_t *qh4, *qs;
+        if (type == EK_Q5_0) { const ek_block_q5_0 *b = blk; *d = EK_H2F(b->d); qh4 = b->qh; qs = b->qs; }
+        else { const ek_block_q5_1 *b = blk; *d = EK_H2F(b->d); *m = EK_H2F(b->m); qh4 = b->qh; qs = b->qs; }
+        uint32_t qh;
+        memcpy(&qh, qh4, 4);                 /* bit j: 5th bit of element j (little-endian) */
+        int off = type == EK_Q5_0 ? 16 : 0;
+        for (int j = 0; j < 16; j++) {
+            q[j] = ((qs[j] & 0xF) | (((qh >> j) & 1) << 4)) - off;
+            q[j + 16] = ((qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) - off;
+        }
+        break;
+    }
+    case EK_Q8_0: {
+        const ek_block_q8_0 *b = blk;
+        *d = EK_H2F(b->d);
+        for (int j = 0; j < 32; j++) q[j] = b->qs[j];
+        break;
+    }
+    case EK_Q8_1: {
+        const ek_block_q8_1 *b = blk;
+        *d = EK_H2F(b->d);
+        for (int j = 0; j < 32; j++) q[j] = b->qs[j];
+        break;
+    }
+    }
+}
+
+int ek_type_supported(int type) {
+    switch (type) {
+    case EK_F32: case EK_F16: case EK_BF16: case EK_Q4_0: case EK_Q4_1: case EK_Q5_0:
+    case EK_Q5_1: case EK_Q8_0: case EK_Q2_K: case EK_Q3_K: case EK_Q4_K: case EK_Q5_K:
+    case EK_Q6_K:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+void ek_dequant_row(int type, const void *src, float *dst, int64_t n) {
+    const uint8_t *p = src;
+    switch (type) {
+    case EK_F32: memcpy(dst, src, (size_t)n * 4); return;
+    case EK_F16:
+        for (int64_t i = 0; i < n; i++) { uint16_t h; memcpy(&h, p + 2 * i, 2); dst[i] = ek_fp16_to_fp32(h); }
+        return;
+    case EK_BF16:
+        for (int64_t i = 0; i < n; i++) { uint16_t h; memcpy(&h, p + 2 * i, 2); dst[i] = ek_bf16_to_fp32(h); }
+        return;
+    case EK_Q4_0: case EK_Q4_1: case EK_Q5_0: case EK_Q5_1: case EK_Q8_0: case EK_Q8_1: {
+        int bs = ek_types[type].type_size, q[32];
+        for (int64_t i = 0; i < n / 32; i++) {
+            float d, m;
+            ek_decode_block32(type, p + i * bs, q, &d, &m);
+            for (int j = 0; j < 32; j++) dst[i * 32 + j] = q[j] * d + m;
+        }
+        return;
+    }
+    case EK_Q8_K:
+        for (int64_t i = 0; i < n / 256; i++) {
+            const ek_block_q8_K *b = (const ek_block_q8_K *)(p + i * sizeof(ek_block_q8_K));
+            for (int j = 0; j < 256; j++) dst[i * 256 + j] = b->d * b->qs[j];
+        }
+        return;
+    default: {
+        int bs = ek_types[type].type_size;
+        ek_kblock kb;
+        for (int64_t i = 0; i < n / 256; i++) {
+            if (ek_decode_kblock(type, p + i * bs, &kb)) return;
+            for (int j = 0; j < 256; j++) {
+                int g = j / 16;
+                dst[i * 256 + j] = kb.d * (float)kb.scale[g] * kb.q[j] - kb.dmin * (float)kb.min[g];
+            }
+        }
+    }
+    }
+}
+
+/* ---- reference quantizers (byte-identical to ggml's *_ref) ------------------- */
+
+static void ek_quantize_q8_0_ref(const float *x, void *dst, int n) {
+    ek_block_q8_0 *y = dst;
+    for (int i = 0; i < n / 32; i++, x += 32) {
+        float amax = 0.0f;
+        for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[j]));
+        const float d = amax / 127, id = d ? 1.0f / d : 0.0f;
+        y[i].d = ek_fp32_to_fp16(d);
+        for (int j = 0; j < 32; j++) y[i].qs[j] = (int8_t)roundf(x[j] * id);
+    }
+}
+
+static void ek_quantize_q4_0_ref(const float *x, void *dst, int n) {
+    ek_block_q4_0 *y = dst;
+    for (int i = 0; i < n / 32; i++, x += 32) {
+        float amax = 0.0f, max = 0.0f;       /* the value of largest magnitude, with its sign */
+        for (int j = 0; j < 32; j++)
+            if (amax < fabsf(x[j])) { amax = fabsf(x[j]); max = x[j]; }
+        const float d = max / -8, id = d ? 1.0f / d : 0.0f;
+        y[i].d = ek_fp32_to_fp16(d);
+        for (int j = 0; j < 16; j++) {
+            int a = (int8_t)(x[j] * id + 8.5f), b = (int8_t)(x[j + 16] * id + 8.5f);
+            a = a < 15 ? a : 15;
+            b = b < 15 ? b : 15;
+            y[i].qs[j] = (uint8_t)(a | (b << 4));
+        }
+    }
+}
+
+static void ek_quantize_q4_1_ref(const float *x, void *dst, int n) {
+    ek_block_q4_1 *y = dst;
+    for (int i = 0; i < n / 32; i++, x += 32) {
+        float min = INFINITY, max = -INFINITY;
+        for (int j = 0; j < 32; j++) { if (x[j] < min) min = x[j]; if (x[j] > max) max = x[j]; }
+        const float d = (max - min) / ((1 << 4) - 1), id = d ? 1.0f / d : 0.0f;
+        y[i].d = ek_fp32_to_fp16(d);
+        y[i].m = ek_fp32_to_fp16(min);
+        for (int j = 0; j < 16; j++) {
+            int a = (int8_t)((x[j] - min) * id + 0.5f), b = (int8_t)((x[j + 16] - min) * id + 0.5f);
+            a = a < 15 ? a : 15;
+            b = b < 15 ? b : 15;
+            y[i].qs[j] = (uint8_t)(a | (b << 4));
+        }
+    }
+}
+
+static void ek_quantize_q5_0_ref(const float *x, void *dst, int n) {
+    ek_block_q5_0 *y = dst;
+    for (int i = 0; i < n / 32; i++, x += 32) {
+        float amax = 0.0f, max = 0.0f;
+        for (int j = 0; j < 32; j++)
+            if (amax < fabsf(x[j])) { amax = fabsf(x[j]); max = x[j]; }
+        const float d = max / -16, id = d ? 1.0f / d : 0.0f;
+        y[i].d = ek_fp32_to_fp16(d);
+        uint32_t qh = 0;
+        for (int j = 0; j < 16; j++) {
+            int a = (int8_t)(x[j] * id + 16.5f), b = (int8_t)(x[j + 16] * id + 16.5f);
+            a = a < 31 ? a : 31;
+            b = b < 31 ? b : 31;
+            y[i].qs[j] = (uint8_t)((a & 0xF) | ((b & 0xF) << 4));
+            qh |= ((uint32_t)(a & 0x10) >> 4) << j;
+            qh |= ((uint32_t)(b & 0x10) >> 4) << (j + 16);
+        }
+        memcpy(y[i].qh, &qh, 4);
+    }
+}
+
+static void ek_quantize_q5_1_ref(const float *x, void *dst, int n) {
+    ek_block_q5_1 *y = dst;
+    for (int i = 0; i < n / 32; i++, x += 32) {
+        float min = x[0], max = x[0];
+        for (int j = 1; j < 32; j++) { if (x[j] < min) min = x[j]; if (x[j] > max) max = x[j]; }
+        const float d = (max - min) / ((1 << 5) - 1), id = d ? 1.0f / d : 0.0f;
+        y[i].d = ek_fp32_to_fp16(d);
+        y[i].m = ek_fp32_to_fp16(min);
+        uint32_t qh = 0;
+        for (int j = 0; j < 16; j++) {
+            int a = (uint8_t)((x[j] - min) * id + 0.5f), b = (uint8_t)((x[j + 16] - min) * id + 0.5f);
+            y[i].qs[j] = (uint8_t)((a & 0xF) | ((b & 0xF) << 4));
+            qh |= ((uint32_t)(a & 0x10) >> 4) << j;
+            qh |= ((uint32_t)(b & 0x10) >> 4) << (j + 16);
+        }
+        memcpy(y[i].qh, &qh, 4);
+    }
+}
+
+/* Round to nearest, ties to even, as ggml's nearest_int (|f| < 2^22). */
+static int ek_nearest_int(float f) {
+    float v = f + 12582912.f;
+    int32_t i;
+    memcpy(&i, &v, 4);
+    return (i & 0x007fffff) - 0x00400000;
+}
+
+static void ek_quantize_q8_K_ref(const float *x, void *dst, int n) {
+    ek_block_q8_K *y = dst;
+    for (int i = 0; i < n / 256; i++, x += 256) {
+        float max = 0, amax = 0;
+        for (int j = 0; j < 256; j++)
+            if (fabsf(x[j]) > amax) { amax = fabsf(x[j]); max = x[j]; }
+        if (!amax) {
+            memset(&y[i], 0, sizeof y[i]);
+            continue;
+        }
+        const float iscale = -127.f / max;
+        for (int j = 0; j < 256; j++) {
+            int v = ek_nearest_int(iscale * x[j]);
+            y[i].qs[j] = (int8_t)(v < 127 ? v : 127);
+        }
+        for (int g = 0; g < 16; g++) {
+            int sum = 0;
+            for (int l = 0; l < 16; l++) sum += y[i].qs[g * 16 + l];
+            y[i].bsums[g] = (int16_t)sum;
+        }
+        y[i].d = 1 / iscale;
+    }
+}
+
+int ek_quantize_row(int type, const float *src, void *dst, int64_t n) {
+    const ek_type_info *t = ek_type_get(type);
+    if (!t || n % t->block_size) return -1;
+    uint8_t *p = dst;
+    switch (type) {
+    case EK_F32: memcpy(dst, src, (size_t)n * 4); return 0;
+    case EK_F16:
+        for (int64_t i = 0; i < n; i++) { uint16_t h = ek_fp32_to_fp16(src[i]); memcpy(p + 2 * i, &h, 2); }
+        return 0;
+    case EK_BF16:
+        for (int64_t i = 0; i < n; i++) { uint16_t h = ek_fp32_to_bf16(src[i]); memcpy(p + 2 * i, &h, 2); }
+        return 0;
+    case EK_Q4_0: ek_quantize_q4_0_ref(src, dst, (int)n); return 0;
+    case EK_Q4_1: ek_quantize_q4_1_ref(src, dst, (int)n); return 0;
+    case EK_Q5_0: ek_quantize_q5_0_ref(src, dst, (int)n); return 0;
+    case EK_Q5_1: ek_quantize_q5_1_ref(src, dst, (int)n); return 0;
+    case EK_Q8_0: ek_quantize_q8_0_ref(src, dst, (int)n); return 0;
+    case EK_Q8_K: ek_quantize_q8_K_ref(src, dst, (int)n); return 0;
+    default: return -1;
+    }
+}
+
+/* ---- activations --------------------------------------------------------------- */
+
+int ek_act_type(int wtype) {
+    switch (wtype) {
+    case EK_F32: case EK_F16: case EK_BF16: return EK_F32;
+    case EK_Q4_0: case EK_Q4_1: case EK_Q5_0: case EK_Q5_1: case EK_Q8_0: return EK_Q8_0;
+    case EK_Q2_K: case EK_Q3_K: case EK_Q4_K: case EK_Q5_K: case EK_Q6_K: return EK_Q8_K;
+    default: return -1;
+    }
+}
+
+size_t ek_act_row_bytes(int wtype, int n) {
+    int at = ek_act_type(wtype);
+    return at < 0 ? 0 : (size_t)ek_row_bytes(at, (uint64_t)n);
+}
+
+void ek_convert_act(const ek_kernels *k, int wtype, const float *x, void *xa, int n) {
+    const ek_kernels *s = ek_kernels_scalar();
+    switch (ek_act_type(wtype)) {
+    case EK_F32: if (x != xa) memcpy(xa, x, (size_t)n * 4); break;
+    case EK_Q8_0: (k->quantize_q8_0 ? k->quantize_q8_0 : s->quantize_q8_0)(x, xa, n); break;
+    case EK_Q8_K: (k->quantize_q8_K ? k->quantize_q8_K : s->quantize_q8_K)(x, xa, n); break;
+    default: break;
+    }
+}
+
+/* ---- scalar dot products ---------------------------------------------------------
+ * One weight row (of its type) with one converted activation row. */
+
+static float ek_dot_f32_scalar(const float *w, const float *x, int n) {
+    float s = 0.0f;
+    for (int i = 0; i < n; i++) s += w[i] * x[i];
+    return s;
+}
+
+static float ek_vdot_f32(const void *w, const void *x, int n) { return ek_dot_f32_scalar(w, x, n); }
+
+static float ek_vdot_f16(const void *w, const void *x, int n) {
+    const uint8_t *p = w;
+    const float *xf = x;
+    float s = 0.0f;
+    for (int i = 0; i < n; i++) { uint16_t h; memcpy(&h, p + 2 * i, 2); s += ek_fp16_to_fp32(h) * xf[i]; }
+    return s;
+}
+
+static float ek_vdot_bf16(const void *w, const void *x, int n) {
+    const uint8_t *p = w;
+    const float *xf = x;
+    float s = 0.0f;
+    for (int i = 0; i < n; i++) { uint16_t h; memcpy(&h, p + 2 * i, 2); s += ek_bf16_to_fp32(h) * xf[i]; }
+    return s;
+}
+
+/* Legacy 32-blocks against Q8_0 activations: per block an exact integer dot,
+ * then sum += (d_w * d_x) * isum (+ m_w * d_x * sum(q_x) for the types with
+ * a min). */
+static float ek_vdot_block32(int type, const void *w, const void *x, int n) {
+    const uint8_t *wp = w;
+    const ek_block_q8_0 *xb = x;
+    int bs = ek_types[type].type_size, q[32];
+    float s = 0.0f;
+    for (int i = 0; i < n / 32; i++) {
+        float d, m;
+        ek_decode_block32(type, wp + i * bs, q, &d, &m);
+        int isum = 0, xsum = 0;
+        for (int j = 0; j < 32; j++) { isum += q[j] * xb[i].qs[j]; xsum += xb[i].qs[j]; }
+        float dx = EK_H2F(xb[i].d);
+        s += d * dx * (float)isum;
+        if (m != 0.0f) s += m * dx * (float)xsum;
+    }
+    return s;
+}
+static float ek_vdot_q4_0(const void *w, const void *x, int n) { return ek_vdot_block32(EK_Q4_0, w, x, n); }
+static float ek_vdot_q4_1(const void *w, const void *x, int n) { return ek_vdot_block32(EK_Q4_1, w, x, n); }
+static float ek_vdot_q5_0(const void *w, const void *x, int n) { return ek_vdot_block32(EK_Q5_0, w, x, n); }
+static float ek_vdot_q5_1(const void *w, const void *x, int n) { return ek_vdot_block32(EK_Q5_1, w, x, n); }
+static float ek_vdot_q8_0(const void *w, const void *x, int n) { return ek_vdot_block32(EK_Q8_0, w, x, n); }
+
+/* k-quants against Q8_K activations: per block
+ *   d_x * (d * sum_g scale_g * dot_g(q, q_x) - dmin * sum_g min_g * bsum_g). */
+static float ek_vdot_kquant(int type, const void *w, const void *x, int n) {
+    const uint8_t *wp = w;
+    const ek_block_q8_K *xb = x;
+    int bs = ek_types[type].type_size;
+    ek_kblock kb;
+    float s = 0.0f;
+    for (int i = 0; i < n / 256; i++) {
+        ek_decode_kblock(type, wp + i * bs, &kb);
+        int isum = 0, msum = 0;
+        for (int g = 0; g < 16; g++) {
+            int gs = 0;
+            for (int l = 0; l < 16; l++) gs += kb.q[g * 16 + l] * xb[i].qs[g * 16 + l];
+            isum += kb.scale[g] * gs;
+            msum += kb.min[g] * xb[i].bsums[g];
+        }
+        s += xb[i].d * (kb.d * (float)isum - kb.dmin * (float)msum);
+    }
+    return s;
+}
+static float ek_vdot_q2_K(const void *w, const void *x, int n) { return ek_vdot_kquant(EK_Q2_K, w, x, n); }
+static float ek_vdot_q3_K(const void *w, const void *x, int n) { return ek_vdot_kquant(EK_Q3_K, w, x, n); }
+static float ek_vdot_q4_K(const void *w, const void *x, int n) { return ek_vdot_kquant(EK_Q4_K, w, x, n); }
+static float ek_vdot_q5_K(const void *w, const void *x, int n) { return ek_vdot_kquant(EK_Q5_K, w, x, n); }
+static float ek_vdot_q6_K(const void *w, const void *x, int n) { return ek_vdot_kquant(EK_Q6_K, w, x, n); }
+
+typedef float (*ek_vdot_fn)(const void *w, const void *x, int n);
+
+static void ek_matmul_rows(ek_vdot_fn dot, int wtype, const void *W, int n, const void *X, int nb,
+                           float *Y, int ldy, int r0, int r1) {
+    size_t wrow = (size_t)ek_row_bytes(wtype, (uint64_t)n), xrow = ek_act_row_bytes(wtype, n);
+    for (int r = r0; r < r1; r++)
+        for (int b = 0; b < nb; b++)
+            Y[(size_t)b * ldy + r] = dot((const uint8_t *)W + (size_t)r * wrow, (const uint8_t *)X + (size_t)b * xrow, n);
+}
+
+#define EK_SCALAR_MATMUL(T, TYPE)                                                        \
+    static void ek_matmul_##T##_scalar(const void *W, int n, const void *X, int nb,       \
+                                       float *Y, int ldy, int r0, int r1) {               \
+        ek_matmul_rows(ek_vdot_##T, TYPE, W, n, X, nb, Y, ldy, r0, r1);                   \
+    }
+EK_SCALAR_MATMUL(f32, EK_F32)
+EK_SCALAR_MATMUL(f16, EK_F16)
+EK_SCALAR_MATMUL(bf16, EK_BF16)
+EK_SCALAR_MATMUL(q4_0, EK_Q4_0)
+EK_SCALAR_MATMUL(q4_1, EK_Q4_1)
+EK_SCALAR_MATMUL(q5_0, EK_Q5_0)
+EK_SCALAR_MATMUL(q5_1, EK_Q5_1)
+EK_SCALAR_MATMUL(q8_0, EK_Q8_0)
+EK_SCALAR_MATMUL(q2_K, EK_Q2_K)
+EK_SCALAR_MATMUL(q3_K, EK_Q3_K)
+EK_SCALAR_MATMUL(q4_K, EK_Q4_K)
+EK_SCALAR_MATMUL(q5_K, EK_Q5_K)
+EK_SCALAR_MATMUL(q6_K, EK_Q6_K)
+
+/* ---- scalar vector ops ------------------------------------------------------------ */
+
+static void ek_rmsnorm_scalar(float *out, const float *x, const float *w, int n, float eps) {
+    double ss = 0.0;                         /* as ggml: sum of squares in double */
+    for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    const float scale = 1.0f / sqrtf((float)(ss / n) + eps);
+    for (int i = 0; i < n; i++) out[i] = x[i] * scale * w[i];
+}
+
+static void ek_swiglu_scalar(float *g, const float *u, int n) {
+    for (int i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+static void ek_add_scalar(float *y, const float *x, int n) {
+    for (int i = 0; i < n; i++) y[i] += x[i];
+}
+
+static float ek_dot_f16_scalar(const float *q, const uint16_t *k, int n) {
+    float s = 0.0f;
+    for (int i = 0; i < n; i++) s += q[i] * ek_fp16_to_fp32(k[i]);
+    return s;
+}
+
+static void ek_axpy_f32_scalar(float *y, float a, const float *x, int n) {
+    for (int i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+static void ek_axpy_f16_scalar(float *y, float a, const uint16_t *x, int n) {
+    for (int i = 0; i < n; i++) y[i] += a * ek_fp16_to_fp32(x[i]);
+}
+
+static void ek_store_f16_scalar(uint16_t *dst, const float *src, int n) {
+    for (int i = 0; i < n; i++) dst[i] = ek_fp32_to_fp16(src[i]);
+}
+
+static const ek_kernels ek_scalar_set = {
+    .name = "scalar",
+    .matmul = {
+        [EK_F32] = ek_matmul_f32_scalar, [EK_F16] = ek_matmul_f16_scalar,
+        [EK_BF16] = ek_matmul_bf16_scalar, [EK_Q4_0] = ek_matmul_q4_0_scalar,
+        [EK_Q4_1] = ek_matmul_q4_1_scalar, [EK_Q5_0] = ek_matmul_q5_0_scalar,
+        [EK_Q5_1] = ek_matmul_q5_1_scalar, [EK_Q8_0] = ek_matmul_q8_0_scalar,
+        [EK_Q2_K] = ek_matmul_q2_K_scalar, [EK_Q3_K] = ek_matmul_q3_K_scalar,
+        [EK_Q4_K] = ek_matmul_q4_K_scalar, [EK_Q5_K] = ek_matmul_q5_K_scalar,
+        [EK_Q6_K] = ek_matmul_q6_K_scalar,
+    },
+    .quantize_q8_0 = ek_quantize_q8_0_ref,
+    .quantize_q8_K = ek_quantize_q8_K_ref,
+    .rmsnorm = ek_rmsnorm_scalar,
+    .swiglu = ek_swiglu_scalar,
+    .add = ek_add_scalar,
+    .dot_f32 = ek_dot_f32_scalar,
+    .dot_f16 = ek_dot_f16_scalar,
+    .axpy_f32 = ek_axpy_f32_scalar,
+    .axpy_f16 = ek_axpy_f16_scalar,
+    .store_f16 = ek_store_f16_scalar,
+};
+
+/* ---- kernel sets and dispatch ------------------------------------------------------ */
+
+const ek_kernels *ek_kernels_scalar(void) { return &ek_scalar_set; }
+
+int ek_kernels_available(const ek_kernels **out, int cap) {
+    const ek_kernels *all[4];
+    int n = 0;
+    all[n++] = &ek_scalar_set;
+#if defined(__x86_64__) || defined(_M_X64)
+    if (ekx_kernels_avx2()) all[n++] = ekx_kernels_avx2();
+    if (ekx_kernels_avx512()) all[n++] = ekx_kernels_avx512();
+#endif
+#if defined(__aarch64__)
+    if (eka_kernels_neon()) all[n++] = eka_kernels_neon();
+#endif
+    for (int i = 0; i < n && i < cap; i++) out[i] = all[i];
+    return n;
+}
+
+const ek_kernels *ek_kernels_best(void) {
+    const ek_kernels *all[4];
+    int n = ek_kernels_available(all, 4);
+    return all[n - 1];
+}
+
+const char *ek_kernels_name(const ek_kernels *k) { return k ? k->name : "none"; }
+
+/* The kernel of set k, or the scalar one where k has none. */
+#define EK_PICK(k, field) ((k) && (k)->field ? (k)->field : ek_scalar_set.field)
+
+void ek_matmul(const ek_kernels *k, int wtype, const void *W, int n, const void *X, int nb,
+               float *Y, int ldy, int r0, int r1) {
+    if (wtype < 0 || wtype >= EK_TYPE_COUNT || r0 >= r1 || nb <= 0) return;
+    ek_matmul_fn f = EK_PICK(k, matmul[wtype]);
+    if (f) f(W, n, X, nb, Y, ldy, r0, r1);
+}
+
+void ek_rmsnorm(const ek_kernels *k, float *out, const float *x, const float *weight, int n, float eps) {
+    EK_PICK(k, rmsnorm)(out, x, weight, n, eps);
+}
+
+void ek_softmax(float *x, int n) {
+    if (n <= 0) return;
+    float max = x[0];
+    for (int i = 1; i < n; i++) if (x[i] > max) max = x[i];
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) { x[i] = expf(x[i] - max); sum += x[i]; }
+    const float inv = (float)(1.0 / sum);
+    for (int i = 0; i < n; i++) x[i] *= inv;
+}
+
+void ek_swiglu(const ek_kernels *k, float *gate, const float *up, int n) { EK_PICK(k, swiglu)(gate, up, n); }
+void ek_add(const ek_kernels *k, float *y, const float *x, int n) { EK_PICK(k, add)(y, x, n); }
+
+/* As llama.cpp's rope: theta starts at pos and is multiplied by
+ * freq_base^(-2/rope_dim) once per pair, in float, so the angles match
+ * ggml's to the last bit. */
+void ek_rope(float *x, int n_heads, int head_dim, int rope_dim, int pos, float freq_base,
+             const float *freq_factors) {
+    const float theta_scale = powf(freq_base, -2.0f / (float)rope_dim);
+    float cs[2 * 512], *c = cs;             /* cos/sin per pair, shared by all heads */
+    int npairs = rope_dim / 2;
+    if (npairs > 512) npairs = 512;         /* head dims beyond 1024 do not exist in llama models */
+    float theta = (float)pos;
+    for (int i = 0; i < npairs; i++) {
+        float t = freq_factors ? theta / freq_factors[i] : theta;
+        c[2 * i] = cosf(t);
+        c[2 * i + 1] = sinf(t);
+        theta *= theta_scale;
+    }
+    for (int h = 0; h < n_heads; h++) {
+        float *v = x + (size_t)h * head_dim;
+        for (int i = 0; i < npairs; i++) {
+            float x0 = v[2 * i], x1 = v[2 * i + 1], co = c[2 * i], si = c[2 * i + 1];
+            v[2 * i] = x0 * co - x1 * si;
+            v[2 * i + 1] = x0 * si + x1 * co;
+        }
+    }
+}
+
+void ek_kv_store(const ek_kernels *k, int kv_type, void *dst, const float *src, int n) {
+    if (kv_type == 1) memcpy(dst, src, (size_t)n * 4);
+    else EK_PICK(k, store_f16)(dst, src, n);
+}
+
+float ek_kv_dot(const ek_kernels *k, int kv_type, const float *q, const void *krow, int n) {
+    return kv_type == 1 ? EK_PICK(k, dot_f32)(q, krow, n) : EK_PICK(k, dot_f16)(q, krow, n);
+}
+
+void ek_kv_axpy(const ek_kernels *k, int kv_type, float *y, float a, const void *vrow, int n) {
+    if (kv_type == 1) EK_PICK(k, axpy_f32)(y, a, vrow, n);
+    else EK_PICK(k, axpy_f16)(y, a, vrow, n);
+}
