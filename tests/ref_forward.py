@@ -839,10 +839,53 @@ def selftest(shared):
     f32 = forward(m, [1] + ids[:40], dtype=np.float32)
     e_inc = np.abs(full - inc).max() / np.abs(full).max()
     e_32 = np.abs(full - f32).max() / np.abs(full).max()
+    # The two RoPE conventions agree once q/k rows are reordered per head from
+    # adjacent pairs (2i, 2i+1) to halves (i, i + hd/2): checks the HF path.
+    e_hf = rope_convention_check()
+    # ggml quantizer spot checks (hand-computed values)
+    e_q = quantizer_check()
     print(text)
     print("greedy text starts with the expected sentence: %s" % ok)
     print("incremental vs full: %.2e, float32 vs float64: %.2e" % (e_inc, e_32))
-    return ok and e_inc < 1e-12 and e_32 < 1e-5
+    print("llama2.c pairs vs HF halves on row-permuted q/k: %.2e" % e_hf)
+    print("quantizer spot checks: %s" % ("ok" if e_q else "FAILED"))
+    return ok and e_inc < 1e-12 and e_32 < 1e-5 and e_hf < 1e-12 and e_q
+
+
+def pairs_to_halves(w, n_heads):
+    """Rows of a q/k matrix in adjacent-pair order -> rotate-half (HF) order."""
+    hd = w.shape[0] // n_heads
+    return w.reshape(n_heads, hd // 2, 2, -1).swapaxes(1, 2).reshape(w.shape)
+
+
+def rope_convention_check():
+    m = random_model(dim=48, hidden=64, layers=2, heads=4, kv_heads=2, vocab=40, ctx=64, seed=5, tied=0)
+    c = m.cfg
+    hc = Config(c.dim, c.hidden, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab, c.max_seq,
+                norm_eps=c.norm_eps, rope_style="halves", tied=False)
+    h = Model(hc, m.tok_emb, [dict(L, wq=pairs_to_halves(L["wq"], c.n_heads),
+                                   wk=pairs_to_halves(L["wk"], c.n_kv_heads)) for L in m.layers],
+              m.norm, m.cls)
+    toks = [1, 5, 9, 30, 2, 7, 7, 11, 39, 0, 3, 17]
+    a = forward(m, toks)
+    b = forward(h, toks)
+    return float(np.abs(a - b).max() / np.abs(a).max())
+
+
+def quantizer_check():
+    x = np.zeros(32, np.float32)
+    x[0], x[1], x[2], x[3] = 1.27, -0.635, 0.005, 0.015   # d = 0.01 -> q = 127, -63.5 -> -64, 0.5 -> 1, 1.5 -> 2
+    y = q8_0_roundtrip(x)
+    d = np.float32(np.float16(np.float32(1.27) / np.float32(127)))
+    ok = np.array_equal(y[:4], np.array([127, -64, 1, 2], np.float32) * d)
+    x = np.linspace(-1, 0.5, 32).astype(np.float32)      # max |x| = -1 -> d = 1/8, q = trunc(-8x + 8.5)
+    y = q4_0_roundtrip(x)
+    q = np.minimum(np.trunc(x * np.float32(8) + np.float32(8.5)), 15)
+    ok = ok and np.array_equal(y, (q - 8) * np.float32(0.125))
+    ok = ok and y[0] == -1.0 and y[-1] == np.float32(0.5)
+    b = f32_to_bf16_f32(np.array([1 + 2 ** -8, 1 + 3 * 2 ** -8, 1 + 2 ** -9], np.float32))
+    ok = ok and list(b) == [1.0, 1 + 2 ** -6, 1.0]         # ties to even, below half rounds down
+    return bool(ok)
 
 
 def main(argv):
