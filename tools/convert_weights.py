@@ -746,6 +746,49 @@ def write_hf(src, out, dtype="f32"):
     with open(os.path.join(out, "config.json"), "w", encoding="utf-8") as f:
         json.dump(cfg, f, indent=2)
     write_tokenizer_json(tok, os.path.join(out, "tokenizer.json"))
+    if tok.model == "llama":
+        write_sentencepiece_model(tok, os.path.join(out, "tokenizer.model"))
+
+
+def _pb_varint(v):
+    v &= 0xFFFFFFFFFFFFFFFF
+    out = bytearray()
+    while True:
+        b = v & 0x7F
+        v >>= 7
+        if v:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _pb_field(num, wt, payload):
+    key = _pb_varint(num << 3 | wt)
+    if wt == 2:
+        return key + _pb_varint(len(payload)) + payload
+    return key + payload
+
+
+def write_sentencepiece_model(tok, path):
+    """Write an SPM-style ("llama") tokenizer as a SentencePiece ModelProto."""
+    parts = []
+    for t, sc, ty in zip(tok.tokens, tok.scores, tok.token_types):
+        piece = _pb_field(1, 2, t.encode("utf-8")) + _pb_field(2, 5, struct.pack("<f", sc))
+        if ty != tr.TT_NORMAL:
+            piece += _pb_field(3, 0, _pb_varint(ty))
+        parts.append(_pb_field(1, 2, piece))
+    sp = tok.special
+    trainer = (_pb_field(3, 0, _pb_varint(2)) + _pb_field(4, 0, _pb_varint(len(tok.tokens))) +
+               _pb_field(35, 0, _pb_varint(1)) +
+               _pb_field(40, 0, _pb_varint(sp.get("unk", 0))) + _pb_field(41, 0, _pb_varint(sp.get("bos", -1))) +
+               _pb_field(42, 0, _pb_varint(sp.get("eos", -1))) + _pb_field(43, 0, _pb_varint(sp.get("pad", -1))))
+    norm = (_pb_field(1, 2, b"identity") + _pb_field(3, 0, _pb_varint(1 if tok.add_space_prefix else 0)) +
+            _pb_field(4, 0, _pb_varint(0)))
+    parts.append(_pb_field(2, 2, trainer))
+    parts.append(_pb_field(3, 2, norm))
+    with open(path, "wb") as f:
+        f.write(b"".join(parts))
 
 
 def write_tokenizer_json(tok, path):

@@ -165,7 +165,8 @@ def tensor_nbytes(ne, ggml_type):
 # ---------------------------------------------------------------------------
 def fp32_to_fp16(x):
     """IEEE round-to-nearest-even, like GGML_FP32_TO_FP16 / F16C."""
-    return np.asarray(x, dtype=np.float32).astype(np.float16)
+    with np.errstate(over="ignore"):
+        return np.asarray(x, dtype=np.float32).astype(np.float16)
 
 
 def fp32_to_bf16_bits(x):
