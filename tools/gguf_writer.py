@@ -165,8 +165,15 @@ def tensor_nbytes(ne, ggml_type):
 # ---------------------------------------------------------------------------
 def fp32_to_fp16(x):
     """IEEE round-to-nearest-even, like GGML_FP32_TO_FP16 / F16C."""
-    with np.errstate(over="ignore"):
-        return np.asarray(x, dtype=np.float32).astype(np.float16)
+    x = np.asarray(x, dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        h = x.astype(np.float16)
+    nan = np.isnan(x)
+    if nan.any():   # like F16C: quiet NaN, sign and top payload bits kept
+        u = np.ascontiguousarray(x).view(np.uint32)
+        q = (((u >> 16) & 0x8000) | 0x7E00 | ((u >> 13) & 0x3FF)).astype(np.uint16)
+        h = np.where(nan, q.view(np.float16), h)
+    return h
 
 
 def fp32_to_bf16_bits(x):
