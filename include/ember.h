@@ -159,7 +159,8 @@ EMBER_API ember_token ember_token_eos(const ember_model *model); /* -1 if none *
 EMBER_API int ember_token_is_eog(const ember_model *model, ember_token token);
 
 enum {
-    EMBER_TOKENIZE_ADD_BOS = 1,  /* prepend BOS (if the model has one)        */
+    EMBER_TOKENIZE_ADD_BOS = 1,  /* prepend BOS if the model asks for one
+                                    (tokenizer.ggml.add_bos_token)           */
     EMBER_TOKENIZE_SPECIAL = 2   /* parse special-token text (e.g.
                                     "<|eot_id|>") into its id; by default such
                                     text is tokenized as plain characters     */
@@ -264,7 +265,9 @@ EMBER_API void ember_sampler_accept(ember_sampler *sampler, ember_token token);
 /* ---- generation ----------------------------------------------------------- */
 
 /* Called for each generated token.  text holds the bytes that became
- * complete UTF-8 with this token (possibly 0 bytes).  Return nonzero to stop. */
+ * complete UTF-8 with this token (possibly 0 bytes).  Return nonzero to stop.
+ * If generation ends with bytes that never formed a complete character, one
+ * last call passes them with token = -1, so no byte is lost. */
 typedef int (*ember_token_callback)(void *user_data, ember_token token,
                                     const char *text, size_t len);
 

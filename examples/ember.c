@@ -1,0 +1,540 @@
+/* ember - command-line front end (uses only the public API in ember.h).
+ *
+ *   ember -m MODEL -p PROMPT -n N [sampling flags]   generate text
+ *   ember chat -m MODEL                              chat on stdin/stdout
+ *   ember perplexity -m MODEL -f TEXT [-c CTX]       llama.cpp-style perplexity
+ *   ember tokenize -m MODEL (-p TEXT | -f FILE)      print token ids
+ *   ember info -m MODEL                              hyperparameters, memory
+ *   ember bench -m MODEL [-p N] [-n N] [-r R]        speed and bandwidth
+ *
+ * Generated text goes to stdout; everything else goes to stderr. */
+#include "ember.h"
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct options {
+    const char *command, *model, *prompt, *file;
+    int n_predict, n_ctx, n_batch, n_threads, repeats, n_prompt_bench;
+    int echo, no_bos, special, json, kv_f32, load_mode, verbose;
+    ember_sampler_params sp;
+} options;
+
+static void usage(FILE *out) {
+    fprintf(out,
+        "usage: ember [COMMAND] -m MODEL [options]\n"
+        "commands: generate (default), chat, perplexity, tokenize, info, bench\n"
+        "  -m, --model FILE        GGUF model\n"
+        "  -p, --prompt TEXT       prompt (bench: prompt tokens, default 128)\n"
+        "  -f, --file FILE         read the prompt / text from FILE\n"
+        "  -n, --n-predict N       tokens to generate (default 128; bench: 64)\n"
+        "  -c, --ctx-size N        context size (default: the model's, 512 for perplexity)\n"
+        "  -b, --batch-size N      prompt batch size (default 64)\n"
+        "  -t, --threads N         threads (default: all cores)\n"
+        "  --temp T                temperature, 0 = greedy (default 0.8)\n"
+        "  --top-k K               (default 40, 0 = off)\n"
+        "  --top-p P               (default 0.95, 1 = off)\n"
+        "  --min-p P               (default 0.05, 0 = off)\n"
+        "  --repeat-penalty R      (default 1.0 = off)\n"
+        "  --repeat-last-n N       (default 64)\n"
+        "  -s, --seed S            sampling seed (default: random)\n"
+        "  --echo                  also print the prompt\n"
+        "  --no-bos                (tokenize) do not add BOS\n"
+        "  --special               parse special-token text such as <|eot_id|>\n"
+        "  --mmap / --no-mmap      map the file, or read it into memory (default)\n"
+        "  --kv-f32                F32 KV cache instead of F16\n"
+        "  -r, --repeats N         (bench) repetitions, median reported (default 3)\n"
+        "  --json                  (bench) print a JSON object as the last line\n");
+}
+
+static int die(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "ember: ");
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return 1;
+}
+
+static int parse_int(const char *s, int *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || end == s || v < -2147483647L || v > 2147483647L) return -1;
+    *out = (int)v;
+    return 0;
+}
+
+static int parse_float(const char *s, float *out) {
+    char *end;
+    errno = 0;
+    float v = strtof(s, &end);
+    if (errno || *end || end == s || !isfinite(v)) return -1;
+    *out = v;
+    return 0;
+}
+
+static int parse_args(int argc, char **argv, options *o) {
+    memset(o, 0, sizeof *o);
+    o->command = "generate";
+    o->n_predict = -1;
+    o->n_prompt_bench = 128;
+    o->repeats = 3;
+    o->sp = ember_sampler_default_params();
+    o->sp.seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+    int i = 1;
+    if (argc > 1 && argv[1][0] != '-') o->command = argv[i++];
+    for (; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define NEED_VALUE() do { if (!v) { die("option %s needs a value", a); return -1; } i++; } while (0)
+#define INT_OPT(field) do { NEED_VALUE(); if (parse_int(v, &(field))) { die("bad number for %s: '%s'", a, v); return -1; } } while (0)
+#define FLOAT_OPT(field) do { NEED_VALUE(); if (parse_float(v, &(field))) { die("bad number for %s: '%s'", a, v); return -1; } } while (0)
+        if (!strcmp(a, "-m") || !strcmp(a, "--model")) { NEED_VALUE(); o->model = v; }
+        else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) { NEED_VALUE(); o->prompt = v; }
+        else if (!strcmp(a, "-f") || !strcmp(a, "--file")) { NEED_VALUE(); o->file = v; }
+        else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) INT_OPT(o->n_predict);
+        else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) INT_OPT(o->n_ctx);
+        else if (!strcmp(a, "-b") || !strcmp(a, "--batch-size")) INT_OPT(o->n_batch);
+        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) INT_OPT(o->n_threads);
+        else if (!strcmp(a, "-r") || !strcmp(a, "--repeats")) INT_OPT(o->repeats);
+        else if (!strcmp(a, "--temp")) FLOAT_OPT(o->sp.temperature);
+        else if (!strcmp(a, "--top-k")) INT_OPT(o->sp.top_k);
+        else if (!strcmp(a, "--top-p")) FLOAT_OPT(o->sp.top_p);
+        else if (!strcmp(a, "--min-p")) FLOAT_OPT(o->sp.min_p);
+        else if (!strcmp(a, "--repeat-penalty")) FLOAT_OPT(o->sp.repeat_penalty);
+        else if (!strcmp(a, "--repeat-last-n")) INT_OPT(o->sp.repeat_last_n);
+        else if (!strcmp(a, "-s") || !strcmp(a, "--seed")) {
+            NEED_VALUE();
+            char *end;
+            errno = 0;
+            unsigned long long s = strtoull(v, &end, 10);
+            if (errno || *end || end == v) { die("bad seed '%s'", v); return -1; }
+            o->sp.seed = s;
+        }
+        else if (!strcmp(a, "--echo")) o->echo = 1;
+        else if (!strcmp(a, "--no-bos")) o->no_bos = 1;
+        else if (!strcmp(a, "--special")) o->special = 1;
+        else if (!strcmp(a, "--json")) o->json = 1;
+        else if (!strcmp(a, "--kv-f32")) o->kv_f32 = 1;
+        else if (!strcmp(a, "--mmap")) o->load_mode = EMBER_LOAD_MMAP;
+        else if (!strcmp(a, "--no-mmap")) o->load_mode = EMBER_LOAD_READ;
+        else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) o->verbose = 1;
+        else if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); exit(0); }
+        else { die("unknown option '%s' (see --help)", a); return -1; }
+    }
+    if (!o->model) { die("no model given (-m MODEL)"); return -1; }
+    if (o->n_ctx < 0 || o->n_batch < 0 || o->n_threads < 0 || o->repeats < 1) { die("negative sizes are not allowed"); return -1; }
+    return 0;
+}
+
+/* Read a whole file exactly (NUL bytes and all). */
+static char *read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap + 1);
+    while (buf) {
+        size_t r = fread(buf + n, 1, cap - n, f);
+        n += r;
+        if (n < cap) break;
+        char *nb = realloc(buf, cap * 2 + 1);
+        if (!nb) { free(buf); buf = NULL; break; }
+        buf = nb;
+        cap *= 2;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (!buf || bad) { free(buf); return NULL; }
+    buf[n] = 0;
+    *len = n;
+    return buf;
+}
+
+static int open_model(const options *o, ember_model **m) {
+    ember_model_params mp = ember_model_default_params();
+    mp.load_mode = o->load_mode;
+    ember_error err;
+    if (ember_model_open_file(o->model, &mp, m, &err) != EMBER_OK)
+        return die("cannot load model '%s': %s", o->model, err.message);
+    return 0;
+}
+
+static int open_context(const options *o, ember_model *m, int n_ctx, ember_context **c) {
+    ember_context_params cp = ember_context_default_params();
+    cp.n_ctx = n_ctx;
+    cp.n_batch = o->n_batch;
+    cp.n_threads = o->n_threads;
+    cp.kv_type = o->kv_f32 ? EMBER_KV_F32 : EMBER_KV_F16;
+    ember_error err;
+    if (ember_context_create(m, &cp, c, &err) != EMBER_OK) return die("cannot create context: %s", err.message);
+    return 0;
+}
+
+/* Load the text for -p / -f (exact bytes for -f). */
+static int get_text(const options *o, char **owned, const char **text, size_t *len) {
+    *owned = NULL;
+    if (o->file) {
+        *owned = read_file(o->file, len);
+        if (!*owned) return die("cannot read '%s': %s", o->file, strerror(errno));
+        *text = *owned;
+    } else {
+        *text = o->prompt ? o->prompt : "";
+        *len = strlen(*text);
+    }
+    return 0;
+}
+
+static int tokenize_all(ember_model *m, const char *text, size_t len, int flags, ember_token **out, int *n) {
+    int rc = ember_tokenize(m, text, len, flags, NULL, 0, n);
+    if (rc != EMBER_OK && rc != EMBER_ERR_BUFFER_TOO_SMALL) return die("tokenization failed: %s", ember_status_string(rc));
+    *out = malloc(((size_t)*n + 1) * sizeof **out);
+    if (!*out) return die("out of memory");
+    rc = ember_tokenize(m, text, len, flags, *out, *n, n);
+    if (rc != EMBER_OK) { free(*out); return die("tokenization failed: %s", ember_status_string(rc)); }
+    return 0;
+}
+
+/* ---- generate ------------------------------------------------------------ */
+
+static int print_token(void *ud, ember_token tok, const char *text, size_t len) {
+    (void)ud; (void)tok;
+    fwrite(text, 1, len, stdout);
+    fflush(stdout);
+    return 0;
+}
+
+static const char *stop_name(ember_stop_reason r) {
+    switch (r) {
+    case EMBER_STOP_EOG: return "end of text";
+    case EMBER_STOP_LENGTH: return "length limit";
+    case EMBER_STOP_CONTEXT_FULL: return "context full";
+    case EMBER_STOP_CALLBACK: return "stopped";
+    default: return "none";
+    }
+}
+
+static int cmd_generate(const options *o) {
+    ember_model *m;
+    ember_context *c;
+    ember_sampler *s;
+    char *owned;
+    const char *text;
+    size_t len;
+    if (get_text(o, &owned, &text, &len)) return 1;
+    if (open_model(o, &m)) { free(owned); return 1; }
+    int flags = EMBER_TOKENIZE_ADD_BOS | (o->special ? EMBER_TOKENIZE_SPECIAL : 0);
+    ember_token *toks;
+    int n;
+    if (tokenize_all(m, text, len, flags, &toks, &n)) { free(owned); ember_model_free(m); return 1; }
+    if (n == 0) {   /* no BOS in this vocabulary and no text: start from EOS, as GPT-2 does */
+        toks[0] = ember_token_eos(m);
+        n = toks[0] >= 0 ? 1 : 0;
+        if (!n) { free(owned); free(toks); ember_model_free(m); return die("empty prompt and the model has no BOS/EOS token"); }
+    }
+    int rc = 1;
+    if (open_context(o, m, o->n_ctx, &c) == 0) {
+        if (ember_sampler_create(m, &o->sp, &s) != EMBER_OK) {
+            die("bad sampling parameters");
+        } else {
+            if (o->echo) fwrite(text, 1, len, stdout);
+            ember_generate_result res;
+            int n_predict = o->n_predict < 0 ? 128 : o->n_predict;
+            int st = ember_generate(c, s, toks, n, n_predict, print_token, NULL, &res);
+            if (st != EMBER_OK) {
+                die("generation failed: %s (%s)", ember_status_string(st), ember_context_errmsg(c));
+            } else {
+                rc = 0;
+                fputc('\n', stderr);
+                fprintf(stderr, "ember: prompt %d tokens in %.3f s (%.1f tok/s), generated %d tokens in %.3f s (%.1f tok/s), stop: %s\n",
+                        res.n_prompt, res.prompt_seconds, res.n_prompt / (res.prompt_seconds > 0 ? res.prompt_seconds : 1e-9),
+                        res.n_generated, res.generate_seconds,
+                        res.n_generated / (res.generate_seconds > 0 ? res.generate_seconds : 1e-9), stop_name(res.stop));
+            }
+            ember_sampler_free(s);
+        }
+        ember_context_free(c);
+    }
+    free(toks);
+    free(owned);
+    ember_model_free(m);
+    return rc;
+}
+
+/* ---- chat ------------------------------------------------------------------ */
+
+static int cmd_chat(const options *o) {
+    ember_model *m;
+    ember_context *c;
+    ember_sampler *s;
+    if (open_model(o, &m)) return 1;
+    if (open_context(o, m, o->n_ctx, &c)) { ember_model_free(m); return 1; }
+    if (ember_sampler_create(m, &o->sp, &s) != EMBER_OK) { ember_context_free(c); ember_model_free(m); return die("bad sampling parameters"); }
+    char name[32] = "";
+    ember_model_meta(m, "tokenizer.ggml.pre", name, sizeof name);
+    int llama3 = strcmp(name, "llama-bpe") == 0;
+    fprintf(stderr, "ember chat: type a message, an empty line or EOF ends the chat.\n");
+    char line[4096];
+    int first = 1, rc = 0;
+    for (;;) {
+        fprintf(stderr, "> ");
+        if (!fgets(line, sizeof line, stdin)) break;
+        size_t l = strlen(line);
+        while (l && (line[l - 1] == '\n' || line[l - 1] == '\r')) line[--l] = 0;
+        if (!l) break;
+        char turn[4400];
+        if (llama3)
+            snprintf(turn, sizeof turn, "%s<|start_header_id|>user<|end_header_id|>\n\n%s<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
+                     first ? "<|begin_of_text|>" : "", line);
+        else
+            snprintf(turn, sizeof turn, "%sUser: %s\nAssistant:", first ? "" : "\n", line);
+        int flags = (first && !llama3 ? EMBER_TOKENIZE_ADD_BOS : 0) | EMBER_TOKENIZE_SPECIAL;
+        ember_token *toks;
+        int n;
+        if (tokenize_all(m, turn, strlen(turn), flags, &toks, &n)) { rc = 1; break; }
+        ember_generate_result res;
+        int n_predict = o->n_predict < 0 ? 256 : o->n_predict;
+        int st = ember_generate(c, s, toks, n, n_predict, print_token, NULL, &res);
+        free(toks);
+        putchar('\n');
+        if (st != EMBER_OK) { rc = die("%s", ember_context_errmsg(c)); break; }
+        if (res.stop == EMBER_STOP_CONTEXT_FULL) { fprintf(stderr, "ember: the context is full\n"); break; }
+        first = 0;
+    }
+    ember_sampler_free(s);
+    ember_context_free(c);
+    ember_model_free(m);
+    return rc;
+}
+
+/* ---- perplexity ------------------------------------------------------------ */
+
+static int report_progress(void *ud, int chunk, int n_chunks, double ppl) {
+    (void)ud;
+    fprintf(stderr, "[%d/%d] %.4f\n", chunk, n_chunks, ppl);
+    return 0;
+}
+
+static int cmd_perplexity(const options *o) {
+    if (!o->file && !o->prompt) return die("perplexity needs a text file (-f FILE)");
+    ember_model *m;
+    ember_context *c;
+    char *owned;
+    const char *text;
+    size_t len;
+    if (get_text(o, &owned, &text, &len)) return 1;
+    if (open_model(o, &m)) { free(owned); return 1; }
+    int n_ctx = o->n_ctx ? o->n_ctx : 512;
+    ember_model_info info;
+    ember_model_get_info(m, &info);
+    if (n_ctx > info.n_ctx_train) n_ctx = info.n_ctx_train;
+    int rc = 1;
+    if (open_context(o, m, n_ctx, &c) == 0) {
+        ember_perplexity_result r;
+        int st = ember_perplexity(c, text, len, report_progress, NULL, &r);
+        if (st != EMBER_OK) {
+            die("perplexity failed: %s", ember_context_errmsg(c));
+        } else {
+            printf("chunks %d, context %d, tokens scored %d\n", r.n_chunks, n_ctx, r.n_scored);
+            printf("Final estimate: PPL = %.4f +/- %.5f\n", r.ppl, r.ppl_err);
+            rc = 0;
+        }
+        ember_context_free(c);
+    }
+    free(owned);
+    ember_model_free(m);
+    return rc;
+}
+
+/* ---- tokenize -------------------------------------------------------------- */
+
+static int cmd_tokenize(const options *o) {
+    ember_model *m;
+    char *owned;
+    const char *text;
+    size_t len;
+    if (get_text(o, &owned, &text, &len)) return 1;
+    if (open_model(o, &m)) { free(owned); return 1; }
+    int flags = (o->no_bos ? 0 : EMBER_TOKENIZE_ADD_BOS) | (o->special ? EMBER_TOKENIZE_SPECIAL : 0);
+    ember_token *toks;
+    int n;
+    int rc = tokenize_all(m, text, len, flags, &toks, &n);
+    if (!rc) {
+        fputc('[', stdout);
+        for (int i = 0; i < n; i++) printf(i ? ", %d" : "%d", toks[i]);
+        fputs("]\n", stdout);
+        free(toks);
+    }
+    free(owned);
+    ember_model_free(m);
+    return rc;
+}
+
+/* ---- info ------------------------------------------------------------------ */
+
+static int cmd_info(const options *o) {
+    ember_model *m;
+    if (open_model(o, &m)) return 1;
+    ember_model_info i;
+    ember_model_get_info(m, &i);
+    int n_ctx = o->n_ctx ? o->n_ctx : i.n_ctx_train;
+    printf("model:          %s\n", o->model);
+    printf("name:           %s\n", i.name);
+    printf("architecture:   %s\n", i.architecture);
+    printf("tokenizer:      %s, %d tokens, bos %d, eos %d\n", i.tokenizer, i.n_vocab, ember_token_bos(m), ember_token_eos(m));
+    printf("context:        %d (trained)\n", i.n_ctx_train);
+    printf("embedding:      %d\n", i.n_embd);
+    printf("layers:         %d\n", i.n_layer);
+    printf("heads:          %d (kv %d, head dim %d)\n", i.n_head, i.n_head_kv, i.head_dim);
+    printf("feed-forward:   %d\n", i.n_ff);
+    printf("rope:           dim %d, base %g\n", i.rope_dim, (double)i.rope_freq_base);
+    printf("rms eps:        %g\n", (double)i.rms_eps);
+    printf("output:         %s\n", i.tied_output ? "tied to token_embd" : "separate");
+    printf("weight type:    %s\n", ember_type_name(i.file_type) ? ember_type_name(i.file_type) : "?");
+    printf("parameters:     %llu\n", (unsigned long long)i.n_params);
+    printf("weights:        %.2f MiB (%.2f MiB read per token)\n", i.weight_bytes / 1048576.0, i.bytes_per_token / 1048576.0);
+    uint64_t kv16 = ember_context_memory_needed(m, n_ctx, EMBER_KV_F16, o->n_batch);
+    printf("context memory: %.2f MiB for %d positions (F16 KV cache and scratch)\n", kv16 / 1048576.0, n_ctx);
+    printf("total memory:   %.2f MiB\n", (i.weight_bytes + kv16) / 1048576.0);
+    printf("cpu kernels:    %s\n", ember_cpu_features());
+    ember_model_free(m);
+    return 0;
+}
+
+/* ---- bench ----------------------------------------------------------------- */
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+typedef struct bw_job { const uint64_t *p; size_t n; uint64_t sum; } bw_job;
+
+static void *bw_read(void *arg) {
+    bw_job *j = arg;
+    uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    for (size_t i = 0; i + 4 <= j->n; i += 4) { s0 += j->p[i]; s1 += j->p[i + 1]; s2 += j->p[i + 2]; s3 += j->p[i + 3]; }
+    j->sum = s0 ^ s1 ^ s2 ^ s3;
+    return NULL;
+}
+
+/* Memory read bandwidth with n threads, each summing its share of a buffer
+ * much larger than the caches (median of passes, GB/s). */
+static double measure_bandwidth(int n_threads) {
+    const size_t bytes = (size_t)1 << 30;
+    size_t words = bytes / 8;
+    uint64_t *buf = malloc(bytes);
+    if (!buf) return 0;
+    for (size_t i = 0; i < words; i++) buf[i] = i;
+    double t[5];
+    for (int r = 0; r < 5; r++) {
+        pthread_t th[64];
+        bw_job jobs[64];
+        int nt = n_threads > 64 ? 64 : n_threads;
+        double t0 = now_s();
+        for (int k = 0; k < nt; k++) {
+            jobs[k].p = buf + words / nt * k;
+            jobs[k].n = words / nt;
+            pthread_create(&th[k], NULL, bw_read, &jobs[k]);
+        }
+        uint64_t x = 0;
+        for (int k = 0; k < nt; k++) { pthread_join(th[k], NULL); x ^= jobs[k].sum; }
+        t[r] = now_s() - t0;
+        if (x == 42) fputc(' ', stderr);   /* keep the sums alive */
+    }
+    free(buf);
+    return bytes / median(t, 5) / 1e9;
+}
+
+static int cmd_bench(const options *o) {
+    ember_model *m;
+    ember_context *c;
+    if (open_model(o, &m)) return 1;
+    ember_model_info info;
+    ember_model_get_info(m, &info);
+    int n_pp = o->prompt ? atoi(o->prompt) : o->n_prompt_bench;
+    int n_tg = o->n_predict < 0 ? 64 : o->n_predict;
+    if (n_pp < 1) n_pp = 1;
+    int n_ctx = n_pp + n_tg + 1;
+    if (n_ctx > info.n_ctx_train) { ember_model_free(m); return die("-p + -n exceeds the model's context (%d)", info.n_ctx_train); }
+    options oo = *o;
+    if (!oo.n_batch) oo.n_batch = n_pp < 512 ? n_pp : 512;
+    if (open_context(&oo, m, n_ctx, &c)) { ember_model_free(m); return 1; }
+    int V = ember_n_vocab(m);
+    ember_token *toks = malloc(sizeof *toks * (size_t)(n_pp > n_tg ? n_pp : n_tg));
+    for (int i = 0; i < n_pp; i++) toks[i] = (ember_token)((i * 7919 + 13) % V);
+    double *pp = calloc((size_t)o->repeats, sizeof *pp), *tg = calloc((size_t)o->repeats, sizeof *tg);
+    int rc = 0;
+    /* Warm-up pass: first touches of the weights and caches. */
+    ember_eval(c, toks, n_pp < 16 ? n_pp : 16, NULL);
+    for (int r = 0; r < o->repeats && !rc; r++) {
+        ember_context_set_pos(c, 0);
+        double t0 = now_s();
+        rc = ember_eval(c, toks, n_pp, NULL);
+        pp[r] = n_pp / (now_s() - t0);
+        ember_token t = toks[0];
+        t0 = now_s();
+        for (int i = 0; i < n_tg && !rc; i++) {
+            rc = ember_eval(c, &t, 1, NULL);
+            t = (t * 31 + 7) % V;
+        }
+        tg[r] = n_tg / (now_s() - t0);
+    }
+    if (rc) { die("evaluation failed: %s", ember_context_errmsg(c)); }
+    else {
+        int threads = o->n_threads ? o->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+        double pp_m = median(pp, o->repeats), tg_m = median(tg, o->repeats);
+        double tg_gbps = tg_m * (double)info.bytes_per_token / 1e9;
+        double mem = measure_bandwidth(threads);
+        const char *type = ember_type_name(info.file_type) ? ember_type_name(info.file_type) : "?";
+        fprintf(stderr, "model %s (%s, %.1f MiB), %d threads, kernels %s\n", o->model, type,
+                info.weight_bytes / 1048576.0, threads, ember_cpu_features());
+        printf("pp%d: %.2f tok/s   tg%d: %.2f tok/s   (median of %d)\n", n_pp, pp_m, n_tg, tg_m, o->repeats);
+        printf("weights read per token: %.1f MB, %.2f GB/s; memory read bandwidth %.2f GB/s (%.0f%%)\n",
+               info.bytes_per_token / 1e6, tg_gbps, mem, 100 * tg_gbps / mem);
+        if (o->json)
+            printf("{\"model\": \"%s\", \"type\": \"%s\", \"threads\": %d, \"n_prompt\": %d, \"n_gen\": %d, "
+                   "\"pp_tok_s\": %.3f, \"tg_tok_s\": %.3f, \"weight_bytes\": %llu, \"tg_gbps\": %.3f, "
+                   "\"mem_gbps\": %.3f, \"kernels\": \"%s\"}\n",
+                   o->model, type, threads, n_pp, n_tg, pp_m, tg_m, (unsigned long long)info.bytes_per_token, tg_gbps,
+                   mem, ember_cpu_features());
+    }
+    free(pp);
+    free(tg);
+    free(toks);
+    ember_context_free(c);
+    ember_model_free(m);
+    return rc ? 1 : 0;
+}
+
+int main(int argc, char **argv) {
+    options o;
+    if (argc < 2) { usage(stderr); return 1; }
+    if (parse_args(argc, argv, &o)) return 1;
+    if (!strcmp(o.command, "generate")) return cmd_generate(&o);
+    if (!strcmp(o.command, "chat")) return cmd_chat(&o);
+    if (!strcmp(o.command, "perplexity")) return cmd_perplexity(&o);
+    if (!strcmp(o.command, "tokenize")) return cmd_tokenize(&o);
+    if (!strcmp(o.command, "info")) return cmd_info(&o);
+    if (!strcmp(o.command, "bench")) return cmd_bench(&o);
+    return die("unknown command '%s' (see --help)", o.command);
+}

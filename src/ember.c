@@ -1,0 +1,593 @@
+/* ember.c - the public API: opening models (mapped, read or from memory),
+ * contexts, evaluation, streaming generation and perplexity. */
+#include "model.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+struct ember_model {
+    em_model m;
+    ember_allocator alloc;          /* copy of the caller's hook */
+    const ember_allocator *a;       /* &alloc, or NULL for libc */
+    void *region;                   /* mapping or anonymous memory we own */
+    size_t region_size;
+    int load_mode;
+    char arch[32], name[128], tokenizer[16];
+};
+
+struct ember_context {
+    const ember_model *model;
+    ember_allocator alloc;
+    const ember_allocator *a;
+    em_state st;
+    int pos;                        /* positions filled in the KV cache */
+    int has_logits;
+    ember_token last_token;         /* last token evaluated, -1 if none */
+    char *stream;                   /* bytes held back until UTF-8 completes */
+    size_t stream_len, stream_cap;
+    char errmsg[256];
+};
+
+/* ---- status ---------------------------------------------------------------- */
+
+const char *ember_status_string(int status) {
+    switch (status) {
+    case EMBER_OK: return "ok";
+    case EMBER_ERR_INVALID_ARG: return "invalid argument";
+    case EMBER_ERR_NOMEM: return "out of memory";
+    case EMBER_ERR_IO: return "input/output error";
+    case EMBER_ERR_BAD_MAGIC: return "not a GGUF file";
+    case EMBER_ERR_VERSION: return "unsupported GGUF version";
+    case EMBER_ERR_TRUNCATED: return "file is truncated";
+    case EMBER_ERR_CORRUPT: return "file is corrupt";
+    case EMBER_ERR_UNSUPPORTED: return "unsupported model";
+    case EMBER_ERR_SHAPE: return "tensor shapes are inconsistent";
+    case EMBER_ERR_MISSING: return "required key or tensor is missing";
+    case EMBER_ERR_CONTEXT_FULL: return "context is full";
+    case EMBER_ERR_BAD_TOKEN: return "token id out of range";
+    case EMBER_ERR_NONFINITE: return "model produced non-finite logits";
+    case EMBER_ERR_BUFFER_TOO_SMALL: return "buffer too small";
+    case EMBER_ERR_CANCELLED: return "cancelled";
+    case EMBER_ERR_TOO_SHORT: return "input too short";
+    default: return "unknown status";
+    }
+}
+
+static int ember_fail(ember_error *err, int code, const char *msg) {
+    if (err) {
+        err->code = code;
+        const char *m = msg && *msg ? msg : ember_status_string(code);
+        size_t n = strlen(m);
+        if (n >= sizeof err->message) n = sizeof err->message - 1;
+        memcpy(err->message, m, n);
+        err->message[n] = 0;
+    }
+    return code;
+}
+
+/* ---- model ----------------------------------------------------------------- */
+
+ember_model_params ember_model_default_params(void) {
+    ember_model_params p;
+    memset(&p, 0, sizeof p);
+    p.load_mode = EMBER_LOAD_DEFAULT;
+    return p;
+}
+
+/* Take a GGUF image that is already in memory; on success the model owns
+ * region (if any). */
+static int ember_model_from_image(const void *data, size_t size, const ember_model_params *params,
+                                  void *region, size_t region_size, int mode, ember_model **out,
+                                  ember_error *err) {
+    const ember_allocator *user = params ? params->allocator : NULL;
+    char msg[256] = "";
+    ember_model *model = ec_calloc(user, 1, sizeof *model);
+    if (!model) return ember_fail(err, EMBER_ERR_NOMEM, "out of memory");
+    if (user) { model->alloc = *user; model->a = &model->alloc; }
+    gguf_file *f = NULL;
+    int rc = gguf_open(data, size, model->a, &f, msg, sizeof msg);
+    if (rc == EMBER_OK) {
+        rc = em_model_init(&model->m, f, model->a, msg, sizeof msg);
+        if (rc != EMBER_OK) gguf_close(f);
+    }
+    if (rc != EMBER_OK) {
+        ec_free(user, model);
+        return ember_fail(err, rc, msg);
+    }
+    model->region = region;
+    model->region_size = region_size;
+    model->load_mode = mode;
+    gguf_str s;
+    if (gguf_get_str(f, "general.architecture", &s) == EMBER_OK)
+        snprintf(model->arch, sizeof model->arch, "%.*s", (int)(s.len < 31 ? s.len : 31), s.ptr);
+    if (gguf_get_str(f, "general.name", &s) == EMBER_OK)
+        snprintf(model->name, sizeof model->name, "%.*s", (int)(s.len < 127 ? s.len : 127), s.ptr);
+    snprintf(model->tokenizer, sizeof model->tokenizer, "%s", etok_kind(model->m.tok) == ETOK_SPM ? "llama" : "gpt2");
+    *out = model;
+    if (err) { err->code = EMBER_OK; err->message[0] = 0; }
+    return EMBER_OK;
+}
+
+int ember_model_open_memory(const void *data, size_t size, const ember_model_params *params,
+                            ember_model **out, ember_error *err) {
+    if (!out) return ember_fail(err, EMBER_ERR_INVALID_ARG, "out_model is NULL");
+    *out = NULL;
+    if (!data && size) return ember_fail(err, EMBER_ERR_INVALID_ARG, "data is NULL");
+    return ember_model_from_image(data, size, params, NULL, 0, EMBER_LOAD_MMAP, out, err);
+}
+
+/* Anonymous memory for a read-in model: 2 MB aligned so the kernel can back
+ * it with transparent huge pages, which stream faster than 4 KB pages. */
+static void *ember_alloc_region(size_t size, size_t *region_size) {
+    const size_t huge = (size_t)2 << 20;
+    size_t n = (size + huge - 1) / huge * huge + huge;
+    char *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return NULL;
+    char *aligned = (char *)(((uintptr_t)p + huge - 1) & ~(uintptr_t)(huge - 1));
+    if (aligned > p) munmap(p, (size_t)(aligned - p));
+    size_t tail = (size_t)((p + n) - (aligned + (n - huge)));
+    if (tail) munmap(aligned + (n - huge), tail);
+    *region_size = n - huge;
+#ifdef MADV_HUGEPAGE
+    madvise(aligned, *region_size, MADV_HUGEPAGE);
+#endif
+    return aligned;
+}
+
+int ember_model_open_file(const char *path, const ember_model_params *params, ember_model **out,
+                          ember_error *err) {
+    char msg[300];
+    if (!out) return ember_fail(err, EMBER_ERR_INVALID_ARG, "out_model is NULL");
+    *out = NULL;
+    if (!path) return ember_fail(err, EMBER_ERR_INVALID_ARG, "path is NULL");
+    int mode = params ? (int)params->load_mode : EMBER_LOAD_DEFAULT;
+    if (mode == EMBER_LOAD_DEFAULT) mode = EMBER_LOAD_READ;
+    if (mode != EMBER_LOAD_MMAP && mode != EMBER_LOAD_READ)
+        return ember_fail(err, EMBER_ERR_INVALID_ARG, "unknown load mode");
+
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(msg, sizeof msg, "cannot open '%s': %s", path, strerror(errno));
+        return ember_fail(err, EMBER_ERR_IO, msg);
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        snprintf(msg, sizeof msg, "'%s' is not a regular file", path);
+        return ember_fail(err, EMBER_ERR_IO, msg);
+    }
+    size_t size = (size_t)st.st_size, region_size = 0;
+    void *region = NULL;
+    if (size == 0) {
+        close(fd);
+        return ember_fail(err, EMBER_ERR_TRUNCATED, "file is empty");
+    }
+    if (mode == EMBER_LOAD_MMAP) {
+        region = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (region == MAP_FAILED) {
+            close(fd);
+            snprintf(msg, sizeof msg, "cannot map '%s': %s", path, strerror(errno));
+            return ember_fail(err, EMBER_ERR_IO, msg);
+        }
+        region_size = size;
+    } else {
+        region = ember_alloc_region(size, &region_size);
+        if (!region) { close(fd); return ember_fail(err, EMBER_ERR_NOMEM, "cannot allocate memory for the weights"); }
+        size_t done = 0;
+        while (done < size) {
+            ssize_t r = read(fd, (char *)region + done, size - done > (1u << 30) ? (1u << 30) : size - done);
+            if (r < 0 && errno == EINTR) continue;
+            if (r <= 0) {
+                munmap(region, region_size);
+                close(fd);
+                snprintf(msg, sizeof msg, "cannot read '%s': %s", path, r < 0 ? strerror(errno) : "unexpected end");
+                return ember_fail(err, EMBER_ERR_IO, msg);
+            }
+            done += (size_t)r;
+        }
+    }
+    close(fd);
+    int rc = ember_model_from_image(region, size, params, region, region_size, mode, out, err);
+    if (rc != EMBER_OK) munmap(region, region_size);
+    return rc;
+}
+
+void ember_model_free(ember_model *model) {
+    if (!model) return;
+    em_model_free(&model->m);
+    if (model->region) munmap(model->region, model->region_size);
+    const ember_allocator *a = model->a ? &model->alloc : NULL;
+    ember_allocator copy;
+    if (a) { copy = *a; a = &copy; }
+    ec_free(a, model);
+}
+
+int ember_model_get_info(const ember_model *model, ember_model_info *out) {
+    if (!model || !out) return EMBER_ERR_INVALID_ARG;
+    const em_hparams *hp = &model->m.hp;
+    memset(out, 0, sizeof *out);
+    out->architecture = model->arch;
+    out->name = model->name;
+    out->tokenizer = model->tokenizer;
+    out->n_vocab = hp->n_vocab;
+    out->n_ctx_train = hp->n_ctx_train;
+    out->n_embd = hp->n_embd;
+    out->n_layer = hp->n_layer;
+    out->n_head = hp->n_head;
+    out->n_head_kv = hp->n_head_kv;
+    out->head_dim = hp->head_dim;
+    out->n_ff = hp->n_ff;
+    out->rope_dim = hp->rope_dim;
+    out->rope_freq_base = hp->rope_freq_base;
+    out->rms_eps = hp->rms_eps;
+    out->tied_output = model->m.tied_output;
+    out->file_type = model->m.layers ? model->m.layers[0].wq.type : -1;
+    out->n_params = model->m.n_params;
+    out->weight_bytes = model->m.weight_bytes;
+    out->bytes_per_token = model->m.bytes_per_token;
+    out->load_mode = model->load_mode;
+    return EMBER_OK;
+}
+
+const char *ember_type_name(int type) {
+    const ek_type_info *t = ek_type_get(type);
+    return t ? t->name : NULL;
+}
+
+uint64_t ember_context_memory_needed(const ember_model *model, int n_ctx, int kv_type, int n_batch) {
+    if (!model) return 0;
+    if (n_ctx <= 0 || n_ctx > model->m.hp.n_ctx_train) n_ctx = model->m.hp.n_ctx_train;
+    if (n_batch <= 0) n_batch = 64;
+    return em_state_bytes(&model->m, n_ctx, kv_type, n_batch) + sizeof(ember_context);
+}
+
+static const char *ember_vtype_name(int t) {
+    static const char *names[] = {"u8", "i8", "u16", "i16", "u32", "i32", "f32", "bool",
+                                  "string", "array", "u64", "i64", "f64"};
+    return t >= 0 && t <= 12 ? names[t] : "?";
+}
+
+int ember_model_meta(const ember_model *model, const char *key, char *buf, size_t size) {
+    if (!model || !key) return EMBER_ERR_INVALID_ARG;
+    const gguf_kv *kv = gguf_find_kv(model->m.gguf, key);
+    if (!kv) { if (buf && size) buf[0] = 0; return 0; }
+    const gguf_file *f = model->m.gguf;
+    gguf_str s;
+    int64_t iv;
+    float fv;
+    int bv;
+    switch (kv->type) {
+    case GGUF_STRING:
+        gguf_get_str(f, key, &s);
+        return snprintf(buf, size, "%.*s", (int)(s.len > 65536 ? 65536 : s.len), s.ptr);
+    case GGUF_FLOAT32: case GGUF_FLOAT64:
+        gguf_get_f32(f, key, &fv);
+        return snprintf(buf, size, "%g", (double)fv);
+    case GGUF_BOOL:
+        gguf_get_bool(f, key, &bv);
+        return snprintf(buf, size, "%s", bv ? "true" : "false");
+    case GGUF_ARRAY:
+        return snprintf(buf, size, "[%s x %llu]", ember_vtype_name(kv->arr_type), (unsigned long long)kv->arr_n);
+    default:
+        if (gguf_get_i64(f, key, &iv) == EMBER_OK) return snprintf(buf, size, "%lld", (long long)iv);
+        return snprintf(buf, size, "(%s)", ember_vtype_name(kv->type));
+    }
+}
+
+/* ---- tokens ---------------------------------------------------------------- */
+
+int ember_n_vocab(const ember_model *model) { return model ? model->m.hp.n_vocab : 0; }
+ember_token ember_token_bos(const ember_model *model) { return model ? etok_bos(model->m.tok) : -1; }
+ember_token ember_token_eos(const ember_model *model) { return model ? etok_eos(model->m.tok) : -1; }
+int ember_token_is_eog(const ember_model *model, ember_token t) { return model ? etok_is_eog(model->m.tok, t) : 0; }
+
+int ember_tokenize(const ember_model *model, const char *text, size_t len, int flags, ember_token *out, int cap,
+                   int *n_out) {
+    if (!model || (!text && len) || (!out && cap > 0) || cap < 0 || !n_out) return EMBER_ERR_INVALID_ARG;
+    /* BOS only where the model asks for it (tokenizer.ggml.add_bos_token),
+     * as llama.cpp's add_special. */
+    int tf = ((flags & EMBER_TOKENIZE_ADD_BOS) && etok_add_bos(model->m.tok) ? ETOK_ADD_BOS : 0) |
+             ((flags & EMBER_TOKENIZE_SPECIAL) ? ETOK_PARSE_SPECIAL : 0);
+    int32_t n = 0;
+    int rc = etok_encode(model->m.tok, text ? text : "", len, tf, out, cap, &n);
+    *n_out = n;
+    return rc;
+}
+
+int ember_token_to_piece(const ember_model *model, ember_token token, ember_token prev, int flags, char *buf,
+                         size_t size) {
+    if (!model || (!buf && size)) return EMBER_ERR_INVALID_ARG;
+    if (token < 0 || token >= model->m.hp.n_vocab) return EMBER_ERR_BAD_TOKEN;
+    return etok_piece(model->m.tok, token, prev, (flags & EMBER_TOKENIZE_SPECIAL) ? ETOK_PARSE_SPECIAL : 0, buf,
+                      size);
+}
+
+int ember_detokenize(const ember_model *model, const ember_token *tokens, int n, int flags, char *buf,
+                     size_t size) {
+    if (!model || (!tokens && n) || n < 0 || (!buf && size)) return EMBER_ERR_INVALID_ARG;
+    size_t total = 0;
+    ember_token prev = -1;
+    for (int i = 0; i < n; i++) {
+        size_t room = total < size ? size - total : 0;
+        int len = ember_token_to_piece(model, tokens[i], prev, flags, room ? buf + total : NULL, room);
+        if (len < 0) return len;
+        total += (size_t)len;
+        prev = tokens[i];
+    }
+    if (size) buf[total < size ? total : size - 1] = 0;
+    return total > INT32_MAX ? EMBER_ERR_BUFFER_TOO_SMALL : (int)total;
+}
+
+/* ---- context --------------------------------------------------------------- */
+
+ember_context_params ember_context_default_params(void) {
+    ember_context_params p;
+    memset(&p, 0, sizeof p);
+    p.kv_type = EMBER_KV_F16;
+    return p;
+}
+
+static int ember_default_threads(void) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > 256 ? 256 : (int)n;
+}
+
+int ember_context_create(const ember_model *model, const ember_context_params *params, ember_context **out,
+                         ember_error *err) {
+    if (!out) return ember_fail(err, EMBER_ERR_INVALID_ARG, "out_ctx is NULL");
+    *out = NULL;
+    if (!model) return ember_fail(err, EMBER_ERR_INVALID_ARG, "model is NULL");
+    ember_context_params p = params ? *params : ember_context_default_params();
+    const ember_allocator *user = p.allocator ? p.allocator : model->a;
+    if (p.n_ctx < 0 || p.n_batch < 0 || p.n_threads < 0 || p.n_threads > 1024 ||
+        (p.kv_type != EMBER_KV_F16 && p.kv_type != EMBER_KV_F32))
+        return ember_fail(err, EMBER_ERR_INVALID_ARG, "invalid context parameters");
+    int n_ctx = p.n_ctx ? p.n_ctx : model->m.hp.n_ctx_train;
+    if (n_ctx > model->m.hp.n_ctx_train) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "n_ctx %d exceeds the model's context length %d", n_ctx, model->m.hp.n_ctx_train);
+        return ember_fail(err, EMBER_ERR_INVALID_ARG, msg);
+    }
+    int n_batch = p.n_batch ? p.n_batch : 64;
+    if (n_batch > n_ctx) n_batch = n_ctx;
+    int n_threads = p.n_threads ? p.n_threads : ember_default_threads();
+
+    ember_context *ctx = ec_calloc(user, 1, sizeof *ctx);
+    if (!ctx) return ember_fail(err, EMBER_ERR_NOMEM, "out of memory");
+    if (user) { ctx->alloc = *user; ctx->a = &ctx->alloc; }
+    ctx->model = model;
+    ctx->last_token = -1;
+    ctx->stream_cap = (size_t)model->m.max_piece_bytes + 8;
+    ctx->stream = ec_malloc(ctx->a, ctx->stream_cap);
+    int rc = ctx->stream ? em_state_init(&ctx->st, &model->m, n_ctx, n_batch, p.kv_type, n_threads, ctx->a)
+                         : EMBER_ERR_NOMEM;
+    if (rc != EMBER_OK) {
+        ec_free(ctx->a, ctx->stream);
+        ec_free(user, ctx);
+        return ember_fail(err, rc, "out of memory for the context (KV cache and scratch)");
+    }
+    *out = ctx;
+    if (err) { err->code = EMBER_OK; err->message[0] = 0; }
+    return EMBER_OK;
+}
+
+void ember_context_free(ember_context *ctx) {
+    if (!ctx) return;
+    ember_allocator copy = ctx->alloc;
+    const ember_allocator *a = ctx->a ? &copy : NULL;
+    em_state_free(&ctx->st);
+    ec_free(a, ctx->stream);
+    ec_free(a, ctx);
+}
+
+static int ember_ctx_fail(ember_context *ctx, int code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ctx->errmsg, sizeof ctx->errmsg, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+const char *ember_context_errmsg(const ember_context *ctx) { return ctx ? ctx->errmsg : "context is NULL"; }
+int ember_context_n_ctx(const ember_context *ctx) { return ctx ? ctx->st.n_ctx : 0; }
+int ember_context_pos(const ember_context *ctx) { return ctx ? ctx->pos : 0; }
+
+int ember_context_set_pos(ember_context *ctx, int pos) {
+    if (!ctx) return EMBER_ERR_INVALID_ARG;
+    if (pos < 0 || pos > ctx->pos) return ember_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "position %d is not in 0..%d", pos, ctx->pos);
+    ctx->pos = pos;
+    ctx->has_logits = 0;
+    ctx->last_token = -1;
+    return EMBER_OK;
+}
+
+static int ember_all_finite(const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i])) return 0;
+    return 1;
+}
+
+int ember_eval(ember_context *ctx, const ember_token *tokens, int n, float *all_logits) {
+    if (!ctx) return EMBER_ERR_INVALID_ARG;
+    if (n <= 0 || !tokens) return ember_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "no tokens to evaluate");
+    const int V = ctx->model->m.hp.n_vocab;
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= V)
+            return ember_ctx_fail(ctx, EMBER_ERR_BAD_TOKEN, "token %d at index %d is outside the vocabulary (0..%d)",
+                                  tokens[i], i, V - 1);
+    if (n > ctx->st.n_ctx - ctx->pos)
+        return ember_ctx_fail(ctx, EMBER_ERR_CONTEXT_FULL, "%d tokens do not fit: %d of %d positions are used", n,
+                              ctx->pos, ctx->st.n_ctx);
+    for (int i = 0; i < n; i += ctx->st.n_batch) {
+        int nb = n - i < ctx->st.n_batch ? n - i : ctx->st.n_batch;
+        em_forward(&ctx->st, tokens + i, nb, ctx->pos, all_logits ? all_logits + (size_t)i * V : NULL);
+        ctx->pos += nb;
+    }
+    ctx->has_logits = 1;
+    ctx->last_token = tokens[n - 1];
+    if (!ember_all_finite(ctx->st.logits, (size_t)V))
+        return ember_ctx_fail(ctx, EMBER_ERR_NONFINITE, "the model produced NaN or infinite logits");
+    return EMBER_OK;
+}
+
+const float *ember_get_logits(const ember_context *ctx) {
+    return ctx && ctx->has_logits ? ctx->st.logits : NULL;
+}
+
+/* ---- generation ------------------------------------------------------------ */
+
+static double ember_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Append a token's bytes and pass on everything that forms whole UTF-8
+ * characters; keep an incomplete tail for the next token. */
+static int ember_stream_token(ember_context *ctx, ember_token tok, ember_token prev, ember_token_callback cb,
+                              void *ud) {
+    size_t room = ctx->stream_cap - ctx->stream_len;
+    int n = etok_piece(ctx->model->m.tok, tok, prev, 0, ctx->stream + ctx->stream_len, room);
+    if (n < 0 || (size_t)n > room) n = 0;   /* cannot happen: stream_cap covers the longest piece */
+    ctx->stream_len += (size_t)n;
+    size_t keep = ec_utf8_incomplete_tail((const unsigned char *)ctx->stream, ctx->stream_len);
+    size_t emit = ctx->stream_len - keep;
+    int stop = cb ? cb(ud, tok, ctx->stream, emit) : 0;
+    memmove(ctx->stream, ctx->stream + emit, keep);
+    ctx->stream_len = keep;
+    return stop;
+}
+
+int ember_generate(ember_context *ctx, ember_sampler *sampler, const ember_token *prompt, int n_prompt,
+                   int n_predict, ember_token_callback cb, void *ud, ember_generate_result *result) {
+    ember_generate_result res;
+    memset(&res, 0, sizeof res);
+    if (result) *result = res;
+    if (!ctx || !sampler || n_prompt < 0 || (n_prompt && !prompt) || n_predict < 0) return EMBER_ERR_INVALID_ARG;
+    const em_model *m = &ctx->model->m;
+    double t0 = ember_now();
+    if (n_prompt > 0) {
+        int rc = ember_eval(ctx, prompt, n_prompt, NULL);
+        if (rc != EMBER_OK) return rc;
+        res.n_prompt = n_prompt;
+    } else if (!ctx->has_logits) {
+        return ember_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "nothing to continue: the prompt is empty and the context holds no tokens");
+    }
+    double t1 = ember_now();
+    res.prompt_seconds = t1 - t0;
+    ctx->stream_len = 0;
+    ember_token prev = ctx->last_token;
+    int rc = EMBER_OK;
+    for (;;) {
+        if (res.n_generated >= n_predict) { res.stop = EMBER_STOP_LENGTH; break; }
+        ember_token tok = ember_sampler_sample(sampler, ctx->st.logits);
+        ember_sampler_accept(sampler, tok);
+        if (etok_is_eog(m->tok, tok)) { res.stop = EMBER_STOP_EOG; break; }
+        res.n_generated++;
+        if (ember_stream_token(ctx, tok, prev, cb, ud)) { res.stop = EMBER_STOP_CALLBACK; }
+        prev = tok;
+        /* Evaluate the token so the context holds everything generated. */
+        if (ctx->pos >= ctx->st.n_ctx) { if (!res.stop) res.stop = EMBER_STOP_CONTEXT_FULL; break; }
+        rc = ember_eval(ctx, &tok, 1, NULL);
+        if (rc != EMBER_OK || res.stop) break;
+    }
+    if (ctx->stream_len && cb) cb(ud, -1, ctx->stream, ctx->stream_len);  /* bytes that never completed */
+    ctx->stream_len = 0;
+    res.generate_seconds = ember_now() - t1;
+    if (result) *result = res;
+    return rc;
+}
+
+int ember_generate_text(ember_context *ctx, ember_sampler *sampler, const char *prompt, int n_predict,
+                        ember_token_callback cb, void *ud, ember_generate_result *result) {
+    if (!ctx || !prompt) return EMBER_ERR_INVALID_ARG;
+    const ember_model *model = ctx->model;
+    size_t len = strlen(prompt);
+    int n = 0, rc = ember_tokenize(model, prompt, len, EMBER_TOKENIZE_ADD_BOS, NULL, 0, &n);
+    if (rc != EMBER_OK && rc != EMBER_ERR_BUFFER_TOO_SMALL) return ember_ctx_fail(ctx, rc, "tokenization failed");
+    if (n == 0) {   /* no BOS and no text: nothing to condition on */
+        return ember_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "the prompt is empty and the model has no BOS token");
+    }
+    ember_token *toks = ec_malloc(ctx->a, (size_t)n * sizeof *toks);
+    if (!toks) return ember_ctx_fail(ctx, EMBER_ERR_NOMEM, "out of memory");
+    rc = ember_tokenize(model, prompt, len, EMBER_TOKENIZE_ADD_BOS, toks, n, &n);
+    if (rc == EMBER_OK) rc = ember_generate(ctx, sampler, toks, n, n_predict, cb, ud, result);
+    ec_free(ctx->a, toks);
+    return rc;
+}
+
+/* ---- perplexity ------------------------------------------------------------ */
+
+int ember_perplexity(ember_context *ctx, const char *text, size_t len, ember_progress_callback cb, void *ud,
+                     ember_perplexity_result *result) {
+    if (!ctx || (!text && len) || !result) return EMBER_ERR_INVALID_ARG;
+    memset(result, 0, sizeof *result);
+    const ember_model *model = ctx->model;
+    const int n_ctx = ctx->st.n_ctx, V = model->m.hp.n_vocab, n_batch = ctx->st.n_batch;
+    int n = 0, rc = ember_tokenize(model, text, len, EMBER_TOKENIZE_ADD_BOS, NULL, 0, &n);
+    if (rc != EMBER_OK && rc != EMBER_ERR_BUFFER_TOO_SMALL) return ember_ctx_fail(ctx, rc, "tokenization failed");
+    if (n < 2 * n_ctx)
+        return ember_ctx_fail(ctx, EMBER_ERR_TOO_SHORT, "%d tokens is too few: perplexity with a context of %d needs at least %d",
+                              n, n_ctx, 2 * n_ctx);
+    ember_token *toks = ec_malloc(ctx->a, (size_t)n * sizeof *toks);
+    float *logits = ec_malloc(ctx->a, (size_t)n_batch * V * sizeof(float));
+    if (!toks || !logits) {
+        ec_free(ctx->a, toks);
+        ec_free(ctx->a, logits);
+        return ember_ctx_fail(ctx, EMBER_ERR_NOMEM, "out of memory");
+    }
+    rc = ember_tokenize(model, text, len, EMBER_TOKENIZE_ADD_BOS, toks, n, &n);
+    const int n_chunks = n / n_ctx, first = n_ctx / 2;
+    const ember_token bos = etok_add_bos(model->m.tok) ? etok_bos(model->m.tok) : -1;
+    double nll = 0, nll2 = 0;
+    long count = 0;
+    for (int c = 0; c < n_chunks && rc == EMBER_OK; c++) {
+        const int start = c * n_ctx;
+        ctx->pos = 0;
+        ctx->has_logits = 0;
+        for (int i = 0; i < n_ctx && rc == EMBER_OK; i += n_batch) {
+            int nb = n_ctx - i < n_batch ? n_ctx - i : n_batch;
+            ember_token saved = toks[start + i];
+            if (i == 0 && bos >= 0) toks[start] = bos;  /* every chunk starts with BOS, as llama.cpp */
+            rc = ember_eval(ctx, toks + start + i, nb, logits);
+            toks[start + i] = saved;
+            /* Row j predicts token j+1; score positions first .. n_ctx-2. */
+            for (int r = 0; r < nb && rc == EMBER_OK; r++) {
+                int j = i + r;
+                if (j < first || j >= n_ctx - 1) continue;
+                const float *l = logits + (size_t)r * V;
+                float mx = l[0];
+                for (int v = 1; v < V; v++) if (l[v] > mx) mx = l[v];
+                double sum = 0;
+                for (int v = 0; v < V; v++) sum += exp((double)l[v] - mx);
+                double x = log(sum) - ((double)l[toks[start + j + 1]] - mx);
+                nll += x;
+                nll2 += x * x;
+                count++;
+            }
+        }
+        if (rc == EMBER_OK && cb && cb(ud, c + 1, n_chunks, exp(nll / (double)count)))
+            rc = ember_ctx_fail(ctx, EMBER_ERR_CANCELLED, "cancelled by the progress callback");
+    }
+    ctx->pos = 0;
+    ctx->has_logits = 0;
+    ec_free(ctx->a, toks);
+    ec_free(ctx->a, logits);
+    if (rc != EMBER_OK) return rc;
+    double mean = nll / (double)count, var = nll2 / (double)count - mean * mean;
+    result->mean_nll = mean;
+    result->ppl = exp(mean);
+    result->ppl_err = var > 0 && count > 1 ? result->ppl * sqrt(var / (double)(count - 1)) : 0;
+    result->n_chunks = n_chunks;
+    result->n_scored = (int)count;
+    return EMBER_OK;
+}
+
+const char *ember_cpu_features(void) { return ek_kernels_name(ek_kernels_best()); }

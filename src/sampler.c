@@ -1,0 +1,188 @@
+/* sampler.c - choosing the next token from logits.
+ *
+ * The chain follows llama.cpp's default order: repetition penalty, top-k,
+ * top-p, min-p, temperature, then a draw from the remaining distribution
+ * (or argmax when the temperature is 0).  All memory is allocated when the
+ * sampler is created; sampling allocates nothing. */
+#include "common.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct es_cand { float logit; int32_t id; } es_cand;
+
+struct ember_sampler {
+    ember_sampler_params p;
+    const ember_allocator *a;
+    int n_vocab;
+    uint64_t rng;
+    es_cand *cand;       /* n_vocab candidates */
+    float *probs;        /* n_vocab */
+    uint32_t *stamp;     /* per token: last sample call that penalised it */
+    uint32_t calls;
+    int32_t *history;    /* ring of the last repeat_last_n tokens */
+    int hist_len, hist_pos;
+};
+
+ember_sampler_params ember_sampler_default_params(void) {
+    ember_sampler_params p;
+    memset(&p, 0, sizeof p);
+    p.temperature = 0.8f;
+    p.top_k = 40;
+    p.top_p = 0.95f;
+    p.min_p = 0.05f;
+    p.repeat_penalty = 1.0f;
+    p.repeat_last_n = 64;
+    p.seed = 0x5eed;
+    return p;
+}
+
+/* splitmix64: a small, well-mixed generator; same seed, same sequence. */
+static uint64_t es_next(uint64_t *state) {
+    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static double es_uniform(uint64_t *state) { return (double)(es_next(state) >> 11) * (1.0 / 9007199254740992.0); }
+
+int ember_sampler_create(const ember_model *model, const ember_sampler_params *params, ember_sampler **out) {
+    if (!out) return EMBER_ERR_INVALID_ARG;
+    *out = NULL;
+    if (!model) return EMBER_ERR_INVALID_ARG;
+    ember_sampler_params p = params ? *params : ember_sampler_default_params();
+    if (!(p.temperature >= 0) || p.top_k < 0 || !(p.top_p > 0 && p.top_p <= 1) || !(p.min_p >= 0 && p.min_p < 1) ||
+        !(p.repeat_penalty > 0) || p.repeat_last_n < 0 || p.repeat_last_n > (1 << 20))
+        return EMBER_ERR_INVALID_ARG;
+    const ember_allocator *a = p.allocator;
+    ember_sampler *s = ec_calloc(a, 1, sizeof *s);
+    if (!s) return EMBER_ERR_NOMEM;
+    s->p = p;
+    s->a = a;
+    s->n_vocab = ember_n_vocab(model);
+    s->cand = ec_calloc(a, (size_t)s->n_vocab, sizeof *s->cand);
+    s->probs = ec_calloc(a, (size_t)s->n_vocab, sizeof *s->probs);
+    s->stamp = ec_calloc(a, (size_t)s->n_vocab, sizeof *s->stamp);
+    s->history = ec_calloc(a, (size_t)(p.repeat_last_n ? p.repeat_last_n : 1), sizeof *s->history);
+    if (!s->cand || !s->probs || !s->stamp || !s->history) {
+        ember_sampler_free(s);
+        return EMBER_ERR_NOMEM;
+    }
+    ember_sampler_reset(s, p.seed);
+    *out = s;
+    return EMBER_OK;
+}
+
+void ember_sampler_free(ember_sampler *s) {
+    if (!s) return;
+    ec_free(s->a, s->cand);
+    ec_free(s->a, s->probs);
+    ec_free(s->a, s->stamp);
+    ec_free(s->a, s->history);
+    ec_free(s->a, s);
+}
+
+void ember_sampler_reset(ember_sampler *s, uint64_t seed) {
+    if (!s) return;
+    s->rng = seed;
+    s->hist_len = s->hist_pos = 0;
+}
+
+void ember_sampler_accept(ember_sampler *s, ember_token token) {
+    if (!s || s->p.repeat_last_n == 0 || token < 0 || token >= s->n_vocab) return;
+    s->history[s->hist_pos] = token;
+    s->hist_pos = (s->hist_pos + 1) % s->p.repeat_last_n;
+    if (s->hist_len < s->p.repeat_last_n) s->hist_len++;
+}
+
+static int es_cmp_desc(const void *a, const void *b) {
+    const es_cand *x = a, *y = b;
+    if (x->logit != y->logit) return x->logit < y->logit ? 1 : -1;
+    return x->id < y->id ? -1 : x->id > y->id;   /* ties: lower id first (deterministic) */
+}
+
+/* Move the k largest candidates to the front (unordered): quickselect. */
+static void es_select_top(es_cand *c, int n, int k) {
+    int lo = 0, hi = n - 1;
+    while (lo < hi) {
+        es_cand pivot = c[(lo + hi) / 2];
+        int i = lo, j = hi;
+        while (i <= j) {
+            while (es_cmp_desc(&c[i], &pivot) < 0) i++;
+            while (es_cmp_desc(&c[j], &pivot) > 0) j--;
+            if (i <= j) { es_cand t = c[i]; c[i] = c[j]; c[j] = t; i++; j--; }
+        }
+        if (k - 1 <= j) hi = j;
+        else if (k - 1 >= i) lo = i;
+        else break;
+    }
+}
+
+/* Softmax of the n candidates' logits / temp into probs (descending order
+ * of candidates not required). */
+static void es_softmax(const es_cand *c, int n, float temp, float *probs) {
+    float mx = c[0].logit;
+    for (int i = 1; i < n; i++) if (c[i].logit > mx) mx = c[i].logit;
+    double sum = 0;
+    for (int i = 0; i < n; i++) { probs[i] = expf((c[i].logit - mx) / temp); sum += probs[i]; }
+    for (int i = 0; i < n; i++) probs[i] = (float)(probs[i] / sum);
+}
+
+ember_token ember_sampler_sample(ember_sampler *s, const float *logits) {
+    if (!s || !logits) return -1;
+    const int V = s->n_vocab;
+    es_cand *c = s->cand;
+    for (int i = 0; i < V; i++) { c[i].logit = logits[i]; c[i].id = i; }
+
+    /* Repetition penalty, once per distinct recent token (as llama.cpp). */
+    if (s->p.repeat_penalty != 1.0f && s->hist_len > 0) {
+        s->calls++;
+        for (int i = 0; i < s->hist_len; i++) {
+            int32_t t = s->history[i];
+            if (s->stamp[t] == s->calls) continue;
+            s->stamp[t] = s->calls;
+            c[t].logit = c[t].logit > 0 ? c[t].logit / s->p.repeat_penalty : c[t].logit * s->p.repeat_penalty;
+        }
+    }
+
+    if (s->p.temperature <= 0) {
+        int best = 0;
+        for (int i = 1; i < V; i++) if (c[i].logit > c[best].logit) best = i;
+        return c[best].id;
+    }
+
+    int n = V;
+    if (s->p.top_k > 0 && s->p.top_k < n) {
+        es_select_top(c, n, s->p.top_k);
+        n = s->p.top_k;
+    }
+    qsort(c, (size_t)n, sizeof *c, es_cmp_desc);
+
+    if (s->p.top_p < 1.0f) {
+        es_softmax(c, n, 1.0f, s->probs);
+        double cum = 0;
+        int keep = n;
+        for (int i = 0; i < n; i++) {
+            cum += s->probs[i];
+            if (cum >= s->p.top_p) { keep = i + 1; break; }
+        }
+        n = keep;
+    }
+    if (s->p.min_p > 0) {
+        /* p_i >= min_p * p_max  <=>  logit_i >= logit_max + log(min_p). */
+        float cut = c[0].logit + logf(s->p.min_p);
+        int keep = 1;
+        while (keep < n && c[keep].logit >= cut) keep++;
+        n = keep;
+    }
+
+    es_softmax(c, n, s->p.temperature, s->probs);
+    double r = es_uniform(&s->rng), cum = 0;
+    for (int i = 0; i < n; i++) {
+        cum += s->probs[i];
+        if (r < cum) return c[i].id;
+    }
+    return c[n - 1].id;
+}
