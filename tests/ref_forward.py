@@ -687,7 +687,7 @@ def log_softmax(z):
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
 
-def perplexity(model, tokens, n_ctx, bos=1, dtype=np.float64):
+def perplexity(model, tokens, n_ctx, bos=1, dtype=np.float64, kv_round=None):
     """llama.cpp perplexity: tokens already include BOS; chunks of n_ctx, first token
     of each chunk set to BOS, positions n_ctx/2 .. n_ctx-2 predict the next token.
     Returns (ppl, err, mean_nll, n_chunks, count)."""
@@ -700,7 +700,7 @@ def perplexity(model, tokens, n_ctx, bos=1, dtype=np.float64):
     for c in range(n_chunk):
         chunk = tokens[c * n_ctx:(c + 1) * n_ctx]
         chunk[0] = bos
-        lp = log_softmax(forward(model, chunk, None, dtype))
+        lp = log_softmax(forward(model, chunk, None, dtype, kv_round=kv_round))
         for j in range(first, n_ctx - 1):
             nll.append(-lp[j, tokens[c * n_ctx + j + 1]])
     nll = np.asarray(nll, dtype=np.float64)

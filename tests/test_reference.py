@@ -338,20 +338,28 @@ def test_stories(shared):
     if ids[:1] != [BOS]:
         print("note: `ember tokenize` gave no BOS first; llama.cpp's perplexity adds it, so it is prepended")
         ids = [BOS] + ids
-    out = run([EMBER, "perplexity", "-m", gguf, "-f", tf, "-c", "64"])
-    last = [l for l in out.strip().splitlines() if l.strip()][-1]
-    mt = re.match(r"\s*Final estimate: PPL = ([0-9.eE+-]+) \+/- ([0-9.eE+-]+)", last)
-    if not mt:
-        check(False, "stories260K perplexity: last stdout line %r is not 'Final estimate: PPL = X +/- Y'" % last)
-        return
-    ppl_e, err_e = float(mt.group(1)), float(mt.group(2))
-    ppl_r, err_r, _, nch, cnt = rf.perplexity(m, ids, 64, bos=BOS)
-    rel = abs(ppl_e - ppl_r) / ppl_r
-    # printed with limited digits: allow the print rounding on top of 1e-4
-    check(rel <= 1e-4 + 5e-5, "stories260K perplexity (-c 64, %d tokens, %d chunks, %d scored): ember %.4f vs ref %.6f (rel %.1e)"
-          % (len(ids), nch, cnt, ppl_e, ppl_r, rel))
-    rel_e = abs(err_e - err_r) / err_r
-    check(rel_e <= 1e-3, "stories260K perplexity error estimate: ember %.5f vs ref %.6f (rel %.1e)" % (err_e, err_r, rel_e))
+    # The CLI's default KV cache is F16 (--kv-f32 selects F32): compare --kv-f32
+    # with the exact reference at 1e-4, and the default with the reference that
+    # simulates F16 K/V storage at the same 1e-4 (F16 K/V alone moves PPL by ~2e-4
+    # here).  PPL is printed with 4 decimals, so half a unit of the last digit
+    # is allowed on top.
+    for flags, kv_round, what in ((["--kv-f32"], None, "F32 KV"),
+                                  ([], rf.f32_to_f16_f32, "default (F16) KV, ref simulating F16 K/V")):
+        out = run([EMBER, "perplexity", "-m", gguf, "-f", tf, "-c", "64"] + flags)
+        last = [l for l in out.strip().splitlines() if l.strip()][-1]
+        mt = re.match(r"\s*Final estimate: PPL = ([0-9.eE+-]+) \+/- ([0-9.eE+-]+)", last)
+        if not mt:
+            check(False, "stories260K perplexity: last stdout line %r is not 'Final estimate: PPL = X +/- Y'" % last)
+            continue
+        ppl_e, err_e = float(mt.group(1)), float(mt.group(2))
+        ppl_r, err_r, _, nch, cnt = rf.perplexity(m, ids, 64, bos=BOS, kv_round=kv_round)
+        rel = abs(ppl_e - ppl_r) / ppl_r
+        check(rel <= 1e-4 + 0.5e-4 / ppl_r,
+              "stories260K perplexity %s (-c 64, %d tokens, %d chunks, %d scored): ember %.4f vs ref %.6f (rel %.1e)"
+              % (what, len(ids), nch, cnt, ppl_e, ppl_r, rel))
+        rel_e = abs(err_e - err_r) / err_r
+        check(rel_e <= 1e-4 + 0.5e-5 / err_r, "stories260K perplexity %s error estimate: ember %.5f vs ref %.6f (rel %.1e)"
+              % (what, err_e, err_r, rel_e))
 
 
 # ---------------------------------------------------------------------------
