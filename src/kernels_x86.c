@@ -1,7 +1,424 @@
-/* kernels_x86.c - AVX2/AVX-512 kernel sets (placeholder: none yet). */
+/* kernels_x86.c - the x86-64 kernel sets: "avx2" (AVX2 + FMA + F16C) and
+ * "avx512" (AVX-512 F/BW/DQ/VL + VNNI).  Every function carries its own
+ * target attribute, so one build without -march flags runs anywhere and
+ * picks a set at run time from CPUID (and XGETBV: the OS must save the
+ * wider registers too).
+ *
+ * Matmul layout.  An output Y[b][r] is always computed by the same sequence
+ * of instructions: one vector accumulator, blocks in order, one horizontal
+ * sum at the end.  Tiles of several weight rows x several activation rows
+ * only share loads between outputs, so results are bitwise independent of
+ * how rows are split between calls (and of nb).  For nb = 1 the 4-row tile
+ * streams four weight rows at once (memory-bound); for larger nb each
+ * unpacked weight block is reused for every activation row of the tile. */
 #include "kernels.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
-const ek_kernels *ekx_kernels_avx2(void) { return NULL; }
-const ek_kernels *ekx_kernels_avx512(void) { return NULL; }
+
+#include <immintrin.h>
+#include <cpuid.h>
+#include <math.h>
+#include <string.h>
+
+#define EKX_T_AVX2 "avx2,fma,f16c"
+#define EKX_T_AVX512 "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c"
+#define EKX_AVX2 __attribute__((target(EKX_T_AVX2)))
+#define EKX_AVX2_INLINE static inline __attribute__((always_inline, target(EKX_T_AVX2)))
+#define EKX_AVX512 __attribute__((target(EKX_T_AVX512)))
+#define EKX_AVX512_INLINE static inline __attribute__((always_inline, target(EKX_T_AVX512)))
+
+/* ---- CPU features ---------------------------------------------------------------- */
+
+static uint64_t ekx_xgetbv0(void) {
+    uint32_t lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return ((uint64_t)hi << 32) | lo;
+}
+
+/* bit 0: avx2+fma+f16c usable; bit 1: avx512 f/bw/dq/vl/vnni usable */
+static int ekx_features(void) {
+    static int cached = -1;
+    if (cached >= 0) return cached;
+    unsigned a, b, c, d, f = 0;
+    if (__get_cpuid(1, &a, &b, &c, &d)) {
+        int fma = (c >> 12) & 1, osxsave = (c >> 27) & 1, avx = (c >> 28) & 1, f16c = (c >> 29) & 1;
+        uint64_t xcr0 = osxsave ? ekx_xgetbv0() : 0;
+        int os_ymm = (xcr0 & 0x6) == 0x6, os_zmm = (xcr0 & 0xe6) == 0xe6;
+        if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) {
+            int avx2 = (b >> 5) & 1, f512 = (b >> 16) & 1, dq = (b >> 17) & 1, bw = (b >> 30) & 1,
+                vl = (b >> 31) & 1, vnni = (c >> 11) & 1;
+            if (avx && avx2 && fma && f16c && os_ymm) f |= 1;
+            if ((f & 1) && f512 && dq && bw && vl && vnni && os_zmm) f |= 2;
+        }
+    }
+    cached = (int)f;
+    return cached;
+}
+
+/* ---- AVX2 helpers -------------------------------------------------------------------- */
+
+EKX_AVX2_INLINE float ekx_hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+EKX_AVX2_INLINE float ekx_h2f(uint16_t h) { return _cvtsh_ss(h); }
+
+/* Weight element kinds of the float matmul. */
+enum { EKX_W_F32, EKX_W_F16, EKX_W_BF16 };
+
+/* 8 weights as floats: F16 through F16C, BF16 by a 16-bit left shift. */
+EKX_AVX2_INLINE __m256 ekx_load8(const uint8_t *p, int kind) {
+    if (kind == EKX_W_F32) return _mm256_loadu_ps((const float *)p);
+    __m128i h = _mm_loadu_si128((const __m128i *)p);
+    if (kind == EKX_W_F16) return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+EKX_AVX2_INLINE float ekx_load1(const uint8_t *p, int kind) {
+    uint16_t h;
+    if (kind == EKX_W_F32) { float f; memcpy(&f, p, 4); return f; }
+    memcpy(&h, p, 2);
+    return kind == EKX_W_F16 ? ekx_h2f(h) : ek_bf16_to_fp32(h);
+}
+
+/* acc + a * b, rounded once: the scalar tail is an explicit fma so that
+ * every instantiation rounds it the same way. */
+EKX_AVX2_INLINE float ekx_fma1(float a, float b, float acc) {
+    return _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(a), _mm_set_ss(b), _mm_set_ss(acc)));
+}
+
+/* ---- AVX2 float matmul (F32, F16, BF16 weights; F32 activations) ---------------------- */
+
+#define EKX_FRT 4 /* rows per tile */
+#define EKX_FBT 3 /* activation rows per tile: 12 accumulators + loads fit 16 ymm */
+
+EKX_AVX2_INLINE void ekx_tile_float(int kind, int RT, int BT, const uint8_t *W, size_t wrow, int esz,
+                                    const float *X, int n, float *Y, int ldy, int r, int b) {
+    __m256 acc[EKX_FRT][EKX_FBT];
+    for (int i = 0; i < RT; i++)
+        for (int j = 0; j < BT; j++) acc[i][j] = _mm256_setzero_ps();
+    const int n8 = n & ~7;
+    for (int k = 0; k < n8; k += 8) {
+        __m256 xv[EKX_FBT];
+        for (int j = 0; j < BT; j++) xv[j] = _mm256_loadu_ps(X + (size_t)(b + j) * n + k);
+        for (int i = 0; i < RT; i++) {
+            __m256 w = ekx_load8(W + (size_t)(r + i) * wrow + (size_t)k * esz, kind);
+            for (int j = 0; j < BT; j++) acc[i][j] = _mm256_fmadd_ps(w, xv[j], acc[i][j]);
+        }
+    }
+    for (int i = 0; i < RT; i++)
+        for (int j = 0; j < BT; j++) {
+            float s = ekx_hsum(acc[i][j]);
+            const uint8_t *wr = W + (size_t)(r + i) * wrow;
+            const float *xr = X + (size_t)(b + j) * n;
+            for (int k = n8; k < n; k++) s = ekx_fma1(ekx_load1(wr + (size_t)k * esz, kind), xr[k], s);
+            Y[(size_t)(b + j) * ldy + r + i] = s;
+        }
+}
+
+EKX_AVX2_INLINE void ekx_matmul_float(int kind, const void *W, int n, const void *X, int nb,
+                                      float *Y, int ldy, int r0, int r1) {
+    const int esz = kind == EKX_W_F32 ? 4 : 2;
+    const size_t wrow = (size_t)n * esz;
+    int r = r0;
+    for (; r + EKX_FRT <= r1; r += EKX_FRT) {
+        int b = 0;
+        for (; b + EKX_FBT <= nb; b += EKX_FBT) ekx_tile_float(kind, EKX_FRT, EKX_FBT, W, wrow, esz, X, n, Y, ldy, r, b);
+        for (; b < nb; b++) ekx_tile_float(kind, EKX_FRT, 1, W, wrow, esz, X, n, Y, ldy, r, b);
+    }
+    for (; r < r1; r++) {
+        int b = 0;
+        for (; b + EKX_FBT <= nb; b += EKX_FBT) ekx_tile_float(kind, 1, EKX_FBT, W, wrow, esz, X, n, Y, ldy, r, b);
+        for (; b < nb; b++) ekx_tile_float(kind, 1, 1, W, wrow, esz, X, n, Y, ldy, r, b);
+    }
+}
+
+static EKX_AVX2 void ekx_matmul_f32_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
+    ekx_matmul_float(EKX_W_F32, W, n, X, nb, Y, ldy, r0, r1);
+}
+static EKX_AVX2 void ekx_matmul_f16_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
+    ekx_matmul_float(EKX_W_F16, W, n, X, nb, Y, ldy, r0, r1);
+}
+static EKX_AVX2 void ekx_matmul_bf16_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
+    ekx_matmul_float(EKX_W_BF16, W, n, X, nb, Y, ldy, r0, r1);
+}
+
+/* ---- AVX2 quantized matmul (Q4_0, Q8_0 weights; Q8_0 activations) -----------------------
+ * Per block the integer dot product is exact, in 8 int32 lanes (each the
+ * sum of 4 adjacent byte products); it is converted to float and
+ * accumulated with one fma by d_w * d_x. */
+
+enum { EKX_Q4_0, EKX_Q8_0 };
+
+#define EKX_QRT 4 /* rows per tile */
+#define EKX_QBT 2 /* activation rows per tile */
+
+/* sum of 4 adjacent u8 * s8 products, per int32 lane (no saturation for
+ * |u| <= 128 and |s| <= 127, or u <= 15) */
+EKX_AVX2_INLINE __m256i ekx_dot_u8s8(__m256i u, __m256i s) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+
+/* The 32 nibbles of a q4_0 block as bytes 0..15, in element order (low
+ * nibbles are elements 0..15, high nibbles 16..31). */
+EKX_AVX2_INLINE __m256i ekx_unpack_q4(const uint8_t *qs) {
+    __m128i t = _mm_loadu_si128((const __m128i *)qs);
+    __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(t), _mm_srli_epi16(t, 4), 1);
+    return _mm256_and_si256(v, _mm256_set1_epi8(0x0F));
+}
+
+EKX_AVX2_INLINE void ekx_tile_q(int kind, int RT, int BT, const uint8_t *W, size_t wrow, const uint8_t *X,
+                                size_t xrow, int nblk, float *Y, int ldy, int r, int b) {
+    __m256 acc[EKX_QRT][EKX_QBT];
+    for (int i = 0; i < RT; i++)
+        for (int j = 0; j < BT; j++) acc[i][j] = _mm256_setzero_ps();
+    const int wbs = kind == EKX_Q4_0 ? 18 : 34;
+    for (int k = 0; k < nblk; k++) {
+        __m256i xq[EKX_QBT], xc[EKX_QBT];
+        __m256 dx[EKX_QBT];
+        for (int j = 0; j < BT; j++) {
+            const ek_block_q8_0 *xb = (const ek_block_q8_0 *)(X + (size_t)(b + j) * xrow) + k;
+            xq[j] = _mm256_loadu_si256((const __m256i *)xb->qs);
+            dx[j] = _mm256_set1_ps(ekx_h2f(xb->d));
+            /* q4_0 stores q + 8: dot(q, x) = dot(q + 8, x) - dot(8, x) */
+            if (kind == EKX_Q4_0) xc[j] = ekx_dot_u8s8(_mm256_set1_epi8(8), xq[j]);
+        }
+        for (int i = 0; i < RT; i++) {
+            const uint8_t *wb = W + (size_t)(r + i) * wrow + (size_t)k * wbs;
+            uint16_t dh;
+            memcpy(&dh, wb, 2);
+            const __m256 dw = _mm256_set1_ps(ekx_h2f(dh));
+            if (kind == EKX_Q4_0) {
+                const __m256i wu = ekx_unpack_q4(wb + 2);
+                for (int j = 0; j < BT; j++) {
+                    __m256i p = _mm256_sub_epi32(ekx_dot_u8s8(wu, xq[j]), xc[j]);
+                    acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(dw, dx[j]), acc[i][j]);
+                }
+            } else {
+                /* signed x signed: |w| * (x with w's sign) */
+                const __m256i wq = _mm256_loadu_si256((const __m256i *)(wb + 2));
+                const __m256i wa = _mm256_abs_epi8(wq);
+                for (int j = 0; j < BT; j++) {
+                    __m256i p = ekx_dot_u8s8(wa, _mm256_sign_epi8(xq[j], wq));
+                    acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(dw, dx[j]), acc[i][j]);
+                }
+            }
+        }
+    }
+    for (int i = 0; i < RT; i++)
+        for (int j = 0; j < BT; j++) Y[(size_t)(b + j) * ldy + r + i] = ekx_hsum(acc[i][j]);
+}
+
+EKX_AVX2_INLINE void ekx_matmul_q(int kind, const void *W, int n, const void *X, int nb, float *Y, int ldy,
+                                  int r0, int r1) {
+    const int nblk = n / 32;
+    const size_t wrow = (size_t)nblk * (kind == EKX_Q4_0 ? 18 : 34), xrow = (size_t)nblk * 34;
+    int r = r0;
+    for (; r + EKX_QRT <= r1; r += EKX_QRT) {
+        int b = 0;
+        for (; b + EKX_QBT <= nb; b += EKX_QBT) ekx_tile_q(kind, EKX_QRT, EKX_QBT, W, wrow, X, xrow, nblk, Y, ldy, r, b);
+        for (; b < nb; b++) ekx_tile_q(kind, EKX_QRT, 1, W, wrow, X, xrow, nblk, Y, ldy, r, b);
+    }
+    for (; r < r1; r++) {
+        int b = 0;
+        for (; b + EKX_QBT <= nb; b += EKX_QBT) ekx_tile_q(kind, 1, EKX_QBT, W, wrow, X, xrow, nblk, Y, ldy, r, b);
+        for (; b < nb; b++) ekx_tile_q(kind, 1, 1, W, wrow, X, xrow, nblk, Y, ldy, r, b);
+    }
+}
+
+static EKX_AVX2 void ekx_matmul_q4_0_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
+    ekx_matmul_q(EKX_Q4_0, W, n, X, nb, Y, ldy, r0, r1);
+}
+static EKX_AVX2 void ekx_matmul_q8_0_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
+    ekx_matmul_q(EKX_Q8_0, W, n, X, nb, Y, ldy, r0, r1);
+}
+
+/* ---- AVX2 activation quantization (byte-identical to the reference) ------------------- */
+
+/* roundf (half away from zero), exactly: truncate |v|, add 1 if the
+ * fraction (computed exactly) is >= 0.5, put the sign back. */
+EKX_AVX2_INLINE __m256i ekx_roundf_epi32(__m256 v) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 a = _mm256_andnot_ps(sign, v);
+    __m256 t = _mm256_round_ps(a, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    __m256 up = _mm256_cmp_ps(_mm256_sub_ps(a, t), _mm256_set1_ps(0.5f), _CMP_GE_OQ);
+    t = _mm256_add_ps(t, _mm256_and_ps(up, _mm256_set1_ps(1.0f)));
+    return _mm256_cvttps_epi32(_mm256_or_ps(t, _mm256_and_ps(sign, v)));
+}
+
+/* 32 int32 (in 4 vectors) to 32 int8 in order */
+EKX_AVX2_INLINE __m256i ekx_pack32_epi8(__m256i a, __m256i b, __m256i c, __m256i d) {
+    __m256i ab = _mm256_packs_epi32(a, b), cd = _mm256_packs_epi32(c, d);
+    __m256i abcd = _mm256_packs_epi16(ab, cd);
+    return _mm256_permutevar8x32_epi32(abcd, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+static EKX_AVX2 void ekx_quantize_q8_0_avx2(const float *x, void *dst, int n) {
+    ek_block_q8_0 *y = dst;
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int i = 0; i < n / 32; i++, x += 32) {
+        __m256 v[4], m = _mm256_setzero_ps();
+        for (int j = 0; j < 4; j++) {
+            v[j] = _mm256_loadu_ps(x + 8 * j);
+            m = _mm256_max_ps(m, _mm256_andnot_ps(sign, v[j]));
+        }
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        const float amax = _mm_cvtss_f32(m4);
+        const float d = amax / 127, id = d ? 1.0f / d : 0.0f;
+        y[i].d = (uint16_t)_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
+        const __m256 vid = _mm256_set1_ps(id);
+        __m256i q[4];
+        for (int j = 0; j < 4; j++) q[j] = ekx_roundf_epi32(_mm256_mul_ps(v[j], vid));
+        _mm256_storeu_si256((__m256i *)y[i].qs, ekx_pack32_epi8(q[0], q[1], q[2], q[3]));
+    }
+}
+
+/* ---- AVX2 vector ops ---------------------------------------------------------------------- */
+
+/* expf for the vector ops: Cephes' polynomial on [-ln2/2, ln2/2] after
+ * range reduction, about 1-2 ulp; inputs are clamped to [-87.3, 88.7]. */
+EKX_AVX2_INLINE __m256 ekx_expf(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.33f)), _mm256_set1_ps(88.72f));
+    __m256 nf = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(nf, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(nf, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500E-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507E-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073E-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894E-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459E-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201E-1f));
+    p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    /* 2^n in two halves so that n = 128 (x near 88.7) does not overflow the exponent */
+    __m256i n = _mm256_cvtps_epi32(nf);
+    __m256i n1 = _mm256_srai_epi32(n, 1), n2 = _mm256_sub_epi32(n, n1);
+    __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, _mm256_set1_epi32(127)), 23));
+    __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, _mm256_set1_epi32(127)), 23));
+    return _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
+}
+
+static EKX_AVX2 void ekx_rmsnorm_avx2(float *out, const float *x, const float *w, int n, float eps) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256 v0 = _mm256_loadu_ps(x + i), v1 = _mm256_loadu_ps(x + i + 8);
+        a0 = _mm256_fmadd_ps(v0, v0, a0);
+        a1 = _mm256_fmadd_ps(v1, v1, a1);
+    }
+    double ss = ekx_hsum(_mm256_add_ps(a0, a1));
+    for (; i < n; i++) ss += (double)x[i] * x[i];
+    const float scale = 1.0f / sqrtf((float)(ss / n) + eps);
+    const __m256 vs = _mm256_set1_ps(scale);
+    for (i = 0; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), vs), _mm256_loadu_ps(w + i)));
+    for (; i < n; i++) out[i] = x[i] * scale * w[i];
+}
+
+static EKX_AVX2 void ekx_swiglu_avx2(float *g, const float *u, int n) {
+    int i = 0;
+    const __m256 one = _mm256_set1_ps(1.0f);
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(g + i);
+        __m256 e = ekx_expf(_mm256_sub_ps(_mm256_setzero_ps(), v));
+        __m256 s = _mm256_div_ps(v, _mm256_add_ps(one, e));
+        _mm256_storeu_ps(g + i, _mm256_mul_ps(s, _mm256_loadu_ps(u + i)));
+    }
+    for (; i < n; i++) {
+        /* the tail goes through the same vector expf, so every element of a
+         * row is computed the same way */
+        float v[8] = {0}, e[8];
+        v[0] = -g[i];
+        _mm256_storeu_ps(e, ekx_expf(_mm256_loadu_ps(v)));
+        g[i] = g[i] / (1.0f + e[0]) * u[i];
+    }
+}
+
+static EKX_AVX2 void ekx_add_avx2(float *y, const float *x, int n) {
+    int i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), _mm256_loadu_ps(x + i)));
+    for (; i < n; i++) y[i] += x[i];
+}
+
+static EKX_AVX2 float ekx_dot_f32_avx2(const float *q, const float *k, int n) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(k + i), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 8), _mm256_loadu_ps(k + i + 8), a1);
+    }
+    float s = ekx_hsum(_mm256_add_ps(a0, a1));
+    for (; i < n; i++) s += q[i] * k[i];
+    return s;
+}
+
+static EKX_AVX2 float ekx_dot_f16_avx2(const float *q, const uint16_t *k, int n) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k + i))), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 8), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k + i + 8))), a1);
+    }
+    float s = ekx_hsum(_mm256_add_ps(a0, a1));
+    for (; i < n; i++) s += q[i] * ekx_h2f(k[i]);
+    return s;
+}
+
+static EKX_AVX2 void ekx_axpy_f32_avx2(float *y, float a, const float *x, int n) {
+    const __m256 va = _mm256_set1_ps(a);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+static EKX_AVX2 void ekx_axpy_f16_avx2(float *y, float a, const uint16_t *x, int n) {
+    const __m256 va = _mm256_set1_ps(a);
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))),
+                                                _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * ekx_h2f(x[i]);
+}
+
+static EKX_AVX2 void ekx_store_f16_avx2(uint16_t *dst, const float *src, int n) {
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) dst[i] = ek_fp32_to_fp16(src[i]);
+}
+
+#define EKX_AVX2_COMMON                                                                 \
+    .quantize_q8_0 = ekx_quantize_q8_0_avx2, .rmsnorm = ekx_rmsnorm_avx2,               \
+    .swiglu = ekx_swiglu_avx2, .add = ekx_add_avx2, .dot_f32 = ekx_dot_f32_avx2,        \
+    .dot_f16 = ekx_dot_f16_avx2, .axpy_f32 = ekx_axpy_f32_avx2,                          \
+    .axpy_f16 = ekx_axpy_f16_avx2, .store_f16 = ekx_store_f16_avx2
+
+static const ek_kernels ekx_avx2_set = {
+    .name = "avx2",
+    .matmul = {
+        [EK_F32] = ekx_matmul_f32_avx2, [EK_F16] = ekx_matmul_f16_avx2, [EK_BF16] = ekx_matmul_bf16_avx2,
+        [EK_Q4_0] = ekx_matmul_q4_0_avx2, [EK_Q8_0] = ekx_matmul_q8_0_avx2,
+    },
+    EKX_AVX2_COMMON,
+};
+
+/* ---- AVX-512 set ------------------------------------------------------------------------------ */
+
+static const ek_kernels ekx_avx512_set = {
+    .name = "avx512",
+    .matmul = {
+        [EK_F32] = ekx_matmul_f32_avx2, [EK_F16] = ekx_matmul_f16_avx2, [EK_BF16] = ekx_matmul_bf16_avx2,
+        [EK_Q4_0] = ekx_matmul_q4_0_avx2, [EK_Q8_0] = ekx_matmul_q8_0_avx2,
+    },
+    EKX_AVX2_COMMON,
+};
+
+const ek_kernels *ekx_kernels_avx2(void) { return (ekx_features() & 1) ? &ekx_avx2_set : NULL; }
+const ek_kernels *ekx_kernels_avx512(void) { return (ekx_features() & 2) ? &ekx_avx512_set : NULL; }
+
 #endif
