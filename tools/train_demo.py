@@ -38,6 +38,7 @@ import hashlib
 import json
 import math
 import os
+import signal
 import struct
 import sys
 import time
@@ -647,6 +648,7 @@ def build_reference(model, tok, heldout_path, state, args, logf):
             "ids": out,
             "ids_until_eos": out[:stop],
             "text": text_bytes.decode("utf-8", errors="replace"),
+            "text_hex": text_bytes.hex(),
             "text_valid_utf8": _valid_utf8(text_bytes),
             "min_logit_margin": min(margins),
             "logit_margins": [round(x, 4) for x in margins],
@@ -686,6 +688,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=50)
     ap.add_argument("--wd", type=float, default=0.1)
     ap.add_argument("--budget-min", type=float, default=52.0, help="wall-clock training budget")
+    ap.add_argument("--set-budget-min", type=float, default=None,
+                    help="on resume: change the stored budget (the cosine schedule follows)")
     ap.add_argument("--eval-every-min", type=float, default=5.0)
     ap.add_argument("--ckpt-every-min", type=float, default=3.0)
     ap.add_argument("--eval-chunks", type=int, default=64)
@@ -755,6 +759,9 @@ def main():
         ckpt = torch.load(ckpt_path)
         cfg = ckpt["cfg"]
         state = ckpt["state"]
+        if args.set_budget_min is not None:
+            state["budget_s"] = args.set_budget_min * 60
+            log("training budget set to %.1f min" % args.set_budget_min, logf)
         log("resuming from %s at step %d (%.1f min elapsed)" % (ckpt_path, state["step"], state["elapsed_s"] / 60), logf)
     model = Llama(cfg)
     if ckpt is not None:
@@ -846,8 +853,23 @@ def train_loop(model, tok, stream, starts, held_tokens, state, cfg, args, ckpt, 
         model.train()
         return r
 
+    # SIGTERM / SIGINT / SIGUSR1: save a checkpoint and stop (rerun to resume)
+    stop = []
+
+    def on_signal(signum, frame):
+        stop.append(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+        signal.signal(sig, on_signal)
+
     model.train()
     while state["elapsed_s"] < budget:
+        if stop:
+            save()
+            sys.stderr.write("\n")
+            log("signal %d: checkpoint saved at step %d (%.1f min elapsed); rerun to resume" %
+                (stop[0], state["step"], state["elapsed_s"] / 60), logf)
+            sys.exit(3)
         ts = time.time()
         # half the windows start at a fortune, half anywhere; BOS first
         nb = B // 2
