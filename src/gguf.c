@@ -12,7 +12,9 @@
  *    bytes (they are looked up by C string and printed in messages);
  *    string *values* may hold any bytes (llama.cpp does not check them and
  *    tokenizer vocabularies hold raw byte pieces);
- *  - keys unique, tensor names unique (hash tables);
+ *  - keys unique, tensor names unique (checked on indices sorted by name,
+ *    which also serve lookups by binary search: O(n log n) worst case, so
+ *    no input can provoke the quadratic behaviour of a flooded hash table);
  *  - bool values must be 0 or 1 (scalars and array elements);
  *  - arrays of arrays are allowed up to GGUF_MAX_DEPTH levels of nesting;
  *    only top-level arrays can be read through the accessors;
@@ -23,8 +25,8 @@
  *    no two tensors' data overlap (they need not be in offset order or
  *    contiguous, unlike llama.cpp which insists on its own layout).
  *
- * Memory: one gguf_file, one kv array, one tensor array, two hash tables
- * and one index of string-array elements (8 bytes per element, each of
+ * Memory: one gguf_file, one kv array, one tensor array, two sorted
+ * indices (4 bytes per kv / tensor) and one index of string-array elements (8 bytes per element, each of
  * which occupies at least 8 bytes of the file) - O(n_kv + n_tensors +
  * string elements), all bounded by the file size.
  */
@@ -63,8 +65,7 @@ struct gguf_file {
     gguf_tensor *tensors;
     uint64_t *str_off;            /* image offset of each string-array element */
     uint64_t n_str;
-    uint32_t *kv_hash, *t_hash;   /* open addressing: index + 1, 0 = empty */
-    uint64_t kv_hmask, t_hmask;
+    uint32_t *kv_order, *t_order; /* indices sorted by key / tensor name */
     uint64_t data_offset, data_size;
 };
 
@@ -301,31 +302,54 @@ static int gguf_one_kv(gguf_ctx *x, uint64_t i, gguf_kvi *kv) {
     return EMBER_OK;
 }
 
-/* ---- hashing ---------------------------------------------------------------- */
+/* ---- sorted indices -------------------------------------------------------- */
 
-static uint64_t gguf_hash(const char *s, uint64_t n) {
-    uint64_t h = 1469598103934665603ull;
-    for (uint64_t i = 0; i < n; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 1099511628211ull;
+/* Byte-wise order of names (a prefix sorts first). */
+static int gguf_name_cmp(gguf_str a, gguf_str b) {
+    uint64_t n = a.len < b.len ? a.len : b.len;
+    int c = n ? memcmp(a.ptr, b.ptr, (size_t)n) : 0;
+    if (c) return c;
+    return a.len < b.len ? -1 : a.len > b.len;
+}
+
+typedef int (*gguf_less_fn)(const gguf_file *f, uint32_t a, uint32_t b);
+
+/* Total orders (ties broken by index, so equal names end up adjacent with
+ * the first occurrence first). */
+static int gguf_kv_less(const gguf_file *f, uint32_t a, uint32_t b) {
+    int c = gguf_name_cmp(f->kvs[a].pub.key, f->kvs[b].pub.key);
+    return c < 0 || (c == 0 && a < b);
+}
+static int gguf_tname_less(const gguf_file *f, uint32_t a, uint32_t b) {
+    int c = gguf_name_cmp(f->tensors[a].name, f->tensors[b].name);
+    return c < 0 || (c == 0 && a < b);
+}
+static int gguf_toff_less(const gguf_file *f, uint32_t a, uint32_t b) {
+    uint64_t x = f->tensors[a].offset, y = f->tensors[b].offset;
+    return x < y || (x == y && a < b);
+}
+
+/* Heap sort: no allocation, no recursion, O(n log n) worst case. */
+static void gguf_sift(const gguf_file *f, uint32_t *ix, uint64_t root, uint64_t n, gguf_less_fn less) {
+    for (;;) {
+        uint64_t child = 2 * root + 1;
+        if (child >= n) return;
+        if (child + 1 < n && less(f, ix[child], ix[child + 1])) child++;
+        if (!less(f, ix[root], ix[child])) return;
+        uint32_t tmp = ix[root]; ix[root] = ix[child]; ix[child] = tmp;
+        root = child;
     }
-    return h ^ (h >> 29);
 }
 
-static uint64_t gguf_hash_cap(uint64_t n) {
-    uint64_t cap = 8;
-    while (cap < 2 * n) cap *= 2;
-    return cap;
+static void gguf_heapsort(const gguf_file *f, uint32_t *ix, uint64_t n, gguf_less_fn less) {
+    for (uint64_t i = 0; i < n; i++) ix[i] = (uint32_t)i;
+    if (n < 2) return;
+    for (uint64_t i = n / 2; i-- > 0;) gguf_sift(f, ix, i, n, less);
+    for (uint64_t end = n - 1; end > 0; end--) {
+        uint32_t tmp = ix[0]; ix[0] = ix[end]; ix[end] = tmp;
+        gguf_sift(f, ix, 0, end, less);
+    }
 }
-
-static int gguf_str_same(gguf_str a, gguf_str b) {
-    return a.len == b.len && memcmp(a.ptr, b.ptr, (size_t)a.len) == 0;
-}
-
-/* Lookup in a table of indices into an array of items whose name is at
- * name_of(i). */
-#define GGUF_KV_NAME(f, i) ((f)->kvs[i].pub.key)
-#define GGUF_T_NAME(f, i) ((f)->tensors[i].name)
 
 /* ---- open ------------------------------------------------------------------- */
 
@@ -335,8 +359,8 @@ void gguf_close(gguf_file *f) {
     ec_free(a, f->kvs);
     ec_free(a, f->tensors);
     ec_free(a, f->str_off);
-    ec_free(a, f->kv_hash);
-    ec_free(a, f->t_hash);
+    ec_free(a, f->kv_order);
+    ec_free(a, f->t_order);
     ec_free(a, f);
 }
 
@@ -348,27 +372,6 @@ static int gguf_nomem(char *err, size_t errlen, const char *what, uint64_t n) {
 static void *gguf_alloc_array(const ember_allocator *a, uint64_t n, size_t sz) {
     if (n > SIZE_MAX) return NULL;
     return ec_calloc(a, (size_t)(n ? n : 1), sz);
-}
-
-/* Heap sort of tensor indices by offset (no allocation, O(n log n)). */
-static void gguf_sift(const gguf_tensor *t, uint32_t *ix, uint64_t root, uint64_t n) {
-    for (;;) {
-        uint64_t child = 2 * root + 1;
-        if (child >= n) return;
-        if (child + 1 < n && t[ix[child + 1]].offset > t[ix[child]].offset) child++;
-        if (t[ix[root]].offset >= t[ix[child]].offset) return;
-        uint32_t tmp = ix[root]; ix[root] = ix[child]; ix[child] = tmp;
-        root = child;
-    }
-}
-
-static void gguf_sort_by_offset(const gguf_tensor *t, uint32_t *ix, uint64_t n) {
-    if (n < 2) return;
-    for (uint64_t i = n / 2; i-- > 0;) gguf_sift(t, ix, i, n);
-    for (uint64_t end = n - 1; end > 0; end--) {
-        uint32_t tmp = ix[0]; ix[0] = ix[end]; ix[end] = tmp;
-        gguf_sift(t, ix, 0, end);
-    }
 }
 
 static int gguf_tensor_info(gguf_file *f, gguf_cur *c, uint64_t i) {
@@ -434,16 +437,6 @@ static int gguf_tensor_info(gguf_file *f, gguf_cur *c, uint64_t i) {
         return ec_errorf(c->err, c->errlen, EMBER_ERR_CORRUPT,
                          "tensor '%s': offset %" PRIu64 " is not a multiple of the alignment %" PRIu32,
                          q, t->offset, f->alignment);
-    /* name must be unique */
-    uint64_t h = gguf_hash(name.ptr, name.len) & f->t_hmask;
-    while (f->t_hash[h]) {
-        if (gguf_str_same(GGUF_T_NAME(f, f->t_hash[h] - 1), name))
-            return ec_errorf(c->err, c->errlen, EMBER_ERR_CORRUPT,
-                             "tensor %" PRIu64 ": duplicate tensor name '%s' (also tensor %" PRIu32 ")",
-                             i, q, f->t_hash[h] - 1);
-        h = (h + 1) & f->t_hmask;
-    }
-    f->t_hash[h] = (uint32_t)(i + 1);
     return EMBER_OK;
 }
 
@@ -531,22 +524,20 @@ int gguf_open(const void *data, uint64_t size, const ember_allocator *a,
     f->n_kv = n_kv;
     f->n_tensors = n_tensors;
     f->n_str = n_str;
-    f->kv_hmask = gguf_hash_cap(n_kv) - 1;
-    f->t_hmask = gguf_hash_cap(n_tensors) - 1;
     if (!(f->kvs = gguf_alloc_array(a, n_kv, sizeof *f->kvs))) {
         rc = gguf_nomem(err, errlen, "key/value pairs", n_kv); goto fail;
     }
     if (!(f->str_off = gguf_alloc_array(a, n_str, sizeof *f->str_off))) {
         rc = gguf_nomem(err, errlen, "the string array index", n_str); goto fail;
     }
-    if (!(f->kv_hash = gguf_alloc_array(a, f->kv_hmask + 1, sizeof *f->kv_hash))) {
-        rc = gguf_nomem(err, errlen, "the key hash table", f->kv_hmask + 1); goto fail;
+    if (!(f->kv_order = gguf_alloc_array(a, n_kv, sizeof *f->kv_order))) {
+        rc = gguf_nomem(err, errlen, "the key index", n_kv); goto fail;
     }
     if (!(f->tensors = gguf_alloc_array(a, n_tensors, sizeof *f->tensors))) {
         rc = gguf_nomem(err, errlen, "tensor infos", n_tensors); goto fail;
     }
-    if (!(f->t_hash = gguf_alloc_array(a, f->t_hmask + 1, sizeof *f->t_hash))) {
-        rc = gguf_nomem(err, errlen, "the tensor hash table", f->t_hmask + 1); goto fail;
+    if (!(f->t_order = gguf_alloc_array(a, n_tensors, sizeof *f->t_order))) {
+        rc = gguf_nomem(err, errlen, "the tensor index", n_tensors); goto fail;
     }
 
     /* pass 2: fill the kv table (the section was validated by pass 1) */
@@ -556,19 +547,18 @@ int gguf_open(const void *data, uint64_t size, const ember_allocator *a,
     for (uint64_t i = 0; i < n_kv; i++) {
         gguf_kvi *kv = &f->kvs[i];
         if ((rc = gguf_one_kv(&x, i, kv))) goto fail;
-        uint64_t h = gguf_hash(kv->pub.key.ptr, kv->pub.key.len) & f->kv_hmask;
-        while (f->kv_hash[h]) {
-            if (gguf_str_same(GGUF_KV_NAME(f, f->kv_hash[h] - 1), kv->pub.key)) {
-                char q[80];
-                rc = ec_errorf(err, errlen, EMBER_ERR_CORRUPT,
-                               "kv %" PRIu64 ": duplicate key '%s' (also kv %" PRIu32 ")", i,
-                               gguf_quote(q, sizeof q, kv->pub.key.ptr, kv->pub.key.len),
-                               f->kv_hash[h] - 1);
-                goto fail;
-            }
-            h = (h + 1) & f->kv_hmask;
+    }
+    gguf_heapsort(f, f->kv_order, n_kv, gguf_kv_less);
+    for (uint64_t k = 1; k < n_kv; k++) {
+        const gguf_kvi *p = &f->kvs[f->kv_order[k - 1]], *kv = &f->kvs[f->kv_order[k]];
+        if (gguf_name_cmp(p->pub.key, kv->pub.key) == 0) {
+            char q[80];
+            rc = ec_errorf(err, errlen, EMBER_ERR_CORRUPT,
+                           "kv %" PRIu32 ": duplicate key '%s' (also kv %" PRIu32 ")",
+                           f->kv_order[k], gguf_quote(q, sizeof q, kv->pub.key.ptr, kv->pub.key.len),
+                           f->kv_order[k - 1]);
+            goto fail;
         }
-        f->kv_hash[h] = (uint32_t)(i + 1);
     }
 
     /* alignment */
@@ -629,25 +619,31 @@ int gguf_open(const void *data, uint64_t size, const ember_allocator *a,
         }
         t->data = f->base + f->data_offset + t->offset;
     }
-    /* overlaps: sort tensor indices by offset, compare neighbours */
-    if (n_tensors > 1) {
-        uint32_t *ix = gguf_alloc_array(a, n_tensors, sizeof *ix);
-        if (!ix) { rc = gguf_nomem(err, errlen, "the tensor sort index", n_tensors); goto fail; }
-        for (uint64_t i = 0; i < n_tensors; i++) ix[i] = (uint32_t)i;
-        gguf_sort_by_offset(f->tensors, ix, n_tensors);
-        for (uint64_t k = 1; k < n_tensors; k++) {
-            const gguf_tensor *p = &f->tensors[ix[k - 1]], *t = &f->tensors[ix[k]];
-            if (p->offset + p->nbytes > t->offset) {
-                char q1[80], q2[80];
-                rc = ec_errorf(err, errlen, EMBER_ERR_CORRUPT,
-                               "tensor '%s' (offset %" PRIu64 ", %" PRIu64 " bytes) overlaps tensor '%s' (offset %" PRIu64 ")",
-                               gguf_quote(q1, sizeof q1, p->name.ptr, p->name.len), p->offset, p->nbytes,
-                               gguf_quote(q2, sizeof q2, t->name.ptr, t->name.len), t->offset);
-                ec_free(a, ix);
-                goto fail;
-            }
+    /* overlaps: sort by offset, compare neighbours */
+    gguf_heapsort(f, f->t_order, n_tensors, gguf_toff_less);
+    for (uint64_t k = 1; k < n_tensors; k++) {
+        const gguf_tensor *p = &f->tensors[f->t_order[k - 1]], *t = &f->tensors[f->t_order[k]];
+        if (p->offset + p->nbytes > t->offset) {
+            char q1[80], q2[80];
+            rc = ec_errorf(err, errlen, EMBER_ERR_CORRUPT,
+                           "tensor '%s' (offset %" PRIu64 ", %" PRIu64 " bytes) overlaps tensor '%s' (offset %" PRIu64 ")",
+                           gguf_quote(q1, sizeof q1, p->name.ptr, p->name.len), p->offset, p->nbytes,
+                           gguf_quote(q2, sizeof q2, t->name.ptr, t->name.len), t->offset);
+            goto fail;
         }
-        ec_free(a, ix);
+    }
+    /* unique names: sort by name (the index then serves lookups) */
+    gguf_heapsort(f, f->t_order, n_tensors, gguf_tname_less);
+    for (uint64_t k = 1; k < n_tensors; k++) {
+        const gguf_tensor *p = &f->tensors[f->t_order[k - 1]], *t = &f->tensors[f->t_order[k]];
+        if (gguf_name_cmp(p->name, t->name) == 0) {
+            char q[80];
+            rc = ec_errorf(err, errlen, EMBER_ERR_CORRUPT,
+                           "tensor %" PRIu32 ": duplicate tensor name '%s' (also tensor %" PRIu32 ")",
+                           f->t_order[k], gguf_quote(q, sizeof q, t->name.ptr, t->name.len),
+                           f->t_order[k - 1]);
+            goto fail;
+        }
     }
     *out = f;
     return EMBER_OK;
@@ -673,30 +669,32 @@ const gguf_tensor *gguf_tensor_at(const gguf_file *f, uint64_t i) {
     return (f && i < f->n_tensors) ? &f->tensors[i] : NULL;
 }
 
-const gguf_kv *gguf_find_kv(const gguf_file *f, const char *key) {
-    if (!f || !key || !f->kv_hash) return NULL;
-    uint64_t n = strlen(key);
-    gguf_str k = { key, n };
-    uint64_t h = gguf_hash(key, n) & f->kv_hmask;
-    while (f->kv_hash[h]) {
-        const gguf_kvi *kv = &f->kvs[f->kv_hash[h] - 1];
-        if (gguf_str_same(kv->pub.key, k)) return &kv->pub;
-        h = (h + 1) & f->kv_hmask;
+/* Binary search of a sorted index; returns the item index or -1. */
+static int64_t gguf_bsearch(const gguf_file *f, const uint32_t *ix, uint64_t n,
+                            const char *name, int tensors) {
+    if (!ix || !name) return -1;
+    gguf_str k = { name, strlen(name) };
+    uint64_t lo = 0, hi = n;
+    while (lo < hi) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        gguf_str m = tensors ? f->tensors[ix[mid]].name : f->kvs[ix[mid]].pub.key;
+        int c = gguf_name_cmp(m, k);
+        if (c == 0) return ix[mid];
+        if (c < 0) lo = mid + 1; else hi = mid;
     }
-    return NULL;
+    return -1;
+}
+
+const gguf_kv *gguf_find_kv(const gguf_file *f, const char *key) {
+    if (!f) return NULL;
+    int64_t i = gguf_bsearch(f, f->kv_order, f->n_kv, key, 0);
+    return i < 0 ? NULL : &f->kvs[i].pub;
 }
 
 const gguf_tensor *gguf_find_tensor(const gguf_file *f, const char *name) {
-    if (!f || !name || !f->t_hash) return NULL;
-    uint64_t n = strlen(name);
-    gguf_str k = { name, n };
-    uint64_t h = gguf_hash(name, n) & f->t_hmask;
-    while (f->t_hash[h]) {
-        const gguf_tensor *t = &f->tensors[f->t_hash[h] - 1];
-        if (gguf_str_same(t->name, k)) return t;
-        h = (h + 1) & f->t_hmask;
-    }
-    return NULL;
+    if (!f) return NULL;
+    int64_t i = gguf_bsearch(f, f->t_order, f->n_tensors, name, 1);
+    return i < 0 ? NULL : &f->tensors[i];
 }
 
 int gguf_str_eq(gguf_str s, const char *c) {
