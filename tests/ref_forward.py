@@ -289,6 +289,16 @@ def read_hf(path):
                  rope_style="halves", rope_scaling=rs, tied=tied)
     if conf.get("hidden_act", "silu") != "silu":
         raise ValueError("hidden_act %r not supported" % conf.get("hidden_act"))
+    if conf.get("attention_bias") or conf.get("mlp_bias"):
+        raise ValueError("attention/MLP biases are not supported by the reference")
+    known = {"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"}
+    for l in range(cfg.n_layers):
+        for n in ("input_layernorm", "post_attention_layernorm", "self_attn.q_proj", "self_attn.k_proj",
+                  "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"):
+            known.add("model.layers.%d.%s.weight" % (l, n))
+    unknown = [n for n in st if n not in known and not n.endswith("rotary_emb.inv_freq")]
+    if unknown:
+        raise ValueError("%s: tensors the reference does not understand: %s" % (path, unknown[:5]))
     p = "model.layers.%d."
     layers = []
     for l in range(cfg.n_layers):
@@ -387,9 +397,10 @@ def parse_spec(spec):
 
 def random_model(dim=64, hidden=172, layers=2, heads=8, kv_heads=None, vocab=512, ctx=256,
                  seed=1, tied=1, head_dim=None, style="pairs", eps=1e-5, theta=10000.0,
-                 rope_scaling=None):
+                 rope_scaling=None, emb_scale=1.0):
     """Weights scaled so activations stay O(1) and logits spread over a few units
-    (an all-near-zero model would hide errors)."""
+    (an all-near-zero model would hide errors).  emb_scale < 1 makes the first
+    RMSNorm's input so small that its epsilon matters (checks eps is honoured)."""
     kv_heads = kv_heads or heads
     hd = head_dim or dim // heads
     rng = np.random.default_rng(seed)
@@ -402,7 +413,7 @@ def random_model(dim=64, hidden=172, layers=2, heads=8, kv_heads=None, vocab=512
 
     cfg = Config(dim, hidden, layers, heads, kv_heads, vocab, ctx, head_dim=hd, norm_eps=eps,
                  rope_theta=theta, rope_style=style, rope_scaling=rope_scaling, tied=bool(tied))
-    tok = rng.standard_normal((vocab, dim)).astype(np.float32)
+    tok = (rng.standard_normal((vocab, dim)) * emb_scale).astype(np.float32)
     Ls = []
     for _ in range(layers):
         Ls.append(dict(attn_norm=norm(dim), wq=mat(heads * hd, dim) * 2.0, wk=mat(kv_heads * hd, dim) * 2.0,
@@ -423,7 +434,8 @@ def write_random_checkpoint(spec, fmt, out, dtype="f32", shards=1):
                      heads=d.get("heads", 8), kv_heads=d.get("kv_heads"), vocab=d.get("vocab", 512),
                      ctx=d.get("ctx", 256), seed=d.get("seed", 1), tied=d.get("tied", 0),
                      head_dim=d.get("head_dim"), style="pairs" if fmt == "llama2c" else "halves",
-                     eps=d.get("eps", 1e-5), theta=d.get("theta", 10000.0), rope_scaling=rs)
+                     eps=d.get("eps", 1e-5), theta=d.get("theta", 10000.0), rope_scaling=rs,
+                     emb_scale=d.get("emb_scale", 1.0))
     if fmt == "llama2c":
         write_llama2c(out, m)
     elif fmt == "hf":
