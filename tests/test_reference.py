@@ -329,6 +329,21 @@ def test_stories(shared):
     check(nmk <= 5 * snm + 1e-8, "stories260K F16 KV: maxrel %.2e nmse %.1e <= %.1e (simulated F16 K/V nmse %.1e)"
           % (mrk, nmk, 5 * snm + 1e-8, snm))
     test_batch_threads(gguf, prompt[:60], "stories260K")
+    for q in ("q8_0", "q4_0"):     # the real weights, quantized (same rule as the random models)
+        gq = convert(ckpt, os.path.join(wd, "stories260K-%s.gguf" % q), q, tok)
+        types = check_gguf_weights("stories260K", m, gq, q)
+        mq = rf.quantized_model(m, q, types)
+        refq = rf.forward(mq, prompt[:100])
+        sim = rf.forward(mq, prompt[:100], act_quant=act_sim_map(mq, types))
+        _, sim_nm = errs(sim, refq)
+        e = ember_logits(gq, prompt[:100], m.cfg.vocab)
+        mr, nm = errs(e, refq)
+        mrs, nms = errs(e, sim)
+        mru, nmu = errs(e, ref[:100])
+        tol = 5 * sim_nm + 1e-8
+        check(nm <= tol, "stories260K %s: vs ref on quantized weights maxrel %.2e nmse %.1e <= %.1e | vs ggml-act-sim "
+              "maxrel %.1e nmse %.1e | vs unquantized ref maxrel %.1e nmse %.1e"
+              % (q, mr, nm, tol, mrs, nms, mru, nmu))
 
     # greedy generation through the CLI
     out = run([EMBER, "-m", gguf, "-p", "", "-n", "200", "--temp", "0"])
