@@ -27,6 +27,10 @@
 #define EKX_AVX512 __attribute__((target(EKX_T_AVX512)))
 #define EKX_AVX512_INLINE static inline __attribute__((always_inline, target(EKX_T_AVX512)))
 
+/* Fully unroll the small loops over a tile's rows and activation rows, so
+ * the accumulator arrays live in registers. */
+#define EKX_UNROLL _Pragma("GCC unroll 8")
+
 /* ---- CPU features ---------------------------------------------------------------- */
 
 static uint64_t ekx_xgetbv0(void) {
@@ -98,18 +102,25 @@ EKX_AVX2_INLINE float ekx_fma1(float a, float b, float acc) {
 EKX_AVX2_INLINE void ekx_tile_float(int kind, int RT, int BT, const uint8_t *W, size_t wrow, int esz,
                                     const float *X, int n, float *Y, int ldy, int r, int b) {
     __m256 acc[EKX_FRT][EKX_FBT];
+    EKX_UNROLL
     for (int i = 0; i < RT; i++)
+        EKX_UNROLL
         for (int j = 0; j < BT; j++) acc[i][j] = _mm256_setzero_ps();
     const int n8 = n & ~7;
     for (int k = 0; k < n8; k += 8) {
         __m256 xv[EKX_FBT];
+        EKX_UNROLL
         for (int j = 0; j < BT; j++) xv[j] = _mm256_loadu_ps(X + (size_t)(b + j) * n + k);
+        EKX_UNROLL
         for (int i = 0; i < RT; i++) {
             __m256 w = ekx_load8(W + (size_t)(r + i) * wrow + (size_t)k * esz, kind);
+            EKX_UNROLL
             for (int j = 0; j < BT; j++) acc[i][j] = _mm256_fmadd_ps(w, xv[j], acc[i][j]);
         }
     }
+    EKX_UNROLL
     for (int i = 0; i < RT; i++)
+        EKX_UNROLL
         for (int j = 0; j < BT; j++) {
             float s = ekx_hsum(acc[i][j]);
             const uint8_t *wr = W + (size_t)(r + i) * wrow;
@@ -173,12 +184,15 @@ EKX_AVX2_INLINE __m256i ekx_unpack_q4(const uint8_t *qs) {
 EKX_AVX2_INLINE void ekx_tile_q(int kind, int RT, int BT, const uint8_t *W, size_t wrow, const uint8_t *X,
                                 size_t xrow, int nblk, float *Y, int ldy, int r, int b) {
     __m256 acc[EKX_QRT][EKX_QBT];
+    EKX_UNROLL
     for (int i = 0; i < RT; i++)
+        EKX_UNROLL
         for (int j = 0; j < BT; j++) acc[i][j] = _mm256_setzero_ps();
     const int wbs = kind == EKX_Q4_0 ? 18 : 34;
     for (int k = 0; k < nblk; k++) {
         __m256i xq[EKX_QBT], xc[EKX_QBT];
         __m256 dx[EKX_QBT];
+        EKX_UNROLL
         for (int j = 0; j < BT; j++) {
             const ek_block_q8_0 *xb = (const ek_block_q8_0 *)(X + (size_t)(b + j) * xrow) + k;
             xq[j] = _mm256_loadu_si256((const __m256i *)xb->qs);
@@ -186,6 +200,7 @@ EKX_AVX2_INLINE void ekx_tile_q(int kind, int RT, int BT, const uint8_t *W, size
             /* q4_0 stores q + 8: dot(q, x) = dot(q + 8, x) - dot(8, x) */
             if (kind == EKX_Q4_0) xc[j] = ekx_dot_u8s8(_mm256_set1_epi8(8), xq[j]);
         }
+        EKX_UNROLL
         for (int i = 0; i < RT; i++) {
             const uint8_t *wb = W + (size_t)(r + i) * wrow + (size_t)k * wbs;
             uint16_t dh;
@@ -193,6 +208,7 @@ EKX_AVX2_INLINE void ekx_tile_q(int kind, int RT, int BT, const uint8_t *W, size
             const __m256 dw = _mm256_set1_ps(ekx_h2f(dh));
             if (kind == EKX_Q4_0) {
                 const __m256i wu = ekx_unpack_q4(wb + 2);
+                EKX_UNROLL
                 for (int j = 0; j < BT; j++) {
                     __m256i p = _mm256_sub_epi32(ekx_dot_u8s8(wu, xq[j]), xc[j]);
                     acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(dw, dx[j]), acc[i][j]);
@@ -201,6 +217,7 @@ EKX_AVX2_INLINE void ekx_tile_q(int kind, int RT, int BT, const uint8_t *W, size
                 /* signed x signed: |w| * (x with w's sign) */
                 const __m256i wq = _mm256_loadu_si256((const __m256i *)(wb + 2));
                 const __m256i wa = _mm256_abs_epi8(wq);
+                EKX_UNROLL
                 for (int j = 0; j < BT; j++) {
                     __m256i p = ekx_dot_u8s8(wa, _mm256_sign_epi8(xq[j], wq));
                     acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(dw, dx[j]), acc[i][j]);
@@ -208,7 +225,9 @@ EKX_AVX2_INLINE void ekx_tile_q(int kind, int RT, int BT, const uint8_t *W, size
             }
         }
     }
+    EKX_UNROLL
     for (int i = 0; i < RT; i++)
+        EKX_UNROLL
         for (int j = 0; j < BT; j++) Y[(size_t)(b + j) * ldy + r + i] = ekx_hsum(acc[i][j]);
 }
 
@@ -407,13 +426,184 @@ static const ek_kernels ekx_avx2_set = {
     EKX_AVX2_COMMON,
 };
 
+/* ---- AVX-512 float matmul: as the AVX2 one, 16 lanes and 4 x 4 tiles ------------------ */
+
+#define EKX_ZRT 4
+#define EKX_ZBT 4
+
+EKX_AVX512_INLINE __m512 ekx_load16(const uint8_t *p, int kind) {
+    if (kind == EKX_W_F32) return _mm512_loadu_ps((const float *)p);
+    __m256i h = _mm256_loadu_si256((const __m256i *)p);
+    if (kind == EKX_W_F16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+EKX_AVX512_INLINE void ekx_tile_float512(int kind, int RT, int BT, const uint8_t *W, size_t wrow, int esz,
+                                         const float *X, int n, float *Y, int ldy, int r, int b) {
+    __m512 acc[EKX_ZRT][EKX_ZBT];
+    EKX_UNROLL
+    for (int i = 0; i < RT; i++)
+        EKX_UNROLL
+        for (int j = 0; j < BT; j++) acc[i][j] = _mm512_setzero_ps();
+    const int n16 = n & ~15;
+    for (int k = 0; k < n16; k += 16) {
+        __m512 xv[EKX_ZBT];
+        EKX_UNROLL
+        for (int j = 0; j < BT; j++) xv[j] = _mm512_loadu_ps(X + (size_t)(b + j) * n + k);
+        EKX_UNROLL
+        for (int i = 0; i < RT; i++) {
+            __m512 w = ekx_load16(W + (size_t)(r + i) * wrow + (size_t)k * esz, kind);
+            EKX_UNROLL
+            for (int j = 0; j < BT; j++) acc[i][j] = _mm512_fmadd_ps(w, xv[j], acc[i][j]);
+        }
+    }
+    EKX_UNROLL
+    for (int i = 0; i < RT; i++)
+        EKX_UNROLL
+        for (int j = 0; j < BT; j++) {
+            float s = _mm512_reduce_add_ps(acc[i][j]);
+            const uint8_t *wr = W + (size_t)(r + i) * wrow;
+            const float *xr = X + (size_t)(b + j) * n;
+            for (int k = n16; k < n; k++) s = ekx_fma1(ekx_load1(wr + (size_t)k * esz, kind), xr[k], s);
+            Y[(size_t)(b + j) * ldy + r + i] = s;
+        }
+}
+
+EKX_AVX512_INLINE void ekx_matmul_float512(int kind, const void *W, int n, const void *X, int nb,
+                                           float *Y, int ldy, int r0, int r1) {
+    const int esz = kind == EKX_W_F32 ? 4 : 2;
+    const size_t wrow = (size_t)n * esz;
+    int r = r0;
+    for (; r + EKX_ZRT <= r1; r += EKX_ZRT) {
+        int b = 0;
+        for (; b + EKX_ZBT <= nb; b += EKX_ZBT) ekx_tile_float512(kind, EKX_ZRT, EKX_ZBT, W, wrow, esz, X, n, Y, ldy, r, b);
+        for (; b < nb; b++) ekx_tile_float512(kind, EKX_ZRT, 1, W, wrow, esz, X, n, Y, ldy, r, b);
+    }
+    for (; r < r1; r++) {
+        int b = 0;
+        for (; b + EKX_ZBT <= nb; b += EKX_ZBT) ekx_tile_float512(kind, 1, EKX_ZBT, W, wrow, esz, X, n, Y, ldy, r, b);
+        for (; b < nb; b++) ekx_tile_float512(kind, 1, 1, W, wrow, esz, X, n, Y, ldy, r, b);
+    }
+}
+
+static EKX_AVX512 void ekx_matmul_f32_avx512(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
+    ekx_matmul_float512(EKX_W_F32, W, n, X, nb, Y, ldy, r0, r1);
+}
+static EKX_AVX512 void ekx_matmul_f16_avx512(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
+    ekx_matmul_float512(EKX_W_F16, W, n, X, nb, Y, ldy, r0, r1);
+}
+static EKX_AVX512 void ekx_matmul_bf16_avx512(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
+    ekx_matmul_float512(EKX_W_BF16, W, n, X, nb, Y, ldy, r0, r1);
+}
+
+/* ---- AVX-512 VNNI quantized matmul: two blocks per zmm ---------------------------------------
+ * A step covers blocks k and k+1: 64 weight bytes (as u8) against 64
+ * activation bytes (s8) in one vpdpbusd, whose accumulator input is the
+ * offset correction (-8 * sum x for q4_0, -128 * sum x for q8_0 whose
+ * weights are biased by 128 to be unsigned).  Lanes 0-7 then belong to block
+ * k and lanes 8-15 to block k+1, and are scaled by a vector holding
+ * d_w * d_x of each.  An odd last block runs the same step with zeros. */
+
+/* [d_k x 8, d_k1 x 8] from two fp16 scales */
+EKX_AVX512_INLINE __m512 ekx_scale_pair(uint16_t d0, uint16_t d1) {
+    __m128 f = _mm_cvtph_ps(_mm_cvtsi32_si128((int)((uint32_t)d0 | ((uint32_t)d1 << 16))));
+    return _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
+                                 _mm512_castps128_ps512(f));
+}
+
+/* the 64 nibbles of two q4_0 blocks (qs0, qs1; qs1 may be NULL) as bytes in element order */
+EKX_AVX512_INLINE __m512i ekx_unpack_q4_pair(const uint8_t *qs0, const uint8_t *qs1) {
+    __m128i a = _mm_loadu_si128((const __m128i *)qs0);
+    __m128i c = qs1 ? _mm_loadu_si128((const __m128i *)qs1) : _mm_setzero_si128();
+    __m256i t = _mm256_inserti128_si256(_mm256_castsi128_si256(a), c, 1);
+    __m512i v = _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 1, 0, 1, 2, 3, 2, 3), _mm512_castsi256_si512(t));
+    v = _mm512_srlv_epi64(v, _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4));
+    return _mm512_and_si512(v, _mm512_set1_epi8(0x0F));
+}
+
+EKX_AVX512_INLINE __m512i ekx_load_pair256(const void *p0, const void *p1) {
+    __m256i a = _mm256_loadu_si256((const __m256i *)p0);
+    __m256i c = p1 ? _mm256_loadu_si256((const __m256i *)p1) : _mm256_setzero_si256();
+    return _mm512_inserti64x4(_mm512_castsi256_si512(a), c, 1);
+}
+
+#define EKX_VRT 4
+#define EKX_VBT 3
+
+EKX_AVX512_INLINE void ekx_tile_q512(int kind, int RT, int BT, const uint8_t *W, size_t wrow, const uint8_t *X,
+                                     size_t xrow, int nblk, float *Y, int ldy, int r, int b) {
+    __m512 acc[EKX_VRT][EKX_VBT];
+    EKX_UNROLL
+    for (int i = 0; i < RT; i++)
+        EKX_UNROLL
+        for (int j = 0; j < BT; j++) acc[i][j] = _mm512_setzero_ps();
+    const int wbs = kind == EKX_Q4_0 ? 18 : 34;
+    const __m512i bias = _mm512_set1_epi8(kind == EKX_Q4_0 ? 8 : (char)0x80);
+    for (int k = 0; k < nblk; k += 2) {
+        const int two = k + 1 < nblk;
+        __m512i xq[EKX_VBT], xc[EKX_VBT];
+        __m512 dx[EKX_VBT];
+        EKX_UNROLL
+        for (int j = 0; j < BT; j++) {
+            const ek_block_q8_0 *xb = (const ek_block_q8_0 *)(X + (size_t)(b + j) * xrow) + k;
+            xq[j] = ekx_load_pair256(xb[0].qs, two ? xb[1].qs : NULL);
+            dx[j] = ekx_scale_pair(xb[0].d, two ? xb[1].d : 0);
+            xc[j] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, xq[j]));
+        }
+        EKX_UNROLL
+        for (int i = 0; i < RT; i++) {
+            const uint8_t *wb = W + (size_t)(r + i) * wrow + (size_t)k * wbs;
+            uint16_t d0, d1 = 0;
+            memcpy(&d0, wb, 2);
+            if (two) memcpy(&d1, wb + wbs, 2);
+            const __m512 dw = ekx_scale_pair(d0, d1);
+            __m512i wu;
+            if (kind == EKX_Q4_0) wu = ekx_unpack_q4_pair(wb + 2, two ? wb + wbs + 2 : NULL);
+            else wu = _mm512_xor_si512(ekx_load_pair256(wb + 2, two ? wb + wbs + 2 : NULL), bias);
+            EKX_UNROLL
+            for (int j = 0; j < BT; j++) {
+                __m512i p = _mm512_dpbusd_epi32(xc[j], wu, xq[j]);
+                acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dw, dx[j]), acc[i][j]);
+            }
+        }
+    }
+    EKX_UNROLL
+    for (int i = 0; i < RT; i++)
+        EKX_UNROLL
+        for (int j = 0; j < BT; j++) Y[(size_t)(b + j) * ldy + r + i] = _mm512_reduce_add_ps(acc[i][j]);
+}
+
+EKX_AVX512_INLINE void ekx_matmul_q512(int kind, const void *W, int n, const void *X, int nb, float *Y, int ldy,
+                                       int r0, int r1) {
+    const int nblk = n / 32;
+    const size_t wrow = (size_t)nblk * (kind == EKX_Q4_0 ? 18 : 34), xrow = (size_t)nblk * 34;
+    int r = r0;
+    for (; r + EKX_VRT <= r1; r += EKX_VRT) {
+        int b = 0;
+        for (; b + EKX_VBT <= nb; b += EKX_VBT) ekx_tile_q512(kind, EKX_VRT, EKX_VBT, W, wrow, X, xrow, nblk, Y, ldy, r, b);
+        for (; b < nb; b++) ekx_tile_q512(kind, EKX_VRT, 1, W, wrow, X, xrow, nblk, Y, ldy, r, b);
+    }
+    for (; r < r1; r++) {
+        int b = 0;
+        for (; b + EKX_VBT <= nb; b += EKX_VBT) ekx_tile_q512(kind, 1, EKX_VBT, W, wrow, X, xrow, nblk, Y, ldy, r, b);
+        for (; b < nb; b++) ekx_tile_q512(kind, 1, 1, W, wrow, X, xrow, nblk, Y, ldy, r, b);
+    }
+}
+
+static EKX_AVX512 void ekx_matmul_q4_0_avx512(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
+    ekx_matmul_q512(EKX_Q4_0, W, n, X, nb, Y, ldy, r0, r1);
+}
+static EKX_AVX512 void ekx_matmul_q8_0_avx512(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
+    ekx_matmul_q512(EKX_Q8_0, W, n, X, nb, Y, ldy, r0, r1);
+}
+
 /* ---- AVX-512 set ------------------------------------------------------------------------------ */
 
 static const ek_kernels ekx_avx512_set = {
     .name = "avx512",
     .matmul = {
-        [EK_F32] = ekx_matmul_f32_avx2, [EK_F16] = ekx_matmul_f16_avx2, [EK_BF16] = ekx_matmul_bf16_avx2,
-        [EK_Q4_0] = ekx_matmul_q4_0_avx2, [EK_Q8_0] = ekx_matmul_q8_0_avx2,
+        [EK_F32] = ekx_matmul_f32_avx512, [EK_F16] = ekx_matmul_f16_avx512, [EK_BF16] = ekx_matmul_bf16_avx512,
+        [EK_Q4_0] = ekx_matmul_q4_0_avx512, [EK_Q8_0] = ekx_matmul_q8_0_avx512,
     },
     EKX_AVX2_COMMON,
 };
