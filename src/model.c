@@ -82,6 +82,8 @@ static int em_read_hparams(em_hparams *hp, const gguf_file *f, char *err, size_t
                          "embedding_length %d is not a multiple of head_count %d", hp->n_embd, hp->n_head);
     if (hp->head_dim % 2 != 0)
         return ec_errorf(err, errlen, EMBER_ERR_SHAPE, "head dimension %d is odd", hp->head_dim);
+    if ((int64_t)hp->n_head * hp->head_dim > EM_MAX_DIM)   /* q_dim must not overflow int */
+        return ec_errorf(err, errlen, EMBER_ERR_SHAPE, "head_count %d x key_length %d is too large", hp->n_head, hp->head_dim);
     if ((rc = em_get_dim(f, "llama.rope.dimension_count", 0, hp->head_dim, &hp->rope_dim, err, errlen)))
         return rc;
     if (hp->rope_dim % 2 != 0 || hp->rope_dim > hp->head_dim)
