@@ -44,6 +44,12 @@
 #define ETOK_EMPTY64 UINT64_MAX
 #define ETOK_MAX_EOG 16
 
+typedef struct etok_slot {
+    uint64_t kw;        /* first 8 key bytes, zero padded */
+    uint32_t tag;       /* hash bits | key length (capped at 255) */
+    int32_t id1;        /* id + 1, 0 = empty */
+} etok_slot;
+
 struct etok {
     ember_allocator alloc;
     const ember_allocator *a;       /* &alloc or NULL (libc) */
@@ -59,7 +65,7 @@ struct etok {
     char *dbuf; uint32_t *doff;
     uint32_t max_key;               /* longest key */
     /* key -> id */
-    int32_t *smap; uint32_t *stag; uint32_t smask;
+    etok_slot *smap; uint32_t smask;
     /* BPE merges (a << 32 | b) -> rank, result */
     uint64_t *pkey; int32_t *prank, *pres; uint32_t pmask;
     int32_t byte_tok[256];
@@ -77,15 +83,24 @@ struct etok {
 
 static inline uint64_t etok_hash(const unsigned char *p, size_t n) {
     uint64_t h = 0x9E3779B97F4A7C15ull ^ ((uint64_t)n * 0xA0761D6478BD642Full);
-    while (n >= 8) {
+    while (n > 8) {
         uint64_t w;
         memcpy(&w, p, 8);
         h = (h ^ w) * 0xFF51AFD7ED558CCDull;
         h ^= h >> 32;
         p += 8; n -= 8;
     }
-    uint64_t w = 0;
-    for (size_t i = 0; i < n; i++) w |= (uint64_t)p[i] << (8 * i);
+    uint64_t w;
+    if (n >= 4) {
+        uint32_t x, y;
+        memcpy(&x, p, 4);
+        memcpy(&y, p + n - 4, 4);
+        w = (uint64_t)x << 32 | y;
+    } else if (n > 0) {
+        w = (uint64_t)p[0] << 16 | (uint64_t)p[n >> 1] << 8 | p[n - 1];
+    } else {
+        w = 0;
+    }
     h = (h ^ w) * 0xC4CEB9FE1A85EC53ull;
     h ^= h >> 29;
     h *= 0x9E3779B97F4A7C15ull;
@@ -102,16 +117,50 @@ static inline uint64_t etok_mix64(uint64_t k) {
     return k;
 }
 
+/* the first min(n, 8) bytes of p as a zero-padded little-endian word */
+static inline uint64_t etok_load8(const char *s, size_t n) {
+    const unsigned char *p = (const unsigned char *)s;
+    uint64_t w = 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (n >= 8) { memcpy(&w, p, 8); return w; }
+    if (n >= 4) {
+        uint32_t x, y;
+        memcpy(&x, p, 4);
+        memcpy(&y, p + n - 4, 4);
+        return (uint64_t)x | (uint64_t)y << ((n - 4) * 8);
+    }
+    if (n > 0) w = (uint64_t)p[0] | (uint64_t)p[n >> 1] << ((n >> 1) * 8) | (uint64_t)p[n - 1] << ((n - 1) * 8);
+    return w;
+#else
+    for (size_t i = 0; i < n && i < 8; i++) w |= (uint64_t)p[i] << (8 * i);
+    return w;
+#endif
+}
+
+/* hash of a key, and its first-8-bytes word (stored in the slot) */
+static inline uint64_t etok_keyhash(const char *s, size_t n, uint64_t *kw) {
+    *kw = etok_load8(s, n);
+    if (n <= 8) return etok_mix64(*kw ^ ((uint64_t)n * 0xA0761D6478BD642Full));
+    return etok_hash((const unsigned char *)s, n);
+}
+
+static inline uint32_t etok_tag(uint64_t h, size_t n) {
+    return (uint32_t)((h >> 32) & 0xFFFFFF00u) | (uint32_t)(n < 255 ? n : 255);
+}
+
 static inline int32_t etok_lookup(const etok *t, const char *s, size_t n) {
     if (n == 0 || n > t->max_key) return -1;
-    uint64_t h = etok_hash((const unsigned char *)s, n);
-    uint32_t tag = (uint32_t)(h >> 32), i = (uint32_t)h & t->smask;
+    uint64_t kw, h = etok_keyhash(s, n, &kw);
+    uint32_t tag = etok_tag(h, n), i = (uint32_t)h & t->smask;
     for (;;) {
-        int32_t id = t->smap[i];
-        if (id < 0) return -1;
-        if (t->stag[i] == tag && t->koff[id + 1] - t->koff[id] == n &&
-            memcmp(t->kbuf + t->koff[id], s, n) == 0)
-            return id;
+        const etok_slot *e = &t->smap[i];
+        if (!e->id1) return -1;
+        if (e->tag == tag && e->kw == kw) {
+            int32_t id = e->id1 - 1;
+            if (n <= 8) return id;   /* the word holds the whole key */
+            if (t->koff[id + 1] - t->koff[id] == n && memcmp(t->kbuf + t->koff[id] + 8, s + 8, n - 8) == 0)
+                return id;
+        }
         i = (i + 1) & t->smask;
     }
 }
@@ -121,16 +170,13 @@ static void etok_insert(etok *t, int32_t id) {
     size_t n = t->koff[id + 1] - t->koff[id];
     if (n == 0) return;
     const char *s = t->kbuf + t->koff[id];
-    uint64_t h = etok_hash((const unsigned char *)s, n);
-    uint32_t tag = (uint32_t)(h >> 32), i = (uint32_t)h & t->smask;
-    for (;;) {
-        int32_t o = t->smap[i];
-        if (o < 0) { t->smap[i] = id; t->stag[i] = tag; return; }
-        if (t->stag[i] == tag && t->koff[o + 1] - t->koff[o] == n &&
-            memcmp(t->kbuf + t->koff[o], s, n) == 0)
-            return;
-        i = (i + 1) & t->smask;
-    }
+    if (etok_lookup(t, s, n) >= 0) return;
+    uint64_t kw, h = etok_keyhash(s, n, &kw);
+    uint32_t i = (uint32_t)h & t->smask;
+    while (t->smap[i].id1) i = (i + 1) & t->smask;
+    t->smap[i].kw = kw;
+    t->smap[i].tag = etok_tag(h, n);
+    t->smap[i].id1 = id + 1;
 }
 
 static inline int etok_pair_find(const etok *t, int32_t a, int32_t b, int32_t *rank, int32_t *res) {
@@ -209,7 +255,7 @@ void etok_free(etok *t) {
     if (t->kbuf != t->dbuf) { ec_free(a, t->kbuf); ec_free(a, t->koff); }
     ec_free(a, t->dbuf); ec_free(a, t->doff);
     ec_free(a, t->type); ec_free(a, t->score);
-    ec_free(a, t->smap); ec_free(a, t->stag);
+    ec_free(a, t->smap);
     ec_free(a, t->pkey); ec_free(a, t->prank); ec_free(a, t->pres);
     ec_free(a, t->tkey); ec_free(a, t->tchild); ec_free(a, t->tterm);
     ec_free(a, t);
@@ -373,10 +419,8 @@ int etok_create(const etok_desc *d, const ember_allocator *a, etok **out,
     /* key map: mergeable tokens first (lowest id wins), then the rest
      * (BPE: CONTROL tokens are never matched as text) */
     t->smask = etok_pow2_above((uint64_t)n * 2) - 1;
-    t->smap = ec_malloc(a, ((size_t)t->smask + 1) * sizeof(int32_t));
-    t->stag = ec_malloc(a, ((size_t)t->smask + 1) * sizeof(uint32_t));
-    if (!t->smap || !t->stag) goto fail;
-    memset(t->smap, 0xFF, ((size_t)t->smask + 1) * sizeof(int32_t));
+    t->smap = ec_calloc(a, (size_t)t->smask + 1, sizeof(etok_slot));
+    if (!t->smap) goto fail;
     for (int32_t i = 0; i < n; i++)
         if (etok_is_mergeable(t->type[i])) etok_insert(t, i);
     for (int32_t i = 0; i < n; i++)
