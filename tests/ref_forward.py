@@ -744,6 +744,27 @@ def read_llama2c_vocab(path, n_vocab):
     return pieces, scores
 
 
+def write_llama2c_tokenizer(path, n_vocab):
+    """A synthetic tokenizer in llama2.c's .bin format (like tok512.bin's layout):
+    <unk>, <s>, </s>, 256 byte pieces <0xHH>, then distinct letter pieces."""
+    pieces = [b"<unk>", b"\n<s>\n", b"\n</s>\n"] + [("<0x%02X>" % i).encode() for i in range(256)]
+    letters = "etaoinshrdlucmfwypvbgkjqxz"
+    i = 0
+    while len(pieces) < n_vocab:
+        a, b = divmod(i, len(letters))
+        p = (" " if a % 2 == 0 else "") + letters[b] + (letters[a // 2 % len(letters)] if a >= 2 else "")
+        i += 1
+        if p.encode() not in pieces:
+            pieces.append(p.encode())
+    pieces = pieces[:n_vocab]
+    with open(path, "wb") as f:
+        f.write(struct.pack("<i", max(len(p) for p in pieces)))
+        for k, p in enumerate(pieces):
+            f.write(struct.pack("<fi", -float(k - 259) if k >= 259 else 0.0, len(p)))
+            f.write(p)
+    return path
+
+
 def decode(pieces, ids, prev=1):
     """llama2.c run.c decode(): drop the leading space of a piece that follows BOS,
     turn <0xHH> pieces into raw bytes.  Returns bytes."""

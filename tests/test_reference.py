@@ -402,7 +402,8 @@ def main():
             return 1
     have_shared = os.path.isfile(os.path.join(SHARED, "models", "stories260K", "stories260K.bin"))
     os.makedirs(WORK, exist_ok=True)
-    tok = os.path.join(SHARED, "models", "stories260K", "tok512.bin") if have_shared else None
+    # random models get a synthetic llama2.c-format tokenizer, so they need no shared data
+    tok = rf.write_llama2c_tokenizer(os.path.join(WORK, "tok%d-synthetic.bin" % N_VOCAB), N_VOCAB)
     if not rf.selftest_quiet(SHARED if have_shared else None):
         check(False, "reference self-checks (see ref_forward.py selftest)")
     else:
