@@ -28,7 +28,9 @@
  * Memory: one gguf_file, one kv array, one tensor array, two sorted
  * indices (4 bytes per kv / tensor) and one index of string-array elements (8 bytes per element, each of
  * which occupies at least 8 bytes of the file) - O(n_kv + n_tensors +
- * string elements), all bounded by the file size.
+ * string elements), under 4 bytes per byte of the file (a kv takes at least
+ * 14 bytes of file and 52 of memory, a tensor info 33 and 92) plus a small
+ * constant.  Nothing is reallocated.
  */
 #include "gguf.h"
 #include "kernels.h"

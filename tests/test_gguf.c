@@ -455,7 +455,7 @@ static void test_bitflips(void) {
     make_full(&b, 3, 32, &L);
     tally t = {0};
     char err[256];
-    for (size_t i = 0; i < L.table_end; i++) {
+    for (size_t i = 0; i < L.data_at; i++) {
         for (int bit = 0; bit < 8; bit++) {
             b.p[i] ^= (uint8_t)(1u << bit);
             int rc = try_open(b.p, b.n, err, sizeof err);
@@ -866,6 +866,8 @@ static void test_alloc_bound(void) {
     gb_free(&b);
     printf("allocation bound: peak %llu bytes for hostile 1 KB files\n", (unsigned long long)worst);
     CHECK(worst < 64 * 1024, "peak %llu bytes for a 1 KB file", (unsigned long long)worst);
+    /* the documented bound: under 4 bytes per file byte plus a constant */
+    CHECK(worst < 4 * K + 1024, "peak %llu bytes for a 1 KB file exceeds 4 bytes per byte", (unsigned long long)worst);
 }
 
 /* Parse time stays linear: a 128k-entry string array and a large kv set. */
@@ -892,6 +894,50 @@ static void test_large_vocab(void) {
         snprintf(tok, sizeof tok, "tok%d", NV - 1);
         ok &= gguf_arr_str(f, kv, NV - 1, &s) == 0 && gguf_str_eq(s, tok);
         CHECK(ok, "token lookups");
+        gguf_close(f);
+    }
+    gb_free(&b);
+}
+
+/* Many kvs and tensors whose names share long prefixes: open stays fast
+ * (sorted indices, O(n log n) worst case) and every lookup works. */
+static void test_many_names(void) {
+    enum { NT = 40000, NK = 40000 };
+    gb_buf b = {0};
+    char name[96];
+    gb_header(&b, 3, NT, NK + 1);
+    gb_kv_u32(&b, "general.alignment", 1);
+    for (int i = 0; i < NK; i++) {
+        snprintf(name, sizeof name, "k.%048d.%d", 0, (i * 7919) % NK);
+        gb_kv_u32(&b, name, (uint32_t)((i * 7919) % NK));
+    }
+    for (int i = 0; i < NT; i++) {
+        snprintf(name, sizeof name, "blk.%040d.%d", 0, NT - 1 - i);
+        int64_t ne[1] = {1};
+        gb_tensor_info(&b, name, 1, ne, EK_I8, (uint64_t)i);
+    }
+    gb_zeros(&b, NT);
+    gguf_file *f = NULL;
+    char err[256];
+    int rc = gguf_open(b.p, b.n, NULL, &f, err, sizeof err);
+    CHECK(rc == 0, "%d kvs / %d tensors: %s", NK, NT, err);
+    if (rc == 0) {
+        int bad = 0;
+        for (int i = 0; i < NK; i++) {
+            uint32_t u = 0;
+            snprintf(name, sizeof name, "k.%048d.%d", 0, i);
+            bad += gguf_get_u32(f, name, &u) != 0 || u != (uint32_t)i;
+        }
+        for (int i = 0; i < NT; i++) {
+            snprintf(name, sizeof name, "blk.%040d.%d", 0, i);
+            const gguf_tensor *t = gguf_find_tensor(f, name);
+            bad += !t || t->offset != (uint64_t)(NT - 1 - i);
+        }
+        snprintf(name, sizeof name, "blk.%040d.", 0);
+        bad += gguf_find_tensor(f, name) != NULL;
+        bad += gguf_find_tensor(f, "blk") != NULL || gguf_find_kv(f, "k") != NULL;
+        bad += gguf_find_kv(f, "k.") != NULL || gguf_find_kv(f, "\x7f") != NULL;
+        CHECK(bad == 0, "%d lookups failed", bad);
         gguf_close(f);
     }
     gb_free(&b);
@@ -949,6 +995,7 @@ int main(void) {
     test_alloc_failure();
     test_alloc_bound();
     test_large_vocab();
+    test_many_names();
     test_fuzz_regressions();
     printf("hostile images: %d\n", n_hostile);
     return test_summary("test_gguf");
