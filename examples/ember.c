@@ -159,9 +159,10 @@ static char *read_file(const char *path, size_t *len) {
     return buf;
 }
 
-static int open_model(const options *o, ember_model **m) {
+static int open_model_ex(const options *o, int vocab_only, ember_model **m) {
     ember_model_params mp = ember_model_default_params();
     mp.load_mode = o->load_mode;
+    mp.vocab_only = vocab_only;
     ember_error err;
     if (ember_model_open_file(o->model, &mp, m, &err) != EMBER_OK)
         return die("cannot load model '%s': %s", o->model, err.message);
@@ -178,6 +179,8 @@ static int open_context(const options *o, ember_model *m, int n_ctx, ember_conte
     if (ember_context_create(m, &cp, c, &err) != EMBER_OK) return die("cannot create context: %s", err.message);
     return 0;
 }
+
+static int open_model(const options *o, ember_model **m) { return open_model_ex(o, 0, m); }
 
 /* Load the text for -p / -f (exact bytes for -f). */
 static int get_text(const options *o, char **owned, const char **text, size_t *len) {
@@ -362,7 +365,7 @@ static int cmd_tokenize(const options *o) {
     const char *text;
     size_t len;
     if (get_text(o, &owned, &text, &len)) return 1;
-    if (open_model(o, &m)) { free(owned); return 1; }
+    if (open_model_ex(o, 1, &m)) { free(owned); return 1; }   /* the tokenizer is all it needs */
     int flags = (o->no_bos ? 0 : EMBER_TOKENIZE_ADD_BOS) | (o->special ? EMBER_TOKENIZE_SPECIAL : 0);
     ember_token *toks;
     int n;

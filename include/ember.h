@@ -96,7 +96,9 @@ typedef enum ember_load_mode {
 
 typedef struct ember_model_params {
     ember_load_mode load_mode;
-    const ember_allocator *allocator; /* NULL = libc; must outlive the model */
+    const ember_allocator *allocator; /* NULL = libc (the hook is copied)    */
+    int vocab_only;   /* load only the tokenizer (e.g. for tokenize-only use,
+                         or a vocabulary-only GGUF); no context can be made */
 } ember_model_params;
 
 EMBER_API ember_model_params ember_model_default_params(void);

@@ -94,7 +94,7 @@ static int ember_model_from_image(const void *data, size_t size, const ember_mod
     gguf_file *f = NULL;
     int rc = gguf_open(data, size, model->a, &f, msg, sizeof msg);
     if (rc == EMBER_OK) {
-        rc = em_model_init(&model->m, f, model->a, msg, sizeof msg);
+        rc = em_model_init(&model->m, f, model->a, params ? params->vocab_only : 0, msg, sizeof msg);
         if (rc != EMBER_OK) gguf_close(f);
     }
     if (rc != EMBER_OK) {
@@ -109,6 +109,7 @@ static int ember_model_from_image(const void *data, size_t size, const ember_mod
         snprintf(model->arch, sizeof model->arch, "%.*s", (int)(s.len < 31 ? s.len : 31), s.ptr);
     if (gguf_get_str(f, "general.name", &s) == EMBER_OK)
         snprintf(model->name, sizeof model->name, "%.*s", (int)(s.len < 127 ? s.len : 127), s.ptr);
+    if (!model->arch[0]) snprintf(model->arch, sizeof model->arch, "%s", "none");
     snprintf(model->tokenizer, sizeof model->tokenizer, "%s", etok_kind(model->m.tok) == ETOK_SPM ? "llama" : "gpt2");
     *out = model;
     if (err) { err->code = EMBER_OK; err->message[0] = 0; }
@@ -344,6 +345,8 @@ int ember_context_create(const ember_model *model, const ember_context_params *p
     if (!out) return ember_fail(err, EMBER_ERR_INVALID_ARG, "out_ctx is NULL");
     *out = NULL;
     if (!model) return ember_fail(err, EMBER_ERR_INVALID_ARG, "model is NULL");
+    if (model->m.vocab_only)
+        return ember_fail(err, EMBER_ERR_INVALID_ARG, "the model was opened with vocab_only: it has no weights");
     ember_context_params p = params ? *params : ember_context_default_params();
     const ember_allocator *user = p.allocator ? p.allocator : model->a;
     if (p.n_ctx < 0 || p.n_batch < 0 || p.n_threads < 0 || p.n_threads > 1024 ||

@@ -242,7 +242,7 @@ static int em_load_tokenizer(em_model *m, const gguf_file *f, char *err, size_t 
         d.add_space_prefix = 1;
     } else if (gguf_str_eq(model_name, "gpt2")) {
         d.kind = ETOK_BPE;
-        if (gguf_str_eq(pre, "gpt2") || gguf_str_eq(pre, "smollm"))
+        if (gguf_str_eq(pre, "gpt-2") || gguf_str_eq(pre, "gpt2") || gguf_str_eq(pre, "smollm"))
             d.pre = ETOK_PRE_GPT2;
         else if (gguf_str_eq(pre, "llama-bpe") || gguf_str_eq(pre, "llama3"))
             d.pre = ETOK_PRE_LLAMA3;
@@ -292,12 +292,21 @@ static uint64_t em_matrix_bytes(const em_matrix *w) {
     return w->data ? ek_row_bytes(w->type, (uint64_t)w->n_in) * (uint64_t)w->n_out : 0;
 }
 
-int em_model_init(em_model *m, gguf_file *f, const ember_allocator *a, char *err, size_t errlen) {
+int em_model_init(em_model *m, gguf_file *f, const ember_allocator *a, int vocab_only, char *err,
+                  size_t errlen) {
     memset(m, 0, sizeof *m);
     m->a = a;
     m->kernels = ek_kernels_best();
     em_hparams *hp = &m->hp;
-    int rc = em_read_hparams(hp, f, err, errlen);
+    int rc;
+    if (vocab_only) {
+        m->vocab_only = 1;
+        if ((rc = em_load_tokenizer(m, f, err, errlen))) { em_model_free(m); return rc; }
+        hp->n_vocab = etok_n_vocab(m->tok);
+        m->gguf = f;
+        return EMBER_OK;
+    }
+    rc = em_read_hparams(hp, f, err, errlen);
     if (rc) return rc;
 
     /* The vocabulary size is the embedding's row count; the tokenizer must agree. */

@@ -41,15 +41,17 @@ typedef struct em_model {
     etok *tok;
     int max_piece_bytes;                           /* longest decoded token */
     const ek_kernels *kernels;
+    int vocab_only;                                /* tokenizer loaded, no weights */
     int file_type;
     uint64_t n_params, weight_bytes, bytes_per_token;
 } em_model;
 
 /* Build the model from a parsed GGUF file (kept by the model, which closes
  * it in em_model_free).  Validates hyperparameters, shapes and types.
+ * With vocab_only, only the tokenizer is loaded (no tensors needed).
  * On failure frees nothing of f (the caller closes it). */
 int em_model_init(em_model *m, gguf_file *f, const ember_allocator *a,
-                  char *err, size_t errlen);
+                  int vocab_only, char *err, size_t errlen);
 void em_model_free(em_model *m);
 
 /* Per-context state: KV cache and scratch for batches of up to n_batch. */

@@ -871,6 +871,8 @@ def main(argv=None):
             if not args.quiet:
                 log("wrote %s checkpoint %s" % (args.format, args.outfile))
             return 0
+        if not args.src and args.vocab_only and args.tokenizer:
+            args.src = args.tokenizer   # --vocab-only --tokenizer FILE: the tokenizer is the source
         if not args.src:
             raise ConvertError("SRC is required")
         convert(args.src, args.outfile, args.type, args.tokenizer, args.vocab_only, args.name, args.quiet)
