@@ -21,7 +21,7 @@ static int test_passed, test_failed;
     } while (0)
 
 /* Directory of the shared test data, or NULL (loudly) if it is missing. */
-static const char *test_shared_dir(void) {
+static inline const char *test_shared_dir(void) {
     const char *d = getenv("EMBER_SHARED");
     if (!d) d = "../shared";
     FILE *f;
@@ -37,7 +37,7 @@ static const char *test_shared_dir(void) {
     return d;
 }
 
-static int test_summary(const char *name) {
+static inline int test_summary(const char *name) {
     printf("%s: %d passed, %d failed\n", name, test_passed, test_failed);
     return test_failed ? 1 : 0;
 }

@@ -1,0 +1,46 @@
+/* tool_tokenize - tokenize many texts with one model load (for the fixture
+ * tests in test_tokenizer_gguf.py).  Uses only the public API.
+ *   tool_tokenize MODEL.gguf IN OUT [--special]
+ * IN holds records (uint32 little-endian length, bytes).  OUT gets one line
+ * per record: the ids separated by spaces, a tab, then the hex of
+ * ember_detokenize(ids). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "ember.h"
+
+int main(int argc, char **argv) {
+    if (argc < 4) { fprintf(stderr, "usage: tool_tokenize MODEL IN OUT [--special]\n"); return 2; }
+    int flags = argc > 4 && !strcmp(argv[4], "--special") ? EMBER_TOKENIZE_SPECIAL : 0;
+    ember_model_params mp = ember_model_default_params();
+    mp.vocab_only = 1;
+    ember_model *m;
+    ember_error err;
+    if (ember_model_open_file(argv[1], &mp, &m, &err)) { fprintf(stderr, "%s\n", err.message); return 1; }
+    FILE *in = fopen(argv[2], "rb"), *out = fopen(argv[3], "wb");
+    if (!in || !out) { fprintf(stderr, "cannot open files\n"); return 1; }
+    unsigned char lenb[4];
+    while (fread(lenb, 1, 4, in) == 4) {
+        size_t len = lenb[0] | lenb[1] << 8 | lenb[2] << 16 | (size_t)lenb[3] << 24;
+        char *text = malloc(len + 1);
+        if (!text || fread(text, 1, len, in) != len) { fprintf(stderr, "bad input\n"); return 1; }
+        int n = 0;
+        ember_tokenize(m, text, len, flags, NULL, 0, &n);
+        ember_token *ids = malloc(sizeof *ids * (size_t)(n + 1));
+        if (ember_tokenize(m, text, len, flags, ids, n, &n)) { fprintf(stderr, "tokenize failed\n"); return 1; }
+        for (int i = 0; i < n; i++) fprintf(out, i ? " %d" : "%d", ids[i]);
+        int dl = ember_detokenize(m, ids, n, flags, NULL, 0);
+        char *dec = malloc((size_t)dl + 1);
+        ember_detokenize(m, ids, n, flags, dec, (size_t)dl + 1);
+        fputc('\t', out);
+        for (int i = 0; i < dl; i++) fprintf(out, "%02x", (unsigned char)dec[i]);
+        fputc('\n', out);
+        free(dec);
+        free(ids);
+        free(text);
+    }
+    fclose(in);
+    fclose(out);
+    ember_model_free(m);
+    return 0;
+}
