@@ -256,7 +256,7 @@ static const char *ember_vtype_name(int t) {
 }
 
 int ember_model_meta(const ember_model *model, const char *key, char *buf, size_t size) {
-    if (!model || !key) return EMBER_ERR_INVALID_ARG;
+    if (!model || !key || (!buf && size)) return EMBER_ERR_INVALID_ARG;
     const gguf_kv *kv = gguf_find_kv(model->m.gguf, key);
     if (!kv) { if (buf && size) buf[0] = 0; return 0; }
     const gguf_file *f = model->m.gguf;
@@ -534,6 +534,7 @@ int ember_perplexity(ember_context *ctx, const char *text, size_t len, ember_pro
     memset(result, 0, sizeof *result);
     const ember_model *model = ctx->model;
     const int n_ctx = ctx->st.n_ctx, V = model->m.hp.n_vocab, n_batch = ctx->st.n_batch;
+    if (n_ctx < 3) return ember_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "perplexity needs a context of at least 3 tokens (it scores the second half of each chunk)");
     int n = 0, rc = ember_tokenize(model, text, len, EMBER_TOKENIZE_ADD_BOS, NULL, 0, &n);
     if (rc != EMBER_OK && rc != EMBER_ERR_BUFFER_TOO_SMALL) return ember_ctx_fail(ctx, rc, "tokenization failed");
     if (n < 2 * n_ctx)
