@@ -1,0 +1,1003 @@
+/* test_api.c - the public API's contracts: error paths of every function,
+ * context limits, bad tokens, non-finite weights, allocation discipline
+ * (zero allocations while evaluating; every failed allocation a clean
+ * EMBER_ERR_NOMEM without leaks), determinism, UTF-8 streaming and
+ * perplexity checked by hand.  Uses tiny models built in memory
+ * (tm_build, in test_hostile_model.c). */
+#define TM_NO_MAIN
+#include "test_hostile_model.c"
+
+#include <limits.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static int n_alloc_points;
+
+/* ---- helpers ------------------------------------------------------------- */
+
+static ember_model *open_spec(const tm_spec *s, gb_buf *img, const ember_allocator *al) {
+    ember_model *m = NULL;
+    ember_error err;
+    int rc = tm_open(s, img, al, &m, &err);
+    CHECK(rc == EMBER_OK, "open tiny model: %s (%s)", ember_status_string(rc), err.message);
+    return m;
+}
+
+static ember_context *make_ctx(ember_model *m, int n_ctx, int n_batch, int n_threads) {
+    ember_context_params cp = ember_context_default_params();
+    cp.n_ctx = n_ctx;
+    cp.n_batch = n_batch;
+    cp.n_threads = n_threads;
+    ember_context *c = NULL;
+    ember_error err;
+    int rc = ember_context_create(m, &cp, &c, &err);
+    CHECK(rc == EMBER_OK, "context create: %s", err.message);
+    return c;
+}
+
+static int tokenize(ember_model *m, const char *text, ember_token *out, int cap) {
+    int n = 0;
+    int rc = ember_tokenize(m, text, strlen(text), EMBER_TOKENIZE_ADD_BOS, out, cap, &n);
+    CHECK(rc == EMBER_OK, "tokenize '%s': %d", text, rc);
+    return rc == EMBER_OK ? n : 0;
+}
+
+/* Length of an incomplete (valid so far) UTF-8 sequence at the end of s. */
+static size_t utf8_incomplete(const unsigned char *s, size_t n) {
+    for (size_t k = 1; k <= 3 && k <= n; k++) {
+        unsigned c = s[n - k];
+        if ((c & 0xC0) == 0x80) continue;
+        size_t need = (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 1;
+        return need > k ? k : 0;
+    }
+    return 0;
+}
+
+typedef struct rec {
+    ember_token toks[1024];
+    int n;
+    char text[8192];
+    size_t len;
+    int calls, flushes, bad_split, after_flush;
+    int stop_at;               /* return 1 when this many tokens were seen (0 = never) */
+    char chunks[64][32];       /* first chunks, for exact comparisons */
+    int n_chunks;
+} rec;
+
+static int rec_cb(void *ud, ember_token tok, const char *text, size_t len) {
+    rec *r = ud;
+    r->calls++;
+    if (r->flushes) r->after_flush++;
+    if (tok < 0) r->flushes++;
+    else if (r->n < 1024) r->toks[r->n++] = tok;
+    if (tok >= 0 && utf8_incomplete((const unsigned char *)text, len)) r->bad_split++;
+    if (r->len + len < sizeof r->text) { memcpy(r->text + r->len, text, len); r->len += len; }
+    if (r->n_chunks < 64) {
+        snprintf(r->chunks[r->n_chunks], sizeof r->chunks[0], "%.*s", (int)(len < 31 ? len : 31), text);
+        r->n_chunks++;
+    }
+    return r->stop_at && tok >= 0 && r->n >= r->stop_at;
+}
+
+/* ---- status strings and NULL arguments ---------------------------------- */
+
+static void test_status_strings(void) {
+    const char *seen[17];
+    for (int code = 0; code >= -16; code--) {
+        const char *s = ember_status_string(code);
+        CHECK(s && s[0] && strcmp(s, "unknown status"), "status %d has no description", code);
+        seen[-code] = s;
+        for (int j = 0; j < -code; j++) CHECK(strcmp(seen[j], s), "status %d shares its text with %d", code, -j);
+    }
+    int unknown[] = {1, -17, 100, INT_MIN, INT_MAX};
+    for (int i = 0; i < 5; i++) CHECK(!strcmp(ember_status_string(unknown[i]), "unknown status"), "code %d", unknown[i]);
+    CHECK(ember_cpu_features() && ember_cpu_features()[0], "cpu features");
+    CHECK(ember_type_name(EK_Q8_0) && !strcmp(ember_type_name(EK_Q8_0), "q8_0"), "type name q8_0");
+    CHECK(ember_type_name(-1) == NULL && ember_type_name(5) == NULL && ember_type_name(1000) == NULL, "bad type names");
+}
+
+static void test_null_args(ember_model *m) {
+    ember_error err;
+    ember_model *om = (ember_model *)1;
+    /* model */
+    memset(&err, 0, sizeof err);
+    CHECK(ember_model_open_file(NULL, NULL, &om, &err) == EMBER_ERR_INVALID_ARG && om == NULL && err.message[0] &&
+          err.code == EMBER_ERR_INVALID_ARG, "open_file(NULL path)");
+    CHECK(ember_model_open_file("x.gguf", NULL, NULL, &err) == EMBER_ERR_INVALID_ARG && err.message[0], "open_file(NULL out)");
+    CHECK(ember_model_open_file(NULL, NULL, NULL, NULL) == EMBER_ERR_INVALID_ARG, "open_file all NULL");
+    om = (ember_model *)1;
+    CHECK(ember_model_open_memory(NULL, 100, NULL, &om, &err) == EMBER_ERR_INVALID_ARG && om == NULL && err.message[0],
+          "open_memory(NULL, 100)");
+    CHECK(ember_model_open_memory("GGUF", 4, NULL, NULL, &err) == EMBER_ERR_INVALID_ARG, "open_memory(NULL out)");
+    om = (ember_model *)1;
+    int rc = ember_model_open_memory(NULL, 0, NULL, &om, &err);
+    CHECK(rc != EMBER_OK && om == NULL && err.message[0], "open_memory(NULL, 0): %d", rc);
+    rc = ember_model_open_memory("GGUF", 4, NULL, &om, NULL);
+    CHECK(rc != EMBER_OK && om == NULL, "open_memory(4 bytes, NULL err): %d", rc);
+    rc = ember_model_open_memory("not a gguf file at all, not at all", 34, NULL, &om, &err);
+    CHECK(rc == EMBER_ERR_BAD_MAGIC && err.message[0], "open_memory(garbage): %d", rc);
+    ember_model_free(NULL);
+    ember_model_info info;
+    CHECK(ember_model_get_info(NULL, &info) == EMBER_ERR_INVALID_ARG, "get_info(NULL)");
+    CHECK(ember_model_get_info(m, NULL) == EMBER_ERR_INVALID_ARG, "get_info(m, NULL)");
+    CHECK(ember_context_memory_needed(NULL, 16, 0, 0) == 0, "memory_needed(NULL)");
+    CHECK(ember_context_memory_needed(m, 16, 0, 0) > 0, "memory_needed");
+    char buf[64];
+    CHECK(ember_model_meta(NULL, "general.name", buf, sizeof buf) == EMBER_ERR_INVALID_ARG, "meta(NULL)");
+    CHECK(ember_model_meta(m, NULL, buf, sizeof buf) == EMBER_ERR_INVALID_ARG, "meta(NULL key)");
+    CHECK(ember_model_meta(m, "general.name", NULL, 10) == EMBER_ERR_INVALID_ARG, "meta(NULL buf, size 10)");
+    CHECK(ember_model_meta(m, "no.such.key", NULL, 10) == EMBER_ERR_INVALID_ARG, "meta(missing key, NULL buf, size 10)");
+    CHECK(ember_model_meta(m, "general.name", NULL, 0) == (int)strlen("tiny test model"), "meta length query");
+    buf[0] = 'x';
+    CHECK(ember_model_meta(m, "no.such.key", buf, sizeof buf) == 0 && buf[0] == 0, "meta missing key");
+    CHECK(ember_model_meta(m, "general.name", buf, 5) == 15 && !strcmp(buf, "tiny"), "meta truncated: '%s'", buf);
+    CHECK(ember_model_meta(m, "llama.block_count", buf, sizeof buf) > 0 && !strcmp(buf, "2"), "meta u32: '%s'", buf);
+    CHECK(ember_model_meta(m, "tokenizer.ggml.tokens", buf, sizeof buf) > 0 && strstr(buf, "string"), "meta array: '%s'", buf);
+    /* tokens */
+    CHECK(ember_n_vocab(NULL) == 0 && ember_token_bos(NULL) == -1 && ember_token_eos(NULL) == -1 &&
+          ember_token_is_eog(NULL, 2) == 0, "token queries on NULL");
+    CHECK(ember_token_is_eog(m, -1) == 0 && ember_token_is_eog(m, INT_MAX) == 0 && ember_token_is_eog(m, TM_EOS) == 1,
+          "is_eog");
+    ember_token toks[16];
+    int n = 5;
+    CHECK(ember_tokenize(NULL, "a", 1, 0, toks, 16, &n) == EMBER_ERR_INVALID_ARG, "tokenize(NULL model)");
+    CHECK(ember_tokenize(m, NULL, 1, 0, toks, 16, &n) == EMBER_ERR_INVALID_ARG, "tokenize(NULL text, len 1)");
+    CHECK(ember_tokenize(m, NULL, 0, EMBER_TOKENIZE_ADD_BOS, toks, 16, &n) == EMBER_OK && n == 1 && toks[0] == TM_BOS,
+          "tokenize(NULL, 0) = BOS");
+    CHECK(ember_tokenize(m, "a", 1, 0, NULL, 16, &n) == EMBER_ERR_INVALID_ARG, "tokenize(NULL out, cap 16)");
+    CHECK(ember_tokenize(m, "a", 1, 0, toks, -1, &n) == EMBER_ERR_INVALID_ARG, "tokenize(cap -1)");
+    CHECK(ember_tokenize(m, "a", 1, 0, toks, 16, NULL) == EMBER_ERR_INVALID_ARG, "tokenize(NULL n_out)");
+    rc = ember_tokenize(m, "hello world", 11, EMBER_TOKENIZE_ADD_BOS, toks, 1, &n);
+    CHECK(rc == EMBER_ERR_BUFFER_TOO_SMALL && n == 3, "tokenize cap 1: %d n %d", rc, n);
+    rc = ember_tokenize(m, "hello world", 11, EMBER_TOKENIZE_ADD_BOS, NULL, 0, &n);
+    CHECK(rc == EMBER_ERR_BUFFER_TOO_SMALL && n == 3, "tokenize count: %d n %d", rc, n);
+    CHECK(ember_token_to_piece(NULL, 5, -1, 0, buf, sizeof buf) == EMBER_ERR_INVALID_ARG, "to_piece(NULL)");
+    CHECK(ember_token_to_piece(m, 5, -1, 0, NULL, 10) == EMBER_ERR_INVALID_ARG, "to_piece(NULL buf)");
+    CHECK(ember_token_to_piece(m, TM_BYTE('A'), -1, 0, NULL, 0) == 1, "to_piece length query");
+    CHECK(ember_token_to_piece(m, TM_BOS, -1, 0, buf, sizeof buf) == 0, "control token has no text");
+    CHECK(ember_token_to_piece(m, TM_BOS, -1, EMBER_TOKENIZE_SPECIAL, buf, sizeof buf) == 3, "control text with SPECIAL");
+    CHECK(ember_detokenize(NULL, toks, 1, 0, buf, sizeof buf) == EMBER_ERR_INVALID_ARG, "detokenize(NULL)");
+    CHECK(ember_detokenize(m, NULL, 1, 0, buf, sizeof buf) == EMBER_ERR_INVALID_ARG, "detokenize(NULL tokens)");
+    CHECK(ember_detokenize(m, toks, -1, 0, buf, sizeof buf) == EMBER_ERR_INVALID_ARG, "detokenize(n -1)");
+    CHECK(ember_detokenize(m, toks, 1, 0, NULL, 5) == EMBER_ERR_INVALID_ARG, "detokenize(NULL buf)");
+    CHECK(ember_detokenize(m, NULL, 0, 0, buf, sizeof buf) == 0 && buf[0] == 0, "detokenize nothing");
+    /* context */
+    ember_context *c = (ember_context *)1;
+    CHECK(ember_context_create(NULL, NULL, &c, &err) == EMBER_ERR_INVALID_ARG && c == NULL && err.message[0], "ctx(NULL model)");
+    CHECK(ember_context_create(m, NULL, NULL, &err) == EMBER_ERR_INVALID_ARG && err.message[0], "ctx(NULL out)");
+    ember_context_params bad[6];
+    for (int i = 0; i < 6; i++) bad[i] = ember_context_default_params();
+    bad[0].n_ctx = -1; bad[1].n_batch = -1; bad[2].n_threads = -1; bad[3].kv_type = (ember_kv_type)7;
+    bad[4].n_ctx = 129; bad[5].n_threads = 5000;
+    for (int i = 0; i < 6; i++) {
+        c = (ember_context *)1;
+        memset(&err, 0, sizeof err);
+        rc = ember_context_create(m, &bad[i], &c, &err);
+        CHECK(rc == EMBER_ERR_INVALID_ARG && c == NULL && err.message[0] && err.code == rc, "bad context params %d: %d", i, rc);
+    }
+    ember_context_free(NULL);
+    CHECK(ember_context_errmsg(NULL) != NULL, "errmsg(NULL)");
+    CHECK(ember_context_n_ctx(NULL) == 0 && ember_context_pos(NULL) == 0, "ctx queries on NULL");
+    CHECK(ember_context_set_pos(NULL, 0) == EMBER_ERR_INVALID_ARG, "set_pos(NULL)");
+    ember_token one = 5;
+    CHECK(ember_eval(NULL, &one, 1, NULL) == EMBER_ERR_INVALID_ARG, "eval(NULL)");
+    CHECK(ember_get_logits(NULL) == NULL, "get_logits(NULL)");
+    c = make_ctx(m, 16, 4, 1);
+    if (c) {
+        CHECK(ember_get_logits(c) == NULL, "logits before any eval");
+        CHECK(ember_context_errmsg(c) && ember_context_errmsg(c)[0] == 0, "errmsg empty at start");
+        CHECK(ember_eval(c, NULL, 1, NULL) == EMBER_ERR_INVALID_ARG && ember_context_errmsg(c)[0], "eval(NULL tokens)");
+        CHECK(ember_eval(c, &one, 0, NULL) == EMBER_ERR_INVALID_ARG, "eval(n 0)");
+        CHECK(ember_eval(c, &one, -3, NULL) == EMBER_ERR_INVALID_ARG, "eval(n -3)");
+        CHECK(ember_context_set_pos(c, 1) == EMBER_ERR_INVALID_ARG, "set_pos beyond pos");
+        CHECK(ember_context_set_pos(c, -1) == EMBER_ERR_INVALID_ARG, "set_pos -1");
+        CHECK(ember_context_pos(c) == 0 && ember_context_n_ctx(c) == 16, "pos/n_ctx");
+    }
+    /* sampler */
+    ember_sampler *s = (ember_sampler *)1;
+    CHECK(ember_sampler_create(NULL, NULL, &s) == EMBER_ERR_INVALID_ARG && s == NULL, "sampler(NULL model)");
+    CHECK(ember_sampler_create(m, NULL, NULL) == EMBER_ERR_INVALID_ARG, "sampler(NULL out)");
+    ember_sampler_params sp[8];
+    for (int i = 0; i < 8; i++) sp[i] = ember_sampler_default_params();
+    sp[0].temperature = NAN; sp[1].temperature = -1; sp[2].top_k = -1; sp[3].top_p = 0; sp[4].top_p = 1.5f;
+    sp[5].min_p = 1; sp[6].repeat_penalty = 0; sp[7].repeat_last_n = -1;
+    for (int i = 0; i < 8; i++) {
+        s = (ember_sampler *)1;
+        CHECK(ember_sampler_create(m, &sp[i], &s) == EMBER_ERR_INVALID_ARG && s == NULL, "bad sampler params %d", i);
+    }
+    ember_sampler_free(NULL);
+    ember_sampler_reset(NULL, 1);
+    ember_sampler_accept(NULL, 1);
+    float logits[4] = {0};
+    CHECK(ember_sampler_sample(NULL, logits) == -1, "sample(NULL)");
+    s = NULL;
+    CHECK(ember_sampler_create(m, NULL, &s) == EMBER_OK, "default sampler");
+    CHECK(ember_sampler_sample(s, NULL) == -1, "sample(NULL logits)");
+    ember_sampler_accept(s, -5);
+    ember_sampler_accept(s, INT_MAX);   /* ignored, no out-of-range write */
+    /* generation */
+    ember_generate_result res;
+    memset(&res, 0x7f, sizeof res);
+    CHECK(ember_generate(NULL, s, &one, 1, 4, NULL, NULL, &res) == EMBER_ERR_INVALID_ARG && res.n_generated == 0 &&
+          res.stop == EMBER_STOP_NONE, "generate(NULL ctx) fills result");
+    CHECK(ember_generate(c, NULL, &one, 1, 4, NULL, NULL, &res) == EMBER_ERR_INVALID_ARG, "generate(NULL sampler)");
+    CHECK(ember_generate(c, s, NULL, 1, 4, NULL, NULL, &res) == EMBER_ERR_INVALID_ARG, "generate(NULL prompt)");
+    CHECK(ember_generate(c, s, &one, -1, 4, NULL, NULL, &res) == EMBER_ERR_INVALID_ARG, "generate(n_prompt -1)");
+    CHECK(ember_generate(c, s, &one, 1, -1, NULL, NULL, &res) == EMBER_ERR_INVALID_ARG, "generate(n_predict -1)");
+    CHECK(ember_generate(c, s, NULL, 0, 4, NULL, NULL, &res) == EMBER_ERR_INVALID_ARG, "generate(nothing to continue)");
+    CHECK(ember_context_pos(c) == 0, "failed generate calls changed pos");
+    CHECK(ember_generate_text(NULL, s, "x", 4, NULL, NULL, NULL) == EMBER_ERR_INVALID_ARG, "generate_text(NULL ctx)");
+    CHECK(ember_generate_text(c, s, NULL, 4, NULL, NULL, NULL) == EMBER_ERR_INVALID_ARG, "generate_text(NULL prompt)");
+    CHECK(ember_generate_text(c, NULL, "x", 4, NULL, NULL, NULL) == EMBER_ERR_INVALID_ARG, "generate_text(NULL sampler)");
+    /* NULL callback and NULL result are fine */
+    rc = ember_generate(c, s, &one, 1, 3, NULL, NULL, NULL);
+    CHECK(rc == EMBER_OK && ember_context_pos(c) >= 2, "generate without callback/result: %d", rc);
+    rc = ember_generate(c, s, NULL, 0, 0, NULL, NULL, &res);
+    CHECK(rc == EMBER_OK && res.n_generated == 0 && res.stop == EMBER_STOP_LENGTH, "n_predict 0: %d stop %d", rc, res.stop);
+    /* perplexity */
+    ember_perplexity_result pr;
+    CHECK(ember_perplexity(NULL, "abc", 3, NULL, NULL, &pr) == EMBER_ERR_INVALID_ARG, "perplexity(NULL ctx)");
+    CHECK(ember_perplexity(c, NULL, 3, NULL, NULL, &pr) == EMBER_ERR_INVALID_ARG, "perplexity(NULL text)");
+    CHECK(ember_perplexity(c, "abc", 3, NULL, NULL, NULL) == EMBER_ERR_INVALID_ARG, "perplexity(NULL result)");
+    rc = ember_perplexity(c, "abc", 3, NULL, NULL, &pr);
+    CHECK(rc == EMBER_ERR_TOO_SHORT && ember_context_errmsg(c)[0], "perplexity short: %d", rc);
+    rc = ember_perplexity(c, NULL, 0, NULL, NULL, &pr);
+    CHECK(rc == EMBER_ERR_TOO_SHORT, "perplexity empty: %d", rc);
+    ember_sampler_free(s);
+    ember_context_free(c);
+}
+
+/* ---- files --------------------------------------------------------------- */
+
+static void test_files(const gb_buf *img) {
+    char path[] = "/tmp/ember_test_api_XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0, "mkstemp");
+    if (fd < 0) return;
+    close(fd);
+    ember_model *m = (ember_model *)1;
+    ember_error err;
+    /* empty file */
+    int rc = ember_model_open_file(path, NULL, &m, &err);
+    CHECK(rc == EMBER_ERR_TRUNCATED && m == NULL && err.message[0], "empty file: %d", rc);
+    CHECK(gb_write_file(img, path) == 0, "write model");
+    ember_model_params p = ember_model_default_params();
+    for (int mode = 0; mode <= 2; mode++) {
+        p.load_mode = (ember_load_mode)mode;
+        rc = ember_model_open_file(path, &p, &m, &err);
+        CHECK(rc == EMBER_OK, "open file mode %d: %s", mode, err.message);
+        if (rc == EMBER_OK) {
+            ember_model_info info;
+            CHECK(ember_model_get_info(m, &info) == EMBER_OK && info.n_layer == 2 && info.n_embd == 64 &&
+                  !strcmp(info.architecture, "llama") && !strcmp(info.tokenizer, "llama") &&
+                  !strcmp(info.name, "tiny test model"), "info");
+            ember_model_free(m);
+        }
+    }
+    p.load_mode = (ember_load_mode)7;
+    m = (ember_model *)1;
+    rc = ember_model_open_file(path, &p, &m, &err);
+    CHECK(rc == EMBER_ERR_INVALID_ARG && m == NULL && err.message[0], "load mode 7: %d", rc);
+    /* a truncated file */
+    FILE *f = fopen(path, "wb");
+    fwrite(img->p, 1, img->n / 2, f);
+    fclose(f);
+    rc = ember_model_open_file(path, NULL, &m, &err);
+    CHECK(rc == EMBER_ERR_TRUNCATED && m == NULL && err.message[0], "truncated file: %d", rc);
+    unlink(path);
+    rc = ember_model_open_file(path, NULL, &m, &err);
+    CHECK(rc == EMBER_ERR_IO && m == NULL && strstr(err.message, path), "missing file: %d %s", rc, err.message);
+    rc = ember_model_open_file("/tmp", NULL, &m, &err);
+    CHECK(rc == EMBER_ERR_IO && m == NULL && err.message[0], "directory: %d", rc);
+}
+
+/* ---- context limits ------------------------------------------------------ */
+
+static void test_context_limits(ember_model *m) {
+    ember_context *c = make_ctx(m, 8, 3, 2);
+    if (!c) return;
+    ember_token toks[16];
+    for (int i = 0; i < 16; i++) toks[i] = TM_FIRST_PIECE + i;
+    int rc = ember_eval(c, toks, 9, NULL);
+    CHECK(rc == EMBER_ERR_CONTEXT_FULL && ember_context_pos(c) == 0 && ember_get_logits(c) == NULL &&
+          ember_context_errmsg(c)[0], "9 tokens in 8 positions: %d pos %d", rc, ember_context_pos(c));
+    rc = ember_eval(c, toks, 5, NULL);
+    CHECK(rc == EMBER_OK && ember_context_pos(c) == 5, "5 tokens: %d", rc);
+    float saved[400];
+    int V = ember_n_vocab(m);
+    memcpy(saved, ember_get_logits(c), (size_t)V * sizeof(float));
+    rc = ember_eval(c, toks, 4, NULL);
+    CHECK(rc == EMBER_ERR_CONTEXT_FULL && ember_context_pos(c) == 5, "4 more in 3 free: %d pos %d", rc, ember_context_pos(c));
+    CHECK(ember_get_logits(c) && !memcmp(saved, ember_get_logits(c), (size_t)V * sizeof(float)),
+          "a refused eval changed the logits");
+    ember_sampler_params sp = ember_sampler_default_params();
+    sp.seed = 3;
+    ember_sampler *s = NULL;
+    ember_sampler_create(m, &sp, &s);
+    rec r;
+    memset(&r, 0, sizeof r);
+    ember_generate_result res;
+    rc = ember_generate(c, s, toks, 4, 10, rec_cb, &r, &res);   /* prompt does not fit */
+    CHECK(rc == EMBER_ERR_CONTEXT_FULL && ember_context_pos(c) == 5 && r.calls == 0, "prompt too long for generate: %d", rc);
+    rc = ember_generate(c, s, NULL, 0, 100, rec_cb, &r, &res);
+    CHECK(rc == EMBER_OK && res.stop == EMBER_STOP_CONTEXT_FULL && ember_context_pos(c) == 8,
+          "generate to the end: %d stop %d pos %d", rc, res.stop, ember_context_pos(c));
+    CHECK(res.n_generated == r.n && res.n_generated >= 1 && res.n_generated <= 4, "n_generated %d, callbacks %d", res.n_generated, r.n);
+    memset(&r, 0, sizeof r);
+    rc = ember_generate(c, s, NULL, 0, 100, rec_cb, &r, &res);   /* full context: one token, then stop */
+    CHECK(rc == EMBER_OK && res.stop == EMBER_STOP_CONTEXT_FULL && ember_context_pos(c) == 8 && res.n_generated <= 1,
+          "generate on a full context: %d stop %d n %d", rc, res.stop, res.n_generated);
+    rc = ember_eval(c, toks, 1, NULL);
+    CHECK(rc == EMBER_ERR_CONTEXT_FULL && ember_context_pos(c) == 8, "eval on a full context: %d", rc);
+    /* a prompt that exactly fills the context */
+    ember_context_set_pos(c, 0);
+    memset(&r, 0, sizeof r);
+    rc = ember_generate(c, s, toks, 8, 5, rec_cb, &r, &res);
+    CHECK(rc == EMBER_OK && res.stop == EMBER_STOP_CONTEXT_FULL && res.n_prompt == 8 && ember_context_pos(c) == 8,
+          "prompt of exactly n_ctx: %d stop %d", rc, res.stop);
+    ember_sampler_free(s);
+    ember_context_free(c);
+
+    /* Rollback: re-evaluating after set_pos gives identical logits. */
+    ember_context *c1 = make_ctx(m, 32, 64, 1);
+    if (!c1) return;
+    float *a = malloc((size_t)V * sizeof(float)), *b = malloc((size_t)V * sizeof(float));
+    for (int i = 0; i < 10; i++) ember_eval(c1, &toks[i], 1, NULL);
+    memcpy(a, ember_get_logits(c1), (size_t)V * sizeof(float));
+    ember_eval(c1, toks + 3, 6, NULL);
+    CHECK(ember_context_pos(c1) == 16, "pos 16");
+    CHECK(ember_context_set_pos(c1, 9) == EMBER_OK && ember_context_pos(c1) == 9 && ember_get_logits(c1) == NULL,
+          "set_pos 9 clears the logits");
+    ember_eval(c1, &toks[9], 1, NULL);
+    CHECK(!memcmp(a, ember_get_logits(c1), (size_t)V * sizeof(float)), "rollback: single-token logits differ");
+    /* batched: all 10 at once vs rollback to 4 and 6 more */
+    ember_context_set_pos(c1, 0);
+    ember_eval(c1, toks, 10, NULL);
+    memcpy(b, ember_get_logits(c1), (size_t)V * sizeof(float));
+    ember_eval(c1, toks + 2, 12, NULL);
+    ember_context_set_pos(c1, 4);
+    ember_eval(c1, toks + 4, 6, NULL);
+    float mx = 0, mx2 = 0;
+    for (int i = 0; i < V; i++) {
+        float d = fabsf(b[i] - ember_get_logits(c1)[i]);
+        if (d > mx) mx = d;
+        d = fabsf(a[i] - b[i]);
+        if (d > mx2) mx2 = d;
+    }
+    CHECK(mx < 1e-4f, "rollback (batched): logits differ by %g", (double)mx);
+    CHECK(mx2 < 1e-3f, "batched vs one-by-one logits differ by %g", (double)mx2);
+    CHECK(ember_context_set_pos(c1, 0) == EMBER_OK && ember_context_pos(c1) == 0, "set_pos 0");
+    free(a); free(b);
+    ember_context_free(c1);
+}
+
+/* ---- bad tokens, non-finite weights ------------------------------------- */
+
+static void test_bad_tokens(ember_model *m) {
+    ember_context *c = make_ctx(m, 16, 4, 1);
+    if (!c) return;
+    int V = ember_n_vocab(m);
+    ember_token bad[] = {-1, V, V + 1000, INT_MAX, INT_MIN};
+    for (int i = 0; i < 5; i++) {
+        ember_token toks[3] = {TM_BOS, TM_FIRST_PIECE, bad[i]};
+        int rc = ember_eval(c, toks, 3, NULL);
+        CHECK(rc == EMBER_ERR_BAD_TOKEN && ember_context_pos(c) == 0 && ember_context_errmsg(c)[0],
+              "eval bad token %d: %d pos %d", bad[i], rc, ember_context_pos(c));
+        char buf[16];
+        CHECK(ember_token_to_piece(m, bad[i], -1, 0, buf, sizeof buf) == EMBER_ERR_BAD_TOKEN, "to_piece %d", bad[i]);
+        CHECK(ember_detokenize(m, toks, 3, 0, buf, sizeof buf) == EMBER_ERR_BAD_TOKEN, "detokenize %d", bad[i]);
+        ember_sampler *s = NULL;
+        ember_sampler_create(m, NULL, &s);
+        int rc2 = ember_generate(c, s, toks, 3, 4, NULL, NULL, NULL);
+        CHECK(rc2 == EMBER_ERR_BAD_TOKEN && ember_context_pos(c) == 0, "generate with bad token %d: %d", bad[i], rc2);
+        ember_sampler_free(s);
+    }
+    /* prev out of range is harmless */
+    char buf[16];
+    CHECK(ember_token_to_piece(m, TM_FIRST_PIECE + 1, INT_MIN, 0, buf, sizeof buf) == 1, "to_piece with prev INT_MIN");
+    ember_context_free(c);
+}
+
+/* Returns the exit status / signal of fn() run in a child process. */
+static int run_child(void (*fn)(void *), void *arg, int *signaled) {
+    fflush(stdout); fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) { alarm(20); fn(arg); _exit(0); }
+    int st = 0;
+    waitpid(pid, &st, 0);
+    *signaled = WIFSIGNALED(st);
+    return WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st);
+}
+
+typedef struct nan_case { ember_model *m; int top_k; float temp; int where; } nan_case;
+
+static void sample_nan_child(void *arg) {
+    nan_case *nc = arg;
+    int V = ember_n_vocab(nc->m);
+    float *l = malloc((size_t)V * sizeof(float));
+    for (int i = 0; i < V; i++) l[i] = (float)(i % 7) * 0.1f;
+    if (nc->where < 0) for (int i = 0; i < V; i++) l[i] = NAN;
+    else l[nc->where] = NAN;
+    ember_sampler_params sp = ember_sampler_default_params();
+    sp.top_k = nc->top_k;
+    sp.temperature = nc->temp;
+    ember_sampler *s = NULL;
+    if (ember_sampler_create(nc->m, &sp, &s) != EMBER_OK) _exit(3);
+    for (int k = 0; k < 20; k++) {
+        ember_token t = ember_sampler_sample(s, l);
+        if (t < 0 || t >= V) _exit(2);
+    }
+    ember_sampler_free(s);
+    free(l);
+    _exit(0);
+}
+
+static void test_nonfinite(void) {
+    for (int kind = 1; kind <= 2; kind++) {
+        tm_spec sp = tm_default();
+        sp.wtype = EK_F32;
+        sp.nonfinite = kind;
+        gb_buf img = {0};
+        ember_model *m = open_spec(&sp, &img, NULL);
+        if (!m) { gb_free(&img); continue; }
+        ember_context *c = make_ctx(m, 32, 8, 2);
+        ember_token toks[4] = {TM_BOS, 5, TM_FIRST_PIECE, TM_FIRST_PIECE + 3};
+        int rc = ember_eval(c, toks, 4, NULL);
+        CHECK(rc == EMBER_ERR_NONFINITE && ember_context_errmsg(c)[0], "%s weights: eval %d", kind == 1 ? "NaN" : "Inf", rc);
+        ember_sampler *s = NULL;
+        ember_sampler_create(m, NULL, &s);
+        ember_context_set_pos(c, 0);
+        rec r;
+        memset(&r, 0, sizeof r);
+        rc = ember_generate(c, s, toks, 4, 8, rec_cb, &r, NULL);
+        CHECK(rc == EMBER_ERR_NONFINITE && r.n == 0, "%s weights: generate %d, %d tokens", kind == 1 ? "NaN" : "Inf", rc, r.n);
+        ember_perplexity_result pr;
+        char text[600];
+        for (int i = 0; i < 599; i++) text[i] = "abcdefgh ijklmnop"[i % 17];
+        text[599] = 0;
+        rc = ember_perplexity(c, text, strlen(text), NULL, NULL, &pr);
+        if (kind == 1) CHECK(rc == EMBER_ERR_NONFINITE, "NaN weights: perplexity %d", rc);
+        else CHECK(rc == EMBER_OK && isfinite(pr.ppl), "Inf weights on an unused token: perplexity %d", rc);
+        /* tokens that avoid the bad row still work with the Inf model */
+        if (kind == 2) {
+            ember_context_set_pos(c, 0);
+            rc = ember_eval(c, toks + 2, 2, NULL);
+            CHECK(rc == EMBER_OK, "Inf weights, clean tokens: %d", rc);
+        }
+        ember_sampler_free(s);
+        ember_context_free(c);
+        ember_model_free(m);
+        gb_free(&img);
+    }
+}
+
+/* The sampler given NaN logits (a host may pass any floats) must return a
+ * token in range, not read out of bounds. Run in a child: it may crash. */
+static void test_sampler_nan(ember_model *m) {
+    struct { int top_k; float temp; int where; } cases[] = {
+        {0, 0.0f, 10}, {0, 0.8f, 10}, {40, 0.8f, -1}, {5, 0.8f, 150}, {5, 0.8f, 200}, {40, 0.8f, 3},
+    };
+    int V = ember_n_vocab(m);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        nan_case nc = {m, cases[i].top_k, cases[i].temp, cases[i].where};
+        if (nc.where >= V) nc.where = V - 1;
+        int sig = 0, st = run_child(sample_nan_child, &nc, &sig);
+        CHECK(st == 0 && !sig, "sampler with NaN logits (top_k %d, temp %g, NaN at %d): %s %d", nc.top_k,
+              (double)nc.temp, nc.where, sig ? "killed by signal" : "exit status", st);
+    }
+    /* Infinite logits: a valid token */
+    ember_sampler *s = NULL;
+    ember_sampler_params sp = ember_sampler_default_params();
+    ember_sampler_create(m, &sp, &s);
+    float *l = calloc((size_t)V, sizeof(float));
+    l[17] = INFINITY;
+    ember_token t = ember_sampler_sample(s, l);
+    CHECK(t >= 0 && t < V, "+Inf logit: token %d", t);
+    for (int i = 0; i < V; i++) l[i] = -INFINITY;
+    t = ember_sampler_sample(s, l);
+    CHECK(t >= 0 && t < V, "all -Inf logits: token %d", t);
+    for (int i = 0; i < V; i++) l[i] = i == 40 ? 1e30f : -1e30f;
+    t = ember_sampler_sample(s, l);
+    CHECK(t == 40, "huge logits: token %d", t);
+    free(l);
+    ember_sampler_free(s);
+}
+
+/* ---- allocation discipline ---------------------------------------------- */
+
+static void test_zero_alloc(const tm_spec *spec) {
+    tm_alloc ca = {0};
+    ember_allocator al = tm_allocator(&ca);
+    gb_buf img = {0};
+    ember_model *m = open_spec(spec, &img, &al);
+    if (!m) { gb_free(&img); return; }
+    long after_open = ca.calls;
+    CHECK(after_open > 0, "the allocator hook is used for the model");
+    ember_context *c = make_ctx(m, 64, 16, 2);
+    ember_sampler_params sp = ember_sampler_default_params();
+    sp.allocator = &al;
+    sp.repeat_penalty = 1.1f;
+    ember_sampler *s = NULL;
+    ember_sampler_create(m, &sp, &s);
+    CHECK(ca.calls > after_open + 2, "the hook is used for context and sampler (%ld calls)", ca.calls - after_open);
+    ember_token toks[40];
+    int n = tokenize(m, "hello world, the state of the art is here", toks, 40);
+    long base = ca.calls;
+    int V = ember_n_vocab(m);
+    float *all = malloc((size_t)n * V * sizeof(float));
+    ember_eval(c, toks, n, NULL);                   /* prompt batch (several batches of 16) */
+    ember_eval(c, toks, 1, NULL);                   /* single token */
+    ember_eval(c, toks, n, all);                    /* all logits */
+    ember_context_set_pos(c, 0);
+    rec r;
+    memset(&r, 0, sizeof r);
+    ember_generate_result res;
+    int rc = ember_generate(c, s, toks, n, 12, rec_cb, &r, &res);
+    rc |= ember_generate(c, s, NULL, 0, 6, rec_cb, &r, &res);
+    ember_token t = ember_sampler_sample(s, ember_get_logits(c));
+    ember_sampler_accept(s, t);
+    ember_sampler_reset(s, 5);
+    char buf[256];
+    ember_detokenize(m, r.toks, r.n, 0, buf, sizeof buf);
+    ember_token_to_piece(m, toks[1], toks[0], 0, buf, sizeof buf);
+    CHECK(rc == EMBER_OK, "generation failed");
+    CHECK(ca.calls == base, "%ld allocations while evaluating / generating / sampling", ca.calls - base);
+    /* context to the end: still nothing */
+    ember_context_set_pos(c, 0);
+    rc = ember_generate(c, s, toks, n, 1000, rec_cb, &r, &res);
+    CHECK(rc == EMBER_OK && res.stop == EMBER_STOP_CONTEXT_FULL && ca.calls == base, "generate to full: %ld allocations",
+          ca.calls - base);
+    free(all);
+    ember_sampler_free(s);
+    ember_context_free(c);
+    ember_model_free(m);
+    CHECK(ca.live == 0, "%ld blocks live after freeing everything", ca.live);
+    gb_free(&img);
+}
+
+typedef int (*alloc_op)(void *state, const ember_allocator *al);
+
+/* Count the allocations of op, then fail each one in turn. */
+static void fail_each(const char *what, alloc_op op, void *state, tm_alloc *ca, const ember_allocator *al) {
+    long live0 = ca->live;
+    ca->calls = 0; ca->fail_at = 0; ca->failed = 0;
+    int rc = op(state, al);
+    long total = ca->calls;
+    CHECK(rc == EMBER_OK && total > 0, "%s: %d with %ld allocations", what, rc, total);
+    long cleanup = ca->live - live0;   /* blocks the successful op left (freed by op on the next call) */
+    (void)cleanup;
+    int bad = 0;
+    for (long n = 1; n <= total; n++) {
+        ca->calls = 0; ca->fail_at = n; ca->failed = 0;
+        long before = ca->live;
+        rc = op(state, al);
+        n_alloc_points++;
+        if (ca->failed == 0) continue;   /* took another path */
+        if (rc == EMBER_OK) continue;    /* tolerated */
+        if (rc != EMBER_ERR_NOMEM && bad++ < 5) CHECK(0, "%s: allocation %ld of %ld failed -> %d (%s)", what, n, total, rc, ember_status_string(rc));
+        if (ca->live != before && bad++ < 5) CHECK(0, "%s: allocation %ld of %ld failed -> %ld blocks leaked", what, n, total, ca->live - before);
+    }
+    ca->fail_at = 0;
+    CHECK(bad == 0, "%s: %d bad failure points", what, bad);
+    printf("%-28s %ld allocation points\n", what, total);
+}
+
+typedef struct op_state {
+    const gb_buf *img;
+    ember_model *m;          /* for ops on an open model */
+    ember_context *c;
+    const char *text;
+    size_t len;
+} op_state;
+
+static int op_open(void *st, const ember_allocator *al) {
+    op_state *o = st;
+    ember_model_params p = ember_model_default_params();
+    p.allocator = al;
+    ember_model *m = NULL;
+    ember_error err;
+    err.message[0] = 0;
+    int rc = ember_model_open_memory(o->img->p, o->img->n, &p, &m, &err);
+    if (rc != EMBER_OK && (!err.message[0] || m)) return -999;
+    ember_model_free(m);
+    return rc;
+}
+
+static int op_context(void *st, const ember_allocator *al) {
+    op_state *o = st;
+    ember_context_params cp = ember_context_default_params();
+    cp.n_ctx = 32; cp.n_batch = 8; cp.n_threads = 3; cp.allocator = al;
+    ember_context *c = NULL;
+    ember_error err;
+    err.message[0] = 0;
+    int rc = ember_context_create(o->m, &cp, &c, &err);
+    if (rc != EMBER_OK && (!err.message[0] || c)) return -999;
+    if (rc == EMBER_OK) {
+        ember_token t[2] = {TM_BOS, TM_FIRST_PIECE};
+        if (ember_eval(c, t, 2, NULL) != EMBER_OK) rc = -998;
+    }
+    ember_context_free(c);
+    return rc;
+}
+
+static int op_sampler(void *st, const ember_allocator *al) {
+    op_state *o = st;
+    ember_sampler_params sp = ember_sampler_default_params();
+    sp.allocator = al;
+    ember_sampler *s = NULL;
+    int rc = ember_sampler_create(o->m, &sp, &s);
+    if (rc != EMBER_OK && s) return -999;
+    ember_sampler_free(s);
+    return rc;
+}
+
+static int op_tokenize(void *st, const ember_allocator *al) {
+    op_state *o = st;
+    (void)al;
+    ember_token toks[4096];
+    int n = 0;
+    int rc = ember_tokenize(o->m, o->text, o->len, EMBER_TOKENIZE_ADD_BOS | EMBER_TOKENIZE_SPECIAL, toks, 4096, &n);
+    if (rc == EMBER_OK && n < 10) return -999;
+    return rc;
+}
+
+static int op_perplexity(void *st, const ember_allocator *al) {
+    op_state *o = st;
+    (void)al;
+    ember_perplexity_result pr;
+    int rc = ember_perplexity(o->c, o->text, o->len, NULL, NULL, &pr);
+    if (rc == EMBER_OK && !(pr.ppl > 1)) return -999;
+    return rc;
+}
+
+static int op_generate_text(void *st, const ember_allocator *al) {
+    op_state *o = st;
+    (void)al;
+    ember_sampler *s = NULL;
+    ember_sampler_create(o->m, NULL, &s);
+    ember_context_set_pos(o->c, 0);
+    int rc = ember_generate_text(o->c, s, "hello world", 4, NULL, NULL, NULL);
+    ember_sampler_free(s);
+    return rc;
+}
+
+static void test_alloc_failures(const gb_buf *img) {
+    tm_alloc ca = {0};
+    ember_allocator al = tm_allocator(&ca);
+    op_state o = {img, NULL, NULL, NULL, 0};
+    fail_each("model open (memory)", op_open, &o, &ca, &al);
+    CHECK(ca.live == 0, "model open: %ld live", ca.live);
+
+    /* context / sampler on a libc model */
+    ember_model *m = NULL;
+    ember_model_open_memory(img->p, img->n, NULL, &m, NULL);
+    o.m = m;
+    fail_each("context create", op_context, &o, &ca, &al);
+    fail_each("sampler create", op_sampler, &o, &ca, &al);
+    CHECK(ca.live == 0, "context/sampler: %ld live", ca.live);
+    ember_model_free(m);
+
+    /* tokenize and perplexity: the model's allocator */
+    ca.calls = 0;
+    ember_model_params p = ember_model_default_params();
+    p.allocator = &al;
+    ember_model_open_memory(img->p, img->n, &p, &m, NULL);
+    o.m = m;
+    static char text[3000];
+    size_t len = 0;
+    const char *words[] = {"hello ", "world", ", the ", "st\xc3\xa9", "<s>", "\xe2\x82\xac ", "zq", "\xf0\x9f\x98\x80", "de ", "\xff"};
+    for (int i = 0; len < 2900; i++) {
+        const char *w = words[(i * 7 + i / 3) % 10];
+        memcpy(text + len, w, strlen(w));
+        len += strlen(w);
+    }
+    o.text = text; o.len = len;
+    fail_each("tokenize", op_tokenize, &o, &ca, &al);
+    ember_context_params cp = ember_context_default_params();
+    cp.n_ctx = 64; cp.n_batch = 16; cp.n_threads = 1;
+    ember_context *c = NULL;
+    ember_context_create(m, &cp, &c, NULL);
+    o.c = c;
+    fail_each("perplexity", op_perplexity, &o, &ca, &al);
+    fail_each("generate_text", op_generate_text, &o, &ca, &al);
+    ember_context_free(c);
+    ember_model_free(m);
+    CHECK(ca.live == 0, "tokenize/perplexity: %ld live", ca.live);
+}
+
+/* ---- determinism --------------------------------------------------------- */
+
+static void run_gen(ember_model *m, int n_threads, int n_batch, uint64_t seed, float temp, rec *r, float *logits_out) {
+    memset(r, 0, sizeof *r);
+    ember_context *c = make_ctx(m, 96, n_batch, n_threads);
+    ember_sampler_params sp = ember_sampler_default_params();
+    sp.seed = seed;
+    sp.temperature = temp;
+    sp.repeat_penalty = 1.05f;
+    ember_sampler *s = NULL;
+    ember_sampler_create(m, &sp, &s);
+    ember_token toks[64];
+    int n = tokenize(m, "hello world, the state of the art. de st", toks, 64);
+    if (logits_out) {
+        ember_eval(c, toks, n, NULL);
+        memcpy(logits_out, ember_get_logits(c), (size_t)ember_n_vocab(m) * sizeof(float));
+        ember_context_set_pos(c, 0);
+    }
+    ember_generate_result res;
+    int rc = ember_generate(c, s, toks, n, 32, rec_cb, r, &res);
+    CHECK(rc == EMBER_OK, "generate: %d", rc);
+    ember_sampler_free(s);
+    ember_context_free(c);
+}
+
+static void test_determinism(ember_model *m) {
+    int V = ember_n_vocab(m);
+    float *l0 = malloc((size_t)V * sizeof(float)), *l1 = malloc((size_t)V * sizeof(float));
+    rec *a = malloc(sizeof *a), *b = malloc(sizeof *b);
+    run_gen(m, 1, 64, 1234, 0.9f, a, l0);
+    CHECK(a->n > 5, "reference run generated %d tokens", a->n);
+    const int threads[] = {1, 2, 3, 1, 2, 3}, batches[] = {64, 64, 64, 1, 1, 7};
+    for (int i = 0; i < 6; i++) {
+        run_gen(m, threads[i], batches[i], 1234, 0.9f, b, l1);
+        CHECK(a->n == b->n && !memcmp(a->toks, b->toks, (size_t)a->n * sizeof(ember_token)),
+              "threads %d batch %d: different tokens", threads[i], batches[i]);
+        float mx = 0;
+        for (int k = 0; k < V; k++) if (fabsf(l0[k] - l1[k]) > mx) mx = fabsf(l0[k] - l1[k]);
+        if (batches[i] == 64) CHECK(mx == 0, "threads %d: logits differ by %g (expected bit-identical)", threads[i], (double)mx);
+        else CHECK(mx < 1e-3f, "batch %d: logits differ by %g", batches[i], (double)mx);
+    }
+    /* another seed: different choices (32 tokens at temperature 1.5) */
+    run_gen(m, 1, 64, 99, 1.5f, a, NULL);
+    run_gen(m, 1, 64, 100, 1.5f, b, NULL);
+    CHECK(a->n != b->n || memcmp(a->toks, b->toks, (size_t)a->n * sizeof(ember_token)), "seeds 99 and 100 chose the same");
+    /* sampler reset */
+    ember_sampler_params sp = ember_sampler_default_params();
+    sp.temperature = 1.5f; sp.top_k = 0; sp.top_p = 1; sp.min_p = 0; sp.seed = 7; sp.repeat_penalty = 1.3f;
+    ember_sampler *s1 = NULL, *s2 = NULL;
+    ember_sampler_create(m, &sp, &s1);
+    ember_sampler_create(m, &sp, &s2);
+    ember_token x[40], y[40], z[40];
+    for (int i = 0; i < 40; i++) { x[i] = ember_sampler_sample(s1, l0); ember_sampler_accept(s1, x[i]); }
+    for (int i = 0; i < 40; i++) { y[i] = ember_sampler_sample(s2, l0); ember_sampler_accept(s2, y[i]); }
+    CHECK(!memcmp(x, y, sizeof x), "two samplers with one seed differ");
+    ember_sampler_reset(s1, 7);
+    for (int i = 0; i < 40; i++) { z[i] = ember_sampler_sample(s1, l0); ember_sampler_accept(s1, z[i]); }
+    CHECK(!memcmp(x, z, sizeof x), "reset(seed) does not replay (history not forgotten or rng not reseeded)");
+    ember_sampler_reset(s1, 8);
+    for (int i = 0; i < 40; i++) { z[i] = ember_sampler_sample(s1, l0); ember_sampler_accept(s1, z[i]); }
+    CHECK(memcmp(x, z, sizeof x), "reset(8) replays seed 7");
+    /* greedy picks the argmax */
+    sp = ember_sampler_default_params();
+    sp.temperature = 0;
+    ember_sampler *g = NULL;
+    ember_sampler_create(m, &sp, &g);
+    int best = 0;
+    for (int i = 1; i < V; i++) if (l0[i] > l0[best]) best = i;
+    CHECK(ember_sampler_sample(g, l0) == best, "greedy != argmax");
+    ember_sampler_free(g);
+    ember_sampler_free(s1);
+    ember_sampler_free(s2);
+    free(a); free(b); free(l0); free(l1);
+}
+
+/* ---- streaming ------------------------------------------------------------- */
+
+static void test_streaming(void) {
+    tm_spec sp = tm_default();
+    sp.mode = TM_CHAIN;
+    sp.wtype = EK_F32;
+    sp.n_layer = 1;
+    int32_t chain[32];
+    int n = 0;
+    chain[n++] = TM_BOS;
+    chain[n++] = tm_piece_id(&sp, "\xe2\x96\x81hello");
+    chain[n++] = tm_piece_id(&sp, "\xe2\x96\x81world");
+    chain[n++] = TM_BYTE(0xE2); chain[n++] = TM_BYTE(0x82); chain[n++] = TM_BYTE(0xAC);
+    chain[n++] = tm_piece_id(&sp, "\xc3\xa9");
+    chain[n++] = TM_BYTE(0xF0); chain[n++] = TM_BYTE(0x9F); chain[n++] = TM_BYTE(0x98); chain[n++] = TM_BYTE(0x80);
+    chain[n++] = tm_piece_id(&sp, "!");
+    chain[n++] = TM_BYTE(0xE6);
+    chain[n++] = tm_piece_id(&sp, "\xe6\x97\xa5\xe6\x9c\xac");
+    chain[n++] = tm_piece_id(&sp, "\xe2\x96\x81\xc3\xa9");
+    chain[n++] = TM_BYTE(0xC3);
+    chain[n++] = TM_EOS;
+    sp.chain = chain;
+    sp.chain_len = n;
+    gb_buf img = {0};
+    ember_model *m = open_spec(&sp, &img, NULL);
+    if (!m) { gb_free(&img); return; }
+    static const char *const want_chunks[] = {
+        "hello", " world", "", "", "\xe2\x82\xac", "\xc3\xa9", "", "", "", "\xf0\x9f\x98\x80", "!", "",
+        "\xe6\xe6\x97\xa5\xe6\x9c\xac", " \xc3\xa9", "", "\xc3",
+    };
+    const char *want_text = "hello world\xe2\x82\xac\xc3\xa9\xf0\x9f\x98\x80!\xe6\xe6\x97\xa5\xe6\x9c\xac \xc3\xa9\xc3";
+    for (int variant = 0; variant < 4; variant++) {
+        ember_context *c = make_ctx(m, 64, variant == 3 ? 1 : 8, 1 + variant % 2);
+        ember_sampler_params spp = ember_sampler_default_params();
+        spp.temperature = variant == 0 ? 0.0f : 1.0f;
+        spp.seed = (uint64_t)variant;
+        ember_sampler *s = NULL;
+        ember_sampler_create(m, &spp, &s);
+        rec r;
+        memset(&r, 0, sizeof r);
+        ember_generate_result res;
+        ember_token bos = TM_BOS;
+        int rc = ember_generate(c, s, &bos, 1, 100, rec_cb, &r, &res);
+        CHECK(rc == EMBER_OK && res.stop == EMBER_STOP_EOG, "chain model: %d stop %d", rc, res.stop);
+        CHECK(res.n_generated == n - 2 && r.n == n - 2, "chain model generated %d tokens (%d callbacks), expected %d",
+              res.n_generated, r.n, n - 2);
+        int same = r.n == n - 2;
+        for (int i = 0; i < r.n && same; i++) same = r.toks[i] == chain[i + 1];
+        CHECK(same, "chain model did not follow the chain (variant %d)", variant);
+        CHECK(r.flushes == 1 && r.after_flush == 0, "final flush: %d flushes, %d calls after", r.flushes, r.after_flush);
+        CHECK(r.bad_split == 0, "%d chunks ended inside a UTF-8 character", r.bad_split);
+        CHECK(r.len == strlen(want_text) && !memcmp(r.text, want_text, r.len), "streamed text '%.*s'", (int)r.len, r.text);
+        int nc = (int)(sizeof want_chunks / sizeof want_chunks[0]);
+        CHECK(r.n_chunks == nc, "%d chunks, expected %d", r.n_chunks, nc);
+        for (int i = 0; i < nc && i < r.n_chunks; i++)
+            CHECK(!strcmp(r.chunks[i], want_chunks[i]), "chunk %d '%s', expected '%s'", i, r.chunks[i], want_chunks[i]);
+        /* concatenation == detokenize(prompt + generated) - detokenize(prompt) */
+        ember_token all[64];
+        all[0] = TM_BOS;
+        memcpy(all + 1, r.toks, (size_t)r.n * sizeof(ember_token));
+        char buf[512];
+        int len = ember_detokenize(m, all, r.n + 1, 0, buf, sizeof buf);
+        CHECK(len == (int)r.len && !memcmp(buf, r.text, r.len), "detokenize '%s' != streamed", buf);
+        /* stop by length in the middle of a character: the held byte is flushed */
+        ember_context_set_pos(c, 0);
+        memset(&r, 0, sizeof r);
+        rc = ember_generate(c, s, &bos, 1, 4, rec_cb, &r, &res);
+        CHECK(rc == EMBER_OK && res.stop == EMBER_STOP_LENGTH && r.flushes == 1 && r.len == 13 &&
+              !memcmp(r.text, "hello world\xe2\x82", 13), "length stop mid-character: '%.*s'", (int)r.len, r.text);
+        /* stop by the callback in the middle of a character */
+        ember_context_set_pos(c, 0);
+        memset(&r, 0, sizeof r);
+        r.stop_at = 8;
+        rc = ember_generate(c, s, &bos, 1, 100, rec_cb, &r, &res);
+        CHECK(rc == EMBER_OK && res.stop == EMBER_STOP_CALLBACK && res.n_generated == 8 && r.flushes == 1 &&
+              ember_context_pos(c) == 9, "callback stop: stop %d n %d flush %d pos %d", res.stop, res.n_generated,
+              r.flushes, ember_context_pos(c));
+        /* continuing after a prompt: the space of the first word stays */
+        ember_context_set_pos(c, 0);
+        memset(&r, 0, sizeof r);
+        ember_token pr[2] = {TM_BOS, chain[1]};
+        rc = ember_generate(c, s, pr, 2, 1, rec_cb, &r, &res);
+        CHECK(rc == EMBER_OK && r.len == 6 && !memcmp(r.text, " world", 6), "continuation '%.*s'", (int)r.len, r.text);
+        /* context full in the middle of a character */
+        ember_context_free(c);
+        c = make_ctx(m, 4, 8, 1);
+        memset(&r, 0, sizeof r);
+        rc = ember_generate(c, s, &bos, 1, 100, rec_cb, &r, &res);
+        CHECK(rc == EMBER_OK && res.stop == EMBER_STOP_CONTEXT_FULL && r.flushes == 1 &&
+              r.len == 13 && !memcmp(r.text, "hello world\xe2\x82", 13), "context full mid-character: stop %d '%.*s'",
+              res.stop, (int)r.len, r.text);
+        ember_sampler_free(s);
+        ember_context_free(c);
+    }
+    /* generate_text with "" = BOS only */
+    ember_context *c = make_ctx(m, 64, 8, 1);
+    ember_sampler *s = NULL;
+    ember_sampler_params spp = ember_sampler_default_params();
+    spp.temperature = 0;
+    ember_sampler_create(m, &spp, &s);
+    rec r;
+    memset(&r, 0, sizeof r);
+    int rc = ember_generate_text(c, s, "", 3, rec_cb, &r, NULL);
+    CHECK(rc == EMBER_OK && r.len == 12 && !memcmp(r.text, "hello world\xe2", 12) && r.flushes == 1, "generate_text(\"\"): '%.*s'", (int)r.len, r.text);
+    ember_sampler_free(s);
+    ember_context_free(c);
+    ember_model_free(m);
+    gb_free(&img);
+}
+
+/* ---- perplexity by hand ---------------------------------------------------- */
+
+typedef struct prog { int calls, last_chunk, n_chunks, cancel_at; } prog;
+static int prog_cb(void *ud, int chunk, int n_chunks, double ppl) {
+    prog *p = ud;
+    p->calls++;
+    p->last_chunk = chunk;
+    p->n_chunks = n_chunks;
+    (void)ppl;
+    return p->cancel_at && chunk >= p->cancel_at;
+}
+
+static void test_perplexity(ember_model *m) {
+    static char text[4000];
+    size_t len = 0;
+    const char *words[] = {"hello ", "world", ", the ", "state ", "of ", "art. ", "de ", "st\xc3\xa9 ", "\xe2\x82\xac", "zq "};
+    for (int i = 0; len < 1000; i++) {
+        const char *w = words[(i * 7 + i / 3) % 10];
+        memcpy(text + len, w, strlen(w));
+        len += strlen(w);
+    }
+    const int n_ctx = 16;
+    ember_token *toks = malloc(4000 * sizeof *toks);
+    int n = 0;
+    ember_tokenize(m, text, len, EMBER_TOKENIZE_ADD_BOS, toks, 4000, &n);
+    int V = ember_n_vocab(m);
+    float *logits = malloc((size_t)n_ctx * V * sizeof(float));
+    ember_context *ref = make_ctx(m, n_ctx, 64, 1);
+    int n_chunks = n / n_ctx, first = n_ctx / 2;
+    double nll = 0;
+    int count = 0;
+    for (int c = 0; c < n_chunks; c++) {
+        ember_token chunk[16];
+        memcpy(chunk, toks + c * n_ctx, sizeof chunk);
+        chunk[0] = TM_BOS;
+        ember_context_set_pos(ref, 0);
+        CHECK(ember_eval(ref, chunk, n_ctx, logits) == EMBER_OK, "ref eval");
+        for (int j = first; j < n_ctx - 1; j++) {
+            const float *l = logits + (size_t)j * V;
+            double mx = l[0], sum = 0;
+            for (int v = 1; v < V; v++) if (l[v] > mx) mx = l[v];
+            for (int v = 0; v < V; v++) sum += exp(l[v] - mx);
+            nll += log(sum) + mx - l[toks[c * n_ctx + j + 1]];
+            count++;
+        }
+    }
+    double want = exp(nll / count);
+    for (int nb = 1; nb <= 16; nb += 5) {
+        ember_context *c = make_ctx(m, n_ctx, nb, 2);
+        ember_eval(c, toks, 3, NULL);   /* perplexity clears the cache itself */
+        ember_perplexity_result pr;
+        prog pg = {0, 0, 0, 0};
+        int rc = ember_perplexity(c, text, len, prog_cb, &pg, &pr);
+        CHECK(rc == EMBER_OK, "perplexity: %d %s", rc, ember_context_errmsg(c));
+        CHECK(fabs(pr.ppl - want) < 1e-4 * want, "n_batch %d: ppl %.8f, by hand %.8f", nb, pr.ppl, want);
+        CHECK(fabs(pr.mean_nll - nll / count) < 1e-4, "mean nll %.8f vs %.8f", pr.mean_nll, nll / count);
+        CHECK(pr.n_chunks == n_chunks && pr.n_scored == count, "chunks %d/%d scored %d/%d", pr.n_chunks, n_chunks,
+              pr.n_scored, count);
+        CHECK(pr.ppl_err > 0 && pr.ppl_err < pr.ppl, "ppl_err %g", pr.ppl_err);
+        CHECK(pg.calls == n_chunks && pg.last_chunk == n_chunks && pg.n_chunks == n_chunks, "progress calls %d", pg.calls);
+        CHECK(ember_context_pos(c) == 0, "perplexity leaves pos %d", ember_context_pos(c));
+        pg.calls = 0; pg.cancel_at = 2;
+        rc = ember_perplexity(c, text, len, prog_cb, &pg, &pr);
+        CHECK(rc == EMBER_ERR_CANCELLED && pg.calls == 2, "cancel: %d after %d calls", rc, pg.calls);
+        ember_context_free(c);
+    }
+    printf("perplexity by hand: %.6f over %d chunks, %d tokens scored\n", want, n_chunks, count);
+    /* exactly 2 * n_ctx - 1 tokens: too short; tiny contexts: an error or a finite number */
+    ember_context *c = make_ctx(m, n_ctx, 8, 1);
+    ember_perplexity_result pr;
+    char shorttext[64];
+    int rc = ember_perplexity(c, "hello", 5, NULL, NULL, &pr);
+    CHECK(rc == EMBER_ERR_TOO_SHORT, "short: %d", rc);
+    (void)shorttext;
+    ember_context_free(c);
+    for (int tiny = 1; tiny <= 3; tiny++) {
+        c = make_ctx(m, tiny, 8, 1);
+        memset(&pr, 0, sizeof pr);
+        rc = ember_perplexity(c, text, len, NULL, NULL, &pr);
+        CHECK(rc == (tiny < 3 ? EMBER_ERR_INVALID_ARG : EMBER_OK) && (rc != EMBER_OK || (isfinite(pr.ppl) && pr.n_scored > 0)), "n_ctx %d: status %d ppl %g scored %d", tiny, rc,
+              pr.ppl, pr.n_scored);
+        ember_context_free(c);
+    }
+    ember_context_free(ref);
+    free(logits);
+    free(toks);
+}
+
+int main(void) {
+    test_status_strings();
+    tm_spec spec = tm_default();
+    gb_buf img = {0};
+    ember_model *m = open_spec(&spec, &img, NULL);
+    if (!m) return test_summary("test_api");
+    test_null_args(m);
+    test_files(&img);
+    test_context_limits(m);
+    test_bad_tokens(m);
+    test_nonfinite();
+    test_sampler_nan(m);
+    test_zero_alloc(&spec);
+    test_alloc_failures(&img);
+    test_determinism(m);
+    test_streaming();
+    test_perplexity(m);
+    ember_model_free(m);
+    gb_free(&img);
+    printf("allocation failure points: %d\n", n_alloc_points);
+    return test_summary("test_api");
+}
