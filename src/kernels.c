@@ -656,6 +656,7 @@ int ek_kernels_available(const ek_kernels **out, int cap) {
 #endif
 #if defined(__aarch64__)
     if (eka_kernels_neon()) all[n++] = eka_kernels_neon();
+    if (eka_kernels_neon_dotprod()) all[n++] = eka_kernels_neon_dotprod();
 #endif
     for (int i = 0; i < n && i < cap; i++) out[i] = all[i];
     return n;

@@ -133,5 +133,6 @@ struct ek_kernels {
 const ek_kernels *ekx_kernels_avx2(void);
 const ek_kernels *ekx_kernels_avx512(void);
 const ek_kernels *eka_kernels_neon(void);
+const ek_kernels *eka_kernels_neon_dotprod(void);
 
 #endif

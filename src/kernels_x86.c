@@ -611,4 +611,6 @@ static const ek_kernels ekx_avx512_set = {
 const ek_kernels *ekx_kernels_avx2(void) { return (ekx_features() & 1) ? &ekx_avx2_set : NULL; }
 const ek_kernels *ekx_kernels_avx512(void) { return (ekx_features() & 2) ? &ekx_avx512_set : NULL; }
 
+#else
+typedef int ekx_no_x86; /* ISO C wants a non-empty translation unit */
 #endif
