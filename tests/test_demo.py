@@ -35,9 +35,10 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EMBER = os.path.join(ROOT, "build", "ember")
-MODEL = os.path.join(ROOT, "models", "ember-demo.gguf")
-HELDOUT = os.path.join(ROOT, "models", "heldout.txt")
-REFERENCE = os.path.join(ROOT, "models", "reference.json")
+# Overridable for dry runs against another model/reference pair.
+MODEL = os.environ.get("EMBER_DEMO_MODEL", os.path.join(ROOT, "models", "ember-demo.gguf"))
+HELDOUT = os.environ.get("EMBER_DEMO_HELDOUT", os.path.join(ROOT, "models", "heldout.txt"))
+REFERENCE = os.environ.get("EMBER_DEMO_REFERENCE", os.path.join(ROOT, "models", "reference.json"))
 MAX_BYTES = 8 * 1024 * 1024
 PPL_TOL = 0.005
 TIMEOUT = 900
