@@ -255,6 +255,150 @@ static EKX_AVX2 void ekx_matmul_q8_0_avx2(const void *W, int n, const void *X, i
     ekx_matmul_q(EKX_Q8_0, W, n, X, nb, Y, ldy, r0, r1);
 }
 
+/* ---- AVX2 k-quant matmul (Q4_K, Q5_K, Q6_K weights; Q8_K activations) --------------------
+ * Per 256-superblock, per 32 elements: maddubs of the unsigned quants with
+ * the activations (16 int16 lanes, no saturation: 63 * 127 * 2 < 2^15),
+ * then madd with the sub-block scales into 8 int32 lanes, summed exactly
+ * over the superblock and scaled once by d * d_x.  The offsets (q4_K/q5_K
+ * mins, q6_K's -32) need only the activations' 16-element sums, which Q8_K
+ * carries (bsums): they are summed per output in a scalar. */
+
+enum { EKX_Q4_K, EKX_Q5_K, EKX_Q6_K };
+
+/* the 32 unsigned quants of piece p (0..7) of a superblock; scale index
+ * sc16 receives the 16-element group of the piece's first half */
+EKX_AVX2_INLINE __m256i ekx_kquant_piece(int kind, const uint8_t *blk, int p) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    if (kind == EKX_Q4_K || kind == EKX_Q5_K) {
+        const int c = p / 2;   /* 64-element chunk: low nibbles, then high nibbles */
+        const uint8_t *qs = blk + (kind == EKX_Q4_K ? 16 : 48) + 32 * c;
+        __m256i v = _mm256_loadu_si256((const __m256i *)qs);
+        __m256i q = (p & 1) ? _mm256_and_si256(_mm256_srli_epi16(v, 4), m4) : _mm256_and_si256(v, m4);
+        if (kind == EKX_Q5_K) {
+            __m256i qh = _mm256_loadu_si256((const __m256i *)(blk + 16));
+            __m256i bit = _mm256_set1_epi8((char)(1 << p));
+            __m256i hb = _mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit);
+            q = _mm256_or_si256(q, _mm256_and_si256(hb, _mm256_set1_epi8(0x10)));
+        }
+        return q;
+    }
+    /* q6_K: piece p = half h (128 elements), quarter s (32 elements) */
+    const int h = p / 4, sq = p % 4;
+    const uint8_t *ql = blk + 64 * h + (sq & 1) * 32, *qhp = blk + 128 + 32 * h;
+    __m256i l = _mm256_loadu_si256((const __m256i *)ql), qh = _mm256_loadu_si256((const __m256i *)qhp);
+    __m256i lo = sq < 2 ? _mm256_and_si256(l, m4) : _mm256_and_si256(_mm256_srli_epi16(l, 4), m4);
+    __m256i hi;
+    switch (sq) {
+    case 0: hi = _mm256_slli_epi16(qh, 4); break;
+    case 1: hi = _mm256_slli_epi16(qh, 2); break;
+    case 2: hi = qh; break;
+    default: hi = _mm256_srli_epi16(qh, 2); break;
+    }
+    return _mm256_or_si256(lo, _mm256_and_si256(hi, _mm256_set1_epi8(0x30)));
+}
+
+/* The 16 group scales (as int16) and the integer offset term of a
+ * superblock: value = d * scale_g * q - dmin * min_g (q4_K, q5_K), or
+ * d * scale_g * (q - 32) (q6_K).  Returns the scale to apply to sum_g
+ * off_g * bsum_g, which is accumulated separately. */
+EKX_AVX2_INLINE void ekx_kquant_scales(int kind, const uint8_t *blk, int16_t sc[16], int16_t off[16],
+                                        float *d, float *dmin) {
+    uint16_t h;
+    if (kind == EKX_Q6_K) {
+        memcpy(&h, blk + 208, 2);
+        *d = ekx_h2f(h);
+        *dmin = *d * 32.0f;
+        for (int g = 0; g < 16; g++) { sc[g] = (int8_t)blk[192 + g]; off[g] = sc[g]; }
+        return;
+    }
+    memcpy(&h, blk, 2);
+    *d = ekx_h2f(h);
+    memcpy(&h, blk + 2, 2);
+    *dmin = ekx_h2f(h);
+    const uint8_t *s = blk + 4;
+    for (int j = 0; j < 8; j++) {
+        int a, m;
+        if (j < 4) { a = s[j] & 63; m = s[j + 4] & 63; }
+        else { a = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4); m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4); }
+        sc[2 * j] = sc[2 * j + 1] = (int16_t)a;
+        off[2 * j] = off[2 * j + 1] = (int16_t)m;
+    }
+}
+
+#define EKX_KRT 4
+#define EKX_KBT 2
+
+EKX_AVX2_INLINE void ekx_tile_k(int kind, int RT, int BT, const uint8_t *W, size_t wrow, int wbs, const uint8_t *X,
+                                size_t xrow, int nsb, float *Y, int ldy, int r, int b) {
+    __m256 acc[EKX_KRT][EKX_KBT];
+    float offs[EKX_KRT][EKX_KBT];
+    EKX_UNROLL
+    for (int i = 0; i < RT; i++)
+        EKX_UNROLL
+        for (int j = 0; j < BT; j++) { acc[i][j] = _mm256_setzero_ps(); offs[i][j] = 0.0f; }
+    for (int k = 0; k < nsb; k++) {
+        EKX_UNROLL
+        for (int i = 0; i < RT; i++) {
+            const uint8_t *blk = W + (size_t)(r + i) * wrow + (size_t)k * wbs;
+            int16_t sc[16], off[16];
+            float d, dmin;
+            ekx_kquant_scales(kind, blk, sc, off, &d, &dmin);
+            __m256i isum[EKX_KBT];
+            EKX_UNROLL
+            for (int j = 0; j < BT; j++) isum[j] = _mm256_setzero_si256();
+            for (int p = 0; p < 8; p++) {
+                const __m256i q = ekx_kquant_piece(kind, blk, p);
+                const __m256i scv = _mm256_inserti128_si256(_mm256_set1_epi16(sc[2 * p]), _mm_set1_epi16(sc[2 * p + 1]), 1);
+                EKX_UNROLL
+                for (int j = 0; j < BT; j++) {
+                    const ek_block_q8_K *xb = (const ek_block_q8_K *)(X + (size_t)(b + j) * xrow) + k;
+                    __m256i x = _mm256_loadu_si256((const __m256i *)(xb->qs + 32 * p));
+                    isum[j] = _mm256_add_epi32(isum[j], _mm256_madd_epi16(_mm256_maddubs_epi16(q, x), scv));
+                }
+            }
+            EKX_UNROLL
+            for (int j = 0; j < BT; j++) {
+                const ek_block_q8_K *xb = (const ek_block_q8_K *)(X + (size_t)(b + j) * xrow) + k;
+                int osum = 0;
+                for (int g = 0; g < 16; g++) osum += off[g] * xb->bsums[g];
+                acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[j]), _mm256_set1_ps(d * xb->d), acc[i][j]);
+                offs[i][j] += dmin * xb->d * (float)osum;
+            }
+        }
+    }
+    EKX_UNROLL
+    for (int i = 0; i < RT; i++)
+        EKX_UNROLL
+        for (int j = 0; j < BT; j++) Y[(size_t)(b + j) * ldy + r + i] = ekx_hsum(acc[i][j]) - offs[i][j];
+}
+
+EKX_AVX2_INLINE void ekx_matmul_k(int kind, const void *W, int n, const void *X, int nb, float *Y, int ldy,
+                                  int r0, int r1) {
+    const int nsb = n / 256, wbs = kind == EKX_Q4_K ? 144 : kind == EKX_Q5_K ? 176 : 210;
+    const size_t wrow = (size_t)nsb * wbs, xrow = (size_t)nsb * sizeof(ek_block_q8_K);
+    int r = r0;
+    for (; r + EKX_KRT <= r1; r += EKX_KRT) {
+        int b = 0;
+        for (; b + EKX_KBT <= nb; b += EKX_KBT) ekx_tile_k(kind, EKX_KRT, EKX_KBT, W, wrow, wbs, X, xrow, nsb, Y, ldy, r, b);
+        for (; b < nb; b++) ekx_tile_k(kind, EKX_KRT, 1, W, wrow, wbs, X, xrow, nsb, Y, ldy, r, b);
+    }
+    for (; r < r1; r++) {
+        int b = 0;
+        for (; b + EKX_KBT <= nb; b += EKX_KBT) ekx_tile_k(kind, 1, EKX_KBT, W, wrow, wbs, X, xrow, nsb, Y, ldy, r, b);
+        for (; b < nb; b++) ekx_tile_k(kind, 1, 1, W, wrow, wbs, X, xrow, nsb, Y, ldy, r, b);
+    }
+}
+
+static EKX_AVX2 void ekx_matmul_q4_K_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
+    ekx_matmul_k(EKX_Q4_K, W, n, X, nb, Y, ldy, r0, r1);
+}
+static EKX_AVX2 void ekx_matmul_q5_K_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
+    ekx_matmul_k(EKX_Q5_K, W, n, X, nb, Y, ldy, r0, r1);
+}
+static EKX_AVX2 void ekx_matmul_q6_K_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
+    ekx_matmul_k(EKX_Q6_K, W, n, X, nb, Y, ldy, r0, r1);
+}
+
 /* ---- AVX2 activation quantization (byte-identical to the reference) ------------------- */
 
 /* roundf (half away from zero), exactly: truncate |v|, add 1 if the
@@ -422,6 +566,7 @@ static const ek_kernels ekx_avx2_set = {
     .matmul = {
         [EK_F32] = ekx_matmul_f32_avx2, [EK_F16] = ekx_matmul_f16_avx2, [EK_BF16] = ekx_matmul_bf16_avx2,
         [EK_Q4_0] = ekx_matmul_q4_0_avx2, [EK_Q8_0] = ekx_matmul_q8_0_avx2,
+        [EK_Q4_K] = ekx_matmul_q4_K_avx2, [EK_Q5_K] = ekx_matmul_q5_K_avx2, [EK_Q6_K] = ekx_matmul_q6_K_avx2,
     },
     EKX_AVX2_COMMON,
 };
@@ -604,6 +749,7 @@ static const ek_kernels ekx_avx512_set = {
     .matmul = {
         [EK_F32] = ekx_matmul_f32_avx512, [EK_F16] = ekx_matmul_f16_avx512, [EK_BF16] = ekx_matmul_bf16_avx512,
         [EK_Q4_0] = ekx_matmul_q4_0_avx512, [EK_Q8_0] = ekx_matmul_q8_0_avx512,
+        [EK_Q4_K] = ekx_matmul_q4_K_avx2, [EK_Q5_K] = ekx_matmul_q5_K_avx2, [EK_Q6_K] = ekx_matmul_q6_K_avx2,
     },
     EKX_AVX2_COMMON,
 };
