@@ -76,6 +76,8 @@ struct etok {
     uint8_t first_ud[256], first_sp[256];  /* first bytes: user-defined / any special */
     int has_ud, has_sp;
     int spm_split_ok;
+    int32_t *spm_pair;              /* SPM: [129 * 129] ids of two-symbol pieces
+                                       over ASCII and U+2581 (index 128), or -1 */
     int32_t eog[ETOK_MAX_EOG]; int n_eog;
 };
 
@@ -258,6 +260,7 @@ void etok_free(etok *t) {
     ec_free(a, t->smap);
     ec_free(a, t->pkey); ec_free(a, t->prank); ec_free(a, t->pres);
     ec_free(a, t->tkey); ec_free(a, t->tchild); ec_free(a, t->tterm);
+    ec_free(a, t->spm_pair);
     ec_free(a, t);
 }
 
@@ -539,6 +542,21 @@ int etok_create(const etok_desc *d, const ember_allocator *a, etok **out,
         }
     }
 
+    /* SPM: the pieces made of two ASCII / U+2581 characters, by table */
+    if (d->kind == ETOK_SPM) {
+        t->spm_pair = ec_malloc(a, 129 * 129 * sizeof(int32_t));
+        if (!t->spm_pair) goto fail;
+        for (int x = 0; x < 129; x++)
+            for (int y = 0; y < 129; y++) {
+                char s2[6];
+                size_t l2 = 0;
+                if (x == 128) { memcpy(s2, "\xE2\x96\x81", 3); l2 = 3; } else s2[l2++] = (char)x;
+                if (y == 128) { memcpy(s2 + l2, "\xE2\x96\x81", 3); l2 += 3; } else s2[l2++] = (char)y;
+                int32_t id = etok_lookup(t, s2, l2);
+                t->spm_pair[x * 129 + y] = id >= 0 && etok_is_mergeable(t->type[id]) ? id : -1;
+            }
+    }
+
     /* end-of-generation tokens */
     {
         static const char *const eog_names[] = {
@@ -656,13 +674,27 @@ static inline uint32_t etok_score_key(float s) {
 
 /* ----------------------------------------------------------------- SPM */
 
+/* index of a one-character symbol in spm_pair (ASCII, U+2581 = 128), or -1 */
+static inline int etok_spm_small(const char *p, uint32_t len) {
+    if (len == 1) return (unsigned char)p[0] < 0x80 ? (unsigned char)p[0] : -1;
+    if (len == 3 && (unsigned char)p[0] == 0xE2 && (unsigned char)p[1] == 0x96 && (unsigned char)p[2] == 0x81) return 128;
+    return -1;
+}
+
 static void etok_spm_try(const etok *t, etok_work *w, const char *buf, int32_t l, int32_t r) {
     if (l < 0 || r < 0) return;
     etok_sym *s = w->sym;
     size_t n = (size_t)s[l].len + s[r].len;
-    if (n > t->max_key) return;
-    int32_t id = etok_lookup(t, buf + s[l].start, n);
-    if (id < 0 || !etok_is_mergeable(t->type[id])) return;
+    int32_t id;
+    int x = etok_spm_small(buf + s[l].start, s[l].len), y = etok_spm_small(buf + s[r].start, s[r].len);
+    if (x >= 0 && y >= 0) {
+        id = t->spm_pair[x * 129 + y];
+        if (id < 0) return;
+    } else {
+        if (n > t->max_key) return;
+        id = etok_lookup(t, buf + s[l].start, n);
+        if (id < 0 || !etok_is_mergeable(t->type[id])) return;
+    }
     etok_hent e;
     e.key = (uint64_t)etok_score_key(t->score[id]) << 32 | (uint32_t)l;
     e.right = (uint32_t)r;
@@ -1044,6 +1076,7 @@ int etok_piece(const etok *t, int32_t id, int32_t prev, int flags, char *buf, si
     const char *p = t->dbuf + t->doff[id];
     size_t n = t->doff[id + 1] - t->doff[id];
     if (t->kind == ETOK_SPM && t->add_space_prefix && ty != ETOK_T_CONTROL && ty != ETOK_T_UNKNOWN &&
+        ty != ETOK_T_BYTE &&
         (prev < 0 || prev == t->bos) && n > 0 && p[0] == ' ') {
         p++; n--;
     }
