@@ -346,6 +346,7 @@ EKX_AVX2_INLINE void ekx_tile_k(int kind, int RT, int BT, const uint8_t *W, size
             __m256i isum[EKX_KBT];
             EKX_UNROLL
             for (int j = 0; j < BT; j++) isum[j] = _mm256_setzero_si256();
+            EKX_UNROLL
             for (int p = 0; p < 8; p++) {
                 const __m256i q = ekx_kquant_piece(kind, blk, p);
                 const __m256i scv = _mm256_inserti128_si256(_mm256_set1_epi16(sc[2 * p]), _mm_set1_epi16(sc[2 * p + 1]), 1);
