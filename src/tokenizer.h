@@ -34,9 +34,14 @@ typedef struct etok_desc {
 typedef struct etok etok;
 
 /* Build the tokenizer (copies what it needs; the callbacks are not kept).
- * Errors: EMBER_ERR_CORRUPT (bad vocabulary: duplicate or malformed
- * entries, merges naming unknown tokens, ids out of range),
- * EMBER_ERR_UNSUPPORTED, EMBER_ERR_NOMEM; message in err. */
+ * Errors: EMBER_ERR_CORRUPT (bad vocabulary: token type outside 0..6 (0 is
+ * taken as normal), NaN score, bos/eos/eot/unk/pad outside -1..n_vocab-1,
+ * a merge that is not "A B" or whose A, B or A+B is not a token),
+ * EMBER_ERR_UNSUPPORTED (kind or pre-tokenizer), EMBER_ERR_NOMEM; message
+ * in err.  Tolerated: duplicate texts (the lowest id of a normal /
+ * user-defined / unused token wins), empty texts (never matched), a merge
+ * listed twice (its first rank counts).  ETOK_PRE_DEFAULT with ETOK_BPE
+ * means the GPT-2 regex.  Unicode classes: Unicode 14 (unicode_tables.h). */
 int etok_create(const etok_desc *d, const ember_allocator *a, etok **out,
                 char *err, size_t errlen);
 void etok_free(etok *t);
@@ -45,15 +50,30 @@ enum { ETOK_ADD_BOS = 1, ETOK_PARSE_SPECIAL = 2 };
 
 /* Encode len bytes of text.  Writes up to cap ids; *n_out = the full count.
  * Returns EMBER_OK, EMBER_ERR_BUFFER_TOO_SMALL (cap too small; *n_out is
- * the count needed), EMBER_ERR_NOMEM.  Scratch memory comes from the
- * tokenizer's allocator; no quadratic behaviour on long inputs. */
+ * the count needed), EMBER_ERR_NOMEM, EMBER_ERR_INVALID_ARG (len > 1 GiB).
+ * Scratch memory comes from the tokenizer's allocator; no quadratic
+ * behaviour on long inputs (O(n log n)).
+ * Special tokens: USER_DEFINED texts are always cut out of the text (as
+ * sentencepiece, Hugging Face and llama.cpp do); CONTROL and UNKNOWN texts
+ * only with ETOK_PARSE_SPECIAL; leftmost, then longest match.  The text
+ * between them is encoded normally; for SPM each such piece gets the dummy
+ * prefix (llama.cpp's behaviour after a special token).
+ * Any bytes are accepted: SPM sends each invalid UTF-8 byte to its <0xNN>
+ * token (unk without byte tokens; a run of unknowns is one unk, as
+ * sentencepiece does); byte-level BPE treats an invalid byte as a one-byte
+ * character that is neither letter, number nor space, so decoding gives the
+ * input back exactly. */
 int etok_encode(const etok *t, const char *text, size_t len, int flags,
                 int32_t *out, int32_t cap, int32_t *n_out);
 
 /* Bytes token id contributes to decoded text (prev = previous token id or
  * -1 at the start).  Returns the length (may exceed size; nothing is
  * NUL-terminated) or a negative status for a bad id.  Control tokens
- * contribute nothing unless flags & ETOK_PARSE_SPECIAL. */
+ * contribute nothing unless flags & ETOK_PARSE_SPECIAL (then their text).
+ * SPM: U+2581 -> space, <0xNN> -> the byte, unknown -> " U+2047 "
+ * (sentencepiece's surface), and the leading space of a piece is dropped
+ * when prev is -1 or BOS and the dummy prefix is on.  BPE: the GPT-2 byte
+ * alphabet undone; user-defined tokens give their text. */
 int etok_piece(const etok *t, int32_t id, int32_t prev, int flags, char *buf, size_t size);
 
 int32_t etok_n_vocab(const etok *t);
