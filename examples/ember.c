@@ -27,6 +27,8 @@ typedef struct options {
     ember_sampler_params sp;
 } options;
 
+static double now_s(void);
+
 static void usage(FILE *out) {
     fprintf(out,
         "usage: ember [COMMAND] -m MODEL [options]\n"
@@ -51,7 +53,8 @@ static void usage(FILE *out) {
         "  --mmap / --no-mmap      map the file, or read it into memory (default)\n"
         "  --kv-f32                F32 KV cache instead of F16\n"
         "  -r, --repeats N         (bench) repetitions, median reported (default 3)\n"
-        "  --json                  (bench) print a JSON object as the last line\n");
+        "  --json                  (bench) print a JSON object as the last line\n"
+        "  -v, --verbose           (tokenize) report the encoding speed on stderr\n");
 }
 
 static int die(const char *fmt, ...) {
@@ -369,7 +372,11 @@ static int cmd_tokenize(const options *o) {
     int flags = (o->no_bos ? 0 : EMBER_TOKENIZE_ADD_BOS) | (o->special ? EMBER_TOKENIZE_SPECIAL : 0);
     ember_token *toks;
     int n;
+    double t0 = now_s();
     int rc = tokenize_all(m, text, len, flags, &toks, &n);
+    double dt = now_s() - t0;
+    if (!rc && o->verbose)
+        fprintf(stderr, "ember: %zu bytes -> %d tokens in %.4f s (%.2f MB/s)\n", len, n, dt, len / (dt > 0 ? dt : 1e-9) / 1e6);
     if (!rc) {
         fputc('[', stdout);
         for (int i = 0; i < n; i++) printf(i ? ", %d" : "%d", toks[i]);
