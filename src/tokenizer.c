@@ -78,6 +78,8 @@ struct etok {
     int spm_split_ok;
     int32_t *spm_pair;              /* SPM: [129 * 129] ids of two-symbol pieces
                                        over ASCII and U+2581 (index 128), or -1 */
+    int32_t spm_leaf[129];          /* SPM: etok_lookup of each of those characters */
+    uint32_t *skey;                 /* SPM: [n_vocab] etok_score_key(score) */
     int32_t eog[ETOK_MAX_EOG]; int n_eog;
 };
 
@@ -201,6 +203,14 @@ static uint32_t etok_pow2_above(uint64_t n) {
     return (uint32_t)c;
 }
 
+/* float -> uint32 with the same order; then inverted (higher score first) */
+static inline uint32_t etok_score_key(float s) {
+    uint32_t u;
+    memcpy(&u, &s, 4);
+    u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+    return ~u;
+}
+
 static int etok_is_mergeable(int type) {
     return type == ETOK_T_NORMAL || type == ETOK_T_USER_DEFINED || type == ETOK_T_UNUSED;
 }
@@ -261,6 +271,7 @@ void etok_free(etok *t) {
     ec_free(a, t->pkey); ec_free(a, t->prank); ec_free(a, t->pres);
     ec_free(a, t->tkey); ec_free(a, t->tchild); ec_free(a, t->tterm);
     ec_free(a, t->spm_pair);
+    ec_free(a, t->skey);
     ec_free(a, t);
 }
 
@@ -555,6 +566,13 @@ int etok_create(const etok_desc *d, const ember_allocator *a, etok **out,
                 int32_t id = etok_lookup(t, s2, l2);
                 t->spm_pair[x * 129 + y] = id >= 0 && etok_is_mergeable(t->type[id]) ? id : -1;
             }
+        for (int x = 0; x < 129; x++) {
+            char c = (char)x;
+            t->spm_leaf[x] = x == 128 ? etok_lookup(t, "\xE2\x96\x81", 3) : etok_lookup(t, &c, 1);
+        }
+        t->skey = ec_malloc(a, (size_t)n * sizeof(uint32_t));
+        if (!t->skey) goto fail;
+        for (int32_t i = 0; i < n; i++) t->skey[i] = etok_score_key(t->score[i]);
     }
 
     /* end-of-generation tokens */
@@ -664,13 +682,6 @@ static etok_hent etok_heap_pop(etok_work *w) {
     return top;
 }
 
-/* float -> uint32 with the same order; then inverted (higher score first) */
-static inline uint32_t etok_score_key(float s) {
-    uint32_t u;
-    memcpy(&u, &s, 4);
-    u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-    return ~u;
-}
 
 /* ----------------------------------------------------------------- SPM */
 
@@ -738,9 +749,96 @@ static void etok_spm_out(const etok *t, etok_work *w, const char *buf, int32_t r
     etok_emit(w, r->id);
 }
 
+#define ETOK_SPM_SHORT 64   /* symbols: segments up to this use the array path */
+
+/* id of the piece buf[start .. start + len) made of symbols with spm_pair
+ * indexes x and y (-1: not a one-character ASCII / U+2581 symbol), if it
+ * is mergeable; else -1 */
+static inline int32_t etok_spm_pair_id(const etok *t, const char *p, uint32_t len, int x, int y) {
+    if (x >= 0 && y >= 0) return t->spm_pair[x * 129 + y];
+    if (len > t->max_key) return -1;
+    int32_t id = etok_lookup(t, p, len);
+    return id >= 0 && etok_is_mergeable(t->type[id]) ? id : -1;
+}
+
+/* The same BPE as etok_spm_segment for a short segment, on arrays: the
+ * best pair (highest score, then leftmost) is found by a scan and merged in
+ * place, so there are no stale heap entries.  Returns 0, having emitted
+ * nothing, when the segment is too long or an unused piece was made (its
+ * parts are needed: the general path handles it). */
+static int etok_spm_short(const etok *t, etok_work *w, const char *buf, size_t n) {
+    uint32_t st[ETOK_SPM_SHORT], ln[ETOK_SPM_SHORT], pk[ETOK_SPM_SHORT];
+    int32_t id[ETOK_SPM_SHORT], pid[ETOK_SPM_SHORT];
+    int16_t sx[ETOK_SPM_SHORT];
+    if (n > ETOK_SPM_SHORT * 4) return 0;
+    const unsigned char *u = (const unsigned char *)buf;
+    int m = 0;
+    for (size_t i = 0; i < n;) {
+        if (m == ETOK_SPM_SHORT) return 0;
+        unsigned c = u[i];
+        int l, x;
+        if (c < 0x80) { l = 1; x = (int)c; }
+        else if (c == 0xE2 && i + 3 <= n && u[i + 1] == 0x96 && u[i + 2] == 0x81) { l = 3; x = 128; }
+        else {
+            uint32_t cp;
+            l = ec_utf8_decode(u + i, n - i, &cp);
+            if (l <= 0) l = 1;
+            x = -1;
+        }
+        st[m] = (uint32_t)i;
+        ln[m] = (uint32_t)l;
+        sx[m] = (int16_t)x;
+        id[m] = -1;             /* leaf */
+        m++;
+        i += (size_t)l;
+    }
+    for (int i = 0; i + 1 < m; i++) {
+        int32_t p = etok_spm_pair_id(t, buf + st[i], ln[i] + ln[i + 1], sx[i], sx[i + 1]);
+        pid[i] = p;
+        pk[i] = p >= 0 ? t->skey[p] : UINT32_MAX;
+    }
+    while (m > 1) {
+        int best = 0;
+        uint32_t bk = pk[0];
+        for (int i = 1; i + 1 < m; i++)
+            if (pk[i] < bk) { bk = pk[i]; best = i; }
+        if (bk == UINT32_MAX) break;
+        int32_t nid = pid[best];
+        if (t->type[nid] == ETOK_T_UNUSED) return 0;
+        id[best] = nid;
+        ln[best] += ln[best + 1];
+        sx[best] = -1;
+        /* remove symbol best + 1 (and the pair starting there) */
+        for (int i = best + 1; i + 1 < m; i++) {
+            st[i] = st[i + 1]; ln[i] = ln[i + 1]; sx[i] = sx[i + 1]; id[i] = id[i + 1];
+            pid[i] = pid[i + 1]; pk[i] = pk[i + 1];
+        }
+        m--;
+        if (best > 0) {
+            int32_t p = etok_spm_pair_id(t, buf + st[best - 1], ln[best - 1] + ln[best], sx[best - 1], -1);
+            pid[best - 1] = p;
+            pk[best - 1] = p >= 0 ? t->skey[p] : UINT32_MAX;
+        }
+        if (best + 1 < m) {
+            int32_t p = etok_spm_pair_id(t, buf + st[best], ln[best] + ln[best + 1], -1, sx[best + 1]);
+            pid[best] = p;
+            pk[best] = p >= 0 ? t->skey[p] : UINT32_MAX;
+        }
+    }
+    for (int i = 0; i < m; i++) {
+        if (id[i] >= 0) { etok_emit(w, id[i]); continue; }
+        /* a leaf, as etok_spm_out */
+        int32_t lid = sx[i] >= 0 ? t->spm_leaf[sx[i]] : etok_lookup(t, buf + st[i], ln[i]);
+        if (lid >= 0 && t->type[lid] != ETOK_T_UNKNOWN) etok_emit(w, lid);
+        else etok_spm_fallback(t, w, buf + st[i], ln[i]);
+    }
+    return 1;
+}
+
 /* BPE over buf[0..n) (already normalized). */
 static void etok_spm_segment(const etok *t, etok_work *w, const char *buf, size_t n) {
     if (n == 0) return;
+    if (etok_spm_short(t, w, buf, n)) return;
     if (!etok_grow(w, (void **)&w->sym, &w->sym_cap, n, sizeof(etok_sym))) return;
     etok_sym *s = w->sym;
     int32_t ns = 0;
