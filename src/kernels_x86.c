@@ -642,97 +642,242 @@ static EKX_AVX512 void ekx_matmul_bf16_avx512(const void *W, int n, const void *
     ekx_matmul_float512(EKX_W_BF16, W, n, X, nb, Y, ldy, r0, r1);
 }
 
-/* ---- AVX-512 VNNI quantized matmul: two blocks per zmm ---------------------------------------
- * A step covers blocks k and k+1: 64 weight bytes (as u8) against 64
- * activation bytes (s8) in one vpdpbusd, whose accumulator input is the
- * offset correction (-8 * sum x for q4_0, -128 * sum x for q8_0 whose
- * weights are biased by 128 to be unsigned).  Lanes 0-7 then belong to block
- * k and lanes 8-15 to block k+1, and are scaled by a vector holding
- * d_w * d_x of each.  An odd last block runs the same step with zeros. */
+/* ---- AVX-512 VNNI quantized matmul (Q4_0, Q8_0 weights; Q8_0 activations) ----------------------
+ * Every output is one float chain over the blocks k of its row, in order:
+ *     acc = 0;  acc = fma((float)isum_k, d_w,k * d_x,k, acc),
+ * where isum_k is the block's exact integer dot product (the product of the
+ * two fp16 scales is rounded to float first).  The kernels differ only in
+ * how they obtain isum_k, which is exact, so every path below gives the same
+ * bits, whatever the row split or nb:
+ *   - nb = 1 (generation): 16 weight rows in the 16 lanes.  Whole blocks of 4
+ *     (q4_0) or 2 (q8_0) rows per zmm go through vpdpbusd against the
+ *     broadcast activation block, and a transposing reduction leaves row j's
+ *     isum in lane j; the scales of the 16 rows come in with one gather.
+ *   - nb >= EKX_PANEL_MIN (prompts): a panel of 16 weight rows is unpacked
+ *     once per chunk of blocks into "dword m of row j in lane j" vectors;
+ *     each activation row then needs only 8 broadcast dwords and 8 vpdpbusd
+ *     per block for 16 outputs, and one cvt + mul + fma.
+ *   - tail rows (fewer than 16): a scalar loop.
+ * vpdpbusd multiplies unsigned by signed bytes: the weights enter biased
+ * (q4_0 stores q + 8; q8_0 is xor-ed with 0x80, i.e. q + 128), and
+ * -8 * sum(x) or -128 * sum(x) of the activation block starts the sum. */
 
-/* [d_k x 8, d_k1 x 8] from two fp16 scales */
-EKX_AVX512_INLINE __m512 ekx_scale_pair(uint16_t d0, uint16_t d1) {
-    __m128 f = _mm_cvtph_ps(_mm_cvtsi32_si128((int)((uint32_t)d0 | ((uint32_t)d1 << 16))));
-    return _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
-                                 _mm512_castps128_ps512(f));
+#define EKX_KC1 512       /* blocks per chunk, nb = 1 */
+#define EKX_KCP 32        /* blocks per chunk, panels */
+#define EKX_PBMAX 64      /* activation rows per panel pass */
+#define EKX_PANEL_MIN 4   /* smallest nb for the panel kernel */
+
+/* d_x as floats and the bias -8 * sum(x) (q4_0) or -128 * sum(x) (q8_0) of
+ * kc activation blocks */
+EKX_AVX512_INLINE void ekx_q_side(int kind, const uint8_t *xrow, int k0, int kc, float *dx, int32_t *bias) {
+    const ek_block_q8_0 *xb = (const ek_block_q8_0 *)xrow + k0;
+    const __m256i flip = _mm256_set1_epi8((char)0x80);
+    for (int k = 0; k < kc; k++) {
+        dx[k] = ekx_h2f(xb[k].d);
+        /* sum(x) = sum(x + 128) - 32 * 128, the former by psadbw against 0 */
+        __m256i s = _mm256_sad_epu8(_mm256_xor_si256(_mm256_loadu_si256((const __m256i *)xb[k].qs), flip),
+                                    _mm256_setzero_si256());
+        __m128i t = _mm_add_epi64(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+        int sum = (int)(_mm_cvtsi128_si64(t) + _mm_extract_epi64(t, 1)) - 32 * 128;
+        bias[k] = kind == EKX_Q4_0 ? -8 * sum : -128 * sum;
+    }
 }
 
-/* the 64 nibbles of two q4_0 blocks (qs0, qs1; qs1 may be NULL) as bytes in element order */
-EKX_AVX512_INLINE __m512i ekx_unpack_q4_pair(const uint8_t *qs0, const uint8_t *qs1) {
-    __m128i a = _mm_loadu_si128((const __m128i *)qs0);
-    __m128i c = qs1 ? _mm_loadu_si128((const __m128i *)qs1) : _mm_setzero_si128();
-    __m256i t = _mm256_inserti128_si256(_mm256_castsi128_si256(a), c, 1);
-    __m512i v = _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 1, 0, 1, 2, 3, 2, 3), _mm512_castsi256_si512(t));
-    v = _mm512_srlv_epi64(v, _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4));
-    return _mm512_and_si512(v, _mm512_set1_epi8(0x0F));
-}
-
-EKX_AVX512_INLINE __m512i ekx_load_pair256(const void *p0, const void *p1) {
-    __m256i a = _mm256_loadu_si256((const __m256i *)p0);
-    __m256i c = p1 ? _mm256_loadu_si256((const __m256i *)p1) : _mm256_setzero_si256();
-    return _mm512_inserti64x4(_mm512_castsi256_si512(a), c, 1);
-}
-
-#define EKX_VRT 4
-#define EKX_VBT 3
-
-EKX_AVX512_INLINE void ekx_tile_q512(int kind, int RT, int BT, const uint8_t *W, size_t wrow, const uint8_t *X,
-                                     size_t xrow, int nblk, float *Y, int ldy, int r, int b) {
-    __m512 acc[EKX_VRT][EKX_VBT];
-    EKX_UNROLL
-    for (int i = 0; i < RT; i++)
-        EKX_UNROLL
-        for (int j = 0; j < BT; j++) acc[i][j] = _mm512_setzero_ps();
+/* The chain of one output over kc blocks, scalar (tail rows). */
+EKX_AVX512_INLINE float ekx_q_chain1(int kind, const uint8_t *w, const uint8_t *xrow, int k0, int kc,
+                                     const float *dx, float acc) {
     const int wbs = kind == EKX_Q4_0 ? 18 : 34;
-    const __m512i bias = _mm512_set1_epi8(kind == EKX_Q4_0 ? 8 : (char)0x80);
-    for (int k = 0; k < nblk; k += 2) {
-        const int two = k + 1 < nblk;
-        __m512i xq[EKX_VBT], xc[EKX_VBT];
-        __m512 dx[EKX_VBT];
-        EKX_UNROLL
-        for (int j = 0; j < BT; j++) {
-            const ek_block_q8_0 *xb = (const ek_block_q8_0 *)(X + (size_t)(b + j) * xrow) + k;
-            xq[j] = ekx_load_pair256(xb[0].qs, two ? xb[1].qs : NULL);
-            dx[j] = ekx_scale_pair(xb[0].d, two ? xb[1].d : 0);
-            xc[j] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, xq[j]));
-        }
-        EKX_UNROLL
-        for (int i = 0; i < RT; i++) {
-            const uint8_t *wb = W + (size_t)(r + i) * wrow + (size_t)k * wbs;
-            uint16_t d0, d1 = 0;
-            memcpy(&d0, wb, 2);
-            if (two) memcpy(&d1, wb + wbs, 2);
-            const __m512 dw = ekx_scale_pair(d0, d1);
-            __m512i wu;
-            if (kind == EKX_Q4_0) wu = ekx_unpack_q4_pair(wb + 2, two ? wb + wbs + 2 : NULL);
-            else wu = _mm512_xor_si512(ekx_load_pair256(wb + 2, two ? wb + wbs + 2 : NULL), bias);
+    const ek_block_q8_0 *xb = (const ek_block_q8_0 *)xrow + k0;
+    for (int k = 0; k < kc; k++) {
+        const uint8_t *wb = w + (size_t)(k0 + k) * wbs;
+        /* sign-extended 16-bit products (written out: GCC 12 turns a plain
+         * s8 x s8 loop into vpdpbusd, which is u8 x s8) */
+        const __m256i wq = kind == EKX_Q4_0 ? _mm256_sub_epi8(ekx_unpack_q4(wb + 2), _mm256_set1_epi8(8))
+                                            : _mm256_loadu_si256((const __m256i *)(wb + 2));
+        const __m256i xq = _mm256_loadu_si256((const __m256i *)xb[k].qs);
+        __m256i p = _mm256_add_epi32(
+            _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm256_castsi256_si128(wq)), _mm256_cvtepi8_epi16(_mm256_castsi256_si128(xq))),
+            _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm256_extracti128_si256(wq, 1)),
+                              _mm256_cvtepi8_epi16(_mm256_extracti128_si256(xq, 1))));
+        __m128i t = _mm_add_epi32(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1));
+        t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4e));
+        t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xb1));
+        const int isum = _mm_cvtsi128_si32(t);
+        uint16_t dh;
+        memcpy(&dh, wb, 2);
+        const float s = ekx_h2f(dh) * dx[k];
+        acc = ekx_fma1((float)isum, s, acc);
+    }
+    return acc;
+}
+
+/* a and b hold sums of 2m adjacent lanes per output; the result holds sums
+ * of m lanes per output: pairs of a's lanes, then pairs of b's */
+EKX_AVX512_INLINE __m512i ekx_pair_reduce(__m512i a, __m512i b) {
+    const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i io = _mm512_add_epi32(ie, _mm512_set1_epi32(1));
+    return _mm512_add_epi32(_mm512_permutex2var_epi32(a, ie, b), _mm512_permutex2var_epi32(a, io, b));
+}
+
+/* the fp16 scales at p + j * wrow (j = 0..15, by vidx) as floats */
+EKX_AVX512_INLINE __m512 ekx_gather_d16(const uint8_t *p, __m512i vidx) {
+    __m512i g = _mm512_i32gather_epi32(vidx, (const void *)p, 1);
+    return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g));
+}
+
+/* nb = 1: rows r .. r+15 over blocks k0 .. k0+kc-1; W points at row r */
+EKX_AVX512_INLINE void ekx_q_gemv16(int kind, const uint8_t *W, size_t wrow, const uint8_t *xrow, int k0, int kc,
+                                    const float *dx, const int32_t *bias, float *y, int first) {
+    const int wbs = kind == EKX_Q4_0 ? 18 : 34;
+    const __m512i vidx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                            _mm512_set1_epi32((int)wrow));
+    const __m512i m4 = _mm512_set1_epi8(0x0F), flip = _mm512_set1_epi8((char)0x80), z0 = _mm512_setzero_si512();
+    __m512 acc = first ? _mm512_setzero_ps() : _mm512_loadu_ps(y);
+    const ek_block_q8_0 *xb = (const ek_block_q8_0 *)xrow + k0;
+    for (int k = 0; k < kc; k++) {
+        const uint8_t *wk = W + (size_t)(k0 + k) * wbs;
+        __m512i isum;
+        if (kind == EKX_Q4_0) {
+            const __m512i xlo = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)xb[k].qs));
+            const __m512i xhi = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(xb[k].qs + 16)));
+            __m512i p[4];
             EKX_UNROLL
-            for (int j = 0; j < BT; j++) {
-                __m512i p = _mm512_dpbusd_epi32(xc[j], wu, xq[j]);
-                acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dw, dx[j]), acc[i][j]);
+            for (int g = 0; g < 4; g++) {
+                const uint8_t *w0 = wk + (size_t)(4 * g) * wrow + 2;
+                __m512i v = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)w0));
+                v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(w0 + wrow)), 1);
+                v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(w0 + 2 * wrow)), 2);
+                v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(w0 + 3 * wrow)), 3);
+                const __m512i lo = _mm512_and_si512(v, m4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+                p[g] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(z0, lo, xlo), hi, xhi);
             }
+            isum = ekx_pair_reduce(ekx_pair_reduce(p[0], p[1]), ekx_pair_reduce(p[2], p[3]));
+        } else {
+            const __m512i x2 = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)xb[k].qs));
+            __m512i p[8];
+            EKX_UNROLL
+            for (int g = 0; g < 8; g++) {
+                const uint8_t *w0 = wk + (size_t)(2 * g) * wrow + 2;
+                __m512i v = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)w0));
+                v = _mm512_inserti64x4(v, _mm256_loadu_si256((const __m256i *)(w0 + wrow)), 1);
+                p[g] = _mm512_dpbusd_epi32(z0, _mm512_xor_si512(v, flip), x2);
+            }
+            isum = ekx_pair_reduce(ekx_pair_reduce(ekx_pair_reduce(p[0], p[1]), ekx_pair_reduce(p[2], p[3])),
+                                   ekx_pair_reduce(ekx_pair_reduce(p[4], p[5]), ekx_pair_reduce(p[6], p[7])));
+        }
+        isum = _mm512_add_epi32(isum, _mm512_set1_epi32(bias[k]));
+        const __m512 s = _mm512_mul_ps(ekx_gather_d16(wk, vidx), _mm512_set1_ps(dx[k]));
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), s, acc);
+    }
+    _mm512_storeu_ps(y, acc);
+}
+
+/* Unpack kc blocks of 16 rows (W at row r, block k0) into 9 vectors per
+ * block: 8 with dword m of each row's (biased) quants in lane j, then the
+ * 16 scales as floats. */
+EKX_AVX512_INLINE void ekx_q_unpack16(int kind, const uint8_t *W, size_t wrow, int k0, int kc, __m512i *buf) {
+    const int wbs = kind == EKX_Q4_0 ? 18 : 34;
+    const __m512i vidx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                            _mm512_set1_epi32((int)wrow));
+    const __m512i m4 = _mm512_set1_epi8(0x0F), flip = _mm512_set1_epi8((char)0x80);
+    for (int k = 0; k < kc; k++) {
+        const uint8_t *wk = W + (size_t)(k0 + k) * wbs;
+        __m512i *o = buf + 9 * k;
+        if (kind == EKX_Q4_0) {
+            EKX_UNROLL
+            for (int m = 0; m < 4; m++) {
+                __m512i g = _mm512_i32gather_epi32(vidx, (const void *)(wk + 2 + 4 * m), 1);
+                o[m] = _mm512_and_si512(g, m4);
+                o[4 + m] = _mm512_and_si512(_mm512_srli_epi32(g, 4), m4);
+            }
+        } else {
+            EKX_UNROLL
+            for (int m = 0; m < 8; m++)
+                o[m] = _mm512_xor_si512(_mm512_i32gather_epi32(vidx, (const void *)(wk + 2 + 4 * m), 1), flip);
+        }
+        o[8] = _mm512_castps_si512(ekx_gather_d16(wk, vidx));
+    }
+}
+
+EKX_AVX512_INLINE __m512i ekx_bcast32(const int8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm512_set1_epi32(v);
+}
+
+/* BG activation rows (b .. b+BG-1) against an unpacked panel of 16 rows */
+EKX_AVX512_INLINE void ekx_q_panel(int BG, const __m512i *buf, int kc, const uint8_t *X, size_t xrow, int k0,
+                                   const float *dx, const int32_t *bias, float *Y, int ldy, int r, int b, int first) {
+    __m512 acc[16];
+    EKX_UNROLL
+    for (int j = 0; j < BG; j++) acc[j] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(Y + (size_t)(b + j) * ldy + r);
+    for (int k = 0; k < kc; k++) {
+        const __m512i *w = buf + 9 * k;
+        const __m512 dw = _mm512_castsi512_ps(w[8]);
+        EKX_UNROLL
+        for (int j = 0; j < BG; j++) {
+            const int8_t *xq = ((const ek_block_q8_0 *)(X + (size_t)(b + j) * xrow) + k0 + k)->qs;
+            __m512i p = _mm512_set1_epi32(bias[(b + j) * EKX_KCP + k]);
+            EKX_UNROLL
+            for (int m = 0; m < 8; m++) p = _mm512_dpbusd_epi32(p, w[m], ekx_bcast32(xq + 4 * m));
+            const __m512 s = _mm512_mul_ps(dw, _mm512_set1_ps(dx[(b + j) * EKX_KCP + k]));
+            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), s, acc[j]);
         }
     }
     EKX_UNROLL
-    for (int i = 0; i < RT; i++)
-        EKX_UNROLL
-        for (int j = 0; j < BT; j++) Y[(size_t)(b + j) * ldy + r + i] = _mm512_reduce_add_ps(acc[i][j]);
+    for (int j = 0; j < BG; j++) _mm512_storeu_ps(Y + (size_t)(b + j) * ldy + r, acc[j]);
 }
 
-EKX_AVX512_INLINE void ekx_matmul_q512(int kind, const void *W, int n, const void *X, int nb, float *Y, int ldy,
+EKX_AVX512_INLINE void ekx_matmul_q512(int kind, const void *Wv, int n, const void *Xv, int nb, float *Y, int ldy,
                                        int r0, int r1) {
+    const uint8_t *W = Wv, *X = Xv;
     const int nblk = n / 32;
     const size_t wrow = (size_t)nblk * (kind == EKX_Q4_0 ? 18 : 34), xrow = (size_t)nblk * 34;
-    int r = r0;
-    for (; r + EKX_VRT <= r1; r += EKX_VRT) {
-        int b = 0;
-        for (; b + EKX_VBT <= nb; b += EKX_VBT) ekx_tile_q512(kind, EKX_VRT, EKX_VBT, W, wrow, X, xrow, nblk, Y, ldy, r, b);
-        for (; b < nb; b++) ekx_tile_q512(kind, EKX_VRT, 1, W, wrow, X, xrow, nblk, Y, ldy, r, b);
+    const int r16 = r0 + (r1 - r0) / 16 * 16;
+    if (nb < EKX_PANEL_MIN) {
+        float dx[EKX_KC1];
+        int32_t bias[EKX_KC1];
+        for (int b = 0; b < nb; b++) {
+            const uint8_t *xr = X + (size_t)b * xrow;
+            float *yb = Y + (size_t)b * ldy;
+            for (int k0 = 0; k0 < nblk; k0 += EKX_KC1) {
+                const int kc = nblk - k0 < EKX_KC1 ? nblk - k0 : EKX_KC1;
+                ekx_q_side(kind, xr, k0, kc, dx, bias);
+                for (int r = r0; r < r16; r += 16)
+                    ekx_q_gemv16(kind, W + (size_t)r * wrow, wrow, xr, k0, kc, dx, bias, yb + r, k0 == 0);
+                for (int r = r16; r < r1; r++)
+                    yb[r] = ekx_q_chain1(kind, W + (size_t)r * wrow, xr, k0, kc, dx, k0 ? yb[r] : 0.0f);
+            }
+        }
+        return;
     }
-    for (; r < r1; r++) {
-        int b = 0;
-        for (; b + EKX_VBT <= nb; b += EKX_VBT) ekx_tile_q512(kind, 1, EKX_VBT, W, wrow, X, xrow, nblk, Y, ldy, r, b);
-        for (; b < nb; b++) ekx_tile_q512(kind, 1, 1, W, wrow, X, xrow, nblk, Y, ldy, r, b);
+    _Alignas(64) __m512i buf[9 * EKX_KCP];
+    float dx[EKX_PBMAX * EKX_KCP];
+    int32_t bias[EKX_PBMAX * EKX_KCP];
+    for (int b0 = 0; b0 < nb; b0 += EKX_PBMAX) {
+        const int nbc = nb - b0 < EKX_PBMAX ? nb - b0 : EKX_PBMAX;
+        const uint8_t *Xc = X + (size_t)b0 * xrow;
+        float *Yc = Y + (size_t)b0 * ldy;
+        for (int k0 = 0; k0 < nblk; k0 += EKX_KCP) {
+            const int kc = nblk - k0 < EKX_KCP ? nblk - k0 : EKX_KCP, first = k0 == 0;
+            for (int b = 0; b < nbc; b++)
+                ekx_q_side(kind, Xc + (size_t)b * xrow, k0, kc, dx + b * EKX_KCP, bias + b * EKX_KCP);
+            for (int r = r0; r < r16; r += 16) {
+                ekx_q_unpack16(kind, W + (size_t)r * wrow, wrow, k0, kc, buf);
+                int b = 0;
+                for (; b + 16 <= nbc; b += 16) ekx_q_panel(16, buf, kc, Xc, xrow, k0, dx, bias, Yc, ldy, r, b, first);
+                if (b + 8 <= nbc) { ekx_q_panel(8, buf, kc, Xc, xrow, k0, dx, bias, Yc, ldy, r, b, first); b += 8; }
+                if (b + 4 <= nbc) { ekx_q_panel(4, buf, kc, Xc, xrow, k0, dx, bias, Yc, ldy, r, b, first); b += 4; }
+                if (b + 2 <= nbc) { ekx_q_panel(2, buf, kc, Xc, xrow, k0, dx, bias, Yc, ldy, r, b, first); b += 2; }
+                if (b < nbc) ekx_q_panel(1, buf, kc, Xc, xrow, k0, dx, bias, Yc, ldy, r, b, first);
+            }
+            for (int b = 0; b < nbc; b++)
+                for (int r = r16; r < r1; r++) {
+                    float *y = Yc + (size_t)b * ldy + r;
+                    *y = ekx_q_chain1(kind, W + (size_t)r * wrow, Xc + (size_t)b * xrow, k0, kc, dx + b * EKX_KCP,
+                                      first ? 0.0f : *y);
+                }
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 /* bench_kernels.c - matmul micro-benchmark, one thread.
  *   cc -O2 -Iinclude -Isrc tools/bench_kernels.c build/libember.a -lm -lpthread
- *   ./a.out [set-name] [type-name]
+ *   ./a.out [set-name|all] [type-name|all] [rows] [n]
  * For a 5632 x 2048 weight matrix (TinyLlama's FFN) of each type: nb = 1
  * (generation) as GB/s of weights streamed, and nb = 64 (prompt) as
  * GFLOP/s (2 * rows * n * nb).  The matrix (>= 13 MB) is larger than the
@@ -19,7 +19,7 @@ static double bk_now(void) {
 }
 
 int main(int argc, char **argv) {
-    const int n = 2048, rows = 5632, nbig = 64;
+    const int rows = argc > 3 ? atoi(argv[3]) : 5632, n = argc > 4 ? atoi(argv[4]) : 2048, nbig = 64;
     static const int types[] = {EK_F32, EK_F16, EK_BF16, EK_Q8_0, EK_Q4_0, EK_Q4_1, EK_Q5_0, EK_Q5_1,
                                 EK_Q2_K, EK_Q3_K, EK_Q4_K, EK_Q5_K, EK_Q6_K};
     const ek_kernels *sets[8];
@@ -29,10 +29,10 @@ int main(int argc, char **argv) {
     printf("%-8s %-6s %10s %12s\n", "set", "type", "nb=1 GB/s", "nb=64 GFLOP/s");
     for (int s = 0; s < nsets; s++) {
         const ek_kernels *k = sets[s];
-        if (argc > 1 && strcmp(argv[1], ek_kernels_name(k))) continue;
+        if (argc > 1 && strcmp(argv[1], "all") && strcmp(argv[1], ek_kernels_name(k))) continue;
         for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
             int type = types[t];
-            if (argc > 2 && strcmp(argv[2], ek_type_get(type)->name)) continue;
+            if (argc > 2 && strcmp(argv[2], "all") && strcmp(argv[2], ek_type_get(type)->name)) continue;
             size_t wrb = (size_t)ek_row_bytes(type, n), xrb = ek_act_row_bytes(type, n);
             unsigned char *W = malloc(wrb * rows), *X = malloc(xrb * nbig);
             for (size_t i = 0; i < wrb * rows; i++) W[i] = (unsigned char)rand();
