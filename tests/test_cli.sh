@@ -1,0 +1,178 @@
+#!/bin/sh
+# test_cli.sh - the ember command line: errors, tokenize / info output,
+# generation output, heap allocations independent of -n, valgrind memcheck,
+# and test_threads built with ThreadSanitizer.  Last line: "N passed, M failed".
+#   BUILD=dir (default build)   EMBER_SKIP_TSAN=1 skips the TSan step
+BUILD=${BUILD:-build}
+PYTHON=${PYTHON:-/usr/bin/python3}
+EMBER=$BUILD/ember
+T=$BUILD/cli-test
+mkdir -p "$T"
+passed=0
+failed=0
+
+ok()   { passed=$((passed + 1)); }
+fail() { failed=$((failed + 1)); echo "FAIL: $*"; }
+check() {  # check DESCRIPTION COMMAND...
+    desc=$1; shift
+    if "$@"; then ok; else fail "$desc"; fi
+}
+
+if [ ! -x "$EMBER" ]; then
+    echo "FAIL: $EMBER is missing (run make)"
+    echo "0 passed, 1 failed"
+    exit 1
+fi
+
+# Use a private copy: colleagues may rebuild $BUILD/ember while this runs.
+cp "$EMBER" "$T/ember" && EMBER=$T/ember
+
+# A small random model (made once).
+MODEL=$BUILD/cli/tiny.gguf
+if [ ! -f "$MODEL" ]; then
+    mkdir -p "$BUILD/cli"
+    "$PYTHON" tools/convert_weights.py random:dim=64,hidden=172,layers=2,heads=8,kv_heads=4,vocab=512,ctx=256,seed=1 \
+        -o "$MODEL" --type q8_0 >"$T/convert.log" 2>&1 || { cat "$T/convert.log"; fail "convert_weights.py random model"; }
+fi
+
+# ---- errors: a one-line message on stderr, nothing on stdout, exit != 0 ----
+expect_error() {  # expect_error DESCRIPTION ARGS...
+    desc=$1; shift
+    "$EMBER" "$@" >"$T/out" 2>"$T/err"
+    rc=$?
+    lines=$(wc -l <"$T/err")
+    if [ $rc -ne 0 ] && [ "$lines" -eq 1 ] && [ ! -s "$T/out" ] && grep -q '^ember: ' "$T/err"; then
+        ok
+    else
+        fail "$desc: exit $rc, $lines stderr lines: $(head -c 300 "$T/err")"
+    fi
+}
+head -c 1000 /dev/urandom >"$T/garbage.gguf"
+printf 'GGUF\003\000\000\000' >"$T/short.gguf"
+head -c 100000 "$MODEL" >"$T/truncated.gguf"
+: >"$T/empty.gguf"
+expect_error "unknown flag" --bogus
+expect_error "unknown flag after a model" -m "$MODEL" --frobnicate 3
+expect_error "flag without value" -m "$MODEL" -n
+expect_error "bad number" -m "$MODEL" -n abc
+expect_error "bad float" -m "$MODEL" --temp hot
+expect_error "number out of range" -m "$MODEL" -n 99999999999
+expect_error "negative threads" -m "$MODEL" -t -2
+expect_error "bad seed" -m "$MODEL" -s x1
+expect_error "no model" -p hello
+expect_error "missing model" -m "$T/does-not-exist.gguf" -p hello
+expect_error "model is a directory" -m "$T" -p hello
+expect_error "garbage model" -m "$T/garbage.gguf" -p hello
+expect_error "8-byte model" -m "$T/short.gguf" -p hello
+expect_error "truncated model" -m "$T/truncated.gguf" -p hello
+expect_error "empty model" -m "$T/empty.gguf" -p hello
+expect_error "garbage model (info)" info -m "$T/garbage.gguf"
+expect_error "garbage model (tokenize)" tokenize -m "$T/garbage.gguf" -p hi
+expect_error "missing text file" tokenize -m "$MODEL" -f "$T/nope.txt"
+expect_error "context larger than the model's" -m "$MODEL" -p hi -c 100000
+expect_error "bad sampling parameters" -m "$MODEL" -p hi --top-p 0
+expect_error "perplexity on too little text" perplexity -m "$MODEL" -p "hello world" -c 64
+"$EMBER" -m "$T/does-not-exist.gguf" -p hello 2>"$T/err" >/dev/null
+check "missing model: message names the file" grep -q "does-not-exist.gguf" "$T/err"
+"$EMBER" --help >"$T/out" 2>&1
+check "--help exits 0 with usage" grep -q "^usage: ember" "$T/out"
+
+# ---- tokenize ---------------------------------------------------------------
+"$EMBER" tokenize -m "$MODEL" -p "hello world" >"$T/tok" 2>"$T/err"
+check "tokenize exits 0" test $? -eq 0
+check "tokenize prints [ids] on one line: $(cat "$T/tok")" grep -Eq '^\[1(, [0-9]+)*\]$' "$T/tok"
+check "tokenize prints one line" test "$(wc -l <"$T/tok")" -eq 1
+"$EMBER" tokenize -m "$MODEL" -p "hello world" --no-bos >"$T/tok2" 2>/dev/null
+check "tokenize --no-bos drops the leading 1" test "[1, $(sed 's/^\[//' "$T/tok2")" = "$(cat "$T/tok")"
+"$EMBER" tokenize -m "$MODEL" -p "" >"$T/tok3" 2>/dev/null
+check "tokenize empty text = [1]" test "$(cat "$T/tok3")" = "[1]"
+printf 'hello\000world \377\376 caf\303\251' >"$T/bytes.txt"
+"$EMBER" tokenize -m "$MODEL" -f "$T/bytes.txt" >"$T/tok4" 2>/dev/null
+check "tokenize a file with NUL and invalid UTF-8" grep -Eq '^\[1(, [0-9]+)+\]$' "$T/tok4"
+
+# ---- info -------------------------------------------------------------------
+"$EMBER" info -m "$MODEL" >"$T/info" 2>"$T/err"
+check "info exits 0" test $? -eq 0
+check "info: architecture" grep -Eq '^architecture: +llama$' "$T/info"
+check "info: layers" grep -Eq '^layers: +2$' "$T/info"
+check "info: embedding" grep -Eq '^embedding: +64$' "$T/info"
+check "info: heads" grep -Eq '^heads: +8 \(kv 4, head dim 8\)$' "$T/info"
+check "info: tokenizer" grep -Eq '^tokenizer: +llama, 512 tokens, bos 1, eos 2$' "$T/info"
+check "info: context" grep -Eq '^context: +256' "$T/info"
+
+# ---- generation: stdout carries only the continuation -----------------------
+"$EMBER" -m "$MODEL" -p "hello world" -n 12 --temp 0 -t 1 >"$T/gen" 2>"$T/gen.err"
+check "generate exits 0" test $? -eq 0
+"$EMBER" -m "$MODEL" -p "hello world" -n 12 --temp 0 -t 2 --echo >"$T/gen.echo" 2>/dev/null
+printf 'hello world' >"$T/gen.want"
+cat "$T/gen" >>"$T/gen.want"
+check "--echo output = prompt + the continuation" cmp -s "$T/gen.echo" "$T/gen.want"
+check "generation stdout is not empty" test -s "$T/gen"
+check "no statistics on stdout" sh -c "! grep -q 'ember:\|tok/s\|prompt' '$T/gen'"
+check "statistics on stderr" grep -q 'generated 12 tokens' "$T/gen.err"
+"$EMBER" -m "$MODEL" -p "hello world" -n 12 --temp 0.8 -s 42 >"$T/s1" 2>/dev/null
+"$EMBER" -m "$MODEL" -p "hello world" -n 12 --temp 0.8 -s 42 -t 2 -b 3 >"$T/s2" 2>/dev/null
+check "same seed, same output (threads 1 vs 2, batch 64 vs 3)" cmp -s "$T/s1" "$T/s2"
+"$EMBER" -m "$MODEL" -p "hello" -n 1000 -c 16 --temp 0.5 -s 1 >/dev/null 2>"$T/full.err"
+check "generation into a full context exits 0" test $? -eq 0
+check "context full reported" grep -q 'stop: context full' "$T/full.err"
+
+# ---- valgrind: allocations independent of -n; memcheck clean ---------------
+if command -v valgrind >/dev/null 2>&1; then
+    allocs() {  # allocs N -> prints the total heap allocation count
+        valgrind --tool=memcheck "$EMBER" -m "$MODEL" -p "hello world" -n "$1" --temp 0.7 -s 3 -t 2 -c 128 \
+            >/dev/null 2>"$T/vg.$1"
+        sed -n 's/.*total heap usage: \([0-9,]*\) allocs.*/\1/p' "$T/vg.$1" | tr -d ,
+    }
+    a5=$(allocs 5)
+    a50=$(allocs 50)
+    check "heap allocations found in valgrind's summary ($a5, $a50)" test -n "$a5" -a -n "$a50"
+    check "heap allocations do not depend on -n: $a5 for -n 5, $a50 for -n 50" test "$a5" = "$a50"
+    vg() {  # vg DESCRIPTION ARGS...
+        desc=$1; shift
+        valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=all --track-origins=yes \
+            "$EMBER" "$@" >/dev/null 2>"$T/vg.log"
+        rc=$?
+        if [ $rc -ne 99 ] && grep -q 'ERROR SUMMARY: 0 errors' "$T/vg.log"; then ok
+        else fail "valgrind $desc: exit $rc"; grep -E 'ERROR SUMMARY|Invalid|uninitialised|lost' "$T/vg.log" | head -10; fi
+    }
+    vg "generate" -m "$MODEL" -p "hello world" -n 16 -t 2 -s 1
+    vg "generate (mmap, f32 kv)" -m "$MODEL" -p "caf\303\251 \342\202\254" -n 8 -t 1 --mmap --kv-f32
+    vg "tokenize" tokenize -m "$MODEL" -f "$T/bytes.txt"
+    vg "info" info -m "$MODEL"
+    vg "garbage model" -m "$T/garbage.gguf" -p x
+    vg "truncated model" -m "$T/truncated.gguf" -p x
+else
+    fail "valgrind is not installed"
+fi
+
+# ---- ThreadSanitizer: test_threads ----------------------------------------
+if [ "${EMBER_SKIP_TSAN:-0}" = 1 ]; then
+    echo "note: EMBER_SKIP_TSAN=1, ThreadSanitizer step skipped"
+elif command -v clang >/dev/null 2>&1; then
+    mkdir -p "$BUILD/tsan"
+    tsan_bin=$BUILD/tsan/test_threads
+    stale=1
+    if [ -x "$tsan_bin" ] && [ -z "$(find src include tests/test_threads.c tests/test_hostile_model.c tests/gguf_build.h \
+            tests/test.h -newer "$tsan_bin" 2>/dev/null)" ]; then stale=0; fi
+    if [ $stale = 1 ]; then
+        nice clang -fsanitize=thread -g -O1 -std=c11 -D_DEFAULT_SOURCE -Iinclude -Isrc -Itests \
+            -o "$tsan_bin" tests/test_threads.c src/*.c -lm -lpthread >"$T/tsan-build.log" 2>&1 \
+            || { cat "$T/tsan-build.log" | tail -20; fail "clang -fsanitize=thread build of test_threads"; }
+    fi
+    if [ -x "$tsan_bin" ]; then
+        EMBER_THREADS_ROUNDS=1 EMBER_POOL_SECONDS=1 TSAN_OPTIONS="halt_on_error=0 exitcode=66" \
+            "$tsan_bin" >"$T/tsan.log" 2>&1
+        rc=$?
+        if [ $rc -eq 0 ]; then ok
+        else
+            fail "test_threads under ThreadSanitizer: exit $rc"
+            grep -E 'WARNING: ThreadSanitizer|SUMMARY|^FAIL' "$T/tsan.log" | sort | uniq -c | head -10
+        fi
+    fi
+else
+    fail "clang is missing: cannot build test_threads with -fsanitize=thread"
+fi
+
+echo "$passed passed, $failed failed"
+[ $failed -eq 0 ]
