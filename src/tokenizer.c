@@ -79,7 +79,9 @@ struct etok {
     int32_t *spm_pair;              /* SPM: [129 * 129] ids of two-symbol pieces
                                        over ASCII and U+2581 (index 128), or -1 */
     int32_t spm_leaf[129];          /* SPM: etok_lookup of each of those characters */
-    uint32_t *skey;                 /* SPM: [n_vocab] etok_score_key(score) */
+    uint32_t *skey;                 /* SPM: [n_vocab] etok_score_key(score) of a
+                                       mergeable piece, UINT32_MAX for the rest */
+    int has_unused;                 /* SPM: any UNUSED piece */
     int32_t eog[ETOK_MAX_EOG]; int n_eog;
 };
 
@@ -152,9 +154,8 @@ static inline uint32_t etok_tag(uint64_t h, size_t n) {
     return (uint32_t)((h >> 32) & 0xFFFFFF00u) | (uint32_t)(n < 255 ? n : 255);
 }
 
-static inline int32_t etok_lookup(const etok *t, const char *s, size_t n) {
-    if (n == 0 || n > t->max_key) return -1;
-    uint64_t kw, h = etok_keyhash(s, n, &kw);
+/* etok_lookup with the hash (and word) already computed */
+static inline int32_t etok_lookup_h(const etok *t, const char *s, size_t n, uint64_t h, uint64_t kw) {
     uint32_t tag = etok_tag(h, n), i = (uint32_t)h & t->smask;
     for (;;) {
         const etok_slot *e = &t->smap[i];
@@ -167,6 +168,20 @@ static inline int32_t etok_lookup(const etok *t, const char *s, size_t n) {
         }
         i = (i + 1) & t->smask;
     }
+}
+
+static inline int32_t etok_lookup(const etok *t, const char *s, size_t n) {
+    if (n == 0 || n > t->max_key) return -1;
+    uint64_t kw, h = etok_keyhash(s, n, &kw);
+    return etok_lookup_h(t, s, n, h, kw);
+}
+
+static inline void etok_prefetch(const void *p) {
+#if defined(__GNUC__)
+    __builtin_prefetch(p);
+#else
+    (void)p;
+#endif
 }
 
 /* inserts id unless its key is already present */
@@ -572,7 +587,10 @@ int etok_create(const etok_desc *d, const ember_allocator *a, etok **out,
         }
         t->skey = ec_malloc(a, (size_t)n * sizeof(uint32_t));
         if (!t->skey) goto fail;
-        for (int32_t i = 0; i < n; i++) t->skey[i] = etok_score_key(t->score[i]);
+        for (int32_t i = 0; i < n; i++) {
+            t->skey[i] = etok_is_mergeable(t->type[i]) ? etok_score_key(t->score[i]) : UINT32_MAX;
+            if (t->type[i] == ETOK_T_UNUSED) t->has_unused = 1;
+        }
     }
 
     /* end-of-generation tokens */
@@ -751,27 +769,21 @@ static void etok_spm_out(const etok *t, etok_work *w, const char *buf, int32_t r
 
 #define ETOK_SPM_SHORT 64   /* symbols: segments up to this use the array path */
 
-/* id of the piece buf[start .. start + len) made of symbols with spm_pair
- * indexes x and y (-1: not a one-character ASCII / U+2581 symbol), if it
- * is mergeable; else -1 */
-static inline int32_t etok_spm_pair_id(const etok *t, const char *p, uint32_t len, int x, int y) {
-    if (x >= 0 && y >= 0) return t->spm_pair[x * 129 + y];
-    if (len > t->max_key) return -1;
-    int32_t id = etok_lookup(t, p, len);
-    return id >= 0 && etok_is_mergeable(t->type[id]) ? id : -1;
-}
-
 /* The same BPE as etok_spm_segment for a short segment, on arrays: the
  * best pair (highest score, then leftmost) is found by a scan and merged in
- * place, so there are no stale heap entries.  Returns 0, having emitted
- * nothing, when the segment is too long or an unused piece was made (its
- * parts are needed: the general path handles it). */
+ * place, so there are no stale heap entries.  pk[i] is the score key of
+ * the piece made by symbols i and i + 1 (UINT32_MAX: none; never the key
+ * of a real score, NaN being refused), pid[i] its id.  Returns 0, having
+ * emitted nothing, when the segment is too long or an unused piece was made
+ * (its parts are needed: the general path handles it). */
 static int etok_spm_short(const etok *t, etok_work *w, const char *buf, size_t n) {
     uint32_t st[ETOK_SPM_SHORT], ln[ETOK_SPM_SHORT], pk[ETOK_SPM_SHORT];
     int32_t id[ETOK_SPM_SHORT], pid[ETOK_SPM_SHORT];
     int16_t sx[ETOK_SPM_SHORT];
     if (n > ETOK_SPM_SHORT * 4) return 0;
     const unsigned char *u = (const unsigned char *)buf;
+    const uint32_t *skey = t->skey;
+    const uint32_t max_key = t->max_key;
     int m = 0;
     for (size_t i = 0; i < n;) {
         if (m == ETOK_SPM_SHORT) return 0;
@@ -793,9 +805,12 @@ static int etok_spm_short(const etok *t, etok_work *w, const char *buf, size_t n
         i += (size_t)l;
     }
     for (int i = 0; i + 1 < m; i++) {
-        int32_t p = etok_spm_pair_id(t, buf + st[i], ln[i] + ln[i + 1], sx[i], sx[i + 1]);
+        int32_t p;
+        uint32_t len = ln[i] + ln[i + 1];
+        if (sx[i] >= 0 && sx[i + 1] >= 0) p = t->spm_pair[sx[i] * 129 + sx[i + 1]];
+        else p = len <= max_key ? etok_lookup(t, buf + st[i], len) : -1;
+        pk[i] = p >= 0 ? skey[p] : UINT32_MAX;
         pid[i] = p;
-        pk[i] = p >= 0 ? t->skey[p] : UINT32_MAX;
     }
     while (m > 1) {
         int best = 0;
@@ -804,7 +819,7 @@ static int etok_spm_short(const etok *t, etok_work *w, const char *buf, size_t n
             if (pk[i] < bk) { bk = pk[i]; best = i; }
         if (bk == UINT32_MAX) break;
         int32_t nid = pid[best];
-        if (t->type[nid] == ETOK_T_UNUSED) return 0;
+        if (t->has_unused && t->type[nid] == ETOK_T_UNUSED) return 0;
         id[best] = nid;
         ln[best] += ln[best + 1];
         sx[best] = -1;
@@ -814,15 +829,25 @@ static int etok_spm_short(const etok *t, etok_work *w, const char *buf, size_t n
             pid[i] = pid[i + 1]; pk[i] = pk[i + 1];
         }
         m--;
+        /* the new pairs with the left and right neighbours (a merged
+         * symbol is never in spm_pair); both probes are issued first */
+        int hl = best > 0, hr = best + 1 < m;
+        uint32_t ll = hl ? ln[best - 1] + ln[best] : 0, lr = hr ? ln[best] + ln[best + 1] : 0;
+        const char *sl = hl ? buf + st[best - 1] : NULL, *sr = buf + st[best];
+        hl = hl && ll <= max_key;
+        hr = hr && lr <= max_key;
+        uint64_t kwl = 0, kwr = 0, h_l = 0, h_r = 0;
+        if (hl) { h_l = etok_keyhash(sl, ll, &kwl); etok_prefetch(&t->smap[(uint32_t)h_l & t->smask]); }
+        if (hr) { h_r = etok_keyhash(sr, lr, &kwr); etok_prefetch(&t->smap[(uint32_t)h_r & t->smask]); }
         if (best > 0) {
-            int32_t p = etok_spm_pair_id(t, buf + st[best - 1], ln[best - 1] + ln[best], sx[best - 1], -1);
+            int32_t p = hl ? etok_lookup_h(t, sl, ll, h_l, kwl) : -1;
+            pk[best - 1] = p >= 0 ? skey[p] : UINT32_MAX;
             pid[best - 1] = p;
-            pk[best - 1] = p >= 0 ? t->skey[p] : UINT32_MAX;
         }
         if (best + 1 < m) {
-            int32_t p = etok_spm_pair_id(t, buf + st[best], ln[best] + ln[best + 1], -1, sx[best + 1]);
+            int32_t p = hr ? etok_lookup_h(t, sr, lr, h_r, kwr) : -1;
+            pk[best] = p >= 0 ? skey[p] : UINT32_MAX;
             pid[best] = p;
-            pk[best] = p >= 0 ? t->skey[p] : UINT32_MAX;
         }
     }
     for (int i = 0; i < m; i++) {
