@@ -392,7 +392,9 @@ static int cmd_tokenize(const options *o) {
 
 static int cmd_info(const options *o) {
     ember_model *m;
-    if (open_model(o, &m)) return 1;
+    options mapped = *o;
+    mapped.load_mode = EMBER_LOAD_MMAP;   /* nothing is computed: mapping is instant and reads little */
+    if (open_model(&mapped, &m)) return 1;
     ember_model_info i;
     ember_model_get_info(m, &i);
     int n_ctx = o->n_ctx ? o->n_ctx : i.n_ctx_train;
