@@ -663,6 +663,8 @@ static EKX_AVX512 void ekx_matmul_bf16_avx512(const void *W, int n, const void *
  * -8 * sum(x) or -128 * sum(x) of the activation block starts the sum. */
 
 #define EKX_KC1 512       /* blocks per chunk, nb = 1 */
+#define EKX_PFSTEP 128
+
 #define EKX_KCP 32        /* blocks per chunk, panels */
 #define EKX_PBMAX 64      /* activation rows per panel pass */
 #define EKX_PANEL_MIN 4   /* smallest nb for the panel kernel */
@@ -734,8 +736,12 @@ EKX_AVX512_INLINE void ekx_q_gemv16(int kind, const uint8_t *W, size_t wrow, con
     const __m512i m4 = _mm512_set1_epi8(0x0F), flip = _mm512_set1_epi8((char)0x80), z0 = _mm512_setzero_si512();
     __m512 acc = first ? _mm512_setzero_ps() : _mm512_loadu_ps(y);
     const ek_block_q8_0 *xb = (const ek_block_q8_0 *)xrow + k0;
+    /* the next 16 rows are contiguous: fetch them at the pace of this pass */
+    const uint8_t *pf = W + 16 * wrow + (size_t)k0 * 16 * wbs;
     for (int k = 0; k < kc; k++) {
         const uint8_t *wk = W + (size_t)(k0 + k) * wbs;
+        EKX_UNROLL
+        for (int i = 0; i < 16 * wbs; i += EKX_PFSTEP) _mm_prefetch((const char *)pf + (size_t)k * 16 * wbs + i, _MM_HINT_T0);
         __m512i isum;
         if (kind == EKX_Q4_0) {
             const __m512i xlo = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)xb[k].qs));
