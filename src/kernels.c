@@ -647,12 +647,13 @@ static const ek_kernels ek_scalar_set = {
 const ek_kernels *ek_kernels_scalar(void) { return &ek_scalar_set; }
 
 int ek_kernels_available(const ek_kernels **out, int cap) {
-    const ek_kernels *all[4];
+    const ek_kernels *all[8];
     int n = 0;
     all[n++] = &ek_scalar_set;
 #if defined(__x86_64__) || defined(_M_X64)
     if (ekx_kernels_avx2()) all[n++] = ekx_kernels_avx2();
     if (ekx_kernels_avx512()) all[n++] = ekx_kernels_avx512();
+    if (ekx_kernels_amx()) all[n++] = ekx_kernels_amx();
 #endif
 #if defined(__aarch64__)
     if (eka_kernels_neon()) all[n++] = eka_kernels_neon();
@@ -663,8 +664,8 @@ int ek_kernels_available(const ek_kernels **out, int cap) {
 }
 
 const ek_kernels *ek_kernels_best(void) {
-    const ek_kernels *all[4];
-    int n = ek_kernels_available(all, 4);
+    const ek_kernels *all[8];
+    int n = ek_kernels_available(all, 8);
     return all[n - 1];
 }
 

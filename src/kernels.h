@@ -132,6 +132,7 @@ struct ek_kernels {
 /* The per-ISA sets (NULL when the CPU or the build lacks them). */
 const ek_kernels *ekx_kernels_avx2(void);
 const ek_kernels *ekx_kernels_avx512(void);
+const ek_kernels *ekx_kernels_amx(void);   /* avx512 + AMX-INT8 tiles for Q4_0/Q8_0 prompts */
 const ek_kernels *eka_kernels_neon(void);
 const ek_kernels *eka_kernels_neon_dotprod(void);
 

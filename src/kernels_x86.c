@@ -26,6 +26,9 @@
 #define EKX_AVX2_INLINE static inline __attribute__((always_inline, target(EKX_T_AVX2)))
 #define EKX_AVX512 __attribute__((target(EKX_T_AVX512)))
 #define EKX_AVX512_INLINE static inline __attribute__((always_inline, target(EKX_T_AVX512)))
+#define EKX_T_AMX EKX_T_AVX512 ",amx-tile,amx-int8"
+#define EKX_AMX __attribute__((target(EKX_T_AMX)))
+#define EKX_AMX_INLINE static inline __attribute__((always_inline, target(EKX_T_AMX)))
 
 /* Fully unroll the small loops over a tile's rows and activation rows, so
  * the accumulator arrays live in registers. */
@@ -39,7 +42,19 @@ static uint64_t ekx_xgetbv0(void) {
     return ((uint64_t)hi << 32) | lo;
 }
 
-/* bit 0: avx2+fma+f16c usable; bit 1: avx512 f/bw/dq/vl/vnni usable */
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+static int ekx_amx_permit(void) {
+    /* ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA */
+    return syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+}
+#else
+static int ekx_amx_permit(void) { return 0; }
+#endif
+
+/* bit 0: avx2+fma+f16c usable; bit 1: avx512 f/bw/dq/vl/vnni usable; bit 2:
+ * AMX-INT8 usable */
 static int ekx_features(void) {
     static int cached = -1;
     if (cached >= 0) return cached;
@@ -53,6 +68,10 @@ static int ekx_features(void) {
                 vl = (b >> 31) & 1, vnni = (c >> 11) & 1;
             if (avx && avx2 && fma && f16c && os_ymm) f |= 1;
             if ((f & 1) && f512 && dq && bw && vl && vnni && os_zmm) f |= 2;
+            /* AMX: CPUID, the OS's XCR0 bits for the tile state, and the
+             * process's permission to use it (Linux asks for it once) */
+            int amx_tile = (d >> 24) & 1, amx_int8 = (d >> 25) & 1;
+            if ((f & 2) && amx_tile && amx_int8 && (xcr0 & 0x60000) == 0x60000 && ekx_amx_permit()) f |= 4;
         }
     }
     cached = (int)f;
@@ -894,6 +913,154 @@ static EKX_AVX512 void ekx_matmul_q8_0_avx512(const void *W, int n, const void *
     ekx_matmul_q512(EKX_Q8_0, W, n, X, nb, Y, ldy, r0, r1);
 }
 
+/* ---- AMX quantized matmul (Q4_0, Q8_0 weights; Q8_0 activations) --------------------------------
+ * Same chain as above, with isum from AMX tiles (exact int32, so the same
+ * bits again).  Roles swap for the signedness of tdpbusd (A unsigned, B
+ * signed): A holds 16 activation rows of one block as x + 128 (x xor 0x80),
+ * B the block of 16 weight rows as signed quants in the "dword m of row j"
+ * layout that the panel unpacking already makes (8 rows x 64 bytes), and C
+ * starts from -128 * sum(q) of each weight row (a stride-0 tile load).  C's
+ * row b then holds isum for activation row b and the 16 weight rows in its
+ * lanes, which is what the float stage of the panels takes. */
+
+#define EKX_AKC 16        /* blocks per chunk */
+#define EKX_AMX_MIN 16    /* smallest nb for AMX */
+
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} ekx_tilecfg;
+
+/* like ekx_q_unpack16, but signed weights, and per block 10 vectors: 8 of
+ * quants (B tile), the scales, and -128 * sum(q) per row */
+EKX_AMX_INLINE void ekx_q_unpack16_amx(int kind, const uint8_t *W, size_t wrow, int k0, int kc, __m512i *buf) {
+    const int wbs = kind == EKX_Q4_0 ? 18 : 34;
+    const __m512i vidx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                            _mm512_set1_epi32((int)wrow));
+    const __m512i m4 = _mm512_set1_epi8(0x0F), eight = _mm512_set1_epi8(8), ones = _mm512_set1_epi8(1);
+    for (int k = 0; k < kc; k++) {
+        const uint8_t *wk = W + (size_t)(k0 + k) * wbs;
+        __m512i *o = buf + 10 * k;
+        if (kind == EKX_Q4_0) {
+            EKX_UNROLL
+            for (int m = 0; m < 4; m++) {
+                __m512i g = _mm512_i32gather_epi32(vidx, (const void *)(wk + 2 + 4 * m), 1);
+                o[m] = _mm512_sub_epi8(_mm512_and_si512(g, m4), eight);
+                o[4 + m] = _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi32(g, 4), m4), eight);
+            }
+        } else {
+            EKX_UNROLL
+            for (int m = 0; m < 8; m++) o[m] = _mm512_i32gather_epi32(vidx, (const void *)(wk + 2 + 4 * m), 1);
+        }
+        __m512i sq = _mm512_setzero_si512();
+        EKX_UNROLL
+        for (int m = 0; m < 8; m++) sq = _mm512_dpbusd_epi32(sq, ones, o[m]);
+        o[8] = _mm512_castps_si512(ekx_gather_d16(wk, vidx));
+        o[9] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(sq, 7));
+    }
+}
+
+EKX_AMX_INLINE void ekx_matmul_q_amx(int kind, const void *Wv, int n, const void *Xv, int nb, float *Y, int ldy,
+                                     int r0, int r1) {
+    if (nb < EKX_AMX_MIN) {
+        ekx_matmul_q512(kind, Wv, n, Xv, nb, Y, ldy, r0, r1);
+        return;
+    }
+    const uint8_t *W = Wv, *X = Xv;
+    const int nblk = n / 32;
+    const size_t wrow = (size_t)nblk * (kind == EKX_Q4_0 ? 18 : 34), xrow = (size_t)nblk * 34;
+    const int r16 = r0 + (r1 - r0) / 16 * 16;
+    ekx_tilecfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 2; t++) {
+        cfg.rows[t] = 16; cfg.colsb[t] = 64;          /* C: 16 activation rows x 16 int32 */
+        cfg.rows[2 + t] = 16; cfg.colsb[2 + t] = 32;  /* A: 16 activation rows x 32 bytes */
+        cfg.rows[4 + t] = 8; cfg.colsb[4 + t] = 64;   /* B: 8 dwords x 16 weight rows */
+    }
+    _tile_loadconfig(&cfg);
+    _Alignas(64) __m512i buf[10 * EKX_AKC];
+    _Alignas(64) int8_t abuf[EKX_PBMAX / 16][EKX_AKC][16][32];   /* activation tiles */
+    _Alignas(64) int32_t cbuf[EKX_AKC][16][16];
+    float dx[EKX_PBMAX * EKX_AKC];
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    for (int b0 = 0; b0 < nb; b0 += EKX_PBMAX) {
+        const int nbc = nb - b0 < EKX_PBMAX ? nb - b0 : EKX_PBMAX, ngrp = (nbc + 15) / 16;
+        const uint8_t *Xc = X + (size_t)b0 * xrow;
+        float *Yc = Y + (size_t)b0 * ldy;
+        for (int k0 = 0; k0 < nblk; k0 += EKX_AKC) {
+            const int kc = nblk - k0 < EKX_AKC ? nblk - k0 : EKX_AKC, first = k0 == 0;
+            for (int b = 0; b < ngrp * 16; b++)
+                for (int k = 0; k < kc; k++) {
+                    __m256i v = _mm256_setzero_si256();
+                    if (b < nbc) {
+                        const ek_block_q8_0 *xb = (const ek_block_q8_0 *)(Xc + (size_t)b * xrow) + k0 + k;
+                        v = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)xb->qs), _mm512_castsi512_si256(flip));
+                        dx[b * EKX_AKC + k] = ekx_h2f(xb->d);
+                    } else {
+                        dx[b * EKX_AKC + k] = 0.0f;
+                    }
+                    _mm256_store_si256((__m256i *)abuf[b / 16][k][b % 16], v);
+                }
+            for (int r = r0; r < r16; r += 16) {
+                ekx_q_unpack16_amx(kind, W + (size_t)r * wrow, wrow, k0, kc, buf);
+                for (int g = 0; g < ngrp; g++) {
+                    const int b = g * 16, nv = nbc - b < 16 ? nbc - b : 16;
+                    __m512 acc[16];
+                    EKX_UNROLL
+                    for (int j = 0; j < 16; j++)
+                        acc[j] = first || j >= nv ? _mm512_setzero_ps() : _mm512_loadu_ps(Yc + (size_t)(b + j) * ldy + r);
+                    /* the tile products of all blocks of the chunk first (alternating
+                     * tile registers, so they pipeline), then the float chains */
+                    for (int k = 0; k < kc; k++) {
+                        const __m512i *w = buf + 10 * k;
+                        if (k & 1) {
+                            _tile_loadd(1, w + 9, 0);
+                            _tile_loadd(3, abuf[g][k], 32);
+                            _tile_loadd(5, w, 64);
+                            _tile_dpbusd(1, 3, 5);
+                            _tile_stored(1, cbuf[k], 64);
+                        } else {
+                            _tile_loadd(0, w + 9, 0);
+                            _tile_loadd(2, abuf[g][k], 32);
+                            _tile_loadd(4, w, 64);
+                            _tile_dpbusd(0, 2, 4);
+                            _tile_stored(0, cbuf[k], 64);
+                        }
+                    }
+                    for (int k = 0; k < kc; k++) {
+                        const __m512 dw = _mm512_castsi512_ps(buf[10 * k + 8]);
+                        const int32_t *c = cbuf[k][0];
+                        EKX_UNROLL
+                        for (int j = 0; j < 16; j++) {
+                            const __m512 sc = _mm512_mul_ps(dw, _mm512_set1_ps(dx[(b + j) * EKX_AKC + k]));
+                            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c + 16 * j)), sc, acc[j]);
+                        }
+                    }
+                    EKX_UNROLL
+                    for (int j = 0; j < 16; j++)
+                        if (j < nv) _mm512_storeu_ps(Yc + (size_t)(b + j) * ldy + r, acc[j]);
+                }
+            }
+            for (int b = 0; b < nbc; b++)
+                for (int r = r16; r < r1; r++) {
+                    float *y = Yc + (size_t)b * ldy + r;
+                    *y = ekx_q_chain1(kind, W + (size_t)r * wrow, Xc + (size_t)b * xrow, k0, kc, dx + b * EKX_AKC,
+                                      first ? 0.0f : *y);
+                }
+        }
+    }
+    _tile_release();
+}
+
+static EKX_AMX void ekx_matmul_q4_0_amx(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
+    ekx_matmul_q_amx(EKX_Q4_0, W, n, X, nb, Y, ldy, r0, r1);
+}
+static EKX_AMX void ekx_matmul_q8_0_amx(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
+    ekx_matmul_q_amx(EKX_Q8_0, W, n, X, nb, Y, ldy, r0, r1);
+}
+
 /* ---- AVX-512 set ------------------------------------------------------------------------------ */
 
 static const ek_kernels ekx_avx512_set = {
@@ -906,8 +1073,19 @@ static const ek_kernels ekx_avx512_set = {
     EKX_AVX2_COMMON,
 };
 
+static const ek_kernels ekx_amx_set = {
+    .name = "amx",
+    .matmul = {
+        [EK_F32] = ekx_matmul_f32_avx512, [EK_F16] = ekx_matmul_f16_avx512, [EK_BF16] = ekx_matmul_bf16_avx512,
+        [EK_Q4_0] = ekx_matmul_q4_0_amx, [EK_Q8_0] = ekx_matmul_q8_0_amx,
+        [EK_Q4_K] = ekx_matmul_q4_K_avx2, [EK_Q5_K] = ekx_matmul_q5_K_avx2, [EK_Q6_K] = ekx_matmul_q6_K_avx2,
+    },
+    EKX_AVX2_COMMON,
+};
+
 const ek_kernels *ekx_kernels_avx2(void) { return (ekx_features() & 1) ? &ekx_avx2_set : NULL; }
 const ek_kernels *ekx_kernels_avx512(void) { return (ekx_features() & 2) ? &ekx_avx512_set : NULL; }
+const ek_kernels *ekx_kernels_amx(void) { return (ekx_features() & 4) ? &ekx_amx_set : NULL; }
 
 #else
 typedef int ekx_no_x86; /* ISO C wants a non-empty translation unit */
