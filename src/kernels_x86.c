@@ -33,6 +33,7 @@
 /* Fully unroll the small loops over a tile's rows and activation rows, so
  * the accumulator arrays live in registers. */
 #define EKX_UNROLL _Pragma("GCC unroll 8")
+#define EKX_UNROLL16 _Pragma("GCC unroll 16")
 
 /* ---- CPU features ---------------------------------------------------------------- */
 
@@ -834,12 +835,12 @@ EKX_AVX512_INLINE __m512i ekx_bcast32(const int8_t *p) {
 EKX_AVX512_INLINE void ekx_q_panel(int BG, const __m512i *buf, int kc, const uint8_t *X, size_t xrow, int k0,
                                    const float *dx, const int32_t *bias, float *Y, int ldy, int r, int b, int first) {
     __m512 acc[16];
-    EKX_UNROLL
+    EKX_UNROLL16
     for (int j = 0; j < BG; j++) acc[j] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(Y + (size_t)(b + j) * ldy + r);
     for (int k = 0; k < kc; k++) {
         const __m512i *w = buf + 9 * k;
         const __m512 dw = _mm512_castsi512_ps(w[8]);
-        EKX_UNROLL
+        EKX_UNROLL16
         for (int j = 0; j < BG; j++) {
             const int8_t *xq = ((const ek_block_q8_0 *)(X + (size_t)(b + j) * xrow) + k0 + k)->qs;
             __m512i p = _mm512_set1_epi32(bias[(b + j) * EKX_KCP + k]);
@@ -849,7 +850,7 @@ EKX_AVX512_INLINE void ekx_q_panel(int BG, const __m512i *buf, int kc, const uin
             acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), s, acc[j]);
         }
     }
-    EKX_UNROLL
+    EKX_UNROLL16
     for (int j = 0; j < BG; j++) _mm512_storeu_ps(Y + (size_t)(b + j) * ldy + r, acc[j]);
 }
 
@@ -1008,7 +1009,7 @@ EKX_AMX_INLINE void ekx_matmul_q_amx(int kind, const void *Wv, int n, const void
                 for (int g = 0; g < ngrp; g++) {
                     const int b = g * 16, nv = nbc - b < 16 ? nbc - b : 16;
                     __m512 acc[16];
-                    EKX_UNROLL
+                    EKX_UNROLL16
                     for (int j = 0; j < 16; j++)
                         acc[j] = first || j >= nv ? _mm512_setzero_ps() : _mm512_loadu_ps(Yc + (size_t)(b + j) * ldy + r);
                     /* the tile products of all blocks of the chunk first (alternating
@@ -1032,13 +1033,13 @@ EKX_AMX_INLINE void ekx_matmul_q_amx(int kind, const void *Wv, int n, const void
                     for (int k = 0; k < kc; k++) {
                         const __m512 dw = _mm512_castsi512_ps(buf[10 * k + 8]);
                         const int32_t *c = cbuf[k][0];
-                        EKX_UNROLL
+                        EKX_UNROLL16
                         for (int j = 0; j < 16; j++) {
                             const __m512 sc = _mm512_mul_ps(dw, _mm512_set1_ps(dx[(b + j) * EKX_AKC + k]));
                             acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c + 16 * j)), sc, acc[j]);
                         }
                     }
-                    EKX_UNROLL
+                    EKX_UNROLL16
                     for (int j = 0; j < 16; j++)
                         if (j < nv) _mm512_storeu_ps(Yc + (size_t)(b + j) * ldy + r, acc[j]);
                 }
