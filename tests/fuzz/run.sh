@@ -23,15 +23,20 @@ mkdir -p "$OUT/obj" "$REG"
 # Library objects built once with the fuzzing flags (rebuilt when stale).
 build_objs() {
     objs=""
+    pids=""
+    rm -f "$OUT/obj/FAILED"
     for src in src/*.c; do
         o=$OUT/obj/$(basename "$src" .c).o
         if [ ! -f "$o" ] || [ -n "$(find "$src" src/*.h include/ember.h -newer "$o" 2>/dev/null)" ]; then
             # -fsanitize=fuzzer-no-link: coverage for the library without a second main
-            nice -n "$NICE" "$FUZZ_CC" $(echo "$FLAGS" | sed 's/-fsanitize=fuzzer,/-fsanitize=fuzzer-no-link,/') \
-                -c "$src" -o "$o" || return 1
+            ( nice -n "$NICE" "$FUZZ_CC" $(echo "$FLAGS" | sed 's/-fsanitize=fuzzer,/-fsanitize=fuzzer-no-link,/') \
+                -c "$src" -o "$o.tmp" >&2 && mv "$o.tmp" "$o" || touch "$OUT/obj/FAILED" ) &
+            pids="$pids $!"
         fi
         objs="$objs $o"
     done
+    for p in $pids; do wait "$p"; done
+    [ -f "$OUT/obj/FAILED" ] && return 1
     echo "$objs"
 }
 
