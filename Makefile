@@ -56,7 +56,8 @@ $(BUILD)/examples/%: examples/%.c include/ember.h $(BUILD)/libember.a
 	$(CC) -std=c11 -Wall -Wextra -Iinclude -D_DEFAULT_SOURCE $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libember.a $(LDLIBS)
 
 # Tests may include internal headers (white-box).
-$(BUILD)/tests/%: tests/%.c tests/test.h $(LIB_HDRS) $(BUILD)/libember.a
+TEST_DEPS = $(wildcard tests/*.h) tests/test_hostile_model.c
+$(BUILD)/tests/%: tests/%.c $(TEST_DEPS) $(LIB_HDRS) $(BUILD)/libember.a
 	@mkdir -p $(dir $@)
 	$(CC) $(EMBER_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libember.a $(LDLIBS)
 

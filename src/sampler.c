@@ -6,6 +6,7 @@
  * sampler is created; sampling allocates nothing. */
 #include "common.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -134,7 +135,14 @@ ember_token ember_sampler_sample(ember_sampler *s, const float *logits) {
     if (!s || !logits) return -1;
     const int V = s->n_vocab;
     es_cand *c = s->cand;
-    for (int i = 0; i < V; i++) { c[i].logit = logits[i]; c[i].id = i; }
+    /* Non-finite logits would break the comparisons below (NaN: the
+     * quickselect's bounds) and the softmax (inf - inf): NaN counts as the
+     * least likely, infinities are clamped to the largest finite floats. */
+    for (int i = 0; i < V; i++) {
+        float x = logits[i];
+        c[i].logit = isnan(x) ? -FLT_MAX : x > FLT_MAX ? FLT_MAX : x < -FLT_MAX ? -FLT_MAX : x;
+        c[i].id = i;
+    }
 
     /* Repetition penalty, once per distinct recent token (as llama.cpp). */
     if (s->p.repeat_penalty != 1.0f && s->hist_len > 0) {

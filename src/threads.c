@@ -84,10 +84,11 @@ static void *et_worker_main(void *arg) {
     for (;;) {
         seen = et_wait_generation(p, seen);
         if (atomic_load_explicit(&p->stop, memory_order_acquire)) break;
-        if (w->index < p->nth) {
-            p->fn(p->arg, w->index, p->nth);
-            atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel);
-        }
+        /* Every worker acknowledges every run, even one it sits out: the
+         * caller may not publish the next run's fn/arg/nth before all have
+         * read this one's. */
+        if (w->index < p->nth) p->fn(p->arg, w->index, p->nth);
+        atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel);
     }
     return NULL;
 }
@@ -154,7 +155,7 @@ void et_pool_run(et_pool *p, et_task_fn fn, void *arg, int nth) {
     p->fn = fn;
     p->arg = arg;
     p->nth = nth;
-    atomic_store_explicit(&p->pending, nth - 1, memory_order_release);
+    atomic_store_explicit(&p->pending, p->n - 1, memory_order_release);
     et_broadcast(p);
     fn(arg, 0, nth);
     while (atomic_load_explicit(&p->pending, memory_order_acquire) > 0) ET_PAUSE();
