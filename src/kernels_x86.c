@@ -914,6 +914,243 @@ static EKX_AVX512 void ekx_matmul_q8_0_avx512(const void *W, int n, const void *
     ekx_matmul_q512(EKX_Q8_0, W, n, X, nb, Y, ldy, r0, r1);
 }
 
+/* ---- AVX-512 k-quant matmul (Q4_K, Q5_K, Q6_K weights; Q8_K activations) ------------------------
+ * Every output is one float chain over its superblocks, in order:
+ *     acc = fma((float)isum, d * d_x, acc);  acc = acc - (float)msum * (dmin * d_x)  (one rounding)
+ * with isum = sum_g scale_g * dot_g(q, x) and msum = sum_g min_g * bsum_g(x)
+ * exact integers (q6_K: its -32 offset folded into isum, no msum).  16
+ * weight rows go together: each row's 256 products are scaled in 16 int32
+ * lanes (maddubs, then madd with the sub-block scales), a transposing
+ * reduction leaves row j's isum in lane j, and the scales, mins and fp16
+ * factors of the 16 rows come in with gathers, decoded with rows in lanes.
+ * Activation rows are taken one at a time against the same 16 rows (which
+ * stay in L1), so nb does not change any output's instructions; tail rows
+ * run a scalar chain. */
+
+EKX_AVX512_INLINE float ekx_fnma1(float a, float b, float acc) {
+    return _mm_cvtss_f32(_mm_fnmadd_ss(_mm_set_ss(a), _mm_set_ss(b), _mm_set_ss(acc)));
+}
+
+/* scalar: one row against one activation row */
+EKX_AVX512_INLINE float ekx_kq_chain1(int kind, const uint8_t *w, const ek_block_q8_K *xb, int nsb) {
+    const int wbs = kind == EKX_Q4_K ? 144 : kind == EKX_Q5_K ? 176 : 210;
+    float acc = 0.0f;
+    for (int k = 0; k < nsb; k++) {
+        const uint8_t *blk = w + (size_t)k * wbs;
+        const int8_t *x = xb[k].qs;
+        int isum = 0, msum = 0;
+        uint16_t h;
+        float d, dmin = 0.0f;
+        if (kind == EKX_Q6_K) {
+            memcpy(&h, blk + 208, 2);
+            d = ekx_h2f(h);
+            const uint8_t *ql = blk, *qh = blk + 128;
+            const int8_t *sc = (const int8_t *)(blk + 192);
+            for (int g = 0; g < 16; g++) {
+                /* element i = 128 half + 32 s + l; group g = i / 16 */
+                int dot = 0;
+                for (int t = 0; t < 16; t++) {
+                    const int i = g * 16 + t, hf = i / 128, s = (i % 128) / 32, l = i % 32;
+                    const int lo = s & 1 ? ql[64 * hf + 32 + l] : ql[64 * hf + l];
+                    const int q = ((s < 2 ? lo & 0xF : lo >> 4) | (((qh[32 * hf + l] >> (2 * s)) & 3) << 4));
+                    dot += q * x[i];
+                }
+                isum += sc[g] * (dot - 32 * xb[k].bsums[g]);
+            }
+        } else {
+            memcpy(&h, blk, 2);
+            d = ekx_h2f(h);
+            memcpy(&h, blk + 2, 2);
+            dmin = ekx_h2f(h);
+            const uint8_t *s = blk + 4, *qh = blk + 16, *qs = blk + (kind == EKX_Q4_K ? 16 : 48);
+            for (int j = 0; j < 8; j++) {
+                int sc, m;
+                if (j < 4) { sc = s[j] & 63; m = s[j + 4] & 63; }
+                else { sc = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4); m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4); }
+                int dot = 0;
+                for (int l = 0; l < 32; l++) {
+                    const int c = j / 2;
+                    int q = j & 1 ? qs[32 * c + l] >> 4 : qs[32 * c + l] & 0xF;
+                    if (kind == EKX_Q5_K) q |= ((qh[l] >> j) & 1) << 4;
+                    dot += q * x[32 * j + l];
+                }
+                isum += sc * dot;
+                msum += m * (xb[k].bsums[2 * j] + xb[k].bsums[2 * j + 1]);
+            }
+        }
+        const float t = d * xb[k].d;
+        acc = ekx_fma1((float)isum, t, acc);
+        if (kind != EKX_Q6_K) {
+            const float u = dmin * xb[k].d;
+            acc = ekx_fnma1((float)msum, u, acc);
+        }
+    }
+    return acc;
+}
+
+/* q4_K / q5_K: the 16 scaled int32 lanes of one row's superblock */
+EKX_AVX512_INLINE __m512i ekx_kq45_row(int kind, const uint8_t *blk, uint64_t scq, const __m512i x[4]) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F), sh = _mm512_setr_epi64(0, 0, 0, 0, 4, 4, 4, 4);
+    const __m512i scb = _mm512_set1_epi64((long long)scq);
+    const uint8_t *qs = blk + (kind == EKX_Q4_K ? 16 : 48);
+    __m512i hb = _mm512_setzero_si512();
+    if (kind == EKX_Q5_K) hb = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(blk + 16)));
+    __m512i sum = _mm512_setzero_si512();
+    EKX_UNROLL
+    for (int c = 0; c < 4; c++) {
+        const __m512i v = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(qs + 32 * c)));
+        __m512i q = _mm512_and_si512(_mm512_srlv_epi64(v, sh), m4);
+        if (kind == EKX_Q5_K) {
+            const __m512i hs = _mm512_setr_epi64(2 * c, 2 * c, 2 * c, 2 * c, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1);
+            const __m512i bit = _mm512_and_si512(_mm512_srlv_epi64(hb, hs), _mm512_set1_epi8(1));
+            q = _mm512_or_si512(q, _mm512_slli_epi16(bit, 4));
+        }
+        /* words: scale 2c in the low 256 bits, 2c+1 in the high ones */
+        const __m512i idx = _mm512_setr_epi32(0x80008000 | (2 * c) * 0x10001, 0x80008000 | (2 * c) * 0x10001,
+                                              0x80008000 | (2 * c) * 0x10001, 0x80008000 | (2 * c) * 0x10001,
+                                              0x80008000 | (2 * c) * 0x10001, 0x80008000 | (2 * c) * 0x10001,
+                                              0x80008000 | (2 * c) * 0x10001, 0x80008000 | (2 * c) * 0x10001,
+                                              0x80008000 | (2 * c + 1) * 0x10001, 0x80008000 | (2 * c + 1) * 0x10001,
+                                              0x80008000 | (2 * c + 1) * 0x10001, 0x80008000 | (2 * c + 1) * 0x10001,
+                                              0x80008000 | (2 * c + 1) * 0x10001, 0x80008000 | (2 * c + 1) * 0x10001,
+                                              0x80008000 | (2 * c + 1) * 0x10001, 0x80008000 | (2 * c + 1) * 0x10001);
+        const __m512i scv = _mm512_shuffle_epi8(scb, idx);
+        sum = _mm512_add_epi32(sum, _mm512_madd_epi16(_mm512_maddubs_epi16(q, x[c]), scv));
+    }
+    return sum;
+}
+
+/* q6_K: the 16 int32 lanes of one row's superblock, offset included */
+EKX_AVX512_INLINE __m512i ekx_kq6_row(const uint8_t *blk, const __m512i x[4], __m256i bsums) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m3 = _mm512_set1_epi8(0x30);
+    /* scales as words, sign-extended */
+    const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 192)));
+    const __m512i sc = _mm512_castsi256_si512(sc16);
+    __m512i sum = _mm512_setzero_si512();
+    EKX_UNROLL
+    for (int hf = 0; hf < 2; hf++) {
+        /* zmm e (e = 0, 1) covers elements 128 hf + 64 e .. + 63: quarters s = 2e, 2e+1 */
+        const __m512i l64 = _mm512_loadu_si512((const void *)(blk + 64 * hf));        /* ql[0..63] of the half */
+        const __m512i h32 = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(blk + 128 + 32 * hf)));
+        EKX_UNROLL
+        for (int e = 0; e < 2; e++) {
+            /* s = 2e: low nibbles of ql[0..31] (e=0) or high nibbles of ql[0..31] (e=1);
+             * s = 2e+1: the same of ql[32..63]: so zmm = [nib(ql[0..31]), nib(ql[32..63])] */
+            const __m512i lo = e == 0 ? _mm512_and_si512(l64, m4) : _mm512_and_si512(_mm512_srli_epi16(l64, 4), m4);
+            /* high bits: quarter s takes bits 2s, 2s+1 of qh[l] */
+            const __m512i hs = _mm512_setr_epi64(4 * e, 4 * e, 4 * e, 4 * e, 4 * e + 2, 4 * e + 2, 4 * e + 2, 4 * e + 2);
+            __m512i hi = _mm512_and_si512(_mm512_slli_epi16(_mm512_srlv_epi64(h32, hs), 4), m3);
+            const __m512i q = _mm512_or_si512(lo, hi);
+            /* groups 8 hf + 4 e .. + 3, 8 words each */
+            const int g0 = 8 * hf + 4 * e;
+            const __m512i idx = _mm512_setr_epi32(g0 * 0x10001, g0 * 0x10001, g0 * 0x10001, g0 * 0x10001,
+                                                  (g0 + 1) * 0x10001, (g0 + 1) * 0x10001, (g0 + 1) * 0x10001, (g0 + 1) * 0x10001,
+                                                  (g0 + 2) * 0x10001, (g0 + 2) * 0x10001, (g0 + 2) * 0x10001, (g0 + 2) * 0x10001,
+                                                  (g0 + 3) * 0x10001, (g0 + 3) * 0x10001, (g0 + 3) * 0x10001, (g0 + 3) * 0x10001);
+            const __m512i scv = _mm512_permutexvar_epi16(idx, sc);
+            sum = _mm512_add_epi32(sum, _mm512_madd_epi16(_mm512_maddubs_epi16(q, x[2 * hf + e]), scv));
+        }
+    }
+    /* - 32 * sum_g scale_g * bsum_g */
+    const __m256i off = _mm256_madd_epi16(sc16, bsums);
+    return _mm512_sub_epi32(sum, _mm512_castsi256_si512(_mm256_slli_epi32(off, 5)));
+}
+
+/* 16 rows (W at row r) against one activation row; y gets 16 outputs */
+EKX_AVX512_INLINE void ekx_kq16(int kind, const uint8_t *W, size_t wrow, const ek_block_q8_K *xb, int nsb, float *y) {
+    const int wbs = kind == EKX_Q4_K ? 144 : kind == EKX_Q5_K ? 176 : 210;
+    const __m512i vidx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                            _mm512_set1_epi32((int)wrow));
+    __m512 acc = _mm512_setzero_ps();
+    for (int k = 0; k < nsb; k++) {
+        const uint8_t *wk = W + (size_t)k * wbs;
+        __m512i x[4];
+        EKX_UNROLL
+        for (int c = 0; c < 4; c++) x[c] = _mm512_loadu_si512((const void *)(xb[k].qs + 64 * c));
+        __m512i v[16];
+        __m512 d, dmin = _mm512_setzero_ps();
+        __m512i msum = _mm512_setzero_si512();
+        if (kind == EKX_Q6_K) {
+            const __m256i bs = _mm256_loadu_si256((const __m256i *)xb[k].bsums);
+            EKX_UNROLL16
+            for (int i = 0; i < 16; i++) v[i] = ekx_kq6_row(wk + (size_t)i * wrow, x, bs);
+            d = ekx_gather_d16(wk + 208, vidx);
+        } else {
+            const __m512i g0 = _mm512_i32gather_epi32(vidx, (const void *)wk, 1);
+            const __m512i s0 = _mm512_i32gather_epi32(vidx, (const void *)(wk + 4), 1);
+            const __m512i s1 = _mm512_i32gather_epi32(vidx, (const void *)(wk + 8), 1);
+            const __m512i s2 = _mm512_i32gather_epi32(vidx, (const void *)(wk + 12), 1);
+            d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g0));
+            dmin = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(g0, 16)));
+            const __m512i c3f = _mm512_set1_epi8(0x3F), c0f = _mm512_set1_epi8(0x0F), c30 = _mm512_set1_epi8(0x30);
+            const __m512i sclo = _mm512_and_si512(s0, c3f);
+            const __m512i schi = _mm512_or_si512(_mm512_and_si512(s2, c0f), _mm512_and_si512(_mm512_srli_epi32(s0, 2), c30));
+            const __m512i mlo = _mm512_and_si512(s1, c3f);
+            const __m512i mhi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(s2, 4), c0f),
+                                                _mm512_and_si512(_mm512_srli_epi32(s1, 2), c30));
+            /* mins as word pairs against pairs of 32-element activation sums */
+            const __m512i w16 = _mm512_set1_epi32(0x00FF00FF);
+            int32_t bp[4];
+            for (int t = 0; t < 4; t++) {
+                /* pair t: (min j, min j + 2) with j = 4 (t / 2) + (t % 2) */
+                const int j = 4 * (t / 2) + (t % 2);
+                const int b0 = xb[k].bsums[2 * j] + xb[k].bsums[2 * j + 1];
+                const int b2 = xb[k].bsums[2 * j + 4] + xb[k].bsums[2 * j + 5];
+                bp[t] = (int32_t)(((uint32_t)b0 & 0xFFFF) | ((uint32_t)b2 << 16));
+            }
+            msum = _mm512_madd_epi16(_mm512_and_si512(mlo, w16), _mm512_set1_epi32(bp[0]));
+            msum = _mm512_add_epi32(msum, _mm512_madd_epi16(_mm512_and_si512(_mm512_srli_epi32(mlo, 8), w16), _mm512_set1_epi32(bp[1])));
+            msum = _mm512_add_epi32(msum, _mm512_madd_epi16(_mm512_and_si512(mhi, w16), _mm512_set1_epi32(bp[2])));
+            msum = _mm512_add_epi32(msum, _mm512_madd_epi16(_mm512_and_si512(_mm512_srli_epi32(mhi, 8), w16), _mm512_set1_epi32(bp[3])));
+            /* each row's 8 scale bytes as one qword */
+            _Alignas(64) uint64_t scq[16];
+            _mm512_store_si512((void *)scq, _mm512_unpacklo_epi32(sclo, schi));
+            _mm512_store_si512((void *)(scq + 8), _mm512_unpackhi_epi32(sclo, schi));
+            /* unpacklo holds rows 4L, 4L+1 at qwords 2L, 2L+1; unpackhi rows 4L+2, 4L+3 */
+            EKX_UNROLL16
+            for (int i = 0; i < 16; i++)
+                v[i] = ekx_kq45_row(kind, wk + (size_t)i * wrow, scq[(i % 4 < 2 ? 0 : 8) + 2 * (i / 4) + (i % 2)], x);
+        }
+        __m512i t8[8], t4[4], t2[2];
+        EKX_UNROLL
+        for (int i = 0; i < 8; i++) t8[i] = ekx_pair_reduce(v[2 * i], v[2 * i + 1]);
+        EKX_UNROLL
+        for (int i = 0; i < 4; i++) t4[i] = ekx_pair_reduce(t8[2 * i], t8[2 * i + 1]);
+        EKX_UNROLL
+        for (int i = 0; i < 2; i++) t2[i] = ekx_pair_reduce(t4[2 * i], t4[2 * i + 1]);
+        const __m512i isum = ekx_pair_reduce(t2[0], t2[1]);
+        const __m512 dx = _mm512_set1_ps(xb[k].d);
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(d, dx), acc);
+        if (kind != EKX_Q6_K) acc = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), _mm512_mul_ps(dmin, dx), acc);
+    }
+    _mm512_storeu_ps(y, acc);
+}
+
+EKX_AVX512_INLINE void ekx_matmul_kq512(int kind, const void *Wv, int n, const void *Xv, int nb, float *Y, int ldy,
+                                        int r0, int r1) {
+    const uint8_t *W = Wv, *X = Xv;
+    const int nsb = n / 256, wbs = kind == EKX_Q4_K ? 144 : kind == EKX_Q5_K ? 176 : 210;
+    const size_t wrow = (size_t)nsb * wbs, xrow = (size_t)nsb * sizeof(ek_block_q8_K);
+    int r = r0;
+    for (; r + 16 <= r1; r += 16)
+        for (int b = 0; b < nb; b++)
+            ekx_kq16(kind, W + (size_t)r * wrow, wrow, (const ek_block_q8_K *)(X + (size_t)b * xrow), nsb,
+                     Y + (size_t)b * ldy + r);
+    for (; r < r1; r++)
+        for (int b = 0; b < nb; b++)
+            Y[(size_t)b * ldy + r] = ekx_kq_chain1(kind, W + (size_t)r * wrow, (const ek_block_q8_K *)(X + (size_t)b * xrow), nsb);
+}
+
+static EKX_AVX512 void ekx_matmul_q4_K_avx512(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
+    ekx_matmul_kq512(EKX_Q4_K, W, n, X, nb, Y, ldy, r0, r1);
+}
+static EKX_AVX512 void ekx_matmul_q5_K_avx512(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
+    ekx_matmul_kq512(EKX_Q5_K, W, n, X, nb, Y, ldy, r0, r1);
+}
+static EKX_AVX512 void ekx_matmul_q6_K_avx512(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
+    ekx_matmul_kq512(EKX_Q6_K, W, n, X, nb, Y, ldy, r0, r1);
+}
+
 /* ---- AMX quantized matmul (Q4_0, Q8_0 weights; Q8_0 activations) --------------------------------
  * Same chain as above, with isum from AMX tiles (exact int32, so the same
  * bits again).  Roles swap for the signedness of tdpbusd (A unsigned, B
@@ -1069,7 +1306,7 @@ static const ek_kernels ekx_avx512_set = {
     .matmul = {
         [EK_F32] = ekx_matmul_f32_avx512, [EK_F16] = ekx_matmul_f16_avx512, [EK_BF16] = ekx_matmul_bf16_avx512,
         [EK_Q4_0] = ekx_matmul_q4_0_avx512, [EK_Q8_0] = ekx_matmul_q8_0_avx512,
-        [EK_Q4_K] = ekx_matmul_q4_K_avx2, [EK_Q5_K] = ekx_matmul_q5_K_avx2, [EK_Q6_K] = ekx_matmul_q6_K_avx2,
+        [EK_Q4_K] = ekx_matmul_q4_K_avx512, [EK_Q5_K] = ekx_matmul_q5_K_avx512, [EK_Q6_K] = ekx_matmul_q6_K_avx512,
     },
     EKX_AVX2_COMMON,
 };
@@ -1079,7 +1316,7 @@ static const ek_kernels ekx_amx_set = {
     .matmul = {
         [EK_F32] = ekx_matmul_f32_avx512, [EK_F16] = ekx_matmul_f16_avx512, [EK_BF16] = ekx_matmul_bf16_avx512,
         [EK_Q4_0] = ekx_matmul_q4_0_amx, [EK_Q8_0] = ekx_matmul_q8_0_amx,
-        [EK_Q4_K] = ekx_matmul_q4_K_avx2, [EK_Q5_K] = ekx_matmul_q5_K_avx2, [EK_Q6_K] = ekx_matmul_q6_K_avx2,
+        [EK_Q4_K] = ekx_matmul_q4_K_avx512, [EK_Q5_K] = ekx_matmul_q5_K_avx512, [EK_Q6_K] = ekx_matmul_q6_K_avx512,
     },
     EKX_AVX2_COMMON,
 };
