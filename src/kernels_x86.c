@@ -1076,10 +1076,25 @@ EKX_AVX512_INLINE void ekx_kq16(int kind, const uint8_t *W, size_t wrow, const e
             for (int i = 0; i < 16; i++) v[i] = ekx_kq6_row(wk + (size_t)i * wrow, x, bs);
             d = ekx_gather_d16(wk + 208, vidx);
         } else {
-            const __m512i g0 = _mm512_i32gather_epi32(vidx, (const void *)wk, 1);
-            const __m512i s0 = _mm512_i32gather_epi32(vidx, (const void *)(wk + 4), 1);
-            const __m512i s1 = _mm512_i32gather_epi32(vidx, (const void *)(wk + 8), 1);
-            const __m512i s2 = _mm512_i32gather_epi32(vidx, (const void *)(wk + 12), 1);
+            /* the first 16 bytes of the 16 blocks (d, dmin, scales), transposed to
+             * dword m of each row in lane j: loads and permutes beat 4 gathers */
+            __m512i z[4];
+            EKX_UNROLL
+            for (int g = 0; g < 4; g++) {
+                const uint8_t *p0 = wk + (size_t)(4 * g) * wrow;
+                __m512i t = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)p0));
+                t = _mm512_inserti32x4(t, _mm_loadu_si128((const __m128i *)(p0 + wrow)), 1);
+                t = _mm512_inserti32x4(t, _mm_loadu_si128((const __m128i *)(p0 + 2 * wrow)), 2);
+                z[g] = _mm512_inserti32x4(t, _mm_loadu_si128((const __m128i *)(p0 + 3 * wrow)), 3);
+            }
+            const __m512i ia = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 1, 5, 9, 13, 17, 21, 25, 29);
+            const __m512i ib = _mm512_add_epi32(ia, _mm512_set1_epi32(2));
+            const __m512i ilo = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
+            const __m512i ihi = _mm512_add_epi32(ilo, _mm512_set1_epi32(8));
+            const __m512i u0 = _mm512_permutex2var_epi32(z[0], ia, z[1]), u1 = _mm512_permutex2var_epi32(z[0], ib, z[1]);
+            const __m512i u2 = _mm512_permutex2var_epi32(z[2], ia, z[3]), u3 = _mm512_permutex2var_epi32(z[2], ib, z[3]);
+            const __m512i g0 = _mm512_permutex2var_epi32(u0, ilo, u2), s0 = _mm512_permutex2var_epi32(u0, ihi, u2);
+            const __m512i s1 = _mm512_permutex2var_epi32(u1, ilo, u3), s2 = _mm512_permutex2var_epi32(u1, ihi, u3);
             d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g0));
             dmin = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(g0, 16)));
             const __m512i c3f = _mm512_set1_epi8(0x3F), c0f = _mm512_set1_epi8(0x0F), c30 = _mm512_set1_epi8(0x30);
