@@ -182,7 +182,12 @@ static EKX_AVX2 void ekx_matmul_bf16_avx2(const void *W, int n, const void *X, i
  * sum of 4 adjacent byte products); it is converted to float and
  * accumulated with one fma by d_w * d_x. */
 
-enum { EKX_Q4_0, EKX_Q8_0 };
+enum { EKX_Q4_0, EKX_Q8_0, EKX_Q4_1, EKX_Q5_0, EKX_Q5_1 };
+/* block bytes, offset of the quants, whether the type has a min (value = d q + m) or a 5th bit */
+#define EKX_WBS(kind) ((kind) == EKX_Q4_0 ? 18 : (kind) == EKX_Q8_0 ? 34 : (kind) == EKX_Q4_1 ? 20 : (kind) == EKX_Q5_0 ? 22 : 24)
+#define EKX_QSOFF(kind) ((kind) == EKX_Q4_1 ? 4 : (kind) == EKX_Q5_0 ? 6 : (kind) == EKX_Q5_1 ? 8 : 2)
+#define EKX_HASMIN(kind) ((kind) == EKX_Q4_1 || (kind) == EKX_Q5_1)
+#define EKX_IS5(kind) ((kind) == EKX_Q5_0 || (kind) == EKX_Q5_1)
 
 #define EKX_QRT 4 /* rows per tile */
 #define EKX_QBT 2 /* activation rows per tile */
@@ -689,8 +694,9 @@ static EKX_AVX512 void ekx_matmul_bf16_avx512(const void *W, int n, const void *
 #define EKX_PBMAX 64      /* activation rows per panel pass */
 #define EKX_PANEL_MIN 4   /* smallest nb for the panel kernel */
 
-/* d_x as floats and the bias -8 * sum(x) (q4_0) or -128 * sum(x) (q8_0) of
- * kc activation blocks */
+/* d_x as floats and the bias -8 * sum(x) (q4_0), -128 * sum(x) (q8_0),
+ * -16 * sum(x) (q5_0), or sum(x) itself (q4_1, q5_1: for the min term) of kc
+ * activation blocks */
 EKX_AVX512_INLINE void ekx_q_side(int kind, const uint8_t *xrow, int k0, int kc, float *dx, int32_t *bias) {
     const ek_block_q8_0 *xb = (const ek_block_q8_0 *)xrow + k0;
     const __m256i flip = _mm256_set1_epi8((char)0x80);
@@ -701,21 +707,31 @@ EKX_AVX512_INLINE void ekx_q_side(int kind, const uint8_t *xrow, int k0, int kc,
                                     _mm256_setzero_si256());
         __m128i t = _mm_add_epi64(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
         int sum = (int)(_mm_cvtsi128_si64(t) + _mm_extract_epi64(t, 1)) - 32 * 128;
-        bias[k] = kind == EKX_Q4_0 ? -8 * sum : -128 * sum;
+        bias[k] = kind == EKX_Q4_0 ? -8 * sum : kind == EKX_Q8_0 ? -128 * sum : kind == EKX_Q5_0 ? -16 * sum : sum;
     }
 }
 
 /* The chain of one output over kc blocks, scalar (tail rows). */
 EKX_AVX512_INLINE float ekx_q_chain1(int kind, const uint8_t *w, const uint8_t *xrow, int k0, int kc,
-                                     const float *dx, float acc) {
-    const int wbs = kind == EKX_Q4_0 ? 18 : 34;
+                                     const float *dx, const int32_t *bias, float acc) {
+    const int wbs = EKX_WBS(kind);
     const ek_block_q8_0 *xb = (const ek_block_q8_0 *)xrow + k0;
     for (int k = 0; k < kc; k++) {
         const uint8_t *wb = w + (size_t)(k0 + k) * wbs;
         /* sign-extended 16-bit products (written out: GCC 12 turns a plain
          * s8 x s8 loop into vpdpbusd, which is u8 x s8) */
-        const __m256i wq = kind == EKX_Q4_0 ? _mm256_sub_epi8(ekx_unpack_q4(wb + 2), _mm256_set1_epi8(8))
-                                            : _mm256_loadu_si256((const __m256i *)(wb + 2));
+        __m256i wq;
+        if (kind == EKX_Q8_0) wq = _mm256_loadu_si256((const __m256i *)(wb + 2));
+        else {
+            wq = ekx_unpack_q4(wb + EKX_QSOFF(kind));
+            if (EKX_IS5(kind)) {
+                uint32_t qh;
+                memcpy(&qh, wb + (kind == EKX_Q5_0 ? 2 : 4), 4);
+                wq = _mm256_or_si256(wq, _mm256_and_si256(_mm256_movm_epi8((__mmask32)qh), _mm256_set1_epi8(0x10)));
+            }
+            if (kind == EKX_Q4_0) wq = _mm256_sub_epi8(wq, _mm256_set1_epi8(8));
+            if (kind == EKX_Q5_0) wq = _mm256_sub_epi8(wq, _mm256_set1_epi8(16));
+        }
         const __m256i xq = _mm256_loadu_si256((const __m256i *)xb[k].qs);
         __m256i p = _mm256_add_epi32(
             _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm256_castsi256_si128(wq)), _mm256_cvtepi8_epi16(_mm256_castsi256_si128(xq))),
@@ -729,6 +745,11 @@ EKX_AVX512_INLINE float ekx_q_chain1(int kind, const uint8_t *w, const uint8_t *
         memcpy(&dh, wb, 2);
         const float s = ekx_h2f(dh) * dx[k];
         acc = ekx_fma1((float)isum, s, acc);
+        if (EKX_HASMIN(kind)) {
+            memcpy(&dh, wb + 2, 2);
+            const float sm = ekx_h2f(dh) * dx[k];
+            acc = ekx_fma1((float)bias[k], sm, acc);
+        }
     }
     return acc;
 }
@@ -750,7 +771,7 @@ EKX_AVX512_INLINE __m512 ekx_gather_d16(const uint8_t *p, __m512i vidx) {
 /* nb = 1: rows r .. r+15 over blocks k0 .. k0+kc-1; W points at row r */
 EKX_AVX512_INLINE void ekx_q_gemv16(int kind, const uint8_t *W, size_t wrow, const uint8_t *xrow, int k0, int kc,
                                     const float *dx, const int32_t *bias, float *y, int first) {
-    const int wbs = kind == EKX_Q4_0 ? 18 : 34;
+    const int wbs = EKX_WBS(kind);
     const __m512i vidx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                             _mm512_set1_epi32((int)wrow));
     const __m512i m4 = _mm512_set1_epi8(0x0F), flip = _mm512_set1_epi8((char)0x80), z0 = _mm512_setzero_si512();
@@ -763,18 +784,32 @@ EKX_AVX512_INLINE void ekx_q_gemv16(int kind, const uint8_t *W, size_t wrow, con
         EKX_UNROLL
         for (int i = 0; i < 16 * wbs; i += EKX_PFSTEP) _mm_prefetch((const char *)pf + (size_t)k * 16 * wbs + i, _MM_HINT_T0);
         __m512i isum;
-        if (kind == EKX_Q4_0) {
+        if (kind != EKX_Q8_0) {
             const __m512i xlo = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)xb[k].qs));
             const __m512i xhi = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(xb[k].qs + 16)));
-            __m512i p[4];
+            __m512i p[4], gqh = z0;
+            if (EKX_IS5(kind)) gqh = _mm512_i32gather_epi32(vidx, (const void *)(wk + (kind == EKX_Q5_0 ? 2 : 4)), 1);
             EKX_UNROLL
             for (int g = 0; g < 4; g++) {
-                const uint8_t *w0 = wk + (size_t)(4 * g) * wrow + 2;
+                const uint8_t *w0 = wk + (size_t)(4 * g) * wrow + EKX_QSOFF(kind);
                 __m512i v = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)w0));
                 v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(w0 + wrow)), 1);
                 v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(w0 + 2 * wrow)), 2);
                 v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(w0 + 3 * wrow)), 3);
-                const __m512i lo = _mm512_and_si512(v, m4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+                __m512i lo = _mm512_and_si512(v, m4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+                if (EKX_IS5(kind)) {
+                    /* row 4g+i's qh in 128-bit lane i; bytes j of the lane <- qh byte j/8 (lo) or
+                     * 2 + j/8 (hi), tested against bit j%8 */
+                    const __m512i h = _mm512_permutexvar_epi32(_mm512_setr_epi32(
+                        4 * g, 4 * g, 4 * g, 4 * g, 4 * g + 1, 4 * g + 1, 4 * g + 1, 4 * g + 1, 4 * g + 2, 4 * g + 2,
+                        4 * g + 2, 4 * g + 2, 4 * g + 3, 4 * g + 3, 4 * g + 3, 4 * g + 3), gqh);
+                    const __m512i bl = _mm512_shuffle_epi8(h, _mm512_broadcast_i32x4(_mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1)));
+                    const __m512i bh = _mm512_shuffle_epi8(h, _mm512_broadcast_i32x4(_mm_setr_epi8(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3)));
+                    const __m512i bits = _mm512_broadcast_i32x4(_mm_setr_epi8(1, 2, 4, 8, 16, 32, 64, -128, 1, 2, 4, 8, 16, 32, 64, -128));
+                    const __m512i sixteen = _mm512_set1_epi8(16);
+                    lo = _mm512_mask_add_epi8(lo, _mm512_test_epi8_mask(bl, bits), lo, sixteen);
+                    hi = _mm512_mask_add_epi8(hi, _mm512_test_epi8_mask(bh, bits), hi, sixteen);
+                }
                 p[g] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(z0, lo, xlo), hi, xhi);
             }
             isum = ekx_pair_reduce(ekx_pair_reduce(p[0], p[1]), ekx_pair_reduce(p[2], p[3]));
@@ -791,9 +826,15 @@ EKX_AVX512_INLINE void ekx_q_gemv16(int kind, const uint8_t *W, size_t wrow, con
             isum = ekx_pair_reduce(ekx_pair_reduce(ekx_pair_reduce(p[0], p[1]), ekx_pair_reduce(p[2], p[3])),
                                    ekx_pair_reduce(ekx_pair_reduce(p[4], p[5]), ekx_pair_reduce(p[6], p[7])));
         }
-        isum = _mm512_add_epi32(isum, _mm512_set1_epi32(bias[k]));
-        const __m512 s = _mm512_mul_ps(ekx_gather_d16(wk, vidx), _mm512_set1_ps(dx[k]));
+        if (!EKX_HASMIN(kind)) isum = _mm512_add_epi32(isum, _mm512_set1_epi32(bias[k]));
+        const __m512i gd = _mm512_i32gather_epi32(vidx, (const void *)wk, 1);
+        const __m512 vdx = _mm512_set1_ps(dx[k]);
+        const __m512 s = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(gd)), vdx);
         acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), s, acc);
+        if (EKX_HASMIN(kind)) {
+            const __m512 sm = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(gd, 16))), vdx);
+            acc = _mm512_fmadd_ps(_mm512_set1_ps((float)bias[k]), sm, acc);
+        }
     }
     _mm512_storeu_ps(y, acc);
 }
@@ -858,21 +899,25 @@ EKX_AVX512_INLINE void ekx_matmul_q512(int kind, const void *Wv, int n, const vo
                                        int r0, int r1) {
     const uint8_t *W = Wv, *X = Xv;
     const int nblk = n / 32;
-    const size_t wrow = (size_t)nblk * (kind == EKX_Q4_0 ? 18 : 34), xrow = (size_t)nblk * 34;
+    const size_t wrow = (size_t)nblk * EKX_WBS(kind), xrow = (size_t)nblk * 34;
     const int r16 = r0 + (r1 - r0) / 16 * 16;
-    if (nb < EKX_PANEL_MIN) {
+    if (nb < EKX_PANEL_MIN || (kind != EKX_Q4_0 && kind != EKX_Q8_0)) {
+        /* 128-row slices stay in L2 while every activation row passes */
         float dx[EKX_KC1];
         int32_t bias[EKX_KC1];
-        for (int b = 0; b < nb; b++) {
-            const uint8_t *xr = X + (size_t)b * xrow;
-            float *yb = Y + (size_t)b * ldy;
-            for (int k0 = 0; k0 < nblk; k0 += EKX_KC1) {
-                const int kc = nblk - k0 < EKX_KC1 ? nblk - k0 : EKX_KC1;
-                ekx_q_side(kind, xr, k0, kc, dx, bias);
-                for (int r = r0; r < r16; r += 16)
-                    ekx_q_gemv16(kind, W + (size_t)r * wrow, wrow, xr, k0, kc, dx, bias, yb + r, k0 == 0);
-                for (int r = r16; r < r1; r++)
-                    yb[r] = ekx_q_chain1(kind, W + (size_t)r * wrow, xr, k0, kc, dx, k0 ? yb[r] : 0.0f);
+        for (int rc = r0; rc < r1; rc += 128) {
+            const int re = r1 - rc < 128 ? r1 : rc + 128, re16 = re < r16 ? re : r16;
+            for (int b = 0; b < nb; b++) {
+                const uint8_t *xr = X + (size_t)b * xrow;
+                float *yb = Y + (size_t)b * ldy;
+                for (int k0 = 0; k0 < nblk; k0 += EKX_KC1) {
+                    const int kc = nblk - k0 < EKX_KC1 ? nblk - k0 : EKX_KC1;
+                    ekx_q_side(kind, xr, k0, kc, dx, bias);
+                    for (int r = rc; r < re16; r += 16)
+                        ekx_q_gemv16(kind, W + (size_t)r * wrow, wrow, xr, k0, kc, dx, bias, yb + r, k0 == 0);
+                    for (int r = re16; r < re; r++)
+                        yb[r] = ekx_q_chain1(kind, W + (size_t)r * wrow, xr, k0, kc, dx, bias, k0 ? yb[r] : 0.0f);
+                }
             }
         }
         return;
@@ -901,7 +946,7 @@ EKX_AVX512_INLINE void ekx_matmul_q512(int kind, const void *Wv, int n, const vo
                 for (int r = r16; r < r1; r++) {
                     float *y = Yc + (size_t)b * ldy + r;
                     *y = ekx_q_chain1(kind, W + (size_t)r * wrow, Xc + (size_t)b * xrow, k0, kc, dx + b * EKX_KCP,
-                                      first ? 0.0f : *y);
+                                      bias + b * EKX_KCP, first ? 0.0f : *y);
                 }
         }
     }
@@ -912,6 +957,15 @@ static EKX_AVX512 void ekx_matmul_q4_0_avx512(const void *W, int n, const void *
 }
 static EKX_AVX512 void ekx_matmul_q8_0_avx512(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
     ekx_matmul_q512(EKX_Q8_0, W, n, X, nb, Y, ldy, r0, r1);
+}
+static EKX_AVX512 void ekx_matmul_q4_1_avx512(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
+    ekx_matmul_q512(EKX_Q4_1, W, n, X, nb, Y, ldy, r0, r1);
+}
+static EKX_AVX512 void ekx_matmul_q5_0_avx512(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
+    ekx_matmul_q512(EKX_Q5_0, W, n, X, nb, Y, ldy, r0, r1);
+}
+static EKX_AVX512 void ekx_matmul_q5_1_avx512(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
+    ekx_matmul_q512(EKX_Q5_1, W, n, X, nb, Y, ldy, r0, r1);
 }
 
 /* ---- AVX-512 k-quant matmul (Q4_K, Q5_K, Q6_K weights; Q8_K activations) ------------------------
@@ -1300,7 +1354,7 @@ EKX_AMX_INLINE void ekx_matmul_q_amx(int kind, const void *Wv, int n, const void
                 for (int r = r16; r < r1; r++) {
                     float *y = Yc + (size_t)b * ldy + r;
                     *y = ekx_q_chain1(kind, W + (size_t)r * wrow, Xc + (size_t)b * xrow, k0, kc, dx + b * EKX_AKC,
-                                      first ? 0.0f : *y);
+                                      NULL, first ? 0.0f : *y);
                 }
         }
     }
@@ -1322,6 +1376,7 @@ static const ek_kernels ekx_avx512_set = {
         [EK_F32] = ekx_matmul_f32_avx512, [EK_F16] = ekx_matmul_f16_avx512, [EK_BF16] = ekx_matmul_bf16_avx512,
         [EK_Q4_0] = ekx_matmul_q4_0_avx512, [EK_Q8_0] = ekx_matmul_q8_0_avx512,
         [EK_Q4_K] = ekx_matmul_q4_K_avx512, [EK_Q5_K] = ekx_matmul_q5_K_avx512, [EK_Q6_K] = ekx_matmul_q6_K_avx512,
+        [EK_Q4_1] = ekx_matmul_q4_1_avx512, [EK_Q5_0] = ekx_matmul_q5_0_avx512, [EK_Q5_1] = ekx_matmul_q5_1_avx512,
     },
     EKX_AVX2_COMMON,
 };
@@ -1332,6 +1387,7 @@ static const ek_kernels ekx_amx_set = {
         [EK_F32] = ekx_matmul_f32_avx512, [EK_F16] = ekx_matmul_f16_avx512, [EK_BF16] = ekx_matmul_bf16_avx512,
         [EK_Q4_0] = ekx_matmul_q4_0_amx, [EK_Q8_0] = ekx_matmul_q8_0_amx,
         [EK_Q4_K] = ekx_matmul_q4_K_avx512, [EK_Q5_K] = ekx_matmul_q5_K_avx512, [EK_Q6_K] = ekx_matmul_q6_K_avx512,
+        [EK_Q4_1] = ekx_matmul_q4_1_avx512, [EK_Q5_0] = ekx_matmul_q5_0_avx512, [EK_Q5_1] = ekx_matmul_q5_1_avx512,
     },
     EKX_AVX2_COMMON,
 };
