@@ -1128,7 +1128,8 @@ EKX_AVX512_INLINE void ekx_kq16(int kind, const uint8_t *W, size_t wrow, const e
             const __m256i bs = _mm256_loadu_si256((const __m256i *)xb[k].bsums);
             EKX_UNROLL16
             for (int i = 0; i < 16; i++) v[i] = ekx_kq6_row(wk + (size_t)i * wrow, x, bs);
-            d = ekx_gather_d16(wk + 208, vidx);
+            /* d is the block's last 2 bytes: gather the dword that ends there */
+            d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_i32gather_epi32(vidx, (const void *)(wk + 206), 1), 16)));
         } else {
             /* the first 16 bytes of the 16 blocks (d, dmin, scales), transposed to
              * dword m of each row in lane j: loads and permutes beat 4 gathers */
