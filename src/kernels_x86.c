@@ -288,7 +288,8 @@ static EKX_AVX2 void ekx_matmul_q8_0_avx2(const void *W, int n, const void *X, i
  * mins, q6_K's -32) need only the activations' 16-element sums, which Q8_K
  * carries (bsums): they are summed per output in a scalar. */
 
-enum { EKX_Q4_K, EKX_Q5_K, EKX_Q6_K };
+enum { EKX_Q4_K, EKX_Q5_K, EKX_Q6_K, EKX_Q2_K, EKX_Q3_K };
+#define EKX_KWBS(kind) ((kind) == EKX_Q4_K ? 144 : (kind) == EKX_Q5_K ? 176 : (kind) == EKX_Q6_K ? 210 : (kind) == EKX_Q2_K ? 84 : 110)
 
 /* the 32 unsigned quants of piece p (0..7) of a superblock; scale index
  * sc16 receives the 16-element group of the piece's first half */
@@ -987,7 +988,7 @@ EKX_AVX512_INLINE float ekx_fnma1(float a, float b, float acc) {
 
 /* scalar: one row against one activation row */
 EKX_AVX512_INLINE float ekx_kq_chain1(int kind, const uint8_t *w, const ek_block_q8_K *xb, int nsb) {
-    const int wbs = kind == EKX_Q4_K ? 144 : kind == EKX_Q5_K ? 176 : 210;
+    const int wbs = EKX_KWBS(kind);
     float acc = 0.0f;
     for (int k = 0; k < nsb; k++) {
         const uint8_t *blk = w + (size_t)k * wbs;
@@ -995,7 +996,32 @@ EKX_AVX512_INLINE float ekx_kq_chain1(int kind, const uint8_t *w, const ek_block
         int isum = 0, msum = 0;
         uint16_t h;
         float d, dmin = 0.0f;
-        if (kind == EKX_Q6_K) {
+        if (kind == EKX_Q2_K || kind == EKX_Q3_K) {
+            /* element i = 128 hf + 32 s + l: 2 bits at shift 2 s of qs[32 hf + l]; group i / 16 */
+            const uint8_t *qs = blk + (kind == EKX_Q2_K ? 16 : 32);
+            memcpy(&h, blk + (kind == EKX_Q2_K ? 80 : 108), 2);
+            d = ekx_h2f(h);
+            if (kind == EKX_Q2_K) { memcpy(&h, blk + 82, 2); dmin = ekx_h2f(h); }
+            for (int g = 0; g < 16; g++) {
+                int dot = 0, sc;
+                for (int t = 0; t < 16; t++) {
+                    const int i = g * 16 + t, hf = i / 128, sh = (i % 128) / 32, l = i % 32;
+                    int q = (qs[32 * hf + l] >> (2 * sh)) & 3;
+                    if (kind == EKX_Q3_K) q += ((blk[l] >> (4 * hf + sh)) & 1) << 2;   /* q + 4 */
+                    dot += q * x[i];
+                }
+                if (kind == EKX_Q2_K) {
+                    sc = blk[g] & 0xF;
+                    isum += sc * dot;
+                    msum += (blk[g] >> 4) * xb[k].bsums[g];
+                } else {
+                    const uint8_t *s3 = blk + 96;
+                    const int lo = g < 8 ? (s3[g] & 0xF) : (s3[g - 8] >> 4), hi = (s3[8 + (g & 3)] >> (2 * (g >> 2))) & 3;
+                    sc = (lo | (hi << 4)) - 32;
+                    isum += sc * (dot - 4 * xb[k].bsums[g]);
+                }
+            }
+        } else if (kind == EKX_Q6_K) {
             memcpy(&h, blk + 208, 2);
             d = ekx_h2f(h);
             const uint8_t *ql = blk, *qh = blk + 128;
@@ -1034,7 +1060,7 @@ EKX_AVX512_INLINE float ekx_kq_chain1(int kind, const uint8_t *w, const ek_block
         }
         const float t = d * xb[k].d;
         acc = ekx_fma1((float)isum, t, acc);
-        if (kind != EKX_Q6_K) {
+        if (kind == EKX_Q4_K || kind == EKX_Q5_K || kind == EKX_Q2_K) {
             const float u = dmin * xb[k].d;
             acc = ekx_fnma1((float)msum, u, acc);
         }
@@ -1110,9 +1136,78 @@ EKX_AVX512_INLINE __m512i ekx_kq6_row(const uint8_t *blk, const __m512i x[4], __
     return _mm512_sub_epi32(sum, _mm512_castsi256_si512(_mm256_slli_epi32(off, 5)));
 }
 
+/* q2_K / q3_K: the 16 int32 lanes of one row's superblock (q3_K: offset
+ * included); q2_K's min sums go to *mins (8 lanes) */
+EKX_AVX512_INLINE __m512i ekx_kq23_row(int kind, const uint8_t *blk, const __m512i x[4], __m256i bsums, __m512i *mins) {
+    const __m512i m3 = _mm512_set1_epi8(3);
+    __m256i sc16;
+    if (kind == EKX_Q2_K) {
+        const __m128i sb = _mm_loadu_si128((const __m128i *)blk);
+        sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(sb, _mm_set1_epi8(0x0F)));
+        const __m256i m16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sb, 4), _mm_set1_epi8(0x0F)));
+        *mins = _mm512_castsi256_si512(_mm256_madd_epi16(m16, bsums));
+    } else {
+        /* 16 6-bit scales - 32: low 4 bits from the nibbles of bytes 0..7, high
+         * 2 bits from bytes 8..11 (byte g & 3, shift 2 (g >> 2)) */
+        const uint8_t *s3 = blk + 96;
+        uint64_t a;
+        uint32_t b;
+        memcpy(&a, s3, 8);
+        memcpy(&b, s3 + 8, 4);
+        const __m128i av = _mm_cvtsi64_si128((long long)a);
+        const __m128i lo = _mm_unpacklo_epi64(_mm_and_si128(av, _mm_set1_epi8(0x0F)),
+                                              _mm_and_si128(_mm_srli_epi16(av, 4), _mm_set1_epi8(0x0F)));
+        const __m128i hi = _mm_and_si128(_mm_srlv_epi32(_mm_set1_epi32((int)b), _mm_setr_epi32(0, 2, 4, 6)), _mm_set1_epi8(3));
+        const __m128i sc8 = _mm_sub_epi8(_mm_or_si128(lo, _mm_slli_epi16(hi, 4)), _mm_set1_epi8(32));
+        sc16 = _mm256_cvtepi8_epi16(sc8);
+    }
+    const __m512i sc = _mm512_castsi256_si512(sc16);
+    const uint8_t *qs = blk + (kind == EKX_Q2_K ? 16 : 32);
+    __m512i hm = _mm512_setzero_si512();
+    if (kind == EKX_Q3_K) hm = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)blk));
+    __m512i sum = _mm512_setzero_si512();
+    EKX_UNROLL
+    for (int e = 0; e < 4; e++) {
+        /* elements 64 e .. + 63: half hf = e / 2, shifts s0 = 2 (e % 2) and s0 + 1 */
+        const int hf = e / 2, s0 = 2 * (e % 2);
+        const __m512i v = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(qs + 32 * hf)));
+        const __m512i sh = _mm512_setr_epi64(2 * s0, 2 * s0, 2 * s0, 2 * s0, 2 * s0 + 2, 2 * s0 + 2, 2 * s0 + 2, 2 * s0 + 2);
+        __m512i q = _mm512_and_si512(_mm512_srlv_epi64(v, sh), m3);
+        if (kind == EKX_Q3_K) {
+            const __m512i hs = _mm512_setr_epi64(4 * hf + s0, 4 * hf + s0, 4 * hf + s0, 4 * hf + s0, 4 * hf + s0 + 1,
+                                                 4 * hf + s0 + 1, 4 * hf + s0 + 1, 4 * hf + s0 + 1);
+            const __m512i bit = _mm512_and_si512(_mm512_srlv_epi64(hm, hs), _mm512_set1_epi8(1));
+            q = _mm512_or_si512(q, _mm512_slli_epi16(bit, 2));
+        }
+        const int g0 = 4 * e;
+        const __m512i idx = _mm512_setr_epi32(g0 * 0x10001, g0 * 0x10001, g0 * 0x10001, g0 * 0x10001,
+                                              (g0 + 1) * 0x10001, (g0 + 1) * 0x10001, (g0 + 1) * 0x10001, (g0 + 1) * 0x10001,
+                                              (g0 + 2) * 0x10001, (g0 + 2) * 0x10001, (g0 + 2) * 0x10001, (g0 + 2) * 0x10001,
+                                              (g0 + 3) * 0x10001, (g0 + 3) * 0x10001, (g0 + 3) * 0x10001, (g0 + 3) * 0x10001);
+        sum = _mm512_add_epi32(sum, _mm512_madd_epi16(_mm512_maddubs_epi16(q, x[e]), _mm512_permutexvar_epi16(idx, sc)));
+    }
+    if (kind == EKX_Q3_K) {
+        const __m256i off = _mm256_madd_epi16(sc16, bsums);   /* - 4 * sum_g scale_g * bsum_g */
+        sum = _mm512_sub_epi32(sum, _mm512_castsi256_si512(_mm256_slli_epi32(off, 2)));
+    }
+    return sum;
+}
+
+/* lane j of the result: the sum of v[j]'s lanes */
+EKX_AVX512_INLINE __m512i ekx_reduce16(const __m512i v[16]) {
+    __m512i t8[8], t4[4], t2[2];
+    EKX_UNROLL
+    for (int i = 0; i < 8; i++) t8[i] = ekx_pair_reduce(v[2 * i], v[2 * i + 1]);
+    EKX_UNROLL
+    for (int i = 0; i < 4; i++) t4[i] = ekx_pair_reduce(t8[2 * i], t8[2 * i + 1]);
+    EKX_UNROLL
+    for (int i = 0; i < 2; i++) t2[i] = ekx_pair_reduce(t4[2 * i], t4[2 * i + 1]);
+    return ekx_pair_reduce(t2[0], t2[1]);
+}
+
 /* 16 rows (W at row r) against one activation row; y gets 16 outputs */
 EKX_AVX512_INLINE void ekx_kq16(int kind, const uint8_t *W, size_t wrow, const ek_block_q8_K *xb, int nsb, float *y) {
-    const int wbs = kind == EKX_Q4_K ? 144 : kind == EKX_Q5_K ? 176 : 210;
+    const int wbs = EKX_KWBS(kind);
     const __m512i vidx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                             _mm512_set1_epi32((int)wrow));
     __m512 acc = _mm512_setzero_ps();
@@ -1124,7 +1219,20 @@ EKX_AVX512_INLINE void ekx_kq16(int kind, const uint8_t *W, size_t wrow, const e
         __m512i v[16];
         __m512 d, dmin = _mm512_setzero_ps();
         __m512i msum = _mm512_setzero_si512();
-        if (kind == EKX_Q6_K) {
+        if (kind == EKX_Q2_K || kind == EKX_Q3_K) {
+            const __m256i bs = _mm256_loadu_si256((const __m256i *)xb[k].bsums);
+            __m512i mv[16];
+            EKX_UNROLL16
+            for (int i = 0; i < 16; i++) v[i] = ekx_kq23_row(kind, wk + (size_t)i * wrow, x, bs, &mv[i]);
+            if (kind == EKX_Q2_K) {
+                const __m512i gd = _mm512_i32gather_epi32(vidx, (const void *)(wk + 80), 1);
+                d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(gd));
+                dmin = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(gd, 16)));
+                msum = ekx_reduce16(mv);
+            } else {
+                d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_i32gather_epi32(vidx, (const void *)(wk + 106), 1), 16)));
+            }
+        } else if (kind == EKX_Q6_K) {
             const __m256i bs = _mm256_loadu_si256((const __m256i *)xb[k].bsums);
             EKX_UNROLL16
             for (int i = 0; i < 16; i++) v[i] = ekx_kq6_row(wk + (size_t)i * wrow, x, bs);
@@ -1181,17 +1289,10 @@ EKX_AVX512_INLINE void ekx_kq16(int kind, const uint8_t *W, size_t wrow, const e
             for (int i = 0; i < 16; i++)
                 v[i] = ekx_kq45_row(kind, wk + (size_t)i * wrow, scq[(i % 4 < 2 ? 0 : 8) + 2 * (i / 4) + (i % 2)], x);
         }
-        __m512i t8[8], t4[4], t2[2];
-        EKX_UNROLL
-        for (int i = 0; i < 8; i++) t8[i] = ekx_pair_reduce(v[2 * i], v[2 * i + 1]);
-        EKX_UNROLL
-        for (int i = 0; i < 4; i++) t4[i] = ekx_pair_reduce(t8[2 * i], t8[2 * i + 1]);
-        EKX_UNROLL
-        for (int i = 0; i < 2; i++) t2[i] = ekx_pair_reduce(t4[2 * i], t4[2 * i + 1]);
-        const __m512i isum = ekx_pair_reduce(t2[0], t2[1]);
+        const __m512i isum = ekx_reduce16(v);
         const __m512 dx = _mm512_set1_ps(xb[k].d);
         acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(d, dx), acc);
-        if (kind != EKX_Q6_K) acc = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), _mm512_mul_ps(dmin, dx), acc);
+        if (kind == EKX_Q4_K || kind == EKX_Q5_K || kind == EKX_Q2_K) acc = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), _mm512_mul_ps(dmin, dx), acc);
     }
     _mm512_storeu_ps(y, acc);
 }
@@ -1199,7 +1300,7 @@ EKX_AVX512_INLINE void ekx_kq16(int kind, const uint8_t *W, size_t wrow, const e
 EKX_AVX512_INLINE void ekx_matmul_kq512(int kind, const void *Wv, int n, const void *Xv, int nb, float *Y, int ldy,
                                         int r0, int r1) {
     const uint8_t *W = Wv, *X = Xv;
-    const int nsb = n / 256, wbs = kind == EKX_Q4_K ? 144 : kind == EKX_Q5_K ? 176 : 210;
+    const int nsb = n / 256, wbs = EKX_KWBS(kind);
     const size_t wrow = (size_t)nsb * wbs, xrow = (size_t)nsb * sizeof(ek_block_q8_K);
     int r = r0;
     for (; r + 16 <= r1; r += 16)
@@ -1219,6 +1320,12 @@ static EKX_AVX512 void ekx_matmul_q5_K_avx512(const void *W, int n, const void *
 }
 static EKX_AVX512 void ekx_matmul_q6_K_avx512(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
     ekx_matmul_kq512(EKX_Q6_K, W, n, X, nb, Y, ldy, r0, r1);
+}
+static EKX_AVX512 void ekx_matmul_q2_K_avx512(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
+    ekx_matmul_kq512(EKX_Q2_K, W, n, X, nb, Y, ldy, r0, r1);
+}
+static EKX_AVX512 void ekx_matmul_q3_K_avx512(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
+    ekx_matmul_kq512(EKX_Q3_K, W, n, X, nb, Y, ldy, r0, r1);
 }
 
 /* ---- AMX quantized matmul (Q4_0, Q8_0 weights; Q8_0 activations) --------------------------------
@@ -1378,6 +1485,7 @@ static const ek_kernels ekx_avx512_set = {
         [EK_Q4_0] = ekx_matmul_q4_0_avx512, [EK_Q8_0] = ekx_matmul_q8_0_avx512,
         [EK_Q4_K] = ekx_matmul_q4_K_avx512, [EK_Q5_K] = ekx_matmul_q5_K_avx512, [EK_Q6_K] = ekx_matmul_q6_K_avx512,
         [EK_Q4_1] = ekx_matmul_q4_1_avx512, [EK_Q5_0] = ekx_matmul_q5_0_avx512, [EK_Q5_1] = ekx_matmul_q5_1_avx512,
+        [EK_Q2_K] = ekx_matmul_q2_K_avx512, [EK_Q3_K] = ekx_matmul_q3_K_avx512,
     },
     EKX_AVX2_COMMON,
 };
@@ -1389,6 +1497,7 @@ static const ek_kernels ekx_amx_set = {
         [EK_Q4_0] = ekx_matmul_q4_0_amx, [EK_Q8_0] = ekx_matmul_q8_0_amx,
         [EK_Q4_K] = ekx_matmul_q4_K_avx512, [EK_Q5_K] = ekx_matmul_q5_K_avx512, [EK_Q6_K] = ekx_matmul_q6_K_avx512,
         [EK_Q4_1] = ekx_matmul_q4_1_avx512, [EK_Q5_0] = ekx_matmul_q5_0_avx512, [EK_Q5_1] = ekx_matmul_q5_1_avx512,
+        [EK_Q2_K] = ekx_matmul_q2_K_avx512, [EK_Q3_K] = ekx_matmul_q3_K_avx512,
     },
     EKX_AVX2_COMMON,
 };
