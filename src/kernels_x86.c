@@ -206,6 +206,27 @@ EKX_AVX2_INLINE __m256i ekx_unpack_q4(const uint8_t *qs) {
     return _mm256_and_si256(v, _mm256_set1_epi8(0x0F));
 }
 
+/* 0xFF for the bytes j whose bit j of the 32 bits at p is set */
+EKX_AVX2_INLINE __m256i ekx_bytes_from_bits32(const uint8_t *p) {
+    uint32_t x32;
+    memcpy(&x32, p, 4);
+    const __m256i shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
+    __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32((int)x32), shuf);
+    bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+    return _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1));
+}
+
+/* q4_0, q4_1, q5_0, q5_1: the 32 unsigned quants of a block in element order */
+EKX_AVX2_INLINE __m256i ekx_unpack_q45(int kind, const uint8_t *wb) {
+    __m256i q = ekx_unpack_q4(wb + EKX_QSOFF(kind));
+    if (EKX_IS5(kind))
+        q = _mm256_or_si256(q, _mm256_and_si256(ekx_bytes_from_bits32(wb + (kind == EKX_Q5_0 ? 2 : 4)), _mm256_set1_epi8(0x10)));
+    return q;
+}
+
+/* Per block: acc += float(dot lanes) * (d_w * d_x); with a min, also
+ * acc += float(sum(x) lanes) * (m_w * d_x).  q4_0 / q5_0 store q + 8 / q + 16:
+ * dot(q, x) = dot(q + o, x) - dot(o, x). */
 EKX_AVX2_INLINE void ekx_tile_q(int kind, int RT, int BT, const uint8_t *W, size_t wrow, const uint8_t *X,
                                 size_t xrow, int nblk, float *Y, int ldy, int r, int b) {
     __m256 acc[EKX_QRT][EKX_QBT];
@@ -213,10 +234,10 @@ EKX_AVX2_INLINE void ekx_tile_q(int kind, int RT, int BT, const uint8_t *W, size
     for (int i = 0; i < RT; i++)
         EKX_UNROLL
         for (int j = 0; j < BT; j++) acc[i][j] = _mm256_setzero_ps();
-    const int wbs = kind == EKX_Q4_0 ? 18 : 34;
+    const int wbs = EKX_WBS(kind);
     for (int k = 0; k < nblk; k++) {
         __m256i xq[EKX_QBT], xc[EKX_QBT];
-        __m256 dx[EKX_QBT];
+        __m256 dx[EKX_QBT], xs[EKX_QBT];
         EKX_UNROLL
         for (int j = 0; j < BT; j++) {
             const ek_block_q8_0 *xb = (const ek_block_q8_0 *)(X + (size_t)(b + j) * xrow) + k;
@@ -224,6 +245,8 @@ EKX_AVX2_INLINE void ekx_tile_q(int kind, int RT, int BT, const uint8_t *W, size
             dx[j] = _mm256_set1_ps(ekx_h2f(xb->d));
             /* q4_0 stores q + 8: dot(q, x) = dot(q + 8, x) - dot(8, x) */
             if (kind == EKX_Q4_0) xc[j] = ekx_dot_u8s8(_mm256_set1_epi8(8), xq[j]);
+            if (kind == EKX_Q5_0) xc[j] = ekx_dot_u8s8(_mm256_set1_epi8(16), xq[j]);
+            if (EKX_HASMIN(kind)) xs[j] = _mm256_cvtepi32_ps(ekx_dot_u8s8(_mm256_set1_epi8(1), xq[j]));
         }
         EKX_UNROLL
         for (int i = 0; i < RT; i++) {
@@ -231,12 +254,16 @@ EKX_AVX2_INLINE void ekx_tile_q(int kind, int RT, int BT, const uint8_t *W, size
             uint16_t dh;
             memcpy(&dh, wb, 2);
             const __m256 dw = _mm256_set1_ps(ekx_h2f(dh));
-            if (kind == EKX_Q4_0) {
-                const __m256i wu = ekx_unpack_q4(wb + 2);
+            if (kind != EKX_Q8_0) {
+                const __m256i wu = ekx_unpack_q45(kind, wb);
+                __m256 dm = _mm256_setzero_ps();
+                if (EKX_HASMIN(kind)) { memcpy(&dh, wb + 2, 2); dm = _mm256_set1_ps(ekx_h2f(dh)); }
                 EKX_UNROLL
                 for (int j = 0; j < BT; j++) {
-                    __m256i p = _mm256_sub_epi32(ekx_dot_u8s8(wu, xq[j]), xc[j]);
+                    __m256i p = ekx_dot_u8s8(wu, xq[j]);
+                    if (kind == EKX_Q4_0 || kind == EKX_Q5_0) p = _mm256_sub_epi32(p, xc[j]);
                     acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(dw, dx[j]), acc[i][j]);
+                    if (EKX_HASMIN(kind)) acc[i][j] = _mm256_fmadd_ps(xs[j], _mm256_mul_ps(dm, dx[j]), acc[i][j]);
                 }
             } else {
                 /* signed x signed: |w| * (x with w's sign) */
@@ -259,7 +286,7 @@ EKX_AVX2_INLINE void ekx_tile_q(int kind, int RT, int BT, const uint8_t *W, size
 EKX_AVX2_INLINE void ekx_matmul_q(int kind, const void *W, int n, const void *X, int nb, float *Y, int ldy,
                                   int r0, int r1) {
     const int nblk = n / 32;
-    const size_t wrow = (size_t)nblk * (kind == EKX_Q4_0 ? 18 : 34), xrow = (size_t)nblk * 34;
+    const size_t wrow = (size_t)nblk * EKX_WBS(kind), xrow = (size_t)nblk * 34;
     int r = r0;
     for (; r + EKX_QRT <= r1; r += EKX_QRT) {
         int b = 0;
@@ -278,6 +305,15 @@ static EKX_AVX2 void ekx_matmul_q4_0_avx2(const void *W, int n, const void *X, i
 }
 static EKX_AVX2 void ekx_matmul_q8_0_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
     ekx_matmul_q(EKX_Q8_0, W, n, X, nb, Y, ldy, r0, r1);
+}
+static EKX_AVX2 void ekx_matmul_q4_1_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
+    ekx_matmul_q(EKX_Q4_1, W, n, X, nb, Y, ldy, r0, r1);
+}
+static EKX_AVX2 void ekx_matmul_q5_0_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
+    ekx_matmul_q(EKX_Q5_0, W, n, X, nb, Y, ldy, r0, r1);
+}
+static EKX_AVX2 void ekx_matmul_q5_1_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
+    ekx_matmul_q(EKX_Q5_1, W, n, X, nb, Y, ldy, r0, r1);
 }
 
 /* ---- AVX2 k-quant matmul (Q4_K, Q5_K, Q6_K weights; Q8_K activations) --------------------
@@ -593,6 +629,7 @@ static const ek_kernels ekx_avx2_set = {
     .matmul = {
         [EK_F32] = ekx_matmul_f32_avx2, [EK_F16] = ekx_matmul_f16_avx2, [EK_BF16] = ekx_matmul_bf16_avx2,
         [EK_Q4_0] = ekx_matmul_q4_0_avx2, [EK_Q8_0] = ekx_matmul_q8_0_avx2,
+        [EK_Q4_1] = ekx_matmul_q4_1_avx2, [EK_Q5_0] = ekx_matmul_q5_0_avx2, [EK_Q5_1] = ekx_matmul_q5_1_avx2,
         [EK_Q4_K] = ekx_matmul_q4_K_avx2, [EK_Q5_K] = ekx_matmul_q5_K_avx2, [EK_Q6_K] = ekx_matmul_q6_K_avx2,
     },
     EKX_AVX2_COMMON,
