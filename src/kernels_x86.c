@@ -331,6 +331,20 @@ enum { EKX_Q4_K, EKX_Q5_K, EKX_Q6_K, EKX_Q2_K, EKX_Q3_K };
  * sc16 receives the 16-element group of the piece's first half */
 EKX_AVX2_INLINE __m256i ekx_kquant_piece(int kind, const uint8_t *blk, int p) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
+    if (kind == EKX_Q2_K || kind == EKX_Q3_K) {
+        /* piece p = half p / 4, shift p % 4: 2 bits of qs[32 half + l]; q3_K adds
+         * 4 * (bit 4 half + shift of hmask[l]) (so q + 4, unsigned) */
+        const int h = p / 4, sh = p % 4;
+        const __m256i v = _mm256_loadu_si256((const __m256i *)(blk + (kind == EKX_Q2_K ? 16 : 32) + 32 * h));
+        __m256i q = _mm256_and_si256(_mm256_srli_epi16(v, 2 * sh), _mm256_set1_epi8(3));
+        if (kind == EKX_Q3_K) {
+            const __m256i hm = _mm256_loadu_si256((const __m256i *)blk);
+            const __m256i bit = _mm256_set1_epi8((char)(1 << (4 * h + sh)));
+            const __m256i hb = _mm256_cmpeq_epi8(_mm256_and_si256(hm, bit), bit);
+            q = _mm256_or_si256(q, _mm256_and_si256(hb, _mm256_set1_epi8(4)));
+        }
+        return q;
+    }
     if (kind == EKX_Q4_K || kind == EKX_Q5_K) {
         const int c = p / 2;   /* 64-element chunk: low nibbles, then high nibbles */
         const uint8_t *qs = blk + (kind == EKX_Q4_K ? 16 : 48) + 32 * c;
@@ -366,6 +380,27 @@ EKX_AVX2_INLINE __m256i ekx_kquant_piece(int kind, const uint8_t *blk, int p) {
 EKX_AVX2_INLINE void ekx_kquant_scales(int kind, const uint8_t *blk, int16_t sc[16], int16_t off[16],
                                         float *d, float *dmin) {
     uint16_t h;
+    if (kind == EKX_Q2_K) {
+        memcpy(&h, blk + 80, 2);
+        *d = ekx_h2f(h);
+        memcpy(&h, blk + 82, 2);
+        *dmin = ekx_h2f(h);
+        for (int g = 0; g < 16; g++) { sc[g] = blk[g] & 0xF; off[g] = blk[g] >> 4; }
+        return;
+    }
+    if (kind == EKX_Q3_K) {
+        /* value = d * scale_g * ((q + 4) - 4) */
+        memcpy(&h, blk + 108, 2);
+        *d = ekx_h2f(h);
+        *dmin = *d * 4.0f;
+        const uint8_t *s3 = blk + 96;
+        for (int g = 0; g < 16; g++) {
+            const int lo = g < 8 ? (s3[g] & 0xF) : (s3[g - 8] >> 4), hi = (s3[8 + (g & 3)] >> (2 * (g >> 2))) & 3;
+            sc[g] = (int16_t)((lo | (hi << 4)) - 32);
+            off[g] = sc[g];
+        }
+        return;
+    }
     if (kind == EKX_Q6_K) {
         memcpy(&h, blk + 208, 2);
         *d = ekx_h2f(h);
@@ -437,7 +472,7 @@ EKX_AVX2_INLINE void ekx_tile_k(int kind, int RT, int BT, const uint8_t *W, size
 
 EKX_AVX2_INLINE void ekx_matmul_k(int kind, const void *W, int n, const void *X, int nb, float *Y, int ldy,
                                   int r0, int r1) {
-    const int nsb = n / 256, wbs = kind == EKX_Q4_K ? 144 : kind == EKX_Q5_K ? 176 : 210;
+    const int nsb = n / 256, wbs = EKX_KWBS(kind);
     const size_t wrow = (size_t)nsb * wbs, xrow = (size_t)nsb * sizeof(ek_block_q8_K);
     int r = r0;
     for (; r + EKX_KRT <= r1; r += EKX_KRT) {
@@ -460,6 +495,12 @@ static EKX_AVX2 void ekx_matmul_q5_K_avx2(const void *W, int n, const void *X, i
 }
 static EKX_AVX2 void ekx_matmul_q6_K_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
     ekx_matmul_k(EKX_Q6_K, W, n, X, nb, Y, ldy, r0, r1);
+}
+static EKX_AVX2 void ekx_matmul_q2_K_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
+    ekx_matmul_k(EKX_Q2_K, W, n, X, nb, Y, ldy, r0, r1);
+}
+static EKX_AVX2 void ekx_matmul_q3_K_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
+    ekx_matmul_k(EKX_Q3_K, W, n, X, nb, Y, ldy, r0, r1);
 }
 
 /* ---- AVX2 activation quantization (byte-identical to the reference) ------------------- */
@@ -631,6 +672,7 @@ static const ek_kernels ekx_avx2_set = {
         [EK_Q4_0] = ekx_matmul_q4_0_avx2, [EK_Q8_0] = ekx_matmul_q8_0_avx2,
         [EK_Q4_1] = ekx_matmul_q4_1_avx2, [EK_Q5_0] = ekx_matmul_q5_0_avx2, [EK_Q5_1] = ekx_matmul_q5_1_avx2,
         [EK_Q4_K] = ekx_matmul_q4_K_avx2, [EK_Q5_K] = ekx_matmul_q5_K_avx2, [EK_Q6_K] = ekx_matmul_q6_K_avx2,
+        [EK_Q2_K] = ekx_matmul_q2_K_avx2, [EK_Q3_K] = ekx_matmul_q3_K_avx2,
     },
     EKX_AVX2_COMMON,
 };
