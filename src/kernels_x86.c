@@ -412,14 +412,19 @@ EKX_AVX2_INLINE void ekx_kquant_scales(int kind, const uint8_t *blk, int16_t sc[
     *d = ekx_h2f(h);
     memcpy(&h, blk + 2, 2);
     *dmin = ekx_h2f(h);
-    const uint8_t *s = blk + 4;
-    for (int j = 0; j < 8; j++) {
-        int a, m;
-        if (j < 4) { a = s[j] & 63; m = s[j + 4] & 63; }
-        else { a = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4); m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4); }
-        sc[2 * j] = sc[2 * j + 1] = (int16_t)a;
-        off[2 * j] = off[2 * j + 1] = (int16_t)m;
-    }
+    /* the 12 bytes s of 6-bit scales and mins, as dwords v0 = s[0..3], v1 =
+     * s[4..7], v2 = s[8..11]: scales 0-3 = v0 & 63, 4-7 = (v2 & 15) | (v0 >> 6) << 4,
+     * mins 0-3 = v1 & 63, 4-7 = (v2 >> 4) | (v1 >> 6) << 4, bytewise */
+    const __m128i a = _mm_loadu_si128((const __m128i *)(blk + 4));
+    const __m128i pv = _mm_shuffle_epi32(a, 0x98), qv = _mm_shuffle_epi32(a, 0x50); /* [v0 v2 v1 v2], [v0 v0 v1 v1] */
+    const __m128i lo = _mm_and_si128(pv, _mm_set1_epi8(63));
+    const __m128i hi = _mm_or_si128(_mm_and_si128(_mm_srlv_epi32(pv, _mm_setr_epi32(0, 0, 0, 4)), _mm_set1_epi8(15)),
+                                    _mm_and_si128(_mm_srli_epi32(qv, 2), _mm_set1_epi8(0x30)));
+    const __m128i r = _mm_blend_epi32(lo, hi, 0xA);   /* bytes: scales 0-7, mins 0-7 */
+    const __m128i sc2 = _mm_shuffle_epi8(r, _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7));
+    const __m128i m2 = _mm_shuffle_epi8(r, _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15));
+    _mm256_storeu_si256((__m256i *)sc, _mm256_cvtepu8_epi16(sc2));
+    _mm256_storeu_si256((__m256i *)off, _mm256_cvtepu8_epi16(m2));
 }
 
 #define EKX_KRT 4
@@ -457,8 +462,12 @@ EKX_AVX2_INLINE void ekx_tile_k(int kind, int RT, int BT, const uint8_t *W, size
             EKX_UNROLL
             for (int j = 0; j < BT; j++) {
                 const ek_block_q8_K *xb = (const ek_block_q8_K *)(X + (size_t)(b + j) * xrow) + k;
-                int osum = 0;
-                for (int g = 0; g < 16; g++) osum += off[g] * xb->bsums[g];
+                const __m256i o8 = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)off),
+                                                     _mm256_loadu_si256((const __m256i *)xb->bsums));
+                __m128i o4 = _mm_add_epi32(_mm256_castsi256_si128(o8), _mm256_extracti128_si256(o8, 1));
+                o4 = _mm_add_epi32(o4, _mm_shuffle_epi32(o4, 0x4e));
+                o4 = _mm_add_epi32(o4, _mm_shuffle_epi32(o4, 0xb1));
+                const int osum = _mm_cvtsi128_si32(o4);
                 acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[j]), _mm256_set1_ps(d * xb->d), acc[i][j]);
                 offs[i][j] += dmin * xb->d * (float)osum;
             }
