@@ -1211,8 +1211,10 @@ EKX_AVX512_INLINE __m512i ekx_kq6_row(const uint8_t *blk, const __m512i x[4], __
              * s = 2e+1: the same of ql[32..63]: so zmm = [nib(ql[0..31]), nib(ql[32..63])] */
             const __m512i lo = e == 0 ? _mm512_and_si512(l64, m4) : _mm512_and_si512(_mm512_srli_epi16(l64, 4), m4);
             /* high bits: quarter s takes bits 2s, 2s+1 of qh[l] */
-            const __m512i hs = _mm512_setr_epi64(4 * e, 4 * e, 4 * e, 4 * e, 4 * e + 2, 4 * e + 2, 4 * e + 2, 4 * e + 2);
-            __m512i hi = _mm512_and_si512(_mm512_slli_epi16(_mm512_srlv_epi64(h32, hs), 4), m3);
+            /* (qh >> 2s) << 4 = qh << (4 - 2s) for s = 0, 1 and qh >> (2s - 4) for s = 2, 3 */
+            const __m512i hi = e == 0
+                ? _mm512_and_si512(_mm512_sllv_epi64(h32, _mm512_setr_epi64(4, 4, 4, 4, 2, 2, 2, 2)), m3)
+                : _mm512_and_si512(_mm512_srlv_epi64(h32, _mm512_setr_epi64(0, 0, 0, 0, 2, 2, 2, 2)), m3);
             const __m512i q = _mm512_or_si512(lo, hi);
             /* groups 8 hf + 4 e .. + 3, 8 words each */
             const int g0 = 8 * hf + 4 * e;
