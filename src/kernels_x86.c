@@ -1,16 +1,21 @@
-/* kernels_x86.c - the x86-64 kernel sets: "avx2" (AVX2 + FMA + F16C) and
- * "avx512" (AVX-512 F/BW/DQ/VL + VNNI).  Every function carries its own
- * target attribute, so one build without -march flags runs anywhere and
- * picks a set at run time from CPUID (and XGETBV: the OS must save the
- * wider registers too).
+/* kernels_x86.c - the x86-64 kernel sets: "avx2" (AVX2 + FMA + F16C),
+ * "avx512" (AVX-512 F/BW/DQ/VL + VNNI) and "amx" (avx512 plus AMX-INT8 tiles
+ * for Q4_0/Q8_0 prompts).  Every function carries its own target attribute,
+ * so one build without -march flags runs anywhere and picks a set at run
+ * time from CPUID (and XGETBV: the OS must save the wider registers too;
+ * for AMX, Linux must also grant the process the tile state).
  *
- * Matmul layout.  An output Y[b][r] is always computed by the same sequence
- * of instructions: one vector accumulator, blocks in order, one horizontal
- * sum at the end.  Tiles of several weight rows x several activation rows
- * only share loads between outputs, so results are bitwise independent of
- * how rows are split between calls (and of nb).  For nb = 1 the 4-row tile
- * streams four weight rows at once (memory-bound); for larger nb each
- * unpacked weight block is reused for every activation row of the tile. */
+ * Determinism.  Within a set, an output Y[b][r] is always computed by the
+ * same sequence of float operations, whichever tile, row split or nb
+ * produced it:
+ *   - the float kernels and the AVX2 quantized ones keep one vector
+ *     accumulator per output, blocks in order, one horizontal sum at the
+ *     end; tiles of several weight rows x activation rows only share loads;
+ *   - the AVX-512 quantized kernels compute each block's (or superblock's)
+ *     integer dot product exactly and feed it to one scalar float chain per
+ *     output (see "AVX-512 VNNI quantized matmul"), so how the integer part
+ *     is vectorized (rows in lanes, panels, AMX tiles, a scalar tail) does
+ *     not matter. */
 #include "kernels.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
