@@ -7,7 +7,7 @@ PyTorch, on the BSD `fortunes` databases that Debian's `fortunes` and
 
 Run from the repository root:
 
-    nice -n 5 /usr/bin/python3 tools/train_demo.py --budget-min 52
+    nice -n 5 /usr/bin/python3 tools/train_demo.py            # --budget-min 75 (default)
 
 Outputs
   build/demo/hf/            Hugging Face style model directory (config.json,
@@ -687,7 +687,7 @@ def main():
     ap.add_argument("--min-lr-frac", type=float, default=0.05)
     ap.add_argument("--warmup", type=int, default=50)
     ap.add_argument("--wd", type=float, default=0.1)
-    ap.add_argument("--budget-min", type=float, default=52.0, help="wall-clock training budget")
+    ap.add_argument("--budget-min", type=float, default=75.0, help="wall-clock training budget")
     ap.add_argument("--set-budget-min", type=float, default=None,
                     help="on resume: change the stored budget (the cosine schedule follows)")
     ap.add_argument("--eval-every-min", type=float, default=5.0)
