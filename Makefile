@@ -82,6 +82,7 @@ run: all
 
 bench: all
 	$(PYTHON) tools/bench.py
+	sh tools/bench_tokenizer.sh
 
 FUZZ_SECONDS ?= 60
 fuzz:

@@ -200,13 +200,19 @@ static int get_text(const options *o, char **owned, const char **text, size_t *l
 }
 
 static int tokenize_all(ember_model *m, const char *text, size_t len, int flags, ember_token **out, int *n) {
-    int rc = ember_tokenize(m, text, len, flags, NULL, 0, n);
-    if (rc != EMBER_OK && rc != EMBER_ERR_BUFFER_TOO_SMALL) return die("tokenization failed: %s", ember_status_string(rc));
-    *out = malloc(((size_t)*n + 1) * sizeof **out);
-    if (!*out) return die("out of memory");
-    rc = ember_tokenize(m, text, len, flags, *out, *n, n);
-    if (rc != EMBER_OK) { free(*out); return die("tokenization failed: %s", ember_status_string(rc)); }
-    return 0;
+    /* A token covers at least one byte, plus BOS and a dummy prefix: one
+     * pass suffices almost always; ask for the exact count otherwise. */
+    int cap = len < 0x7fff0000u ? (int)len + 8 : 0x7fff0000;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        *out = malloc(((size_t)cap + 1) * sizeof **out);
+        if (!*out) return die("out of memory");
+        int rc = ember_tokenize(m, text, len, flags, *out, cap, n);
+        if (rc == EMBER_OK) return 0;
+        free(*out);
+        if (rc != EMBER_ERR_BUFFER_TOO_SMALL) return die("tokenization failed: %s", ember_status_string(rc));
+        cap = *n;
+    }
+    return die("tokenization failed");
 }
 
 /* ---- generate ------------------------------------------------------------ */

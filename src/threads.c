@@ -44,7 +44,11 @@ void et_pool_run(et_pool *p, et_task_fn fn, void *arg, int nth) {
 #define ET_PAUSE() ((void)0)
 #endif
 
-enum { ET_SPIN_ITERS = 1 << 16 };
+/* Spin briefly (the gaps between a forward pass's parallel regions are a
+ * few microseconds), then yield (so that on a busy machine a descheduled
+ * partner thread gets the core instead of being starved by our spinning),
+ * then sleep. */
+enum { ET_SPIN_ITERS = 1 << 11, ET_YIELD_ITERS = 1 << 8 };
 
 typedef struct et_worker { struct et_pool *pool; int index; pthread_t thread; } et_worker;
 
@@ -64,10 +68,11 @@ struct et_pool {
 };
 
 static unsigned et_wait_generation(struct et_pool *p, unsigned seen) {
-    for (int i = 0; i < ET_SPIN_ITERS; i++) {
+    for (int i = 0; i < ET_SPIN_ITERS + ET_YIELD_ITERS; i++) {
         unsigned g = atomic_load_explicit(&p->generation, memory_order_acquire);
         if (g != seen) return g;
-        ET_PAUSE();
+        if (i < ET_SPIN_ITERS) ET_PAUSE();
+        else sched_yield();
     }
     pthread_mutex_lock(&p->mutex);
     unsigned g;
@@ -158,6 +163,9 @@ void et_pool_run(et_pool *p, et_task_fn fn, void *arg, int nth) {
     atomic_store_explicit(&p->pending, p->n - 1, memory_order_release);
     et_broadcast(p);
     fn(arg, 0, nth);
-    while (atomic_load_explicit(&p->pending, memory_order_acquire) > 0) ET_PAUSE();
+    for (int i = 0; atomic_load_explicit(&p->pending, memory_order_acquire) > 0; i++) {
+        if (i < ET_SPIN_ITERS) ET_PAUSE();
+        else sched_yield();
+    }
 }
 #endif

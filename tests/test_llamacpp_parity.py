@@ -1,0 +1,70 @@
+"""Numbers llama.cpp itself printed for the same files, recorded by hand
+(llama.cpp built from its own sources outside this repository, ggml 0.18.1;
+llama-perplexity -c 128 -b 128 -ctk f32 -ctv f32 -fa off).  ember must give
+the same answers.  Last line: "N passed, M failed"."""
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUILD = os.environ.get("BUILD", "build")
+SHARED = os.environ.get("EMBER_SHARED", os.path.join(ROOT, "..", "shared"))
+EMBER = os.path.join(ROOT, BUILD, "ember")
+passed = failed = 0
+
+
+def check(cond, msg):
+    global passed, failed
+    if cond:
+        passed += 1
+    else:
+        failed += 1
+        print("FAIL:", msg)
+
+
+def ember(*args):
+    r = subprocess.run([EMBER] + list(args), capture_output=True, text=True)
+    if r.returncode:
+        print(r.stderr)
+    return r.stdout
+
+
+def ppl_of(out):
+    line = [l for l in out.splitlines() if l.startswith("Final estimate")]
+    return float(line[-1].split()[4]) if line else float("nan")
+
+
+stories = os.path.join(SHARED, "models", "stories260K")
+if not os.path.isdir(stories):
+    print("MISSING TEST DATA: %s not found" % stories)
+    failed += 1
+else:
+    out_dir = os.path.join(ROOT, BUILD, "test-models")
+    os.makedirs(out_dir, exist_ok=True)
+    gguf = os.path.join(out_dir, "stories260K-f32.gguf")
+    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "convert_weights.py"),
+                    os.path.join(stories, "stories260K.bin"), "--tokenizer", os.path.join(stories, "tok512.bin"),
+                    "-o", gguf, "--type", "f32", "-q"], check=True)
+    # The text: the ASCII lines of the Llama 2 tokenizer fixtures, six times.
+    lines = [json.loads(l)["text"] for l in open(os.path.join(SHARED, "tokenizers", "llama2", "fixtures.jsonl"),
+                                                  encoding="utf-8")]
+    text = "\n".join([t for t in lines if t.isascii()] * 6) + "\n"
+    text_path = os.path.join(out_dir, "parity.txt")
+    open(text_path, "w", encoding="utf-8").write(text)
+    got = ppl_of(ember("perplexity", "-m", gguf, "-f", text_path, "-c", "128", "--kv-f32"))
+    want = 796.8738   # llama.cpp: Final estimate: PPL = 796.8738 +/- 17.94342
+    print("stories260K f32 perplexity: ember %.4f, llama.cpp %.4f" % (got, want))
+    check(abs(got - want) <= 1e-4 * want, "perplexity %.4f differs from llama.cpp's %.4f" % (got, want))
+    cont = ember("-m", gguf, "-p", "Zoo", "-n", "12", "--temp", "0")
+    print("'Zoo' ->", repr(cont))
+    check(cont.startswith(" was a little girl named Lily."), "greedy continuation of 'Zoo': %r" % cont)
+
+demo = os.path.join(ROOT, "models", "ember-demo.gguf")
+heldout = os.path.join(ROOT, "models", "heldout.txt")
+got = ppl_of(ember("perplexity", "-m", demo, "-f", heldout, "-c", "128", "--kv-f32"))
+want = 102.1439   # llama.cpp on models/ember-demo.gguf, models/heldout.txt
+print("demo model perplexity: ember %.4f, llama.cpp %.4f" % (got, want))
+check(abs(got - want) <= 2e-4 * want, "demo perplexity %.4f differs from llama.cpp's %.4f" % (got, want))
+print("%d passed, %d failed" % (passed, failed))
+sys.exit(1 if failed else 0)
