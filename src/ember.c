@@ -242,11 +242,16 @@ const char *ember_type_name(int type) {
     return t ? t->name : NULL;
 }
 
+static int ember_default_threads(void) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > 256 ? 256 : (int)n;
+}
+
 uint64_t ember_context_memory_needed(const ember_model *model, int n_ctx, int kv_type, int n_batch) {
     if (!model) return 0;
     if (n_ctx <= 0 || n_ctx > model->m.hp.n_ctx_train) n_ctx = model->m.hp.n_ctx_train;
     if (n_batch <= 0) n_batch = 64;
-    return em_state_bytes(&model->m, n_ctx, kv_type, n_batch) + sizeof(ember_context);
+    return em_state_bytes(&model->m, n_ctx, kv_type, n_batch, ember_default_threads()) + sizeof(ember_context);
 }
 
 static const char *ember_vtype_name(int t) {
@@ -333,11 +338,6 @@ ember_context_params ember_context_default_params(void) {
     memset(&p, 0, sizeof p);
     p.kv_type = EMBER_KV_F16;
     return p;
-}
-
-static int ember_default_threads(void) {
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n < 1 ? 1 : n > 256 ? 256 : (int)n;
 }
 
 int ember_context_create(const ember_model *model, const ember_context_params *params, ember_context **out,
@@ -508,20 +508,34 @@ int ember_generate(ember_context *ctx, ember_sampler *sampler, const ember_token
     return rc;
 }
 
+/* Tokenize into a new array from the context's allocator (free with
+ * ec_free).  Returns a status; the message is set on failure. */
+static int ember_tokenize_new(ember_context *ctx, const char *text, size_t len, ember_token **out, int *n) {
+    *out = NULL;
+    int rc = ember_tokenize(ctx->model, text, len, EMBER_TOKENIZE_ADD_BOS, NULL, 0, n);
+    if (rc != EMBER_OK && rc != EMBER_ERR_BUFFER_TOO_SMALL) return ember_ctx_fail(ctx, rc, "tokenization failed");
+    *out = ec_malloc(ctx->a, (size_t)(*n ? *n : 1) * sizeof **out);
+    if (!*out) return ember_ctx_fail(ctx, EMBER_ERR_NOMEM, "out of memory");
+    rc = ember_tokenize(ctx->model, text, len, EMBER_TOKENIZE_ADD_BOS, *out, *n, n);
+    if (rc != EMBER_OK) {
+        ec_free(ctx->a, *out);
+        *out = NULL;
+        return ember_ctx_fail(ctx, rc, "tokenization failed");
+    }
+    return EMBER_OK;
+}
+
 int ember_generate_text(ember_context *ctx, ember_sampler *sampler, const char *prompt, int n_predict,
                         ember_token_callback cb, void *ud, ember_generate_result *result) {
     if (!ctx || !prompt) return EMBER_ERR_INVALID_ARG;
-    const ember_model *model = ctx->model;
-    size_t len = strlen(prompt);
-    int n = 0, rc = ember_tokenize(model, prompt, len, EMBER_TOKENIZE_ADD_BOS, NULL, 0, &n);
-    if (rc != EMBER_OK && rc != EMBER_ERR_BUFFER_TOO_SMALL) return ember_ctx_fail(ctx, rc, "tokenization failed");
+    ember_token *toks;
+    int n, rc = ember_tokenize_new(ctx, prompt, strlen(prompt), &toks, &n);
+    if (rc != EMBER_OK) return rc;
     if (n == 0) {   /* no BOS and no text: nothing to condition on */
+        ec_free(ctx->a, toks);
         return ember_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "the prompt is empty and the model has no BOS token");
     }
-    ember_token *toks = ec_malloc(ctx->a, (size_t)n * sizeof *toks);
-    if (!toks) return ember_ctx_fail(ctx, EMBER_ERR_NOMEM, "out of memory");
-    rc = ember_tokenize(model, prompt, len, EMBER_TOKENIZE_ADD_BOS, toks, n, &n);
-    if (rc == EMBER_OK) rc = ember_generate(ctx, sampler, toks, n, n_predict, cb, ud, result);
+    rc = ember_generate(ctx, sampler, toks, n, n_predict, cb, ud, result);
     ec_free(ctx->a, toks);
     return rc;
 }
@@ -535,19 +549,19 @@ int ember_perplexity(ember_context *ctx, const char *text, size_t len, ember_pro
     const ember_model *model = ctx->model;
     const int n_ctx = ctx->st.n_ctx, V = model->m.hp.n_vocab, n_batch = ctx->st.n_batch;
     if (n_ctx < 3) return ember_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "perplexity needs a context of at least 3 tokens (it scores the second half of each chunk)");
-    int n = 0, rc = ember_tokenize(model, text, len, EMBER_TOKENIZE_ADD_BOS, NULL, 0, &n);
-    if (rc != EMBER_OK && rc != EMBER_ERR_BUFFER_TOO_SMALL) return ember_ctx_fail(ctx, rc, "tokenization failed");
-    if (n < 2 * n_ctx)
+    ember_token *toks;
+    int n, rc = ember_tokenize_new(ctx, text, len, &toks, &n);
+    if (rc != EMBER_OK) return rc;
+    if (n < 2 * n_ctx) {
+        ec_free(ctx->a, toks);
         return ember_ctx_fail(ctx, EMBER_ERR_TOO_SHORT, "%d tokens is too few: perplexity with a context of %d needs at least %d",
                               n, n_ctx, 2 * n_ctx);
-    ember_token *toks = ec_malloc(ctx->a, (size_t)n * sizeof *toks);
+    }
     float *logits = ec_malloc(ctx->a, (size_t)n_batch * V * sizeof(float));
-    if (!toks || !logits) {
+    if (!logits) {
         ec_free(ctx->a, toks);
-        ec_free(ctx->a, logits);
         return ember_ctx_fail(ctx, EMBER_ERR_NOMEM, "out of memory");
     }
-    rc = ember_tokenize(model, text, len, EMBER_TOKENIZE_ADD_BOS, toks, n, &n);
     const int n_chunks = n / n_ctx, first = n_ctx / 2;
     const ember_token bos = etok_add_bos(model->m.tok) ? etok_bos(model->m.tok) : -1;
     double nll = 0, nll2 = 0;

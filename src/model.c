@@ -428,8 +428,8 @@ typedef struct em_sizes {
     uint64_t xa;         /* converted activation bytes */
 } em_sizes;
 
-static int em_compute_sizes(const em_model *m, int n_ctx, int kv_type, int n_batch, int n_threads,
-                            em_sizes *z) {
+static void em_compute_sizes(const em_model *m, int n_ctx, int kv_type, int n_batch, int n_threads,
+                             em_sizes *z) {
     const em_hparams *hp = &m->hp;
     uint64_t kv_dim = (uint64_t)hp->n_head_kv * (uint64_t)hp->head_dim;
     uint64_t q_dim = (uint64_t)hp->n_head * (uint64_t)hp->head_dim;
@@ -441,12 +441,11 @@ static int em_compute_sizes(const em_model *m, int n_ctx, int kv_type, int n_bat
     z->floats = B * ((uint64_t)hp->n_embd + wide + 2 * q_dim + 2 * kv_dim + 2 * (uint64_t)hp->n_ff) +
                 (uint64_t)hp->n_vocab + (uint64_t)n_threads * (uint64_t)n_ctx + 16 * 11;
     z->xa = B * em_max_act_row(m);
-    return EMBER_OK;
 }
 
-uint64_t em_state_bytes(const em_model *m, int n_ctx, int kv_type, int n_batch) {
+uint64_t em_state_bytes(const em_model *m, int n_ctx, int kv_type, int n_batch, int n_threads) {
     em_sizes z;
-    em_compute_sizes(m, n_ctx, kv_type, n_batch, 2, &z);
+    em_compute_sizes(m, n_ctx, kv_type, n_batch, n_threads, &z);
     return 2 * z.kv_layer * (uint64_t)m->hp.n_layer + z.floats * 4 + z.xa;
 }
 
@@ -469,7 +468,6 @@ int em_state_init(em_state *s, const em_model *m, int n_ctx, int n_batch, int kv
     s->v_cache = ec_malloc_aligned(a, (size_t)kv_total);
     float *fl = ec_malloc_aligned(a, (size_t)z.floats * sizeof(float));
     s->xa = ec_malloc_aligned(a, (size_t)z.xa);
-    s->xa_row = em_max_act_row(m);
     if (!s->k_cache || !s->v_cache || !fl || !s->xa) {
         ec_free_aligned(a, fl);
         em_state_free(s);

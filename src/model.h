@@ -62,13 +62,12 @@ typedef struct em_state {
     size_t kv_elem;                 /* bytes per KV element */
     void *k_cache, *v_cache;        /* [n_layer][n_ctx][kv_dim] */
     float *x, *xb, *q, *k, *v, *att_out, *hb, *hb2, *logits; /* scratch */
-    void *xa;                       /* converted activations */
-    size_t xa_row;                  /* bytes per converted row (max) */
+    void *xa;                       /* converted activations, packed rows */
     float *scores;                  /* [n_threads][n_ctx] */
     et_pool *pool;
 } em_state;
 
-uint64_t em_state_bytes(const em_model *m, int n_ctx, int kv_type, int n_batch);
+uint64_t em_state_bytes(const em_model *m, int n_ctx, int kv_type, int n_batch, int n_threads);
 int em_state_init(em_state *s, const em_model *m, int n_ctx, int n_batch,
                   int kv_type, int n_threads, const ember_allocator *a);
 void em_state_free(em_state *s);
