@@ -378,6 +378,9 @@ static void test_matmul(const ek_kernels *k) {
         if (t_is_float_type(type)) {
             test_matmul_case(k, type, 7, 5, 3);
             test_matmul_case(k, type, 45, 9, 4);
+            /* cache-blocked prompt path: two column chunks and a tail, a
+             * second row block of 4 + 1, a second activation block of 6 + 1 */
+            test_matmul_case(k, type, 256 + 48 + 3, 21, 31);
         }
     }
 }
