@@ -7,6 +7,8 @@
  * (generation), splitting rows of each weight matrix across threads. */
 #include "model.h"
 
+#include <stdatomic.h>
+
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -517,6 +519,12 @@ void em_state_free(em_state *s) {
  * work on whole tiles. */
 #define EM_ROW_ALIGN 16
 
+/* Chunks of rows per thread: threads take chunks from a shared counter, so
+ * when one core is slowed (another process, an interrupt) the other takes
+ * over its remaining chunks instead of waiting for it.  Which thread
+ * computes a row never changes its bits. */
+#define EM_CHUNKS_PER_THREAD 4
+
 typedef struct em_mm_job {
     const ek_kernels *k;
     const em_matrix *w[3];
@@ -525,15 +533,12 @@ typedef struct em_mm_job {
     const void *xa;       /* nb converted rows, packed */
     int nb;
     int total_rows;
+    int chunk_rows;       /* a multiple of EM_ROW_ALIGN */
+    atomic_int next_chunk;
 } em_mm_job;
 
-static void em_mm_task(void *arg, int ith, int nth) {
-    em_mm_job *j = arg;
-    /* Split the concatenated rows of all matrices into nth aligned ranges. */
-    int per = (j->total_rows + nth - 1) / nth;
-    per = (per + EM_ROW_ALIGN - 1) / EM_ROW_ALIGN * EM_ROW_ALIGN;
-    int lo = ith * per, hi = lo + per;
-    if (hi > j->total_rows) hi = j->total_rows;
+/* Rows [lo, hi) of the concatenated rows of all the job's matrices. */
+static void em_mm_rows(const em_mm_job *j, int lo, int hi) {
     int base = 0;
     for (int i = 0; i < j->n_w && lo < hi; i++) {
         const em_matrix *w = j->w[i];
@@ -544,6 +549,17 @@ static void em_mm_task(void *arg, int ith, int nth) {
             ek_matmul(j->k, w->type, w->data, w->n_in, j->xa, j->nb, j->y[i], w->n_out, r0, r1);
         base += w->n_out;
     }
+}
+
+static void em_mm_task(void *arg, int ith, int nth) {
+    em_mm_job *j = arg;
+    const int n_chunks = (j->total_rows + j->chunk_rows - 1) / j->chunk_rows;
+    /* chunk ith first (no contention at the start), then whatever is left */
+    for (int c = ith; c < n_chunks; c = atomic_fetch_add_explicit(&j->next_chunk, 1, memory_order_relaxed)) {
+        int lo = c * j->chunk_rows, hi = lo + j->chunk_rows;
+        em_mm_rows(j, lo, hi < j->total_rows ? hi : j->total_rows);
+    }
+    (void)nth;
 }
 
 /* y_i = x W_i^T for up to three matrices sharing the input x (nb rows of
@@ -579,6 +595,9 @@ static void em_matmul(em_state *s, const float *x, int nb, const em_matrix *cons
         int max_by_rows = (j.total_rows + EM_ROW_ALIGN - 1) / EM_ROW_ALIGN;
         if (nth > max_by_rows) nth = max_by_rows;
         if (nth < 1) nth = 1;
+        int chunk = (j.total_rows + nth * EM_CHUNKS_PER_THREAD - 1) / (nth * EM_CHUNKS_PER_THREAD);
+        j.chunk_rows = nth == 1 ? j.total_rows : (chunk + EM_ROW_ALIGN - 1) / EM_ROW_ALIGN * EM_ROW_ALIGN;
+        atomic_init(&j.next_chunk, nth);
         et_pool_run(s->pool, em_mm_task, &j, nth);
         i = g;
     }
