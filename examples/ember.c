@@ -448,27 +448,40 @@ static double median(double *v, int n) {
 
 /* Memory read bandwidth: threads each xor-sum their share of a buffer much
  * larger than the caches, huge-page backed like the weights ember reads in.
- * A share is read as 1, 4 or 8 interleaved sequential streams: on some
- * machines one core only reaches its share of the bandwidth with several
- * streams in flight, and the bandwidth to compare against is the best that
- * a plain reader can get, not that of one naive loop. */
+ * A share is read as 1, 4 or 8 interleaved sequential streams, each with
+ * and without software prefetch: on some machines one core only reaches its
+ * share of the bandwidth with several streams or prefetches in flight, and
+ * the bandwidth to compare against is the best that a plain reader gets,
+ * not that of one naive loop. */
 #if defined(__GNUC__)
 typedef unsigned long long bw_vec __attribute__((vector_size(64)));
 #else
 typedef unsigned long long bw_vec;
 #endif
 
-typedef struct bw_job { const unsigned char *p; size_t n; int streams; bw_vec sum; } bw_job;
+typedef struct bw_job { const unsigned char *p; size_t n; int streams, prefetch; bw_vec sum; } bw_job;
+
+#if defined(__GNUC__)
+#define BW_PREFETCH(p) __builtin_prefetch(p)
+#else
+#define BW_PREFETCH(p) ((void)(p))
+#endif
 
 static void *bw_read(void *arg) {
     bw_job *j = arg;
     const size_t len = j->n / (size_t)j->streams / 64 * 64;
+    const size_t ahead = (size_t)4096 / (size_t)j->streams;   /* prefetch distance per stream */
     bw_vec a = {0}, b = {0};
     for (size_t i = 0; i < len; i += 64)
         for (int s = 0; s < j->streams; s += 2) {
             bw_vec x, y = {0};
-            memcpy(&x, j->p + (size_t)s * len + i, sizeof x);
-            if (s + 1 < j->streams) memcpy(&y, j->p + (size_t)(s + 1) * len + i, sizeof y);
+            const unsigned char *p = j->p + (size_t)s * len + i;
+            if (j->prefetch && i + ahead < len) BW_PREFETCH(p + ahead);
+            memcpy(&x, p, sizeof x);
+            if (s + 1 < j->streams) {
+                if (j->prefetch && i + ahead < len) BW_PREFETCH(p + len + ahead);
+                memcpy(&y, p + len, sizeof y);
+            }
             a ^= x;
             b ^= y;
         }
@@ -490,18 +503,19 @@ static int bw_open(bw_probe *p) {
     return 0;
 }
 
-/* One pass of each stream count with n threads; the best, in GB/s. */
+/* One pass of each reader (1, 4, 8 streams; without and with software
+ * prefetch, as ember's kernels use it) with n threads; the best, in GB/s. */
 static double bw_measure(const bw_probe *p, int n_threads) {
     static const int streams[] = {1, 4, 8};
     double best = 0;
     int nt = n_threads > 64 ? 64 : n_threads;
-    for (int v = 0; v < 3; v++) {
+    for (int v = 0; v < 6; v++) {
         pthread_t th[64];
         bw_job jobs[64];
         size_t share = p->bytes / (size_t)nt / 4096 * 4096;
         double t0 = now_s();
         for (int k = 0; k < nt; k++) {
-            jobs[k] = (bw_job){p->buf + share * (size_t)k, share, streams[v], {0}};
+            jobs[k] = (bw_job){p->buf + share * (size_t)k, share, streams[v % 3], v / 3, {0}};
             pthread_create(&th[k], NULL, bw_read, &jobs[k]);
         }
         unsigned long long x = 0;

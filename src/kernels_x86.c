@@ -141,6 +141,12 @@ EKX_AVX2_INLINE void ekx_tile_float(int kind, int RT, int BT, const uint8_t *W, 
         __m256 xv[EKX_FBT];
         EKX_UNROLL
         for (int j = 0; j < BT; j++) xv[j] = _mm256_loadu_ps(X + (size_t)(b + j) * n + k);
+        /* generation: fetch the next tile's rows at this tile's pace (the
+         * AVX-512 twin explains) */
+        if (BT == 1 && ((k * esz) & 63) == 0)
+            EKX_UNROLL
+            for (int i = 0; i < RT; i++)
+                _mm_prefetch((const char *)W + (size_t)(r + RT + i) * wrow + (size_t)k * esz, _MM_HINT_T0);
         EKX_UNROLL
         for (int i = 0; i < RT; i++) {
             __m256 w = ekx_load8(W + (size_t)(r + i) * wrow + (size_t)k * esz, kind);
@@ -720,6 +726,13 @@ EKX_AVX512_INLINE void ekx_tile_float512(int kind, int RT, int BT, const uint8_t
         __m512 xv[EKX_ZBT];
         EKX_UNROLL
         for (int j = 0; j < BT; j++) xv[j] = _mm512_loadu_ps(X + (size_t)(b + j) * n + k);
+        /* generation (BT = 1) streams the weights once: fetch the next
+         * tile's rows at the pace of this one, as the hardware prefetcher
+         * alone leaves the memory bus idle at every tile start */
+        if (BT == 1 && ((k * esz) & 63) == 0)
+            EKX_UNROLL
+            for (int i = 0; i < RT; i++)
+                _mm_prefetch((const char *)W + (size_t)(r + RT + i) * wrow + (size_t)k * esz, _MM_HINT_T0);
         EKX_UNROLL
         for (int i = 0; i < RT; i++) {
             __m512 w = ekx_load16(W + (size_t)(r + i) * wrow + (size_t)k * esz, kind);
