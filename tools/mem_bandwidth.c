@@ -15,10 +15,17 @@
  * sub-range in turn, at the same offset.  On some machines one core only
  * reaches its full bandwidth with several sequential streams in flight (a 2-vCPU
  * Sapphire/Emerald Rapids KVM guest: ~14 GB/s with one stream, ~18 GB/s with 8
- * per core), so a single-stream loop understates what a reader can get.  Every
- * stream count is printed, and the best; the stream counts take turns within
- * each pass, so a drifting machine (shared hosts) affects them alike.  `ember
- * bench` measures the same 1/4/8 streams and reports the best.
+ * per core), so a single-stream loop understates what a reader can get.
+ *
+ * Each stream count is measured twice: plain, and with software prefetch (per
+ * 64-byte step of each stream, a prefetch 4096/S bytes ahead in that stream,
+ * while that is still inside the stream).  ember's generation kernels prefetch
+ * in software, so the bandwidth they are compared against must include the
+ * best prefetching reader; on the guest above, 4 prefetched streams often beat
+ * every plain reader.  All six readers are printed (Ns = N streams, +pf = with
+ * prefetch), and the best; they take turns within each pass, so a drifting
+ * machine (shared hosts) affects them alike.  `ember bench` measures the same
+ * six readers and reports the best.
  *
  * A tool for docs/benchmarks.md; not part of the library or of the tests.
  *
@@ -47,11 +54,23 @@ static double now_s(void) {
     return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
 
-/* Stream counts measured per thread: 1, or multiples of 4 (four accumulators)
- * that divide SHARE_ALIGN / 256, so every sub-range is a multiple of 256 bytes. */
-static const int stream_counts[] = {1, 4, 8};
-#define N_COUNTS (int)(sizeof stream_counts / sizeof stream_counts[0])
+/* The readers measured per thread: a stream count (1, or a multiple of 4 -
+ * four accumulators - that divides SHARE_ALIGN / 256, so every sub-range is a
+ * multiple of 256 bytes), plain or with software prefetch. */
+static const struct reader { int streams, prefetch; } readers[] = {
+    {1, 0}, {4, 0}, {8, 0}, {1, 1}, {4, 1}, {8, 1},
+};
+#define N_READERS (int)(sizeof readers / sizeof readers[0])
 #define SHARE_ALIGN 4096 /* a thread's share, in bytes, is a multiple of this */
+#define PF_BYTES 4096    /* prefetch distance: PF_BYTES / streams ahead in each stream */
+
+#if defined(__AVX512F__) || defined(__AVX2__)
+#define PREFETCH(p) _mm_prefetch((const char *)(p), _MM_HINT_T0)
+#elif defined(__GNUC__)
+#define PREFETCH(p) __builtin_prefetch(p)
+#else
+#define PREFETCH(p) ((void)(p))
+#endif
 
 /* One 64-byte line xor-ed into an accumulator. */
 #if defined(__AVX512F__)
@@ -95,37 +114,73 @@ static inline line line_xor4(line a, line b, line c, line d) { return (a ^ b) ^ 
 static inline uint64_t line_fold(line a) { return a; }
 #endif
 
-/* Xor-sum of p[0..n) (64-byte aligned) read as `streams` interleaved sequential
- * streams: n is split into `streams` sub-ranges of len bytes, and each step
- * loads the line at offset i of every sub-range in turn.  Bytes past
- * streams * len (len rounded down to 256) are not read. */
-static uint64_t read_sum(const unsigned char *p, size_t n, int streams) {
-    const size_t len = n / (size_t)streams / 256 * 256;
-    line a = line_zero(), b = a, c = a, d = a;
+typedef struct { line a, b, c, d; } acc4;
+
+/* Offsets [from, to) of every stream (sub-ranges of len bytes from p) into x;
+ * with pf (a constant at each call), each 64-byte step of each stream also
+ * prefetches `ahead` bytes further in that stream. */
+static inline __attribute__((always_inline)) void
+read_steps(acc4 *x, const unsigned char *p, size_t len, int streams, size_t from, size_t to, int pf,
+           size_t ahead) {
+    line a = x->a, b = x->b, c = x->c, d = x->d;
     if (streams == 1) {
-        for (size_t i = 0; i < len; i += 256) {
-            a = line_xor(a, p + i);
-            b = line_xor(b, p + i + 64);
-            c = line_xor(c, p + i + 128);
-            d = line_xor(d, p + i + 192);
+        for (size_t i = from; i < to; i += 256) {
+            const unsigned char *q = p + i;
+            if (pf) {
+                PREFETCH(q + ahead);
+                PREFETCH(q + ahead + 64);
+                PREFETCH(q + ahead + 128);
+                PREFETCH(q + ahead + 192);
+            }
+            a = line_xor(a, q);
+            b = line_xor(b, q + 64);
+            c = line_xor(c, q + 128);
+            d = line_xor(d, q + 192);
         }
     } else { /* a multiple of 4 */
-        for (size_t i = 0; i < len; i += 64)
+        for (size_t i = from; i < to; i += 64)
             for (int s = 0; s < streams; s += 4) {
                 const unsigned char *q = p + (size_t)s * len + i;
+                if (pf) {
+                    PREFETCH(q + ahead);
+                    PREFETCH(q + len + ahead);
+                    PREFETCH(q + 2 * len + ahead);
+                    PREFETCH(q + 3 * len + ahead);
+                }
                 a = line_xor(a, q);
                 b = line_xor(b, q + len);
                 c = line_xor(c, q + 2 * len);
                 d = line_xor(d, q + 3 * len);
             }
     }
-    return line_fold(line_xor4(a, b, c, d));
+    *x = (acc4){a, b, c, d};
+}
+
+/* Xor-sum of p[0..n) (64-byte aligned) read as `streams` interleaved sequential
+ * streams: n is split into `streams` sub-ranges of len bytes, and each step
+ * loads the line at offset i of every sub-range in turn.  Bytes past
+ * streams * len (len rounded down to 256) are not read.  With prefetch, each
+ * step prefetches PF_BYTES / streams ahead in each stream while that is still
+ * inside the stream (ahead is a multiple of 256 for 1 stream, of 64 otherwise,
+ * so the cut-off falls on a step boundary). */
+static uint64_t read_sum(const unsigned char *p, size_t n, int streams, int prefetch) {
+    const size_t len = n / (size_t)streams / 256 * 256;
+    acc4 x = {line_zero(), line_zero(), line_zero(), line_zero()};
+    if (prefetch) {
+        const size_t ahead = (size_t)PF_BYTES / (size_t)streams;
+        const size_t stop = len > ahead ? len - ahead : 0;
+        read_steps(&x, p, len, streams, 0, stop, 1, ahead);
+        read_steps(&x, p, len, streams, stop, len, 0, 0);
+    } else {
+        read_steps(&x, p, len, streams, 0, len, 0, 0);
+    }
+    return line_fold(line_xor4(x.a, x.b, x.c, x.d));
 }
 
 typedef struct job {
     const unsigned char *p;
     size_t n;          /* bytes, a multiple of SHARE_ALIGN */
-    int streams;
+    int streams, prefetch;
     uint64_t sum;
     pthread_barrier_t *start;
 } job;
@@ -133,7 +188,7 @@ typedef struct job {
 static void *worker(void *arg) {
     job *j = arg;
     pthread_barrier_wait(j->start);
-    j->sum = read_sum(j->p, j->n, j->streams);
+    j->sum = read_sum(j->p, j->n, j->streams, j->prefetch);
     return NULL;
 }
 
@@ -142,15 +197,15 @@ static int cmp_double(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-/* One timed read of buf split over nt threads, each reading its share as
- * `streams` streams; seconds. */
-static double timed_pass(const unsigned char *buf, size_t share, int nt, int streams, uint64_t *x) {
+/* One timed read of buf split over nt threads, each reading its share with
+ * reader rd; seconds. */
+static double timed_pass(const unsigned char *buf, size_t share, int nt, struct reader rd, uint64_t *x) {
     pthread_t th[256];
     job jobs[256];
     pthread_barrier_t start;
     pthread_barrier_init(&start, NULL, (unsigned)nt + 1);
     for (int k = 0; k < nt; k++) {
-        jobs[k] = (job){buf + share * (size_t)k, share, streams, 0, &start};
+        jobs[k] = (job){buf + share * (size_t)k, share, rd.streams, rd.prefetch, 0, &start};
         pthread_create(&th[k], NULL, worker, &jobs[k]);
     }
     double t0 = now_s();
@@ -162,17 +217,17 @@ static double timed_pass(const unsigned char *buf, size_t share, int nt, int str
 }
 
 /* Median GB/s of `passes` reads of buf[0..bytes) split over nt threads, for
- * each stream count (gbs[v] for stream_counts[v]); the counts take turns
- * within each pass. */
-static void bandwidth(const unsigned char *buf, size_t bytes, int nt, int passes, double gbs[N_COUNTS]) {
-    double t[N_COUNTS][64];
+ * each reader (gbs[v] for readers[v]); the readers take turns within each
+ * pass. */
+static void bandwidth(const unsigned char *buf, size_t bytes, int nt, int passes, double gbs[N_READERS]) {
+    double t[N_READERS][64];
     if (passes > 64) passes = 64;
     size_t share = bytes / (size_t)nt / SHARE_ALIGN * SHARE_ALIGN;
     uint64_t x = 0;
     for (int r = 0; r < passes; r++)
-        for (int v = 0; v < N_COUNTS; v++) t[v][r] = timed_pass(buf, share, nt, stream_counts[v], &x);
+        for (int v = 0; v < N_READERS; v++) t[v][r] = timed_pass(buf, share, nt, readers[v], &x);
     if (x == 0x5eed) fputc(' ', stderr); /* keep the sums alive */
-    for (int v = 0; v < N_COUNTS; v++) {
+    for (int v = 0; v < N_READERS; v++) {
         qsort(t[v], (size_t)passes, sizeof t[v][0], cmp_double);
         gbs[v] = share * (double)nt / t[v][passes / 2] / 1e9;
     }
@@ -185,17 +240,17 @@ static unsigned char *anon(size_t bytes, int huge) {
     return p;
 }
 
-/* One row per thread count: GB/s for each stream count, then the best. */
+/* One row per thread count: GB/s for each reader, then the best. */
 static void report(const char *name, const unsigned char *buf, size_t bytes, int max_t, int passes) {
     for (int t = 1; t <= max_t; t++) {
-        double gbs[N_COUNTS], best = 0;
+        double gbs[N_READERS], best = 0;
         bandwidth(buf, bytes, t, passes, gbs);
         printf("%-10s %7d", name, t);
-        for (int v = 0; v < N_COUNTS; v++) {
-            printf("  %6.1f", gbs[v]);
+        for (int v = 0; v < N_READERS; v++) {
+            printf(" %6.1f", gbs[v]);
             if (gbs[v] > best) best = gbs[v];
         }
-        printf("  %6.1f\n", best);
+        printf(" %6.1f\n", best);
         fflush(stdout);
     }
 }
@@ -226,10 +281,15 @@ int main(int argc, char **argv) {
            "scalar"
 #endif
     );
-    printf("each thread reads its share as S interleaved sequential streams (Ns = N streams)\n");
+    printf("each thread reads its share as N interleaved sequential streams (Ns), plain or with\n"
+           "software prefetch %d/N bytes ahead in each stream (Ns+pf)\n", PF_BYTES);
     printf("%-10s %7s", "memory", "threads");
-    for (int v = 0; v < N_COUNTS; v++) printf("  %5ds", stream_counts[v]);
-    printf("  %6s\n", "best");
+    for (int v = 0; v < N_READERS; v++) {
+        char name[16];
+        snprintf(name, sizeof name, "%ds%s", readers[v].streams, readers[v].prefetch ? "+pf" : "");
+        printf(" %6s", name);
+    }
+    printf(" %6s\n", "best");
 
     for (int huge = 1; huge >= 0; huge--) {
         unsigned char *b = anon(bytes, huge);
@@ -247,7 +307,7 @@ int main(int argc, char **argv) {
     if (fbytes < SHARE_ALIGN) { fprintf(stderr, "%s: too small\n", file); return 1; }
     unsigned char *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0);
     if (m == MAP_FAILED) { perror("mmap file"); return 1; }
-    read_sum(m, fbytes, 1); /* fault everything in first */
+    read_sum(m, fbytes, 1, 0); /* fault everything in first */
     printf("file %s: %.1f MiB\n", file, fbytes / 1048576.0);
     report("file-mmap", m, fbytes, max_t, passes);
     munmap(m, (size_t)st.st_size);
