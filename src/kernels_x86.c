@@ -994,7 +994,7 @@ EKX_AVX512_INLINE __m512 ekx_gather_d16(const uint8_t *p, __m512i vidx) {
 
 /* nb = 1: rows r .. r+15 over blocks k0 .. k0+kc-1; W points at row r */
 EKX_AVX512_INLINE void ekx_q_gemv16(int kind, const uint8_t *W, size_t wrow, const uint8_t *xrow, int k0, int kc,
-                                    const float *dx, const int32_t *bias, float *y, int first) {
+                                    const float *dx, const int32_t *bias, float *y, int first, int prefetch) {
     const int wbs = EKX_WBS(kind);
     const __m512i vidx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                             _mm512_set1_epi32((int)wrow));
@@ -1005,8 +1005,9 @@ EKX_AVX512_INLINE void ekx_q_gemv16(int kind, const uint8_t *W, size_t wrow, con
     const uint8_t *pf = W + 16 * wrow + (size_t)k0 * 16 * wbs;
     for (int k = 0; k < kc; k++) {
         const uint8_t *wk = W + (size_t)(k0 + k) * wbs;
-        EKX_UNROLL
-        for (int i = 0; i < 16 * wbs; i += EKX_PFSTEP) _mm_prefetch((const char *)pf + (size_t)k * 16 * wbs + i, _MM_HINT_T0);
+        if (prefetch)
+            EKX_UNROLL
+            for (int i = 0; i < 16 * wbs; i += EKX_PFSTEP) _mm_prefetch((const char *)pf + (size_t)k * 16 * wbs + i, _MM_HINT_T0);
         __m512i isum;
         if (kind != EKX_Q8_0) {
             const __m512i xlo = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)xb[k].qs));
@@ -1138,7 +1139,8 @@ EKX_AVX512_INLINE void ekx_matmul_q512(int kind, const void *Wv, int n, const vo
                     const int kc = nblk - k0 < EKX_KC1 ? nblk - k0 : EKX_KC1;
                     ekx_q_side(kind, xr, k0, kc, dx, bias);
                     for (int r = rc; r < re16; r += 16)
-                        ekx_q_gemv16(kind, W + (size_t)r * wrow, wrow, xr, k0, kc, dx, bias, yb + r, k0 == 0);
+                        ekx_q_gemv16(kind, W + (size_t)r * wrow, wrow, xr, k0, kc, dx, bias, yb + r, k0 == 0,
+                                     r + 32 <= r1);   /* the next panel is ours: fetch it */
                     for (int r = re16; r < re; r++)
                         yb[r] = ekx_q_chain1(kind, W + (size_t)r * wrow, xr, k0, kc, dx, bias, k0 ? yb[r] : 0.0f);
                 }
