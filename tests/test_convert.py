@@ -18,44 +18,40 @@ import traceback
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import testlib
+from testlib import ROOT, SHARED
+
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import gguf_writer as gw  # noqa: E402
 import gguf_reader as gr  # noqa: E402
 import tokenizer_readers as tr  # noqa: E402
 import convert_weights as cw  # noqa: E402
 
-SHARED = os.path.normpath(os.path.join(ROOT, "..", "shared"))
 HAVE_SHARED = os.path.isdir(SHARED)
 CONVERT = os.path.join(ROOT, "tools", "convert_weights.py")
 PY = sys.executable or "/usr/bin/python3"
 TMP = tempfile.mkdtemp(prefix="ember_test_convert_")
 
-passed = 0
-failed = 0
 skip_announced = False
 
 
 def test(name, needs_shared=False):
     def deco(fn):
-        global passed, failed, skip_announced
+        global skip_announced
         if needs_shared and not HAVE_SHARED:
             if not skip_announced:
                 print("SKIPPED: ../shared not found (%s); tests that need it count as failed-to-run" % SHARED)
                 skip_announced = True
-            print("FAIL %-55s (not run: ../shared missing)" % name)
-            failed += 1
+            testlib.record(False, "FAIL %-55s (not run: ../shared missing)" % name)
             return fn
         t0 = time.time()
         try:
             fn()
-            passed += 1
-            print("ok   %-55s %.2fs" % (name, time.time() - t0))
+            testlib.record(True, "ok   %-55s %.2fs" % (name, time.time() - t0))
         except Exception as e:  # noqa: BLE001
-            failed += 1
-            print("FAIL %-55s %s: %s" % (name, type(e).__name__, e))
+            testlib.record(False, "FAIL %-55s %s: %s" % (name, type(e).__name__, e))
             traceback.print_exc(limit=3, file=sys.stdout)
-        sys.stdout.flush()
+            sys.stdout.flush()
         return fn
     return deco
 
@@ -728,9 +724,7 @@ def _():
 def main():
     shutil.rmtree(TMP, ignore_errors=True)
     sys.stderr.flush()
-    print("%d passed, %d failed" % (passed, failed))
-    sys.stdout.flush()
-    return 0 if failed == 0 else 1
+    return testlib.summary()
 
 
 if __name__ == "__main__":

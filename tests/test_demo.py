@@ -33,8 +33,9 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EMBER = os.path.join(ROOT, "build", "ember")
+import testlib
+from testlib import EMBER, ROOT
+
 # Overridable for dry runs against another model/reference pair.
 MODEL = os.environ.get("EMBER_DEMO_MODEL", os.path.join(ROOT, "models", "ember-demo.gguf"))
 HELDOUT = os.environ.get("EMBER_DEMO_HELDOUT", os.path.join(ROOT, "models", "heldout.txt"))
@@ -43,19 +44,9 @@ MAX_BYTES = 8 * 1024 * 1024
 PPL_TOL = 0.005
 TIMEOUT = 900
 
-passed = 0
-failed = 0
-
 
 def report(ok, name, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-        print("PASS %s%s" % (name, (": " + detail) if detail else ""))
-    else:
-        failed += 1
-        print("FAIL %s%s" % (name, (": " + detail) if detail else ""))
-    sys.stdout.flush()
+    testlib.record(ok, "%s %s%s" % ("PASS" if ok else "FAIL", name, (": " + detail) if detail else ""))
 
 
 def run_ember(args):
@@ -244,8 +235,7 @@ def main():
             ref = json.load(f)
     except (OSError, ValueError) as e:
         report(False, "reference.json", "cannot read %s: %s" % (REFERENCE, e))
-        print("%d passed, %d failed" % (passed, failed))
-        return 1
+        return testlib.summary()
     have_model = check_files(ref)
     if have_model:
         check_gguf_metadata(ref)
@@ -262,8 +252,7 @@ def main():
                 report(False, c.__name__, "timed out after %ds: %s" % (TIMEOUT, e.cmd))
             except Exception as e:
                 report(False, c.__name__, "%s: %s" % (type(e).__name__, e))
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return testlib.summary()
 
 
 if __name__ == "__main__":

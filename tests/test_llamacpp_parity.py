@@ -7,20 +7,7 @@ import os
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BUILD = os.environ.get("BUILD", "build")
-SHARED = os.environ.get("EMBER_SHARED", os.path.join(ROOT, "..", "shared"))
-EMBER = os.path.join(ROOT, BUILD, "ember")
-passed = failed = 0
-
-
-def check(cond, msg):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print("FAIL:", msg)
+from testlib import BUILD, EMBER, ROOT, SHARED, check, missing_shared, summary
 
 
 def ember(*args):
@@ -37,8 +24,7 @@ def ppl_of(out):
 
 stories = os.path.join(SHARED, "models", "stories260K")
 if not os.path.isdir(stories):
-    print("MISSING TEST DATA: %s not found" % stories)
-    failed += 1
+    missing_shared(stories)
 else:
     out_dir = os.path.join(ROOT, BUILD, "test-models")
     os.makedirs(out_dir, exist_ok=True)
@@ -66,5 +52,4 @@ got = ppl_of(ember("perplexity", "-m", demo, "-f", heldout, "-c", "128", "--kv-f
 want = 102.1439   # llama.cpp on models/ember-demo.gguf, models/heldout.txt
 print("demo model perplexity: ember %.4f, llama.cpp %.4f" % (got, want))
 check(abs(got - want) <= 2e-4 * want, "demo perplexity %.4f differs from llama.cpp's %.4f" % (got, want))
-print("%d passed, %d failed" % (passed, failed))
-sys.exit(1 if failed else 0)
+sys.exit(summary())

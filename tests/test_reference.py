@@ -39,7 +39,6 @@ Tolerances (all errors are relative to the reference):
     with F16 K/V storage simulated (F16 K/V alone moves this PPL by 1.5e-4).
 """
 
-import math
 import os
 import re
 import shutil
@@ -53,31 +52,20 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import ref_forward as rf  # noqa: E402
 
-ROOT = os.path.dirname(HERE)
-BUILD = os.environ.get("BUILD", "build")
-SHARED = os.environ.get("EMBER_SHARED", os.path.join(ROOT, "..", "shared"))
+import testlib  # noqa: E402
+from testlib import BUILD, EMBER, ROOT, SHARED  # noqa: E402
+
 PY = os.environ.get("PYTHON", "/usr/bin/python3")
 TOOL = os.path.join(ROOT, BUILD, "tests", "tool_logits")
-EMBER = os.path.join(ROOT, BUILD, "ember")
 CONVERT = os.path.join(ROOT, "tools", "convert_weights.py")
 WORK = os.path.join(ROOT, BUILD, "ref")
 BOS = 1
 
-passed = 0
-failed = 0
 T0 = time.time()
 
 
 def check(cond, msg):
-    global passed, failed
-    if cond:
-        passed += 1
-        print("ok    " + msg)
-    else:
-        failed += 1
-        print("FAIL  " + msg)
-    sys.stdout.flush()
-    return cond
+    return testlib.check(cond, msg, verbose=True)
 
 
 def run(cmd, timeout=120):
@@ -400,9 +388,8 @@ def main():
     os.chdir(ROOT)
     for p, what in ((TOOL, "tests/tool_logits.c (make tests)"), (EMBER, "the CLI (make)")):
         if not os.access(p, os.X_OK):
-            print("*** MISSING %s: build %s first ***" % (p, what))
-            print("0 passed, 1 failed")
-            return 1
+            testlib.record(False, "*** MISSING %s: build %s first ***" % (p, what))
+            return testlib.summary()
     have_shared = os.path.isfile(os.path.join(SHARED, "models", "stories260K", "stories260K.bin"))
     os.makedirs(WORK, exist_ok=True)
     # random models get a synthetic llama2.c-format tokenizer, so they need no shared data
@@ -437,8 +424,7 @@ def main():
                                               "" if mrs is None else "   sim %.1e" % mrs,
                                               "" if unq is None else "   unq %.1e / %.1e" % unq))
     print("time %.1fs" % (time.time() - T0))
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return testlib.summary()
 
 
 if __name__ == "__main__":

@@ -8,20 +8,9 @@ import struct
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BUILD = os.environ.get("BUILD", "build")
-SHARED = os.environ.get("EMBER_SHARED", os.path.join(ROOT, "..", "shared"))
+from testlib import BUILD, ROOT, SHARED, check, missing_shared, summary
+
 PY = sys.executable
-passed = failed = 0
-
-
-def check(cond, msg):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print("FAIL:", msg)
 
 
 def run_family(name, special_file):
@@ -67,11 +56,9 @@ def run_family(name, special_file):
 
 
 if not os.path.isdir(os.path.join(SHARED, "tokenizers")):
-    print("MISSING TEST DATA: %s/tokenizers not found; these tests cannot run" % SHARED)
-    failed += 1
+    missing_shared(os.path.join(SHARED, "tokenizers"))
 else:
     run_family("llama2", None)
     run_family("gpt2", "fixtures_special.jsonl")
     run_family("llama3", "fixtures_special.jsonl")
-print("%d passed, %d failed" % (passed, failed))
-sys.exit(1 if failed else 0)
+sys.exit(summary())
