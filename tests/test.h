@@ -20,6 +20,18 @@ static int test_passed, test_failed;
         }                                                                 \
     } while (0)
 
+/* Length of an incomplete (valid so far) UTF-8 sequence at the end of s:
+ * the bytes a streaming callback must hold back. */
+static inline size_t test_utf8_incomplete(const unsigned char *s, size_t n) {
+    for (size_t k = 1; k <= 3 && k <= n; k++) {
+        unsigned c = s[n - k];
+        if ((c & 0xC0) == 0x80) continue;
+        size_t need = (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 1;
+        return need > k ? k : 0;
+    }
+    return 0;
+}
+
 /* Directory of the shared test data, or NULL (loudly) if it is missing. */
 static inline const char *test_shared_dir(void) {
     const char *d = getenv("EMBER_SHARED");

@@ -43,17 +43,6 @@ static int tokenize(ember_model *m, const char *text, ember_token *out, int cap)
     return rc == EMBER_OK ? n : 0;
 }
 
-/* Length of an incomplete (valid so far) UTF-8 sequence at the end of s. */
-static size_t utf8_incomplete(const unsigned char *s, size_t n) {
-    for (size_t k = 1; k <= 3 && k <= n; k++) {
-        unsigned c = s[n - k];
-        if ((c & 0xC0) == 0x80) continue;
-        size_t need = (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 1;
-        return need > k ? k : 0;
-    }
-    return 0;
-}
-
 typedef struct rec {
     ember_token toks[1024];
     int n;
@@ -71,7 +60,7 @@ static int rec_cb(void *ud, ember_token tok, const char *text, size_t len) {
     if (r->flushes) r->after_flush++;
     if (tok < 0) r->flushes++;
     else if (r->n < 1024) r->toks[r->n++] = tok;
-    if (tok >= 0 && utf8_incomplete((const unsigned char *)text, len)) r->bad_split++;
+    if (tok >= 0 && test_utf8_incomplete((const unsigned char *)text, len)) r->bad_split++;
     if (r->len + len < sizeof r->text) { memcpy(r->text + r->len, text, len); r->len += len; }
     if (r->n_chunks < 64) {
         snprintf(r->chunks[r->n_chunks], sizeof r->chunks[0], "%.*s", (int)(len < 31 ? len : 31), text);

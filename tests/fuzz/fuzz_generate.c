@@ -23,16 +23,6 @@ typedef struct fz_rec {
     size_t npend;
 } fz_rec;
 
-static size_t fz_incomplete(const unsigned char *s, size_t n) {
-    for (size_t k = 1; k <= 3 && k <= n; k++) {
-        unsigned c = s[n - k];
-        if ((c & 0xC0) == 0x80) continue;
-        size_t need = (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 1;
-        return need > k ? k : 0;
-    }
-    return 0;
-}
-
 static int fz_cb(void *ud, ember_token tok, const char *text, size_t len) {
     fz_rec *r = ud;
     if (r->flushes) r->calls_after_flush++;
@@ -54,7 +44,7 @@ static int fz_cb(void *ud, ember_token tok, const char *text, size_t len) {
         if (k > 0 && (k == need - r->npend || k == len)) __builtin_trap();
     }
     if (len) {
-        r->npend = fz_incomplete(u, len);
+        r->npend = test_utf8_incomplete(u, len);
         memcpy(r->pend, u + len - r->npend, r->npend);
     }
     if (r->len + len <= sizeof r->text) { memcpy(r->text + r->len, text, len); r->len += len; }
