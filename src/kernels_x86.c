@@ -1705,14 +1705,18 @@ static EKX_AMX void ekx_matmul_q8_0_amx(const void *W, int n, const void *X, int
 
 /* ---- AVX-512 set ------------------------------------------------------------------------------ */
 
+/* the AVX-512 matmuls of every type but Q4_0 and Q8_0, which the amx set replaces */
+#define EKX_AVX512_OTHER_MATMULS                                                                                  \
+    [EK_F32] = ekx_matmul_f32_avx512, [EK_F16] = ekx_matmul_f16_avx512, [EK_BF16] = ekx_matmul_bf16_avx512,     \
+    [EK_Q4_K] = ekx_matmul_q4_K_avx512, [EK_Q5_K] = ekx_matmul_q5_K_avx512, [EK_Q6_K] = ekx_matmul_q6_K_avx512, \
+    [EK_Q4_1] = ekx_matmul_q4_1_avx512, [EK_Q5_0] = ekx_matmul_q5_0_avx512, [EK_Q5_1] = ekx_matmul_q5_1_avx512, \
+    [EK_Q2_K] = ekx_matmul_q2_K_avx512, [EK_Q3_K] = ekx_matmul_q3_K_avx512
+
 static const ek_kernels ekx_avx512_set = {
     .name = "avx512",
     .matmul = {
-        [EK_F32] = ekx_matmul_f32_avx512, [EK_F16] = ekx_matmul_f16_avx512, [EK_BF16] = ekx_matmul_bf16_avx512,
+        EKX_AVX512_OTHER_MATMULS,
         [EK_Q4_0] = ekx_matmul_q4_0_avx512, [EK_Q8_0] = ekx_matmul_q8_0_avx512,
-        [EK_Q4_K] = ekx_matmul_q4_K_avx512, [EK_Q5_K] = ekx_matmul_q5_K_avx512, [EK_Q6_K] = ekx_matmul_q6_K_avx512,
-        [EK_Q4_1] = ekx_matmul_q4_1_avx512, [EK_Q5_0] = ekx_matmul_q5_0_avx512, [EK_Q5_1] = ekx_matmul_q5_1_avx512,
-        [EK_Q2_K] = ekx_matmul_q2_K_avx512, [EK_Q3_K] = ekx_matmul_q3_K_avx512,
     },
     EKX_AVX2_COMMON,
 };
@@ -1720,11 +1724,8 @@ static const ek_kernels ekx_avx512_set = {
 static const ek_kernels ekx_amx_set = {
     .name = "amx",
     .matmul = {
-        [EK_F32] = ekx_matmul_f32_avx512, [EK_F16] = ekx_matmul_f16_avx512, [EK_BF16] = ekx_matmul_bf16_avx512,
+        EKX_AVX512_OTHER_MATMULS,
         [EK_Q4_0] = ekx_matmul_q4_0_amx, [EK_Q8_0] = ekx_matmul_q8_0_amx,
-        [EK_Q4_K] = ekx_matmul_q4_K_avx512, [EK_Q5_K] = ekx_matmul_q5_K_avx512, [EK_Q6_K] = ekx_matmul_q6_K_avx512,
-        [EK_Q4_1] = ekx_matmul_q4_1_avx512, [EK_Q5_0] = ekx_matmul_q5_0_avx512, [EK_Q5_1] = ekx_matmul_q5_1_avx512,
-        [EK_Q2_K] = ekx_matmul_q2_K_avx512, [EK_Q3_K] = ekx_matmul_q3_K_avx512,
     },
     EKX_AVX2_COMMON,
 };
