@@ -130,7 +130,7 @@ EKX_AVX2_INLINE float ekx_fma1(float a, float b, float acc) {
 #define EKX_FBT 3 /* activation rows per tile: 12 accumulators + loads fit 16 ymm */
 
 EKX_AVX2_INLINE void ekx_tile_float(int kind, int RT, int BT, const uint8_t *W, size_t wrow, int esz,
-                                    const float *X, int n, float *Y, int ldy, int r, int b) {
+                                    const float *X, int n, float *Y, int ldy, int r, int b, int prefetch) {
     __m256 acc[EKX_FRT][EKX_FBT];
     EKX_UNROLL
     for (int i = 0; i < RT; i++)
@@ -143,7 +143,7 @@ EKX_AVX2_INLINE void ekx_tile_float(int kind, int RT, int BT, const uint8_t *W, 
         for (int j = 0; j < BT; j++) xv[j] = _mm256_loadu_ps(X + (size_t)(b + j) * n + k);
         /* generation: fetch the next tile's rows at this tile's pace (the
          * AVX-512 twin explains) */
-        if (BT == 1 && ((k * esz) & 63) == 0)
+        if (prefetch && ((k * esz) & 63) == 0)
             EKX_UNROLL
             for (int i = 0; i < RT; i++)
                 _mm_prefetch((const char *)W + (size_t)(r + RT + i) * wrow + (size_t)k * esz, _MM_HINT_T0);
@@ -173,13 +173,13 @@ EKX_AVX2_INLINE void ekx_matmul_float(int kind, const void *W, int n, const void
     int r = r0;
     for (; r + EKX_FRT <= r1; r += EKX_FRT) {
         int b = 0;
-        for (; b + EKX_FBT <= nb; b += EKX_FBT) ekx_tile_float(kind, EKX_FRT, EKX_FBT, W, wrow, esz, X, n, Y, ldy, r, b);
-        for (; b < nb; b++) ekx_tile_float(kind, EKX_FRT, 1, W, wrow, esz, X, n, Y, ldy, r, b);
+        for (; b + EKX_FBT <= nb; b += EKX_FBT) ekx_tile_float(kind, EKX_FRT, EKX_FBT, W, wrow, esz, X, n, Y, ldy, r, b, 0);
+        for (; b < nb; b++) ekx_tile_float(kind, EKX_FRT, 1, W, wrow, esz, X, n, Y, ldy, r, b, r + 2 * EKX_FRT <= r1);
     }
     for (; r < r1; r++) {
         int b = 0;
-        for (; b + EKX_FBT <= nb; b += EKX_FBT) ekx_tile_float(kind, 1, EKX_FBT, W, wrow, esz, X, n, Y, ldy, r, b);
-        for (; b < nb; b++) ekx_tile_float(kind, 1, 1, W, wrow, esz, X, n, Y, ldy, r, b);
+        for (; b + EKX_FBT <= nb; b += EKX_FBT) ekx_tile_float(kind, 1, EKX_FBT, W, wrow, esz, X, n, Y, ldy, r, b, 0);
+        for (; b < nb; b++) ekx_tile_float(kind, 1, 1, W, wrow, esz, X, n, Y, ldy, r, b, 0);
     }
 }
 
@@ -715,7 +715,7 @@ EKX_AVX512_INLINE __m512 ekx_load16(const uint8_t *p, int kind) {
 }
 
 EKX_AVX512_INLINE void ekx_tile_float512(int kind, int RT, int BT, const uint8_t *W, size_t wrow, int esz,
-                                         const float *X, int n, float *Y, int ldy, int r, int b) {
+                                         const float *X, int n, float *Y, int ldy, int r, int b, int prefetch) {
     __m512 acc[EKX_ZRT][EKX_ZBT];
     EKX_UNROLL
     for (int i = 0; i < RT; i++)
@@ -726,10 +726,11 @@ EKX_AVX512_INLINE void ekx_tile_float512(int kind, int RT, int BT, const uint8_t
         __m512 xv[EKX_ZBT];
         EKX_UNROLL
         for (int j = 0; j < BT; j++) xv[j] = _mm512_loadu_ps(X + (size_t)(b + j) * n + k);
-        /* generation (BT = 1) streams the weights once: fetch the next
-         * tile's rows at the pace of this one, as the hardware prefetcher
-         * alone leaves the memory bus idle at every tile start */
-        if (BT == 1 && ((k * esz) & 63) == 0)
+        /* generation streams the weights once: fetch the next tile's rows
+         * (when they are the caller's: prefetch) at the pace of this one, as
+         * the hardware prefetcher alone leaves the memory bus idle at every
+         * tile start */
+        if (prefetch && ((k * esz) & 63) == 0)
             EKX_UNROLL
             for (int i = 0; i < RT; i++)
                 _mm_prefetch((const char *)W + (size_t)(r + RT + i) * wrow + (size_t)k * esz, _MM_HINT_T0);
@@ -871,13 +872,13 @@ EKX_AVX512_INLINE void ekx_matmul_float512(int kind, const void *W, int n, const
     int r = r0;
     for (; r + EKX_ZRT <= r1; r += EKX_ZRT) {
         int b = 0;
-        for (; b + EKX_ZBT <= nb; b += EKX_ZBT) ekx_tile_float512(kind, EKX_ZRT, EKX_ZBT, W, wrow, esz, X, n, Y, ldy, r, b);
-        for (; b < nb; b++) ekx_tile_float512(kind, EKX_ZRT, 1, W, wrow, esz, X, n, Y, ldy, r, b);
+        for (; b + EKX_ZBT <= nb; b += EKX_ZBT) ekx_tile_float512(kind, EKX_ZRT, EKX_ZBT, W, wrow, esz, X, n, Y, ldy, r, b, 0);
+        for (; b < nb; b++) ekx_tile_float512(kind, EKX_ZRT, 1, W, wrow, esz, X, n, Y, ldy, r, b, r + 2 * EKX_ZRT <= r1);
     }
     for (; r < r1; r++) {
         int b = 0;
-        for (; b + EKX_ZBT <= nb; b += EKX_ZBT) ekx_tile_float512(kind, 1, EKX_ZBT, W, wrow, esz, X, n, Y, ldy, r, b);
-        for (; b < nb; b++) ekx_tile_float512(kind, 1, 1, W, wrow, esz, X, n, Y, ldy, r, b);
+        for (; b + EKX_ZBT <= nb; b += EKX_ZBT) ekx_tile_float512(kind, 1, EKX_ZBT, W, wrow, esz, X, n, Y, ldy, r, b, 0);
+        for (; b < nb; b++) ekx_tile_float512(kind, 1, 1, W, wrow, esz, X, n, Y, ldy, r, b, 0);
     }
 }
 
