@@ -595,8 +595,9 @@ static int cmd_bench(const options *o) {
         fprintf(stderr, "model %s (%s, %.1f MiB), %d threads, kernels %s\n", o->model, type,
                 info.weight_bytes / 1048576.0, threads, ember_cpu_features());
         printf("pp%d: %.2f tok/s   tg%d: %.2f tok/s   (median of %d)\n", n_pp, pp_m, n_tg, tg_m, o->repeats);
-        printf("weights read per token: %.1f MB, %.2f GB/s; memory read bandwidth %.2f GB/s (%.0f%%)\n",
-               info.bytes_per_token / 1e6, tg_gbps, mem, 100 * tg_gbps / mem);
+        printf("weights read per token: %.1f MB, %.2f GB/s; ", info.bytes_per_token / 1e6, tg_gbps);
+        if (mem > 0) printf("memory read bandwidth %.2f GB/s (%.0f%%)\n", mem, 100 * tg_gbps / mem);
+        else printf("memory read bandwidth not measured (no 1 GiB buffer)\n");
         if (o->json) {
             printf("{\"model\": \"");
             for (const char *c = o->model; *c; c++)   /* JSON string escaping */
