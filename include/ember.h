@@ -133,6 +133,9 @@ typedef struct ember_model_info {
     uint64_t weight_bytes;     /* bytes of tensor data                       */
     uint64_t bytes_per_token;  /* weight bytes read to generate one token    */
     int load_mode;             /* the mode actually used                     */
+    int n_packed;              /* matrices whose rows were interleaved at
+                                  load for the SIMD kernels (READ mode only:
+                                  same results, fewer cycles per byte)       */
 } ember_model_info;
 
 EMBER_API int ember_model_get_info(const ember_model *model, ember_model_info *out);

@@ -94,7 +94,9 @@ static int ember_model_from_image(const void *data, size_t size, const ember_mod
     gguf_file *f = NULL;
     int rc = gguf_open(data, size, model->a, &f, msg, sizeof msg);
     if (rc == EMBER_OK) {
-        rc = em_model_init(&model->m, f, model->a, params ? params->vocab_only : 0, msg, sizeof msg);
+        /* a read-in copy is ours to rearrange; a mapping or the caller's buffer is not */
+        rc = em_model_init(&model->m, f, model->a, params ? params->vocab_only : 0, mode == EMBER_LOAD_READ, msg,
+                           sizeof msg);
         if (rc != EMBER_OK) gguf_close(f);
     }
     if (rc != EMBER_OK) {
@@ -234,6 +236,7 @@ int ember_model_get_info(const ember_model *model, ember_model_info *out) {
     out->weight_bytes = model->m.weight_bytes;
     out->bytes_per_token = model->m.bytes_per_token;
     out->load_mode = model->load_mode;
+    out->n_packed = model->m.n_packed;
     return EMBER_OK;
 }
 

@@ -506,20 +506,24 @@ static float ek_vdot_bf16(const void *w, const void *x, int n) {
 /* Legacy 32-blocks against Q8_0 activations: per block an exact integer dot,
  * then sum += (d_w * d_x) * isum (+ m_w * d_x * sum(q_x) for the types with
  * a min). */
+static float ek_block32_step(int type, const void *wblk, const ek_block_q8_0 *xb, float s) {
+    int q[32];
+    float d, m;
+    ek_decode_block32(type, wblk, q, &d, &m);
+    int isum = 0, xsum = 0;
+    for (int j = 0; j < 32; j++) { isum += q[j] * xb->qs[j]; xsum += xb->qs[j]; }
+    float dx = EK_H2F(xb->d);
+    s += d * dx * (float)isum;
+    if (m != 0.0f) s += m * dx * (float)xsum;
+    return s;
+}
+
 static float ek_vdot_block32(int type, const void *w, const void *x, int n) {
     const uint8_t *wp = w;
     const ek_block_q8_0 *xb = x;
-    int bs = ek_types[type].type_size, q[32];
+    int bs = ek_types[type].type_size;
     float s = 0.0f;
-    for (int i = 0; i < n / 32; i++) {
-        float d, m;
-        ek_decode_block32(type, wp + i * bs, q, &d, &m);
-        int isum = 0, xsum = 0;
-        for (int j = 0; j < 32; j++) { isum += q[j] * xb[i].qs[j]; xsum += xb[i].qs[j]; }
-        float dx = EK_H2F(xb[i].d);
-        s += d * dx * (float)isum;
-        if (m != 0.0f) s += m * dx * (float)xsum;
-    }
+    for (int i = 0; i < n / 32; i++) s = ek_block32_step(type, wp + i * bs, xb + i, s);
     return s;
 }
 static float ek_vdot_q4_0(const void *w, const void *x, int n) { return ek_vdot_block32(EK_Q4_0, w, x, n); }
@@ -584,6 +588,67 @@ EK_SCALAR_MATMUL(q4_K, EK_Q4_K)
 EK_SCALAR_MATMUL(q5_K, EK_Q5_K)
 EK_SCALAR_MATMUL(q6_K, EK_Q6_K)
 
+/* ---- packed weights (layout in kernels.h) ------------------------------------------- */
+
+static int ek_packable_type(int wtype) { return wtype == EK_Q4_0 || wtype == EK_Q8_0; }
+
+/* Block k of row j of the packed group G, rebuilt as the file stores it. */
+static void ek_packed_block(int wtype, const uint8_t *G, int nblk, int k, int j, uint8_t *blk) {
+    const int q = ek_types[wtype].type_size - 2;
+    memcpy(blk, G + (size_t)nblk * EK_PACK_ROWS * q + (size_t)k * 2 * EK_PACK_ROWS + 2 * j, 2);
+    for (int m = 0; m < q / 4; m++)
+        memcpy(blk + 2 + 4 * m, G + ((size_t)k * q / 4 + m) * 4 * EK_PACK_ROWS + 4 * j, 4);
+}
+
+size_t ek_pack_scratch_bytes(int wtype, int n) {
+    return ek_packable_type(wtype) ? (size_t)ek_row_bytes(wtype, (uint64_t)n) * EK_PACK_ROWS : 0;
+}
+
+int ek_pack_rows(int wtype, void *W, int n, int rows, void *scratch) {
+    const size_t wrow = (size_t)ek_row_bytes(wtype, (uint64_t)n);
+    if (!ek_packable_type(wtype) || !wrow || rows < 0 || rows % EK_PACK_ROWS) return -1;
+    const int nblk = n / 32, q = ek_types[wtype].type_size - 2, bs = ek_types[wtype].type_size;
+    for (int g = 0; g < rows / EK_PACK_ROWS; g++) {
+        uint8_t *G = (uint8_t *)W + (size_t)g * EK_PACK_ROWS * wrow;
+        const uint8_t *R = scratch;
+        memcpy(scratch, G, EK_PACK_ROWS * wrow);
+        for (int j = 0; j < EK_PACK_ROWS; j++)
+            for (int k = 0; k < nblk; k++) {
+                const uint8_t *blk = R + (size_t)j * wrow + (size_t)k * bs;
+                memcpy(G + (size_t)nblk * EK_PACK_ROWS * q + (size_t)k * 2 * EK_PACK_ROWS + 2 * j, blk, 2);
+                for (int m = 0; m < q / 4; m++)
+                    memcpy(G + ((size_t)k * q / 4 + m) * 4 * EK_PACK_ROWS + 4 * j, blk + 2 + 4 * m, 4);
+            }
+    }
+    return 0;
+}
+
+/* The reference: each block rebuilt, then the same steps as ek_vdot_block32. */
+static void ek_matmul_packed_scalar(int wtype, const void *W, int n, const void *X, int nb, float *Y, int ldy,
+                                    int r0, int r1) {
+    const size_t wrow = (size_t)ek_row_bytes(wtype, (uint64_t)n), xrow = ek_act_row_bytes(wtype, n);
+    const int nblk = n / 32;
+    uint8_t blk[34];
+    for (int r = r0; r < r1; r++) {
+        const uint8_t *G = (const uint8_t *)W + (size_t)(r / EK_PACK_ROWS) * EK_PACK_ROWS * wrow;
+        for (int b = 0; b < nb; b++) {
+            const ek_block_q8_0 *xb = (const ek_block_q8_0 *)((const uint8_t *)X + (size_t)b * xrow);
+            float s = 0.0f;
+            for (int k = 0; k < nblk; k++) {
+                ek_packed_block(wtype, G, nblk, k, r % EK_PACK_ROWS, blk);
+                s = ek_block32_step(wtype, blk, xb + k, s);
+            }
+            Y[(size_t)b * ldy + r] = s;
+        }
+    }
+}
+static void ek_matmul_q4_0_packed_scalar(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
+    ek_matmul_packed_scalar(EK_Q4_0, W, n, X, nb, Y, ldy, r0, r1);
+}
+static void ek_matmul_q8_0_packed_scalar(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
+    ek_matmul_packed_scalar(EK_Q8_0, W, n, X, nb, Y, ldy, r0, r1);
+}
+
 /* ---- scalar vector ops ------------------------------------------------------------ */
 
 static void ek_rmsnorm_scalar(float *out, const float *x, const float *w, int n, float eps) {
@@ -630,6 +695,7 @@ static const ek_kernels ek_scalar_set = {
         [EK_Q4_K] = ek_matmul_q4_K_scalar, [EK_Q5_K] = ek_matmul_q5_K_scalar,
         [EK_Q6_K] = ek_matmul_q6_K_scalar,
     },
+    .matmul_packed = {[EK_Q4_0] = ek_matmul_q4_0_packed_scalar, [EK_Q8_0] = ek_matmul_q8_0_packed_scalar},
     .quantize_q8_0 = ek_quantize_q8_0_ref,
     .quantize_q8_K = ek_quantize_q8_K_ref,
     .rmsnorm = ek_rmsnorm_scalar,
@@ -679,6 +745,17 @@ void ek_matmul(const ek_kernels *k, int wtype, const void *W, int n, const void 
     if (wtype < 0 || wtype >= EK_TYPE_COUNT || r0 >= r1 || nb <= 0) return;
     ek_matmul_fn f = EK_PICK(k, matmul[wtype]);
     if (f) f(W, n, X, nb, Y, ldy, r0, r1);
+}
+
+int ek_pack_wanted(const ek_kernels *k, int wtype, int rows) {
+    return k && k != &ek_scalar_set && ek_packable_type(wtype) && k->matmul_packed[wtype] && rows > 0 &&
+           rows % EK_PACK_ROWS == 0;
+}
+
+void ek_matmul_packed(const ek_kernels *k, int wtype, const void *W, int n, const void *X, int nb,
+                      float *Y, int ldy, int r0, int r1) {
+    if (!ek_packable_type(wtype) || r0 >= r1 || nb <= 0 || r0 % EK_PACK_ROWS || r1 % EK_PACK_ROWS) return;
+    EK_PICK(k, matmul_packed[wtype])(W, n, X, nb, Y, ldy, r0, r1);
 }
 
 void ek_rmsnorm(const ek_kernels *k, float *out, const float *x, const float *weight, int n, float eps) {

@@ -69,6 +69,29 @@ void ek_convert_act(const ek_kernels *k, int wtype, const float *x, void *xa, in
 void ek_matmul(const ek_kernels *k, int wtype, const void *W, int n,
                const void *X, int nb, float *Y, int ldy, int r0, int r1);
 
+/* Packed weights.  A kernel set may run Q4_0 and Q8_0 matrices faster with
+ * their rows interleaved in groups of EK_PACK_ROWS: one group's bytes are
+ * the same bytes as its 16 rows, moved so that the group streams as one
+ * sequence and SIMD lane j holds row j without gathers:
+ *     quants: dword m of block k of row j at  k * 16 * Q + 64 * m + 4 * j
+ *     scales: fp16 d of block k of row j at   nblk * 16 * Q + 32 * k + 2 * j
+ * where Q = quant bytes per block (16 for Q4_0, 32 for Q8_0) and nblk = n / 32.
+ * Groups follow each other, so rows r .. r+15 start at r * row bytes. */
+#define EK_PACK_ROWS 16
+
+/* 1 if set k has a packed kernel for wtype and rows is a multiple of 16. */
+int ek_pack_wanted(const ek_kernels *k, int wtype, int rows);
+/* Bytes of scratch ek_pack_rows needs (one group) for rows of n elements. */
+size_t ek_pack_scratch_bytes(int wtype, int n);
+/* Pack rows (a multiple of 16) rows of W in place; 0, or -1 if wtype, n or
+ * rows cannot be packed. */
+int ek_pack_rows(int wtype, void *W, int n, int rows, void *scratch);
+/* As ek_matmul on packed W; r0 and r1 are multiples of 16.  Same bits as
+ * ek_matmul on the unpacked W with the set whose kernel runs (set k where it
+ * has a packed kernel for wtype, the scalar set otherwise). */
+void ek_matmul_packed(const ek_kernels *k, int wtype, const void *W, int n,
+                      const void *X, int nb, float *Y, int ldy, int r0, int r1);
+
 /* Vector operations of a transformer layer. */
 void ek_rmsnorm(const ek_kernels *k, float *out, const float *x,
                 const float *weight, int n, float eps);
@@ -117,6 +140,7 @@ typedef void (*ek_matmul_fn)(const void *W, int n, const void *X, int nb,
 struct ek_kernels {
     const char *name;
     ek_matmul_fn matmul[EK_TYPE_COUNT];
+    ek_matmul_fn matmul_packed[EK_TYPE_COUNT];   /* packed weights (Q4_0, Q8_0) */
     void (*quantize_q8_0)(const float *x, void *dst, int n);  /* byte-identical to the reference */
     void (*quantize_q8_K)(const float *x, void *dst, int n);  /* byte-identical to the reference */
     void (*rmsnorm)(float *out, const float *x, const float *w, int n, float eps);

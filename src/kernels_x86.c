@@ -987,6 +987,12 @@ EKX_AVX512_INLINE __m512i ekx_pair_reduce(__m512i a, __m512i b) {
     return _mm512_add_epi32(_mm512_permutex2var_epi32(a, ie, b), _mm512_permutex2var_epi32(a, io, b));
 }
 
+EKX_AVX512_INLINE __m512i ekx_bcast32(const int8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm512_set1_epi32(v);
+}
+
 /* the fp16 scales at p + j * wrow (j = 0..15, by vidx) as floats */
 EKX_AVX512_INLINE __m512 ekx_gather_d16(const uint8_t *p, __m512i vidx) {
     __m512i g = _mm512_i32gather_epi32(vidx, (const void *)p, 1);
@@ -1065,37 +1071,105 @@ EKX_AVX512_INLINE void ekx_q_gemv16(int kind, const uint8_t *W, size_t wrow, con
     _mm512_storeu_ps(y, acc);
 }
 
+/* nb = 1 on packed weights (kernels.h): ng groups of 16 rows (G, G +
+ * gstride, ...; ng <= EKX_NGMAX), blocks k0 .. k0+kc-1.  Lane j is row j
+ * throughout: no gathers, no transposing reduction.  The groups are walked
+ * side by side because this machine reads several sequential streams
+ * faster than one (tools/mem_bandwidth). */
+#ifndef EKX_NGMAX
+#define EKX_NGMAX 4
+#endif
+#ifndef EKX_PPF
+#define EKX_PPF 2048
+#endif
+#ifndef EKX_PPH
+#define EKX_PPH _MM_HINT_T0
+#endif
+EKX_AVX512_INLINE void ekx_q_gemv16p(int kind, int ng, const uint8_t *G, size_t gstride, int nblk, const uint8_t *xrow,
+                                     int k0, int kc, const float *dx, const int32_t *bias, float *y, int first) {
+    const int qb = kind == EKX_Q4_0 ? 16 * 16 : 16 * 32;
+    const __m512i m4 = _mm512_set1_epi8(0x0F), flip = _mm512_set1_epi8((char)0x80), z0 = _mm512_setzero_si512();
+    __m512 acc[EKX_NGMAX];
+    const uint8_t *Q[EKX_NGMAX], *S[EKX_NGMAX];
+    EKX_UNROLL
+    for (int g = 0; g < ng; g++) {
+        acc[g] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(y + 16 * g);
+        Q[g] = G + g * gstride + (size_t)k0 * qb;
+        S[g] = G + g * gstride + (size_t)nblk * qb + (size_t)k0 * 32;
+    }
+    const ek_block_q8_0 *xb = (const ek_block_q8_0 *)xrow + k0;
+    for (int k = 0; k < kc; k++) {
+        const int8_t *xq = xb[k].qs;
+        const __m512 vdx = _mm512_set1_ps(dx[k]);
+        EKX_UNROLL
+        for (int g = 0; g < ng; g++) {
+            const uint8_t *q = Q[g] + (size_t)k * qb;
+            if (EKX_PPF) {
+                EKX_UNROLL
+                for (int i = 0; i < qb; i += 64) _mm_prefetch((const char *)q + EKX_PPF + i, EKX_PPH);
+                if (!(k & 1)) _mm_prefetch((const char *)S[g] + 32 * k + EKX_PPF / 8, EKX_PPH);
+            }
+            __m512i p[4];
+            if (kind == EKX_Q4_0) {
+                EKX_UNROLL
+                for (int m = 0; m < 4; m++) {
+                    const __m512i v = _mm512_loadu_si512((const void *)(q + 64 * m));
+                    const __m512i lo = _mm512_and_si512(v, m4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+                    p[m] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(m ? z0 : _mm512_set1_epi32(bias[k]), lo,
+                                                                   ekx_bcast32(xq + 4 * m)),
+                                               hi, ekx_bcast32(xq + 16 + 4 * m));
+                }
+            } else {
+                EKX_UNROLL
+                for (int m = 0; m < 4; m++) {
+                    const __m512i v0 = _mm512_xor_si512(_mm512_loadu_si512((const void *)(q + 64 * m)), flip);
+                    const __m512i v1 = _mm512_xor_si512(_mm512_loadu_si512((const void *)(q + 256 + 64 * m)), flip);
+                    p[m] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(m ? z0 : _mm512_set1_epi32(bias[k]), v0,
+                                                                   ekx_bcast32(xq + 4 * m)),
+                                               v1, ekx_bcast32(xq + 16 + 4 * m));
+                }
+            }
+            const __m512i isum = _mm512_add_epi32(_mm512_add_epi32(p[0], p[1]), _mm512_add_epi32(p[2], p[3]));
+            const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(S[g] + 32 * k)));
+            acc[g] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(d, vdx), acc[g]);
+        }
+    }
+    EKX_UNROLL
+    for (int g = 0; g < ng; g++) _mm512_storeu_ps(y + 16 * g, acc[g]);
+}
+
+/* Dword m of the quants of a block of 16 rows, row j in lane j: gathered
+ * from the rows (wk: the block in row 0), or one load when packed (pq). */
+#define EKX_DWORDS16(m) (packed ? _mm512_loadu_si512((const void *)(pq + 64 * (m))) \
+                                : _mm512_i32gather_epi32(vidx, (const void *)(wk + 2 + 4 * (m)), 1))
+
 /* Unpack kc blocks of 16 rows (W at row r, block k0) into 9 vectors per
  * block: 8 with dword m of each row's (biased) quants in lane j, then the
  * 16 scales as floats. */
-EKX_AVX512_INLINE void ekx_q_unpack16(int kind, const uint8_t *W, size_t wrow, int k0, int kc, __m512i *buf) {
-    const int wbs = kind == EKX_Q4_0 ? 18 : 34;
+EKX_AVX512_INLINE void ekx_q_unpack16(int kind, int packed, const uint8_t *W, size_t wrow, int k0, int kc,
+                                      __m512i *buf) {
+    const int wbs = kind == EKX_Q4_0 ? 18 : 34, qb = 16 * (wbs - 2), nblk = (int)(wrow / (size_t)wbs);
     const __m512i vidx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                             _mm512_set1_epi32((int)wrow));
     const __m512i m4 = _mm512_set1_epi8(0x0F), flip = _mm512_set1_epi8((char)0x80);
     for (int k = 0; k < kc; k++) {
-        const uint8_t *wk = W + (size_t)(k0 + k) * wbs;
+        const uint8_t *wk = W + (size_t)(k0 + k) * wbs, *pq = W + (size_t)(k0 + k) * qb;
         __m512i *o = buf + 9 * k;
         if (kind == EKX_Q4_0) {
             EKX_UNROLL
             for (int m = 0; m < 4; m++) {
-                __m512i g = _mm512_i32gather_epi32(vidx, (const void *)(wk + 2 + 4 * m), 1);
+                __m512i g = EKX_DWORDS16(m);
                 o[m] = _mm512_and_si512(g, m4);
                 o[4 + m] = _mm512_and_si512(_mm512_srli_epi32(g, 4), m4);
             }
         } else {
             EKX_UNROLL
-            for (int m = 0; m < 8; m++)
-                o[m] = _mm512_xor_si512(_mm512_i32gather_epi32(vidx, (const void *)(wk + 2 + 4 * m), 1), flip);
+            for (int m = 0; m < 8; m++) o[m] = _mm512_xor_si512(EKX_DWORDS16(m), flip);
         }
-        o[8] = _mm512_castps_si512(ekx_gather_d16(wk, vidx));
+        o[8] = _mm512_castps_si512(
+            packed ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(W + (size_t)nblk * qb + 32 * (size_t)(k0 + k))))
+                   : ekx_gather_d16(wk, vidx));
     }
-}
-
-EKX_AVX512_INLINE __m512i ekx_bcast32(const int8_t *p) {
-    int32_t v;
-    memcpy(&v, p, 4);
-    return _mm512_set1_epi32(v);
 }
 
 /* BG activation rows (b .. b+BG-1) against an unpacked panel of 16 rows */
@@ -1121,8 +1195,9 @@ EKX_AVX512_INLINE void ekx_q_panel(int BG, const __m512i *buf, int kc, const uin
     for (int j = 0; j < BG; j++) _mm512_storeu_ps(Y + (size_t)(b + j) * ldy + r, acc[j]);
 }
 
-EKX_AVX512_INLINE void ekx_matmul_q512(int kind, const void *Wv, int n, const void *Xv, int nb, float *Y, int ldy,
-                                       int r0, int r1) {
+/* packed: W is packed (kernels.h) and r0, r1 are multiples of 16 */
+EKX_AVX512_INLINE void ekx_matmul_q512(int kind, int packed, const void *Wv, int n, const void *Xv, int nb, float *Y,
+                                       int ldy, int r0, int r1) {
     const uint8_t *W = Wv, *X = Xv;
     const int nblk = n / 32;
     const size_t wrow = (size_t)nblk * EKX_WBS(kind), xrow = (size_t)nblk * 34;
@@ -1139,9 +1214,21 @@ EKX_AVX512_INLINE void ekx_matmul_q512(int kind, const void *Wv, int n, const vo
                 for (int k0 = 0; k0 < nblk; k0 += EKX_KC1) {
                     const int kc = nblk - k0 < EKX_KC1 ? nblk - k0 : EKX_KC1;
                     ekx_q_side(kind, xr, k0, kc, dx, bias);
-                    for (int r = rc; r < re16; r += 16)
-                        ekx_q_gemv16(kind, W + (size_t)r * wrow, wrow, xr, k0, kc, dx, bias, yb + r, k0 == 0,
-                                     r + 32 <= r1);   /* the next panel is ours: fetch it */
+                    if (packed)
+                        for (int r = rc; r < re16;) {
+                            /* ng a constant in each call, so the groups' state stays in registers */
+                            const int left = (re16 - r) / 16;
+#define EKX_GEMV16P(NG) ekx_q_gemv16p(kind, NG, W + (size_t)r * wrow, 16 * wrow, nblk, xr, k0, kc, dx, bias, \
+                                      yb + r, k0 == 0), r += 16 * (NG)
+                            if (left >= EKX_NGMAX) EKX_GEMV16P(EKX_NGMAX);
+                            else if (left >= 2) EKX_GEMV16P(2);
+                            else EKX_GEMV16P(1);
+#undef EKX_GEMV16P
+                        }
+                    else
+                        for (int r = rc; r < re16; r += 16)
+                            ekx_q_gemv16(kind, W + (size_t)r * wrow, wrow, xr, k0, kc, dx, bias, yb + r, k0 == 0,
+                                         r + 32 <= r1);   /* the next panel is ours: fetch it */
                     for (int r = re16; r < re; r++)
                         yb[r] = ekx_q_chain1(kind, W + (size_t)r * wrow, xr, k0, kc, dx, bias, k0 ? yb[r] : 0.0f);
                 }
@@ -1161,7 +1248,7 @@ EKX_AVX512_INLINE void ekx_matmul_q512(int kind, const void *Wv, int n, const vo
             for (int b = 0; b < nbc; b++)
                 ekx_q_side(kind, Xc + (size_t)b * xrow, k0, kc, dx + b * EKX_KCP, bias + b * EKX_KCP);
             for (int r = r0; r < r16; r += 16) {
-                ekx_q_unpack16(kind, W + (size_t)r * wrow, wrow, k0, kc, buf);
+                ekx_q_unpack16(kind, packed, W + (size_t)r * wrow, wrow, k0, kc, buf);
                 int b = 0;
                 for (; b + 16 <= nbc; b += 16) ekx_q_panel(16, buf, kc, Xc, xrow, k0, dx, bias, Yc, ldy, r, b, first);
                 if (b + 8 <= nbc) { ekx_q_panel(8, buf, kc, Xc, xrow, k0, dx, bias, Yc, ldy, r, b, first); b += 8; }
@@ -1180,19 +1267,27 @@ EKX_AVX512_INLINE void ekx_matmul_q512(int kind, const void *Wv, int n, const vo
 }
 
 static EKX_AVX512 void ekx_matmul_q4_0_avx512(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
-    ekx_matmul_q512(EKX_Q4_0, W, n, X, nb, Y, ldy, r0, r1);
+    ekx_matmul_q512(EKX_Q4_0, 0, W, n, X, nb, Y, ldy, r0, r1);
 }
 static EKX_AVX512 void ekx_matmul_q8_0_avx512(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
-    ekx_matmul_q512(EKX_Q8_0, W, n, X, nb, Y, ldy, r0, r1);
+    ekx_matmul_q512(EKX_Q8_0, 0, W, n, X, nb, Y, ldy, r0, r1);
+}
+static EKX_AVX512 void ekx_matmul_q4_0_packed_avx512(const void *W, int n, const void *X, int nb, float *Y, int ldy,
+                                                     int r0, int r1) {
+    ekx_matmul_q512(EKX_Q4_0, 1, W, n, X, nb, Y, ldy, r0, r1);
+}
+static EKX_AVX512 void ekx_matmul_q8_0_packed_avx512(const void *W, int n, const void *X, int nb, float *Y, int ldy,
+                                                     int r0, int r1) {
+    ekx_matmul_q512(EKX_Q8_0, 1, W, n, X, nb, Y, ldy, r0, r1);
 }
 static EKX_AVX512 void ekx_matmul_q4_1_avx512(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
-    ekx_matmul_q512(EKX_Q4_1, W, n, X, nb, Y, ldy, r0, r1);
+    ekx_matmul_q512(EKX_Q4_1, 0, W, n, X, nb, Y, ldy, r0, r1);
 }
 static EKX_AVX512 void ekx_matmul_q5_0_avx512(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
-    ekx_matmul_q512(EKX_Q5_0, W, n, X, nb, Y, ldy, r0, r1);
+    ekx_matmul_q512(EKX_Q5_0, 0, W, n, X, nb, Y, ldy, r0, r1);
 }
 static EKX_AVX512 void ekx_matmul_q5_1_avx512(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
-    ekx_matmul_q512(EKX_Q5_1, W, n, X, nb, Y, ldy, r0, r1);
+    ekx_matmul_q512(EKX_Q5_1, 0, W, n, X, nb, Y, ldy, r0, r1);
 }
 
 /* ---- AVX-512 k-quant matmul (Q4_K, Q5_K, Q6_K weights; Q8_K activations) ------------------------
@@ -1577,37 +1672,40 @@ typedef struct {
 
 /* like ekx_q_unpack16, but signed weights, and per block 10 vectors: 8 of
  * quants (B tile), the scales, and -128 * sum(q) per row */
-EKX_AMX_INLINE void ekx_q_unpack16_amx(int kind, const uint8_t *W, size_t wrow, int k0, int kc, __m512i *buf) {
-    const int wbs = kind == EKX_Q4_0 ? 18 : 34;
+EKX_AMX_INLINE void ekx_q_unpack16_amx(int kind, int packed, const uint8_t *W, size_t wrow, int k0, int kc,
+                                       __m512i *buf) {
+    const int wbs = kind == EKX_Q4_0 ? 18 : 34, qb = 16 * (wbs - 2), nblk = (int)(wrow / (size_t)wbs);
     const __m512i vidx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                             _mm512_set1_epi32((int)wrow));
     const __m512i m4 = _mm512_set1_epi8(0x0F), eight = _mm512_set1_epi8(8), ones = _mm512_set1_epi8(1);
     for (int k = 0; k < kc; k++) {
-        const uint8_t *wk = W + (size_t)(k0 + k) * wbs;
+        const uint8_t *wk = W + (size_t)(k0 + k) * wbs, *pq = W + (size_t)(k0 + k) * qb;
         __m512i *o = buf + 10 * k;
         if (kind == EKX_Q4_0) {
             EKX_UNROLL
             for (int m = 0; m < 4; m++) {
-                __m512i g = _mm512_i32gather_epi32(vidx, (const void *)(wk + 2 + 4 * m), 1);
+                __m512i g = EKX_DWORDS16(m);
                 o[m] = _mm512_sub_epi8(_mm512_and_si512(g, m4), eight);
                 o[4 + m] = _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi32(g, 4), m4), eight);
             }
         } else {
             EKX_UNROLL
-            for (int m = 0; m < 8; m++) o[m] = _mm512_i32gather_epi32(vidx, (const void *)(wk + 2 + 4 * m), 1);
+            for (int m = 0; m < 8; m++) o[m] = EKX_DWORDS16(m);
         }
         __m512i sq = _mm512_setzero_si512();
         EKX_UNROLL
         for (int m = 0; m < 8; m++) sq = _mm512_dpbusd_epi32(sq, ones, o[m]);
-        o[8] = _mm512_castps_si512(ekx_gather_d16(wk, vidx));
+        o[8] = _mm512_castps_si512(
+            packed ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(W + (size_t)nblk * qb + 32 * (size_t)(k0 + k))))
+                   : ekx_gather_d16(wk, vidx));
         o[9] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(sq, 7));
     }
 }
 
-EKX_AMX_INLINE void ekx_matmul_q_amx(int kind, const void *Wv, int n, const void *Xv, int nb, float *Y, int ldy,
-                                     int r0, int r1) {
+EKX_AMX_INLINE void ekx_matmul_q_amx(int kind, int packed, const void *Wv, int n, const void *Xv, int nb, float *Y,
+                                     int ldy, int r0, int r1) {
     if (nb < EKX_AMX_MIN) {
-        ekx_matmul_q512(kind, Wv, n, Xv, nb, Y, ldy, r0, r1);
+        ekx_matmul_q512(kind, packed, Wv, n, Xv, nb, Y, ldy, r0, r1);
         return;
     }
     const uint8_t *W = Wv, *X = Xv;
@@ -1647,7 +1745,7 @@ EKX_AMX_INLINE void ekx_matmul_q_amx(int kind, const void *Wv, int n, const void
                     _mm256_store_si256((__m256i *)abuf[b / 16][k][b % 16], v);
                 }
             for (int r = r0; r < r16; r += 16) {
-                ekx_q_unpack16_amx(kind, W + (size_t)r * wrow, wrow, k0, kc, buf);
+                ekx_q_unpack16_amx(kind, packed, W + (size_t)r * wrow, wrow, k0, kc, buf);
                 for (int g = 0; g < ngrp; g++) {
                     const int b = g * 16, nv = nbc - b < 16 ? nbc - b : 16;
                     __m512 acc[16];
@@ -1698,10 +1796,18 @@ EKX_AMX_INLINE void ekx_matmul_q_amx(int kind, const void *Wv, int n, const void
 }
 
 static EKX_AMX void ekx_matmul_q4_0_amx(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
-    ekx_matmul_q_amx(EKX_Q4_0, W, n, X, nb, Y, ldy, r0, r1);
+    ekx_matmul_q_amx(EKX_Q4_0, 0, W, n, X, nb, Y, ldy, r0, r1);
 }
 static EKX_AMX void ekx_matmul_q8_0_amx(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
-    ekx_matmul_q_amx(EKX_Q8_0, W, n, X, nb, Y, ldy, r0, r1);
+    ekx_matmul_q_amx(EKX_Q8_0, 0, W, n, X, nb, Y, ldy, r0, r1);
+}
+static EKX_AMX void ekx_matmul_q4_0_packed_amx(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0,
+                                               int r1) {
+    ekx_matmul_q_amx(EKX_Q4_0, 1, W, n, X, nb, Y, ldy, r0, r1);
+}
+static EKX_AMX void ekx_matmul_q8_0_packed_amx(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0,
+                                               int r1) {
+    ekx_matmul_q_amx(EKX_Q8_0, 1, W, n, X, nb, Y, ldy, r0, r1);
 }
 
 /* ---- AVX-512 set ------------------------------------------------------------------------------ */
@@ -1719,6 +1825,7 @@ static const ek_kernels ekx_avx512_set = {
         EKX_AVX512_OTHER_MATMULS,
         [EK_Q4_0] = ekx_matmul_q4_0_avx512, [EK_Q8_0] = ekx_matmul_q8_0_avx512,
     },
+    .matmul_packed = {[EK_Q4_0] = ekx_matmul_q4_0_packed_avx512, [EK_Q8_0] = ekx_matmul_q8_0_packed_avx512},
     EKX_AVX2_COMMON,
 };
 
@@ -1728,6 +1835,7 @@ static const ek_kernels ekx_amx_set = {
         EKX_AVX512_OTHER_MATMULS,
         [EK_Q4_0] = ekx_matmul_q4_0_amx, [EK_Q8_0] = ekx_matmul_q8_0_amx,
     },
+    .matmul_packed = {[EK_Q4_0] = ekx_matmul_q4_0_packed_amx, [EK_Q8_0] = ekx_matmul_q8_0_packed_amx},
     EKX_AVX2_COMMON,
 };
 

@@ -294,7 +294,40 @@ static uint64_t em_matrix_bytes(const em_matrix *w) {
     return w->data ? ek_row_bytes(w->type, (uint64_t)w->n_in) * (uint64_t)w->n_out : 0;
 }
 
-int em_model_init(em_model *m, gguf_file *f, const ember_allocator *a, int vocab_only, char *err,
+/* Matrix i of the model's 1 + 7 * n_layer matrices: the output head, then
+ * each layer's seven. */
+static em_matrix *em_matrix_at(em_model *m, int i) {
+    if (i == 0) return &m->output;
+    em_layer *L = &m->layers[(i - 1) / 7];
+    em_matrix *ws[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+    return ws[(i - 1) % 7];
+}
+
+/* Pack every matrix the kernels want packed.  The token embedding is read
+ * by rows, so it (and the output head when tied to it) stays as it is. */
+static int em_pack_matrices(em_model *m, char *err, size_t errlen) {
+    const int n = 1 + 7 * m->hp.n_layer;
+    size_t scratch_bytes = 0;
+    for (int i = m->tied_output; i < n; i++) {
+        const em_matrix *w = em_matrix_at(m, i);
+        size_t b = ek_pack_wanted(m->kernels, w->type, w->n_out) ? ek_pack_scratch_bytes(w->type, w->n_in) : 0;
+        if (b > scratch_bytes) scratch_bytes = b;
+    }
+    if (!scratch_bytes) return EMBER_OK;
+    void *scratch = ec_malloc_aligned(m->a, scratch_bytes);
+    if (!scratch) return ec_errorf(err, errlen, EMBER_ERR_NOMEM, "out of memory");
+    for (int i = m->tied_output; i < n; i++) {
+        em_matrix *w = em_matrix_at(m, i);
+        if (!ek_pack_wanted(m->kernels, w->type, w->n_out)) continue;
+        ek_pack_rows(w->type, (void *)(uintptr_t)w->data, w->n_in, w->n_out, scratch);
+        w->packed = 1;
+        m->n_packed++;
+    }
+    ec_free_aligned(m->a, scratch);
+    return EMBER_OK;
+}
+
+int em_model_init(em_model *m, gguf_file *f, const ember_allocator *a, int vocab_only, int may_pack, char *err,
                   size_t errlen) {
     memset(m, 0, sizeof *m);
     m->a = a;
@@ -384,6 +417,7 @@ int em_model_init(em_model *m, gguf_file *f, const ember_allocator *a, int vocab
                        etok_n_vocab(m->tok), hp->n_vocab);
         goto fail;
     }
+    if (may_pack && (rc = em_pack_matrices(m, err, errlen))) goto fail;
     m->gguf = f;
     return EMBER_OK;
 
@@ -518,6 +552,7 @@ void em_state_free(em_state *s) {
 /* Row ranges handed to threads start at multiples of this, so kernels can
  * work on whole tiles. */
 #define EM_ROW_ALIGN 16
+_Static_assert(EM_ROW_ALIGN % EK_PACK_ROWS == 0, "thread row ranges must split packed matrices between groups");
 
 /* Chunks of rows per thread: threads take chunks from a shared counter, so
  * when one core is slowed (another process, an interrupt) the other takes
@@ -545,7 +580,9 @@ static void em_mm_rows(const em_mm_job *j, int lo, int hi) {
         int r0 = lo - base, r1 = hi - base;
         if (r0 < 0) r0 = 0;
         if (r1 > w->n_out) r1 = w->n_out;
-        if (r0 < r1)
+        if (r0 < r1 && w->packed)
+            ek_matmul_packed(j->k, w->type, w->data, w->n_in, j->xa, j->nb, j->y[i], w->n_out, r0, r1);
+        else if (r0 < r1)
             ek_matmul(j->k, w->type, w->data, w->n_in, j->xa, j->nb, j->y[i], w->n_out, r0, r1);
         base += w->n_out;
     }
@@ -568,9 +605,11 @@ static void em_matmul(em_state *s, const float *x, int nb, const em_matrix *cons
     const ek_kernels *k = s->m->kernels;
     int i = 0;
     while (i < n_w) {
-        /* Group consecutive matrices with the same weight type. */
+        /* Group consecutive matrices with the same weight type and layout
+         * (packed matrices have rows in multiples of 16, so every matrix of
+         * a packed group starts at a multiple of EM_ROW_ALIGN). */
         int g = i + 1;
-        while (g < n_w && ws[g]->type == ws[i]->type) g++;
+        while (g < n_w && ws[g]->type == ws[i]->type && ws[g]->packed == ws[i]->packed) g++;
         const em_matrix *w0 = ws[i];
         /* Converted rows are packed: xa holds n_batch rows of the widest
          * format, so nb rows of any one format fit. */

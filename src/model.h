@@ -22,6 +22,7 @@ typedef struct em_matrix {
     const void *data;
     int type;
     int n_in, n_out;
+    int packed;           /* rows interleaved for the kernels (kernels.h) */
 } em_matrix;
 
 typedef struct em_layer {
@@ -44,14 +45,17 @@ typedef struct em_model {
     int vocab_only;                                /* tokenizer loaded, no weights */
     int file_type;
     uint64_t n_params, weight_bytes, bytes_per_token;
+    int n_packed;                                  /* matrices packed at load */
 } em_model;
 
 /* Build the model from a parsed GGUF file (kept by the model, which closes
  * it in em_model_free).  Validates hyperparameters, shapes and types.
- * With vocab_only, only the tokenizer is loaded (no tensors needed).
+ * With vocab_only, only the tokenizer is loaded (no tensors needed).  With
+ * may_pack, the tensor data is the model's own writable copy, and matrices
+ * the kernels run faster packed are packed in place.
  * On failure frees nothing of f (the caller closes it). */
 int em_model_init(em_model *m, gguf_file *f, const ember_allocator *a,
-                  int vocab_only, char *err, size_t errlen);
+                  int vocab_only, int may_pack, char *err, size_t errlen);
 void em_model_free(em_model *m);
 
 /* Per-context state: KV cache and scratch for batches of up to n_batch. */

@@ -281,6 +281,79 @@ static void test_files(const gb_buf *img) {
     CHECK(rc == EMBER_ERR_IO && m == NULL && err.message[0], "directory: %d", rc);
 }
 
+/* ---- packed weights --------------------------------------------------------
+ * A read-in model may have its Q4_0/Q8_0 matrices packed for the kernels
+ * (ember_model_info.n_packed); a mapped file or a caller's buffer never.
+ * The logits must be the same bits either way, for one token at a time, a
+ * batch, and two threads. */
+
+/* logits of the last of n tokens, evaluated in batches of nb */
+static int eval_last(ember_model *m, const ember_token *toks, int n, int nb, int threads, float *out) {
+    ember_context *c = make_ctx(m, 64, nb, threads);
+    if (!c) return -1;
+    int rc = EMBER_OK;
+    for (int i = 0; i < n && rc == EMBER_OK; i += nb) rc = ember_eval(c, toks + i, n - i < nb ? n - i : nb, NULL);
+    CHECK(rc == EMBER_OK, "eval: %s", ember_context_errmsg(c));
+    if (rc == EMBER_OK) memcpy(out, ember_get_logits(c), (size_t)ember_n_vocab(m) * sizeof(float));
+    ember_context_free(c);
+    return rc;
+}
+
+static void test_packed_load(void) {
+    static const int types[] = {EK_Q8_0, EK_Q4_0};
+    for (int t = 0; t < 2; t++) {
+        tm_spec spec = tm_default();
+        spec.wtype = types[t];
+        spec.n_embd = 256; spec.n_ff = 512; spec.n_head = 8; spec.n_head_kv = 2;
+        gb_buf img = {0};
+        ember_model *mm = open_spec(&spec, &img, NULL);   /* the caller's buffer */
+        if (!mm) { gb_free(&img); continue; }
+        char path[] = "/tmp/ember_test_packed_XXXXXX";
+        int fd = mkstemp(path);
+        CHECK(fd >= 0 && gb_write_file(&img, path) == 0, "write model");
+        if (fd >= 0) close(fd);
+        ember_model_params p = ember_model_default_params();
+        ember_model *mr = NULL, *mp = NULL;
+        ember_error err;
+        p.load_mode = EMBER_LOAD_READ;
+        CHECK(ember_model_open_file(path, &p, &mr, &err) == EMBER_OK, "open read: %s", err.message);
+        p.load_mode = EMBER_LOAD_MMAP;
+        CHECK(ember_model_open_file(path, &p, &mp, &err) == EMBER_OK, "open mmap: %s", err.message);
+        unlink(path);
+        if (mr && mp) {
+            ember_model_info ir, ip, im;
+            ember_model_get_info(mr, &ir); ember_model_get_info(mp, &ip); ember_model_get_info(mm, &im);
+            /* 7 matrices per layer, rows 256, 64, 64, 256, 512, 512, 256: all
+             * packable; the output head (vocab rows) only if a multiple of 16 */
+            int want = (spec.n_layer * 7 + (ember_n_vocab(mr) % 16 == 0));
+            const char *set = ember_cpu_features();
+            int packs = strstr(set, "avx512") || strstr(set, "amx");
+            printf("kernels %s: %s model packed %d matrices at read\n", set, ember_type_name(types[t]), ir.n_packed);
+            CHECK(ir.n_packed == (packs ? want : 0) && ip.n_packed == 0 && im.n_packed == 0,
+                  "%s packed: read %d (want %d), mmap %d, memory %d", ember_type_name(types[t]), ir.n_packed,
+                  packs ? want : 0, ip.n_packed, im.n_packed);
+            ember_token toks[40];
+            for (int i = 0; i < 40; i++) toks[i] = TM_FIRST_PIECE + (i * 7) % 20;
+            int V = ember_n_vocab(mr);
+            float *a = malloc(sizeof(float) * V), *b = malloc(sizeof(float) * V);
+            /* one token at a time (generation kernels), a batch of 40 (prompt
+             * kernels: panels and AMX tiles), at 1 and 2 threads */
+            static const int nbs[] = {1, 40, 40}, ths[] = {1, 1, 2};
+            for (int v = 0; v < 3; v++) {
+                if (eval_last(mp, toks, 40, nbs[v], ths[v], a) || eval_last(mr, toks, 40, nbs[v], ths[v], b)) break;
+                CHECK(memcmp(a, b, sizeof(float) * V) == 0, "%s nb %d threads %d: packed logits differ from mapped",
+                      ember_type_name(types[t]), nbs[v], ths[v]);
+                if (eval_last(mm, toks, 40, nbs[v], ths[v], b)) break;
+                CHECK(memcmp(a, b, sizeof(float) * V) == 0, "%s nb %d threads %d: memory logits differ from mapped",
+                      ember_type_name(types[t]), nbs[v], ths[v]);
+            }
+            free(a); free(b);
+        }
+        ember_model_free(mr); ember_model_free(mp); ember_model_free(mm);
+        gb_free(&img);
+    }
+}
+
 /* ---- context limits ------------------------------------------------------ */
 
 static void test_context_limits(ember_model *m) {
@@ -976,6 +1049,7 @@ int main(void) {
     if (!m) return test_summary("test_api");
     test_null_args(m);
     test_files(&img);
+    test_packed_load();
     test_context_limits(m);
     test_bad_tokens(m);
     test_nonfinite();
