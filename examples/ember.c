@@ -592,8 +592,9 @@ static int cmd_bench(const options *o) {
         double tg_gbps = tg_m * (double)info.bytes_per_token / 1e9;
         double mem = bw_best_median(bw, o->repeats);
         const char *type = ember_type_name(info.file_type) ? ember_type_name(info.file_type) : "?";
-        fprintf(stderr, "model %s (%s, %.1f MiB), %d threads, kernels %s\n", o->model, type,
-                info.weight_bytes / 1048576.0, threads, ember_cpu_features());
+        fprintf(stderr, "model %s (%s, %.1f MiB, %s, %d matrices packed), %d threads, kernels %s\n", o->model, type,
+                info.weight_bytes / 1048576.0, info.load_mode == EMBER_LOAD_MMAP ? "mapped" : "read in", info.n_packed,
+                threads, ember_cpu_features());
         printf("pp%d: %.2f tok/s   tg%d: %.2f tok/s   (median of %d)\n", n_pp, pp_m, n_tg, tg_m, o->repeats);
         printf("weights read per token: %.1f MB, %.2f GB/s; ", info.bytes_per_token / 1e6, tg_gbps);
         if (mem > 0) printf("memory read bandwidth %.2f GB/s (%.0f%%)\n", mem, 100 * tg_gbps / mem);
@@ -604,9 +605,9 @@ static int cmd_bench(const options *o) {
                 printf((unsigned char)*c < 0x20 ? "\\u%04x" : *c == '"' || *c == '\\' ? "\\%c" : "%c", *c);
             printf("\", \"load_mode\": \"%s\", \"type\": \"%s\", \"threads\": %d, \"n_prompt\": %d, \"n_gen\": %d, "
                    "\"pp_tok_s\": %.3f, \"tg_tok_s\": %.3f, \"weight_bytes\": %llu, \"tg_gbps\": %.3f, "
-                   "\"mem_gbps\": %.3f, \"kernels\": \"%s\"}\n",
+                   "\"mem_gbps\": %.3f, \"kernels\": \"%s\", \"n_packed\": %d}\n",
                    info.load_mode == EMBER_LOAD_MMAP ? "mmap" : "read", type, threads, n_pp, n_tg, pp_m, tg_m,
-                   (unsigned long long)info.bytes_per_token, tg_gbps, mem, ember_cpu_features());
+                   (unsigned long long)info.bytes_per_token, tg_gbps, mem, ember_cpu_features(), info.n_packed);
         }
     }
     free(pp);
