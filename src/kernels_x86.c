@@ -1615,12 +1615,156 @@ EKX_AVX512_INLINE void ekx_kq16(int kind, const uint8_t *W, size_t wrow, const e
     _mm512_storeu_ps(y, acc);
 }
 
+/* Prompts (nb >= EKX_KPANEL_MIN) for q4_K, q5_K and q6_K: a superblock of
+ * 16 rows is decoded once into a panel (quants as "dword m of row j in lane
+ * j", scales as int32 per group, mins as word pairs, d and dmin as floats),
+ * and every activation row then takes 64 vpdpbusd per superblock from it:
+ * per group g, dot_g of the 16 rows, times the group's scales (vpmulld).
+ * The integers are the same exact isum and msum as above, the float steps
+ * the same, so the bits equal ekx_kq16's. */
+#define EKX_KPANEL_MIN 4
+#define EKX_KSC 4         /* superblocks per panel chunk: 4 x 5.5 KB */
+
+typedef struct {
+    __m512i q[64];        /* dword m (elements 4m .. 4m+3) of the 16 rows, unsigned */
+    __m512i sc[16];       /* scale of group g (q4_K/q5_K: 8 groups of 32; q6_K: 16 of 16) */
+    __m512i mp[4];        /* q4_K/q5_K: mins of groups 2t, 2t+1 as a word pair */
+    __m512 d, dmin;
+} ekx_kpanel;
+
+/* decode superblock k of rows r .. r+15 (W at row r) */
+EKX_AVX512_INLINE void ekx_kq_unpack16(int kind, const uint8_t *W, size_t wrow, int k, ekx_kpanel *p) {
+    const int wbs = EKX_KWBS(kind);
+    _Alignas(64) uint8_t t[16][256];
+    _Alignas(64) int32_t sc[16][16], mp[4][16];
+    _Alignas(64) float d[16], dmin[16];
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
+    for (int j = 0; j < 16; j++) {
+        const uint8_t *blk = W + (size_t)j * wrow + (size_t)k * wbs;
+        uint16_t h;
+        if (kind == EKX_Q6_K) {
+            memcpy(&h, blk + 208, 2);
+            d[j] = ekx_h2f(h);
+            dmin[j] = 0.0f;
+            for (int g = 0; g < 16; g++) sc[g][j] = ((const int8_t *)(blk + 192))[g];
+            EKX_UNROLL
+            for (int hf = 0; hf < 2; hf++) {
+                /* element 128 hf + 32 s + l */
+                const __m256i a = _mm256_loadu_si256((const __m256i *)(blk + 64 * hf));
+                const __m256i b = _mm256_loadu_si256((const __m256i *)(blk + 64 * hf + 32));
+                const __m256i hb = _mm256_loadu_si256((const __m256i *)(blk + 128 + 32 * hf));
+                uint8_t *o = t[j] + 128 * hf;
+                _mm256_store_si256((__m256i *)o, _mm256_or_si256(_mm256_and_si256(a, m4),
+                                                                 _mm256_slli_epi16(_mm256_and_si256(hb, m3), 4)));
+                _mm256_store_si256((__m256i *)(o + 32),
+                                   _mm256_or_si256(_mm256_and_si256(b, m4),
+                                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m3), 4)));
+                _mm256_store_si256((__m256i *)(o + 64),
+                                   _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(a, 4), m4),
+                                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m3), 4)));
+                _mm256_store_si256((__m256i *)(o + 96),
+                                   _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b, 4), m4),
+                                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m3), 4)));
+            }
+        } else {
+            memcpy(&h, blk, 2);
+            d[j] = ekx_h2f(h);
+            memcpy(&h, blk + 2, 2);
+            dmin[j] = ekx_h2f(h);
+            const uint8_t *s6 = blk + 4;
+            int m[8];
+            for (int g = 0; g < 8; g++) {
+                if (g < 4) { sc[g][j] = s6[g] & 63; m[g] = s6[g + 4] & 63; }
+                else { sc[g][j] = (s6[g + 4] & 0xF) | ((s6[g - 4] >> 6) << 4); m[g] = (s6[g + 4] >> 4) | ((s6[g] >> 6) << 4); }
+            }
+            for (int q = 0; q < 4; q++) mp[q][j] = m[2 * q] | (m[2 * q + 1] << 16);
+            const uint8_t *qs = blk + (kind == EKX_Q4_K ? 16 : 48);
+            const __m256i hb = kind == EKX_Q5_K ? _mm256_loadu_si256((const __m256i *)(blk + 16)) : _mm256_setzero_si256();
+            EKX_UNROLL
+            for (int c = 0; c < 4; c++) {
+                /* element 64 c + 32 h + l: group 2c + h */
+                const __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
+                __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+                if (kind == EKX_Q5_K) {
+                    lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * c), one), 4));
+                    hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * c + 1), one), 4));
+                }
+                _mm256_store_si256((__m256i *)(t[j] + 64 * c), lo);
+                _mm256_store_si256((__m256i *)(t[j] + 64 * c + 32), hi);
+            }
+        }
+    }
+    const __m512i vidx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                            _mm512_set1_epi32(256));
+    for (int m = 0; m < 64; m++) p->q[m] = _mm512_i32gather_epi32(vidx, (const void *)(t[0] + 4 * m), 1);
+    for (int g = 0; g < (kind == EKX_Q6_K ? 16 : 8); g++) p->sc[g] = _mm512_load_si512((const void *)sc[g]);
+    if (kind != EKX_Q6_K)
+        for (int q = 0; q < 4; q++) p->mp[q] = _mm512_load_si512((const void *)mp[q]);
+    p->d = _mm512_load_ps(d);
+    p->dmin = _mm512_load_ps(dmin);
+}
+
+/* one activation row against kc decoded superblocks: the chain of 16 outputs */
+EKX_AVX512_INLINE __m512 ekx_kq_panel_row(int kind, const ekx_kpanel *pb, int kc, const ek_block_q8_K *xb, __m512 acc) {
+    const __m512i z0 = _mm512_setzero_si512();
+    for (int k = 0; k < kc; k++) {
+        const ekx_kpanel *p = pb + k;
+        const int8_t *x = xb[k].qs;
+        __m512i isum = z0, msum = z0;
+        if (kind == EKX_Q6_K) {
+            EKX_UNROLL16
+            for (int g = 0; g < 16; g++) {
+                /* dot_g - 32 bsum_g, then times the scale */
+                __m512i a = _mm512_set1_epi32(-32 * xb[k].bsums[g]);
+                EKX_UNROLL
+                for (int m = 0; m < 4; m++) a = _mm512_dpbusd_epi32(a, p->q[4 * g + m], ekx_bcast32(x + 16 * g + 4 * m));
+                isum = _mm512_add_epi32(isum, _mm512_mullo_epi32(a, p->sc[g]));
+            }
+        } else {
+            EKX_UNROLL
+            for (int g = 0; g < 8; g++) {
+                __m512i a = z0, b = z0;
+                EKX_UNROLL
+                for (int m = 0; m < 4; m++) {
+                    a = _mm512_dpbusd_epi32(a, p->q[8 * g + m], ekx_bcast32(x + 32 * g + 4 * m));
+                    b = _mm512_dpbusd_epi32(b, p->q[8 * g + 4 + m], ekx_bcast32(x + 32 * g + 16 + 4 * m));
+                }
+                isum = _mm512_add_epi32(isum, _mm512_mullo_epi32(_mm512_add_epi32(a, b), p->sc[g]));
+            }
+            EKX_UNROLL
+            for (int q = 0; q < 4; q++) {
+                /* groups 2q, 2q+1: their 32-element activation sums as a word pair */
+                const int b0 = xb[k].bsums[4 * q] + xb[k].bsums[4 * q + 1], b1 = xb[k].bsums[4 * q + 2] + xb[k].bsums[4 * q + 3];
+                const int32_t pair = (int32_t)(((uint32_t)b0 & 0xFFFF) | ((uint32_t)b1 << 16));
+                msum = _mm512_add_epi32(msum, _mm512_madd_epi16(p->mp[q], _mm512_set1_epi32(pair)));
+            }
+        }
+        const __m512 dx = _mm512_set1_ps(xb[k].d);
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(p->d, dx), acc);
+        if (kind != EKX_Q6_K) acc = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), _mm512_mul_ps(p->dmin, dx), acc);
+    }
+    return acc;
+}
+
 EKX_AVX512_INLINE void ekx_matmul_kq512(int kind, const void *Wv, int n, const void *Xv, int nb, float *Y, int ldy,
                                         int r0, int r1) {
     const uint8_t *W = Wv, *X = Xv;
     const int nsb = n / 256, wbs = EKX_KWBS(kind);
     const size_t wrow = (size_t)nsb * wbs, xrow = (size_t)nsb * sizeof(ek_block_q8_K);
     int r = r0;
+    if (nb >= EKX_KPANEL_MIN && (kind == EKX_Q4_K || kind == EKX_Q5_K || kind == EKX_Q6_K)) {
+        _Alignas(64) ekx_kpanel pb[EKX_KSC];
+        for (; r + 16 <= r1; r += 16)
+            for (int k0 = 0; k0 < nsb; k0 += EKX_KSC) {
+                const int kc = nsb - k0 < EKX_KSC ? nsb - k0 : EKX_KSC;
+                for (int k = 0; k < kc; k++) ekx_kq_unpack16(kind, W + (size_t)r * wrow, wrow, k0 + k, pb + k);
+                for (int b = 0; b < nb; b++) {
+                    float *y = Y + (size_t)b * ldy + r;
+                    const ek_block_q8_K *xb = (const ek_block_q8_K *)(X + (size_t)b * xrow) + k0;
+                    _mm512_storeu_ps(y, ekx_kq_panel_row(kind, pb, kc, xb, k0 ? _mm512_loadu_ps(y) : _mm512_setzero_ps()));
+                }
+            }
+    }
     for (; r + 16 <= r1; r += 16)
         for (int b = 0; b < nb; b++)
             ekx_kq16(kind, W + (size_t)r * wrow, wrow, (const ek_block_q8_K *)(X + (size_t)b * xrow), nsb,
