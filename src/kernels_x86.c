@@ -1524,12 +1524,18 @@ EKX_AVX512_INLINE __m512i ekx_reduce16(const __m512i v[16]) {
 }
 
 /* 16 rows (W at row r) against one activation row; y gets 16 outputs */
-EKX_AVX512_INLINE void ekx_kq16(int kind, const uint8_t *W, size_t wrow, const ek_block_q8_K *xb, int nsb, float *y) {
+EKX_AVX512_INLINE void ekx_kq16(int kind, const uint8_t *W, size_t wrow, const ek_block_q8_K *xb, int nsb, float *y,
+                                int prefetch) {
     const int wbs = EKX_KWBS(kind);
     const __m512i vidx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                             _mm512_set1_epi32((int)wrow));
     __m512 acc = _mm512_setzero_ps();
     for (int k = 0; k < nsb; k++) {
+        /* the next 16 rows, at the pace of these */
+        if (prefetch)
+            for (int i = 0; i < 16; i++)
+                for (int o = 0; o < wbs; o += 64)
+                    _mm_prefetch((const char *)W + (size_t)(16 + i) * wrow + (size_t)k * wbs + o, _MM_HINT_T0);
         const uint8_t *wk = W + (size_t)k * wbs;
         __m512i x[4];
         EKX_UNROLL
@@ -1768,7 +1774,7 @@ EKX_AVX512_INLINE void ekx_matmul_kq512(int kind, const void *Wv, int n, const v
     for (; r + 16 <= r1; r += 16)
         for (int b = 0; b < nb; b++)
             ekx_kq16(kind, W + (size_t)r * wrow, wrow, (const ek_block_q8_K *)(X + (size_t)b * xrow), nsb,
-                     Y + (size_t)b * ldy + r);
+                     Y + (size_t)b * ldy + r, b == 0 && r + 32 <= r1);
     for (; r < r1; r++)
         for (int b = 0; b < nb; b++)
             Y[(size_t)b * ldy + r] = ekx_kq_chain1(kind, W + (size_t)r * wrow, (const ek_block_q8_K *)(X + (size_t)b * xrow), nsb);
