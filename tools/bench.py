@@ -372,8 +372,12 @@ def main():
             ap.error("unknown model %r (known: %s)" % (m, ", ".join(ORDER)))
     types = [t.strip().lower() for t in args.types.split(",") if t.strip()]
     for t in types:
+        # the converter makes these; any other type (e.g. q4_k_m from llama.cpp's
+        # llama-quantize) is benchmarked if its file is already in OUTDIR
         if t not in ("f32", "f16", "bf16", "q8_0", "q4_0"):
-            ap.error("unknown type %r" % t)
+            missing = [model_path(args.outdir, m, t) for m in models if not os.path.exists(model_path(args.outdir, m, t))]
+            if missing:
+                ap.error("type %r is not one the converter makes, and %s is missing" % (t, missing[0]))
     threads = [int(t) for t in args.threads.split(",") if t.strip()]
     if not os.access(args.ember, os.X_OK):
         sys.exit("bench: %s not found; run `make` first" % args.ember)
