@@ -117,6 +117,22 @@ check "same seed, same output (threads 1 vs 2, batch 64 vs 3)" cmp -s "$T/s1" "$
 check "generation into a full context exits 0" test $? -eq 0
 check "context full reported" grep -q 'stop: context full' "$T/full.err"
 
+# ---- bench: the JSON line has the fields tools/bench.py and the issue name --
+# (a format check, never a timing check; one repeat of a tiny prompt)
+"$EMBER" bench -m "$MODEL" -t 1 -p 8 -n 8 -r 1 --json >"$T/bench" 2>"$T/bench.err"
+check "bench exits 0" test $? -eq 0
+tail -n 1 "$T/bench" >"$T/bench.json"
+check "bench --json: last line is JSON with pp_tok_s, tg_tok_s, weight_bytes, tg_gbps, mem_gbps, n_packed > 0" \
+    "$PYTHON" -c "
+import json, sys
+j = json.load(open(sys.argv[1]))
+need = ['pp_tok_s', 'tg_tok_s', 'weight_bytes', 'tg_gbps', 'mem_gbps', 'n_packed']
+assert all(k in j for k in need), j
+assert j['pp_tok_s'] > 0 and j['tg_tok_s'] > 0 and j['weight_bytes'] > 0 and j['load_mode'] == 'read', j
+# q8_0 rows of 64, 32, 172: packed where the kernels want it (avx512/amx), never elsewhere
+assert (j['n_packed'] > 0) == (j['kernels'] in ('avx512', 'amx')), j
+" "$T/bench.json"
+
 # ---- valgrind: allocations independent of -n; memcheck clean ---------------
 if command -v valgrind >/dev/null 2>&1; then
     allocs() {  # allocs N -> prints the total heap allocation count
