@@ -166,8 +166,98 @@ EKX_AVX2_INLINE void ekx_tile_float(int kind, int RT, int BT, const uint8_t *W, 
         }
 }
 
+/* Prompts: cache-blocked as the AVX-512 twin (ekx_matmul_float512_blocked
+ * explains): a block of EKX_YRB weight rows x EKX_YBB activation rows is
+ * walked in EKX_YKC-column chunks, each chunk of weights converted to F32
+ * once into yp, and 4 x 3 register tiles run over it from L1 with the
+ * 8-lane accumulators of the block waiting in yacc between chunks.  Lane l
+ * of an output still sums k = l, l+8, ... in order, then the same
+ * horizontal sum and scalar tail: the bits equal ekx_tile_float's. */
+#define EKX_YBLK_MIN 4
+#define EKX_YRB 16   /* weight rows per block (multiple of 4) */
+#define EKX_YBB 30   /* activation rows per block (multiple of 3) */
+#define EKX_YKC 256  /* columns per chunk (multiple of 8): yp is 16 KB */
+
+EKX_AVX2_INLINE void ekx_ytile(int RT, int BT, const float *yp, const float *xp, int kc, int ldx, __m256 *yacc) {
+    __m256 acc[EKX_FRT][EKX_FBT];
+    EKX_UNROLL
+    for (int i = 0; i < RT; i++)
+        EKX_UNROLL
+        for (int j = 0; j < BT; j++) acc[i][j] = yacc[i * EKX_YBB + j];
+    for (int k = 0; k < kc; k += 8) {
+        __m256 xv[EKX_FBT];
+        EKX_UNROLL
+        for (int j = 0; j < BT; j++) xv[j] = _mm256_loadu_ps(xp + (size_t)j * ldx + k);
+        EKX_UNROLL
+        for (int i = 0; i < RT; i++) {
+            const __m256 w = _mm256_load_ps(yp + i * EKX_YKC + k);
+            EKX_UNROLL
+            for (int j = 0; j < BT; j++) acc[i][j] = _mm256_fmadd_ps(w, xv[j], acc[i][j]);
+        }
+    }
+    EKX_UNROLL
+    for (int i = 0; i < RT; i++)
+        EKX_UNROLL
+        for (int j = 0; j < BT; j++) yacc[i * EKX_YBB + j] = acc[i][j];
+}
+
+EKX_AVX2_INLINE void ekx_matmul_float_blocked(int kind, const void *Wv, int n, const float *X, int nb, float *Y,
+                                              int ldy, int r0, int r1) {
+    const int esz = kind == EKX_W_F32 ? 4 : 2;
+    const size_t wrow = (size_t)n * esz;
+    const uint8_t *W = Wv;
+    const int n8 = n & ~7;
+    _Alignas(32) float yp[EKX_YRB * EKX_YKC];
+    _Alignas(32) __m256 yacc[EKX_YRB * EKX_YBB];
+    for (int rb = r0; rb < r1; rb += EKX_YRB) {
+        const int nr = r1 - rb < EKX_YRB ? r1 - rb : EKX_YRB;
+        for (int bb = 0; bb < nb; bb += EKX_YBB) {
+            const int nx = nb - bb < EKX_YBB ? nb - bb : EKX_YBB;
+            for (int k0 = 0; k0 < n8; k0 += EKX_YKC) {
+                const int kc = n8 - k0 < EKX_YKC ? n8 - k0 : EKX_YKC;
+                if (k0 == 0)
+                    for (int i = 0; i < nr; i++)
+                        for (int j = 0; j < nx; j++) yacc[i * EKX_YBB + j] = _mm256_setzero_ps();
+                for (int i = 0; i < nr; i++)
+                    for (int k = 0; k < kc; k += 8)
+                        _mm256_store_ps(yp + i * EKX_YKC + k, ekx_load8(W + (size_t)(rb + i) * wrow + (size_t)(k0 + k) * esz, kind));
+                for (int j = 0; j < nx; j += EKX_FBT) {
+                    const int bt = nx - j < EKX_FBT ? nx - j : EKX_FBT;
+                    const float *xt = X + (size_t)(bb + j) * n + k0;
+                    for (int i = 0; i < nr; i += EKX_FRT) {
+                        __m256 *ya = yacc + i * EKX_YBB + j;
+                        if (nr - i >= EKX_FRT) {
+                            if (bt == 3) ekx_ytile(4, 3, yp + i * EKX_YKC, xt, kc, n, ya);
+                            else if (bt == 2) ekx_ytile(4, 2, yp + i * EKX_YKC, xt, kc, n, ya);
+                            else ekx_ytile(4, 1, yp + i * EKX_YKC, xt, kc, n, ya);
+                        } else {
+                            for (int ii = i; ii < nr; ii++)
+                                for (int jj = 0; jj < bt; jj++)
+                                    ekx_ytile(1, 1, yp + ii * EKX_YKC, xt + (size_t)jj * n, kc, n, yacc + ii * EKX_YBB + j + jj);
+                        }
+                    }
+                }
+            }
+            /* the horizontal sums and the scalar tail */
+            for (int i = 0; i < nr; i++) {
+                const uint8_t *wr = W + (size_t)(rb + i) * wrow;
+                for (int j = 0; j < nx; j++) {
+                    const float *xr = X + (size_t)(bb + j) * n;
+                    float s = n8 ? ekx_hsum(yacc[i * EKX_YBB + j]) : 0.0f;
+                    for (int k = n8; k < n; k++) s = ekx_fma1(ekx_load1(wr + (size_t)k * esz, kind), xr[k], s);
+                    Y[(size_t)(bb + j) * ldy + rb + i] = s;
+                }
+            }
+        }
+    }
+}
+
 EKX_AVX2_INLINE void ekx_matmul_float(int kind, const void *W, int n, const void *X, int nb,
                                       float *Y, int ldy, int r0, int r1) {
+    if (nb >= EKX_YBLK_MIN) {
+        ekx_matmul_float_blocked(kind, W, n, X, nb, Y, ldy, r0, r1);
+        return;
+    }
     const int esz = kind == EKX_W_F32 ? 4 : 2;
     const size_t wrow = (size_t)n * esz;
     int r = r0;
