@@ -664,9 +664,10 @@ static void em_attn_task(void *arg, int ith, int nth) {
     const char *vc = (const char *)s->v_cache + (size_t)j->layer * s->n_ctx * kv_dim * s->kv_elem;
     const float scale = 1.0f / sqrtf((float)hd);
     float *sc = s->scores + (size_t)ith * s->n_ctx;
-    int items = j->nb * n_head;
-    int per = (items + nth - 1) / nth, lo = ith * per, hi = lo + per < items ? lo + per : items;
-    for (int it = lo; it < hi; it++) {
+    /* items interleaved across threads: a later token attends to more
+     * positions, so contiguous ranges would leave the last thread the most */
+    const int items = j->nb * n_head;
+    for (int it = ith; it < items; it += nth) {
         int b = it / n_head, h = it % n_head, g = h / group, p = j->pos + b;
         const float *q = s->q + (size_t)b * q_dim + (size_t)h * hd;
         for (int t = 0; t <= p; t++)
