@@ -810,6 +810,27 @@ float ek_kv_dot(const ek_kernels *k, int kv_type, const float *q, const void *kr
     return kv_type == 1 ? EK_PICK(k, dot_f32)(q, krow, n) : EK_PICK(k, dot_f16)(q, krow, n);
 }
 
+void ek_kv_scores(const ek_kernels *k, int kv_type, const float *q, const void *rows, size_t stride, int n_pos,
+                  int n, float scale, float *s) {
+    if (kv_type != 1 && k && k->kv_scores_f16) {
+        k->kv_scores_f16(q, rows, stride, n_pos, n, scale, s);
+        return;
+    }
+    const size_t esz = kv_type == 1 ? 4 : 2;
+    for (int t = 0; t < n_pos; t++) s[t] = ek_kv_dot(k, kv_type, q, (const char *)rows + (size_t)t * stride * esz, n) * scale;
+}
+
+void ek_kv_mix(const ek_kernels *k, int kv_type, const float *p, const void *rows, size_t stride, int n_pos, int n,
+               float *out) {
+    if (kv_type != 1 && k && k->kv_mix_f16) {
+        k->kv_mix_f16(p, rows, stride, n_pos, n, out);
+        return;
+    }
+    const size_t esz = kv_type == 1 ? 4 : 2;
+    memset(out, 0, (size_t)n * sizeof(float));
+    for (int t = 0; t < n_pos; t++) ek_kv_axpy(k, kv_type, out, p[t], (const char *)rows + (size_t)t * stride * esz, n);
+}
+
 void ek_kv_axpy(const ek_kernels *k, int kv_type, float *y, float a, const void *vrow, int n) {
     if (kv_type == 1) EK_PICK(k, axpy_f32)(y, a, vrow, n);
     else EK_PICK(k, axpy_f16)(y, a, vrow, n);

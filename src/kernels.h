@@ -110,6 +110,14 @@ void ek_rope(float *x, int n_heads, int head_dim, int rope_dim, int pos,
 void ek_kv_store(const ek_kernels *k, int kv_type, void *dst, const float *src, int n);
 float ek_kv_dot(const ek_kernels *k, int kv_type, const float *q, const void *krow, int n);
 void ek_kv_axpy(const ek_kernels *k, int kv_type, float *y, float a, const void *vrow, int n); /* y += a * v */
+/* Attention over n_pos cache rows of n elements, stride elements apart:
+ *   ek_kv_scores: s[t] = dot(q, row t) * scale
+ *   ek_kv_mix:    out = sum over t in order of p[t] * row t (out overwritten),
+ *                 each element's sum the same as ek_kv_axpy's one row at a time */
+void ek_kv_scores(const ek_kernels *k, int kv_type, const float *q, const void *rows, size_t stride, int n_pos,
+                  int n, float scale, float *s);
+void ek_kv_mix(const ek_kernels *k, int kv_type, const float *p, const void *rows, size_t stride, int n_pos, int n,
+               float *out);
 
 /* ---- inside the kernel modules (kernels.c, kernels_x86.c, kernels_arm.c) --
  * Everything below is for the kernel sources and white-box tests only. */
@@ -151,6 +159,9 @@ struct ek_kernels {
     void (*axpy_f32)(float *y, float a, const float *x, int n);
     void (*axpy_f16)(float *y, float a, const uint16_t *x, int n);
     void (*store_f16)(uint16_t *dst, const float *src, int n);
+    /* many F16 cache rows at once (NULL: a loop over dot_f16 / axpy_f16) */
+    void (*kv_scores_f16)(const float *q, const uint16_t *rows, size_t stride, int n_pos, int n, float scale, float *s);
+    void (*kv_mix_f16)(const float *p, const uint16_t *rows, size_t stride, int n_pos, int n, float *out);
 };
 
 /* The per-ISA sets (NULL when the CPU or the build lacks them). */

@@ -767,6 +767,68 @@ static EKX_AVX2 void ekx_axpy_f16_avx2(float *y, float a, const uint16_t *x, int
     for (; i < n; i++) y[i] += a * ekx_h2f(x[i]);
 }
 
+/* 4 cache rows per pass, two 8-lane chains each: the per-row call and
+ * horizontal-sum overhead of a 64-element dot is most of its cost */
+static EKX_AVX2 void ekx_kv_scores_f16_avx2(const float *q, const uint16_t *rows, size_t stride, int n_pos, int n,
+                                           float scale, float *s) {
+    const int n16 = n & ~15;
+    int t = 0;
+    for (; t + 4 <= n_pos; t += 4) {
+        __m256 a[4][2];
+        EKX_UNROLL
+        for (int j = 0; j < 4; j++) a[j][0] = a[j][1] = _mm256_setzero_ps();
+        for (int i = 0; i < n16; i += 16) {
+            const __m256 q0 = _mm256_loadu_ps(q + i), q1 = _mm256_loadu_ps(q + i + 8);
+            EKX_UNROLL
+            for (int j = 0; j < 4; j++) {
+                const uint16_t *r = rows + (size_t)(t + j) * stride + i;
+                a[j][0] = _mm256_fmadd_ps(q0, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)r)), a[j][0]);
+                a[j][1] = _mm256_fmadd_ps(q1, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(r + 8))), a[j][1]);
+            }
+        }
+        EKX_UNROLL
+        for (int j = 0; j < 4; j++) {
+            float v = ekx_hsum(_mm256_add_ps(a[j][0], a[j][1]));
+            const uint16_t *r = rows + (size_t)(t + j) * stride;
+            for (int i = n16; i < n; i++) v += q[i] * ekx_h2f(r[i]);
+            s[t + j] = v * scale;
+        }
+    }
+    for (; t < n_pos; t++) s[t] = ekx_dot_f16_avx2(q, rows + (size_t)t * stride, n) * scale;
+}
+
+/* 32 output elements stay in registers while every row passes; per element
+ * the same fma chain over t as ekx_axpy_f16_avx2 row by row */
+static EKX_AVX2 void ekx_kv_mix_f16_avx2(const float *p, const uint16_t *rows, size_t stride, int n_pos, int n,
+                                        float *out) {
+    int i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m256 a[4];
+        EKX_UNROLL
+        for (int c = 0; c < 4; c++) a[c] = _mm256_setzero_ps();
+        for (int t = 0; t < n_pos; t++) {
+            const __m256 w = _mm256_set1_ps(p[t]);
+            const uint16_t *r = rows + (size_t)t * stride + i;
+            EKX_UNROLL
+            for (int c = 0; c < 4; c++)
+                a[c] = _mm256_fmadd_ps(w, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(r + 8 * c))), a[c]);
+        }
+        EKX_UNROLL
+        for (int c = 0; c < 4; c++) _mm256_storeu_ps(out + i + 8 * c, a[c]);
+    }
+    for (; i + 8 <= n; i += 8) {
+        __m256 a = _mm256_setzero_ps();
+        for (int t = 0; t < n_pos; t++)
+            a = _mm256_fmadd_ps(_mm256_set1_ps(p[t]), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(rows + (size_t)t * stride + i))), a);
+        _mm256_storeu_ps(out + i, a);
+    }
+    for (; i < n; i++) {
+        float a = 0.0f;
+        for (int t = 0; t < n_pos; t++) a += p[t] * ekx_h2f(rows[(size_t)t * stride + i]);
+        out[i] = a;
+    }
+}
+
 static EKX_AVX2 void ekx_store_f16_avx2(uint16_t *dst, const float *src, int n) {
     int i = 0;
     for (; i + 8 <= n; i += 8)
@@ -778,7 +840,8 @@ static EKX_AVX2 void ekx_store_f16_avx2(uint16_t *dst, const float *src, int n) 
     .quantize_q8_0 = ekx_quantize_q8_0_avx2, .rmsnorm = ekx_rmsnorm_avx2,               \
     .swiglu = ekx_swiglu_avx2, .add = ekx_add_avx2, .dot_f32 = ekx_dot_f32_avx2,        \
     .dot_f16 = ekx_dot_f16_avx2, .axpy_f32 = ekx_axpy_f32_avx2,                          \
-    .axpy_f16 = ekx_axpy_f16_avx2, .store_f16 = ekx_store_f16_avx2
+    .axpy_f16 = ekx_axpy_f16_avx2, .store_f16 = ekx_store_f16_avx2,                     \
+    .kv_scores_f16 = ekx_kv_scores_f16_avx2, .kv_mix_f16 = ekx_kv_mix_f16_avx2
 
 static const ek_kernels ekx_avx2_set = {
     .name = "avx2",

@@ -670,13 +670,10 @@ static void em_attn_task(void *arg, int ith, int nth) {
     for (int it = ith; it < items; it += nth) {
         int b = it / n_head, h = it % n_head, g = h / group, p = j->pos + b;
         const float *q = s->q + (size_t)b * q_dim + (size_t)h * hd;
-        for (int t = 0; t <= p; t++)
-            sc[t] = ek_kv_dot(k, s->kv_type, q, kc + ((size_t)t * kv_dim + (size_t)g * hd) * s->kv_elem, hd) * scale;
+        ek_kv_scores(k, s->kv_type, q, kc + (size_t)g * hd * s->kv_elem, kv_dim, p + 1, hd, scale, sc);
         ek_softmax(sc, p + 1);
-        float *out = s->att_out + (size_t)b * q_dim + (size_t)h * hd;
-        memset(out, 0, (size_t)hd * sizeof(float));
-        for (int t = 0; t <= p; t++)
-            ek_kv_axpy(k, s->kv_type, out, sc[t], vc + ((size_t)t * kv_dim + (size_t)g * hd) * s->kv_elem, hd);
+        ek_kv_mix(k, s->kv_type, sc, vc + (size_t)g * hd * s->kv_elem, kv_dim, p + 1, hd,
+                  s->att_out + (size_t)b * q_dim + (size_t)h * hd);
     }
 }
 

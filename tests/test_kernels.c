@@ -517,6 +517,49 @@ static void test_vector_ops(const ek_kernels *k) {
     }
 }
 
+/* Many cache rows at once: ek_kv_scores against a double dot per row, and
+ * ek_kv_mix bitwise against ek_kv_axpy row by row (its documented chain),
+ * for head sizes with and without 8/16/32-element tails, strided rows. */
+static void test_kv_many(const ek_kernels *k) {
+    static const int ns[] = {64, 128, 72, 40, 7, 1}, npos[] = {1, 3, 4, 5, 37};
+    const char *kn = ek_kernels_name(k);
+    for (int in = 0; in < 6; in++)
+        for (int ip = 0; ip < 5; ip++)
+            for (int kv = 0; kv < 2; kv++) {
+                const int n = ns[in], np = npos[ip];
+                const size_t stride = (size_t)n + 24, esz = kv ? 4 : 2;
+                unsigned char *rows = t_alloc(stride * np * esz);
+                float *q = t_alloc(sizeof(float) * n), *f = t_alloc(sizeof(float) * stride * np),
+                      *sk = t_alloc(sizeof(float) * np), *p = t_alloc(sizeof(float) * np),
+                      *mk = t_alloc(sizeof(float) * n), *ma = t_alloc(sizeof(float) * n);
+                for (size_t i = 0; i < stride * np; i++) f[i] = t_uniform();
+                for (int t = 0; t < np; t++) ek_kv_store(k, kv, rows + (size_t)t * stride * esz, f + (size_t)t * stride, n);
+                for (int i = 0; i < n; i++) q[i] = t_uniform();
+                for (int t = 0; t < np; t++) p[t] = t_uniform();
+                ek_kv_scores(k, kv, q, rows, stride, np, n, 0.125f, sk);
+                int bad = 0;
+                for (int t = 0; t < np; t++) {
+                    double ref = 0, mag = 0;
+                    for (int i = 0; i < n; i++) {
+                        const unsigned char *r = rows + ((size_t)t * stride + i) * esz;
+                        uint16_t h;
+                        float w;
+                        if (kv) memcpy(&w, r, 4); else { memcpy(&h, r, 2); w = ek_fp16_to_fp32(h); }
+                        ref += (double)q[i] * w;
+                        mag += fabs((double)q[i] * w);
+                    }
+                    if (fabs(sk[t] - 0.125 * ref) > (n + 8) * 0x1p-24 * 0.125 * mag + 1e-30) bad++;
+                }
+                CHECK(bad == 0, "%s kv_scores type %d n=%d n_pos=%d: %d off", kn, kv, n, np, bad);
+                ek_kv_mix(k, kv, p, rows, stride, np, n, mk);
+                for (int i = 0; i < n; i++) ma[i] = 0.0f;
+                for (int t = 0; t < np; t++) ek_kv_axpy(k, kv, ma, p[t], rows + (size_t)t * stride * esz, n);
+                CHECK(memcmp(mk, ma, sizeof(float) * n) == 0, "%s kv_mix type %d n=%d n_pos=%d: not the axpy chain", kn,
+                      kv, n, np);
+                free(rows); free(q); free(f); free(sk); free(p); free(mk); free(ma);
+            }
+}
+
 static void test_softmax_rope(void) {
     float x[300];
     for (int i = 0; i < 300; i++) x[i] = t_uniform() * 50 + 1000;  /* needs the max shift */
@@ -572,6 +615,7 @@ int main(void) {
         test_matmul(sets[i]);
         test_packed(sets[i]);
         test_vector_ops(sets[i]);
+        test_kv_many(sets[i]);
     }
     return test_summary("test_kernels");
 }
