@@ -592,12 +592,20 @@ EK_SCALAR_MATMUL(q6_K, EK_Q6_K)
 
 static int ek_packable_type(int wtype) { return wtype == EK_Q4_0 || wtype == EK_Q8_0; }
 
+/* Where, in a packed group of nblk blocks of q quant bytes, row j's block k
+ * keeps its fp16 scale and its dword m of quants (the layout of kernels.h). */
+static size_t ek_packed_scale_at(int q, int nblk, int k, int j) {
+    return (size_t)nblk * EK_PACK_ROWS * q + (size_t)k * 2 * EK_PACK_ROWS + 2 * j;
+}
+static size_t ek_packed_dword_at(int q, int k, int m, int j) {
+    return ((size_t)k * q / 4 + m) * 4 * EK_PACK_ROWS + 4 * j;
+}
+
 /* Block k of row j of the packed group G, rebuilt as the file stores it. */
 static void ek_packed_block(int wtype, const uint8_t *G, int nblk, int k, int j, uint8_t *blk) {
     const int q = ek_types[wtype].type_size - 2;
-    memcpy(blk, G + (size_t)nblk * EK_PACK_ROWS * q + (size_t)k * 2 * EK_PACK_ROWS + 2 * j, 2);
-    for (int m = 0; m < q / 4; m++)
-        memcpy(blk + 2 + 4 * m, G + ((size_t)k * q / 4 + m) * 4 * EK_PACK_ROWS + 4 * j, 4);
+    memcpy(blk, G + ek_packed_scale_at(q, nblk, k, j), 2);
+    for (int m = 0; m < q / 4; m++) memcpy(blk + 2 + 4 * m, G + ek_packed_dword_at(q, k, m, j), 4);
 }
 
 size_t ek_pack_scratch_bytes(int wtype, int n) {
@@ -615,9 +623,8 @@ int ek_pack_rows(int wtype, void *W, int n, int rows, void *scratch) {
         for (int j = 0; j < EK_PACK_ROWS; j++)
             for (int k = 0; k < nblk; k++) {
                 const uint8_t *blk = R + (size_t)j * wrow + (size_t)k * bs;
-                memcpy(G + (size_t)nblk * EK_PACK_ROWS * q + (size_t)k * 2 * EK_PACK_ROWS + 2 * j, blk, 2);
-                for (int m = 0; m < q / 4; m++)
-                    memcpy(G + ((size_t)k * q / 4 + m) * 4 * EK_PACK_ROWS + 4 * j, blk + 2 + 4 * m, 4);
+                memcpy(G + ek_packed_scale_at(q, nblk, k, j), blk, 2);
+                for (int m = 0; m < q / 4; m++) memcpy(G + ek_packed_dword_at(q, k, m, j), blk + 2 + 4 * m, 4);
             }
     }
     return 0;
