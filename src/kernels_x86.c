@@ -1196,33 +1196,34 @@ EKX_AVX512_INLINE void ekx_q_gemv16p(int kind, int ng, const uint8_t *G, size_t 
     for (int g = 0; g < ng; g++) _mm512_storeu_ps(y + 16 * g, acc[g]);
 }
 
-/* Dword m of the quants of a block of 16 rows, row j in lane j: gathered
- * from the rows (wk: the block in row 0), or one load when packed (pq). */
-#define EKX_DWORDS16(m) (packed ? _mm512_loadu_si512((const void *)(pq + 64 * (m))) \
-                                : _mm512_i32gather_epi32(vidx, (const void *)(wk + 2 + 4 * (m)), 1))
-
-/* Unpack kc blocks of 16 rows (W at row r, block k0) into 9 vectors per
- * block: 8 with dword m of each row's (biased) quants in lane j, then the
- * 16 scales as floats. */
-EKX_AVX512_INLINE void ekx_q_unpack16(int kind, int packed, const uint8_t *W, size_t wrow, int k0, int kc,
-                                      __m512i *buf) {
+/* Unpack kc blocks of 16 rows (W at row r, block k0) into `per` vectors per
+ * block: 8 with dword m of each row's quants in lane j, then the 16 scales
+ * as floats.  The quants are biased unsigned for vpdpbusd (signed_q = 0:
+ * q4_0 stores q + 8, q8_0 gets q + 128) or signed for AMX's B tile
+ * (signed_q = 1).  Each dword vector is a gather from the 16 rows, or one
+ * load when packed. */
+EKX_AVX512_INLINE void ekx_q_unpack16(int kind, int packed, int signed_q, const uint8_t *W, size_t wrow, int k0,
+                                      int kc, __m512i *buf, int per) {
     const int wbs = kind == EKX_Q4_0 ? 18 : 34, qb = 16 * (wbs - 2), nblk = (int)(wrow / (size_t)wbs);
     const __m512i vidx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                             _mm512_set1_epi32((int)wrow));
-    const __m512i m4 = _mm512_set1_epi8(0x0F), flip = _mm512_set1_epi8((char)0x80);
+    const __m512i m4 = _mm512_set1_epi8(0x0F), flip = _mm512_set1_epi8((char)0x80), eight = _mm512_set1_epi8(8);
     for (int k = 0; k < kc; k++) {
         const uint8_t *wk = W + (size_t)(k0 + k) * wbs, *pq = W + (size_t)(k0 + k) * qb;
-        __m512i *o = buf + 9 * k;
+        __m512i d[8], *o = buf + per * k;
+        for (int m = 0; m < (kind == EKX_Q4_0 ? 4 : 8); m++)
+            d[m] = packed ? _mm512_loadu_si512((const void *)(pq + 64 * m))
+                          : _mm512_i32gather_epi32(vidx, (const void *)(wk + 2 + 4 * m), 1);
         if (kind == EKX_Q4_0) {
             EKX_UNROLL
             for (int m = 0; m < 4; m++) {
-                __m512i g = EKX_DWORDS16(m);
-                o[m] = _mm512_and_si512(g, m4);
-                o[4 + m] = _mm512_and_si512(_mm512_srli_epi32(g, 4), m4);
+                o[m] = _mm512_and_si512(d[m], m4);
+                o[4 + m] = _mm512_and_si512(_mm512_srli_epi32(d[m], 4), m4);
+                if (signed_q) { o[m] = _mm512_sub_epi8(o[m], eight); o[4 + m] = _mm512_sub_epi8(o[4 + m], eight); }
             }
         } else {
             EKX_UNROLL
-            for (int m = 0; m < 8; m++) o[m] = _mm512_xor_si512(EKX_DWORDS16(m), flip);
+            for (int m = 0; m < 8; m++) o[m] = signed_q ? d[m] : _mm512_xor_si512(d[m], flip);
         }
         o[8] = _mm512_castps_si512(
             packed ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(W + (size_t)nblk * qb + 32 * (size_t)(k0 + k))))
@@ -1306,7 +1307,7 @@ EKX_AVX512_INLINE void ekx_matmul_q512(int kind, int packed, const void *Wv, int
             for (int b = 0; b < nbc; b++)
                 ekx_q_side(kind, Xc + (size_t)b * xrow, k0, kc, dx + b * EKX_KCP, bias + b * EKX_KCP);
             for (int r = r0; r < r16; r += 16) {
-                ekx_q_unpack16(kind, packed, W + (size_t)r * wrow, wrow, k0, kc, buf);
+                ekx_q_unpack16(kind, packed, 0, W + (size_t)r * wrow, wrow, k0, kc, buf, 9);
                 int b = 0;
                 for (; b + 16 <= nbc; b += 16) ekx_q_panel(16, buf, kc, Xc, xrow, k0, dx, bias, Yc, ldy, r, b, first);
                 if (b + 8 <= nbc) { ekx_q_panel(8, buf, kc, Xc, xrow, k0, dx, bias, Yc, ldy, r, b, first); b += 8; }
@@ -1878,34 +1879,16 @@ typedef struct {
     uint8_t rows[16];
 } ekx_tilecfg;
 
-/* like ekx_q_unpack16, but signed weights, and per block 10 vectors: 8 of
- * quants (B tile), the scales, and -128 * sum(q) per row */
+/* ekx_q_unpack16 with signed quants and a 10th vector per block: -128 *
+ * sum(q) per row */
 EKX_AMX_INLINE void ekx_q_unpack16_amx(int kind, int packed, const uint8_t *W, size_t wrow, int k0, int kc,
                                        __m512i *buf) {
-    const int wbs = kind == EKX_Q4_0 ? 18 : 34, qb = 16 * (wbs - 2), nblk = (int)(wrow / (size_t)wbs);
-    const __m512i vidx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                            _mm512_set1_epi32((int)wrow));
-    const __m512i m4 = _mm512_set1_epi8(0x0F), eight = _mm512_set1_epi8(8), ones = _mm512_set1_epi8(1);
+    ekx_q_unpack16(kind, packed, 1, W, wrow, k0, kc, buf, 10);
+    const __m512i ones = _mm512_set1_epi8(1);
     for (int k = 0; k < kc; k++) {
-        const uint8_t *wk = W + (size_t)(k0 + k) * wbs, *pq = W + (size_t)(k0 + k) * qb;
-        __m512i *o = buf + 10 * k;
-        if (kind == EKX_Q4_0) {
-            EKX_UNROLL
-            for (int m = 0; m < 4; m++) {
-                __m512i g = EKX_DWORDS16(m);
-                o[m] = _mm512_sub_epi8(_mm512_and_si512(g, m4), eight);
-                o[4 + m] = _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi32(g, 4), m4), eight);
-            }
-        } else {
-            EKX_UNROLL
-            for (int m = 0; m < 8; m++) o[m] = EKX_DWORDS16(m);
-        }
-        __m512i sq = _mm512_setzero_si512();
+        __m512i *o = buf + 10 * k, sq = _mm512_setzero_si512();
         EKX_UNROLL
         for (int m = 0; m < 8; m++) sq = _mm512_dpbusd_epi32(sq, ones, o[m]);
-        o[8] = _mm512_castps_si512(
-            packed ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(W + (size_t)nblk * qb + 32 * (size_t)(k0 + k))))
-                   : ekx_gather_d16(wk, vidx));
         o[9] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(sq, 7));
     }
 }
