@@ -1362,6 +1362,12 @@ static EKX_AVX512 void ekx_matmul_q5_1_avx512(const void *W, int n, const void *
  * stay in L1), so nb does not change any output's instructions; tail rows
  * run a scalar chain. */
 
+/* q4_K / q5_K: scale and min of group j (6 bits each) from the 12 packed bytes s */
+EKX_AVX512_INLINE void ekx_scale_min_k4(int j, const uint8_t *s, int *sc, int *m) {
+    if (j < 4) { *sc = s[j] & 63; *m = s[j + 4] & 63; }
+    else { *sc = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4); *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4); }
+}
+
 EKX_AVX512_INLINE float ekx_fnma1(float a, float b, float acc) {
     return _mm_cvtss_f32(_mm_fnmadd_ss(_mm_set_ss(a), _mm_set_ss(b), _mm_set_ss(acc)));
 }
@@ -1425,8 +1431,7 @@ EKX_AVX512_INLINE float ekx_kq_chain1(int kind, const uint8_t *w, const ek_block
             const uint8_t *s = blk + 4, *qh = blk + 16, *qs = blk + (kind == EKX_Q4_K ? 16 : 48);
             for (int j = 0; j < 8; j++) {
                 int sc, m;
-                if (j < 4) { sc = s[j] & 63; m = s[j + 4] & 63; }
-                else { sc = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4); m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4); }
+                ekx_scale_min_k4(j, s, &sc, &m);
                 int dot = 0;
                 for (int l = 0; l < 32; l++) {
                     const int c = j / 2;
@@ -1741,12 +1746,8 @@ EKX_AVX512_INLINE void ekx_kq_unpack16(int kind, const uint8_t *W, size_t wrow, 
             d[j] = ekx_h2f(h);
             memcpy(&h, blk + 2, 2);
             dmin[j] = ekx_h2f(h);
-            const uint8_t *s6 = blk + 4;
             int m[8];
-            for (int g = 0; g < 8; g++) {
-                if (g < 4) { sc[g][j] = s6[g] & 63; m[g] = s6[g + 4] & 63; }
-                else { sc[g][j] = (s6[g + 4] & 0xF) | ((s6[g - 4] >> 6) << 4); m[g] = (s6[g + 4] >> 4) | ((s6[g] >> 6) << 4); }
-            }
+            for (int g = 0; g < 8; g++) ekx_scale_min_k4(g, blk + 4, &sc[g][j], &m[g]);
             for (int q = 0; q < 4; q++) mp[q][j] = m[2 * q] | (m[2 * q + 1] << 16);
             const uint8_t *qs = blk + (kind == EKX_Q4_K ? 16 : 48);
             const __m256i hb = kind == EKX_Q5_K ? _mm256_loadu_si256((const __m256i *)(blk + 16)) : _mm256_setzero_si256();
