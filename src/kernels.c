@@ -476,6 +476,28 @@ void ek_convert_act(const ek_kernels *k, int wtype, const float *x, void *xa, in
     }
 }
 
+/* 1 if set k runs an nb-row batch of wtype on bf16 tiles */
+static int ek_bf16_tiles(const ek_kernels *k, int wtype, int nb) {
+    return (wtype == EK_F16 || wtype == EK_BF16) && k && k->bf16_tiles_min_nb && k->convert_bf16_tiles &&
+           nb >= k->bf16_tiles_min_nb;
+}
+
+size_t ek_batch_bytes(const ek_kernels *k, int wtype, int n, int nb) {
+    if (nb <= 0 || n <= 0) return 0;
+    /* tile batches: 32-row pairs of groups x 32-column steps x (high, low) bf16 */
+    if (ek_bf16_tiles(k, wtype, nb)) return (size_t)((nb + 31) / 32 * 32) * (size_t)((n + 31) / 32 * 32) * 4;
+    return (size_t)nb * ek_act_row_bytes(wtype, n);
+}
+
+void ek_convert_batch(const ek_kernels *k, int wtype, const float *x, int nb, void *xa, int n) {
+    if (ek_bf16_tiles(k, wtype, nb)) {
+        k->convert_bf16_tiles(x, nb, xa, n);
+        return;
+    }
+    const size_t row = ek_act_row_bytes(wtype, n);
+    for (int b = 0; b < nb; b++) ek_convert_act(k, wtype, x + (size_t)b * n, (char *)xa + (size_t)b * row, n);
+}
+
 /* ---- scalar dot products ---------------------------------------------------------
  * One weight row (of its type) with one converted activation row. */
 

@@ -62,10 +62,17 @@ int ek_quantize_row(int type, const float *src, void *dst, int64_t n);
 size_t ek_act_row_bytes(int wtype, int n);
 void ek_convert_act(const ek_kernels *k, int wtype, const float *x, void *xa, int n);
 
+/* A batch: nb rows of n floats as ek_matmul with set k takes them.  That
+ * is nb converted rows, ek_act_row_bytes apart, except where set k runs
+ * the batch on tiles (the amx set's F16/BF16 prompts), which want their
+ * own layout.  ek_batch_bytes gives its size, never less than nb rows. */
+size_t ek_batch_bytes(const ek_kernels *k, int wtype, int n, int nb);
+void ek_convert_batch(const ek_kernels *k, int wtype, const float *x, int nb, void *xa, int n);
+
 /* Y[b*ldy + r] = dot(row r of W, row b of X) for r in [r0, r1), b in
  * [0, nb).  W has rows of n elements of type wtype, ek_row_bytes(wtype, n)
- * bytes apart; X holds nb converted activation rows, ek_act_row_bytes(wtype,
- * n) bytes apart.  Threads call this on disjoint row ranges. */
+ * bytes apart; X is the batch of nb rows ek_convert_batch made for set k.
+ * Threads call this on disjoint row ranges. */
 void ek_matmul(const ek_kernels *k, int wtype, const void *W, int n,
                const void *X, int nb, float *Y, int ldy, int r0, int r1);
 
@@ -162,12 +169,18 @@ struct ek_kernels {
     /* many F16 cache rows at once (NULL: a loop over dot_f16 / axpy_f16) */
     void (*kv_scores_f16)(const float *q, const uint16_t *rows, size_t stride, int n_pos, int n, float scale, float *s);
     void (*kv_mix_f16)(const float *p, const uint16_t *rows, size_t stride, int n_pos, int n, float *out);
+    /* 0, or the nb from which F16/BF16 matmuls run on bf16 tiles (amx set):
+     * each product within 2^-15 of w*x instead of exact, so such batches
+     * differ in the last bits from fewer rows (kernels_x86.c, AMX-BF16).
+     * Their batch is made by convert_bf16_tiles (ek_convert_batch). */
+    int bf16_tiles_min_nb;
+    void (*convert_bf16_tiles)(const float *x, int nb, void *xa, int n);
 };
 
 /* The per-ISA sets (NULL when the CPU or the build lacks them). */
 const ek_kernels *ekx_kernels_avx2(void);
 const ek_kernels *ekx_kernels_avx512(void);
-const ek_kernels *ekx_kernels_amx(void);   /* avx512 + AMX-INT8 tiles for Q4_0/Q8_0 prompts */
+const ek_kernels *ekx_kernels_amx(void);   /* avx512 + AMX tiles for Q4_0/Q8_0/F16/BF16 prompts */
 const ek_kernels *eka_kernels_neon(void);
 const ek_kernels *eka_kernels_neon_dotprod(void);
 

@@ -32,7 +32,7 @@
 #define EKX_AVX2_INLINE static inline __attribute__((always_inline, target(EKX_T_AVX2)))
 #define EKX_AVX512 __attribute__((target(EKX_T_AVX512)))
 #define EKX_AVX512_INLINE static inline __attribute__((always_inline, target(EKX_T_AVX512)))
-#define EKX_T_AMX EKX_T_AVX512 ",amx-tile,amx-int8"
+#define EKX_T_AMX EKX_T_AVX512 ",amx-tile,amx-int8,amx-bf16,avx512bf16"
 #define EKX_AMX __attribute__((target(EKX_T_AMX)))
 #define EKX_AMX_INLINE static inline __attribute__((always_inline, target(EKX_T_AMX)))
 
@@ -65,7 +65,7 @@ static int ekx_amx_permit(void) { return 0; }
 #endif
 
 /* bit 0: avx2+fma+f16c usable; bit 1: avx512 f/bw/dq/vl/vnni usable; bit 2:
- * AMX-INT8 usable */
+ * AMX-INT8 and AMX-BF16 (and AVX512-BF16) usable */
 static int ekx_features(void) {
     static int cached = -1;
     if (cached >= 0) return cached;
@@ -81,8 +81,11 @@ static int ekx_features(void) {
             if ((f & 1) && f512 && dq && bw && vl && vnni && os_zmm) f |= 2;
             /* AMX: CPUID, the OS's XCR0 bits for the tile state, and the
              * process's permission to use it (Linux asks for it once) */
-            int amx_tile = (d >> 24) & 1, amx_int8 = (d >> 25) & 1;
-            if ((f & 2) && amx_tile && amx_int8 && (xcr0 & 0x60000) == 0x60000 && ekx_amx_permit()) f |= 4;
+            int amx_tile = (d >> 24) & 1, amx_int8 = (d >> 25) & 1, amx_bf16 = (d >> 22) & 1, avx512_bf16 = 0;
+            if (__get_cpuid_count(7, 1, &a, &b, &c, &d)) avx512_bf16 = (a >> 5) & 1;
+            if ((f & 2) && amx_tile && amx_int8 && amx_bf16 && avx512_bf16 && (xcr0 & 0x60000) == 0x60000 &&
+                ekx_amx_permit())
+                f |= 4;
         }
     }
     cached = (int)f;
@@ -2002,11 +2005,218 @@ static EKX_AMX void ekx_matmul_q8_0_packed_amx(const void *W, int n, const void 
     ekx_matmul_q_amx(EKX_Q8_0, 1, W, n, X, nb, Y, ldy, r0, r1);
 }
 
+/* ---- AMX-BF16 float matmul (F16, BF16 weights; F32 activations), prompts ---------------------
+ * The tiles multiply bf16 (8 significant bits) and add in FP32, so each
+ * operand is split into a rounded high part and the rest:
+ *     w = wh + wl   exactly (an F16 weight has 11 bits; a BF16 weight has wl = 0)
+ *     x = xh + xl + e   with |e| <= 2^-16 |x|
+ * and the tiles sum wh*xh + xl*wh + xh*wl, one 32-column step at a time.
+ * wl*xl (<= 2^-16 |wx|) is left out, so each product is within 2^-15 of
+ * w*x before the FP32 additions: 16x closer than F16 activations (what
+ * llama.cpp uses).  Every output is one chain over the columns in order,
+ * whatever the row split or the batch, but a different chain from the
+ * float kernel that batches of fewer than EKX_AMX_MIN rows (and generation)
+ * use: those differ in the last bits (ek_kernels.bf16_tiles_min_nb).
+ * Roles: A = 16 activation rows x 32 columns (high or low parts, split once
+ * per batch by ekx_convert_bf16_tiles into the batch buffer), B = 16 weight
+ * rows as column pairs (B row p holds the pair (2p, 2p+1) of each weight
+ * row: a 16 x 16 dword transpose, made per chunk on the stack), C = a 16 x
+ * 16 block of Y, loaded from and stored to Y between chunks (FP32 both
+ * ways, so exact). */
+
+#ifndef EKX_FKC
+#define EKX_FKC 8    /* 32-column steps per chunk: the weight tiles are 32 KB */
+#endif
+
+/* r[i] dword j -> r[j] dword i */
+EKX_AVX512_INLINE void ekx_transpose16_epi32(__m512i r[16]) {
+    __m512i t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    /* r[4c + m], 128-bit lane l: column 4l + m of rows 4c .. 4c+3 */
+    for (int c = 0; c < 16; c += 4) {
+        r[c] = _mm512_unpacklo_epi64(t[c], t[c + 2]);
+        r[c + 1] = _mm512_unpackhi_epi64(t[c], t[c + 2]);
+        r[c + 2] = _mm512_unpacklo_epi64(t[c + 1], t[c + 3]);
+        r[c + 3] = _mm512_unpackhi_epi64(t[c + 1], t[c + 3]);
+    }
+    for (int m = 0; m < 4; m++) {
+        __m512i s0 = _mm512_shuffle_i32x4(r[m], r[4 + m], 0x44), s1 = _mm512_shuffle_i32x4(r[m], r[4 + m], 0xEE),
+                s2 = _mm512_shuffle_i32x4(r[8 + m], r[12 + m], 0x44), s3 = _mm512_shuffle_i32x4(r[8 + m], r[12 + m], 0xEE);
+        t[m] = _mm512_shuffle_i32x4(s0, s2, 0x88);
+        t[4 + m] = _mm512_shuffle_i32x4(s0, s2, 0xDD);
+        t[8 + m] = _mm512_shuffle_i32x4(s1, s3, 0x88);
+        t[12 + m] = _mm512_shuffle_i32x4(s1, s3, 0xDD);
+    }
+    for (int i = 0; i < 16; i++) r[i] = t[i];
+}
+
+/* 16 bf16 back to FP32, exactly */
+EKX_AVX512_INLINE __m512 ekx_bf16x16_to_f32(__m256i h) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+/* 32 floats (f0: columns 0-15, f1: 16-31) -> their bf16 high parts and the
+ * bf16 rounding of what is left */
+EKX_AMX_INLINE void ekx_split_bf16(__m512 f0, __m512 f1, __m512i *hi, __m512i *lo) {
+    __m512i h = (__m512i)_mm512_cvtne2ps_pbh(f1, f0);
+    __m512 h0 = ekx_bf16x16_to_f32(_mm512_castsi512_si256(h)), h1 = ekx_bf16x16_to_f32(_mm512_extracti64x4_epi64(h, 1));
+    *hi = h;
+    *lo = (__m512i)_mm512_cvtne2ps_pbh(_mm512_sub_ps(f1, h1), _mm512_sub_ps(f0, h0));
+}
+
+EKX_AVX512_INLINE __mmask16 ekx_mask16(int rem) {
+    return rem >= 16 ? (__mmask16)0xFFFF : rem <= 0 ? (__mmask16)0 : (__mmask16)((1u << rem) - 1);
+}
+
+/* The batch buffer of a tile batch (kernels.c: ek_batch_bytes): for each
+ * group of 16 rows (nb rounded up to 32, zeros after row nb), each 32-column
+ * step (zeros after column n), the high then the low parts as A tiles. */
+static EKX_AMX void ekx_convert_bf16_tiles(const float *x, int nb, void *xa, int n) {
+    const int nsteps = (n + 31) / 32, nrows = (nb + 31) / 32 * 32;
+    uint16_t(*a)[2][16][32] = xa;   /* [group * nsteps + step][high/low] */
+    for (int b = 0; b < nrows; b++)
+        for (int s = 0; s < nsteps; s++) {
+            __m512i hi = _mm512_setzero_si512(), lo = hi;
+            if (b < nb) {
+                const int k = 32 * s;
+                const float *p = x + (size_t)b * n + k;
+                ekx_split_bf16(_mm512_maskz_loadu_ps(ekx_mask16(n - k), p),
+                               _mm512_maskz_loadu_ps(ekx_mask16(n - k - 16), p + 16), &hi, &lo);
+            }
+            _mm512_storeu_si512(a[(size_t)(b / 16) * nsteps + s][0][b % 16], hi);
+            _mm512_storeu_si512(a[(size_t)(b / 16) * nsteps + s][1][b % 16], lo);
+        }
+}
+
+/* nr (<= 16) weight rows (the rest of the 16 are zeros), steps s0 ..
+ * s0+ns-1, as B tiles: w[s][0] high parts, w[s][1] low parts (F16 only).
+ * Meanwhile the same rows' pieces at pf (the next chunk's) are fetched:
+ * the hardware prefetcher does not follow 32 rows read in short pieces. */
+EKX_AMX_INLINE void ekx_bf16_weights(int kind, const uint8_t *W, size_t wrow, int nr, int n, int s0, int ns,
+                                     __m512i (*w)[2][16], const uint8_t *pf, int npf) {
+    for (int s = 0; s < ns; s++) {
+        const int k = 32 * (s0 + s);
+        for (int j = 0; j < npf; j++) _mm_prefetch((const char *)pf + (size_t)j * wrow + (size_t)s * 64, _MM_HINT_T0);
+        const __mmask32 m = n - k >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << (n - k)) - 1);
+        __m512i hi[16], lo[16];
+        for (int j = 0; j < 16; j++) {
+            hi[j] = lo[j] = _mm512_setzero_si512();
+            if (j >= nr) continue;
+            __m512i raw = _mm512_maskz_loadu_epi16(m, W + (size_t)j * wrow + (size_t)k * 2);
+            if (kind == EKX_W_BF16)
+                hi[j] = raw;
+            else
+                ekx_split_bf16(_mm512_cvtph_ps(_mm512_castsi512_si256(raw)),
+                               _mm512_cvtph_ps(_mm512_extracti64x4_epi64(raw, 1)), &hi[j], &lo[j]);
+        }
+        ekx_transpose16_epi32(hi);
+        for (int p = 0; p < 16; p++) w[s][0][p] = hi[p];
+        if (kind == EKX_W_F16) {
+            ekx_transpose16_epi32(lo);
+            for (int p = 0; p < 16; p++) w[s][1][p] = lo[p];
+        }
+    }
+}
+
+EKX_AMX_INLINE void ekx_matmul_float_amx(int kind, const void *Wv, int n, const void *Xv, int nb, float *Y,
+                                         int ldy, int r0, int r1) {
+    if (nb < EKX_AMX_MIN) {
+        ekx_matmul_float512(kind, Wv, n, Xv, nb, Y, ldy, r0, r1);
+        return;
+    }
+    const uint8_t *W = Wv;
+    const uint16_t(*X)[2][16][32] = Xv;
+    const size_t wrow = (size_t)n * 2, ys = (size_t)ldy * sizeof(float);
+    const int nsteps = (n + 31) / 32, npair = (nb + 31) / 32;
+    ekx_tilecfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++) cfg.rows[t] = 16, cfg.colsb[t] = 64;   /* C 0-3, A 4-5, B 6-7 */
+    _tile_loadconfig(&cfg);
+    _Alignas(64) __m512i wbuf[2][EKX_FKC][2][16];
+    _Alignas(64) float cbuf[32][32];
+    for (int r = r0; r < r1; r += 32) {
+        const int nr = r1 - r < 32 ? r1 - r : 32;
+        for (int s0 = 0; s0 < nsteps; s0 += EKX_FKC) {
+            const int ns = nsteps - s0 < EKX_FKC ? nsteps - s0 : EKX_FKC, first = s0 == 0;
+            /* prefetch the next chunk: these rows' next piece, or the next rows' first */
+            const int more = s0 + EKX_FKC < nsteps, pr = more ? r : r + 32;
+            const int npf = more ? nr : (r1 - pr < 32 ? r1 - pr : 32);
+            const uint8_t *pf = W + (size_t)pr * wrow + (more ? (size_t)(s0 + EKX_FKC) * 64 : 0);
+            ekx_bf16_weights(kind, W + (size_t)r * wrow, wrow, nr < 16 ? nr : 16, n, s0, ns, wbuf[0], pf,
+                             npf < 16 ? npf : 16);
+            ekx_bf16_weights(kind, W + (size_t)(r + 16) * wrow, wrow, nr - 16, n, s0, ns, wbuf[1], pf + 16 * wrow,
+                             npf - 16);
+            for (int p = 0; p < npair; p++) {
+                const int nv = nb - 32 * p < 32 ? nb - 32 * p : 32, full = nv == 32 && nr == 32;
+                float *yb = Y + (size_t)(32 * p) * ldy + r;
+                /* C tile (i, j): activation rows 16i.., weight rows 16j.. of
+                 * this block, in Y or (at the edges) in cbuf */
+                float *c = yb;
+                size_t cs = ys;
+                if (!full) {
+                    for (int i = 0; i < 32; i++)
+                        for (int j = 0; j < 32; j++) cbuf[i][j] = !first && i < nv && j < nr ? yb[(size_t)i * ldy + j] : 0.0f;
+                    c = cbuf[0];
+                    cs = sizeof cbuf[0];
+                }
+                if (first && full) {
+                    _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+                } else {
+                    _tile_loadd(0, c, cs);
+                    _tile_loadd(1, c + 16, cs);
+                    _tile_loadd(2, (char *)c + 16 * cs, cs);
+                    _tile_loadd(3, (char *)(c + 16) + 16 * cs, cs);
+                }
+                const uint16_t(*a0)[2][16][32] = X + (size_t)(2 * p) * nsteps + s0, (*a1)[2][16][32] = a0 + nsteps;
+                for (int s = 0; s < ns; s++) {
+                    _tile_loadd(6, wbuf[0][s][0], 64);
+                    _tile_loadd(7, wbuf[1][s][0], 64);
+                    _tile_loadd(4, a0[s][0], 64);
+                    _tile_loadd(5, a1[s][0], 64);
+                    _tile_dpbf16ps(0, 4, 6); _tile_dpbf16ps(1, 4, 7);
+                    _tile_dpbf16ps(2, 5, 6); _tile_dpbf16ps(3, 5, 7);
+                    _tile_loadd(4, a0[s][1], 64);
+                    _tile_loadd(5, a1[s][1], 64);
+                    _tile_dpbf16ps(0, 4, 6); _tile_dpbf16ps(1, 4, 7);
+                    _tile_dpbf16ps(2, 5, 6); _tile_dpbf16ps(3, 5, 7);
+                    if (kind == EKX_W_F16) {
+                        _tile_loadd(6, wbuf[0][s][1], 64);
+                        _tile_loadd(7, wbuf[1][s][1], 64);
+                        _tile_loadd(4, a0[s][0], 64);
+                        _tile_loadd(5, a1[s][0], 64);
+                        _tile_dpbf16ps(0, 4, 6); _tile_dpbf16ps(1, 4, 7);
+                        _tile_dpbf16ps(2, 5, 6); _tile_dpbf16ps(3, 5, 7);
+                    }
+                }
+                _tile_stored(0, c, cs);
+                _tile_stored(1, c + 16, cs);
+                _tile_stored(2, (char *)c + 16 * cs, cs);
+                _tile_stored(3, (char *)(c + 16) + 16 * cs, cs);
+                if (!full)
+                    for (int i = 0; i < nv; i++)
+                        for (int j = 0; j < nr; j++) yb[(size_t)i * ldy + j] = cbuf[i][j];
+            }
+        }
+    }
+    _tile_release();
+}
+
+static EKX_AMX void ekx_matmul_f16_amx(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
+    ekx_matmul_float_amx(EKX_W_F16, W, n, X, nb, Y, ldy, r0, r1);
+}
+static EKX_AMX void ekx_matmul_bf16_amx(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
+    ekx_matmul_float_amx(EKX_W_BF16, W, n, X, nb, Y, ldy, r0, r1);
+}
+
 /* ---- AVX-512 set ------------------------------------------------------------------------------ */
 
 /* the AVX-512 matmuls of every type but Q4_0 and Q8_0, which the amx set replaces */
 #define EKX_AVX512_OTHER_MATMULS                                                                                  \
-    [EK_F32] = ekx_matmul_f32_avx512, [EK_F16] = ekx_matmul_f16_avx512, [EK_BF16] = ekx_matmul_bf16_avx512,     \
+    [EK_F32] = ekx_matmul_f32_avx512,                                                                             \
     [EK_Q4_K] = ekx_matmul_q4_K_avx512, [EK_Q5_K] = ekx_matmul_q5_K_avx512, [EK_Q6_K] = ekx_matmul_q6_K_avx512, \
     [EK_Q4_1] = ekx_matmul_q4_1_avx512, [EK_Q5_0] = ekx_matmul_q5_0_avx512, [EK_Q5_1] = ekx_matmul_q5_1_avx512, \
     [EK_Q2_K] = ekx_matmul_q2_K_avx512, [EK_Q3_K] = ekx_matmul_q3_K_avx512
@@ -2015,6 +2225,7 @@ static const ek_kernels ekx_avx512_set = {
     .name = "avx512",
     .matmul = {
         EKX_AVX512_OTHER_MATMULS,
+        [EK_F16] = ekx_matmul_f16_avx512, [EK_BF16] = ekx_matmul_bf16_avx512,
         [EK_Q4_0] = ekx_matmul_q4_0_avx512, [EK_Q8_0] = ekx_matmul_q8_0_avx512,
     },
     .matmul_packed = {[EK_Q4_0] = ekx_matmul_q4_0_packed_avx512, [EK_Q8_0] = ekx_matmul_q8_0_packed_avx512},
@@ -2025,8 +2236,10 @@ static const ek_kernels ekx_amx_set = {
     .name = "amx",
     .matmul = {
         EKX_AVX512_OTHER_MATMULS,
+        [EK_F16] = ekx_matmul_f16_amx, [EK_BF16] = ekx_matmul_bf16_amx,
         [EK_Q4_0] = ekx_matmul_q4_0_amx, [EK_Q8_0] = ekx_matmul_q8_0_amx,
     },
+    .bf16_tiles_min_nb = EKX_AMX_MIN, .convert_bf16_tiles = ekx_convert_bf16_tiles,
     .matmul_packed = {[EK_Q4_0] = ekx_matmul_q4_0_packed_amx, [EK_Q8_0] = ekx_matmul_q8_0_packed_amx},
     EKX_AVX2_COMMON,
 };

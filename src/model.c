@@ -444,10 +444,11 @@ void em_model_free(em_model *m) {
 
 /* ---- per-context state -------------------------------------------------- */
 
-/* Largest converted activation row any matrix of the model needs. */
-static size_t em_max_act_row(const em_model *m) {
+/* Largest converted batch of n_batch rows any matrix of the model needs
+ * (a smaller batch of any one format fits in it). */
+static size_t em_max_batch(const em_model *m, int n_batch) {
     size_t mx = 0;
-#define EM_ACT(w) do { size_t b_ = ek_act_row_bytes((w).type, (w).n_in); if (b_ > mx) mx = b_; } while (0)
+#define EM_ACT(w) do { size_t b_ = ek_batch_bytes(m->kernels, (w).type, (w).n_in, n_batch); if (b_ > mx) mx = b_; } while (0)
     EM_ACT(m->output);
     for (int l = 0; l < m->hp.n_layer; l++) {
         const em_layer *L = &m->layers[l];
@@ -476,7 +477,7 @@ static void em_compute_sizes(const em_model *m, int n_ctx, int kv_type, int n_ba
      * k, v: kv_dim; hb, hb2: n_ff; logits: n_vocab; scores per thread. */
     z->floats = B * ((uint64_t)hp->n_embd + wide + 2 * q_dim + 2 * kv_dim + 2 * (uint64_t)hp->n_ff) +
                 (uint64_t)hp->n_vocab + (uint64_t)n_threads * (uint64_t)n_ctx + 16 * 11;
-    z->xa = B * em_max_act_row(m);
+    z->xa = em_max_batch(m, n_batch);
 }
 
 uint64_t em_state_bytes(const em_model *m, int n_ctx, int kv_type, int n_batch, int n_threads) {
@@ -565,7 +566,7 @@ typedef struct em_mm_job {
     const em_matrix *w[3];
     float *y[3];          /* y[i] has rows of w[i]->n_out floats */
     int n_w;
-    const void *xa;       /* nb converted rows, packed */
+    const void *xa;       /* the converted batch (ek_convert_batch) */
     int nb;
     int total_rows;
     int chunk_rows;       /* a multiple of EM_ROW_ALIGN */
@@ -611,11 +612,7 @@ static void em_matmul(em_state *s, const float *x, int nb, const em_matrix *cons
         int g = i + 1;
         while (g < n_w && ws[g]->type == ws[i]->type && ws[g]->packed == ws[i]->packed) g++;
         const em_matrix *w0 = ws[i];
-        /* Converted rows are packed: xa holds n_batch rows of the widest
-         * format, so nb rows of any one format fit. */
-        size_t row = ek_act_row_bytes(w0->type, w0->n_in);
-        for (int b = 0; b < nb; b++)
-            ek_convert_act(k, w0->type, x + (size_t)b * w0->n_in, (char *)s->xa + (size_t)b * row, w0->n_in);
+        ek_convert_batch(k, w0->type, x, nb, s->xa, w0->n_in);
         em_mm_job j;
         memset(&j, 0, sizeof j);
         j.k = k;

@@ -264,6 +264,11 @@ static void t_random_weights(int type, void *w, int rows, int n) {
 
 static int t_is_float_type(int t) { return t == EK_F32 || t == EK_F16 || t == EK_BF16; }
 
+/* 1 if set k runs this F16/BF16 batch on bf16 tiles (kernels.h) */
+static int t_bf16_tiles(const ek_kernels *k, int type, int nb) {
+    return (type == EK_F16 || type == EK_BF16) && k->bf16_tiles_min_nb && nb >= k->bf16_tiles_min_nb;
+}
+
 static void test_matmul_case(const ek_kernels *k, int type, int n, int rows, int nb) {
     const ek_kernels *s = ek_kernels_scalar();
     size_t wrb = (size_t)ek_row_bytes(type, (uint64_t)n), xrb = ek_act_row_bytes(type, n);
@@ -280,15 +285,28 @@ static void test_matmul_case(const ek_kernels *k, int type, int n, int rows, int
     /* the SIMD activation quantizers are byte-identical to the reference */
     CHECK(memcmp(Xk, Xs, xrb * nb) == 0, "%s %s: converted activations differ", ek_kernels_name(k),
           ek_type_get(type)->name);
+    /* the batch set k takes: the same rows, or (tiles) its own layout */
+    const int tiles = t_bf16_tiles(k, type, nb);
+    size_t xbb = ek_batch_bytes(k, type, n, nb);
+    unsigned char *Xb = t_alloc(xbb);
+    CHECK(xbb >= xrb * nb && (tiles || xbb == xrb * nb), "%s %s nb=%d: batch bytes %zu", ek_kernels_name(k),
+          ek_type_get(type)->name, nb, xbb);
+    ek_convert_batch(k, type, x, nb, Xb, n);
+    if (!tiles)
+        CHECK(memcmp(Xb, Xk, xrb * nb) == 0, "%s %s: batch differs from its rows", ek_kernels_name(k),
+              ek_type_get(type)->name);
     for (int r = 0; r < rows; r++) ek_dequant_row(type, W + r * wrb, wd + (size_t)r * n, n);
     for (int b = 0; b < nb; b++) ek_dequant_row(ek_act_type(type), Xk + b * xrb, xd + (size_t)b * n, n);
 
-    ek_matmul(k, type, W, n, Xk, nb, Yk, rows, 0, rows);
+    ek_matmul(k, type, W, n, Xb, nb, Yk, rows, 0, rows);
     ek_matmul(s, type, W, n, Xs, nb, Ys, rows, 0, rows);
 
     /* 1. against a double-precision dot of the dequantized operands.  Any
      * float summation of m terms is within gamma_m * sum|terms| (m * 2^-24,
-     * Higham); a kernel sums at most n products plus per-block scalings. */
+     * Higham); a kernel sums at most n products plus per-block scalings.
+     * The bf16 tiles (amx set, F16/BF16 batches) add up to 2^-15 per
+     * product (kernels_x86.c). */
+    const double tiles_err = tiles ? 0x1p-15 : 0;
     double num = 0, den = 0, num_f = 0, den_f = 0;
     int bad = 0;
     for (int b = 0; b < nb; b++)
@@ -303,7 +321,7 @@ static void test_matmul_case(const ek_kernels *k, int type, int n, int rows, int
                 den_f += pf * pf;
             }
             double y = Yk[(size_t)b * rows + r];
-            if (fabs(y - ref) > (n + 64) * 0x1p-24 * mag + 1e-30) bad++;
+            if (fabs(y - ref) > ((n + 64) * 0x1p-24 + tiles_err) * mag + 1e-30) bad++;
             num += (y - Ys[(size_t)b * rows + r]) * (y - Ys[(size_t)b * rows + r]);
             den += mag * mag;
             num_f += (y - reff) * (y - reff);
@@ -337,19 +355,38 @@ static void test_matmul_case(const ek_kernels *k, int type, int n, int rows, int
     if (rows > 2) {
         int a = 1 + (int)(t_rand() % (unsigned)(rows - 2)), c = a + (int)(t_rand() % (unsigned)(rows - a));
         memset(Y2, 0, sizeof(float) * rows * nb);
-        ek_matmul(k, type, W, n, Xk, nb, Y2, rows, c, rows);
-        ek_matmul(k, type, W, n, Xk, nb, Y2, rows, 0, a);
-        ek_matmul(k, type, W, n, Xk, nb, Y2, rows, a, c);
+        ek_matmul(k, type, W, n, Xb, nb, Y2, rows, c, rows);
+        ek_matmul(k, type, W, n, Xb, nb, Y2, rows, 0, a);
+        ek_matmul(k, type, W, n, Xb, nb, Y2, rows, a, c);
         CHECK(memcmp(Y2, Yk, sizeof(float) * rows * nb) == 0, "%s %s n=%d rows=%d nb=%d: split %d/%d changes bits",
               ek_kernels_name(k), ek_type_get(type)->name, n, rows, nb, a, c);
     }
     if (nb > 1) {
         memset(Y2, 0, sizeof(float) * rows * nb);
         for (int b = 0; b < nb; b++) ek_matmul(k, type, W, n, Xk + b * xrb, 1, Y2 + (size_t)b * rows, rows, 0, rows);
-        CHECK(memcmp(Y2, Yk, sizeof(float) * rows * nb) == 0, "%s %s n=%d rows=%d nb=%d: batching changes bits",
-              ek_kernels_name(k), ek_type_get(type)->name, n, rows, nb);
+        if (!tiles)
+            CHECK(memcmp(Y2, Yk, sizeof(float) * rows * nb) == 0, "%s %s n=%d rows=%d nb=%d: batching changes bits",
+                  ek_kernels_name(k), ek_type_get(type)->name, n, rows, nb);
+        /* bf16 tiles: a batch's rows are the same with any other rows beside
+         * them (the first and last row again, as batches of the minimum) */
+        if (tiles) {
+            const int m = k->bf16_tiles_min_nb;
+            float *Y3 = t_alloc(sizeof(float) * rows * m);
+            unsigned char *X3 = t_alloc(ek_batch_bytes(k, type, n, m));
+            ek_convert_batch(k, type, x, m, X3, n);
+            ek_matmul(k, type, W, n, X3, m, Y3, rows, 0, rows);
+            CHECK(memcmp(Y3, Yk, sizeof(float) * rows) == 0, "%s %s n=%d rows=%d nb=%d: first row of a batch of %d differs",
+                  ek_kernels_name(k), ek_type_get(type)->name, n, rows, nb, m);
+            ek_convert_batch(k, type, x + (size_t)(nb - m) * n, m, X3, n);
+            ek_matmul(k, type, W, n, X3, m, Y3, rows, 0, rows);
+            CHECK(memcmp(Y3 + (size_t)(m - 1) * rows, Yk + (size_t)(nb - 1) * rows, sizeof(float) * rows) == 0,
+                  "%s %s n=%d rows=%d nb=%d: last row of a batch of %d differs", ek_kernels_name(k),
+                  ek_type_get(type)->name, n, rows, nb, m);
+            free(Y3);
+            free(X3);
+        }
     }
-    free(W); free(Xk); free(Xs); free(x); free(Yk); free(Ys); free(Y2); free(wd); free(xd);
+    free(W); free(Xk); free(Xs); free(Xb); free(x); free(Yk); free(Ys); free(Y2); free(wd); free(xd);
 }
 
 /* Under emulation (qemu) the large cases are thinned: EMBER_TEST_QUICK=1. */
@@ -381,6 +418,10 @@ static void test_matmul(const ek_kernels *k) {
             /* cache-blocked prompt path: two column chunks and a tail, a
              * second row block of 4 + 1, a second activation block of 6 + 1 */
             test_matmul_case(k, type, 256 + 48 + 3, 21, 31);
+            /* bf16 tiles: three activation blocks (the last partial), a
+             * partial 32-row block, several column chunks with a tail */
+            test_matmul_case(k, type, 100, 50, 150);
+            test_matmul_case(k, type, 1000 + 7, 64 + 16 + 5, 40);
         }
     }
 }

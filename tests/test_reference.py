@@ -31,7 +31,9 @@ Tolerances (all errors are relative to the reference):
   * F16 KV cache: the same rule with K and V rounded to F16 in the simulation
     (nmse ~1e-7, maxrel ~5e-4).
   * Batching and threads: maxrel <= 1e-5 between --batch 1 / 7 / default and
-    1 / 2 threads (ideally identical; the message says which).
+    1 / 2 threads (ideally identical; the message says which).  Where the amx
+    set runs a prompt's F16 matrices on bf16 tiles, batches are nmse <= 1e-4
+    instead (test_batch_threads says why) and identical with EMBER_NO_AMX=1.
   * stories260K: prompt logits maxrel <= 1e-4 (Q8_0/Q4_0 by the rule above);
     greedy 200 tokens equal the reference's text; perplexity within 1e-4
     relative of the reference's on ember's own tokenization: `--kv-f32` against
@@ -68,8 +70,8 @@ def check(cond, msg):
     return testlib.check(cond, msg, verbose=True)
 
 
-def run(cmd, timeout=120):
-    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+def run(cmd, timeout=120, env=None):
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout, env=env)
     if r.returncode != 0:
         raise RuntimeError("%s exited %d: %s" % (" ".join(os.path.basename(c) if i == 0 else c
                                                          for i, c in enumerate(cmd)),
@@ -85,7 +87,7 @@ def convert(src, out, qtype, tok):
     return out
 
 
-def ember_logits(gguf, tokens, n_vocab, kv="f32", batch=None, threads=None):
+def ember_logits(gguf, tokens, n_vocab, kv="f32", batch=None, threads=None, env=None):
     out = gguf + ".logits.f32"
     cmd = [TOOL, gguf, out, "--kv", kv]
     if batch:
@@ -93,7 +95,7 @@ def ember_logits(gguf, tokens, n_vocab, kv="f32", batch=None, threads=None):
     if threads:
         cmd += ["--threads", str(threads)]
     cmd += [str(t) for t in tokens]
-    run(cmd)
+    run(cmd, env=env)
     a = np.fromfile(out, dtype="<f4")
     os.remove(out)
     if a.size != len(tokens) * n_vocab:
@@ -259,14 +261,34 @@ def test_shape(name, fmt, spec, dtype, shards, tok, tokens, results):
               % (name, q, mr, nm, tol, mrs, nms, mru, nmu))
 
 
-def test_batch_threads(gguf, tokens, label):
-    base = ember_logits(gguf, tokens, N_VOCAB)
-    for opt in (dict(batch=1), dict(batch=7), dict(threads=1), dict(threads=2), dict(batch=1, threads=2)):
-        e = ember_logits(gguf, tokens, N_VOCAB, **opt)
-        mr, _ = errs(e, base)
-        desc = " ".join("--%s %d" % kv for kv in sorted(opt.items()))
-        check(mr <= 1e-5, "%s: %s vs default: %s" % (
-            label, desc, "identical" if mr == 0 else "maxrel %.2e <= 1e-5" % mr))
+def kernel_set(gguf, env=None):
+    out = subprocess.run([EMBER, "info", "-m", gguf], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         env=env).stdout.decode("utf-8", "replace")
+    m = re.search(r"cpu kernels:\s*(\S+)", out)
+    return m.group(1) if m else "?"
+
+
+def test_batch_threads(gguf, tokens, label, has_f16=False):
+    """Threads never change a bit.  Batches do not either, except where the
+    amx set runs F16/BF16 matrices of a batch (>= 16 rows) on bf16 tiles
+    (each product within 2^-15): in a quantized model those tiny differences
+    flip the Q8 rounding of an activation here and there, so the batch
+    checks are then nmse <= 1e-4 (a wrong kernel or block misread is 1e-2
+    and up), and the bit-identity is checked with AMX turned off."""
+    tiles = has_f16 and kernel_set(gguf) == "amx"
+    runs = [(None, "")] + ([(dict(os.environ, EMBER_NO_AMX="1"), " (EMBER_NO_AMX=1)")] if tiles else [])
+    for env, note in runs:
+        base = ember_logits(gguf, tokens, N_VOCAB, env=env)
+        for opt in (dict(batch=1), dict(batch=7), dict(threads=1), dict(threads=2), dict(batch=1, threads=2)):
+            e = ember_logits(gguf, tokens, N_VOCAB, env=env, **opt)
+            mr, nm = errs(e, base)
+            desc = " ".join("--%s %d" % kv for kv in sorted(opt.items())) + note
+            if tiles and env is None and "batch" in opt:
+                check(nm <= 1e-4, "%s: %s vs default: %s (bf16 tiles for the prompt)" % (
+                    label, desc, "identical" if mr == 0 else "maxrel %.2e nmse %.1e <= 1e-4" % (mr, nm)))
+            else:
+                check(mr <= 1e-5, "%s: %s vs default: %s" % (
+                    label, desc, "identical" if mr == 0 else "maxrel %.2e <= 1e-5" % mr))
 
 
 # ---------------------------------------------------------------------------
@@ -410,7 +432,8 @@ def main():
         guarded("batch/threads", test_batch_threads, g, tokens, "l2c-gqa8/2-tied f32")
     g = os.path.join(WORK, "l2c-mha-untied", "q4_0.gguf")
     if os.path.exists(g):
-        guarded("batch/threads q4_0", test_batch_threads, g, tokens, "l2c-mha-untied q4_0")
+        # hidden 172 is no multiple of 32: w_down falls back to F16
+        guarded("batch/threads q4_0", test_batch_threads, g, tokens, "l2c-mha-untied q4_0", True)
 
     if not have_shared:
         print("\n*** MISSING TEST DATA: %s/models/stories260K not found; the stories260K tests FAIL ***\n" % SHARED)
