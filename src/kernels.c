@@ -556,14 +556,13 @@ static float ek_vdot_q8_0(const void *w, const void *x, int n) { return ek_vdot_
 
 /* k-quants against Q8_K activations: per block
  *   d_x * (d * sum_g scale_g * dot_g(q, q_x) - dmin * sum_g min_g * bsum_g). */
-static float ek_vdot_kquant(int type, const void *w, const void *x, int n) {
+static float ek_vdot_kquant_strided(int type, const void *w, size_t stride, const void *x, int n) {
     const uint8_t *wp = w;
     const ek_block_q8_K *xb = x;
-    int bs = ek_types[type].type_size;
     ek_kblock kb;
     float s = 0.0f;
     for (int i = 0; i < n / 256; i++) {
-        ek_decode_kblock(type, wp + i * bs, &kb);
+        ek_decode_kblock(type, wp + (size_t)i * stride, &kb);
         int isum = 0, msum = 0;
         for (int g = 0; g < 16; g++) {
             int gs = 0;
@@ -574,6 +573,10 @@ static float ek_vdot_kquant(int type, const void *w, const void *x, int n) {
         s += xb[i].d * (kb.d * (float)isum - kb.dmin * (float)msum);
     }
     return s;
+}
+/* superblock i of row w at w + i * stride (the block size as stored) */
+static float ek_vdot_kquant(int type, const void *w, const void *x, int n) {
+    return ek_vdot_kquant_strided(type, w, (size_t)ek_types[type].type_size, x, n);
 }
 static float ek_vdot_q2_K(const void *w, const void *x, int n) { return ek_vdot_kquant(EK_Q2_K, w, x, n); }
 static float ek_vdot_q3_K(const void *w, const void *x, int n) { return ek_vdot_kquant(EK_Q3_K, w, x, n); }
@@ -612,7 +615,13 @@ EK_SCALAR_MATMUL(q6_K, EK_Q6_K)
 
 /* ---- packed weights (layout in kernels.h) ------------------------------------------- */
 
-static int ek_packable_type(int wtype) { return wtype == EK_Q4_0 || wtype == EK_Q8_0; }
+static int ek_is_kquant(int wtype) {
+    return wtype == EK_Q2_K || wtype == EK_Q3_K || wtype == EK_Q4_K || wtype == EK_Q5_K || wtype == EK_Q6_K;
+}
+static int ek_packable_type(int wtype) { return wtype == EK_Q4_0 || wtype == EK_Q8_0 || ek_is_kquant(wtype); }
+
+/* k-quants: where, in a packed group, row j's superblock k is */
+static size_t ek_packed_kblock_at(int bs, int k, int j) { return ((size_t)k * EK_PACK_ROWS + j) * bs; }
 
 /* Where, in a packed group of nblk blocks of q quant bytes, row j's block k
  * keeps its fp16 scale and its dword m of quants (the layout of kernels.h). */
@@ -642,6 +651,12 @@ int ek_pack_rows(int wtype, void *W, int n, int rows, void *scratch) {
         uint8_t *G = (uint8_t *)W + (size_t)g * EK_PACK_ROWS * wrow;
         const uint8_t *R = scratch;
         memcpy(scratch, G, EK_PACK_ROWS * wrow);
+        if (ek_is_kquant(wtype)) {
+            for (int j = 0; j < EK_PACK_ROWS; j++)
+                for (int k = 0; k < n / 256; k++)
+                    memcpy(G + ek_packed_kblock_at(bs, k, j), R + (size_t)j * wrow + (size_t)k * bs, bs);
+            continue;
+        }
         for (int j = 0; j < EK_PACK_ROWS; j++)
             for (int k = 0; k < nblk; k++) {
                 const uint8_t *blk = R + (size_t)j * wrow + (size_t)k * bs;
@@ -671,6 +686,30 @@ static void ek_matmul_packed_scalar(int wtype, const void *W, int n, const void 
         }
     }
 }
+/* k-quants: row r's superblocks are 16 blocks apart in its group */
+static void ek_matmul_kquant_packed_scalar(int wtype, const void *W, int n, const void *X, int nb, float *Y, int ldy,
+                                           int r0, int r1) {
+    const size_t wrow = (size_t)ek_row_bytes(wtype, (uint64_t)n), xrow = ek_act_row_bytes(wtype, n);
+    const int bs = ek_types[wtype].type_size;
+    for (int r = r0; r < r1; r++) {
+        const uint8_t *G = (const uint8_t *)W + (size_t)(r / EK_PACK_ROWS) * EK_PACK_ROWS * wrow;
+        for (int b = 0; b < nb; b++)
+            Y[(size_t)b * ldy + r] = ek_vdot_kquant_strided(wtype, G + ek_packed_kblock_at(bs, 0, r % EK_PACK_ROWS),
+                                                            (size_t)EK_PACK_ROWS * bs,
+                                                            (const uint8_t *)X + (size_t)b * xrow, n);
+    }
+}
+#define EK_KQ_PACKED_SCALAR(T, TYPE)                                                                          \
+    static void ek_matmul_##T##_packed_scalar(const void *W, int n, const void *X, int nb, float *Y, int ldy, \
+                                              int r0, int r1) {                                               \
+        ek_matmul_kquant_packed_scalar(TYPE, W, n, X, nb, Y, ldy, r0, r1);                                    \
+    }
+EK_KQ_PACKED_SCALAR(q2_K, EK_Q2_K)
+EK_KQ_PACKED_SCALAR(q3_K, EK_Q3_K)
+EK_KQ_PACKED_SCALAR(q4_K, EK_Q4_K)
+EK_KQ_PACKED_SCALAR(q5_K, EK_Q5_K)
+EK_KQ_PACKED_SCALAR(q6_K, EK_Q6_K)
+
 static void ek_matmul_q4_0_packed_scalar(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
     ek_matmul_packed_scalar(EK_Q4_0, W, n, X, nb, Y, ldy, r0, r1);
 }
@@ -724,7 +763,10 @@ static const ek_kernels ek_scalar_set = {
         [EK_Q4_K] = ek_matmul_q4_K_scalar, [EK_Q5_K] = ek_matmul_q5_K_scalar,
         [EK_Q6_K] = ek_matmul_q6_K_scalar,
     },
-    .matmul_packed = {[EK_Q4_0] = ek_matmul_q4_0_packed_scalar, [EK_Q8_0] = ek_matmul_q8_0_packed_scalar},
+    .matmul_packed = {[EK_Q4_0] = ek_matmul_q4_0_packed_scalar, [EK_Q8_0] = ek_matmul_q8_0_packed_scalar,
+                      [EK_Q2_K] = ek_matmul_q2_K_packed_scalar, [EK_Q3_K] = ek_matmul_q3_K_packed_scalar,
+                      [EK_Q4_K] = ek_matmul_q4_K_packed_scalar, [EK_Q5_K] = ek_matmul_q5_K_packed_scalar,
+                      [EK_Q6_K] = ek_matmul_q6_K_packed_scalar},
     .quantize_q8_0 = ek_quantize_q8_0_ref,
     .quantize_q8_K = ek_quantize_q8_K_ref,
     .rmsnorm = ek_rmsnorm_scalar,

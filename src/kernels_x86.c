@@ -1595,20 +1595,33 @@ EKX_AVX512_INLINE __m512i ekx_reduce16(const __m512i v[16]) {
     return ekx_pair_reduce(t2[0], t2[1]);
 }
 
-/* 16 rows (W at row r) against one activation row; y gets 16 outputs */
-EKX_AVX512_INLINE void ekx_kq16(int kind, const uint8_t *W, size_t wrow, const ek_block_q8_K *xb, int nsb, float *y,
-                                int prefetch) {
+#ifndef EKX_KPF
+#define EKX_KPF 4608   /* packed k-quant generation: prefetch distance, bytes */
+#endif
+
+/* 16 rows (W at row r) against one activation row; y gets 16 outputs.
+ * Superblock k of row i is at W + i * rs + k * ks: rs = row bytes and ks =
+ * block bytes as stored, or rs = block bytes and ks = 16 blocks when packed
+ * (kernels.h).  The next 16 rows start gs bytes on. */
+EKX_AVX512_INLINE void ekx_kq16(int kind, const uint8_t *W, size_t rs, size_t ks, size_t gs, const ek_block_q8_K *xb,
+                                int nsb, float *y, int prefetch) {
     const int wbs = EKX_KWBS(kind);
     const __m512i vidx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                            _mm512_set1_epi32((int)wrow));
+                                            _mm512_set1_epi32((int)rs));
     __m512 acc = _mm512_setzero_ps();
     for (int k = 0; k < nsb; k++) {
-        /* the next 16 rows, at the pace of these */
-        if (prefetch)
+        /* the next 16 rows, at the pace of these: 16 short pieces, or one
+         * run of 16 blocks when packed */
+        if (rs == (size_t)wbs) {
+            /* packed: one stream (this group, then the next), EKX_KPF bytes ahead */
+            const size_t at = (size_t)k * ks + EKX_KPF;
+            if (prefetch || at + ks <= gs)
+                for (int o = 0; o < 16 * wbs; o += 64) _mm_prefetch((const char *)W + at + o, _MM_HINT_T0);
+        } else if (prefetch)
             for (int i = 0; i < 16; i++)
                 for (int o = 0; o < wbs; o += 64)
-                    _mm_prefetch((const char *)W + (size_t)(16 + i) * wrow + (size_t)k * wbs + o, _MM_HINT_T0);
-        const uint8_t *wk = W + (size_t)k * wbs;
+                    _mm_prefetch((const char *)W + gs + (size_t)i * rs + (size_t)k * ks + o, _MM_HINT_T0);
+        const uint8_t *wk = W + (size_t)k * ks;
         __m512i x[4];
         EKX_UNROLL
         for (int c = 0; c < 4; c++) x[c] = _mm512_loadu_si512((const void *)(xb[k].qs + 64 * c));
@@ -1619,7 +1632,7 @@ EKX_AVX512_INLINE void ekx_kq16(int kind, const uint8_t *W, size_t wrow, const e
             const __m256i bs = _mm256_loadu_si256((const __m256i *)xb[k].bsums);
             __m512i mv[16];
             EKX_UNROLL16
-            for (int i = 0; i < 16; i++) v[i] = ekx_kq23_row(kind, wk + (size_t)i * wrow, x, bs, &mv[i]);
+            for (int i = 0; i < 16; i++) v[i] = ekx_kq23_row(kind, wk + (size_t)i * rs, x, bs, &mv[i]);
             if (kind == EKX_Q2_K) {
                 const __m512i gd = _mm512_i32gather_epi32(vidx, (const void *)(wk + 80), 1);
                 d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(gd));
@@ -1631,7 +1644,7 @@ EKX_AVX512_INLINE void ekx_kq16(int kind, const uint8_t *W, size_t wrow, const e
         } else if (kind == EKX_Q6_K) {
             const __m256i bs = _mm256_loadu_si256((const __m256i *)xb[k].bsums);
             EKX_UNROLL16
-            for (int i = 0; i < 16; i++) v[i] = ekx_kq6_row(wk + (size_t)i * wrow, x, bs);
+            for (int i = 0; i < 16; i++) v[i] = ekx_kq6_row(wk + (size_t)i * rs, x, bs);
             /* d is the block's last 2 bytes: gather the dword that ends there */
             d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_i32gather_epi32(vidx, (const void *)(wk + 206), 1), 16)));
         } else {
@@ -1640,11 +1653,11 @@ EKX_AVX512_INLINE void ekx_kq16(int kind, const uint8_t *W, size_t wrow, const e
             __m512i z[4];
             EKX_UNROLL
             for (int g = 0; g < 4; g++) {
-                const uint8_t *p0 = wk + (size_t)(4 * g) * wrow;
+                const uint8_t *p0 = wk + (size_t)(4 * g) * rs;
                 __m512i t = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)p0));
-                t = _mm512_inserti32x4(t, _mm_loadu_si128((const __m128i *)(p0 + wrow)), 1);
-                t = _mm512_inserti32x4(t, _mm_loadu_si128((const __m128i *)(p0 + 2 * wrow)), 2);
-                z[g] = _mm512_inserti32x4(t, _mm_loadu_si128((const __m128i *)(p0 + 3 * wrow)), 3);
+                t = _mm512_inserti32x4(t, _mm_loadu_si128((const __m128i *)(p0 + rs)), 1);
+                t = _mm512_inserti32x4(t, _mm_loadu_si128((const __m128i *)(p0 + 2 * rs)), 2);
+                z[g] = _mm512_inserti32x4(t, _mm_loadu_si128((const __m128i *)(p0 + 3 * rs)), 3);
             }
             const __m512i ia = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 1, 5, 9, 13, 17, 21, 25, 29);
             const __m512i ib = _mm512_add_epi32(ia, _mm512_set1_epi32(2));
@@ -1683,7 +1696,7 @@ EKX_AVX512_INLINE void ekx_kq16(int kind, const uint8_t *W, size_t wrow, const e
             /* unpacklo holds rows 4L, 4L+1 at qwords 2L, 2L+1; unpackhi rows 4L+2, 4L+3 */
             EKX_UNROLL16
             for (int i = 0; i < 16; i++)
-                v[i] = ekx_kq45_row(kind, wk + (size_t)i * wrow, scq[(i % 4 < 2 ? 0 : 8) + 2 * (i / 4) + (i % 2)], x);
+                v[i] = ekx_kq45_row(kind, wk + (size_t)i * rs, scq[(i % 4 < 2 ? 0 : 8) + 2 * (i / 4) + (i % 2)], x);
         }
         const __m512i isum = ekx_reduce16(v);
         const __m512 dx = _mm512_set1_ps(xb[k].d);
@@ -1710,15 +1723,14 @@ typedef struct {
     __m512 d, dmin;
 } ekx_kpanel;
 
-/* decode superblock k of rows r .. r+15 (W at row r) */
-EKX_AVX512_INLINE void ekx_kq_unpack16(int kind, const uint8_t *W, size_t wrow, int k, ekx_kpanel *p) {
-    const int wbs = EKX_KWBS(kind);
+/* decode superblock k of rows r .. r+15 (W at row r; strides as ekx_kq16's) */
+EKX_AVX512_INLINE void ekx_kq_unpack16(int kind, const uint8_t *W, size_t rs, size_t ks, int k, ekx_kpanel *p) {
     _Alignas(64) uint8_t t[16][256];
     _Alignas(64) int32_t sc[16][16], mp[4][16];
     _Alignas(64) float d[16], dmin[16];
     const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
     for (int j = 0; j < 16; j++) {
-        const uint8_t *blk = W + (size_t)j * wrow + (size_t)k * wbs;
+        const uint8_t *blk = W + (size_t)j * rs + (size_t)k * ks;
         uint16_t h;
         if (kind == EKX_Q6_K) {
             memcpy(&h, blk + 208, 2);
@@ -1820,18 +1832,20 @@ EKX_AVX512_INLINE __m512 ekx_kq_panel_row(int kind, const ekx_kpanel *pb, int kc
     return acc;
 }
 
-EKX_AVX512_INLINE void ekx_matmul_kq512(int kind, const void *Wv, int n, const void *Xv, int nb, float *Y, int ldy,
-                                        int r0, int r1) {
+EKX_AVX512_INLINE void ekx_matmul_kq512(int kind, int packed, const void *Wv, int n, const void *Xv, int nb, float *Y,
+                                        int ldy, int r0, int r1) {
     const uint8_t *W = Wv, *X = Xv;
     const int nsb = n / 256, wbs = EKX_KWBS(kind);
     const size_t wrow = (size_t)nsb * wbs, xrow = (size_t)nsb * sizeof(ek_block_q8_K);
+    /* superblock k of row i of a 16-row group: stored, or packed (kernels.h) */
+    const size_t rs = packed ? (size_t)wbs : wrow, ks = packed ? (size_t)16 * wbs : (size_t)wbs;
     int r = r0;
     if (nb >= EKX_KPANEL_MIN && (kind == EKX_Q4_K || kind == EKX_Q5_K || kind == EKX_Q6_K)) {
         _Alignas(64) ekx_kpanel pb[EKX_KSC];
         for (; r + 16 <= r1; r += 16)
             for (int k0 = 0; k0 < nsb; k0 += EKX_KSC) {
                 const int kc = nsb - k0 < EKX_KSC ? nsb - k0 : EKX_KSC;
-                for (int k = 0; k < kc; k++) ekx_kq_unpack16(kind, W + (size_t)r * wrow, wrow, k0 + k, pb + k);
+                for (int k = 0; k < kc; k++) ekx_kq_unpack16(kind, W + (size_t)r * wrow, rs, ks, k0 + k, pb + k);
                 for (int b = 0; b < nb; b++) {
                     float *y = Y + (size_t)b * ldy + r;
                     const ek_block_q8_K *xb = (const ek_block_q8_K *)(X + (size_t)b * xrow) + k0;
@@ -1841,7 +1855,7 @@ EKX_AVX512_INLINE void ekx_matmul_kq512(int kind, const void *Wv, int n, const v
     }
     for (; r + 16 <= r1; r += 16)
         for (int b = 0; b < nb; b++)
-            ekx_kq16(kind, W + (size_t)r * wrow, wrow, (const ek_block_q8_K *)(X + (size_t)b * xrow), nsb,
+            ekx_kq16(kind, W + (size_t)r * wrow, rs, ks, 16 * wrow, (const ek_block_q8_K *)(X + (size_t)b * xrow), nsb,
                      Y + (size_t)b * ldy + r, b == 0 && r + 32 <= r1);
     for (; r < r1; r++)
         for (int b = 0; b < nb; b++)
@@ -1849,19 +1863,39 @@ EKX_AVX512_INLINE void ekx_matmul_kq512(int kind, const void *Wv, int n, const v
 }
 
 static EKX_AVX512 void ekx_matmul_q4_K_avx512(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
-    ekx_matmul_kq512(EKX_Q4_K, W, n, X, nb, Y, ldy, r0, r1);
+    ekx_matmul_kq512(EKX_Q4_K, 0, W, n, X, nb, Y, ldy, r0, r1);
+}
+static EKX_AVX512 void ekx_matmul_q4_K_packed_avx512(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0,
+                                                  int r1) {
+    ekx_matmul_kq512(EKX_Q4_K, 1, W, n, X, nb, Y, ldy, r0, r1);
 }
 static EKX_AVX512 void ekx_matmul_q5_K_avx512(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
-    ekx_matmul_kq512(EKX_Q5_K, W, n, X, nb, Y, ldy, r0, r1);
+    ekx_matmul_kq512(EKX_Q5_K, 0, W, n, X, nb, Y, ldy, r0, r1);
+}
+static EKX_AVX512 void ekx_matmul_q5_K_packed_avx512(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0,
+                                                  int r1) {
+    ekx_matmul_kq512(EKX_Q5_K, 1, W, n, X, nb, Y, ldy, r0, r1);
 }
 static EKX_AVX512 void ekx_matmul_q6_K_avx512(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
-    ekx_matmul_kq512(EKX_Q6_K, W, n, X, nb, Y, ldy, r0, r1);
+    ekx_matmul_kq512(EKX_Q6_K, 0, W, n, X, nb, Y, ldy, r0, r1);
+}
+static EKX_AVX512 void ekx_matmul_q6_K_packed_avx512(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0,
+                                                  int r1) {
+    ekx_matmul_kq512(EKX_Q6_K, 1, W, n, X, nb, Y, ldy, r0, r1);
 }
 static EKX_AVX512 void ekx_matmul_q2_K_avx512(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
-    ekx_matmul_kq512(EKX_Q2_K, W, n, X, nb, Y, ldy, r0, r1);
+    ekx_matmul_kq512(EKX_Q2_K, 0, W, n, X, nb, Y, ldy, r0, r1);
+}
+static EKX_AVX512 void ekx_matmul_q2_K_packed_avx512(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0,
+                                                  int r1) {
+    ekx_matmul_kq512(EKX_Q2_K, 1, W, n, X, nb, Y, ldy, r0, r1);
 }
 static EKX_AVX512 void ekx_matmul_q3_K_avx512(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
-    ekx_matmul_kq512(EKX_Q3_K, W, n, X, nb, Y, ldy, r0, r1);
+    ekx_matmul_kq512(EKX_Q3_K, 0, W, n, X, nb, Y, ldy, r0, r1);
+}
+static EKX_AVX512 void ekx_matmul_q3_K_packed_avx512(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0,
+                                                  int r1) {
+    ekx_matmul_kq512(EKX_Q3_K, 1, W, n, X, nb, Y, ldy, r0, r1);
 }
 
 /* ---- AMX quantized matmul (Q4_0, Q8_0 weights; Q8_0 activations) --------------------------------
@@ -2214,6 +2248,12 @@ static EKX_AMX void ekx_matmul_bf16_amx(const void *W, int n, const void *X, int
 
 /* ---- AVX-512 set ------------------------------------------------------------------------------ */
 
+/* the packed k-quant matmuls of both sets */
+#define EKX_AVX512_KQ_PACKED                                                                                \
+    [EK_Q4_K] = ekx_matmul_q4_K_packed_avx512, [EK_Q5_K] = ekx_matmul_q5_K_packed_avx512,                 \
+    [EK_Q6_K] = ekx_matmul_q6_K_packed_avx512, [EK_Q2_K] = ekx_matmul_q2_K_packed_avx512,                 \
+    [EK_Q3_K] = ekx_matmul_q3_K_packed_avx512
+
 /* the AVX-512 matmuls of every type but Q4_0 and Q8_0, which the amx set replaces */
 #define EKX_AVX512_OTHER_MATMULS                                                                                  \
     [EK_F32] = ekx_matmul_f32_avx512,                                                                             \
@@ -2228,7 +2268,8 @@ static const ek_kernels ekx_avx512_set = {
         [EK_F16] = ekx_matmul_f16_avx512, [EK_BF16] = ekx_matmul_bf16_avx512,
         [EK_Q4_0] = ekx_matmul_q4_0_avx512, [EK_Q8_0] = ekx_matmul_q8_0_avx512,
     },
-    .matmul_packed = {[EK_Q4_0] = ekx_matmul_q4_0_packed_avx512, [EK_Q8_0] = ekx_matmul_q8_0_packed_avx512},
+    .matmul_packed = {[EK_Q4_0] = ekx_matmul_q4_0_packed_avx512, [EK_Q8_0] = ekx_matmul_q8_0_packed_avx512,
+                      EKX_AVX512_KQ_PACKED},
     EKX_AVX2_COMMON,
 };
 
@@ -2240,7 +2281,8 @@ static const ek_kernels ekx_amx_set = {
         [EK_Q4_0] = ekx_matmul_q4_0_amx, [EK_Q8_0] = ekx_matmul_q8_0_amx,
     },
     .bf16_tiles_min_nb = EKX_AMX_MIN, .convert_bf16_tiles = ekx_convert_bf16_tiles,
-    .matmul_packed = {[EK_Q4_0] = ekx_matmul_q4_0_packed_amx, [EK_Q8_0] = ekx_matmul_q8_0_packed_amx},
+    .matmul_packed = {[EK_Q4_0] = ekx_matmul_q4_0_packed_amx, [EK_Q8_0] = ekx_matmul_q8_0_packed_amx,
+                      EKX_AVX512_KQ_PACKED},
     EKX_AVX2_COMMON,
 };
 

@@ -300,8 +300,8 @@ static int eval_last(ember_model *m, const ember_token *toks, int n, int nb, int
 }
 
 static void test_packed_load(void) {
-    static const int types[] = {EK_Q8_0, EK_Q4_0};
-    for (int t = 0; t < 2; t++) {
+    static const int types[] = {EK_Q8_0, EK_Q4_0, EK_Q4_K, EK_Q6_K};
+    for (int t = 0; t < 4; t++) {
         tm_spec spec = tm_default();
         spec.wtype = types[t];
         spec.n_embd = 256; spec.n_ff = 512; spec.n_head = 8; spec.n_head_kv = 2;

@@ -103,6 +103,28 @@ TM_UNUSED static tm_spec tm_default(void) {
 TM_UNUSED static int tm_n_vocab(const tm_spec *s) { return (s->small_vocab ? 3 : 259) + TM_N_PIECES; }
 
 /* Token id of a piece text (normal pieces only), -1 if none. */
+/* k-quants (which ember does not quantize): random quants and group scales
+ * with small positive d and dmin, from a seed (the row's first float);
+ * 1 if the type is one. */
+TM_UNUSED static int tm_kquant_row(int type, uint8_t *dst, size_t rb, float seed) {
+    static const int d_at[] = {[EK_Q2_K] = 80, [EK_Q3_K] = 108, [EK_Q4_K] = 0, [EK_Q5_K] = 0, [EK_Q6_K] = 208};
+    if (type != EK_Q2_K && type != EK_Q3_K && type != EK_Q4_K && type != EK_Q5_K && type != EK_Q6_K) return 0;
+    uint32_t st;
+    memcpy(&st, &seed, 4);
+    st = st * 2654435761u + 1;
+    for (size_t i = 0; i < rb; i++) {
+        st = st * 1664525u + 1013904223u;
+        dst[i] = (uint8_t)(st >> 24);
+    }
+    const int ts = ek_type_get(type)->type_size;
+    for (size_t b = 0; b < rb / (size_t)ts; b++) {
+        uint16_t d = ek_fp32_to_fp16(0.002f + 0.0001f * (float)(dst[b * ts + 1] & 63)), dm = ek_fp32_to_fp16(0.001f);
+        memcpy(dst + b * ts + d_at[type], &d, 2);
+        if (type == EK_Q2_K || type == EK_Q4_K || type == EK_Q5_K) memcpy(dst + b * ts + d_at[type] + 2, &dm, 2);
+    }
+    return 1;
+}
+
 TM_UNUSED static int tm_piece_id(const tm_spec *s, const char *text) {
     for (int i = 0; i < TM_N_PIECES; i++)
         if (!strcmp(tm_pieces[i], text)) return (s->small_vocab ? 3 : 259) + i;
@@ -321,7 +343,8 @@ static int tm_build(const tm_spec *s, gb_buf *out) {
             uint8_t *dst = b.p + gt[g].data_at + (size_t)r * rb;
             const float *row = x->w + (size_t)r * (size_t)x->ne[0];
             if (x->type == EK_F32) memcpy(dst, row, (size_t)x->ne[0] * 4);
-            else if (ek_quantize_row(x->type, row, dst, x->ne[0]) != 0) memset(dst, 0, rb);
+            else if (ek_quantize_row(x->type, row, dst, x->ne[0]) != 0 && !tm_kquant_row(x->type, dst, rb, x->w[r]))
+                memset(dst, 0, rb);
         }
     }
     for (int k = 0; k < nt; k++) free(t[k].w);

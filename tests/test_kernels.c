@@ -439,10 +439,11 @@ static void test_packed_case(const ek_kernels *k, int type, int n, int rows, int
     t_random_weights(type, W, rows, n);
     memcpy(P, W, wrb * rows);
     CHECK(ek_pack_rows(type, P, n, rows, scratch) == 0, "pack %s", ek_type_get(type)->name);
-    /* a permutation of the bytes: same multiset, different order (n > 32) */
+    /* a permutation of the bytes: same multiset, different order (rows of
+     * more than one block) */
     long hist[2][256] = {{0}};
     for (size_t i = 0; i < wrb * rows; i++) { hist[0][W[i]]++; hist[1][P[i]]++; }
-    CHECK(memcmp(hist[0], hist[1], sizeof hist[0]) == 0 && (n == 32 || memcmp(W, P, wrb * rows) != 0),
+    CHECK(memcmp(hist[0], hist[1], sizeof hist[0]) == 0 && (n == ek_type_get(type)->block_size || memcmp(W, P, wrb * rows) != 0),
           "packing %s moves bytes", ek_type_get(type)->name);
     for (int i = 0; i < n * nb; i++) x[i] = t_uniform();
     for (int b = 0; b < nb; b++) ek_convert_act(k, type, x + (size_t)b * n, X + b * xrb, n);
@@ -462,9 +463,11 @@ static void test_packed_case(const ek_kernels *k, int type, int n, int rows, int
 }
 
 static void test_packed(const ek_kernels *k) {
-    static const int types[] = {EK_Q4_0, EK_Q8_0};
-    static const int ns[] = {32, 96, 4096 + 32, 16384 + 64}, rowss[] = {16, 48, 160}, nbs[] = {1, 3, 5, 70};
-    for (int t = 0; t < 2; t++)
+    static const int types[] = {EK_Q4_0, EK_Q8_0, EK_Q2_K, EK_Q3_K, EK_Q4_K, EK_Q5_K, EK_Q6_K};
+    static const int ns32[] = {32, 96, 4096 + 32, 16384 + 64}, nsK[] = {256, 768, 4096 + 256, 16384 + 512};
+    static const int rowss[] = {16, 48, 160}, nbs[] = {1, 3, 5, 70};
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
+        const int *ns = ek_type_get(types[t])->block_size == 256 ? nsK : ns32;
         for (int in = 0; in < 4; in++)
             for (int ir = 0; ir < 3; ir++)
                 for (int ib = 0; ib < 4; ib++) {
@@ -472,6 +475,7 @@ static void test_packed(const ek_kernels *k) {
                     if (t_quick() && (in >= 2 || ir == 2)) continue;
                     test_packed_case(k, types[t], ns[in], rowss[ir], nbs[ib]);
                 }
+    }
 }
 
 /* ---- vector ops ---------------------------------------------------------------- */
