@@ -1,6 +1,6 @@
 /* kernels_x86.c - the x86-64 kernel sets: "avx2" (AVX2 + FMA + F16C),
  * "avx512" (AVX-512 F/BW/DQ/VL + VNNI) and "amx" (avx512 plus AMX-INT8 tiles
- * for Q4_0/Q8_0 prompts).  Every function carries its own target attribute,
+ * for Q4_0/Q8_0 prompts and AMX-BF16 tiles for F16/BF16 prompts).  Every function carries its own target attribute,
  * so one build without -march flags runs anywhere and picks a set at run
  * time from CPUID (and XGETBV: the OS must save the wider registers too;
  * for AMX, Linux must also grant the process the tile state).
@@ -15,7 +15,10 @@
  *     integer dot product exactly and feed it to one scalar float chain per
  *     output (see "AVX-512 VNNI quantized matmul"), so how the integer part
  *     is vectorized (rows in lanes, panels, AMX tiles, a scalar tail) does
- *     not matter. */
+ *     not matter.
+ * One exception: the amx set's F16/BF16 batches of EKX_AMX_MIN rows or more
+ * run on bf16 tiles (see "AMX-BF16 float matmul"): still the same bits for
+ * any row split and any batch of that size, but not those of fewer rows. */
 #include "kernels.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
