@@ -699,23 +699,18 @@ static void ek_matmul_kquant_packed_scalar(int wtype, const void *W, int n, cons
                                                             (const uint8_t *)X + (size_t)b * xrow, n);
     }
 }
-#define EK_KQ_PACKED_SCALAR(T, TYPE)                                                                          \
+#define EK_PACKED_SCALAR(T, TYPE, FN)                                                                         \
     static void ek_matmul_##T##_packed_scalar(const void *W, int n, const void *X, int nb, float *Y, int ldy, \
                                               int r0, int r1) {                                               \
-        ek_matmul_kquant_packed_scalar(TYPE, W, n, X, nb, Y, ldy, r0, r1);                                    \
+        FN(TYPE, W, n, X, nb, Y, ldy, r0, r1);                                                                \
     }
-EK_KQ_PACKED_SCALAR(q2_K, EK_Q2_K)
-EK_KQ_PACKED_SCALAR(q3_K, EK_Q3_K)
-EK_KQ_PACKED_SCALAR(q4_K, EK_Q4_K)
-EK_KQ_PACKED_SCALAR(q5_K, EK_Q5_K)
-EK_KQ_PACKED_SCALAR(q6_K, EK_Q6_K)
-
-static void ek_matmul_q4_0_packed_scalar(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
-    ek_matmul_packed_scalar(EK_Q4_0, W, n, X, nb, Y, ldy, r0, r1);
-}
-static void ek_matmul_q8_0_packed_scalar(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
-    ek_matmul_packed_scalar(EK_Q8_0, W, n, X, nb, Y, ldy, r0, r1);
-}
+EK_PACKED_SCALAR(q4_0, EK_Q4_0, ek_matmul_packed_scalar)
+EK_PACKED_SCALAR(q8_0, EK_Q8_0, ek_matmul_packed_scalar)
+EK_PACKED_SCALAR(q2_K, EK_Q2_K, ek_matmul_kquant_packed_scalar)
+EK_PACKED_SCALAR(q3_K, EK_Q3_K, ek_matmul_kquant_packed_scalar)
+EK_PACKED_SCALAR(q4_K, EK_Q4_K, ek_matmul_kquant_packed_scalar)
+EK_PACKED_SCALAR(q5_K, EK_Q5_K, ek_matmul_kquant_packed_scalar)
+EK_PACKED_SCALAR(q6_K, EK_Q6_K, ek_matmul_kquant_packed_scalar)
 
 /* ---- scalar vector ops ------------------------------------------------------------ */
 

@@ -2158,6 +2158,22 @@ EKX_AMX_INLINE void ekx_bf16_weights(int kind, const uint8_t *W, size_t wrow, in
     }
 }
 
+/* The 2 x 2 tile step: B tiles 6, 7 (weight rows 0-15, 16-31) from w0, w1;
+ * then A tiles 4, 5 (activation rows 0-15, 16-31) from a0, a1 and C(i, j)
+ * += A(i) B(j) into tiles 0-3. */
+EKX_AMX_INLINE void ekx_tiles_b(const void *w0, const void *w1) {
+    _tile_loadd(6, w0, 64);
+    _tile_loadd(7, w1, 64);
+}
+EKX_AMX_INLINE void ekx_tiles_a_dp(const void *a0, const void *a1) {
+    _tile_loadd(4, a0, 64);
+    _tile_loadd(5, a1, 64);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+}
+
 EKX_AMX_INLINE void ekx_matmul_float_amx(int kind, const void *Wv, int n, const void *Xv, int nb, float *Y,
                                          int ldy, int r0, int r1) {
     if (nb < EKX_AMX_MIN) {
@@ -2210,23 +2226,13 @@ EKX_AMX_INLINE void ekx_matmul_float_amx(int kind, const void *Wv, int n, const 
                 }
                 const uint16_t(*a0)[2][16][32] = X + (size_t)(2 * p) * nsteps + s0, (*a1)[2][16][32] = a0 + nsteps;
                 for (int s = 0; s < ns; s++) {
-                    _tile_loadd(6, wbuf[0][s][0], 64);
-                    _tile_loadd(7, wbuf[1][s][0], 64);
-                    _tile_loadd(4, a0[s][0], 64);
-                    _tile_loadd(5, a1[s][0], 64);
-                    _tile_dpbf16ps(0, 4, 6); _tile_dpbf16ps(1, 4, 7);
-                    _tile_dpbf16ps(2, 5, 6); _tile_dpbf16ps(3, 5, 7);
-                    _tile_loadd(4, a0[s][1], 64);
-                    _tile_loadd(5, a1[s][1], 64);
-                    _tile_dpbf16ps(0, 4, 6); _tile_dpbf16ps(1, 4, 7);
-                    _tile_dpbf16ps(2, 5, 6); _tile_dpbf16ps(3, 5, 7);
+                    /* wh*xh, wh*xl, then (F16) wl*xh */
+                    ekx_tiles_b(wbuf[0][s][0], wbuf[1][s][0]);
+                    ekx_tiles_a_dp(a0[s][0], a1[s][0]);
+                    ekx_tiles_a_dp(a0[s][1], a1[s][1]);
                     if (kind == EKX_W_F16) {
-                        _tile_loadd(6, wbuf[0][s][1], 64);
-                        _tile_loadd(7, wbuf[1][s][1], 64);
-                        _tile_loadd(4, a0[s][0], 64);
-                        _tile_loadd(5, a1[s][0], 64);
-                        _tile_dpbf16ps(0, 4, 6); _tile_dpbf16ps(1, 4, 7);
-                        _tile_dpbf16ps(2, 5, 6); _tile_dpbf16ps(3, 5, 7);
+                        ekx_tiles_b(wbuf[0][s][1], wbuf[1][s][1]);
+                        ekx_tiles_a_dp(a0[s][0], a1[s][0]);
                     }
                 }
                 _tile_stored(0, c, cs);

@@ -296,10 +296,10 @@ static uint64_t em_matrix_bytes(const em_matrix *w) {
 
 /* Matrix i of the model's 1 + 7 * n_layer matrices: the output head, then
  * each layer's seven. */
-static em_matrix *em_matrix_at(em_model *m, int i) {
+static const em_matrix *em_matrix_at(const em_model *m, int i) {
     if (i == 0) return &m->output;
-    em_layer *L = &m->layers[(i - 1) / 7];
-    em_matrix *ws[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+    const em_layer *L = &m->layers[(i - 1) / 7];
+    const em_matrix *ws[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
     return ws[(i - 1) % 7];
 }
 
@@ -317,7 +317,7 @@ static int em_pack_matrices(em_model *m, char *err, size_t errlen) {
     void *scratch = ec_malloc_aligned(m->a, scratch_bytes);
     if (!scratch) return ec_errorf(err, errlen, EMBER_ERR_NOMEM, "out of memory");
     for (int i = m->tied_output; i < n; i++) {
-        em_matrix *w = em_matrix_at(m, i);
+        em_matrix *w = (em_matrix *)em_matrix_at(m, i);   /* m is ours to change */
         if (!ek_pack_wanted(m->kernels, w->type, w->n_out)) continue;
         ek_pack_rows(w->type, (void *)(uintptr_t)w->data, w->n_in, w->n_out, scratch);
         w->packed = 1;
@@ -448,14 +448,11 @@ void em_model_free(em_model *m) {
  * (a smaller batch of any one format fits in it). */
 static size_t em_max_batch(const em_model *m, int n_batch) {
     size_t mx = 0;
-#define EM_ACT(w) do { size_t b_ = ek_batch_bytes(m->kernels, (w).type, (w).n_in, n_batch); if (b_ > mx) mx = b_; } while (0)
-    EM_ACT(m->output);
-    for (int l = 0; l < m->hp.n_layer; l++) {
-        const em_layer *L = &m->layers[l];
-        EM_ACT(L->wq); EM_ACT(L->wk); EM_ACT(L->wv); EM_ACT(L->wo);
-        EM_ACT(L->w_gate); EM_ACT(L->w_up); EM_ACT(L->w_down);
+    for (int i = 0; i < 1 + 7 * m->hp.n_layer; i++) {
+        const em_matrix *w = em_matrix_at(m, i);
+        size_t b = ek_batch_bytes(m->kernels, w->type, w->n_in, n_batch);
+        if (b > mx) mx = b;
     }
-#undef EM_ACT
     return (mx + 63) & ~(size_t)63;
 }
 
