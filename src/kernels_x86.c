@@ -199,14 +199,16 @@ static EKX_AVX2 void ekx_matmul_bf16_avx2(const void *W, int n, const void *X, i
     ekx_matmul_float(EKX_W_BF16, W, n, X, nb, Y, ldy, r0, r1);
 }
 
-/* ---- AVX2 quantized matmul (Q4_0, Q8_0 weights; Q8_0 activations) -----------------------
+/* ---- AVX2 quantized matmul (Q4_0, Q8_0, IQ4_NL weights; Q8_0 activations) ---------------
  * Per block the integer dot product is exact, in 8 int32 lanes (each the
  * sum of 4 adjacent byte products); it is converted to float and
  * accumulated with one fma by d_w * d_x. */
 
-enum { EKX_Q4_0, EKX_Q8_0, EKX_Q4_1, EKX_Q5_0, EKX_Q5_1 };
+enum { EKX_Q4_0, EKX_Q8_0, EKX_Q4_1, EKX_Q5_0, EKX_Q5_1, EKX_IQ4_NL };
 /* block bytes, offset of the quants, whether the type has a min (value = d q + m) or a 5th bit */
-#define EKX_WBS(kind) ((kind) == EKX_Q4_0 ? 18 : (kind) == EKX_Q8_0 ? 34 : (kind) == EKX_Q4_1 ? 20 : (kind) == EKX_Q5_0 ? 22 : 24)
+#define EKX_WBS(kind) ((kind) == EKX_Q4_0 || (kind) == EKX_IQ4_NL ? 18 : (kind) == EKX_Q8_0 ? 34 : (kind) == EKX_Q4_1 ? 20 : (kind) == EKX_Q5_0 ? 22 : 24)
+/* weights that are signed bytes (the others are unsigned with an offset or a min) */
+#define EKX_SIGNEDW(kind) ((kind) == EKX_Q8_0 || (kind) == EKX_IQ4_NL)
 #define EKX_QSOFF(kind) ((kind) == EKX_Q4_1 ? 4 : (kind) == EKX_Q5_0 ? 6 : (kind) == EKX_Q5_1 ? 8 : 2)
 #define EKX_HASMIN(kind) ((kind) == EKX_Q4_1 || (kind) == EKX_Q5_1)
 #define EKX_IS5(kind) ((kind) == EKX_Q5_0 || (kind) == EKX_Q5_1)
@@ -226,6 +228,12 @@ EKX_AVX2_INLINE __m256i ekx_unpack_q4(const uint8_t *qs) {
     __m128i t = _mm_loadu_si128((const __m128i *)qs);
     __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(t), _mm_srli_epi16(t, 4), 1);
     return _mm256_and_si256(v, _mm256_set1_epi8(0x0F));
+}
+
+/* IQ4_NL / IQ4_XS nibbles (bytes 0..15) to their table values, signed bytes */
+EKX_AVX2_INLINE __m256i ekx_iq4_values(__m256i nibbles) {
+    const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)ek_iq4nl_values));
+    return _mm256_shuffle_epi8(table, nibbles);
 }
 
 /* 0xFF for the bytes j whose bit j of the 32 bits at p is set */
@@ -276,7 +284,7 @@ EKX_AVX2_INLINE void ekx_tile_q(int kind, int RT, int BT, const uint8_t *W, size
             uint16_t dh;
             memcpy(&dh, wb, 2);
             const __m256 dw = _mm256_set1_ps(ekx_h2f(dh));
-            if (kind != EKX_Q8_0) {
+            if (!EKX_SIGNEDW(kind)) {
                 const __m256i wu = ekx_unpack_q45(kind, wb);
                 __m256 dm = _mm256_setzero_ps();
                 if (EKX_HASMIN(kind)) { memcpy(&dh, wb + 2, 2); dm = _mm256_set1_ps(ekx_h2f(dh)); }
@@ -288,8 +296,10 @@ EKX_AVX2_INLINE void ekx_tile_q(int kind, int RT, int BT, const uint8_t *W, size
                     if (EKX_HASMIN(kind)) acc[i][j] = _mm256_fmadd_ps(xs[j], _mm256_mul_ps(dm, dx[j]), acc[i][j]);
                 }
             } else {
-                /* signed x signed: |w| * (x with w's sign) */
-                const __m256i wq = _mm256_loadu_si256((const __m256i *)(wb + 2));
+                /* signed x signed: |w| * (x with w's sign); no saturation, as
+                 * 2 * 127 * 128 < 2^15 */
+                const __m256i wq = kind == EKX_IQ4_NL ? ekx_iq4_values(ekx_unpack_q4(wb + 2))
+                                                      : _mm256_loadu_si256((const __m256i *)(wb + 2));
                 const __m256i wa = _mm256_abs_epi8(wq);
                 EKX_UNROLL
                 for (int j = 0; j < BT; j++) {
@@ -337,22 +347,29 @@ static EKX_AVX2 void ekx_matmul_q5_0_avx2(const void *W, int n, const void *X, i
 static EKX_AVX2 void ekx_matmul_q5_1_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
     ekx_matmul_q(EKX_Q5_1, W, n, X, nb, Y, ldy, r0, r1);
 }
+static EKX_AVX2 void ekx_matmul_iq4_nl_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
+    ekx_matmul_q(EKX_IQ4_NL, W, n, X, nb, Y, ldy, r0, r1);
+}
 
-/* ---- AVX2 k-quant matmul (Q4_K, Q5_K, Q6_K weights; Q8_K activations) --------------------
+/* ---- AVX2 k-quant matmul (Q2_K..Q6_K, IQ4_XS weights; Q8_K activations) ------------------
  * Per 256-superblock, per 32 elements: maddubs of the unsigned quants with
  * the activations (16 int16 lanes, no saturation: 63 * 127 * 2 < 2^15),
  * then madd with the sub-block scales into 8 int32 lanes, summed exactly
  * over the superblock and scaled once by d * d_x.  The offsets (q4_K/q5_K
  * mins, q6_K's -32) need only the activations' 16-element sums, which Q8_K
- * carries (bsums): they are summed per output in a scalar. */
+ * carries (bsums): they are summed per output in a scalar.  IQ4_XS has
+ * signed quants (table values) and no offset: maddubs of |q| with x carrying
+ * q's sign (2 * 127 * 128 < 2^15), one scale per 32 elements. */
 
-enum { EKX_Q4_K, EKX_Q5_K, EKX_Q6_K, EKX_Q2_K, EKX_Q3_K };
-#define EKX_KWBS(kind) ((kind) == EKX_Q4_K ? 144 : (kind) == EKX_Q5_K ? 176 : (kind) == EKX_Q6_K ? 210 : (kind) == EKX_Q2_K ? 84 : 110)
+enum { EKX_Q4_K, EKX_Q5_K, EKX_Q6_K, EKX_Q2_K, EKX_Q3_K, EKX_IQ4_XS };
+#define EKX_KWBS(kind) ((kind) == EKX_Q4_K ? 144 : (kind) == EKX_Q5_K ? 176 : (kind) == EKX_Q6_K ? 210 : (kind) == EKX_Q2_K ? 84 : \
+                        (kind) == EKX_Q3_K ? 110 : 136)
 
 /* the 32 unsigned quants of piece p (0..7) of a superblock; scale index
  * sc16 receives the 16-element group of the piece's first half */
 EKX_AVX2_INLINE __m256i ekx_kquant_piece(int kind, const uint8_t *blk, int p) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
+    if (kind == EKX_IQ4_XS) return ekx_iq4_values(ekx_unpack_q4(blk + 8 + 16 * p)); /* signed: sub-block p */
     if (kind == EKX_Q2_K || kind == EKX_Q3_K) {
         /* piece p = half p / 4, shift p % 4: 2 bits of qs[32 half + l]; q3_K adds
          * 4 * (bit 4 half + shift of hmask[l]) (so q + 4, unsigned) */
@@ -402,6 +419,20 @@ EKX_AVX2_INLINE __m256i ekx_kquant_piece(int kind, const uint8_t *blk, int p) {
 EKX_AVX2_INLINE void ekx_kquant_scales(int kind, const uint8_t *blk, int16_t sc[16], int16_t off[16],
                                         float *d, float *dmin) {
     uint16_t h;
+    if (kind == EKX_IQ4_XS) {
+        /* value = d * (ls - 32) * table value; no offset */
+        uint16_t sh;
+        memcpy(&h, blk, 2);
+        memcpy(&sh, blk + 2, 2);
+        *d = ekx_h2f(h);
+        *dmin = 0.0f;
+        for (int ib = 0; ib < 8; ib++) {
+            const int ls = ((blk[4 + ib / 2] >> (4 * (ib % 2))) & 0xF) | (((sh >> (2 * ib)) & 3) << 4);
+            sc[2 * ib] = sc[2 * ib + 1] = (int16_t)(ls - 32);
+            off[2 * ib] = off[2 * ib + 1] = 0;
+        }
+        return;
+    }
     if (kind == EKX_Q2_K) {
         memcpy(&h, blk + 80, 2);
         *d = ekx_h2f(h);
@@ -474,16 +505,23 @@ EKX_AVX2_INLINE void ekx_tile_k(int kind, int RT, int BT, const uint8_t *W, size
             for (int p = 0; p < 8; p++) {
                 const __m256i q = ekx_kquant_piece(kind, blk, p);
                 const __m256i scv = _mm256_inserti128_si256(_mm256_set1_epi16(sc[2 * p]), _mm_set1_epi16(sc[2 * p + 1]), 1);
+                /* iq4_xs quants are signed: |q| * (x with q's sign) */
+                const __m256i qa = kind == EKX_IQ4_XS ? _mm256_abs_epi8(q) : q;
                 EKX_UNROLL
                 for (int j = 0; j < BT; j++) {
                     const ek_block_q8_K *xb = (const ek_block_q8_K *)(X + (size_t)(b + j) * xrow) + k;
                     __m256i x = _mm256_loadu_si256((const __m256i *)(xb->qs + 32 * p));
-                    isum[j] = _mm256_add_epi32(isum[j], _mm256_madd_epi16(_mm256_maddubs_epi16(q, x), scv));
+                    if (kind == EKX_IQ4_XS) x = _mm256_sign_epi8(x, q);
+                    isum[j] = _mm256_add_epi32(isum[j], _mm256_madd_epi16(_mm256_maddubs_epi16(qa, x), scv));
                 }
             }
             EKX_UNROLL
             for (int j = 0; j < BT; j++) {
                 const ek_block_q8_K *xb = (const ek_block_q8_K *)(X + (size_t)(b + j) * xrow) + k;
+                if (kind == EKX_IQ4_XS) {
+                    acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[j]), _mm256_set1_ps(d * xb->d), acc[i][j]);
+                    continue;
+                }
                 const __m256i o8 = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)off),
                                                      _mm256_loadu_si256((const __m256i *)xb->bsums));
                 __m128i o4 = _mm_add_epi32(_mm256_castsi256_si128(o8), _mm256_extracti128_si256(o8, 1));
@@ -532,6 +570,9 @@ static EKX_AVX2 void ekx_matmul_q2_K_avx2(const void *W, int n, const void *X, i
 }
 static EKX_AVX2 void ekx_matmul_q3_K_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
     ekx_matmul_k(EKX_Q3_K, W, n, X, nb, Y, ldy, r0, r1);
+}
+static EKX_AVX2 void ekx_matmul_iq4_xs_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
+    ekx_matmul_k(EKX_IQ4_XS, W, n, X, nb, Y, ldy, r0, r1);
 }
 
 /* ---- AVX2 activation quantization (byte-identical to the reference) ------------------- */
@@ -767,6 +808,7 @@ static const ek_kernels ekx_avx2_set = {
         [EK_Q4_1] = ekx_matmul_q4_1_avx2, [EK_Q5_0] = ekx_matmul_q5_0_avx2, [EK_Q5_1] = ekx_matmul_q5_1_avx2,
         [EK_Q4_K] = ekx_matmul_q4_K_avx2, [EK_Q5_K] = ekx_matmul_q5_K_avx2, [EK_Q6_K] = ekx_matmul_q6_K_avx2,
         [EK_Q2_K] = ekx_matmul_q2_K_avx2, [EK_Q3_K] = ekx_matmul_q3_K_avx2,
+        [EK_IQ4_NL] = ekx_matmul_iq4_nl_avx2, [EK_IQ4_XS] = ekx_matmul_iq4_xs_avx2,
     },
     EKX_AVX2_COMMON,
 };
@@ -2263,9 +2305,12 @@ static EKX_AMX void ekx_matmul_bf16_amx(const void *W, int n, const void *X, int
     [EK_Q6_K] = ekx_matmul_q6_K_packed_avx512, [EK_Q2_K] = ekx_matmul_q2_K_packed_avx512,                 \
     [EK_Q3_K] = ekx_matmul_q3_K_packed_avx512
 
-/* the AVX-512 matmuls of every type but Q4_0 and Q8_0, which the amx set replaces */
+/* the AVX-512 matmuls of every type but Q4_0 and Q8_0, which the amx set replaces.
+ * IQ4_NL and IQ4_XS run the AVX2 kernels here: an AVX-512 variant could not
+ * be run (and so tested) on the machine they were written on. */
 #define EKX_AVX512_OTHER_MATMULS                                                                                  \
     [EK_F32] = ekx_matmul_f32_avx512,                                                                             \
+    [EK_IQ4_NL] = ekx_matmul_iq4_nl_avx2, [EK_IQ4_XS] = ekx_matmul_iq4_xs_avx2,                                   \
     [EK_Q4_K] = ekx_matmul_q4_K_avx512, [EK_Q5_K] = ekx_matmul_q5_K_avx512, [EK_Q6_K] = ekx_matmul_q6_K_avx512, \
     [EK_Q4_1] = ekx_matmul_q4_1_avx512, [EK_Q5_0] = ekx_matmul_q5_0_avx512, [EK_Q5_1] = ekx_matmul_q5_1_avx512, \
     [EK_Q2_K] = ekx_matmul_q2_K_avx512, [EK_Q3_K] = ekx_matmul_q3_K_avx512
