@@ -351,25 +351,21 @@ static EKX_AVX2 void ekx_matmul_iq4_nl_avx2(const void *W, int n, const void *X,
     ekx_matmul_q(EKX_IQ4_NL, W, n, X, nb, Y, ldy, r0, r1);
 }
 
-/* ---- AVX2 k-quant matmul (Q2_K..Q6_K, IQ4_XS weights; Q8_K activations) ------------------
+/* ---- AVX2 k-quant matmul (Q4_K, Q5_K, Q6_K weights; Q8_K activations) --------------------
  * Per 256-superblock, per 32 elements: maddubs of the unsigned quants with
  * the activations (16 int16 lanes, no saturation: 63 * 127 * 2 < 2^15),
  * then madd with the sub-block scales into 8 int32 lanes, summed exactly
  * over the superblock and scaled once by d * d_x.  The offsets (q4_K/q5_K
  * mins, q6_K's -32) need only the activations' 16-element sums, which Q8_K
- * carries (bsums): they are summed per output in a scalar.  IQ4_XS has
- * signed quants (table values) and no offset: maddubs of |q| with x carrying
- * q's sign (2 * 127 * 128 < 2^15), one scale per 32 elements. */
+ * carries (bsums): they are summed per output in a scalar. */
 
-enum { EKX_Q4_K, EKX_Q5_K, EKX_Q6_K, EKX_Q2_K, EKX_Q3_K, EKX_IQ4_XS };
-#define EKX_KWBS(kind) ((kind) == EKX_Q4_K ? 144 : (kind) == EKX_Q5_K ? 176 : (kind) == EKX_Q6_K ? 210 : (kind) == EKX_Q2_K ? 84 : \
-                        (kind) == EKX_Q3_K ? 110 : 136)
+enum { EKX_Q4_K, EKX_Q5_K, EKX_Q6_K, EKX_Q2_K, EKX_Q3_K };
+#define EKX_KWBS(kind) ((kind) == EKX_Q4_K ? 144 : (kind) == EKX_Q5_K ? 176 : (kind) == EKX_Q6_K ? 210 : (kind) == EKX_Q2_K ? 84 : 110)
 
 /* the 32 unsigned quants of piece p (0..7) of a superblock; scale index
  * sc16 receives the 16-element group of the piece's first half */
 EKX_AVX2_INLINE __m256i ekx_kquant_piece(int kind, const uint8_t *blk, int p) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
-    if (kind == EKX_IQ4_XS) return ekx_iq4_values(ekx_unpack_q4(blk + 8 + 16 * p)); /* signed: sub-block p */
     if (kind == EKX_Q2_K || kind == EKX_Q3_K) {
         /* piece p = half p / 4, shift p % 4: 2 bits of qs[32 half + l]; q3_K adds
          * 4 * (bit 4 half + shift of hmask[l]) (so q + 4, unsigned) */
@@ -419,20 +415,6 @@ EKX_AVX2_INLINE __m256i ekx_kquant_piece(int kind, const uint8_t *blk, int p) {
 EKX_AVX2_INLINE void ekx_kquant_scales(int kind, const uint8_t *blk, int16_t sc[16], int16_t off[16],
                                         float *d, float *dmin) {
     uint16_t h;
-    if (kind == EKX_IQ4_XS) {
-        /* value = d * (ls - 32) * table value; no offset */
-        uint16_t sh;
-        memcpy(&h, blk, 2);
-        memcpy(&sh, blk + 2, 2);
-        *d = ekx_h2f(h);
-        *dmin = 0.0f;
-        for (int ib = 0; ib < 8; ib++) {
-            const int ls = ((blk[4 + ib / 2] >> (4 * (ib % 2))) & 0xF) | (((sh >> (2 * ib)) & 3) << 4);
-            sc[2 * ib] = sc[2 * ib + 1] = (int16_t)(ls - 32);
-            off[2 * ib] = off[2 * ib + 1] = 0;
-        }
-        return;
-    }
     if (kind == EKX_Q2_K) {
         memcpy(&h, blk + 80, 2);
         *d = ekx_h2f(h);
@@ -505,23 +487,16 @@ EKX_AVX2_INLINE void ekx_tile_k(int kind, int RT, int BT, const uint8_t *W, size
             for (int p = 0; p < 8; p++) {
                 const __m256i q = ekx_kquant_piece(kind, blk, p);
                 const __m256i scv = _mm256_inserti128_si256(_mm256_set1_epi16(sc[2 * p]), _mm_set1_epi16(sc[2 * p + 1]), 1);
-                /* iq4_xs quants are signed: |q| * (x with q's sign) */
-                const __m256i qa = kind == EKX_IQ4_XS ? _mm256_abs_epi8(q) : q;
                 EKX_UNROLL
                 for (int j = 0; j < BT; j++) {
                     const ek_block_q8_K *xb = (const ek_block_q8_K *)(X + (size_t)(b + j) * xrow) + k;
                     __m256i x = _mm256_loadu_si256((const __m256i *)(xb->qs + 32 * p));
-                    if (kind == EKX_IQ4_XS) x = _mm256_sign_epi8(x, q);
-                    isum[j] = _mm256_add_epi32(isum[j], _mm256_madd_epi16(_mm256_maddubs_epi16(qa, x), scv));
+                    isum[j] = _mm256_add_epi32(isum[j], _mm256_madd_epi16(_mm256_maddubs_epi16(q, x), scv));
                 }
             }
             EKX_UNROLL
             for (int j = 0; j < BT; j++) {
                 const ek_block_q8_K *xb = (const ek_block_q8_K *)(X + (size_t)(b + j) * xrow) + k;
-                if (kind == EKX_IQ4_XS) {
-                    acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[j]), _mm256_set1_ps(d * xb->d), acc[i][j]);
-                    continue;
-                }
                 const __m256i o8 = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)off),
                                                      _mm256_loadu_si256((const __m256i *)xb->bsums));
                 __m128i o4 = _mm_add_epi32(_mm256_castsi256_si128(o8), _mm256_extracti128_si256(o8, 1));
@@ -571,8 +546,98 @@ static EKX_AVX2 void ekx_matmul_q2_K_avx2(const void *W, int n, const void *X, i
 static EKX_AVX2 void ekx_matmul_q3_K_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
     ekx_matmul_k(EKX_Q3_K, W, n, X, nb, Y, ldy, r0, r1);
 }
+
+/* ---- AVX2 IQ4_XS matmul (Q8_K activations) ----------------------------------------------
+ * Two sub-blocks per step from one 32-byte load of quants: its low nibbles
+ * are elements 0..15 of sub-blocks p and p + 1 (128-bit lanes 0 and 1), its
+ * high nibbles their elements 16..31; the activations are rearranged to
+ * match (two lane permutes).  Per 32 elements: maddubs of |w| with x
+ * carrying w's sign (2 * 127 * 128 < 2^15), madd with the sub-block's
+ * scale ls - 32 (lane 0: p, lane 1: p + 1), summed exactly in 8 int32 lanes
+ * over the superblock, then one fma by d * d_x. */
+
+#define EKX_XRT 4
+#define EKX_XBT 2
+
+/* the 8 scales ls - 32 of a superblock, scale ib in both int16 halves of
+ * int32 lane ib (a madd operand once broadcast) */
+EKX_AVX2_INLINE __m256i ekx_iq4_xs_scales(const uint8_t *blk) {
+    uint16_t h;
+    uint32_t l;
+    memcpy(&h, blk + 2, 2);
+    memcpy(&l, blk + 4, 4);
+    const __m256i lo = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)l), _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28)),
+                                        _mm256_set1_epi32(15));
+    const __m256i hi = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(h), _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14)),
+                                        _mm256_set1_epi32(3));
+    const __m256i s = _mm256_sub_epi32(_mm256_or_si256(lo, _mm256_slli_epi32(hi, 4)), _mm256_set1_epi32(32));
+    return _mm256_or_si256(_mm256_and_si256(s, _mm256_set1_epi32(0xFFFF)), _mm256_slli_epi32(s, 16));
+}
+
+EKX_AVX2_INLINE void ekx_tile_iq4_xs(int RT, int BT, const uint8_t *W, size_t wrow, const uint8_t *X, size_t xrow,
+                                     int nsb, float *Y, int ldy, int r, int b) {
+    __m256 acc[EKX_XRT][EKX_XBT];
+    EKX_UNROLL
+    for (int i = 0; i < RT; i++)
+        EKX_UNROLL
+        for (int j = 0; j < BT; j++) acc[i][j] = _mm256_setzero_ps();
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)ek_iq4nl_values));
+    for (int k = 0; k < nsb; k++) {
+        EKX_UNROLL
+        for (int i = 0; i < RT; i++) {
+            const uint8_t *blk = W + (size_t)(r + i) * wrow + (size_t)k * sizeof(ek_block_iq4_xs);
+            const __m256i sc = ekx_iq4_xs_scales(blk);
+            __m256i isum[EKX_XBT];
+            EKX_UNROLL
+            for (int j = 0; j < BT; j++) isum[j] = _mm256_setzero_si256();
+            EKX_UNROLL
+            for (int p = 0; p < 8; p += 2) {
+                const __m256i v = _mm256_loadu_si256((const __m256i *)(blk + 8 + 16 * p));
+                const __m256i wl = _mm256_shuffle_epi8(table, _mm256_and_si256(v, m4));
+                const __m256i wh = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
+                const __m256i al = _mm256_abs_epi8(wl), ah = _mm256_abs_epi8(wh);
+                const __m256i s = _mm256_permutevar8x32_epi32(sc, _mm256_setr_epi32(p, p, p, p, p + 1, p + 1, p + 1, p + 1));
+                EKX_UNROLL
+                for (int j = 0; j < BT; j++) {
+                    const int8_t *xq = ((const ek_block_q8_K *)(X + (size_t)(b + j) * xrow) + k)->qs + 32 * p;
+                    const __m256i x0 = _mm256_loadu_si256((const __m256i *)xq), x1 = _mm256_loadu_si256((const __m256i *)(xq + 32));
+                    const __m256i xl = _mm256_permute2x128_si256(x0, x1, 0x20), xh = _mm256_permute2x128_si256(x0, x1, 0x31);
+                    const __m256i pl = _mm256_madd_epi16(_mm256_maddubs_epi16(al, _mm256_sign_epi8(xl, wl)), s);
+                    const __m256i ph = _mm256_madd_epi16(_mm256_maddubs_epi16(ah, _mm256_sign_epi8(xh, wh)), s);
+                    isum[j] = _mm256_add_epi32(isum[j], _mm256_add_epi32(pl, ph));
+                }
+            }
+            uint16_t dh;
+            memcpy(&dh, blk, 2);
+            const float d = ekx_h2f(dh);
+            EKX_UNROLL
+            for (int j = 0; j < BT; j++) {
+                const ek_block_q8_K *xb = (const ek_block_q8_K *)(X + (size_t)(b + j) * xrow) + k;
+                acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[j]), _mm256_set1_ps(d * xb->d), acc[i][j]);
+            }
+        }
+    }
+    EKX_UNROLL
+    for (int i = 0; i < RT; i++)
+        EKX_UNROLL
+        for (int j = 0; j < BT; j++) Y[(size_t)(b + j) * ldy + r + i] = ekx_hsum(acc[i][j]);
+}
+
 static EKX_AVX2 void ekx_matmul_iq4_xs_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
-    ekx_matmul_k(EKX_IQ4_XS, W, n, X, nb, Y, ldy, r0, r1);
+    const int nsb = n / 256;
+    const size_t wrow = (size_t)nsb * sizeof(ek_block_iq4_xs), xrow = (size_t)nsb * sizeof(ek_block_q8_K);
+    int r = r0;
+    for (; r + EKX_XRT <= r1; r += EKX_XRT) {
+        int b = 0;
+        for (; b + EKX_XBT <= nb; b += EKX_XBT) ekx_tile_iq4_xs(EKX_XRT, EKX_XBT, W, wrow, X, xrow, nsb, Y, ldy, r, b);
+        for (; b < nb; b++) ekx_tile_iq4_xs(EKX_XRT, 1, W, wrow, X, xrow, nsb, Y, ldy, r, b);
+    }
+    for (; r < r1; r++) {
+        int b = 0;
+        for (; b + EKX_XBT <= nb; b += EKX_XBT) ekx_tile_iq4_xs(1, EKX_XBT, W, wrow, X, xrow, nsb, Y, ldy, r, b);
+        for (; b < nb; b++) ekx_tile_iq4_xs(1, 1, W, wrow, X, xrow, nsb, Y, ldy, r, b);
+    }
 }
 
 /* ---- AVX2 activation quantization (byte-identical to the reference) ------------------- */
