@@ -199,16 +199,14 @@ static EKX_AVX2 void ekx_matmul_bf16_avx2(const void *W, int n, const void *X, i
     ekx_matmul_float(EKX_W_BF16, W, n, X, nb, Y, ldy, r0, r1);
 }
 
-/* ---- AVX2 quantized matmul (Q4_0, Q8_0, IQ4_NL weights; Q8_0 activations) ---------------
+/* ---- AVX2 quantized matmul (Q4_0, Q8_0 weights; Q8_0 activations) -----------------------
  * Per block the integer dot product is exact, in 8 int32 lanes (each the
  * sum of 4 adjacent byte products); it is converted to float and
  * accumulated with one fma by d_w * d_x. */
 
-enum { EKX_Q4_0, EKX_Q8_0, EKX_Q4_1, EKX_Q5_0, EKX_Q5_1, EKX_IQ4_NL };
+enum { EKX_Q4_0, EKX_Q8_0, EKX_Q4_1, EKX_Q5_0, EKX_Q5_1 };
 /* block bytes, offset of the quants, whether the type has a min (value = d q + m) or a 5th bit */
-#define EKX_WBS(kind) ((kind) == EKX_Q4_0 || (kind) == EKX_IQ4_NL ? 18 : (kind) == EKX_Q8_0 ? 34 : (kind) == EKX_Q4_1 ? 20 : (kind) == EKX_Q5_0 ? 22 : 24)
-/* weights that are signed bytes (the others are unsigned with an offset or a min) */
-#define EKX_SIGNEDW(kind) ((kind) == EKX_Q8_0 || (kind) == EKX_IQ4_NL)
+#define EKX_WBS(kind) ((kind) == EKX_Q4_0 ? 18 : (kind) == EKX_Q8_0 ? 34 : (kind) == EKX_Q4_1 ? 20 : (kind) == EKX_Q5_0 ? 22 : 24)
 #define EKX_QSOFF(kind) ((kind) == EKX_Q4_1 ? 4 : (kind) == EKX_Q5_0 ? 6 : (kind) == EKX_Q5_1 ? 8 : 2)
 #define EKX_HASMIN(kind) ((kind) == EKX_Q4_1 || (kind) == EKX_Q5_1)
 #define EKX_IS5(kind) ((kind) == EKX_Q5_0 || (kind) == EKX_Q5_1)
@@ -228,12 +226,6 @@ EKX_AVX2_INLINE __m256i ekx_unpack_q4(const uint8_t *qs) {
     __m128i t = _mm_loadu_si128((const __m128i *)qs);
     __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(t), _mm_srli_epi16(t, 4), 1);
     return _mm256_and_si256(v, _mm256_set1_epi8(0x0F));
-}
-
-/* IQ4_NL / IQ4_XS nibbles (bytes 0..15) to their table values, signed bytes */
-EKX_AVX2_INLINE __m256i ekx_iq4_values(__m256i nibbles) {
-    const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)ek_iq4nl_values));
-    return _mm256_shuffle_epi8(table, nibbles);
 }
 
 /* 0xFF for the bytes j whose bit j of the 32 bits at p is set */
@@ -284,7 +276,7 @@ EKX_AVX2_INLINE void ekx_tile_q(int kind, int RT, int BT, const uint8_t *W, size
             uint16_t dh;
             memcpy(&dh, wb, 2);
             const __m256 dw = _mm256_set1_ps(ekx_h2f(dh));
-            if (!EKX_SIGNEDW(kind)) {
+            if (kind != EKX_Q8_0) {
                 const __m256i wu = ekx_unpack_q45(kind, wb);
                 __m256 dm = _mm256_setzero_ps();
                 if (EKX_HASMIN(kind)) { memcpy(&dh, wb + 2, 2); dm = _mm256_set1_ps(ekx_h2f(dh)); }
@@ -296,10 +288,8 @@ EKX_AVX2_INLINE void ekx_tile_q(int kind, int RT, int BT, const uint8_t *W, size
                     if (EKX_HASMIN(kind)) acc[i][j] = _mm256_fmadd_ps(xs[j], _mm256_mul_ps(dm, dx[j]), acc[i][j]);
                 }
             } else {
-                /* signed x signed: |w| * (x with w's sign); no saturation, as
-                 * 2 * 127 * 128 < 2^15 */
-                const __m256i wq = kind == EKX_IQ4_NL ? ekx_iq4_values(ekx_unpack_q4(wb + 2))
-                                                      : _mm256_loadu_si256((const __m256i *)(wb + 2));
+                /* signed x signed: |w| * (x with w's sign) */
+                const __m256i wq = _mm256_loadu_si256((const __m256i *)(wb + 2));
                 const __m256i wa = _mm256_abs_epi8(wq);
                 EKX_UNROLL
                 for (int j = 0; j < BT; j++) {
@@ -346,9 +336,6 @@ static EKX_AVX2 void ekx_matmul_q5_0_avx2(const void *W, int n, const void *X, i
 }
 static EKX_AVX2 void ekx_matmul_q5_1_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
     ekx_matmul_q(EKX_Q5_1, W, n, X, nb, Y, ldy, r0, r1);
-}
-static EKX_AVX2 void ekx_matmul_iq4_nl_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
-    ekx_matmul_q(EKX_IQ4_NL, W, n, X, nb, Y, ldy, r0, r1);
 }
 
 /* ---- AVX2 k-quant matmul (Q4_K, Q5_K, Q6_K weights; Q8_K activations) --------------------
@@ -556,8 +543,8 @@ static EKX_AVX2 void ekx_matmul_q3_K_avx2(const void *W, int n, const void *X, i
  * scale ls - 32 (lane 0: p, lane 1: p + 1), summed exactly in 8 int32 lanes
  * over the superblock, then one fma by d * d_x. */
 
-#define EKX_XRT 4
-#define EKX_XBT 2
+#define EKX_XRT 4   /* rows per tile (IQ4_XS and IQ4_NL) */
+#define EKX_XBT 2   /* activation rows per tile */
 
 /* the 8 scales ls - 32 of a superblock, scale ib in both int16 halves of
  * int32 lane ib (a madd operand once broadcast) */
@@ -637,6 +624,79 @@ static EKX_AVX2 void ekx_matmul_iq4_xs_avx2(const void *W, int n, const void *X,
         int b = 0;
         for (; b + EKX_XBT <= nb; b += EKX_XBT) ekx_tile_iq4_xs(1, EKX_XBT, W, wrow, X, xrow, nsb, Y, ldy, r, b);
         for (; b < nb; b++) ekx_tile_iq4_xs(1, 1, W, wrow, X, xrow, nsb, Y, ldy, r, b);
+    }
+}
+
+/* ---- AVX2 IQ4_NL matmul (Q8_0 activations) ----------------------------------------------
+ * Two blocks per step, as IQ4_XS's sub-blocks: the quants of blocks k and
+ * k + 1 in 128-bit lanes 0 and 1, low nibbles (elements 0..15) and high
+ * nibbles (16..31) looked up apart, the activations gathered to match.  The
+ * exact integer sums of block k land in int32 lanes 0..3, of block k + 1 in
+ * 4..7, scaled in one fma by [d_w d_x of k x4 | of k + 1 x4].  An odd last
+ * block runs with lane 1 of the activations and of the scale zero. */
+
+EKX_AVX2_INLINE void ekx_tile_iq4_nl(int RT, int BT, const uint8_t *W, size_t wrow, const uint8_t *X, size_t xrow,
+                                     int nblk, float *Y, int ldy, int r, int b) {
+    __m256 acc[EKX_XRT][EKX_XBT];
+    EKX_UNROLL
+    for (int i = 0; i < RT; i++)
+        EKX_UNROLL
+        for (int j = 0; j < BT; j++) acc[i][j] = _mm256_setzero_ps();
+    const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)ek_iq4nl_values));
+    const __m256i lane_of_d = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+    for (int k = 0; k < nblk; k += 2) {
+        const int two = k + 1 < nblk;
+        __m256i xl[EKX_XBT], xh[EKX_XBT];
+        __m128 dx[EKX_XBT];
+        EKX_UNROLL
+        for (int j = 0; j < BT; j++) {
+            const ek_block_q8_0 *xb = (const ek_block_q8_0 *)(X + (size_t)(b + j) * xrow) + k;
+            const __m128i l0 = _mm_loadu_si128((const __m128i *)xb[0].qs), h0 = _mm_loadu_si128((const __m128i *)(xb[0].qs + 16));
+            const __m128i l1 = two ? _mm_loadu_si128((const __m128i *)xb[1].qs) : _mm_setzero_si128();
+            const __m128i h1 = two ? _mm_loadu_si128((const __m128i *)(xb[1].qs + 16)) : _mm_setzero_si128();
+            xl[j] = _mm256_inserti128_si256(_mm256_castsi128_si256(l0), l1, 1);
+            xh[j] = _mm256_inserti128_si256(_mm256_castsi128_si256(h0), h1, 1);
+            dx[j] = _mm_setr_ps(ekx_h2f(xb[0].d), two ? ekx_h2f(xb[1].d) : 0.0f, 0.0f, 0.0f);
+        }
+        EKX_UNROLL
+        for (int i = 0; i < RT; i++) {
+            const ek_block_iq4_nl *wb = (const ek_block_iq4_nl *)(W + (size_t)(r + i) * wrow) + k;
+            const __m128i q0 = _mm_loadu_si128((const __m128i *)wb[0].qs);
+            const __m128i q1 = two ? _mm_loadu_si128((const __m128i *)wb[1].qs) : _mm_setzero_si128();
+            const __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(q0), q1, 1);
+            const __m256i wl = _mm256_shuffle_epi8(table, _mm256_and_si256(v, m4));
+            const __m256i wh = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
+            const __m256i al = _mm256_abs_epi8(wl), ah = _mm256_abs_epi8(wh);
+            const __m128 dw = _mm_cvtph_ps(_mm_setr_epi16((short)wb[0].d, two ? (short)wb[1].d : 0, 0, 0, 0, 0, 0, 0));
+            EKX_UNROLL
+            for (int j = 0; j < BT; j++) {
+                const __m256i pl = _mm256_madd_epi16(_mm256_maddubs_epi16(al, _mm256_sign_epi8(xl[j], wl)), ones);
+                const __m256i ph = _mm256_madd_epi16(_mm256_maddubs_epi16(ah, _mm256_sign_epi8(xh[j], wh)), ones);
+                const __m256 d = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_mul_ps(dw, dx[j])), lane_of_d);
+                acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(pl, ph)), d, acc[i][j]);
+            }
+        }
+    }
+    EKX_UNROLL
+    for (int i = 0; i < RT; i++)
+        EKX_UNROLL
+        for (int j = 0; j < BT; j++) Y[(size_t)(b + j) * ldy + r + i] = ekx_hsum(acc[i][j]);
+}
+
+static EKX_AVX2 void ekx_matmul_iq4_nl_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
+    const int nblk = n / 32;
+    const size_t wrow = (size_t)nblk * sizeof(ek_block_iq4_nl), xrow = (size_t)nblk * sizeof(ek_block_q8_0);
+    int r = r0;
+    for (; r + EKX_XRT <= r1; r += EKX_XRT) {
+        int b = 0;
+        for (; b + EKX_XBT <= nb; b += EKX_XBT) ekx_tile_iq4_nl(EKX_XRT, EKX_XBT, W, wrow, X, xrow, nblk, Y, ldy, r, b);
+        for (; b < nb; b++) ekx_tile_iq4_nl(EKX_XRT, 1, W, wrow, X, xrow, nblk, Y, ldy, r, b);
+    }
+    for (; r < r1; r++) {
+        int b = 0;
+        for (; b + EKX_XBT <= nb; b += EKX_XBT) ekx_tile_iq4_nl(1, EKX_XBT, W, wrow, X, xrow, nblk, Y, ldy, r, b);
+        for (; b < nb; b++) ekx_tile_iq4_nl(1, 1, W, wrow, X, xrow, nblk, Y, ldy, r, b);
     }
 }
 
