@@ -797,6 +797,69 @@ static void fast_vs_general(tvocab *v, int pre, const char *name, const char *fi
     etok_free(a); etok_free(b);
 }
 
+
+/* End of generation: llama.cpp's set, by text, whatever the ids. */
+static void eog_sets(void) {
+    static const char *tx[] = { "a", "<|im_end|>", "<|endoftext|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>",
+                                "<end_of_turn>", "<|end|>", "<|im_start|>", "<|fim_prefix|>", "hello", "<eos>",
+                                "<|eom_id|>", "<|eot_id|>", "<|return|>", "<|call|>" };
+    const int n = (int)(sizeof tx / sizeof tx[0]);
+    tvocab v;
+    memset(&v, 0, sizeof v);
+    tv_alloc(&v, n);
+    for (int i = 0; i < n; i++) { v.text[i] = strdup(tx[i]); v.len[i] = strlen(tx[i]); v.type[i] = i ? ETOK_T_CONTROL : 1; }
+    v.kind = ETOK_BPE; v.pre = ETOK_PRE_QWEN2;
+    for (int harmony = 0; harmony < 2; harmony++) {
+        etok_desc d;
+        memset(&d, 0, sizeof d);
+        d.kind = v.kind; d.pre = v.pre; d.n_vocab = harmony ? n : n - 2; d.ud = &v;
+        d.token_text = tv_text; d.token_type = tv_type;
+        d.bos = d.eot = d.unk = d.pad = -1;
+        d.eos = 10;                 /* "hello": an odd eos is still an end */
+        etok *t = NULL;
+        char err[256] = "";
+        CHECK(etok_create(&d, NULL, &t, err, sizeof err) == EMBER_OK && t, "eog vocab: %s", err);
+        if (!t) continue;
+        /* a, <|im_start|>, <|fim_prefix|> are not ends; <|end|> is not with <|return|> + <|call|> (gpt-oss) */
+        for (int i = 0; i < d.n_vocab; i++) {
+            int want = !(i == 0 || i == 8 || i == 9 || (harmony && i == 7));
+            CHECK(etok_is_eog(t, i) == want, "eog %s (harmony %d): %d", tx[i], harmony, etok_is_eog(t, i));
+        }
+        etok_free(t);
+    }
+    tv_free(&v);
+}
+
+/* Without ../shared: the hand-written splitters against the matcher on a
+ * byte-only vocabulary (the pieces decide the ids: one id per byte, and
+ * whole pieces up to 2 bytes are tokens). */
+static void fast_vs_general_bytes(void) {
+    tvocab v;
+    memset(&v, 0, sizeof v);
+    int n = 256 + 96 * 96;
+    tv_alloc(&v, n);
+    for (int b = 0; b < 256; b++) {
+        sbuf s = {0};
+        sb_utf8(&s, b2u_tab[b]);
+        v.text[b] = s.p; v.len[b] = s.n; v.type[b] = 1;
+    }
+    /* two-character ASCII pieces, so a piece boundary shows in the ids */
+    for (int x = 0; x < 96; x++)
+        for (int y = 0; y < 96; y++) {
+            int id = 256 + x * 96 + y;
+            sbuf s = {0};
+            sb_utf8(&s, b2u_tab[32 + x]);
+            sb_utf8(&s, b2u_tab[32 + y]);
+            v.text[id] = s.p; v.len[id] = s.n; v.type[id] = 1;
+        }
+    v.kind = ETOK_BPE;
+    v.bos = v.eos = v.eot = v.unk = -1;
+    fast_vs_general(&v, ETOK_PRE_GPT2, "gpt2 splitter (bytes)", NULL);
+    fast_vs_general(&v, ETOK_PRE_LLAMA3, "llama3 splitter (bytes)", NULL);
+    fast_vs_general(&v, ETOK_PRE_QWEN2, "qwen2 splitter (bytes)", NULL);
+    tv_free(&v);
+}
+
 /* --------------------------------------------------------------- suites */
 
 static void llama2_cases(const etok *t) {
@@ -920,7 +983,11 @@ int main(void) {
     for (int b = 0; b < 256; b++) b2u_tab[b] = b2u((unsigned)b);
     bad_vocab();
     split_cases();
-    if (!speed_only()) split_table_linear();
+    eog_sets();
+    if (!speed_only()) {
+        split_table_linear();
+        fast_vs_general_bytes();
+    }
     const char *dir = test_shared_dir();
     if (!dir) return test_summary("test_tokenizer");
     double fuzz_budget = sanitize_mode() ? 2.0 : 0.7;
