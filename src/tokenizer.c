@@ -14,12 +14,14 @@
  *  - SPM: symbols (code points, or single invalid bytes) in a linked list
  *    and a binary heap of candidate pairs keyed (score desc, position asc);
  *    stale heap entries are detected by the lengths of the two symbols, as
- *    sentencepiece does.  When no mergeable piece contains U+2581 after a
- *    non-U+2581 character (true for Llama 2), the text is processed in
- *    independent segments that start at such a U+2581 - the result is
- *    identical and the heaps stay small.
- *  - BPE: the GPT-2 or Llama 3 regex as hand-written matchers over code
- *    points, then per pre-token: whole-token lookup, else lowest-rank merge
+ *    sentencepiece does.  The text is processed in independent segments
+ *    that start at a U+2581 after another character, wherever no mergeable
+ *    piece joins the two (everywhere for Llama 2; Gemma 3 has one such
+ *    piece) - the result is identical and the heaps stay small.
+ *  - BPE: pre-tokenizer split steps from a table (tokenizer.ggml.pre name ->
+ *    patterns, NFC) run by a small backtracking regex matcher; the GPT-2 and
+ *    cl100k patterns also have hand-written matchers over code points (same
+ *    splits, tested), then per pre-token: whole-token lookup, else lowest-rank merge
  *    (leftmost on ties) - a plain array scan for short words, a heap for
  *    long ones (O(n log n)).
  *  - Everything an encode call needs beyond the immutable tokenizer is
@@ -84,7 +86,7 @@ struct etok {
     int32_t *tterm; int32_t n_nodes;
     uint8_t first_ud[256], first_sp[256];  /* first bytes: user-defined / any special */
     int has_ud, has_sp;
-    int spm_split_ok;
+    uint8_t spm_nocut[256];         /* SPM: last bytes of characters some piece has before an inner U+2581 */
     int32_t *spm_pair;              /* SPM: [129 * 129] ids of two-symbol pieces
                                        over ASCII and U+2581 (index 128), or -1 */
     int32_t spm_leaf[129];          /* SPM: etok_lookup of each of those characters */
@@ -339,10 +341,13 @@ typedef struct etok_rins {
     int32_t x, y;           /* CHAR: code point; CLASS/RUN: class; SPLIT: branches (x first);
                                JMP: target; LOOK: the pc after its body */
     int32_t fval;           /* SPLIT: the char or class of fkind */
+    uint32_t fa[4];         /* SPLIT: ASCII characters branch x can start with (all if it can
+                               match empty) */
     uint32_t min, max;      /* RUN */
 } etok_rins;
 
 typedef struct etok_re {
+    uint32_t fa[4];         /* ASCII characters a match can start with (all if it can be empty) */
     etok_rins *ins; int32_t n_ins, cap_ins;
     etok_rcls *cls; int32_t n_cls, cap_cls;
     uint32_t *rng; uint32_t n_rng, cap_rng;      /* pairs */
@@ -482,7 +487,7 @@ static int etok_u32cmp(const void *a, const void *b) {
 static int32_t etok_cls_finish(etok_rparse *P, uint32_t cats, int space, int nspace, int neg) {
     etok_re *re = P->re;
     if (P->err) return -1;
-    qsort(P->cr, P->cr_n / 2, 2 * sizeof(uint32_t), etok_u32cmp);
+    if (P->cr_n) qsort(P->cr, P->cr_n / 2, 2 * sizeof(uint32_t), etok_u32cmp);
     size_t m = 0;
     for (size_t i = 0; i < P->cr_n; i += 2) {
         if (m && P->cr[i] <= P->cr[m - 1] + 1 && P->cr[m - 1] != UINT32_MAX) {
@@ -501,7 +506,7 @@ static int32_t etok_cls_finish(etok_rparse *P, uint32_t cats, int space, int nsp
     memset(k, 0, sizeof *k);
     k->cats = cats; k->space = (uint8_t)space; k->nspace = (uint8_t)nspace; k->neg = (uint8_t)neg;
     k->r0 = re->n_rng; k->nr = (uint32_t)(m / 2);
-    memcpy(re->rng + 2 * (size_t)re->n_rng, P->cr, m * sizeof(uint32_t));
+    if (m) memcpy(re->rng + 2 * (size_t)re->n_rng, P->cr, m * sizeof(uint32_t));
     re->n_rng += (uint32_t)(m / 2);
     /* the ASCII map through the general test (ascii[] still zero here) */
     for (uint32_t c = 0; c < 128; c++) {
@@ -915,6 +920,47 @@ static void etok_re_first(etok_re *re, int32_t sp) {
     else if (i->op == ETOK_RO_CLASS || (i->op == ETOK_RO_RUN && i->min > 0)) { s->fkind = 2; s->fval = i->x; }
 }
 
+/* The ASCII characters a match from pc can start with, ORed into fa; returns 1
+ * when it may match empty there or the answer is unknown (then fa means nothing). */
+static int etok_re_first_ascii(const etok_re *re, int32_t pc, int depth, uint32_t fa[4]) {
+    for (;;) {
+        if (depth > 64) return 1;
+        const etok_rins *i = &re->ins[pc];
+        switch (i->op) {
+        case ETOK_RO_CHAR:
+            if ((uint32_t)i->x < 128) fa[i->x >> 5] |= 1u << (i->x & 31);
+            return 0;
+        case ETOK_RO_CLASS:
+            for (int k = 0; k < 4; k++) fa[k] |= re->cls[i->x].ascii[k];
+            return 0;
+        case ETOK_RO_RUN:
+            for (int k = 0; k < 4; k++) fa[k] |= re->cls[i->x].ascii[k];
+            if (i->min > 0) return 0;
+            pc++; depth++;
+            continue;
+        case ETOK_RO_SPLIT:
+            if (etok_re_first_ascii(re, i->x, depth + 1, fa)) return 1;
+            pc = i->y; depth++;
+            continue;
+        case ETOK_RO_JMP:
+            pc = i->x; depth++;
+            continue;
+        default:
+            return 1;
+        }
+    }
+}
+
+static void etok_re_firsts(etok_re *re) {
+    for (int32_t i = 0; i < re->n_ins; i++) {
+        etok_rins *s = &re->ins[i];
+        if (s->op != ETOK_RO_SPLIT) continue;
+        etok_re_first(re, i);
+        if (etok_re_first_ascii(re, s->x, 0, s->fa)) memset(s->fa, 0xFF, sizeof s->fa);
+    }
+    if (etok_re_first_ascii(re, 0, 0, re->fa)) memset(re->fa, 0xFF, sizeof re->fa);
+}
+
 /* Compile pattern (len bytes of UTF-8).  Returns 0 or an error text. */
 static const char *etok_re_compile(const ember_allocator *a, const char *pat, size_t len, etok_re *re) {
     etok_rparse P;
@@ -930,9 +976,7 @@ static const char *etok_re_compile(const ember_allocator *a, const char *pat, si
     }
     etok_rn_free(a, root);
     ec_free(a, P.cr);
-    if (!P.err)
-        for (int32_t i = 0; i < re->n_ins; i++)
-            if (re->ins[i].op == ETOK_RO_SPLIT) etok_re_first(re, i);
+    if (!P.err) etok_re_firsts(re);
     if (P.err) { etok_re_free(a, re); return P.err; }
     return NULL;
 }
@@ -991,8 +1035,9 @@ static int64_t etok_re_exec(const etok_re *re, etok_rsub *s, int32_t pc, size_t 
             continue;
         }
         case ETOK_RO_SPLIT:
-            if (I->fkind && (pos >= n || (I->fkind == 1 ? cp[pos] != (uint32_t)I->fval
-                                          : !etok_rcls_has(re, &re->cls[I->fval], cp[pos], cb[pos])))) {
+            if (pos < n && cp[pos] < 128 ? !((I->fa[cp[pos] >> 5] >> (cp[pos] & 31)) & 1)
+                : I->fkind && (pos >= n || (I->fkind == 1 ? cp[pos] != (uint32_t)I->fval
+                                            : !etok_rcls_has(re, &re->cls[I->fval], cp[pos], cb[pos])))) {
                 pc = I->y;
                 continue;
             } else {
@@ -1046,6 +1091,8 @@ static int64_t etok_re_exec(const etok_re *re, etok_rsub *s, int32_t pc, size_t 
  * are skipped (they cut nothing). */
 static int etok_re_find(const etok_re *re, etok_rsub *s, size_t from, size_t *ms, size_t *me) {
     for (size_t st = from; st < s->n; st++) {
+        uint32_t c = s->cp[st];
+        if (c < 128 && !((re->fa[c >> 5] >> (c & 31)) & 1)) continue;
         int64_t r = etok_re_exec(re, s, 0, st);
         if (s->nomem) return 0;
         if (r > (int64_t)st) { *ms = st; *me = (size_t)r; return 1; }
@@ -1598,17 +1645,20 @@ int etok_create(const etok_desc *d, const ember_allocator *a, etok **out,
         }
     }
 
-    /* SPM: may the text be cut before each U+2581 that follows another
-     * character?  Only if no mergeable piece has such a U+2581 inside. */
+    /* SPM: where may the text be cut?  Before a U+2581 that follows a
+     * character X when no mergeable piece holds X U+2581: then no merge
+     * crosses the cut and the parts give the same result alone.  Pieces
+     * with such a U+2581 inside (Gemma 3 has one, ">\u2581</") exclude the
+     * cuts after the last byte of their X (a byte set: conservative). */
     if (d->kind == ETOK_SPM) {
-        t->spm_split_ok = 1;
-        for (int32_t i = 0; i < n && t->spm_split_ok; i++) {
+        for (int32_t i = 0; i < n; i++) {
             if (!etok_is_mergeable(t->type[i])) continue;
             const char *p = t->kbuf + t->koff[i];
             size_t l = t->koff[i + 1] - t->koff[i];
             for (size_t j = 1; j + 3 <= l; j++)
                 if (memcmp(p + j, "\xE2\x96\x81", 3) == 0 &&
-                    !(j >= 3 && memcmp(p + j - 3, "\xE2\x96\x81", 3) == 0)) { t->spm_split_ok = 0; break; }
+                    !(j >= 3 && memcmp(p + j - 3, "\xE2\x96\x81", 3) == 0))
+                    t->spm_nocut[(unsigned char)p[j - 1]] = 1;
         }
     }
 
@@ -1979,13 +2029,13 @@ static void etok_spm_text(const etok *t, etok_work *w, const char *text, size_t 
         if (text[i] == ' ') { memcpy(nb + o, "\xE2\x96\x81", 3); o += 3; }
         else nb[o++] = text[i];
     }
-    if (!t->spm_split_ok) { etok_spm_segment(t, w, nb, o); return; }
-    /* cut before each U+2581 that follows a non-U+2581 character */
+    /* cut before each U+2581 that follows a non-U+2581 character (and no
+     * piece joins the two) */
     size_t seg = 0;
     for (size_t i = 1; i + 3 <= o; i++) {
         if ((unsigned char)nb[i] == 0xE2 && (unsigned char)nb[i + 1] == 0x96 && (unsigned char)nb[i + 2] == 0x81 &&
             !(i >= 3 && (unsigned char)nb[i - 3] == 0xE2 && (unsigned char)nb[i - 2] == 0x96 &&
-              (unsigned char)nb[i - 1] == 0x81)) {
+              (unsigned char)nb[i - 1] == 0x81) && !t->spm_nocut[(unsigned char)nb[i - 1]]) {
             etok_spm_segment(t, w, nb + seg, i - seg);
             if (w->nomem) return;
             seg = i;
