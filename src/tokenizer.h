@@ -47,7 +47,9 @@ typedef struct etok etok;
  * in err.  Tolerated: duplicate texts (the lowest id of a normal /
  * user-defined / unused token wins), empty texts (never matched), a merge
  * listed twice (its first rank counts).  ETOK_PRE_DEFAULT with ETOK_BPE
- * means the GPT-2 regex.  Unicode classes: Unicode 14 (unicode_tables.h). */
+ * means the GPT-2 regex (llama.cpp's "default" is a four-step falcon-like
+ * split; no released model names it).  Unicode 14 (unicode_tables.h):
+ * general categories, White_Space, simple case folding, NFC. */
 /* The etok_pre of a tokenizer.ggml.pre name (len bytes), or -1. */
 int etok_pre_lookup(const char *name, size_t len);
 /* Split pattern number step of pre-tokenizer pre (NULL past the last; a
