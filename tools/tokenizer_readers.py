@@ -498,7 +498,7 @@ def _detect_bytelevel_pre(pre, normalizer=None):
                 raise TokenizerError("tokenizer.json: the %s split steps with%s an NFC normalizer are not supported"
                                      % (name, "" if nfc else "out"))
             return name
-    raise TokenizerError("tokenizer.json: unsupported pre_tokenizer %s (supported: the split steps of %s)"
+    raise TokenizerError("tokenizer.json: unsupported pre-tokenizer regex or steps %s (supported: the split steps of %s)"
                          % (json.dumps(pre)[:300], ", ".join(PRE_STEPS)))
 
 
