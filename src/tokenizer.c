@@ -98,6 +98,7 @@ struct etok {
     /* BPE pre-tokenizer: split steps (steps >= byte_from run on the
      * byte-level text), NFC, or a hand-written splitter (fast) */
     int n_steps, byte_from, fast, nfc;
+    uint8_t step_fast[6];           /* a step whose pattern has a hand-written splitter (as fast) */
     struct etok_re *re;             /* [n_steps] */
     int32_t *comp; int32_t n_comp;  /* NFC: ut_decomp indices of primary composites by (first, second) */
     uint32_t bytecp[256];           /* GPT-2 byte alphabet */
@@ -983,13 +984,16 @@ static const char *etok_re_compile(const ember_allocator *a, const char *pat, si
 
 /* ---- matcher */
 
-static int etok_rpush(etok_rsub *s, etok_rframe f) {
-    if (s->st_n == s->st_cap) {
-        size_t nc = s->st_cap ? s->st_cap * 2 : 64;
-        etok_rframe *q = ec_realloc(s->a, s->st, nc * sizeof *q);
-        if (!q) { s->nomem = 1; return 0; }
-        s->st = q; s->st_cap = nc;
-    }
+static int etok_rgrow(etok_rsub *s) {
+    size_t nc = s->st_cap ? s->st_cap * 2 : 64;
+    etok_rframe *q = ec_realloc(s->a, s->st, nc * sizeof *q);
+    if (!q) { s->nomem = 1; return 0; }
+    s->st = q; s->st_cap = nc;
+    return 1;
+}
+
+static inline int etok_rpush(etok_rsub *s, etok_rframe f) {
+    if (s->st_n == s->st_cap && !etok_rgrow(s)) return 0;
     s->st[s->st_n++] = f;
     return 1;
 }
@@ -1267,6 +1271,7 @@ typedef struct etok_rwork {
     uint8_t *cb; size_t cb_cap;          /* category bytes of the code points */
     uint32_t *bcp; uint8_t *bcb;         /* byte-level text: alphabet code point, category */
     size_t bcp_cap, bcb_cap;
+    uint8_t *ucl; size_t ucl_cap;        /* UT_* classes, for steps with a hand-written splitter */
 } etok_rwork;
 
 static int etok_comp_cmp(const void *x, const void *y) {
@@ -1297,6 +1302,11 @@ static int etok_pre_build(etok *t, int general, char *err, size_t errlen) {
             return ec_errorf(err, errlen, EMBER_ERR_UNSUPPORTED, "tokenizer: pre-tokenizer %d step %d: %s", t->pre, i, e);
     }
     t->fast = general ? 0 : pd->fast;
+    for (int i = 0; i < t->byte_from && !general; i++) {
+        const char *p = pd->steps[i];
+        t->step_fast[i] = !strcmp(p, ETOK_P_GPT2) ? 1 : !strcmp(p, etok_pre_defs[ETOK_PRE_LLAMA3].steps[0]) ? 2
+                        : !strcmp(p, etok_pre_defs[ETOK_PRE_QWEN2].steps[0]) ? 3 : 0;
+    }
     t->nfc = pd->nfc;
     if (t->nfc) {
         t->comp = ec_malloc(a, UT_DECOMP_N * sizeof(int32_t));
@@ -2220,6 +2230,17 @@ static void etok_pre_piece(const etok *t, etok_work *w, const char *text, int st
     etok_rwork *x = &w->rx;
     const int bytes = step >= t->byte_from;
     const size_t n = bytes ? b1 - b0 : c1 - c0;
+    if (!bytes && t->step_fast[step]) {
+        const uint32_t *cp = w->cp + c0;
+        const uint8_t *cl = x->ucl + c0;
+        for (size_t i = 0; i < n && !w->nomem;) {
+            size_t j = t->step_fast[step] == 1 ? etok_re_gpt2(cp, cl, i, n)
+                                                : etok_re_llama3(cp, cl, i, n, t->step_fast[step] == 2 ? 3 : 1);
+            etok_pre_piece(t, w, text, step + 1, w->off[c0 + i], w->off[c0 + j], c0 + i, c0 + j);
+            i = j;
+        }
+        return;
+    }
     const uint32_t g = ++x->gen[step];
     size_t pos = 0, ms, me;
     for (;;) {
@@ -2367,6 +2388,16 @@ static void etok_bpe_text(const etok *t, etok_work *w, const char *text, size_t 
         }
         off[nc] = (uint32_t)len;
         x->cb = cl;
+        int any_fast = 0;
+        for (int k = 0; k < t->byte_from; k++) any_fast |= t->step_fast[k];
+        if (any_fast) {
+            if (!etok_grow(w, (void **)&x->ucl, &x->ucl_cap, nc + 1, 1)) return;
+            for (size_t i = 0; i < nc; i++) {
+                unsigned b = cl[i], g = b & 31;
+                x->ucl[i] = (uint8_t)(b & ETOK_RE_SPACE ? UT_S : g <= UT_GC_LO ? UT_L
+                                      : g >= UT_GC_ND && g <= UT_GC_NO ? UT_N : UT_OTHER);
+            }
+        }
     }
     if (t->byte_from < t->n_steps) {
         if (!etok_grow(w, (void **)&x->bcp, &x->bcp_cap, len + 1, sizeof(uint32_t))) return;
@@ -2439,6 +2470,7 @@ int etok_encode(const etok *t, const char *text, size_t len, int flags,
     ec_free(t->a, w.rx.rs.st);
     ec_free(t->a, w.rx.bcp);
     ec_free(t->a, w.rx.bcb);
+    ec_free(t->a, w.rx.ucl);
     ec_free(t->a, w.nd);
     ec_free(t->a, w.nfc);
     if (w.nomem) return EMBER_ERR_NOMEM;

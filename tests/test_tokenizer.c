@@ -857,6 +857,8 @@ static void fast_vs_general_bytes(void) {
     fast_vs_general(&v, ETOK_PRE_GPT2, "gpt2 splitter (bytes)", NULL);
     fast_vs_general(&v, ETOK_PRE_LLAMA3, "llama3 splitter (bytes)", NULL);
     fast_vs_general(&v, ETOK_PRE_QWEN2, "qwen2 splitter (bytes)", NULL);
+    fast_vs_general(&v, ETOK_PRE_SMOLLM, "smollm steps (bytes)", NULL);
+    fast_vs_general(&v, ETOK_PRE_FALCON, "falcon steps (bytes)", NULL);
     tv_free(&v);
 }
 
@@ -1055,6 +1057,7 @@ int main(void) {
             if (!speed_only()) {
                 fast_vs_general(&v, ETOK_PRE_LLAMA3, "llama3 splitter", path);
                 fast_vs_general(&v, ETOK_PRE_QWEN2, "qwen2 splitter", path);
+                fast_vs_general(&v, ETOK_PRE_SMOLLM, "smollm steps", path);
             }
             g_general = 1;
             etok *tg = tv_build(&v);
