@@ -6,15 +6,19 @@ tokenizer.json pre-tokenizer / normalizer each model family ships, hard strings,
 ids HF gives.  For each name: tokenizer.json -> tools/tokenizer_readers.py (which must
 detect the family from the pre-tokenizer) -> tools/convert_weights.py --vocab-only style
 GGUF with that pre name -> ember (tool_tokenize) -> the same ids.  Needs no ../shared.
+The qwen2 file also checks ember's NFC against Python's unicodedata (same Unicode 14) on
+every code point with a canonical decomposition, NFD forms, Hangul and mark soups.
 
 If llama.cpp's vocabulary test files are around (LLAMA_CPP_DIR, default ../llama.cpp:
 models/ggml-vocab-*.gguf with .inp/.out made by HF transformers), ember must also give
 their ids on the real vocabularies.  Last line: "N passed, M failed"."""
 import json
 import os
+import random
 import struct
 import subprocess
 import sys
+import unicodedata
 
 from testlib import BUILD, ROOT, check, summary
 
@@ -33,8 +37,8 @@ DETECTED = {"gpt-2": "gpt-2", "mpt": "gpt-2", "llama-bpe": "llama-bpe", "dbrx": 
             "deepseek-coder": "deepseek-coder", "tekken": "tekken", "gpt-4o": "gpt-4o"}
 
 
-def tokenize(gguf, texts, special=False):
-    """ids per text from ember, or (None, error text)."""
+def tokenize(gguf, texts, special=False, decoded=False):
+    """ids per text from ember (with decoded=True: the decoded bytes), or (None, error text)."""
     inp, outp = gguf + ".in", gguf + ".out"
     with open(inp, "wb") as f:
         for t in texts:
@@ -44,6 +48,8 @@ def tokenize(gguf, texts, special=False):
     if r.returncode:
         return None, r.stderr.strip()
     lines = open(outp, encoding="ascii").read().split("\n")[:-1]
+    if decoded:
+        return [bytes.fromhex(ln.split("\t")[1]) for ln in lines], ""
     return [[int(x) for x in ln.split("\t")[0].split()] for ln in lines], ""
 
 
@@ -105,6 +111,43 @@ def synthetic():
     check(got is None and "no-such-pre" in err, "unknown pre name: %r" % err)
 
 
+def nfc():
+    """qwen2 normalizes to NFC: decoding its ids gives back unicodedata's NFC of the text
+    (Python 3.11: Unicode 14, the version of src/unicode_tables.h)."""
+    gguf = os.path.join(OUT, "qwen2", "vocab.gguf")
+    rng = random.Random(5)
+    marks = [c for c in range(0x300, 0x370)] + [0x1DC0, 0x20D0, 0x302A, 0x0591, 0x05B0, 0x093C, 0x094D, 0x0E38,
+                                                0x1A60, 0x0F71, 0x0F72, 0x0F80, 0x3099, 0x309A]
+    texts = []
+    # every code point with a canonical decomposition, alone, decomposed, and before a mark
+    dec = [c for c in range(0x110000) if not 0xD800 <= c < 0xE000 and unicodedata.decomposition(chr(c))
+           and not unicodedata.decomposition(chr(c)).startswith("<")]
+    for i in range(0, len(dec), 40):
+        chunk = dec[i:i + 40]
+        texts.append("".join(chr(c) for c in chunk))
+        texts.append(unicodedata.normalize("NFD", "".join(chr(c) for c in chunk)))
+        texts.append("".join(chr(c) + chr(rng.choice(marks)) for c in chunk))
+    # Hangul syllables and jamo sequences, and random base + mark soup
+    texts.append("".join(chr(c) for c in range(0xAC00, 0xD7A4, 7)))
+    texts.append(unicodedata.normalize("NFD", "".join(chr(c) for c in range(0xAC00, 0xD7A4, 13))))
+    texts.append("".join(chr(rng.choice([0x1100 + rng.randrange(19), 0x1161 + rng.randrange(21), 0x11A8 + rng.randrange(27)]))
+                         for _ in range(400)))
+    bases = "aeiouAEIOUnNcCsSzZ\u03b1\u03c9\u0430\u0435\u0915\u0e01\u05d0\u304b\u30cf\u1100 "
+    for _ in range(300):
+        texts.append("".join(rng.choice(bases) if rng.random() < 0.5 else chr(rng.choice(marks))
+                             for _ in range(rng.randint(1, 30))))
+    got, err = tokenize(gguf, texts, decoded=True)
+    check(got is not None, "nfc: %s" % err)
+    if got is None:
+        return
+    bad = [i for i, t in enumerate(texts) if got[i] != unicodedata.normalize("NFC", t).encode("utf-8")]
+    for i in bad[:3]:
+        print("  NFC differs on %r\n    want %r\n    got  %r" % (texts[i][:20], unicodedata.normalize("NFC", texts[i])[:20],
+                                                              got[i][:60]))
+    print("%-18s %d/%d texts normalized as unicodedata's NFC" % ("qwen2 NFC", len(texts) - len(bad), len(texts)))
+    check(not bad, "NFC: %d of %d differ" % (len(bad), len(texts)))
+
+
 def llama_cpp_vocabs():
     base = os.environ.get("LLAMA_CPP_DIR", os.path.join(ROOT, "..", "llama.cpp"))
     models = os.path.join(base, "models")
@@ -129,5 +172,6 @@ def llama_cpp_vocabs():
 
 os.makedirs(OUT, exist_ok=True)
 synthetic()
+nfc()
 llama_cpp_vocabs()
 sys.exit(summary())
