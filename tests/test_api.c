@@ -354,6 +354,92 @@ static void test_packed_load(void) {
     }
 }
 
+/* ---- other families ------------------------------------------------------ */
+
+/* all n logits of toks evaluated in batches of nb in a context of n_ctx */
+static int eval_all(ember_model *m, const ember_token *toks, int n, int n_ctx, int nb, int threads, float *out) {
+    ember_context *c = make_ctx(m, n_ctx, nb, threads);
+    if (!c) return -1;
+    int rc = ember_eval(c, toks, n, out);
+    CHECK(rc == EMBER_OK, "eval: %s", ember_context_errmsg(c));
+    ember_context_free(c);
+    return rc;
+}
+
+/* Every family: the same bits one token at a time, in a batch, on two
+ * threads (Q8_0 weights).  Local layers: a ring cache gives the same bits
+ * as a full one, the window is applied, and a rewind is allowed exactly
+ * while every window it needs is still held. */
+static void test_families_eval(void) {
+    static const char *const fams[] = {"llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "smollm3", "granite"};
+    ember_token toks[40];
+    for (int i = 0; i < 40; i++) toks[i] = TM_FIRST_PIECE + (i * 7) % 20;
+    for (int f = 0; f < (int)(sizeof fams / sizeof fams[0]); f++) {
+        tm_spec spec = tm_family(fams[f]);
+        gb_buf img = {0};
+        ember_model *m = open_spec(&spec, &img, NULL);
+        if (!m) { gb_free(&img); continue; }
+        int V = ember_n_vocab(m);
+        float *a = malloc(sizeof(float) * V), *b = malloc(sizeof(float) * V);
+        static const int nbs[] = {1, 40, 7}, ths[] = {1, 1, 2};
+        eval_last(m, toks, 40, 1, 1, a);
+        int finite = 1;
+        for (int i = 0; i < V; i++) finite &= isfinite(a[i]) != 0;
+        CHECK(finite, "%s: non-finite logits", fams[f]);
+        for (int v = 1; v < 3; v++) {
+            if (eval_last(m, toks, 40, nbs[v], ths[v], b)) break;
+            CHECK(memcmp(a, b, sizeof(float) * V) == 0, "%s: nb %d threads %d differ from one token at a time",
+                  fams[f], nbs[v], ths[v]);
+        }
+        free(a); free(b);
+        ember_model_free(m);
+        gb_free(&img);
+    }
+
+    /* gemma2, window 5, n_batch 4: a ring of 8 rows (stored twice) in a
+     * context of 128, all 16 rows in a context of 16 */
+    tm_spec spec = tm_family("gemma2");
+    gb_buf img = {0}, img_wide = {0};
+    ember_model *m = open_spec(&spec, &img, NULL);
+    spec.md_swa = 64;
+    ember_model *wide = open_spec(&spec, &img_wide, NULL);
+    if (m && wide) {
+        int V = ember_n_vocab(m);
+        float *ring = malloc(sizeof(float) * V * 40), *full = malloc(sizeof(float) * V * 40);
+        float *w64 = malloc(sizeof(float) * V * 40);
+        if (!eval_all(m, toks, 15, 128, 4, 1, ring) && !eval_all(m, toks, 15, 16, 4, 1, full) &&
+            !eval_all(wide, toks, 15, 16, 4, 1, w64)) {
+            CHECK(memcmp(ring, full, sizeof(float) * V * 15) == 0, "gemma2: ring cache logits differ from a full cache");
+            CHECK(memcmp(w64, full, sizeof(float) * V * 5) == 0, "gemma2: windows 5 and 64 differ before position 5");
+            CHECK(memcmp(w64 + (size_t)V * 5, full + (size_t)V * 5, sizeof(float) * V) != 0,
+                  "gemma2: window 5 changes nothing at position 5");
+        }
+        CHECK(ember_context_memory_needed(m, 128, EMBER_KV_F16, 4) < ember_context_memory_needed(wide, 128, EMBER_KV_F16, 4),
+              "gemma2: a window of 5 does not shrink the cache");
+        /* rewinds: 30 positions held, ring of 8 */
+        ember_context *c = make_ctx(m, 128, 4, 1);
+        if (c) {
+            eval_all(m, toks, 30, 128, 4, 1, ring);
+            CHECK(ember_eval(c, toks, 30, NULL) == EMBER_OK, "eval 30");
+            CHECK(ember_context_set_pos(c, 28) == EMBER_OK, "rewind by 2: %s", ember_context_errmsg(c));
+            CHECK(ember_eval(c, toks + 28, 2, NULL) == EMBER_OK, "eval after rewind");
+            CHECK(memcmp(ember_get_logits(c), ring + (size_t)V * 29, sizeof(float) * V) == 0,
+                  "gemma2: logits after a rewind by 2 differ");
+            CHECK(ember_context_set_pos(c, 20) == EMBER_ERR_INVALID_ARG, "rewind by 10 past the ring is refused");
+            CHECK(strstr(ember_context_errmsg(c), "sliding-window") != NULL, "message: %s", ember_context_errmsg(c));
+            CHECK(ember_context_pos(c) == 30, "a refused rewind changes nothing");
+            CHECK(ember_context_set_pos(c, 0) == EMBER_OK, "clear");
+            CHECK(ember_eval(c, toks, 30, NULL) == EMBER_OK, "eval after clear");
+            CHECK(memcmp(ember_get_logits(c), ring + (size_t)V * 29, sizeof(float) * V) == 0,
+                  "gemma2: logits after a clear differ");
+            ember_context_free(c);
+        }
+        free(ring); free(full); free(w64);
+    }
+    ember_model_free(m); ember_model_free(wide);
+    gb_free(&img); gb_free(&img_wide);
+}
+
 /* ---- context limits ------------------------------------------------------ */
 
 static void test_context_limits(ember_model *m) {
@@ -1050,6 +1136,7 @@ int main(void) {
     test_null_args(m);
     test_files(&img);
     test_packed_load();
+    test_families_eval();
     test_context_limits(m);
     test_bad_tokens(m);
     test_nonfinite();
