@@ -121,7 +121,8 @@ EMBER_API void ember_model_free(ember_model *model);
 
 /* Hyperparameters and facts about an open model. */
 typedef struct ember_model_info {
-    const char *architecture;  /* "llama"                                   */
+    const char *architecture;  /* "llama", "qwen2", "qwen3", "gemma2", "gemma3",
+                                  "phi3", "smollm3", "granite"               */
     const char *name;          /* general.name, or ""                        */
     const char *tokenizer;     /* "llama" (SentencePiece) or "gpt2" (BPE)    */
     int n_vocab, n_ctx_train, n_embd, n_layer, n_head, n_head_kv, head_dim,
@@ -136,6 +137,9 @@ typedef struct ember_model_info {
     int n_packed;              /* matrices whose rows were interleaved at
                                   load for the SIMD kernels (READ mode only:
                                   same results, fewer cycles per byte)       */
+    int n_swa;                 /* sliding window of local layers (0: none)   */
+    int n_swa_layers;          /* layers that are local; their KV cache
+                                  keeps n_swa + n_batch positions, not n_ctx */
 } ember_model_info;
 
 EMBER_API int ember_model_get_info(const ember_model *model, ember_model_info *out);

@@ -231,12 +231,14 @@ int ember_model_get_info(const ember_model *model, ember_model_info *out) {
     out->rope_freq_base = hp->rope_freq_base;
     out->rms_eps = hp->rms_eps;
     out->tied_output = model->m.tied_output;
-    out->file_type = model->m.layers ? model->m.layers[0].wq.type : -1;
+    out->file_type = model->m.layers ? model->m.layers[0].wo.type : -1;   /* present in every family */
     out->n_params = model->m.n_params;
     out->weight_bytes = model->m.weight_bytes;
     out->bytes_per_token = model->m.bytes_per_token;
     out->load_mode = model->load_mode;
     out->n_packed = model->m.n_packed;
+    out->n_swa = hp->n_swa;
+    for (int l = 0; l < hp->n_layer && model->m.layers; l++) out->n_swa_layers += model->m.layers[l].swa;
     return EMBER_OK;
 }
 
