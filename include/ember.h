@@ -205,12 +205,18 @@ typedef struct ember_context ember_context;
 typedef enum ember_kv_type { EMBER_KV_F16 = 0, EMBER_KV_F32 = 1 } ember_kv_type;
 
 typedef struct ember_context_params {
-    int n_ctx;        /* positions in the KV cache; 0 = the model's own     */
+    int n_ctx;        /* positions in the KV cache; 0 = the model's own
+                         context length, at most 4096 (as llama.cpp)         */
     int n_batch;      /* max tokens evaluated at once (prompt batching);
                          0 = default (64)                                   */
     int n_threads;    /* 0 = all cores                                      */
     ember_kv_type kv_type;
     const ember_allocator *allocator; /* NULL = the model's allocator       */
+    /* Called between layers while evaluating (from the evaluating thread);
+     * nonzero stops: ember_eval returns EMBER_ERR_CANCELLED and the context
+     * keeps every position before the stopped batch.  NULL = never. */
+    int (*abort_callback)(void *user_data);
+    void *abort_user_data;
 } ember_context_params;
 
 EMBER_API ember_context_params ember_context_default_params(void);
@@ -228,8 +234,15 @@ EMBER_API const char *ember_context_errmsg(const ember_context *ctx);
 EMBER_API int ember_context_n_ctx(const ember_context *ctx);
 /* Number of positions filled in the KV cache. */
 EMBER_API int ember_context_pos(const ember_context *ctx);
-/* Forget positions >= pos (pos = 0 clears the cache). */
+/* Forget positions >= pos (pos = 0 clears the cache).  Afterwards
+ * ember_get_logits() returns the logits that predict the token at pos (the
+ * token at pos - 1 is run again for them).  Models with sliding-window
+ * layers keep only the last window + n_batch positions of those layers:
+ * going back further fails with EMBER_ERR_INVALID_ARG (nothing changed). */
 EMBER_API int ember_context_set_pos(ember_context *ctx, int pos);
+/* The tokens the context holds (ember_context_pos() of them); valid until
+ * the context changes.  Thread-safety: as the context. */
+EMBER_API const ember_token *ember_context_tokens(const ember_context *ctx);
 
 /* Append n tokens to the context and run the model over them.  Afterwards
  * ember_get_logits() returns the logits that predict the token after the

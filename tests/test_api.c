@@ -440,6 +440,38 @@ static void test_families_eval(void) {
     gb_free(&img); gb_free(&img_wide);
 }
 
+/* ---- abort ----------------------------------------------------------------- */
+
+static int abort_after(void *ud) { int *left = ud; return (*left)-- <= 0; }
+
+/* The abort callback stops between layers: EMBER_ERR_CANCELLED, the
+ * positions before the stopped batch kept, and going on from there gives
+ * the same logits as never stopping. */
+static void test_abort(ember_model *m) {
+    ember_token toks[24];
+    for (int i = 0; i < 24; i++) toks[i] = TM_FIRST_PIECE + (i * 5) % 17;
+    int V = ember_n_vocab(m), left = 1000000;
+    float *want = malloc(sizeof(float) * V);
+    if (eval_last(m, toks, 24, 8, 1, want)) { free(want); return; }
+    ember_context_params cp = ember_context_default_params();
+    cp.n_ctx = 64; cp.n_batch = 8; cp.n_threads = 1;
+    cp.abort_callback = abort_after; cp.abort_user_data = &left;
+    ember_context *c = NULL;
+    CHECK(ember_context_create(m, &cp, &c, NULL) == EMBER_OK, "context with an abort callback");
+    if (!c) { free(want); return; }
+    left = 2 + 1;   /* two layers per batch: stops in the second batch */
+    int rc = ember_eval(c, toks, 24, NULL);
+    CHECK(rc == EMBER_ERR_CANCELLED, "aborted eval: %d (%s)", rc, ember_status_string(rc));
+    CHECK(ember_context_pos(c) == 8, "aborted in the second batch: pos %d, want 8", ember_context_pos(c));
+    CHECK(strstr(ember_context_errmsg(c), "abort") != NULL, "message: %s", ember_context_errmsg(c));
+    left = 1000000;
+    rc = ember_eval(c, toks + 8, 16, NULL);
+    CHECK(rc == EMBER_OK && !memcmp(ember_get_logits(c), want, sizeof(float) * V),
+          "going on after an abort gives the uninterrupted logits");
+    ember_context_free(c);
+    free(want);
+}
+
 /* ---- context limits ------------------------------------------------------ */
 
 static void test_context_limits(ember_model *m) {
@@ -491,12 +523,17 @@ static void test_context_limits(ember_model *m) {
     ember_context *c1 = make_ctx(m, 32, 64, 1);
     if (!c1) return;
     float *a = malloc((size_t)V * sizeof(float)), *b = malloc((size_t)V * sizeof(float));
-    for (int i = 0; i < 10; i++) ember_eval(c1, &toks[i], 1, NULL);
+    for (int i = 0; i < 10; i++) {
+        ember_eval(c1, &toks[i], 1, NULL);
+        if (i == 8) memcpy(b, ember_get_logits(c1), (size_t)V * sizeof(float));
+    }
     memcpy(a, ember_get_logits(c1), (size_t)V * sizeof(float));
     ember_eval(c1, toks + 3, 6, NULL);
     CHECK(ember_context_pos(c1) == 16, "pos 16");
-    CHECK(ember_context_set_pos(c1, 9) == EMBER_OK && ember_context_pos(c1) == 9 && ember_get_logits(c1) == NULL,
-          "set_pos 9 clears the logits");
+    CHECK(ember_context_set_pos(c1, 9) == EMBER_OK && ember_context_pos(c1) == 9 && ember_get_logits(c1) &&
+          !memcmp(b, ember_get_logits(c1), (size_t)V * sizeof(float)),
+          "set_pos 9: the logits predict position 9 again");
+    CHECK(!memcmp(ember_context_tokens(c1), toks, 9 * sizeof(ember_token)), "the context's tokens after set_pos");
     ember_eval(c1, &toks[9], 1, NULL);
     CHECK(!memcmp(a, ember_get_logits(c1), (size_t)V * sizeof(float)), "rollback: single-token logits differ");
     /* batched: all 10 at once vs rollback to 4 and 6 more */
@@ -1137,6 +1174,7 @@ int main(void) {
     test_files(&img);
     test_packed_load();
     test_families_eval();
+    test_abort(m);
     test_context_limits(m);
     test_bad_tokens(m);
     test_nonfinite();
