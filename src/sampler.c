@@ -4,7 +4,7 @@
  * top-p, min-p, temperature, then a draw from the remaining distribution
  * (or argmax when the temperature is 0).  All memory is allocated when the
  * sampler is created; sampling allocates nothing. */
-#include "common.h"
+#include "sampler.h"
 
 #include <float.h>
 #include <math.h>
@@ -193,4 +193,30 @@ ember_token ember_sampler_sample(ember_sampler *s, const float *logits) {
         if (r < cum) return c[i].id;
     }
     return c[n - 1].id;
+}
+
+/* ---- state as bytes (little-endian): u64 rng, u32 count, count x i32 ---- */
+
+size_t es_state_bytes(const ember_sampler *s) { return 12 + 4 * (size_t)s->hist_len; }
+
+static void es_put32(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i)); }
+static uint32_t es_get32(const uint8_t *p) { return p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
+
+void es_state_write(const ember_sampler *s, uint8_t *out) {
+    es_put32(out, (uint32_t)s->rng);
+    es_put32(out + 4, (uint32_t)(s->rng >> 32));
+    es_put32(out + 8, (uint32_t)s->hist_len);
+    const int cap = s->p.repeat_last_n, oldest = s->hist_len < cap ? 0 : s->hist_pos;
+    for (int i = 0; i < s->hist_len; i++) es_put32(out + 12 + 4 * i, (uint32_t)s->history[(oldest + i) % cap]);
+}
+
+int es_state_read(ember_sampler *s, const uint8_t *in, size_t n) {
+    if (n < 12) return EMBER_ERR_CORRUPT;
+    uint32_t count = es_get32(in + 8);
+    if (count > (1u << 20) || n != 12 + 4 * (size_t)count) return EMBER_ERR_CORRUPT;
+    for (uint32_t i = 0; i < count; i++)
+        if (es_get32(in + 12 + 4 * i) >= (uint32_t)s->n_vocab) return EMBER_ERR_CORRUPT;
+    ember_sampler_reset(s, (uint64_t)es_get32(in) | (uint64_t)es_get32(in + 4) << 32);
+    for (uint32_t i = 0; i < count; i++) ember_sampler_accept(s, (ember_token)es_get32(in + 12 + 4 * i));
+    return EMBER_OK;
 }
