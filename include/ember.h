@@ -269,7 +269,12 @@ typedef struct ember_sampler_params {
     int repeat_last_n;     /* how many recent tokens are penalised          */
     uint64_t seed;         /* same seed, same choices                       */
     const ember_allocator *allocator; /* NULL = libc                        */
+    /* Added to a token's logit before anything else (-INFINITY: never
+     * chosen).  The list is copied at creation. */
+    const struct ember_logit_bias { ember_token token; float bias; } *logit_bias;
+    int n_logit_bias;
 } ember_sampler_params;
+typedef struct ember_logit_bias ember_logit_bias;
 
 EMBER_API ember_sampler_params ember_sampler_default_params(void);
 EMBER_API int ember_sampler_create(const ember_model *model,

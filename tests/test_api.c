@@ -632,6 +632,35 @@ static void test_state(ember_model *m) {
     gb_free(&img);
 }
 
+/* ---- logit bias ------------------------------------------------------------ */
+
+static void test_logit_bias(ember_model *m) {
+    int V = ember_n_vocab(m);
+    float *l = calloc((size_t)V, sizeof(float));
+    for (int i = 0; i < V; i++) l[i] = (float)(i % 13);
+    ember_sampler_params sp = ember_sampler_default_params();
+    sp.temperature = 0;
+    ember_logit_bias lb[2] = {{5, 100.0f}, {12, -INFINITY}};
+    sp.logit_bias = lb; sp.n_logit_bias = 1;
+    ember_sampler *s = NULL;
+    CHECK(ember_sampler_create(m, &sp, &s) == EMBER_OK && ember_sampler_sample(s, l) == 5, "a +100 bias wins");
+    ember_sampler_free(s);
+    sp.logit_bias = lb + 1;   /* 12 is the first argmax: banned, 25 next */
+    CHECK(ember_sampler_create(m, &sp, &s) == EMBER_OK && ember_sampler_sample(s, l) == 25, "a banned token");
+    sp.temperature = 5; sp.top_k = 0; sp.top_p = 1; sp.min_p = 0;
+    int seen = 0;
+    ember_sampler_free(s);
+    ember_sampler_create(m, &sp, &s);
+    for (int i = 0; i < 2000 && s; i++) seen += ember_sampler_sample(s, l) == 12;
+    CHECK(seen == 0, "a banned token sampled %d times at temperature 5", seen);
+    ember_sampler_free(s);
+    lb[0].token = V;
+    sp.logit_bias = lb;
+    s = (ember_sampler *)0x1;
+    CHECK(ember_sampler_create(m, &sp, &s) == EMBER_ERR_INVALID_ARG && !s, "a bias for a token outside the vocabulary");
+    free(l);
+}
+
 /* ---- abort ----------------------------------------------------------------- */
 
 static int abort_after(void *ud) { int *left = ud; return (*left)-- <= 0; }
@@ -1367,6 +1396,7 @@ int main(void) {
     test_packed_load();
     test_families_eval();
     test_abort(m);
+    test_logit_bias(m);
     test_state(m);
     test_context_limits(m);
     test_bad_tokens(m);
