@@ -253,6 +253,19 @@ EMBER_API const ember_token *ember_context_tokens(const ember_context *ctx);
 EMBER_API int ember_eval(ember_context *ctx, const ember_token *tokens, int n,
                          float *all_logits);
 
+/* Evaluate one token for each of n contexts of the same model in one pass
+ * over the weights (generation is memory-bound: n characters cost little
+ * more than one).  tokens[i] is appended to ctxs[i]; afterwards each
+ * context's ember_get_logits() predicts its next token, with the same bits
+ * as ember_eval() of that token alone.  The contexts must be distinct and
+ * not in use by another thread; the one with the most positions lends its
+ * scratch and threads (its first call with more contexts than before
+ * allocates their rows of logits; later calls allocate nothing).  Errors
+ * are reported in ctxs[0]'s message: nothing is changed by a bad argument
+ * (EMBER_ERR_INVALID_ARG, EMBER_ERR_BAD_TOKEN, EMBER_ERR_CONTEXT_FULL for a
+ * full context). */
+EMBER_API int ember_eval_multi(ember_context *const *ctxs, const ember_token *tokens, int n);
+
 /* Logits (n_vocab floats) after the last ember_eval(), or NULL. */
 EMBER_API const float *ember_get_logits(const ember_context *ctx);
 

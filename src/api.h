@@ -15,6 +15,7 @@ struct ember_model {
     size_t region_size;
     int load_mode;
     char arch[32], name[128], tokenizer[16];
+    et_pool *pool;                  /* threads every context of the model shares */
 };
 
 struct ember_context {
@@ -30,6 +31,8 @@ struct ember_context {
     size_t stream_len, stream_cap;
     char *stops;                    /* stop strings, NUL-separated (owned) */
     int n_stops;
+    float *multi_logits;            /* ember_eval_multi: multi_rows rows of logits */
+    int multi_rows;
     char errmsg[256];
 };
 

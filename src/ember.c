@@ -12,6 +12,11 @@
 #include <time.h>
 #include <unistd.h>
 
+static int ember_default_threads(void) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > 256 ? 256 : (int)n;
+}
+
 /* ---- status ---------------------------------------------------------------- */
 
 const char *ember_status_string(int status) {
@@ -79,6 +84,13 @@ static int ember_model_from_image(const void *data, size_t size, const ember_mod
     if (rc != EMBER_OK) {
         ec_free(user, model);
         return ember_fail(err, rc, msg);
+    }
+    /* One pool of threads for every context of the model: N contexts must
+     * not start N pools. */
+    if (!model->m.vocab_only && (rc = et_pool_create(model->a, ember_default_threads(), &model->pool)) != EMBER_OK) {
+        em_model_free(&model->m);
+        ec_free(user, model);
+        return ember_fail(err, rc, "out of memory starting threads");
     }
     model->region = region;
     model->region_size = region_size;
@@ -181,6 +193,7 @@ int ember_model_open_file(const char *path, const ember_model_params *params, em
 
 void ember_model_free(ember_model *model) {
     if (!model) return;
+    et_pool_free(model->pool);
     em_model_free(&model->m);
     if (model->region) munmap(model->region, model->region_size);
     const ember_allocator *a = model->a ? &model->alloc : NULL;
@@ -224,10 +237,6 @@ const char *ember_type_name(int type) {
     return t ? t->name : NULL;
 }
 
-static int ember_default_threads(void) {
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n < 1 ? 1 : n > 256 ? 256 : (int)n;
-}
 
 /* As llama.cpp: a model trained on 131k positions must not take gigabytes
  * of cache just because no size was asked for. */
@@ -359,7 +368,7 @@ int ember_context_create(const ember_model *model, const ember_context_params *p
     ctx->stream_cap = (size_t)model->m.max_piece_bytes + 8;
     ctx->stream = ec_malloc(ctx->a, ctx->stream_cap);
     ctx->tokens = ec_malloc(ctx->a, (size_t)n_ctx * sizeof *ctx->tokens);
-    int rc = ctx->stream && ctx->tokens ? em_state_init(&ctx->st, &model->m, n_ctx, n_batch, p.kv_type, n_threads, ctx->a)
+    int rc = ctx->stream && ctx->tokens ? em_state_init(&ctx->st, &model->m, n_ctx, n_batch, p.kv_type, n_threads, model->pool, ctx->a)
                                         : EMBER_ERR_NOMEM;
     if (rc != EMBER_OK) {
         ec_free(ctx->a, ctx->tokens);
@@ -381,6 +390,7 @@ void ember_context_free(ember_context *ctx) {
     em_state_free(&ctx->st);
     ec_free(a, ctx->tokens);
     ec_free(a, ctx->stops);
+    ec_free(a, ctx->multi_logits);
     ec_free(a, ctx->stream);
     ec_free(a, ctx);
 }
@@ -457,6 +467,62 @@ int ember_eval(ember_context *ctx, const ember_token *tokens, int n, float *all_
     if (!ember_all_finite(ctx->st.logits, (size_t)V))
         return ea_ctx_fail(ctx, EMBER_ERR_NONFINITE, "the model produced NaN or infinite logits");
     return EMBER_OK;
+}
+
+int ember_eval_multi(ember_context *const *ctxs, const ember_token *tokens, int n) {
+    if (!ctxs || n <= 0 || !tokens || !ctxs[0]) return EMBER_ERR_INVALID_ARG;
+    ember_context *lead = ctxs[0];
+    const ember_model *model = lead->model;
+    const int V = model->m.hp.n_vocab;
+    for (int i = 0; i < n; i++) {
+        ember_context *c = ctxs[i];
+        if (!c) return ea_ctx_fail(lead, EMBER_ERR_INVALID_ARG, "context %d is NULL", i);
+        if (c->model != model) return ea_ctx_fail(lead, EMBER_ERR_INVALID_ARG, "context %d is of another model", i);
+        if (tokens[i] < 0 || tokens[i] >= V)
+            return ea_ctx_fail(lead, EMBER_ERR_BAD_TOKEN, "token %d for context %d is outside the vocabulary (0..%d)",
+                               tokens[i], i, V - 1);
+        if (c->pos >= c->st.n_ctx)
+            return ea_ctx_fail(lead, EMBER_ERR_CONTEXT_FULL, "context %d is full (%d positions)", i, c->st.n_ctx);
+        for (int j = 0; j < i; j++)
+            if (ctxs[j] == c) return ea_ctx_fail(lead, EMBER_ERR_INVALID_ARG, "context %d is listed twice", i);
+    }
+    /* The scratch comes from the context with the most positions (the
+     * attention scores of every other fit in it), in chunks of its n_batch. */
+    ember_context *scratch = lead;
+    for (int i = 1; i < n; i++)
+        if (ctxs[i]->st.n_ctx > scratch->st.n_ctx) scratch = ctxs[i];
+    enum { EMBER_MULTI_MAX = 64 };       /* rows per pass: their states and positions on the stack */
+    int chunk = n < scratch->st.n_batch ? n : scratch->st.n_batch;
+    if (chunk > EMBER_MULTI_MAX) chunk = EMBER_MULTI_MAX;
+    if (scratch->multi_rows < chunk) {   /* the first call with this many contexts */
+        float *l = ec_realloc(scratch->a, scratch->multi_logits, (size_t)chunk * (size_t)V * sizeof(float));
+        if (!l) return ea_ctx_fail(lead, EMBER_ERR_NOMEM, "out of memory for %d rows of logits", chunk);
+        scratch->multi_logits = l;
+        scratch->multi_rows = chunk;
+    }
+    em_state *states[EMBER_MULTI_MAX];
+    int pos[EMBER_MULTI_MAX];
+    int rc = EMBER_OK;
+    for (int i = 0; i < n; i += chunk) {
+        const int nb = n - i < chunk ? n - i : chunk;
+        for (int b = 0; b < nb; b++) {
+            states[b] = &ctxs[i + b]->st;
+            pos[b] = ctxs[i + b]->pos;
+        }
+        if (em_forward_multi(&scratch->st, states, pos, tokens + i, nb, scratch->multi_logits))
+            return ea_ctx_fail(lead, EMBER_ERR_CANCELLED, "evaluation aborted by the abort callback "
+                               "(contexts before %d advanced, the rest unchanged)", i);
+        for (int b = 0; b < nb; b++) {
+            ember_context *c = ctxs[i + b];
+            c->tokens[c->pos++] = tokens[i + b];
+            c->has_logits = 1;
+            memcpy(c->st.logits, scratch->multi_logits + (size_t)b * V, (size_t)V * sizeof(float));
+            if (!ember_all_finite(c->st.logits, (size_t)V))
+                rc = ea_ctx_fail(c, EMBER_ERR_NONFINITE, "the model produced NaN or infinite logits");
+        }
+    }
+    if (rc != EMBER_OK) ea_ctx_fail(lead, rc, "a context's logits are NaN or infinite");
+    return rc;
 }
 
 const float *ember_get_logits(const ember_context *ctx) {

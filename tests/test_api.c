@@ -759,6 +759,65 @@ static void test_logit_bias(ember_model *m) {
     free(l);
 }
 
+/* ---- many contexts in one pass --------------------------------------------- */
+
+/* Three contexts with different prompts and sizes stepped together by
+ * ember_eval_multi give the same bits as each stepped alone. */
+static void test_eval_multi_family(const char *family) {
+    tm_spec spec = tm_family(family);
+    gb_buf img = {0};
+    ember_model *m = open_spec(&spec, &img, NULL);
+    if (!m) { gb_free(&img); return; }
+    enum { N = 3, STEPS = 12 };
+    const int V = ember_n_vocab(m), n_ctx[N] = {64, 128, 48}, n_batch[N] = {4, 2, 8}, plen[N] = {5, 11, 2};
+    ember_context *multi[N], *alone[N];
+    int ok = 1;
+    for (int i = 0; i < N; i++) {
+        multi[i] = make_ctx(m, n_ctx[i], n_batch[i], 1 + i % 2);
+        alone[i] = make_ctx(m, n_ctx[i], n_batch[i], 1);
+        ok &= multi[i] && alone[i];
+    }
+    for (int i = 0; ok && i < N; i++) {
+        ember_token p[16];
+        for (int t = 0; t < plen[i]; t++) p[t] = TM_FIRST_PIECE + (t * 3 + i) % 20;
+        ember_eval(multi[i], p, plen[i], NULL);
+        ember_eval(alone[i], p, plen[i], NULL);
+    }
+    int same = 1;
+    for (int step = 0; ok && step < STEPS; step++) {
+        ember_token next[N];
+        for (int i = 0; i < N; i++) {   /* greedy from the multi context's logits */
+            const float *l = ember_get_logits(multi[i]);
+            int best = 0;
+            for (int v = 1; v < V; v++) if (l[v] > l[best]) best = v;
+            next[i] = best;
+            ember_eval(alone[i], &next[i], 1, NULL);
+        }
+        if (ember_eval_multi(multi, next, N) != EMBER_OK) { CHECK(0, "%s: eval_multi: %s", family, ember_context_errmsg(multi[0])); break; }
+        for (int i = 0; i < N; i++)
+            same &= !memcmp(ember_get_logits(multi[i]), ember_get_logits(alone[i]), sizeof(float) * V) &&
+                    ember_context_pos(multi[i]) == ember_context_pos(alone[i]);
+    }
+    CHECK(same, "%s: contexts stepped together differ from each stepped alone", family);
+    if (ok) {
+        ember_token t[N] = {TM_FIRST_PIECE, TM_FIRST_PIECE, V};
+        int before = ember_context_pos(multi[0]);
+        CHECK(ember_eval_multi(multi, t, N) == EMBER_ERR_BAD_TOKEN && ember_context_pos(multi[0]) == before,
+              "%s: a bad token changes nothing", family);
+        ember_context *twice[2] = {multi[0], multi[0]};
+        CHECK(ember_eval_multi(twice, t, 2) == EMBER_ERR_INVALID_ARG, "%s: a context listed twice", family);
+    }
+    for (int i = 0; i < N; i++) { ember_context_free(multi[i]); ember_context_free(alone[i]); }
+    ember_model_free(m);
+    gb_free(&img);
+}
+
+static void test_eval_multi(void) {
+    test_eval_multi_family("llama");
+    test_eval_multi_family("gemma3");
+    test_eval_multi_family("phi3");
+}
+
 /* ---- abort ----------------------------------------------------------------- */
 
 static int abort_after(void *ud) { int *left = ud; return (*left)-- <= 0; }
@@ -1494,6 +1553,7 @@ int main(void) {
     test_packed_load();
     test_families_eval();
     test_abort(m);
+    test_eval_multi();
     test_logit_bias(m);
     test_stop_strings(m);
     test_state(m);

@@ -785,8 +785,10 @@ static void test_huge_ctx(void) {
         /* the model's own 2^20 positions, with an allocator that refuses
          * more than 16 MB at once */
         ca.max_size = 16u << 20;
-        cp.n_ctx = 0;
-        uint64_t need = ember_context_memory_needed(m, 0, EMBER_KV_F16, 0);
+        cp.n_ctx = 1 << 20;
+        CHECK(ember_context_memory_needed(m, 0, EMBER_KV_F16, 0) < (16u << 20),
+              "the default context is capped at 4096 positions");
+        uint64_t need = ember_context_memory_needed(m, 1 << 20, EMBER_KV_F16, 0);
         CHECK(need > (64u << 20), "memory needed for 2^20 positions: %llu", (unsigned long long)need);
         rc = ember_context_create(m, &cp, &c, &err);
         n_cases++;
