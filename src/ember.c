@@ -408,6 +408,11 @@ int ember_context_pos(const ember_context *ctx) { return ctx ? ctx->pos : 0; }
 int ember_context_set_pos(ember_context *ctx, int pos) {
     if (!ctx) return EMBER_ERR_INVALID_ARG;
     if (pos < 0 || pos > ctx->pos) return ember_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "position %d is not in 0..%d", pos, ctx->pos);
+    if (!em_state_can_rewind(&ctx->st, pos))
+        return ember_ctx_fail(ctx, EMBER_ERR_INVALID_ARG,
+                              "cannot go back to position %d: the model's sliding-window layers keep only the last %d "
+                              "positions (their window plus n_batch)", pos, ctx->st.swa_rows);
+    if (pos == 0) em_state_clear(&ctx->st);
     ctx->pos = pos;
     ctx->has_logits = 0;
     ctx->last_token = -1;
@@ -571,8 +576,7 @@ int ember_perplexity(ember_context *ctx, const char *text, size_t len, ember_pro
     long count = 0;
     for (int c = 0; c < n_chunks && rc == EMBER_OK; c++) {
         const int start = c * n_ctx;
-        ctx->pos = 0;
-        ctx->has_logits = 0;
+        ember_context_set_pos(ctx, 0);
         for (int i = 0; i < n_ctx && rc == EMBER_OK; i += n_batch) {
             int nb = n_ctx - i < n_batch ? n_ctx - i : n_batch;
             ember_token saved = toks[start + i];
@@ -597,8 +601,7 @@ int ember_perplexity(ember_context *ctx, const char *text, size_t len, ember_pro
         if (rc == EMBER_OK && cb && cb(ud, c + 1, n_chunks, exp(nll / (double)count)))
             rc = ember_ctx_fail(ctx, EMBER_ERR_CANCELLED, "cancelled by the progress callback");
     }
-    ctx->pos = 0;
-    ctx->has_logits = 0;
+    ember_context_set_pos(ctx, 0);
     ec_free(ctx->a, toks);
     ec_free(ctx->a, logits);
     if (rc != EMBER_OK) return rc;

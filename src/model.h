@@ -11,10 +11,44 @@
 #include "threads.h"
 #include "tokenizer.h"
 
+/* What one architecture does differently, as data: the forward pass reads
+ * these flags; it has no per-family branches of its own. */
+enum em_arch_flags {
+    EM_NEOX = 1 << 0,          /* RoPE pairs (i, i + n_rot/2), not (2i, 2i+1) */
+    EM_GELU = 1 << 1,          /* GELU(tanh)-gated FFN instead of SiLU-gated */
+    EM_QK_NORM = 1 << 2,       /* per-head RMSNorm of q and k before RoPE */
+    EM_POST_NORMS = 1 << 3,    /* RMSNorm of the attention and FFN outputs */
+    EM_EMBD_SQRT = 1 << 4,     /* embeddings scaled by sqrt(n_embd) */
+    EM_SOFTCAP = 1 << 5,       /* attention and final soft-capping (default 50, 30) */
+    EM_SCALES = 1 << 6,        /* embedding, residual, attention, logit scales from keys */
+    EM_SWA_DEFAULT = 1 << 7,   /* sliding window even without the key (gemma2: 4096) */
+    EM_SWA_KEY = 1 << 8,       /* sliding window when the file gives one */
+    EM_LONGROPE = 1 << 9       /* rope_factors_long/short chosen by the context size */
+};
+
+typedef struct em_arch {
+    const char *name;          /* general.architecture */
+    unsigned flags;            /* enum em_arch_flags */
+    int swa_period;            /* default period: layer l is local unless l % period == period - 1 */
+    int nope_period;           /* layer l has no RoPE when (l + 1) % nope_period == 0 (0: never) */
+    int big_layers;            /* a model of this many layers scales queries by
+                                  1/sqrt(n_embd/n_head) (Gemma 27B), else 1/sqrt(head_dim) */
+} em_arch;
+
 typedef struct em_hparams {
+    const em_arch *arch;
     int n_vocab, n_ctx_train, n_embd, n_layer, n_head, n_head_kv, head_dim,
         n_ff, rope_dim;
     float rope_freq_base, rope_freq_scale, rms_eps;
+    float attn_scale;          /* attention scores = q.k * attn_scale */
+    float embd_scale;          /* embeddings multiplied by this */
+    float residual_scale;      /* attention and FFN outputs multiplied by this */
+    float logit_scale;         /* logits divided by this */
+    float attn_softcap, final_softcap;     /* 0: none */
+    int n_swa, swa_period;     /* window of local layers (0: none) and their period */
+    float rope_freq_base_swa, rope_freq_scale_swa;
+    float rope_attn_factor;    /* cos/sin multiplied by this (LongRoPE) */
+    int n_ctx_orig;            /* LongRoPE: contexts beyond this use the long factors */
 } em_hparams;
 
 /* A weight matrix of n_out rows of n_in elements (GGUF ne = [n_in, n_out]). */
@@ -25,10 +59,22 @@ typedef struct em_matrix {
     int packed;           /* rows interleaved for the kernels (kernels.h) */
 } em_matrix;
 
+/* Norms and biases are owned F32 copies (NULL when the file has none).
+ * wqkv, when present, replaces wq, wk, wv (rows q | k | v); w_up without
+ * w_gate is fused (rows gate | up). */
 typedef struct em_layer {
-    float *attn_norm, *ffn_norm;                   /* owned F32 copies */
-    em_matrix wq, wk, wv, wo, w_gate, w_up, w_down;
+    float *attn_norm, *ffn_norm;                   /* [n_embd] */
+    float *attn_post_norm, *ffn_post_norm;         /* [n_embd] (EM_POST_NORMS) */
+    float *q_norm, *k_norm;                        /* [head_dim] (EM_QK_NORM) */
+    float *bq, *bk, *bv, *bo;                      /* [q_dim], [kv_dim], [kv_dim], [n_embd] */
+    float *b_gate, *b_up, *b_down;                 /* [n_ff], [n_ff], [n_embd] */
+    em_matrix wq, wk, wv, wqkv, wo, w_gate, w_up, w_down;
+    int swa;                                       /* local (sliding-window) layer */
+    int rope;                                      /* 0 for NoPE layers */
 } em_layer;
+
+/* Matrices per layer, in em_matrix_at's order. */
+#define EM_LAYER_MATRICES 8
 
 typedef struct em_model {
     const ember_allocator *a;
@@ -37,7 +83,9 @@ typedef struct em_model {
     em_matrix tok_embd, output;                    /* output == tok_embd when tied */
     int tied_output;
     float *output_norm;                            /* owned */
-    float *rope_freqs;                             /* owned, or NULL */
+    float *output_bias;                            /* owned, or NULL */
+    float *rope_freqs;                             /* owned, or NULL: rope_freqs.weight */
+    float *rope_long, *rope_short;                 /* owned, or NULL: LongRoPE factors */
     em_layer *layers;
     etok *tok;
     int max_piece_bytes;                           /* longest decoded token */
@@ -64,7 +112,11 @@ typedef struct em_state {
     const ember_allocator *a;
     int n_ctx, n_batch, kv_type, n_threads;
     size_t kv_elem;                 /* bytes per KV element */
-    void *k_cache, *v_cache;        /* [n_layer][n_ctx][kv_dim] */
+    void *k_cache, *v_cache;        /* per layer: n_ctx rows of kv_dim, or a local layer's ring */
+    size_t *kv_off;                 /* byte offset of each layer's rows */
+    int swa_rows;                   /* rows of a local layer's ring (0: local layers keep n_ctx) */
+    int swa_hi;                     /* 1 + the highest position written since the cache was cleared */
+    ek_rope_params rope_global, rope_local;
     float *x, *xb, *q, *k, *v, *att_out, *hb, *hb2, *logits; /* scratch */
     void *xa;                       /* converted activations, packed rows */
     float *scores;                  /* [n_threads][n_ctx] */
@@ -75,6 +127,13 @@ uint64_t em_state_bytes(const em_model *m, int n_ctx, int kv_type, int n_batch, 
 int em_state_init(em_state *s, const em_model *m, int n_ctx, int n_batch,
                   int kv_type, int n_threads, const ember_allocator *a);
 void em_state_free(em_state *s);
+/* 1 if the cache can go back to position pos: local layers keep only the
+ * last positions, so a rewind must leave every window it needs intact. */
+int em_state_can_rewind(const em_state *s, int pos);
+/* The cache holds nothing any more (position 0). */
+void em_state_clear(em_state *s);
+/* Bytes of KV cache a context of n_ctx positions and n_batch holds. */
+uint64_t em_kv_bytes(const em_model *m, int n_ctx, int kv_type, int n_batch);
 
 /* Run tokens[0..n) at positions pos..pos+n-1 (n <= n_batch, pos + n <=
  * n_ctx, ids already validated).  Writes the logits of the last token to
