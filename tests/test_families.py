@@ -421,6 +421,35 @@ def test_reference_self(tmp):
     check(e < 1e-12, "reference: rotate-half RoPE on HF rows == pair RoPE on permuted rows (%.1e)" % e)
 
 
+# Each family trait must move these logits far beyond the tolerances, or the test
+# could not see ember get it wrong: (label, config overrides, HF weights dropped).
+TRAITS = {
+    "qwen2": [("q/k/v biases", {}, (".bias",))],
+    "qwen3": [("per-head q/k RMSNorm", {}, ("q_norm.", "k_norm."))],
+    "gemma2": [("sliding windows", {"sliding_window": 0}, ()),
+               ("attention soft-capping", {"attn_logit_softcapping": None}, ()),
+               ("final soft-capping", {"final_logit_softcapping": None}, ())],
+    "gemma3": [("sliding windows", {"sliding_window": 0}, ()),
+               ("local RoPE base", {"rope_local_base_freq": 1000000.0}, ()),
+               ("global linear RoPE scaling", {"rope_scaling": None}, ()),
+               ("per-head q/k RMSNorm", {}, ("q_norm.", "k_norm."))],
+    "phi3": [("long vs short factors", {"original_max_position_embeddings": 100000}, ())],
+    "smollm3": [("no RoPE on layer 3", {"no_rope_layer_interval": 1000}, ())],
+    "granite": [("embedding multiplier", {"embedding_multiplier": 1.0}, ()),
+                ("residual multiplier", {"residual_multiplier": 1.0}, ()),
+                ("attention multiplier", {"attention_multiplier": (16 ** -0.5)}, ()),
+                ("logits scaling", {"logits_scaling": 1.0}, ())],
+}
+
+
+def check_traits(name, m, toks, ref):
+    for label, over, drop in TRAITS.get(name, []):
+        mm = rf.FamilyModel(m.family, dict(m.conf, **over),
+                            {n: a for n, a in m.w.items() if not any(x in n for x in drop)})
+        mr, _ = errs(rf.family_forward(mm, toks)[:, :N_VOCAB], ref)
+        check(mr > 1e-2, "%s: the test sees %s (logits move by maxrel %.1e without it)" % (name, label, mr))
+
+
 # ---------------------------------------------------------------------------
 def test_family(f, idx, tables, summary):
     name = f["name"]
@@ -438,6 +467,8 @@ def test_family(f, idx, tables, summary):
     for label, n in runs:
         toks = [1] + [int(t) for t in rng.integers(3, N_VOCAB, n - 1)]
         ref = rf.family_forward(m, toks)[:, :N_VOCAB]
+        if label != "short (40 <= 256 tokens)":
+            check_traits(name, m, toks, ref)
         for batch in (None, 1):
             desc = "%s f32%s%s" % (name, " " + label if label else "", " --batch 1" if batch else " one batch")
             try:
