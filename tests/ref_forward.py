@@ -506,7 +506,7 @@ def q4_0_roundtrip(x):
     return ((q - 8) * dq[:, None]).astype(np.float32).reshape(x.shape)
 
 
-GGML_TYPE_IDS = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 8, "bf16": 30}
+GGML_TYPE_IDS = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 8, "q4_k": 12, "q6_k": 14, "bf16": 30}
 GGML_TYPE_NAMES = {v: k for k, v in GGML_TYPE_IDS.items()}
 
 
@@ -521,7 +521,25 @@ def converter_type(name, shape, qtype):
     return qtype
 
 
+def q8_k_roundtrip(x):
+    """ggml's quantize_row_q8_K_ref (the activation format of k-quant dot products):
+    blocks of 256, iscale = -128 / (signed value of max |x|), q = min(127, rint(iscale*x)),
+    value = q / iscale."""
+    x = np.asarray(x, dtype=np.float32)
+    b = x.reshape(-1, 256)
+    i = np.abs(b).argmax(axis=1)
+    mx = b[np.arange(b.shape[0]), i]
+    with np.errstate(divide="ignore"):
+        iscale = np.where(mx != 0, np.float32(-128) / np.where(mx != 0, mx, np.float32(1)), np.float32(0)).astype(
+            np.float32)
+        d = np.where(iscale != 0, np.float32(1) / np.where(iscale != 0, iscale, np.float32(1)), np.float32(0))
+    q = np.minimum(np.rint(b * iscale[:, None]), 127)
+    return (q * d.astype(np.float32)[:, None]).astype(np.float32).reshape(x.shape)
+
+
 def roundtrip(x, t):
+    if t == "q8_k":
+        return q8_k_roundtrip(x)
     if t == "f32":
         return np.asarray(x, dtype=np.float32)
     if t == "f16":
@@ -840,7 +858,8 @@ def gguf_tensor_table(path):
     out = {}
     for name, ne, t, off in infos:
         n = int(np.prod(ne))
-        nb = {0: 4 * n, 1: 2 * n, 30: 2 * n, 8: n // 32 * 34, 2: n // 32 * 18}.get(t)
+        nb = {0: 4 * n, 1: 2 * n, 30: 2 * n, 8: n // 32 * 34, 2: n // 32 * 18, 12: n // 256 * 144,
+              14: n // 256 * 210}.get(t)
         raw = data[base + off:base + off + nb] if nb is not None else None
         out[name] = (GGML_TYPE_NAMES.get(t, t), tuple(reversed(ne)), raw)
     return out, meta
@@ -866,9 +885,58 @@ def gguf_dequant(t, shape, raw):
         qs = b[:, 2:]
         q = np.concatenate([(qs & 15).astype(np.float32) - 8, (qs >> 4).astype(np.float32) - 8], axis=1)
         a = q * d
+    elif t == "q4_k":
+        a = decode_q4_k(np.frombuffer(raw, np.uint8).reshape(-1, 144))
+    elif t == "q6_k":
+        a = decode_q6_k(np.frombuffer(raw, np.uint8).reshape(-1, 210))
     else:
         raise ValueError("type %s" % t)
     return np.asarray(a, dtype=np.float32).reshape(-1)[:n].reshape(shape)
+
+
+def _f16(b):
+    return b.copy().view("<f2").astype(np.float32).reshape(-1, 1)
+
+
+def decode_q4_k(blk):
+    """ggml's dequantize_row_q4_K, over all blocks at once: 8 sub-blocks of 32 with
+    6-bit scale and min (get_scale_min_k4), y = d*sc*q - dmin*m."""
+    d, dmin, sc8, qs = _f16(blk[:, 0:2]), _f16(blk[:, 2:4]), blk[:, 4:16].astype(np.int32), blk[:, 16:]
+    out = np.empty((blk.shape[0], 256), np.float32)
+
+    def scale_min(j):
+        if j < 4:
+            return sc8[:, j] & 63, sc8[:, j + 4] & 63
+        return (sc8[:, j + 4] & 0xF) | ((sc8[:, j - 4] >> 6) << 4), (sc8[:, j + 4] >> 4) | ((sc8[:, j] >> 6) << 4)
+    for c in range(4):                                  # 64 values per step, like the C loop
+        q = qs[:, 32 * c:32 * c + 32].astype(np.int32)
+        s1, m1 = scale_min(2 * c)
+        s2, m2 = scale_min(2 * c + 1)
+        out[:, 64 * c:64 * c + 32] = d * s1[:, None] * (q & 0xF) - dmin * m1[:, None]
+        out[:, 64 * c + 32:64 * c + 64] = d * s2[:, None] * (q >> 4) - dmin * m2[:, None]
+    return out
+
+
+def decode_q6_k(blk):
+    """ggml's dequantize_row_q6_K over all blocks: two halves of 128, 6-bit q from
+    ql (low 4) and qh (high 2), int8 scales per 16 values, y = d*sc*(q - 32)."""
+    ql, qh, sc, d = blk[:, :128].astype(np.int32), blk[:, 128:192].astype(np.int32), \
+        blk[:, 192:208].copy().view(np.int8).astype(np.float32), _f16(blk[:, 208:210])
+    out = np.empty((blk.shape[0], 256), np.float32)
+    for h in range(2):
+        L, H, S = ql[:, 64 * h:64 * h + 64], qh[:, 32 * h:32 * h + 32], sc[:, 8 * h:8 * h + 8]
+        for l in range(32):
+            i = l // 16
+            q1 = ((L[:, l] & 0xF) | (((H[:, l] >> 0) & 3) << 4)) - 32
+            q2 = ((L[:, l + 32] & 0xF) | (((H[:, l] >> 2) & 3) << 4)) - 32
+            q3 = ((L[:, l] >> 4) | (((H[:, l] >> 4) & 3) << 4)) - 32
+            q4 = ((L[:, l + 32] >> 4) | (((H[:, l] >> 6) & 3) << 4)) - 32
+            o = 128 * h + l
+            out[:, o] = d[:, 0] * S[:, i] * q1
+            out[:, o + 32] = d[:, 0] * S[:, i + 2] * q2
+            out[:, o + 64] = d[:, 0] * S[:, i + 4] * q3
+            out[:, o + 96] = d[:, 0] * S[:, i + 6] * q4
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -1157,23 +1225,41 @@ def gguf_name_of(hf_name, family):
     return "blk.%s.%s.%s" % (i, g, kind)
 
 
-def quantized_family(m, types):
+NORM_ROPE_FAMILIES = ("llama", "mistral", "smollm3", "granite")   # GGUF q/k rows in adjacent-pair order
+
+
+def quantized_family(m, types, table=None):
     """m with every 2-D weight replaced by dequantize(quantize(W)) of the type its GGUF
     tensor has (types: {gguf name: type}).  Row blocks are unaffected by the row
-    permutation and the fused layouts the converter uses, so this is exact."""
+    permutation and the fused layouts the converter uses, so this is exact.  k-quant
+    tensors (no reference encoder here) are decoded from the file's bytes (table from
+    gguf_tensor_table) with their rows put back in HF order."""
     def fn(name, a):
         if a.ndim < 2:
             return a
-        return roundtrip(a, types[gguf_name_of(name, m.family)])
+        g = gguf_name_of(name, m.family)
+        t = types[g]
+        if t not in ("q4_k", "q6_k"):
+            return roundtrip(a, t)
+        tt, shape, raw = table[g]
+        w = gguf_dequant(tt, shape, raw)
+        if m.family in NORM_ROPE_FAMILIES and (".attn_q." in g or ".attn_k." in g):
+            w = pairs_to_halves(w, m.n_heads if ".attn_q." in g else m.n_kv_heads)
+        if w.shape[0] < a.shape[0]:          # embedding rows the converter dropped
+            w = np.concatenate([w, a[w.shape[0]:]])
+        return w
     return m.map_weights(fn)
 
 
-def family_act_quant(m, types, act_type="q8_0", weight_types=("q8_0", "q4_0")):
-    """{hf weight name: roundtrip} for family_forward(act_quant=...), as act_quant_map."""
+def family_act_quant(m, types):
+    """{hf weight name: roundtrip} for family_forward(act_quant=...), as act_quant_map:
+    ggml rounds the activation to Q8_0 for Q8_0/Q4_0 weights and to Q8_K for k-quants."""
+    act = {"q8_0": "q8_0", "q4_0": "q8_0", "q4_k": "q8_k", "q6_k": "q8_k"}
     out = {}
     for name, a in m.w.items():
-        if a.ndim == 2 and types.get(gguf_name_of(name, m.family)) in weight_types:
-            out[name] = lambda x, t=act_type: roundtrip(x, t)
+        t = types.get(gguf_name_of(name, m.family))
+        if a.ndim == 2 and t in act:
+            out[name] = lambda x, t=act[t]: roundtrip(x, t)
     return out
 
 

@@ -503,6 +503,53 @@ def test_family(f, idx, tables, summary):
                   "maxrel %.1e nmse %.1e" % (name, q, mr, nm, tol, mru, nmu))
 
 
+KQ_FAMILIES = [("qwen2", dict(dim=256, hidden=480)), ("phi3", dict(dim=256, hidden=256)),
+               ("gemma3", dict(dim=256, hidden=512, head_dim=64, query_pre_attn_scalar=64)),
+               ("granite", dict(dim=256, hidden=512))]
+
+
+def test_kquants(summary):
+    """Q4_K / Q6_K files (rows of 256; shorter rows fall back to Q8_0 or F16, a mix
+    as real downloads have) against the reference on the file's own decoded weights."""
+    for idx, (name, over) in enumerate(KQ_FAMILIES):
+        f = dict([x for x in FAMILIES if x["name"] == name][0])
+        f["extra"] = dict(f["extra"], **{k: over.pop(k) for k in list(over) if k in f["extra"]})
+        f.update(over)
+        d = os.path.join(WORK, name + "-256")
+        os.makedirs(d, exist_ok=True)
+        ck = write_checkpoint(f, os.path.join(d, "hf"), 300 + idx)
+        m = rf.read_family(ck)
+        rng = np.random.default_rng(50 + idx)
+        toks = [1] + [int(t) for t in rng.integers(3, N_VOCAB, 47)]
+        ref = rf.family_forward(m, toks)[:, :N_VOCAB]
+        for q, bound in (("q4_k", 0.1), ("q6_k", 0.03)):
+            gq = convert(ck, os.path.join(d, q + ".gguf"), q)
+            table, _ = rf.gguf_tensor_table(gq)
+            types = {k: t for k, (t, _, _) in table.items()}
+            mq = rf.quantized_family(m, types, table)
+            kq = [n for n, a in m.w.items() if a.ndim == 2 and types[rf.gguf_name_of(n, m.family)] == q]
+            rel = max(float(np.sqrt(((mq.w[n] - m.w[n]) ** 2).mean() / (m.w[n] ** 2).mean())) for n in kq)
+            mix = sorted(set(types[rf.gguf_name_of(n, m.family)] for n, a in m.w.items() if a.ndim == 2))
+            check(len(kq) >= 2 and rel < bound, "%s %s: %d tensors in %s (mix %s), decoded by the reference's own "
+                  "decoder within rms %.3f of the HF weights (< %.2f)" % (name, q, len(kq), q, "/".join(mix), rel, bound))
+            refq = rf.family_forward(mq, toks)[:, :N_VOCAB]
+            sim = rf.family_forward(mq, toks, act_quant=rf.family_act_quant(mq, types))[:, :N_VOCAB]
+            _, sim_nm = errs(sim, refq)
+            tol = 5 * sim_nm + 1e-8
+            try:
+                e = ember_logits(gq, toks)
+                e1 = ember_logits(gq, toks, batch=1)
+            except Exception as ex:  # noqa: BLE001
+                check(False, "%s %s: ember: %s" % (name, q, ex))
+                continue
+            mr, nm = errs(e, refq)
+            mr1, nm1 = errs(e1, refq)
+            mru, nmu = errs(e, ref)
+            summary.append(("%s-256 %s" % (name, q), mr, nm))
+            check(max(nm, nm1) <= tol, "%s-256 %s: vs ref on the file's weights maxrel %.2e nmse %.1e (--batch 1: "
+                  "nmse %.1e) <= %.1e | vs unquantized nmse %.1e" % (name, q, mr, nm, nm1, tol, nmu))
+
+
 def test_gemma3_multimodal(tables):
     """Gemma3ForConditionalGeneration: text_config + language_model.* -> the same GGUF as the text model."""
     f = [x for x in FAMILIES if x["name"] == "gemma3"][0]
@@ -539,6 +586,12 @@ def main():
             import traceback
             traceback.print_exc(limit=4, file=sys.stdout)
             check(False, "%s: %s: %s" % (f["name"], type(ex).__name__, ex))
+    try:
+        test_kquants(summary)
+    except Exception as ex:  # noqa: BLE001
+        import traceback
+        traceback.print_exc(limit=4, file=sys.stdout)
+        check(False, "k-quants: %s: %s" % (type(ex).__name__, ex))
     try:
         test_gemma3_multimodal(tables)
     except Exception as ex:  # noqa: BLE001

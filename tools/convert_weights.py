@@ -27,9 +27,13 @@ byte-fallback SentencePiece-style vocabulary of the requested size.
 Tensor types (as llama.cpp's convert does for --outtype):
   * 1-D tensors (all norms, rope_freqs) are always F32;
   * 2-D weights take --type when their row length (GGUF ne[0], the input dimension) is a
-    multiple of the type's block size (32 for q8_0/q4_0); otherwise they fall back to F16
-    (F32 when --type f32).
-general.file_type: 0 f32, 1 f16, 2 q4_0, 7 q8_0, 32 bf16.
+    multiple of the type's block size (32 for q8_0/q4_0, 256 for q4_k/q6_k); otherwise they
+    fall back to Q8_0 for a k-quant when the row length allows it, else to F16 (F32 when
+    --type f32).
+  * q4_k / q6_k (not offered by llama.cpp's converter) use simple min/max encoders, valid
+    for ggml and ember but with more rounding error than llama-quantize's search: they
+    are for test files; quantize real models with llama-quantize.
+general.file_type: 0 f32, 1 f16, 2 q4_0, 7 q8_0, 14 q4_k (Q4_K_S), 18 q6_k, 32 bf16.
 """
 
 import argparse
@@ -47,6 +51,7 @@ import gguf_writer as gw  # noqa: E402
 import tokenizer_readers as tr  # noqa: E402
 
 TYPES = {"f32": gw.GGML_TYPE_F32, "f16": gw.GGML_TYPE_F16, "bf16": gw.GGML_TYPE_BF16,
+         "q4_k": gw.GGML_TYPE_Q4_K, "q6_k": gw.GGML_TYPE_Q6_K,
          "q8_0": gw.GGML_TYPE_Q8_0, "q4_0": gw.GGML_TYPE_Q4_0}
 
 
@@ -742,6 +747,8 @@ def choose_type(shape, want):
     bs = gw.block_size(want)
     if shape[-1] % bs == 0:
         return want
+    if want in (gw.GGML_TYPE_Q4_K, gw.GGML_TYPE_Q6_K) and shape[-1] % gw.block_size(gw.GGML_TYPE_Q8_0) == 0:
+        return gw.GGML_TYPE_Q8_0
     return gw.GGML_TYPE_F32 if want == gw.GGML_TYPE_F32 else gw.GGML_TYPE_F16
 
 
@@ -794,7 +801,7 @@ def add_hparams(w, hp, name, ftype, src=None):
     w.add_uint32("general.file_type", ftype)
     w.add_uint32("llama.vocab_size", hp.vocab)
     w.add_uint32("llama.rope.dimension_count", hp.hd)
-    if ftype in (gw.LLAMA_FTYPE_MOSTLY_Q4_0, gw.LLAMA_FTYPE_MOSTLY_Q8_0):
+    if ftype not in (gw.LLAMA_FTYPE_ALL_F32, gw.LLAMA_FTYPE_MOSTLY_F16, gw.LLAMA_FTYPE_MOSTLY_BF16):
         w.add_uint32("general.quantization_version", 2)
 
 
