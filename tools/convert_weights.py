@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Convert Llama-architecture checkpoints to GGUF (numpy only).
+"""Convert Llama-family checkpoints (and Qwen2/3, Gemma 2/3, Phi-3, SmolLM3, Granite) to GGUF (numpy only).
 
 usage:
   convert_weights.py SRC -o OUT.gguf [--type f32|f16|bf16|q8_0|q4_0] [--tokenizer TOK]
@@ -8,10 +8,18 @@ usage:
                      [--tokenizer TOK] [--ckpt-dtype f32|f16|bf16]
 
 SRC is one of
-  * a Hugging Face model directory: config.json (LlamaForCausalLM / MistralForCausalLM keys)
-    and model.safetensors or sharded safetensors (model.safetensors.index.json);
-    tensor dtypes F32, F16, BF16.  Q/K rows are permuted from HF's rotate-half order to
-    GGUF's adjacent-pair order exactly like llama.cpp's convert_hf_to_gguf.py.
+  * a Hugging Face model directory: config.json and model.safetensors or sharded
+    safetensors (model.safetensors.index.json); tensor dtypes F32, F16, BF16.  Architectures
+    (GGUF general.architecture as llama.cpp's convert_hf_to_gguf.py writes it):
+      LlamaForCausalLM, MistralForCausalLM -> llama     Qwen2ForCausalLM -> qwen2
+      Qwen3ForCausalLM -> qwen3                        Gemma2ForCausalLM -> gemma2
+      Gemma3ForCausalLM, Gemma3ForConditionalGeneration (its text model) -> gemma3
+      Phi3ForCausalLM -> phi3     SmolLM3ForCausalLM -> smollm3     GraniteForCausalLM -> granite
+    Keys, tensor names and layouts follow llama.cpp's converter (the Family table below):
+    Q/K rows are permuted from HF's rotate-half order to adjacent pairs only for the
+    families llama.cpp ropes in that order (llama, mistral, smollm3, granite); Gemma norms
+    are stored as 1 + w; Phi-3 keeps its fused qkv_proj / gate_up_proj and gets
+    rope_factors_long/short; tied heads write no output.weight (Gemma 2 never does).
   * a llama2.c checkpoint .bin (legacy version-0 header; negative vocab_size means an
     unshared classifier).  Not permuted (llama2.c already uses adjacent-pair RoPE).
   * random:dim=64,hidden=172,layers=2,heads=8,kv_heads=4,vocab=512,ctx=256,seed=1
