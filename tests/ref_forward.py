@@ -1070,6 +1070,17 @@ def read_family(path):
     family = MODEL_TYPE_OF_ARCH[arch]
     if isinstance(conf.get("text_config"), dict):
         conf = dict(conf, **conf["text_config"])
+    rp = conf.get("rope_parameters")
+    if isinstance(rp, dict):
+        # transformers 5: one rope_parameters dict, or one per attention type (Gemma 3)
+        full, local = rp.get("full_attention", rp), rp.get("sliding_attention")
+        conf = dict(conf, rope_theta=full.get("rope_theta", conf.get("rope_theta")))
+        if local:
+            conf["rope_local_base_freq"] = local.get("rope_theta")
+        for k in ("partial_rotary_factor", "original_max_position_embeddings"):
+            if k in full:
+                conf[k] = full[k]
+        conf["rope_scaling"] = None if full.get("rope_type", "default") == "default" else full
     conf = dict(FAMILY_DEFAULTS[family], **{k: v for k, v in conf.items() if v is not None})
     idx = os.path.join(path, "model.safetensors.index.json")
     st = {}

@@ -827,6 +827,33 @@ def _():
           "512 tokens, add_space_prefix false (llama.cpp's Gemma converters)")
 
 
+@test("HF families: transformers-5 rope_parameters configs convert like the older keys")
+def _():
+    def v5_gemma3(c):
+        c["rope_parameters"] = {"full_attention": dict(c.pop("rope_scaling"), rope_theta=c.pop("rope_theta")),
+                                "sliding_attention": {"rope_type": "default", "rope_theta": c.pop("rope_local_base_freq")}}
+
+    def v5_phi3(c):
+        rs = c.pop("rope_scaling")
+        c["rope_parameters"] = dict(rs, rope_type=rs.pop("type"), rope_theta=c.pop("rope_theta"),
+                                    partial_rotary_factor=c.pop("partial_rotary_factor"))
+    for name, edit in (("gemma3", v5_gemma3), ("phi3", v5_phi3)):
+        outs, refs = [], []
+        for tag, ec in (("old", None), ("v5", edit)):
+            p = family_ckpt(name, os.path.join(TMP, "%s-%s" % (name, tag)), ec)
+            o = os.path.join(TMP, "%s-%s.gguf" % (name, tag))
+            cw.convert(p, o, "f32", quiet=True)
+            outs.append(gr.GGUFReader(o))
+            refs.append(rf.family_forward(rf.read_family(p), list(range(1, 30))))
+        a, b = outs
+        ka = {k: str(v) for k, v in a.metadata.items() if k != "general.name"}
+        kb = {k: str(v) for k, v in b.metadata.items() if k != "general.name"}
+        check(ka == kb, "%s: same keys (%s)" % (name, sorted(set(ka.items()) ^ set(kb.items()))[:4]))
+        check(sorted(a.tensors) == sorted(b.tensors) and all(np.array_equal(a.tensor(t), b.tensor(t)) for t in a.tensors),
+              "%s: same tensors" % name)
+        check(np.array_equal(refs[0], refs[1]), "%s: the reference reads both alike" % name)
+
+
 def main():
     shutil.rmtree(TMP, ignore_errors=True)
     sys.stderr.flush()

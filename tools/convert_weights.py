@@ -340,6 +340,27 @@ _NOT_TEXT = ("vision_tower.", "multi_modal_projector.", "model.vision_tower.", "
              "vision_model.", "model.vision_model.")
 
 
+def _legacy_rope_keys(cfg):
+    """transformers >= 5 writes `rope_parameters` ({rope_theta, rope_type, ...}, or one such
+    dict per attention type) where older configs have rope_theta / rope_scaling /
+    rope_local_base_freq; llama.cpp reads both.  Returns cfg with the older keys."""
+    rp = cfg.get("rope_parameters")
+    if not isinstance(rp, dict):
+        return cfg
+    cfg = dict(cfg)
+    full = rp.get("full_attention", rp)
+    if "sliding_attention" in rp and rp["sliding_attention"].get("rope_theta") is not None:
+        cfg.setdefault("rope_local_base_freq", rp["sliding_attention"]["rope_theta"])
+    if full.get("rope_theta") is not None:
+        cfg.setdefault("rope_theta", full["rope_theta"])
+    for k in ("partial_rotary_factor", "original_max_position_embeddings"):
+        if full.get(k) is not None:
+            cfg.setdefault(k, full[k])
+    if full.get("rope_type", full.get("type", "default")) != "default" and cfg.get("rope_scaling") is None:
+        cfg["rope_scaling"] = {k: v for k, v in full.items() if k != "rope_theta"}
+    return cfg
+
+
 def _text_name(name):
     """A tensor name of the language model with multimodal prefixes removed (None: not text)."""
     if name.startswith(_NOT_TEXT):
@@ -370,6 +391,7 @@ class HFSource:
         fam = self.family = FAMILIES[archs[0]]
         if isinstance(cfg.get("text_config"), dict):
             cfg = dict(cfg, **cfg["text_config"])     # the language model of a multimodal checkpoint
+        cfg = _legacy_rope_keys(cfg)
         self.raw_cfg = cfg
         self.cfg = cfg = dict(fam.defaults, **{k: v for k, v in cfg.items() if v is not None})
         self.arch = fam.arch
