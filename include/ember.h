@@ -121,7 +121,8 @@ EMBER_API void ember_model_free(ember_model *model);
 
 /* Hyperparameters and facts about an open model. */
 typedef struct ember_model_info {
-    const char *architecture;  /* "llama"                                   */
+    const char *architecture;  /* "llama", "qwen2", "qwen3", "gemma2", "gemma3",
+                                  "phi3", "smollm3", "granite"               */
     const char *name;          /* general.name, or ""                        */
     const char *tokenizer;     /* "llama" (SentencePiece) or "gpt2" (BPE)    */
     int n_vocab, n_ctx_train, n_embd, n_layer, n_head, n_head_kv, head_dim,
@@ -136,6 +137,9 @@ typedef struct ember_model_info {
     int n_packed;              /* matrices whose rows were interleaved at
                                   load for the SIMD kernels (READ mode only:
                                   same results, fewer cycles per byte)       */
+    int n_swa;                 /* sliding window of local layers (0: none)   */
+    int n_swa_layers;          /* layers that are local; their KV cache
+                                  keeps n_swa + n_batch positions, not n_ctx */
 } ember_model_info;
 
 EMBER_API int ember_model_get_info(const ember_model *model, ember_model_info *out);
@@ -201,12 +205,18 @@ typedef struct ember_context ember_context;
 typedef enum ember_kv_type { EMBER_KV_F16 = 0, EMBER_KV_F32 = 1 } ember_kv_type;
 
 typedef struct ember_context_params {
-    int n_ctx;        /* positions in the KV cache; 0 = the model's own     */
+    int n_ctx;        /* positions in the KV cache; 0 = the model's own
+                         context length, at most 4096 (as llama.cpp)         */
     int n_batch;      /* max tokens evaluated at once (prompt batching);
                          0 = default (64)                                   */
     int n_threads;    /* 0 = all cores                                      */
     ember_kv_type kv_type;
     const ember_allocator *allocator; /* NULL = the model's allocator       */
+    /* Called between layers while evaluating (from the evaluating thread);
+     * nonzero stops: ember_eval returns EMBER_ERR_CANCELLED and the context
+     * keeps every position before the stopped batch.  NULL = never. */
+    int (*abort_callback)(void *user_data);
+    void *abort_user_data;
 } ember_context_params;
 
 EMBER_API ember_context_params ember_context_default_params(void);
@@ -224,8 +234,15 @@ EMBER_API const char *ember_context_errmsg(const ember_context *ctx);
 EMBER_API int ember_context_n_ctx(const ember_context *ctx);
 /* Number of positions filled in the KV cache. */
 EMBER_API int ember_context_pos(const ember_context *ctx);
-/* Forget positions >= pos (pos = 0 clears the cache). */
+/* Forget positions >= pos (pos = 0 clears the cache).  Afterwards
+ * ember_get_logits() returns the logits that predict the token at pos (the
+ * token at pos - 1 is run again for them).  Models with sliding-window
+ * layers keep only the last window + n_batch positions of those layers:
+ * going back further fails with EMBER_ERR_INVALID_ARG (nothing changed). */
 EMBER_API int ember_context_set_pos(ember_context *ctx, int pos);
+/* The tokens the context holds (ember_context_pos() of them); valid until
+ * the context changes.  Thread-safety: as the context. */
+EMBER_API const ember_token *ember_context_tokens(const ember_context *ctx);
 
 /* Append n tokens to the context and run the model over them.  Afterwards
  * ember_get_logits() returns the logits that predict the token after the

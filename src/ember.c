@@ -28,8 +28,8 @@ struct ember_context {
     const ember_allocator *a;
     em_state st;
     int pos;                        /* positions filled in the KV cache */
-    int has_logits;
-    ember_token last_token;         /* last token evaluated, -1 if none */
+    int has_logits;                 /* st.logits predict the token at pos */
+    ember_token *tokens;            /* [n_ctx]: the token at each position */
     char *stream;                   /* bytes held back until UTF-8 completes */
     size_t stream_len, stream_cap;
     char errmsg[256];
@@ -231,12 +231,14 @@ int ember_model_get_info(const ember_model *model, ember_model_info *out) {
     out->rope_freq_base = hp->rope_freq_base;
     out->rms_eps = hp->rms_eps;
     out->tied_output = model->m.tied_output;
-    out->file_type = model->m.layers ? model->m.layers[0].wq.type : -1;
+    out->file_type = model->m.layers ? model->m.layers[0].wo.type : -1;   /* present in every family */
     out->n_params = model->m.n_params;
     out->weight_bytes = model->m.weight_bytes;
     out->bytes_per_token = model->m.bytes_per_token;
     out->load_mode = model->load_mode;
     out->n_packed = model->m.n_packed;
+    out->n_swa = hp->n_swa;
+    for (int l = 0; l < hp->n_layer && model->m.layers; l++) out->n_swa_layers += model->m.layers[l].swa;
     return EMBER_OK;
 }
 
@@ -250,9 +252,17 @@ static int ember_default_threads(void) {
     return n < 1 ? 1 : n > 256 ? 256 : (int)n;
 }
 
+/* As llama.cpp: a model trained on 131k positions must not take gigabytes
+ * of cache just because no size was asked for. */
+#define EMBER_DEFAULT_N_CTX 4096
+static int ember_default_n_ctx(const ember_model *model) {
+    return model->m.hp.n_ctx_train < EMBER_DEFAULT_N_CTX ? model->m.hp.n_ctx_train : EMBER_DEFAULT_N_CTX;
+}
+
 uint64_t ember_context_memory_needed(const ember_model *model, int n_ctx, int kv_type, int n_batch) {
     if (!model) return 0;
-    if (n_ctx <= 0 || n_ctx > model->m.hp.n_ctx_train) n_ctx = model->m.hp.n_ctx_train;
+    if (n_ctx <= 0) n_ctx = ember_default_n_ctx(model);
+    if (n_ctx > model->m.hp.n_ctx_train) n_ctx = model->m.hp.n_ctx_train;
     if (n_batch <= 0) n_batch = 64;
     return em_state_bytes(&model->m, n_ctx, kv_type, n_batch, ember_default_threads()) + sizeof(ember_context);
 }
@@ -355,7 +365,7 @@ int ember_context_create(const ember_model *model, const ember_context_params *p
     if (p.n_ctx < 0 || p.n_batch < 0 || p.n_threads < 0 || p.n_threads > 1024 ||
         (p.kv_type != EMBER_KV_F16 && p.kv_type != EMBER_KV_F32))
         return ember_fail(err, EMBER_ERR_INVALID_ARG, "invalid context parameters");
-    int n_ctx = p.n_ctx ? p.n_ctx : model->m.hp.n_ctx_train;
+    int n_ctx = p.n_ctx ? p.n_ctx : ember_default_n_ctx(model);
     if (n_ctx > model->m.hp.n_ctx_train) {
         char msg[128];
         snprintf(msg, sizeof msg, "n_ctx %d exceeds the model's context length %d", n_ctx, model->m.hp.n_ctx_train);
@@ -369,16 +379,19 @@ int ember_context_create(const ember_model *model, const ember_context_params *p
     if (!ctx) return ember_fail(err, EMBER_ERR_NOMEM, "out of memory");
     if (user) { ctx->alloc = *user; ctx->a = &ctx->alloc; }
     ctx->model = model;
-    ctx->last_token = -1;
     ctx->stream_cap = (size_t)model->m.max_piece_bytes + 8;
     ctx->stream = ec_malloc(ctx->a, ctx->stream_cap);
-    int rc = ctx->stream ? em_state_init(&ctx->st, &model->m, n_ctx, n_batch, p.kv_type, n_threads, ctx->a)
-                         : EMBER_ERR_NOMEM;
+    ctx->tokens = ec_malloc(ctx->a, (size_t)n_ctx * sizeof *ctx->tokens);
+    int rc = ctx->stream && ctx->tokens ? em_state_init(&ctx->st, &model->m, n_ctx, n_batch, p.kv_type, n_threads, ctx->a)
+                                        : EMBER_ERR_NOMEM;
     if (rc != EMBER_OK) {
+        ec_free(ctx->a, ctx->tokens);
         ec_free(ctx->a, ctx->stream);
         ec_free(user, ctx);
         return ember_fail(err, rc, "out of memory for the context (KV cache and scratch)");
     }
+    ctx->st.abort_cb = p.abort_callback;
+    ctx->st.abort_ud = p.abort_user_data;
     *out = ctx;
     if (err) { err->code = EMBER_OK; err->message[0] = 0; }
     return EMBER_OK;
@@ -389,6 +402,7 @@ void ember_context_free(ember_context *ctx) {
     ember_allocator copy = ctx->alloc;
     const ember_allocator *a = ctx->a ? &copy : NULL;
     em_state_free(&ctx->st);
+    ec_free(a, ctx->tokens);
     ec_free(a, ctx->stream);
     ec_free(a, ctx);
 }
@@ -404,19 +418,43 @@ static int ember_ctx_fail(ember_context *ctx, int code, const char *fmt, ...) {
 const char *ember_context_errmsg(const ember_context *ctx) { return ctx ? ctx->errmsg : "context is NULL"; }
 int ember_context_n_ctx(const ember_context *ctx) { return ctx ? ctx->st.n_ctx : 0; }
 int ember_context_pos(const ember_context *ctx) { return ctx ? ctx->pos : 0; }
+const ember_token *ember_context_tokens(const ember_context *ctx) { return ctx ? ctx->tokens : NULL; }
+
+/* Run tokens at ctx->pos in batches; on success the context holds them and
+ * their logits.  A batch the abort callback stops leaves every position
+ * before it as it was. */
+static int ember_run(ember_context *ctx, const ember_token *tokens, int n, float *all_logits) {
+    const int V = ctx->model->m.hp.n_vocab;
+    for (int i = 0; i < n; i += ctx->st.n_batch) {
+        int nb = n - i < ctx->st.n_batch ? n - i : ctx->st.n_batch;
+        if (em_forward(&ctx->st, tokens + i, nb, ctx->pos, all_logits ? all_logits + (size_t)i * V : NULL))
+            return ember_ctx_fail(ctx, EMBER_ERR_CANCELLED, "evaluation aborted by the abort callback at position %d "
+                                  "(positions before it are kept)", ctx->pos);
+        memcpy(ctx->tokens + ctx->pos, tokens + i, (size_t)nb * sizeof *tokens);
+        ctx->pos += nb;
+        ctx->has_logits = 1;
+    }
+    return EMBER_OK;
+}
 
 int ember_context_set_pos(ember_context *ctx, int pos) {
     if (!ctx) return EMBER_ERR_INVALID_ARG;
     if (pos < 0 || pos > ctx->pos) return ember_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "position %d is not in 0..%d", pos, ctx->pos);
-    if (!em_state_can_rewind(&ctx->st, pos))
+    if (pos == ctx->pos) return EMBER_OK;
+    if (pos == 0) {
+        em_state_clear(&ctx->st);
+        ctx->pos = 0;
+        ctx->has_logits = 0;
+        return EMBER_OK;
+    }
+    /* The logits at pos come from running the token at pos - 1 again. */
+    if (!em_state_can_rewind(&ctx->st, pos - 1))
         return ember_ctx_fail(ctx, EMBER_ERR_INVALID_ARG,
                               "cannot go back to position %d: the model's sliding-window layers keep only the last %d "
                               "positions (their window plus n_batch)", pos, ctx->st.swa_rows);
-    if (pos == 0) em_state_clear(&ctx->st);
-    ctx->pos = pos;
+    ctx->pos = pos - 1;
     ctx->has_logits = 0;
-    ctx->last_token = -1;
-    return EMBER_OK;
+    return ember_run(ctx, ctx->tokens + pos - 1, 1, NULL);
 }
 
 static int ember_all_finite(const float *x, size_t n) {
@@ -436,13 +474,8 @@ int ember_eval(ember_context *ctx, const ember_token *tokens, int n, float *all_
     if (n > ctx->st.n_ctx - ctx->pos)
         return ember_ctx_fail(ctx, EMBER_ERR_CONTEXT_FULL, "%d tokens do not fit: %d of %d positions are used", n,
                               ctx->pos, ctx->st.n_ctx);
-    for (int i = 0; i < n; i += ctx->st.n_batch) {
-        int nb = n - i < ctx->st.n_batch ? n - i : ctx->st.n_batch;
-        em_forward(&ctx->st, tokens + i, nb, ctx->pos, all_logits ? all_logits + (size_t)i * V : NULL);
-        ctx->pos += nb;
-    }
-    ctx->has_logits = 1;
-    ctx->last_token = tokens[n - 1];
+    int rc = ember_run(ctx, tokens, n, all_logits);
+    if (rc != EMBER_OK) return rc;
     if (!ember_all_finite(ctx->st.logits, (size_t)V))
         return ember_ctx_fail(ctx, EMBER_ERR_NONFINITE, "the model produced NaN or infinite logits");
     return EMBER_OK;
@@ -494,7 +527,7 @@ int ember_generate(ember_context *ctx, ember_sampler *sampler, const ember_token
     double t1 = ember_now();
     res.prompt_seconds = t1 - t0;
     ctx->stream_len = 0;
-    ember_token prev = ctx->last_token;
+    ember_token prev = ctx->pos ? ctx->tokens[ctx->pos - 1] : -1;
     int rc = EMBER_OK;
     for (;;) {
         if (res.n_generated >= n_predict) { res.stop = EMBER_STOP_LENGTH; break; }

@@ -866,7 +866,7 @@ static void em_logits(em_state *s, int rows, float *out) {
     }
 }
 
-void em_forward(em_state *s, const int32_t *tokens, int nb, int pos, float *all_logits) {
+int em_forward(em_state *s, const int32_t *tokens, int nb, int pos, float *all_logits) {
     const em_model *m = s->m;
     const em_hparams *hp = &m->hp;
     const ek_kernels *k = m->kernels;
@@ -881,6 +881,7 @@ void em_forward(em_state *s, const int32_t *tokens, int nb, int pos, float *all_
     if (pos + nb > s->swa_hi) s->swa_hi = pos + nb;
 
     for (int l = 0; l < hp->n_layer; l++) {
+        if (s->abort_cb && s->abort_cb(s->abort_ud)) return 1;
         const em_layer *L = &m->layers[l];
         em_rmsnorm_rows(k, s->xb, s->x, L->attn_norm, nb, n_embd, hp->rms_eps);
         em_qkv(s, L, l, nb, pos);
@@ -903,4 +904,5 @@ void em_forward(em_state *s, const int32_t *tokens, int nb, int pos, float *all_
     } else {
         em_logits(s, 1, s->logits);
     }
+    return 0;
 }

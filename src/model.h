@@ -121,6 +121,8 @@ typedef struct em_state {
     void *xa;                       /* converted activations, packed rows */
     float *scores;                  /* [n_threads][n_ctx] */
     et_pool *pool;
+    int (*abort_cb)(void *);        /* nonzero stops em_forward between layers */
+    void *abort_ud;
 } em_state;
 
 uint64_t em_state_bytes(const em_model *m, int n_ctx, int kv_type, int n_batch, int n_threads);
@@ -137,7 +139,9 @@ uint64_t em_kv_bytes(const em_model *m, int n_ctx, int kv_type, int n_batch);
 
 /* Run tokens[0..n) at positions pos..pos+n-1 (n <= n_batch, pos + n <=
  * n_ctx, ids already validated).  Writes the logits of the last token to
- * s->logits, and of every token to all_logits (n * n_vocab) if non-NULL. */
-void em_forward(em_state *s, const int32_t *tokens, int n, int pos, float *all_logits);
+ * s->logits, and of every token to all_logits (n * n_vocab) if non-NULL.
+ * Returns 0, or 1 if the abort callback stopped it (then the cache rows of
+ * these positions are undefined, s->logits unchanged). */
+int em_forward(em_state *s, const int32_t *tokens, int n, int pos, float *all_logits);
 
 #endif

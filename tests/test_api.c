@@ -354,6 +354,124 @@ static void test_packed_load(void) {
     }
 }
 
+/* ---- other families ------------------------------------------------------ */
+
+/* all n logits of toks evaluated in batches of nb in a context of n_ctx */
+static int eval_all(ember_model *m, const ember_token *toks, int n, int n_ctx, int nb, int threads, float *out) {
+    ember_context *c = make_ctx(m, n_ctx, nb, threads);
+    if (!c) return -1;
+    int rc = ember_eval(c, toks, n, out);
+    CHECK(rc == EMBER_OK, "eval: %s", ember_context_errmsg(c));
+    ember_context_free(c);
+    return rc;
+}
+
+/* Every family: the same bits one token at a time, in a batch, on two
+ * threads (Q8_0 weights).  Local layers: a ring cache gives the same bits
+ * as a full one, the window is applied, and a rewind is allowed exactly
+ * while every window it needs is still held. */
+static void test_families_eval(void) {
+    static const char *const fams[] = {"llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "smollm3", "granite"};
+    ember_token toks[40];
+    for (int i = 0; i < 40; i++) toks[i] = TM_FIRST_PIECE + (i * 7) % 20;
+    for (int f = 0; f < (int)(sizeof fams / sizeof fams[0]); f++) {
+        tm_spec spec = tm_family(fams[f]);
+        gb_buf img = {0};
+        ember_model *m = open_spec(&spec, &img, NULL);
+        if (!m) { gb_free(&img); continue; }
+        int V = ember_n_vocab(m);
+        float *a = malloc(sizeof(float) * V), *b = malloc(sizeof(float) * V);
+        static const int nbs[] = {1, 40, 7}, ths[] = {1, 1, 2};
+        eval_last(m, toks, 40, 1, 1, a);
+        int finite = 1;
+        for (int i = 0; i < V; i++) finite &= isfinite(a[i]) != 0;
+        CHECK(finite, "%s: non-finite logits", fams[f]);
+        for (int v = 1; v < 3; v++) {
+            if (eval_last(m, toks, 40, nbs[v], ths[v], b)) break;
+            CHECK(memcmp(a, b, sizeof(float) * V) == 0, "%s: nb %d threads %d differ from one token at a time",
+                  fams[f], nbs[v], ths[v]);
+        }
+        free(a); free(b);
+        ember_model_free(m);
+        gb_free(&img);
+    }
+
+    /* gemma2, window 5, n_batch 4: a ring of 8 rows (stored twice) in a
+     * context of 128, all 16 rows in a context of 16 */
+    tm_spec spec = tm_family("gemma2");
+    gb_buf img = {0}, img_wide = {0};
+    ember_model *m = open_spec(&spec, &img, NULL);
+    spec.md_swa = 64;
+    ember_model *wide = open_spec(&spec, &img_wide, NULL);
+    if (m && wide) {
+        int V = ember_n_vocab(m);
+        float *ring = malloc(sizeof(float) * V * 40), *full = malloc(sizeof(float) * V * 40);
+        float *w64 = malloc(sizeof(float) * V * 40);
+        if (!eval_all(m, toks, 15, 128, 4, 1, ring) && !eval_all(m, toks, 15, 16, 4, 1, full) &&
+            !eval_all(wide, toks, 15, 16, 4, 1, w64)) {
+            CHECK(memcmp(ring, full, sizeof(float) * V * 15) == 0, "gemma2: ring cache logits differ from a full cache");
+            CHECK(memcmp(w64, full, sizeof(float) * V * 5) == 0, "gemma2: windows 5 and 64 differ before position 5");
+            CHECK(memcmp(w64 + (size_t)V * 5, full + (size_t)V * 5, sizeof(float) * V) != 0,
+                  "gemma2: window 5 changes nothing at position 5");
+        }
+        CHECK(ember_context_memory_needed(m, 128, EMBER_KV_F16, 4) < ember_context_memory_needed(wide, 128, EMBER_KV_F16, 4),
+              "gemma2: a window of 5 does not shrink the cache");
+        /* rewinds: 30 positions held, ring of 8 */
+        ember_context *c = make_ctx(m, 128, 4, 1);
+        if (c) {
+            eval_all(m, toks, 30, 128, 4, 1, ring);
+            CHECK(ember_eval(c, toks, 30, NULL) == EMBER_OK, "eval 30");
+            CHECK(ember_context_set_pos(c, 28) == EMBER_OK, "rewind by 2: %s", ember_context_errmsg(c));
+            CHECK(ember_eval(c, toks + 28, 2, NULL) == EMBER_OK, "eval after rewind");
+            CHECK(memcmp(ember_get_logits(c), ring + (size_t)V * 29, sizeof(float) * V) == 0,
+                  "gemma2: logits after a rewind by 2 differ");
+            CHECK(ember_context_set_pos(c, 20) == EMBER_ERR_INVALID_ARG, "rewind by 10 past the ring is refused");
+            CHECK(strstr(ember_context_errmsg(c), "sliding-window") != NULL, "message: %s", ember_context_errmsg(c));
+            CHECK(ember_context_pos(c) == 30, "a refused rewind changes nothing");
+            CHECK(ember_context_set_pos(c, 0) == EMBER_OK, "clear");
+            CHECK(ember_eval(c, toks, 30, NULL) == EMBER_OK, "eval after clear");
+            CHECK(memcmp(ember_get_logits(c), ring + (size_t)V * 29, sizeof(float) * V) == 0,
+                  "gemma2: logits after a clear differ");
+            ember_context_free(c);
+        }
+        free(ring); free(full); free(w64);
+    }
+    ember_model_free(m); ember_model_free(wide);
+    gb_free(&img); gb_free(&img_wide);
+}
+
+/* ---- abort ----------------------------------------------------------------- */
+
+static int abort_after(void *ud) { int *left = ud; return (*left)-- <= 0; }
+
+/* The abort callback stops between layers: EMBER_ERR_CANCELLED, the
+ * positions before the stopped batch kept, and going on from there gives
+ * the same logits as never stopping. */
+static void test_abort(ember_model *m) {
+    ember_token toks[24];
+    for (int i = 0; i < 24; i++) toks[i] = TM_FIRST_PIECE + (i * 5) % 17;
+    int V = ember_n_vocab(m), left = 1000000;
+    float *want = malloc(sizeof(float) * V);
+    if (eval_last(m, toks, 24, 8, 1, want)) { free(want); return; }
+    ember_context_params cp = ember_context_default_params();
+    cp.n_ctx = 64; cp.n_batch = 8; cp.n_threads = 1;
+    cp.abort_callback = abort_after; cp.abort_user_data = &left;
+    ember_context *c = NULL;
+    CHECK(ember_context_create(m, &cp, &c, NULL) == EMBER_OK, "context with an abort callback");
+    if (!c) { free(want); return; }
+    left = 2 + 1;   /* two layers per batch: stops in the second batch */
+    int rc = ember_eval(c, toks, 24, NULL);
+    CHECK(rc == EMBER_ERR_CANCELLED, "aborted eval: %d (%s)", rc, ember_status_string(rc));
+    CHECK(ember_context_pos(c) == 8, "aborted in the second batch: pos %d, want 8", ember_context_pos(c));
+    CHECK(strstr(ember_context_errmsg(c), "abort") != NULL, "message: %s", ember_context_errmsg(c));
+    left = 1000000;
+    rc = ember_eval(c, toks + 8, 16, NULL);
+    CHECK(rc == EMBER_OK && !memcmp(ember_get_logits(c), want, sizeof(float) * V),
+          "going on after an abort gives the uninterrupted logits");
+    ember_context_free(c);
+    free(want);
+}
+
 /* ---- context limits ------------------------------------------------------ */
 
 static void test_context_limits(ember_model *m) {
@@ -405,12 +523,17 @@ static void test_context_limits(ember_model *m) {
     ember_context *c1 = make_ctx(m, 32, 64, 1);
     if (!c1) return;
     float *a = malloc((size_t)V * sizeof(float)), *b = malloc((size_t)V * sizeof(float));
-    for (int i = 0; i < 10; i++) ember_eval(c1, &toks[i], 1, NULL);
+    for (int i = 0; i < 10; i++) {
+        ember_eval(c1, &toks[i], 1, NULL);
+        if (i == 8) memcpy(b, ember_get_logits(c1), (size_t)V * sizeof(float));
+    }
     memcpy(a, ember_get_logits(c1), (size_t)V * sizeof(float));
     ember_eval(c1, toks + 3, 6, NULL);
     CHECK(ember_context_pos(c1) == 16, "pos 16");
-    CHECK(ember_context_set_pos(c1, 9) == EMBER_OK && ember_context_pos(c1) == 9 && ember_get_logits(c1) == NULL,
-          "set_pos 9 clears the logits");
+    CHECK(ember_context_set_pos(c1, 9) == EMBER_OK && ember_context_pos(c1) == 9 && ember_get_logits(c1) &&
+          !memcmp(b, ember_get_logits(c1), (size_t)V * sizeof(float)),
+          "set_pos 9: the logits predict position 9 again");
+    CHECK(!memcmp(ember_context_tokens(c1), toks, 9 * sizeof(ember_token)), "the context's tokens after set_pos");
     ember_eval(c1, &toks[9], 1, NULL);
     CHECK(!memcmp(a, ember_get_logits(c1), (size_t)V * sizeof(float)), "rollback: single-token logits differ");
     /* batched: all 10 at once vs rollback to 4 and 6 more */
@@ -1050,6 +1173,8 @@ int main(void) {
     test_null_args(m);
     test_files(&img);
     test_packed_load();
+    test_families_eval();
+    test_abort(m);
     test_context_limits(m);
     test_bad_tokens(m);
     test_nonfinite();
