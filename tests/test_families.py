@@ -276,7 +276,8 @@ def write_checkpoint(f, path, seed, multimodal=False):
 
 
 def convert(src, out, qtype):
-    run([PY, CONVERT, src, "-o", out, "--type", qtype, "-q"])
+    """tools/convert_weights.py in this process (its command line is tested in test_convert.py)."""
+    cw.convert(src, out, qtype, quiet=True)
     return out
 
 
