@@ -115,11 +115,11 @@ FAMILIES = [
          kv=2, head_dim=None, tied=False, extra=dict(rope_theta=1000000.0, rms_norm_eps=1e-6,
                                                        use_sliding_window=False, sliding_window=32768)),
     dict(name="qwen3", arch="Qwen3ForCausalLM", model_type="qwen3", dim=64, hidden=128, layers=2, heads=4,
-         kv=2, head_dim=32, tied=True, extra=dict(rope_theta=1000000.0, rms_norm_eps=1e-6)),
+         kv=2, head_dim=32, tied=True, dtype="bf16", extra=dict(rope_theta=1000000.0, rms_norm_eps=1e-6)),
     dict(name="gemma2", arch="Gemma2ForCausalLM", model_type="gemma2", dim=64, hidden=128, layers=3, heads=4,
-         kv=2, head_dim=32, tied=True,
+         kv=2, head_dim=32, tied=True, dtype="f16",
          extra=dict(query_pre_attn_scalar=32, sliding_window=8, attn_logit_softcapping=4.0,
-                    final_logit_softcapping=8.0, rms_norm_eps=1e-6, rope_theta=10000.0,
+                    final_logit_softcapping=30.0, rms_norm_eps=1e-6, rope_theta=10000.0,
                     hidden_activation="gelu_pytorch_tanh")),
     dict(name="gemma3", arch="Gemma3ForCausalLM", model_type="gemma3_text", dim=64, hidden=128, layers=6, heads=4,
          kv=1, head_dim=32, tied=True, vocab=N_VOCAB + 8,
@@ -234,7 +234,8 @@ def family_config(f, seed):
     cfg = {"architectures": [f["arch"]], "model_type": f["model_type"], "hidden_size": d,
            "intermediate_size": f["hidden"], "num_hidden_layers": f["layers"], "num_attention_heads": H,
            "num_key_value_heads": f["kv"], "vocab_size": f.get("vocab", N_VOCAB), "max_position_embeddings": 512,
-           "tie_word_embeddings": f["tied"], "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float32"}
+           "tie_word_embeddings": f["tied"], "bos_token_id": 1, "eos_token_id": 2,
+           "torch_dtype": {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}[f.get("dtype", "f32")]}
     if f["head_dim"]:
         cfg["head_dim"] = f["head_dim"]
     if f["name"] not in ("gemma2", "gemma3"):
@@ -250,7 +251,8 @@ def family_config(f, seed):
 
 
 def write_checkpoint(f, path, seed, multimodal=False):
-    """An HF directory: config.json, model.safetensors, tokenizer.model/.json."""
+    """An HF directory: config.json, model.safetensors (F32, or the family's dtype: the
+    reference and the converter both read the rounded values), tokenizer.model/.json."""
     shutil.rmtree(path, ignore_errors=True)
     os.makedirs(path)
     cfg = family_config(f, seed)
@@ -268,7 +270,8 @@ def write_checkpoint(f, path, seed, multimodal=False):
             np.float32)
     with open(os.path.join(path, "config.json"), "w") as fh:
         json.dump(cfg, fh, indent=1)
-    rf.write_safetensors(os.path.join(path, "model.safetensors"), sorted(w.items()), "f32", {"format": "pt"})
+    rf.write_safetensors(os.path.join(path, "model.safetensors"), sorted(w.items()), f.get("dtype", "f32"),
+                         {"format": "pt"})
     tok = cw.synthetic_spm_vocab(N_VOCAB)
     cw.write_sentencepiece_model(tok, os.path.join(path, "tokenizer.model"))
     cw.write_tokenizer_json(tok, os.path.join(path, "tokenizer.json"))
