@@ -50,9 +50,9 @@ agree (and llama.cpp's choice is what ember must follow):
 
 Cross-check made once by hand (not part of the suite): llama.cpp's own library
 (F32 K/V, no flash attention) on these F32 GGUFs against this reference: maxrel
-1e-7..1e-5 for qwen2, qwen3, phi3 (long and short), smollm3, granite, mistral;
-gemma2 3.3e-4 and gemma3 5.6e-5, which become 1.2e-5 and 1.1e-5 with ggml's
-fp16 GELU table simulated in the reference.  On the Q4_K/Q6_K files (the
+1e-7..1e-5 for qwen2, qwen3, phi3 (long and short), smollm3, granite, llama
+(with attention and MLP biases), mistral; gemma2 8.4e-5 and gemma3 5.6e-5, about
+1e-5 with ggml's fp16 GELU table simulated in the reference.  On the Q4_K/Q6_K files (the
 converter's own encoders) ember and llama.cpp agree to maxrel 3e-7..6e-7 for
 phi3 and granite (all rows k-quant), 2e-3..5e-3 (nmse <= 1.3e-6) for qwen2
 (Q8_0 fallback rows) and 2e-3 (nmse 4e-5) for gemma3 (ggml's GELU table):
@@ -140,6 +140,9 @@ FAMILIES = [
          kv=2, head_dim=None, tied=False,
          extra=dict(embedding_multiplier=6.0, residual_multiplier=0.5, attention_multiplier=0.15,
                     logits_scaling=4.0, rope_theta=10000.0, rms_norm_eps=1e-6)),
+    dict(name="llama", arch="LlamaForCausalLM", model_type="llama", dim=64, hidden=128, layers=2, heads=4,
+         kv=2, head_dim=None, tied=True, extra=dict(rope_theta=10000.0, rms_norm_eps=1e-5, attention_bias=True,
+                                                      mlp_bias=True)),
     dict(name="mistral", arch="MistralForCausalLM", model_type="mistral", dim=64, hidden=160, layers=2, heads=4,
          kv=2, head_dim=32, tied=False, extra=dict(rope_theta=1000000.0, rms_norm_eps=1e-5, sliding_window=4096)),
 ]
@@ -174,10 +177,13 @@ EXPECTED = {
     "granite": dict(arch="granite", keys=BASE_KEYS + ["vocab_size", "rope.dimension_count", "attention.scale",
                                                      "embedding_scale", "residual_scale", "logit_scale"],
                     layer=LLAMA_TENSORS),
+    "llama": dict(arch="llama", keys=BASE_KEYS + ["vocab_size", "rope.dimension_count"],
+                  layer=LLAMA_TENSORS + ["attn_q.bias", "attn_k.bias", "attn_v.bias", "attn_output.bias",
+                                         "ffn_gate.bias", "ffn_up.bias", "ffn_down.bias"]),
     "mistral": dict(arch="llama", keys=BASE_KEYS + ["vocab_size", "rope.dimension_count", "attention.key_length",
                                                    "attention.value_length"], layer=LLAMA_TENSORS),
 }
-PERMUTED = ("smollm3", "granite", "mistral")        # llama.cpp ropes these in NORM mode (adjacent pairs)
+PERMUTED = ("smollm3", "granite", "mistral", "llama")        # llama.cpp ropes these in NORM mode (adjacent pairs)
 
 
 def family_weights(f, seed):
@@ -206,9 +212,14 @@ def family_weights(f, seed):
         else:
             w[p + "self_attn.q_proj.weight"], w[p + "self_attn.k_proj.weight"] = q, k
             w[p + "self_attn.v_proj.weight"] = v
-        if f["name"] == "qwen2":
+        if f["name"] == "qwen2" or f["extra"].get("attention_bias"):
             for n, r in (("q", H * hd), ("k", KV * hd), ("v", KV * hd)):
                 w[p + "self_attn.%s_proj.bias" % n] = (0.5 * rng.standard_normal(r)).astype(np.float32)
+        if f["extra"].get("attention_bias"):
+            w[p + "self_attn.o_proj.bias"] = (0.2 * rng.standard_normal(d)).astype(np.float32)
+        if f["extra"].get("mlp_bias"):
+            for n, r in (("gate", ff), ("up", ff), ("down", d)):
+                w[p + "mlp.%s_proj.bias" % n] = (0.3 * rng.standard_normal(r)).astype(np.float32)
         if f["name"] in ("qwen3", "gemma3"):
             w[p + "self_attn.q_norm.weight"] = norm(hd)
             w[p + "self_attn.k_norm.weight"] = norm(hd)
@@ -433,6 +444,8 @@ def test_reference_self(tmp):
 # could not see ember get it wrong: (label, config overrides, HF weights dropped).
 TRAITS = {
     "qwen2": [("q/k/v biases", {}, (".bias",))],
+    "llama": [("attention biases", {}, ("self_attn.q_proj.bias", "self_attn.k_proj.bias", "o_proj.bias")),
+              ("MLP biases", {}, ("mlp.gate_proj.bias", "mlp.up_proj.bias", "mlp.down_proj.bias"))],
     "qwen3": [("per-head q/k RMSNorm", {}, ("q_norm.", "k_norm."))],
     "gemma2": [("sliding windows", {"sliding_window": 0}, ()),
                ("attention soft-capping", {"attn_logit_softcapping": None}, ()),

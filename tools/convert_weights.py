@@ -597,6 +597,8 @@ class HFSource:
             else:
                 s += [(p + "ffn_gate.weight", (f, d)), (p + "ffn_up.weight", (f, d))]
             s.append((p + "ffn_down.weight", (d, f)))
+            if self.arch == "llama":      # llama.cpp's llama graph takes optional FFN biases (mlp_bias)
+                s += [(p + "ffn_gate.bias", (f,)), (p + "ffn_up.bias", (f,)), (p + "ffn_down.bias", (d,))]
             if fam.post_norms:
                 s.append((p + "post_ffw_norm.weight", (d,)))
         s.append(("output_norm.weight", (d,)))
