@@ -23,7 +23,8 @@ Checked:
     ref_forward's llama path, and HF's rotate-half RoPE on HF rows equals
     adjacent-pair RoPE on the converter's permuted rows;
   * ember's logits (tests/tool_logits) against the reference, the whole sequence
-    as one batch and token by token (--batch 1): F32 maxrel <= 1e-4 with
+    as one batch, token by token (--batch 1) and in batches of 7 (so batches
+    straddle the sliding windows' ring): F32 maxrel <= 1e-4 with
     maxrel = max|ember - ref| / max|ref| (as tests/test_reference.py); Q8_0 and
     Q4_0 against the reference on dequantize(quantize(W)) weights with
     test_reference.py's bound nmse <= 5 * nmse(ggml activation rounding
@@ -490,8 +491,8 @@ def test_family(f, idx, tables, summary):
         ref = rf.family_forward(m, toks)[:, :N_VOCAB]
         if label != "short (40 <= 256 tokens)":
             check_traits(name, m, toks, ref)
-        for batch in (None, 1):
-            desc = "%s f32%s%s" % (name, " " + label if label else "", " --batch 1" if batch else " one batch")
+        for batch in (None, 1, 7):
+            desc = "%s f32%s%s" % (name, " " + label if label else "", " --batch %d" % batch if batch else " one batch")
             try:
                 e = ember_logits(g32, toks, batch=batch, ctx=n)
             except Exception as ex:  # noqa: BLE001
