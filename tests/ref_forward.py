@@ -11,6 +11,10 @@ Reads the ORIGINAL checkpoints (never GGUF weights):
     transformers' LlamaModel does, `rope_scaling` of type llama3,
     tie_word_embeddings, explicit head_dim.
 
+  * Hugging Face checkpoints of the other families (Qwen2/3, Gemma 2/3 and Gemma 3's
+    text model, Phi-3, SmolLM3, Granite, Mistral): read_family / family_forward,
+    written from transformers' modeling code (see "Model families" below).
+
 Each checkpoint is evaluated in its OWN RoPE convention: that is what makes
 this an independent check of the GGUF converter (which permutes HF q/k rows)
 and of ember (which uses adjacent pairs).
@@ -1387,6 +1391,14 @@ def main(argv):
         return 0
     if a.cmd == "selftest":
         return 0 if selftest(a.shared) else 1
+    if a.cmd == "logits" and os.path.isdir(a.model):
+        # any supported HF family (Llama included) through the family forward
+        fm = read_family(a.model)
+        if a.quant != "f32":
+            fm = fm.map_weights(lambda n, w: roundtrip(w, converter_type(n, w.shape, a.quant)) if w.ndim == 2 else w)
+        lg = family_forward(fm, a.tokens, dtype=np.float32 if a.float32 else np.float64)
+        lg.astype("<f4").tofile(a.o)
+        return 0
     m = load(a.model)
     if a.cmd == "logits":
         if a.quant != "f32":
