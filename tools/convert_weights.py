@@ -392,7 +392,6 @@ class HFSource:
         if isinstance(cfg.get("text_config"), dict):
             cfg = dict(cfg, **cfg["text_config"])     # the language model of a multimodal checkpoint
         cfg = _legacy_rope_keys(cfg)
-        self.raw_cfg = cfg
         self.cfg = cfg = dict(fam.defaults, **{k: v for k, v in cfg.items() if v is not None})
         self.arch = fam.arch
 
@@ -418,7 +417,8 @@ class HFSource:
         rs = cfg.get("rope_scaling")
         if isinstance(rs, dict):
             rtype = rs.get("rope_type", rs.get("type"))
-            ok = ("longrope", "su") if fam.arch == "phi3" else ("llama3", "linear", "default", None)
+            ok = {"phi3": ("longrope", "su", "default", None), "llama": ("llama3", "linear", "default", None)}.get(
+                fam.arch, ("linear", "default", None))
             if rtype not in ok:
                 raise ConvertError("%s: rope_scaling type %r is not supported for %s (supported: %s)"
                                    % (cfgp, rtype, self.hf_arch, ", ".join(str(t) for t in ok if t)))
@@ -436,7 +436,7 @@ class HFSource:
         else:
             names.pop("lm_head.weight", None)    # Gemma 2: llama.cpp never writes it (always tied)
             hp.tied = True
-        self.vocab_rows = vocab
+        self.vocab_rows = vocab      # the checkpoint's embedding rows (hp.vocab may drop some: truncate_vocab)
         # map names and check shapes now so errors come before any output is written
         want = dict(self.shapes())
         self.map = {}
@@ -577,7 +577,7 @@ class HFSource:
         """GGUF tensor name -> numpy shape, in file order (optional tensors included)."""
         hp, fam = self.hp, self.family
         d, f, hd, H, KV = hp.dim, hp.hidden, hp.hd, hp.heads, hp.kv_heads
-        s = [("token_embd.weight", (self.vocab_rows if hasattr(self, "vocab_rows") else hp.vocab, d))]
+        s = [("token_embd.weight", (self.vocab_rows, d))]
         for i in range(hp.layers):
             p = "blk.%d." % i
             s.append((p + "attn_norm.weight", (d,)))
@@ -602,7 +602,7 @@ class HFSource:
             if fam.post_norms:
                 s.append((p + "post_ffw_norm.weight", (d,)))
         s.append(("output_norm.weight", (d,)))
-        s.append(("output.weight", (hp.vocab, d)))
+        s.append(("output.weight", (self.vocab_rows, d)))
         return s
 
     def required(self):
@@ -653,7 +653,7 @@ class HFSource:
                 steps.append(lambda a, n=(hp.heads if ".attn_q." in g else hp.kv_heads): permute_qk(a, n))
             if fam.gemma_norms and g.endswith("norm.weight"):
                 steps.append(lambda a: a + np.float32(1))
-            if g == "token_embd.weight" and hp.vocab != shape[0]:
+            if g in ("token_embd.weight", "output.weight") and e[2][0] != hp.vocab:
                 steps.append(lambda a, n=hp.vocab: a[:n])
                 shape = (hp.vocab, shape[1])
 
