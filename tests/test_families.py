@@ -274,7 +274,11 @@ def write_checkpoint(f, path, seed, multimodal=False):
         cfg = {"architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3",
                "text_config": dict(text, model_type="gemma3_text"), "vision_config": {"hidden_size": 16},
                "mm_tokens_per_image": 4}
-        w = {("language_model." + n): a for n, a in w.items()}
+        if multimodal == "v4.52":    # transformers >= 4.52 saves model.language_model.* and lm_head.*
+            w = {(n.replace("model.", "model.language_model.", 1) if n.startswith("model.") else n): a
+                 for n, a in w.items()}
+        else:
+            w = {("language_model." + n): a for n, a in w.items()}
         rng = np.random.default_rng(seed + 7)
         w["vision_tower.vision_model.embeddings.patch_embedding.weight"] = rng.standard_normal((16, 12)).astype(
             np.float32)
@@ -573,21 +577,25 @@ def test_kquants(summary):
 
 
 def test_gemma3_multimodal(tables):
-    """Gemma3ForConditionalGeneration: text_config + language_model.* -> the same GGUF as the text model."""
+    """Gemma3ForConditionalGeneration: text_config + language_model.* (or, as transformers
+    >= 4.52 saves it, model.language_model.*) -> the same GGUF as the text model."""
     f = [x for x in FAMILIES if x["name"] == "gemma3"][0]
-    d = os.path.join(WORK, "gemma3-mm")
-    os.makedirs(d, exist_ok=True)
-    a = convert(write_checkpoint(f, os.path.join(d, "hf"), 103, multimodal=True), os.path.join(d, "f32.gguf"), "f32")
     b = os.path.join(WORK, "gemma3", "f32.gguf")
-    ra, rb = gr.GGUFReader(a), gr.GGUFReader(b)
-    same_t = sorted(ra.tensors) == sorted(rb.tensors) and all(
-        np.array_equal(ra.tensor(t), rb.tensor(t)) for t in rb.tensors)
-    ka = {k: v for k, v in ra.metadata.items() if k != "general.name"}
-    kb = {k: v for k, v in rb.metadata.items() if k != "general.name"}
-    same_k = sorted(ka) == sorted(kb) and all(str(ka[k]) == str(kb[k]) for k in kb)
-    check(same_t and same_k, "gemma3 multimodal checkpoint (text_config, language_model.*, vision tensors) -> "
-          "the text model's GGUF (tensors %s, keys %s)" % ("equal" if same_t else "DIFFER",
-                                                           "equal" if same_k else "DIFFER"))
+    rb = gr.GGUFReader(b)
+    for layout in ("language_model.*", "v4.52"):
+        d = os.path.join(WORK, "gemma3-mm")
+        os.makedirs(d, exist_ok=True)
+        a = convert(write_checkpoint(f, os.path.join(d, "hf"), 103, multimodal=layout), os.path.join(d, "f32.gguf"),
+                    "f32")
+        ra = gr.GGUFReader(a)
+        same_t = sorted(ra.tensors) == sorted(rb.tensors) and all(
+            np.array_equal(ra.tensor(t), rb.tensor(t)) for t in rb.tensors)
+        ka = {k: v for k, v in ra.metadata.items() if k != "general.name"}
+        kb = {k: v for k, v in rb.metadata.items() if k != "general.name"}
+        same_k = sorted(ka) == sorted(kb) and all(str(ka[k]) == str(kb[k]) for k in kb)
+        check(same_t and same_k, "gemma3 multimodal checkpoint (text_config, %s, vision tensors) -> the text "
+              "model's GGUF (tensors %s, keys %s)" % ("model.language_model.*" if layout == "v4.52" else layout,
+                                                     "equal" if same_t else "DIFFER", "equal" if same_k else "DIFFER"))
 
 
 def main():
