@@ -269,7 +269,12 @@ typedef struct ember_sampler_params {
     int repeat_last_n;     /* how many recent tokens are penalised          */
     uint64_t seed;         /* same seed, same choices                       */
     const ember_allocator *allocator; /* NULL = libc                        */
+    /* Added to a token's logit before anything else (-INFINITY: never
+     * chosen).  The list is copied at creation. */
+    const struct ember_logit_bias { ember_token token; float bias; } *logit_bias;
+    int n_logit_bias;
 } ember_sampler_params;
+typedef struct ember_logit_bias ember_logit_bias;
 
 EMBER_API ember_sampler_params ember_sampler_default_params(void);
 EMBER_API int ember_sampler_create(const ember_model *model,
@@ -283,6 +288,40 @@ EMBER_API ember_token ember_sampler_sample(ember_sampler *sampler,
                                            const float *logits);
 /* Record a token in the history used by the repetition penalty. */
 EMBER_API void ember_sampler_accept(ember_sampler *sampler, ember_token token);
+
+/* ---- saved state and shared prefixes ---------------------------------------- */
+
+/* A context's state as bytes: the tokens it holds, the KV rows they need
+ * (a sliding-window layer only its window), the last logits and, if a
+ * sampler is given, its random state and repetition history.  The size
+ * grows with the positions held, not with n_ctx.  The bytes name the model
+ * they belong to (a fingerprint of its hyperparameters and tensor table),
+ * the KV type, and end in a checksum.  Thread-safety: as the context (and
+ * the sampler) passed. */
+EMBER_API size_t ember_state_size(const ember_context *ctx, const ember_sampler *sampler);
+/* Save into buf of size bytes; *written (may be NULL) = the state's size.
+ * EMBER_ERR_BUFFER_TOO_SMALL if size is less. */
+EMBER_API int ember_state_save(ember_context *ctx, const ember_sampler *sampler,
+                               void *buf, size_t size, size_t *written);
+/* Restore into a context of the same model and KV type with room for the
+ * positions (any n_batch, n_threads), and into sampler unless it is NULL.
+ * The whole state is checked before anything changes: a truncated, damaged
+ * or foreign state fails (EMBER_ERR_TRUNCATED, EMBER_ERR_CORRUPT,
+ * EMBER_ERR_INVALID_ARG for another model or KV type, EMBER_ERR_CONTEXT_FULL)
+ * with the context and sampler as they were. */
+EMBER_API int ember_state_load(ember_context *ctx, ember_sampler *sampler,
+                               const void *buf, size_t size);
+EMBER_API int ember_state_save_file(ember_context *ctx, const ember_sampler *sampler,
+                                    const char *path);
+EMBER_API int ember_state_load_file(ember_context *ctx, ember_sampler *sampler,
+                                    const char *path);
+
+/* Make dst hold the first n positions of src (contexts of the same model
+ * and KV type): a shared system prompt is evaluated once and copied to
+ * every character.  dst's logits are src's when n is all src holds, else
+ * none until dst evaluates.  Thread-safety: src is only read (other threads
+ * may read it too); dst is written. */
+EMBER_API int ember_context_copy_prefix(ember_context *dst, const ember_context *src, int n);
 
 /* ---- generation ----------------------------------------------------------- */
 

@@ -1,6 +1,6 @@
 /* ember.c - the public API: opening models (mapped, read or from memory),
  * contexts, evaluation, streaming generation and perplexity. */
-#include "model.h"
+#include "api.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -11,29 +11,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-
-struct ember_model {
-    em_model m;
-    ember_allocator alloc;          /* copy of the caller's hook */
-    const ember_allocator *a;       /* &alloc, or NULL for libc */
-    void *region;                   /* mapping or anonymous memory we own */
-    size_t region_size;
-    int load_mode;
-    char arch[32], name[128], tokenizer[16];
-};
-
-struct ember_context {
-    const ember_model *model;
-    ember_allocator alloc;
-    const ember_allocator *a;
-    em_state st;
-    int pos;                        /* positions filled in the KV cache */
-    int has_logits;                 /* st.logits predict the token at pos */
-    ember_token *tokens;            /* [n_ctx]: the token at each position */
-    char *stream;                   /* bytes held back until UTF-8 completes */
-    size_t stream_len, stream_cap;
-    char errmsg[256];
-};
 
 /* ---- status ---------------------------------------------------------------- */
 
@@ -407,7 +384,7 @@ void ember_context_free(ember_context *ctx) {
     ec_free(a, ctx);
 }
 
-static int ember_ctx_fail(ember_context *ctx, int code, const char *fmt, ...) {
+int ea_ctx_fail(ember_context *ctx, int code, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(ctx->errmsg, sizeof ctx->errmsg, fmt, ap);
@@ -428,7 +405,7 @@ static int ember_run(ember_context *ctx, const ember_token *tokens, int n, float
     for (int i = 0; i < n; i += ctx->st.n_batch) {
         int nb = n - i < ctx->st.n_batch ? n - i : ctx->st.n_batch;
         if (em_forward(&ctx->st, tokens + i, nb, ctx->pos, all_logits ? all_logits + (size_t)i * V : NULL))
-            return ember_ctx_fail(ctx, EMBER_ERR_CANCELLED, "evaluation aborted by the abort callback at position %d "
+            return ea_ctx_fail(ctx, EMBER_ERR_CANCELLED, "evaluation aborted by the abort callback at position %d "
                                   "(positions before it are kept)", ctx->pos);
         memcpy(ctx->tokens + ctx->pos, tokens + i, (size_t)nb * sizeof *tokens);
         ctx->pos += nb;
@@ -439,7 +416,7 @@ static int ember_run(ember_context *ctx, const ember_token *tokens, int n, float
 
 int ember_context_set_pos(ember_context *ctx, int pos) {
     if (!ctx) return EMBER_ERR_INVALID_ARG;
-    if (pos < 0 || pos > ctx->pos) return ember_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "position %d is not in 0..%d", pos, ctx->pos);
+    if (pos < 0 || pos > ctx->pos) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "position %d is not in 0..%d", pos, ctx->pos);
     if (pos == ctx->pos) return EMBER_OK;
     if (pos == 0) {
         em_state_clear(&ctx->st);
@@ -449,7 +426,7 @@ int ember_context_set_pos(ember_context *ctx, int pos) {
     }
     /* The logits at pos come from running the token at pos - 1 again. */
     if (!em_state_can_rewind(&ctx->st, pos - 1))
-        return ember_ctx_fail(ctx, EMBER_ERR_INVALID_ARG,
+        return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG,
                               "cannot go back to position %d: the model's sliding-window layers keep only the last %d "
                               "positions (their window plus n_batch)", pos, ctx->st.swa_rows);
     ctx->pos = pos - 1;
@@ -465,19 +442,19 @@ static int ember_all_finite(const float *x, size_t n) {
 
 int ember_eval(ember_context *ctx, const ember_token *tokens, int n, float *all_logits) {
     if (!ctx) return EMBER_ERR_INVALID_ARG;
-    if (n <= 0 || !tokens) return ember_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "no tokens to evaluate");
+    if (n <= 0 || !tokens) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "no tokens to evaluate");
     const int V = ctx->model->m.hp.n_vocab;
     for (int i = 0; i < n; i++)
         if (tokens[i] < 0 || tokens[i] >= V)
-            return ember_ctx_fail(ctx, EMBER_ERR_BAD_TOKEN, "token %d at index %d is outside the vocabulary (0..%d)",
+            return ea_ctx_fail(ctx, EMBER_ERR_BAD_TOKEN, "token %d at index %d is outside the vocabulary (0..%d)",
                                   tokens[i], i, V - 1);
     if (n > ctx->st.n_ctx - ctx->pos)
-        return ember_ctx_fail(ctx, EMBER_ERR_CONTEXT_FULL, "%d tokens do not fit: %d of %d positions are used", n,
+        return ea_ctx_fail(ctx, EMBER_ERR_CONTEXT_FULL, "%d tokens do not fit: %d of %d positions are used", n,
                               ctx->pos, ctx->st.n_ctx);
     int rc = ember_run(ctx, tokens, n, all_logits);
     if (rc != EMBER_OK) return rc;
     if (!ember_all_finite(ctx->st.logits, (size_t)V))
-        return ember_ctx_fail(ctx, EMBER_ERR_NONFINITE, "the model produced NaN or infinite logits");
+        return ea_ctx_fail(ctx, EMBER_ERR_NONFINITE, "the model produced NaN or infinite logits");
     return EMBER_OK;
 }
 
@@ -522,7 +499,7 @@ int ember_generate(ember_context *ctx, ember_sampler *sampler, const ember_token
         if (rc != EMBER_OK) return rc;
         res.n_prompt = n_prompt;
     } else if (!ctx->has_logits) {
-        return ember_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "nothing to continue: the prompt is empty and the context holds no tokens");
+        return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "nothing to continue: the prompt is empty and the context holds no tokens");
     }
     double t1 = ember_now();
     res.prompt_seconds = t1 - t0;
@@ -554,14 +531,14 @@ int ember_generate(ember_context *ctx, ember_sampler *sampler, const ember_token
 static int ember_tokenize_new(ember_context *ctx, const char *text, size_t len, ember_token **out, int *n) {
     *out = NULL;
     int rc = ember_tokenize(ctx->model, text, len, EMBER_TOKENIZE_ADD_BOS, NULL, 0, n);
-    if (rc != EMBER_OK && rc != EMBER_ERR_BUFFER_TOO_SMALL) return ember_ctx_fail(ctx, rc, "tokenization failed");
+    if (rc != EMBER_OK && rc != EMBER_ERR_BUFFER_TOO_SMALL) return ea_ctx_fail(ctx, rc, "tokenization failed");
     *out = ec_malloc(ctx->a, (size_t)(*n ? *n : 1) * sizeof **out);
-    if (!*out) return ember_ctx_fail(ctx, EMBER_ERR_NOMEM, "out of memory");
+    if (!*out) return ea_ctx_fail(ctx, EMBER_ERR_NOMEM, "out of memory");
     rc = ember_tokenize(ctx->model, text, len, EMBER_TOKENIZE_ADD_BOS, *out, *n, n);
     if (rc != EMBER_OK) {
         ec_free(ctx->a, *out);
         *out = NULL;
-        return ember_ctx_fail(ctx, rc, "tokenization failed");
+        return ea_ctx_fail(ctx, rc, "tokenization failed");
     }
     return EMBER_OK;
 }
@@ -574,7 +551,7 @@ int ember_generate_text(ember_context *ctx, ember_sampler *sampler, const char *
     if (rc != EMBER_OK) return rc;
     if (n == 0) {   /* no BOS and no text: nothing to condition on */
         ec_free(ctx->a, toks);
-        return ember_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "the prompt is empty and the model has no BOS token");
+        return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "the prompt is empty and the model has no BOS token");
     }
     rc = ember_generate(ctx, sampler, toks, n, n_predict, cb, ud, result);
     ec_free(ctx->a, toks);
@@ -589,19 +566,19 @@ int ember_perplexity(ember_context *ctx, const char *text, size_t len, ember_pro
     memset(result, 0, sizeof *result);
     const ember_model *model = ctx->model;
     const int n_ctx = ctx->st.n_ctx, V = model->m.hp.n_vocab, n_batch = ctx->st.n_batch;
-    if (n_ctx < 3) return ember_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "perplexity needs a context of at least 3 tokens (it scores the second half of each chunk)");
+    if (n_ctx < 3) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "perplexity needs a context of at least 3 tokens (it scores the second half of each chunk)");
     ember_token *toks;
     int n, rc = ember_tokenize_new(ctx, text, len, &toks, &n);
     if (rc != EMBER_OK) return rc;
     if (n < 2 * n_ctx) {
         ec_free(ctx->a, toks);
-        return ember_ctx_fail(ctx, EMBER_ERR_TOO_SHORT, "%d tokens is too few: perplexity with a context of %d needs at least %d",
+        return ea_ctx_fail(ctx, EMBER_ERR_TOO_SHORT, "%d tokens is too few: perplexity with a context of %d needs at least %d",
                               n, n_ctx, 2 * n_ctx);
     }
     float *logits = ec_malloc(ctx->a, (size_t)n_batch * V * sizeof(float));
     if (!logits) {
         ec_free(ctx->a, toks);
-        return ember_ctx_fail(ctx, EMBER_ERR_NOMEM, "out of memory");
+        return ea_ctx_fail(ctx, EMBER_ERR_NOMEM, "out of memory");
     }
     const int n_chunks = n / n_ctx, first = n_ctx / 2;
     const ember_token bos = etok_add_bos(model->m.tok) ? etok_bos(model->m.tok) : -1;
@@ -632,7 +609,7 @@ int ember_perplexity(ember_context *ctx, const char *text, size_t len, ember_pro
             }
         }
         if (rc == EMBER_OK && cb && cb(ud, c + 1, n_chunks, exp(nll / (double)count)))
-            rc = ember_ctx_fail(ctx, EMBER_ERR_CANCELLED, "cancelled by the progress callback");
+            rc = ea_ctx_fail(ctx, EMBER_ERR_CANCELLED, "cancelled by the progress callback");
     }
     ember_context_set_pos(ctx, 0);
     ec_free(ctx->a, toks);

@@ -351,6 +351,32 @@ static int em_load_layer(em_model *m, const gguf_file *f, int l, char *err, size
     return EMBER_OK;
 }
 
+/* FNV-1a over the hyperparameters and every tensor's name, type and
+ * shape: a saved state belongs to models with the same fingerprint. */
+static uint64_t em_fnv(uint64_t h, const void *p, size_t n) {
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
+static uint64_t em_fingerprint(const em_model *m, const gguf_file *f) {
+    const em_hparams *hp = &m->hp;
+    uint64_t h = em_fnv(0xcbf29ce484222325ull, hp->arch->name, strlen(hp->arch->name));
+    const int dims[] = {hp->n_vocab, hp->n_ctx_train, hp->n_embd, hp->n_layer, hp->n_head, hp->n_head_kv,
+                        hp->head_dim, hp->n_ff, hp->rope_dim, hp->n_swa, hp->swa_period};
+    const float vals[] = {hp->rope_freq_base, hp->rope_freq_scale, hp->rms_eps, hp->attn_scale, hp->embd_scale,
+                          hp->residual_scale, hp->logit_scale, hp->attn_softcap, hp->final_softcap};
+    h = em_fnv(h, dims, sizeof dims);
+    h = em_fnv(h, vals, sizeof vals);
+    for (uint64_t i = 0; i < gguf_n_tensors(f); i++) {
+        const gguf_tensor *t = gguf_tensor_at(f, i);
+        h = em_fnv(h, t->name.ptr, (size_t)t->name.len);
+        h = em_fnv(h, &t->type, sizeof t->type);
+        h = em_fnv(h, t->ne, sizeof t->ne);
+    }
+    return h;
+}
+
 int em_model_init(em_model *m, gguf_file *f, const ember_allocator *a, int vocab_only, int may_pack, char *err,
                   size_t errlen) {
     memset(m, 0, sizeof *m);
@@ -405,6 +431,7 @@ int em_model_init(em_model *m, gguf_file *f, const ember_allocator *a, int vocab
     }
     uint32_t ft;
     m->file_type = gguf_get_u32(f, "general.file_type", &ft) == EMBER_OK ? (int)ft : -1;
+    m->fingerprint = em_fingerprint(m, f);
 
     if ((rc = em_vocab_load(f, a, &m->tok, &m->max_piece_bytes, err, errlen))) goto fail;
     if (etok_n_vocab(m->tok) != hp->n_vocab) {
@@ -598,13 +625,42 @@ void em_state_free(em_state *s) {
 }
 
 int em_state_can_rewind(const em_state *s, int pos) {
-    if (!s->swa_rows || pos == 0) return 1;
+    if (!s->m->hp.n_swa || pos == 0) return 1;
     int need = pos - s->m->hp.n_swa + 1;      /* oldest position the next token reads */
     if (need < 0) need = 0;
-    return need >= s->swa_hi - s->swa_rows;
+    return need >= s->swa_floor && (!s->swa_rows || need >= s->swa_hi - s->swa_rows);
 }
 
-void em_state_clear(em_state *s) { s->swa_hi = 0; }
+void em_state_clear(em_state *s) { s->swa_hi = s->swa_floor = 0; }
+
+int em_kv_first(const em_state *s, int l, int pos) {
+    int first = s->m->layers[l].swa ? pos - s->m->hp.n_swa + 1 : 0;
+    return first > 0 ? first : 0;
+}
+
+size_t em_kv_row_bytes(const em_state *s) { return (size_t)s->m->hp.n_head_kv * s->m->hp.head_dim * s->kv_elem; }
+
+/* byte offset of the first copy of position p in layer l */
+static size_t em_kv_at(const em_state *s, int l, int p) {
+    int ring = s->m->layers[l].swa ? s->swa_rows : 0;
+    return s->kv_off[l] + (size_t)(ring ? p % ring : p) * em_kv_row_bytes(s);
+}
+
+const void *em_kv_row(const em_state *s, int l, int which, int p) {
+    return (const char *)(which ? s->v_cache : s->k_cache) + em_kv_at(s, l, p);
+}
+
+void em_kv_put(em_state *s, int l, int which, int p, const void *row) {
+    char *base = which ? s->v_cache : s->k_cache;
+    const size_t rb = em_kv_row_bytes(s);
+    memcpy(base + em_kv_at(s, l, p), row, rb);
+    if (s->m->layers[l].swa && s->swa_rows) memcpy(base + em_kv_at(s, l, p) + (size_t)s->swa_rows * rb, row, rb);
+}
+
+void em_state_restored(em_state *s, int pos) {
+    s->swa_hi = pos;
+    s->swa_floor = pos - s->m->hp.n_swa + 1 > 0 ? pos - s->m->hp.n_swa + 1 : 0;
+}
 
 /* ---- forward pass ------------------------------------------------------- */
 

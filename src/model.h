@@ -93,6 +93,7 @@ typedef struct em_model {
     int vocab_only;                                /* tokenizer loaded, no weights */
     int file_type;
     uint64_t n_params, weight_bytes, bytes_per_token;
+    uint64_t fingerprint;                          /* hyperparameters and tensor table */
     int n_packed;                                  /* matrices packed at load */
 } em_model;
 
@@ -116,6 +117,7 @@ typedef struct em_state {
     size_t *kv_off;                 /* byte offset of each layer's rows */
     int swa_rows;                   /* rows of a local layer's ring (0: local layers keep n_ctx) */
     int swa_hi;                     /* 1 + the highest position written since the cache was cleared */
+    int swa_floor;                  /* local layers hold nothing below this (a restored state) */
     ek_rope_params rope_global, rope_local;
     float *x, *xb, *q, *k, *v, *att_out, *hb, *hb2, *logits; /* scratch */
     void *xa;                       /* converted activations, packed rows */
@@ -134,6 +136,18 @@ void em_state_free(em_state *s);
 int em_state_can_rewind(const em_state *s, int pos);
 /* The cache holds nothing any more (position 0). */
 void em_state_clear(em_state *s);
+
+/* Saving, restoring and copying caches.  Continuing at position pos needs,
+ * of layer l, the rows of positions em_kv_first(s, l, pos) .. pos - 1 (all
+ * of them, or a local layer's window). */
+int em_kv_first(const em_state *s, int l, int pos);
+size_t em_kv_row_bytes(const em_state *s);
+/* Row of position p of layer l's K (which 0) or V (which 1) cache. */
+const void *em_kv_row(const em_state *s, int l, int which, int p);
+void em_kv_put(em_state *s, int l, int which, int p, const void *row);
+/* After em_kv_put of every needed row for position pos (cache cleared
+ * before): the rewind bounds of what is now held. */
+void em_state_restored(em_state *s, int pos);
 /* Bytes of KV cache a context of n_ctx positions and n_batch holds. */
 uint64_t em_kv_bytes(const em_model *m, int n_ctx, int kv_type, int n_batch);
 

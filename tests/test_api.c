@@ -440,6 +440,227 @@ static void test_families_eval(void) {
     gb_free(&img); gb_free(&img_wide);
 }
 
+/* ---- saved state and shared prefixes -------------------------------------- */
+
+static int gen_tokens(ember_context *c, ember_sampler *smp, int n, ember_token *out) {
+    for (int i = 0; i < n; i++) {
+        const float *l = ember_get_logits(c);
+        if (!l) return -1;
+        out[i] = ember_sampler_sample(smp, l);
+        ember_sampler_accept(smp, out[i]);
+        if (ember_eval(c, &out[i], 1, NULL) != EMBER_OK) return -1;
+    }
+    return 0;
+}
+
+/* A state saved mid-generation and loaded into a fresh context and sampler
+ * continues exactly as the original does (sampled, repetition penalty on);
+ * its size follows the positions held, not n_ctx. */
+static void test_state_roundtrip(ember_model *m, const char *what, int n_ctx_a, int n_batch_a, int n_ctx_b,
+                                 int n_batch_b) {
+    ember_token toks[30], want[12], got[12];
+    for (int i = 0; i < 30; i++) toks[i] = TM_FIRST_PIECE + (i * 7) % 20;
+    ember_sampler_params sp = ember_sampler_default_params();
+    sp.temperature = 1.5f; sp.top_k = 0; sp.top_p = 1; sp.min_p = 0; sp.repeat_penalty = 1.3f; sp.repeat_last_n = 8;
+    sp.seed = 77;
+    ember_sampler *sa = NULL, *sb = NULL;
+    ember_sampler_create(m, &sp, &sa);
+    sp.seed = 1;   /* replaced by the saved state */
+    ember_sampler_create(m, &sp, &sb);
+    ember_context *a = make_ctx(m, n_ctx_a, n_batch_a, 1), *b = make_ctx(m, n_ctx_b, n_batch_b, 2);
+    if (!a || !b || !sa || !sb) goto out;
+    CHECK(ember_eval(a, toks, 30, NULL) == EMBER_OK, "%s: eval", what);
+    for (int i = 0; i < 30; i++) ember_sampler_accept(sa, toks[i]);
+    size_t size = ember_state_size(a, sa), written = 0;
+    uint8_t *buf = malloc(size + 16);
+    CHECK(ember_state_save(a, sa, buf, size - 1, &written) == EMBER_ERR_BUFFER_TOO_SMALL && written == size,
+          "%s: a short buffer is refused and the size told", what);
+    CHECK(ember_state_save(a, sa, buf, size + 16, &written) == EMBER_OK && written == size, "%s: save", what);
+    if (gen_tokens(a, sa, 12, want)) { free(buf); goto out; }
+    CHECK(ember_state_load(b, sb, buf, size) == EMBER_OK, "%s: load: %s", what, ember_context_errmsg(b));
+    CHECK(ember_context_pos(b) == 30 && !memcmp(ember_context_tokens(b), toks, sizeof toks), "%s: tokens restored", what);
+    if (!gen_tokens(b, sb, 12, got))
+        CHECK(!memcmp(want, got, sizeof want), "%s: the restored context and sampler continue differently", what);
+    /* bigger with more positions, and the same for any n_ctx */
+    ember_context *c = make_ctx(m, n_ctx_a + 16 <= 128 ? n_ctx_a + 16 : n_ctx_a - 16, n_batch_a, 1);
+    if (c) {
+        ember_eval(c, toks, 30, NULL);
+        CHECK(ember_state_size(c, sa) == size, "%s: the state's size depends on n_ctx", what);
+        ember_context_set_pos(c, 0);
+        ember_eval(c, toks, 10, NULL);
+        CHECK(ember_state_size(c, sa) < size, "%s: fewer positions, no smaller state", what);
+        ember_context_free(c);
+    }
+    free(buf);
+out:
+    ember_context_free(a); ember_context_free(b);
+    ember_sampler_free(sa); ember_sampler_free(sb);
+}
+
+/* Every truncation, bit flips everywhere, another model, another KV type,
+ * too small a context: an error, and the context as it was. */
+static void test_state_hostile(ember_model *m) {
+    ember_token toks[20];
+    for (int i = 0; i < 20; i++) toks[i] = TM_FIRST_PIECE + (i * 3) % 20;
+    ember_context *a = make_ctx(m, 64, 8, 1), *b = make_ctx(m, 64, 8, 1);
+    if (!a || !b) { ember_context_free(a); ember_context_free(b); return; }
+    ember_eval(a, toks, 20, NULL);
+    ember_eval(b, toks + 5, 3, NULL);
+    size_t size = ember_state_size(a, NULL);
+    uint8_t *buf = malloc(size), *bad = malloc(size);
+    ember_state_save(a, NULL, buf, size, NULL);
+    int V = ember_n_vocab(m), wrong = 0;
+    float *before = malloc(sizeof(float) * V);
+    memcpy(before, ember_get_logits(b), sizeof(float) * V);
+    for (size_t n = 0; n < size; n += (n < 64 ? 1 : 37)) {
+        int rc = ember_state_load(b, NULL, buf, n);
+        wrong += rc == EMBER_OK || ember_context_pos(b) != 3;
+    }
+    CHECK(wrong == 0, "truncated states: %d loaded or changed the context", wrong);
+    wrong = 0;
+    for (size_t at = 0; at < size; at += (at < 64 ? 1 : 29)) {
+        memcpy(bad, buf, size);
+        bad[at] ^= (uint8_t)(1u << (at % 8));
+        int rc = ember_state_load(b, NULL, bad, size);
+        wrong += rc == EMBER_OK || ember_context_pos(b) != 3;
+    }
+    CHECK(wrong == 0, "bit-flipped states: %d loaded or changed the context", wrong);
+    CHECK(!memcmp(before, ember_get_logits(b), sizeof(float) * V), "failed loads changed the logits");
+    CHECK(ember_state_load(b, NULL, buf, size) == EMBER_OK, "the intact state loads");
+    /* a context too small, another KV type, another model */
+    ember_context *small = make_ctx(m, 16, 8, 1);
+    if (small) {
+        CHECK(ember_state_load(small, NULL, buf, size) == EMBER_ERR_CONTEXT_FULL, "20 positions into 16");
+        ember_context_free(small);
+    }
+    ember_context_params cp = ember_context_default_params();
+    cp.n_ctx = 64; cp.kv_type = EMBER_KV_F32;
+    ember_context *f32 = NULL;
+    ember_context_create(m, &cp, &f32, NULL);
+    if (f32) {
+        CHECK(ember_state_load(f32, NULL, buf, size) == EMBER_ERR_INVALID_ARG, "F16 state into an F32 context");
+        CHECK(strstr(ember_context_errmsg(f32), "F16") != NULL, "message: %s", ember_context_errmsg(f32));
+        ember_context_free(f32);
+    }
+    tm_spec other = tm_family("qwen2");
+    gb_buf img = {0};
+    ember_model *mo = open_spec(&other, &img, NULL);
+    ember_context *co = mo ? make_ctx(mo, 64, 8, 1) : NULL;
+    if (co) {
+        CHECK(ember_state_load(co, NULL, buf, size) == EMBER_ERR_INVALID_ARG, "a state of another model");
+        CHECK(strstr(ember_context_errmsg(co), "different model") != NULL, "message: %s", ember_context_errmsg(co));
+        CHECK(ember_context_copy_prefix(co, a, 5) == EMBER_ERR_INVALID_ARG, "copying between models");
+        ember_context_free(co);
+    }
+    ember_model_free(mo);
+    gb_free(&img);
+    /* through a file */
+    char path[] = "/tmp/ember_test_state_XXXXXX";
+    int fd = mkstemp(path);
+    if (fd >= 0) close(fd);
+    CHECK(ember_state_save_file(a, NULL, path) == EMBER_OK, "save file");
+    ember_context_set_pos(b, 0);
+    CHECK(ember_state_load_file(b, NULL, path) == EMBER_OK && ember_context_pos(b) == 20, "load file");
+    CHECK(!memcmp(ember_get_logits(a), ember_get_logits(b), sizeof(float) * V), "logits through a file");
+    unlink(path);
+    CHECK(ember_state_load_file(b, NULL, path) == EMBER_ERR_IO, "a missing file");
+    free(buf); free(bad); free(before);
+    ember_context_free(a); ember_context_free(b);
+}
+
+/* A prefix computed once and copied: the copies continue exactly as a
+ * context that evaluated everything itself. */
+static void test_copy_prefix(ember_model *m, const char *what) {
+    ember_token toks[24];
+    for (int i = 0; i < 24; i++) toks[i] = TM_FIRST_PIECE + (i * 5) % 19;
+    int V = ember_n_vocab(m);
+    float *want = malloc(sizeof(float) * V);
+    ember_context *sys = make_ctx(m, 64, 4, 1), *npc = make_ctx(m, 128, 4, 1);
+    if (!sys || !npc || eval_last(m, toks, 24, 4, 1, want)) goto out;
+    ember_eval(sys, toks, 16, NULL);
+    CHECK(ember_context_copy_prefix(npc, sys, 16) == EMBER_OK && ember_get_logits(npc) &&
+          !memcmp(ember_get_logits(npc), ember_get_logits(sys), sizeof(float) * V), "%s: copy all 16", what);
+    CHECK(ember_eval(npc, toks + 16, 8, NULL) == EMBER_OK &&
+          !memcmp(ember_get_logits(npc), want, sizeof(float) * V), "%s: after copying 16", what);
+    CHECK(ember_context_copy_prefix(npc, sys, 14) == EMBER_OK && ember_context_pos(npc) == 14 &&
+          ember_get_logits(npc) == NULL, "%s: copy 14 of 16", what);
+    CHECK(ember_eval(npc, toks + 14, 10, NULL) == EMBER_OK &&
+          !memcmp(ember_get_logits(npc), want, sizeof(float) * V), "%s: after copying 14", what);
+    CHECK(ember_context_copy_prefix(npc, sys, 17) == EMBER_ERR_INVALID_ARG, "%s: more than the source holds", what);
+    CHECK(ember_context_copy_prefix(npc, npc, 3) == EMBER_ERR_INVALID_ARG, "%s: onto itself", what);
+out:
+    free(want);
+    ember_context_free(sys); ember_context_free(npc);
+}
+
+static void test_state(ember_model *m) {
+    test_state_roundtrip(m, "llama", 64, 8, 96, 3);
+    test_state_hostile(m);
+    test_copy_prefix(m, "llama");
+    /* sliding windows: ring to ring, ring to a full cache, full to ring */
+    tm_spec spec = tm_family("gemma3");
+    gb_buf img = {0};
+    ember_model *g = open_spec(&spec, &img, NULL);
+    if (g) {
+        test_state_roundtrip(g, "gemma3 ring to ring", 128, 4, 96, 2);
+        test_state_roundtrip(g, "gemma3 ring to full", 128, 4, 48, 32);
+        test_state_roundtrip(g, "gemma3 full to ring", 48, 32, 128, 4);
+        test_copy_prefix(g, "gemma3");
+        /* a restored ring holds only the window: going back further is refused */
+        ember_context *c = make_ctx(g, 128, 4, 1);
+        ember_token toks[30];
+        for (int i = 0; i < 30; i++) toks[i] = TM_FIRST_PIECE + i % 20;
+        if (c) {
+            ember_eval(c, toks, 30, NULL);
+            size_t size = ember_state_size(c, NULL);
+            uint8_t *buf = malloc(size);
+            ember_state_save(c, NULL, buf, size, NULL);
+            ember_context *d = make_ctx(g, 128, 4, 1);
+            if (d && ember_state_load(d, NULL, buf, size) == EMBER_OK) {
+                /* the state holds the window for position 30 only */
+                CHECK(ember_context_set_pos(d, 29) == EMBER_ERR_INVALID_ARG && ember_context_pos(d) == 30,
+                      "gemma3: rewind past a restored window");
+                CHECK(ember_context_set_pos(d, 30) == EMBER_OK && ember_eval(d, toks, 1, NULL) == EMBER_OK,
+                      "gemma3: going on after a restore");
+            }
+            ember_context_free(d);
+            free(buf);
+            ember_context_free(c);
+        }
+        ember_model_free(g);
+    }
+    gb_free(&img);
+}
+
+/* ---- logit bias ------------------------------------------------------------ */
+
+static void test_logit_bias(ember_model *m) {
+    int V = ember_n_vocab(m);
+    float *l = calloc((size_t)V, sizeof(float));
+    for (int i = 0; i < V; i++) l[i] = (float)(i % 13);
+    ember_sampler_params sp = ember_sampler_default_params();
+    sp.temperature = 0;
+    ember_logit_bias lb[2] = {{5, 100.0f}, {12, -INFINITY}};
+    sp.logit_bias = lb; sp.n_logit_bias = 1;
+    ember_sampler *s = NULL;
+    CHECK(ember_sampler_create(m, &sp, &s) == EMBER_OK && ember_sampler_sample(s, l) == 5, "a +100 bias wins");
+    ember_sampler_free(s);
+    sp.logit_bias = lb + 1;   /* 12 is the first argmax: banned, 25 next */
+    CHECK(ember_sampler_create(m, &sp, &s) == EMBER_OK && ember_sampler_sample(s, l) == 25, "a banned token");
+    sp.temperature = 5; sp.top_k = 0; sp.top_p = 1; sp.min_p = 0;
+    int seen = 0;
+    ember_sampler_free(s);
+    ember_sampler_create(m, &sp, &s);
+    for (int i = 0; i < 2000 && s; i++) seen += ember_sampler_sample(s, l) == 12;
+    CHECK(seen == 0, "a banned token sampled %d times at temperature 5", seen);
+    ember_sampler_free(s);
+    lb[0].token = V;
+    sp.logit_bias = lb;
+    s = (ember_sampler *)0x1;
+    CHECK(ember_sampler_create(m, &sp, &s) == EMBER_ERR_INVALID_ARG && !s, "a bias for a token outside the vocabulary");
+    free(l);
+}
+
 /* ---- abort ----------------------------------------------------------------- */
 
 static int abort_after(void *ud) { int *left = ud; return (*left)-- <= 0; }
@@ -1175,6 +1396,8 @@ int main(void) {
     test_packed_load();
     test_families_eval();
     test_abort(m);
+    test_logit_bias(m);
+    test_state(m);
     test_context_limits(m);
     test_bad_tokens(m);
     test_nonfinite();
