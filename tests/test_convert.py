@@ -854,6 +854,24 @@ def _():
         check(np.array_equal(refs[0], refs[1]), "%s: the reference reads both alike" % name)
 
 
+@test("HF families: keys llama.cpp writes only sometimes (Gemma 3 without windows, Gemma 2's rope_theta)")
+def _():
+    def keys(name, ec):
+        p = family_ckpt(name, os.path.join(TMP, "k-" + name), ec)
+        o = os.path.join(TMP, "k-%s.gguf" % name)
+        cw.convert(p, o, "f32", quiet=True)
+        return gr.GGUFReader(o).metadata
+    m = keys("gemma3", lambda c: c.__setitem__("sliding_window_pattern", 1))
+    check("gemma3.attention.sliding_window" not in m, "gemma3 pattern 1: no sliding_window key (all layers global)")
+    m = keys("gemma2", None)
+    check("gemma2.rope.freq_base" not in m, "gemma2 rope_theta 10000: no freq_base, as llama.cpp")
+    m = keys("gemma2", lambda c: c.__setitem__("rope_theta", 20000.0))
+    check(m.get("gemma2.rope.freq_base") == 20000.0, "gemma2 rope_theta 20000 is kept (llama.cpp would drop it)")
+    m = keys("phi3", lambda c: (c.pop("rope_scaling"), c.pop("sliding_window")))
+    check(m.get("phi3.attention.sliding_window") == 0 and "phi3.rope.scaling.attn_factor" not in m,
+          "phi3 without LongRoPE or window: sliding_window 0, no attn_factor (as llama.cpp)")
+
+
 def main():
     shutil.rmtree(TMP, ignore_errors=True)
     sys.stderr.flush()
