@@ -337,7 +337,8 @@ typedef enum ember_stop_reason {
     EMBER_STOP_EOG = 1,          /* the model produced an end token        */
     EMBER_STOP_LENGTH = 2,       /* n_predict tokens were generated        */
     EMBER_STOP_CONTEXT_FULL = 3, /* the KV cache is full                   */
-    EMBER_STOP_CALLBACK = 4      /* the callback returned nonzero          */
+    EMBER_STOP_CALLBACK = 4,     /* the callback returned nonzero          */
+    EMBER_STOP_STRING = 5        /* a stop string appeared (not passed on) */
 } ember_stop_reason;
 
 typedef struct ember_generate_result {
@@ -357,6 +358,30 @@ EMBER_API int ember_generate(ember_context *ctx, ember_sampler *sampler,
                              const ember_token *prompt, int n_prompt,
                              int n_predict, ember_token_callback cb,
                              void *user_data, ember_generate_result *result);
+
+/* Stop strings for ember_generate and ember_step (copied; n = 0 clears).
+ * Generation stops when the text contains one, matched across token
+ * boundaries; the text before it is passed on, the stop string and what
+ * follows are not.  Text that may still become a stop string is held back
+ * until it cannot (never passed on and then retracted); at the end of
+ * generation held-back bytes are passed with token = -1. */
+EMBER_API int ember_context_set_stop_strings(ember_context *ctx, const char *const *stops, int n);
+
+/* One generation step for a game loop: sample the next token from the
+ * context's logits, accept it, and unless it ends generation, evaluate it.
+ * text (size >= ember_step_text_size(ctx)) receives the bytes that became
+ * final with this token (complete UTF-8, stop strings held back), not NUL-
+ * terminated.  The context must hold logits (a prompt evaluated).
+ * Thread-safety: as the context and sampler. */
+typedef struct ember_step_result {
+    ember_token token;       /* the token chosen                              */
+    ember_stop_reason stop;  /* EMBER_STOP_NONE: go on; EOG, STRING or
+                                CONTEXT_FULL: generation ended with it        */
+    size_t len;              /* bytes written to text                         */
+} ember_step_result;
+EMBER_API size_t ember_step_text_size(const ember_context *ctx);
+EMBER_API int ember_step(ember_context *ctx, ember_sampler *sampler, char *text, size_t size,
+                         ember_step_result *out);
 
 /* Convenience: tokenize text (with BOS; "" = BOS only) and ember_generate(). */
 EMBER_API int ember_generate_text(ember_context *ctx, ember_sampler *sampler,

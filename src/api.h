@@ -25,8 +25,11 @@ struct ember_context {
     int pos;                        /* positions filled in the KV cache */
     int has_logits;                 /* st.logits predict the token at pos */
     ember_token *tokens;            /* [n_ctx]: the token at each position */
-    char *stream;                   /* bytes held back until UTF-8 completes */
+    char *stream;                   /* bytes held back until UTF-8 completes
+                                       or no stop string can begin in them */
     size_t stream_len, stream_cap;
+    char *stops;                    /* stop strings, NUL-separated (owned) */
+    int n_stops;
     char errmsg[256];
 };
 

@@ -380,6 +380,7 @@ void ember_context_free(ember_context *ctx) {
     const ember_allocator *a = ctx->a ? &copy : NULL;
     em_state_free(&ctx->st);
     ec_free(a, ctx->tokens);
+    ec_free(a, ctx->stops);
     ec_free(a, ctx->stream);
     ec_free(a, ctx);
 }
@@ -470,28 +471,96 @@ static double ember_now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* Append a token's bytes and pass on everything that forms whole UTF-8
- * characters; keep an incomplete tail for the next token. */
-static int ember_stream_token(ember_context *ctx, ember_token tok, ember_token prev, ember_token_callback cb,
-                              void *ud) {
+/* ---- streaming text and stop strings ---------------------------------------- */
+
+int ember_context_set_stop_strings(ember_context *ctx, const char *const *stops, int n) {
+    if (!ctx) return EMBER_ERR_INVALID_ARG;
+    if (n < 0 || (n && !stops)) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "bad stop string list");
+    size_t total = 0, longest = 0;
+    for (int i = 0; i < n; i++) {
+        if (!stops[i] || !stops[i][0]) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "stop string %d is empty", i);
+        size_t len = strlen(stops[i]);
+        if (len > 4096) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "stop string %d is longer than 4096 bytes", i);
+        total += len + 1;
+        if (len > longest) longest = len;
+    }
+    /* one block: the strings, NUL-separated; the stream grows to hold a
+     * stop string's worth of held-back text beside a token's */
+    char *block = n ? ec_malloc(ctx->a, total) : NULL;
+    size_t cap = (size_t)ctx->model->m.max_piece_bytes + 8 + longest;
+    char *stream = cap > ctx->stream_cap ? ec_realloc(ctx->a, ctx->stream, cap) : ctx->stream;
+    if ((n && !block) || !stream) {
+        ec_free(ctx->a, block);
+        if (stream) ctx->stream = stream;
+        return ea_ctx_fail(ctx, EMBER_ERR_NOMEM, "out of memory for stop strings");
+    }
+    ctx->stream = stream;
+    if (cap > ctx->stream_cap) ctx->stream_cap = cap;
+    for (size_t i = 0, at = 0; i < (size_t)n; i++) {
+        size_t len = strlen(stops[i]) + 1;
+        memcpy(block + at, stops[i], len);
+        at += len;
+    }
+    ec_free(ctx->a, ctx->stops);
+    ctx->stops = block;
+    ctx->n_stops = n;
+    return EMBER_OK;
+}
+
+/* Where the earliest stop string starts in the stream (-1: none), and the
+ * longest tail of it that could still become one (*partial). */
+static long ember_find_stop(const ember_context *ctx, size_t *partial) {
+    const char *st = ctx->stream;
+    const size_t len = ctx->stream_len;
+    long found = -1;
+    *partial = 0;
+    const char *p = ctx->stops;
+    for (int i = 0; i < ctx->n_stops; i++, p += strlen(p) + 1) {
+        const size_t sl = strlen(p);
+        for (size_t at = 0; at + sl <= len; at++)
+            if (!memcmp(st + at, p, sl)) { if (found < 0 || (long)at < found) found = (long)at; break; }
+        for (size_t k = sl - 1 < len ? sl - 1 : len; k > *partial; k--)
+            if (!memcmp(st + len - k, p, k)) { *partial = k; break; }
+    }
+    return found;
+}
+
+/* Append a token's text to the stream.  *emit = how many bytes at the
+ * front are final: whole UTF-8 characters that cannot be the start of a
+ * stop string.  Returns 1 if a stop string completed (then *emit is the
+ * text before it). */
+static int ember_stream_push(ember_context *ctx, ember_token tok, ember_token prev, size_t *emit) {
     size_t room = ctx->stream_cap - ctx->stream_len;
     int n = etok_piece(ctx->model->m.tok, tok, prev, 0, ctx->stream + ctx->stream_len, room);
     if (n < 0 || (size_t)n > room) n = 0;   /* cannot happen: stream_cap covers the longest piece */
     ctx->stream_len += (size_t)n;
+    size_t partial = 0;
+    long stop = ctx->n_stops ? ember_find_stop(ctx, &partial) : -1;
+    if (stop >= 0) { *emit = (size_t)stop; return 1; }
     size_t keep = ec_utf8_incomplete_tail((const unsigned char *)ctx->stream, ctx->stream_len);
-    size_t emit = ctx->stream_len - keep;
-    int stop = cb ? cb(ud, tok, ctx->stream, emit) : 0;
-    memmove(ctx->stream, ctx->stream + emit, keep);
-    ctx->stream_len = keep;
-    return stop;
+    if (partial > keep) keep = partial;
+    *emit = ctx->stream_len - keep;
+    return 0;
 }
+
+/* Drop the first n bytes of the stream (all of it after a stop string). */
+static void ember_stream_consume(ember_context *ctx, size_t n, int stopped) {
+    if (stopped) n = ctx->stream_len;
+    memmove(ctx->stream, ctx->stream + n, ctx->stream_len - n);
+    ctx->stream_len -= n;
+}
+
+/* ---- generation ---------------------------------------------------------------- */
 
 int ember_generate(ember_context *ctx, ember_sampler *sampler, const ember_token *prompt, int n_prompt,
                    int n_predict, ember_token_callback cb, void *ud, ember_generate_result *result) {
     ember_generate_result res;
     memset(&res, 0, sizeof res);
     if (result) *result = res;
-    if (!ctx || !sampler || n_prompt < 0 || (n_prompt && !prompt) || n_predict < 0) return EMBER_ERR_INVALID_ARG;
+    if (!ctx) return EMBER_ERR_INVALID_ARG;
+    if (!sampler) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "sampler is NULL");
+    if (n_prompt < 0 || (n_prompt && !prompt)) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "bad prompt (n_prompt %d)", n_prompt);
+    if (n_predict < 0) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "n_predict %d is negative", n_predict);
     const em_model *m = &ctx->model->m;
     double t0 = ember_now();
     if (n_prompt > 0) {
@@ -512,18 +581,52 @@ int ember_generate(ember_context *ctx, ember_sampler *sampler, const ember_token
         ember_sampler_accept(sampler, tok);
         if (etok_is_eog(m->tok, tok)) { res.stop = EMBER_STOP_EOG; break; }
         res.n_generated++;
-        if (ember_stream_token(ctx, tok, prev, cb, ud)) { res.stop = EMBER_STOP_CALLBACK; }
+        size_t emit;
+        int stopped = ember_stream_push(ctx, tok, prev, &emit);
+        if (cb && cb(ud, tok, ctx->stream, emit)) res.stop = EMBER_STOP_CALLBACK;
+        ember_stream_consume(ctx, emit, stopped);
+        if (stopped) res.stop = EMBER_STOP_STRING;
         prev = tok;
         /* Evaluate the token so the context holds everything generated. */
         if (ctx->pos >= ctx->st.n_ctx) { if (!res.stop) res.stop = EMBER_STOP_CONTEXT_FULL; break; }
         rc = ember_eval(ctx, &tok, 1, NULL);
         if (rc != EMBER_OK || res.stop) break;
     }
-    if (ctx->stream_len && cb) cb(ud, -1, ctx->stream, ctx->stream_len);  /* bytes that never completed */
+    if (ctx->stream_len && cb) cb(ud, -1, ctx->stream, ctx->stream_len);  /* held-back or incomplete bytes */
     ctx->stream_len = 0;
     res.generate_seconds = ember_now() - t1;
     if (result) *result = res;
     return rc;
+}
+
+size_t ember_step_text_size(const ember_context *ctx) { return ctx ? ctx->stream_cap : 0; }
+
+int ember_step(ember_context *ctx, ember_sampler *sampler, char *text, size_t size, ember_step_result *out) {
+    if (!ctx) return EMBER_ERR_INVALID_ARG;
+    if (out) memset(out, 0, sizeof *out);
+    if (!sampler || !out) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "sampler or result is NULL");
+    if (!text || size < ctx->stream_cap)
+        return ea_ctx_fail(ctx, EMBER_ERR_BUFFER_TOO_SMALL, "the text buffer must hold ember_step_text_size() = %zu bytes",
+                           ctx->stream_cap);
+    if (!ctx->has_logits) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "nothing to continue: evaluate a prompt first");
+    ember_token tok = ember_sampler_sample(sampler, ctx->st.logits);
+    ember_sampler_accept(sampler, tok);
+    out->token = tok;
+    size_t emit = 0;
+    int stopped = 0;
+    if (etok_is_eog(ctx->model->m.tok, tok)) {
+        out->stop = EMBER_STOP_EOG;
+        emit = ctx->stream_len;                  /* whatever was held back is final now */
+    } else {
+        stopped = ember_stream_push(ctx, tok, ctx->pos ? ctx->tokens[ctx->pos - 1] : -1, &emit);
+        if (stopped) out->stop = EMBER_STOP_STRING;
+        else if (ctx->pos >= ctx->st.n_ctx) { out->stop = EMBER_STOP_CONTEXT_FULL; emit = ctx->stream_len; }
+    }
+    memcpy(text, ctx->stream, emit);
+    out->len = emit;
+    ember_stream_consume(ctx, emit, stopped || out->stop);
+    if (out->stop == EMBER_STOP_EOG || out->stop == EMBER_STOP_CONTEXT_FULL) return EMBER_OK;
+    return ember_eval(ctx, &tok, 1, NULL);
 }
 
 /* Tokenize into a new array from the context's allocator (free with

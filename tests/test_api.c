@@ -632,6 +632,104 @@ static void test_state(ember_model *m) {
     gb_free(&img);
 }
 
+/* ---- stop strings and the step API ----------------------------------------- */
+
+typedef struct txt { char s[4096]; size_t n; int calls_after_end; int ended; } txt;
+static int txt_cb(void *ud, ember_token tok, const char *text, size_t len) {
+    txt *t = ud;
+    if (t->ended) t->calls_after_end++;
+    if (tok < 0) t->ended = 1;
+    if (t->n + len < sizeof t->s) { memcpy(t->s + t->n, text, len); t->n += len; }
+    return 0;
+}
+
+/* greedy text of n tokens after the prompt, through ember_generate */
+static ember_stop_reason gen_text(ember_model *m, const char *const *stops, int n_stops, int n, txt *out) {
+    memset(out, 0, sizeof *out);
+    ember_context *c = make_ctx(m, 128, 8, 1);
+    ember_sampler_params sp = ember_sampler_default_params();
+    sp.temperature = 0;
+    ember_sampler *s = NULL;
+    ember_sampler_create(m, &sp, &s);
+    ember_generate_result r;
+    memset(&r, 0, sizeof r);
+    if (c && s) {
+        CHECK(ember_context_set_stop_strings(c, stops, n_stops) == EMBER_OK, "set stop strings");
+        CHECK(ember_generate_text(c, s, "hello world", n, txt_cb, out, &r) == EMBER_OK, "generate");
+    }
+    ember_sampler_free(s);
+    ember_context_free(c);
+    return r.stop;
+}
+
+static void test_stop_strings(ember_model *m) {
+    txt full, got;
+    gen_text(m, NULL, 0, 40, &full);
+    full.s[full.n] = 0;
+    if (full.n < 12) { CHECK(0, "the tiny model generated only %zu bytes", full.n); return; }
+    /* a stop string from the middle of the text: everything before its first
+     * occurrence is passed on, nothing after */
+    char stop[8];
+    memcpy(stop, full.s + full.n / 2, 5);
+    stop[5] = 0;
+    const char *first = strstr(full.s, stop);
+    const char *list[2] = {"\x01never", stop};
+    ember_stop_reason why = gen_text(m, list, 2, 40, &got);
+    CHECK(why == EMBER_STOP_STRING, "stop reason %d", why);
+    CHECK(got.n == (size_t)(first - full.s) && !memcmp(got.s, full.s, got.n),
+          "stop string '%s': %zu bytes passed on, want %zu", stop, got.n, (size_t)(first - full.s));
+    CHECK(got.calls_after_end == 0, "calls after the final flush");
+    /* a stop string that never completes but whose start keeps appearing:
+     * all text passes, none retracted, the held-back tail at the end */
+    char almost[8];
+    memcpy(almost, full.s + full.n - 3, 3);
+    memcpy(almost + 3, "\x02!", 3);
+    const char *list2[1] = {almost};
+    why = gen_text(m, list2, 1, 40, &got);
+    CHECK(why == EMBER_STOP_LENGTH && got.n == full.n && !memcmp(got.s, full.s, full.n), "held-back text lost or changed");
+    /* bad lists */
+    ember_context *c = make_ctx(m, 32, 8, 1);
+    const char *empty[1] = {""};
+    CHECK(c && ember_context_set_stop_strings(c, empty, 1) == EMBER_ERR_INVALID_ARG, "an empty stop string");
+    CHECK(c && ember_context_set_stop_strings(c, NULL, 2) == EMBER_ERR_INVALID_ARG, "NULL list");
+    ember_context_free(c);
+
+    /* the step API gives the same text, token by token */
+    for (int with_stop = 0; with_stop < 2; with_stop++) {
+        c = make_ctx(m, 128, 8, 1);
+        ember_sampler_params sp = ember_sampler_default_params();
+        sp.temperature = 0;
+        ember_sampler *s = NULL;
+        ember_sampler_create(m, &sp, &s);
+        if (!c || !s) { ember_context_free(c); ember_sampler_free(s); return; }
+        if (with_stop) ember_context_set_stop_strings(c, list, 2);
+        ember_token toks[64];
+        int n = tokenize(m, "hello world", toks, 64);
+        ember_eval(c, toks, n, NULL);
+        char buf[512], small[2];
+        ember_step_result r;
+        CHECK(ember_step(c, s, small, sizeof small, &r) == EMBER_ERR_BUFFER_TOO_SMALL, "a small step buffer");
+        CHECK(ember_step_text_size(c) <= sizeof buf, "step text size %zu", ember_step_text_size(c));
+        txt t;
+        memset(&t, 0, sizeof t);
+        int steps = 0;
+        for (; steps < 40; steps++) {
+            if (ember_step(c, s, buf, sizeof buf, &r) != EMBER_OK) break;
+            memcpy(t.s + t.n, buf, r.len);
+            t.n += r.len;
+            if (r.stop) break;
+        }
+        if (with_stop)
+            CHECK(r.stop == EMBER_STOP_STRING && t.n == (size_t)(first - full.s) && !memcmp(t.s, full.s, t.n),
+                  "steps with a stop string: %zu bytes, stop %d", t.n, r.stop);
+        else
+            CHECK(steps == 40 && ember_context_pos(c) == n + 40 && !memcmp(t.s, full.s, t.n) && full.n - t.n < 4,
+                  "40 steps: %zu bytes (generate: %zu)", t.n, full.n);
+        ember_sampler_free(s);
+        ember_context_free(c);
+    }
+}
+
 /* ---- logit bias ------------------------------------------------------------ */
 
 static void test_logit_bias(ember_model *m) {
@@ -1397,6 +1495,7 @@ int main(void) {
     test_families_eval();
     test_abort(m);
     test_logit_bias(m);
+    test_stop_strings(m);
     test_state(m);
     test_context_limits(m);
     test_bad_tokens(m);
