@@ -545,10 +545,12 @@ static void em_init_rope(em_state *s, int n_ctx) {
     const em_hparams *hp = &m->hp;
     ek_rope_params g = {hp->rope_dim, (hp->arch->flags & EM_NEOX) != 0, hp->rope_freq_base, hp->rope_freq_scale,
                         hp->rope_attn_factor, m->rope_freqs};
-    /* LongRoPE: llama.cpp picks the long factors when the context is
-     * longer than the original one (Hugging Face picks per sequence length). */
+    /* LongRoPE: as llama.cpp, the long factors when the context, rounded up
+     * to a multiple of 256 as llama.cpp sizes it, is longer than the
+     * original one (Hugging Face picks per sequence length instead). */
+    const int n_ctx_llama = (n_ctx + 255) / 256 * 256;
     if (!g.freq_factors && (m->rope_long || m->rope_short))
-        g.freq_factors = n_ctx > hp->n_ctx_orig && m->rope_long ? m->rope_long : m->rope_short;
+        g.freq_factors = n_ctx_llama > hp->n_ctx_orig && m->rope_long ? m->rope_long : m->rope_short;
     s->rope_global = g;
     s->rope_local = g;
     if (hp->n_swa) {
