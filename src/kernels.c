@@ -858,6 +858,8 @@ static void ek_rmsnorm_scalar(float *out, const float *x, const float *w, int n,
     for (int i = 0; i < n; i++) out[i] = x[i] * scale * w[i];
 }
 
+static void ek_geglu_scalar(float *gate, const float *up, int n);
+
 static void ek_swiglu_scalar(float *g, const float *u, int n) {
     for (int i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
@@ -904,6 +906,7 @@ static const ek_kernels ek_scalar_set = {
     .quantize_q8_K = ek_quantize_q8_K_ref,
     .rmsnorm = ek_rmsnorm_scalar,
     .swiglu = ek_swiglu_scalar,
+    .geglu = ek_geglu_scalar,
     .add = ek_add_scalar,
     .dot_f32 = ek_dot_f32_scalar,
     .dot_f16 = ek_dot_f16_scalar,
@@ -988,9 +991,11 @@ static float ek_gelu_tanh(float x) {
     return 0.5f * x * (1.0f + tanhf(c * x * (1.0f + 0.044715f * x * x)));
 }
 
-void ek_geglu(float *gate, const float *up, int n) {
+static void ek_geglu_scalar(float *gate, const float *up, int n) {
     for (int i = 0; i < n; i++) gate[i] = ek_gelu_tanh(gate[i]) * up[i];
 }
+
+void ek_geglu(const ek_kernels *k, float *gate, const float *up, int n) { EK_PICK(k, geglu)(gate, up, n); }
 
 void ek_softcap(float *x, int n, float cap) {
     const float inv = 1.0f / cap;

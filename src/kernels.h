@@ -110,7 +110,7 @@ void ek_softmax(float *x, int n);                    /* in place, stable */
 void ek_swiglu(const ek_kernels *k, float *gate, const float *up, int n); /* gate = silu(gate) * up */
 void ek_add(const ek_kernels *k, float *y, const float *x, int n);       /* y += x */
 
-void ek_geglu(float *gate, const float *up, int n);  /* gate = gelu_tanh(gate) * up */
+void ek_geglu(const ek_kernels *k, float *gate, const float *up, int n); /* gate = gelu_tanh(gate) * up */
 void ek_softcap(float *x, int n, float cap);         /* x = cap * tanh(x / cap) */
 void ek_scale(float *x, int n, float s);             /* x *= s */
 
@@ -183,6 +183,7 @@ struct ek_kernels {
     void (*quantize_q8_K)(const float *x, void *dst, int n);  /* byte-identical to the reference */
     void (*rmsnorm)(float *out, const float *x, const float *w, int n, float eps);
     void (*swiglu)(float *gate, const float *up, int n);
+    void (*geglu)(float *gate, const float *up, int n);
     void (*add)(float *y, const float *x, int n);
     float (*dot_f32)(const float *q, const float *k, int n);
     float (*dot_f16)(const float *q, const uint16_t *k, int n);

@@ -892,7 +892,7 @@ static void em_ffn(em_state *s, const em_layer *L, int nb) {
         em_add_bias(k, s->hb2, L->b_up, nb, n_ff);
         for (int b = 0; b < nb; b++) {
             float *g = s->hb + (size_t)b * n_ff, *u = s->hb2 + (size_t)b * n_ff;
-            if (gelu) ek_geglu(g, u, n_ff);
+            if (gelu) ek_geglu(k, g, u, n_ff);
             else ek_swiglu(k, g, u, n_ff);
         }
         act = s->hb;
@@ -900,7 +900,7 @@ static void em_ffn(em_state *s, const em_layer *L, int nb) {
         em_matmul1(s, s->xb, nb, &L->w_up, s->hb);
         for (int b = 0; b < nb; b++) {
             float *g = s->hb + (size_t)b * 2 * n_ff, *u = g + n_ff;
-            if (gelu) ek_geglu(g, u, n_ff);
+            if (gelu) ek_geglu(k, g, u, n_ff);
             else ek_swiglu(k, g, u, n_ff);
             memcpy(s->hb2 + (size_t)b * n_ff, g, (size_t)n_ff * sizeof(float));
         }
