@@ -506,7 +506,17 @@ typedef struct bw_job { const unsigned char *p; size_t n; int streams, prefetch;
 #define BW_PREFETCH(p) ((void)(p))
 #endif
 
-static void *bw_read(void *arg) {
+/* The reader is compiled for the best vector width the CPU has (the
+ * kernels it is compared with are), else it measures its own instructions,
+ * not the memory: built at the baseline ISA it read ~11 GB/s where the
+ * same loop at AVX2 read 19-20 on an EPYC. */
+#if defined(__GNUC__)
+#define BW_INLINE static inline __attribute__((always_inline))
+#else
+#define BW_INLINE static inline
+#endif
+
+BW_INLINE void *bw_read_body(void *arg) {
     bw_job *j = arg;
     const size_t len = j->n / (size_t)j->streams / 64 * 64;
     const size_t ahead = (size_t)4096 / (size_t)j->streams;   /* prefetch distance per stream */
@@ -526,6 +536,23 @@ static void *bw_read(void *arg) {
         }
     j->sum = a ^ b;
     return NULL;
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+__attribute__((target("avx512f"))) static void *bw_read_avx512(void *arg) { return bw_read_body(arg); }
+__attribute__((target("avx2"))) static void *bw_read_avx2(void *arg) { return bw_read_body(arg); }
+#endif
+static void *bw_read_base(void *arg) { return bw_read_body(arg); }
+
+typedef void *(*bw_reader)(void *);
+static bw_reader bw_pick_reader(const char **isa) {
+#if defined(__GNUC__) && defined(__x86_64__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) { *isa = "avx512"; return bw_read_avx512; }
+    if (__builtin_cpu_supports("avx2")) { *isa = "avx2"; return bw_read_avx2; }
+#endif
+    *isa = "baseline";
+    return bw_read_base;
 }
 
 typedef struct bw_probe { unsigned char *buf; size_t bytes; } bw_probe;
@@ -548,6 +575,8 @@ static int bw_open(bw_probe *p) {
  * prefetch, as ember's kernels use it) with n threads: gbs[v] in GB/s. */
 static void bw_measure(const bw_probe *p, int n_threads, double gbs_out[BW_READERS]) {
     static const int streams[] = {1, 4, 8};
+    const char *isa;
+    const bw_reader read = bw_pick_reader(&isa);
     int nt = n_threads > 64 ? 64 : n_threads;
     for (int v = 0; v < BW_READERS; v++) {
         pthread_t th[64];
@@ -556,7 +585,7 @@ static void bw_measure(const bw_probe *p, int n_threads, double gbs_out[BW_READE
         double t0 = now_s();
         for (int k = 0; k < nt; k++) {
             jobs[k] = (bw_job){p->buf + share * (size_t)k, share, streams[v % 3], v / 3, {0}};
-            pthread_create(&th[k], NULL, bw_read, &jobs[k]);
+            pthread_create(&th[k], NULL, read, &jobs[k]);
         }
         unsigned long long x = 0;
         for (int k = 0; k < nt; k++) {
