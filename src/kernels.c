@@ -858,6 +858,8 @@ static void ek_rmsnorm_scalar(float *out, const float *x, const float *w, int n,
     for (int i = 0; i < n; i++) out[i] = x[i] * scale * w[i];
 }
 
+static void ek_geglu_scalar(float *gate, const float *up, int n);
+
 static void ek_swiglu_scalar(float *g, const float *u, int n) {
     for (int i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
@@ -904,6 +906,7 @@ static const ek_kernels ek_scalar_set = {
     .quantize_q8_K = ek_quantize_q8_K_ref,
     .rmsnorm = ek_rmsnorm_scalar,
     .swiglu = ek_swiglu_scalar,
+    .geglu = ek_geglu_scalar,
     .add = ek_add_scalar,
     .dot_f32 = ek_dot_f32_scalar,
     .dot_f16 = ek_dot_f16_scalar,
@@ -979,28 +982,57 @@ void ek_softmax(float *x, int n) {
 void ek_swiglu(const ek_kernels *k, float *gate, const float *up, int n) { EK_PICK(k, swiglu)(gate, up, n); }
 void ek_add(const ek_kernels *k, float *y, const float *x, int n) { EK_PICK(k, add)(y, x, n); }
 
+/* GELU with the tanh approximation (gelu_pytorch_tanh), in float.  ggml
+ * looks the value up in a table of fp16 inputs instead, so llama.cpp's
+ * GELU differs from this (and from Hugging Face's) by up to ~2^-11
+ * relative; ember follows the model's definition. */
+static float ek_gelu_tanh(float x) {
+    const float c = 0.7978845608028654f;    /* sqrt(2 / pi) */
+    return 0.5f * x * (1.0f + tanhf(c * x * (1.0f + 0.044715f * x * x)));
+}
+
+static void ek_geglu_scalar(float *gate, const float *up, int n) {
+    for (int i = 0; i < n; i++) gate[i] = ek_gelu_tanh(gate[i]) * up[i];
+}
+
+void ek_geglu(const ek_kernels *k, float *gate, const float *up, int n) { EK_PICK(k, geglu)(gate, up, n); }
+
+void ek_softcap(float *x, int n, float cap) {
+    const float inv = 1.0f / cap;
+    for (int i = 0; i < n; i++) x[i] = tanhf(x[i] * inv) * cap;
+}
+
+void ek_scale(float *x, int n, float s) {
+    for (int i = 0; i < n; i++) x[i] *= s;
+}
+
 /* As llama.cpp's rope: theta starts at pos and is multiplied by
- * freq_base^(-2/rope_dim) once per pair, in float, so the angles match
- * ggml's to the last bit. */
-void ek_rope(float *x, int n_heads, int head_dim, int rope_dim, int pos, float freq_base,
-             const float *freq_factors) {
-    const float theta_scale = powf(freq_base, -2.0f / (float)rope_dim);
+ * freq_base^(-2/n_rot) once per pair, in float, then divided by the pair's
+ * factor and multiplied by freq_scale, so the angles match ggml's to the
+ * last bit. */
+void ek_rope(float *x, int n_heads, int head_dim, int pos, const ek_rope_params *p) {
+    const int n_rot = p->n_rot;
+    const float theta_scale = powf(p->freq_base, -2.0f / (float)n_rot);
     float cs[2 * 512], *c = cs;             /* cos/sin per pair, shared by all heads */
-    int npairs = rope_dim / 2;
-    if (npairs > 512) npairs = 512;         /* head dims beyond 1024 do not exist in llama models */
+    int npairs = n_rot / 2;
+    if (npairs > 512) npairs = 512;         /* the model limits n_rot to 1024 */
     float theta = (float)pos;
     for (int i = 0; i < npairs; i++) {
-        float t = freq_factors ? theta / freq_factors[i] : theta;
-        c[2 * i] = cosf(t);
-        c[2 * i + 1] = sinf(t);
+        float t = p->freq_factors ? theta / p->freq_factors[i] : theta;
+        t *= p->freq_scale;
+        c[2 * i] = cosf(t) * p->mscale;
+        c[2 * i + 1] = sinf(t) * p->mscale;
         theta *= theta_scale;
     }
+    /* pair i is (x[2i], x[2i+1]) or, NEOX style, (x[i], x[i + n_rot/2]) */
+    const int stride = p->neox ? 1 : 2, other = p->neox ? npairs : 1;
     for (int h = 0; h < n_heads; h++) {
         float *v = x + (size_t)h * head_dim;
         for (int i = 0; i < npairs; i++) {
-            float x0 = v[2 * i], x1 = v[2 * i + 1], co = c[2 * i], si = c[2 * i + 1];
-            v[2 * i] = x0 * co - x1 * si;
-            v[2 * i + 1] = x0 * si + x1 * co;
+            float *a = v + stride * i, *b = a + other;
+            float x0 = *a, x1 = *b, co = c[2 * i], si = c[2 * i + 1];
+            *a = x0 * co - x1 * si;
+            *b = x0 * si + x1 * co;
         }
     }
 }

@@ -110,12 +110,22 @@ void ek_softmax(float *x, int n);                    /* in place, stable */
 void ek_swiglu(const ek_kernels *k, float *gate, const float *up, int n); /* gate = silu(gate) * up */
 void ek_add(const ek_kernels *k, float *y, const float *x, int n);       /* y += x */
 
-/* RoPE on adjacent pairs (x[2i], x[2i+1]) of each head, as llama.cpp does
- * for llama: for pair i < rope_dim/2, angle = pos * theta_i where
- * theta_i = freq_base^(-2i/rope_dim) / (freq_factors ? freq_factors[i] : 1).
- * x holds n_heads heads of head_dim floats. */
-void ek_rope(float *x, int n_heads, int head_dim, int rope_dim, int pos,
-             float freq_base, const float *freq_factors);
+void ek_geglu(const ek_kernels *k, float *gate, const float *up, int n); /* gate = gelu_tanh(gate) * up */
+void ek_softcap(float *x, int n, float cap);         /* x = cap * tanh(x / cap) */
+void ek_scale(float *x, int n, float s);             /* x *= s */
+
+/* RoPE of one kind of layer.  Pair i < n_rot/2 of each head, (x[2i],
+ * x[2i+1]) or with neox (x[i], x[i + n_rot/2]), turns by the angle
+ * pos * freq_base^(-2i/n_rot) / freq_factors[i] * freq_scale; cos and sin
+ * are multiplied by mscale.  Dimensions past n_rot pass through. */
+typedef struct ek_rope_params {
+    int n_rot;                   /* even, <= head_dim, <= 1024 */
+    int neox;
+    float freq_base, freq_scale, mscale;
+    const float *freq_factors;   /* n_rot/2 divisors, or NULL */
+} ek_rope_params;
+/* x holds n_heads heads of head_dim floats. */
+void ek_rope(float *x, int n_heads, int head_dim, int pos, const ek_rope_params *p);
 
 /* KV cache rows are F32 (kv_type 1) or F16 (kv_type 0), as ember_kv_type. */
 void ek_kv_store(const ek_kernels *k, int kv_type, void *dst, const float *src, int n);
@@ -173,6 +183,7 @@ struct ek_kernels {
     void (*quantize_q8_K)(const float *x, void *dst, int n);  /* byte-identical to the reference */
     void (*rmsnorm)(float *out, const float *x, const float *w, int n, float eps);
     void (*swiglu)(float *gate, const float *up, int n);
+    void (*geglu)(float *gate, const float *up, int n);
     void (*add)(float *y, const float *x, int n);
     float (*dot_f32)(const float *q, const float *k, int n);
     float (*dot_f16)(const float *q, const uint16_t *k, int n);

@@ -803,6 +803,29 @@ static EKX_AVX2 void ekx_swiglu_avx2(float *g, const float *u, int n) {
     }
 }
 
+/* gelu_tanh(x) = 0.5 x (1 + tanh(z)) = x / (1 + exp(-2z)), z = sqrt(2/pi)
+ * (x + 0.044715 x^3): one vector expf per 8 elements, within ~1e-6 of the
+ * scalar tanhf form. */
+EKX_AVX2_INLINE __m256 ekx_gelu_tanh(__m256 x) {
+    const __m256 c2 = _mm256_set1_ps(-2.0f * 0.7978845608028654f), a = _mm256_set1_ps(0.044715f);
+    __m256 x3 = _mm256_mul_ps(_mm256_mul_ps(x, x), x);
+    __m256 e = ekx_expf(_mm256_mul_ps(c2, _mm256_fmadd_ps(a, x3, x)));
+    return _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+}
+
+static EKX_AVX2 void ekx_geglu_avx2(float *g, const float *u, int n) {
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(g + i, _mm256_mul_ps(ekx_gelu_tanh(_mm256_loadu_ps(g + i)), _mm256_loadu_ps(u + i)));
+    if (i < n) {   /* the tail through the same vector code */
+        float v[8] = {0}, w[8] = {0};
+        memcpy(v, g + i, (size_t)(n - i) * sizeof(float));
+        memcpy(w, u + i, (size_t)(n - i) * sizeof(float));
+        _mm256_storeu_ps(v, _mm256_mul_ps(ekx_gelu_tanh(_mm256_loadu_ps(v)), _mm256_loadu_ps(w)));
+        memcpy(g + i, v, (size_t)(n - i) * sizeof(float));
+    }
+}
+
 static EKX_AVX2 void ekx_add_avx2(float *y, const float *x, int n) {
     int i = 0;
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), _mm256_loadu_ps(x + i)));
@@ -920,7 +943,8 @@ static EKX_AVX2 void ekx_store_f16_avx2(uint16_t *dst, const float *src, int n) 
 
 #define EKX_AVX2_COMMON                                                                 \
     .quantize_q8_0 = ekx_quantize_q8_0_avx2, .rmsnorm = ekx_rmsnorm_avx2,               \
-    .swiglu = ekx_swiglu_avx2, .add = ekx_add_avx2, .dot_f32 = ekx_dot_f32_avx2,        \
+    .swiglu = ekx_swiglu_avx2, .geglu = ekx_geglu_avx2, .add = ekx_add_avx2,            \
+    .dot_f32 = ekx_dot_f32_avx2,                                                         \
     .dot_f16 = ekx_dot_f16_avx2, .axpy_f32 = ekx_axpy_f32_avx2,                          \
     .axpy_f16 = ekx_axpy_f16_avx2, .store_f16 = ekx_store_f16_avx2,                     \
     .kv_scores_f16 = ekx_kv_scores_f16_avx2, .kv_mix_f16 = ekx_kv_mix_f16_avx2

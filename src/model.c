@@ -34,36 +34,117 @@ static int em_get_dim(const gguf_file *f, const char *key, int required,
     return EMBER_OK;
 }
 
-static int em_get_float(const gguf_file *f, const char *key, float fallback,
+/* A positive float key (or fallback when absent); with zero_ok, 0 too. */
+static int em_get_float(const gguf_file *f, const char *key, float fallback, int zero_ok,
                         float *out, char *err, size_t errlen) {
     int rc = gguf_get_f32(f, key, out);
     if (rc == EMBER_ERR_MISSING) { *out = fallback; return EMBER_OK; }
     if (rc != EMBER_OK)
         return ec_errorf(err, errlen, rc, "metadata '%s' is not a float", key);
-    if (!isfinite(*out) || *out <= 0)
+    if (!isfinite(*out) || *out < 0 || (*out == 0 && !zero_ok))
         return ec_errorf(err, errlen, EMBER_ERR_CORRUPT, "metadata '%s' = %g is out of range", key, (double)*out);
     return EMBER_OK;
+}
+
+/* The architectures ember runs: each family's differences from llama as
+ * data (llama.cpp's graphs for the same files are the reference). */
+static const em_arch em_archs[] = {
+    /* llama, Mistral, SmolLM2, TinyLlama: sliding-window keys ignored, as llama.cpp does */
+    {"llama", 0, 0, 0, 0},
+    {"qwen2", EM_NEOX, 0, 0, 0},
+    {"qwen3", EM_NEOX | EM_QK_NORM, 0, 0, 0},
+    {"gemma2", EM_NEOX | EM_GELU | EM_POST_NORMS | EM_EMBD_SQRT | EM_SOFTCAP | EM_SWA_DEFAULT, 2, 0, 46},
+    {"gemma3", EM_NEOX | EM_GELU | EM_POST_NORMS | EM_EMBD_SQRT | EM_QK_NORM | EM_SWA_KEY, 6, 0, 62},
+    {"phi3", EM_NEOX | EM_LONGROPE, 0, 0, 0},   /* its sliding window is ignored, as llama.cpp does */
+    {"smollm3", 0, 0, 4, 0},
+    {"granite", EM_SCALES, 0, 0, 0},
+};
+
+static const em_arch *em_find_arch(gguf_str name) {
+    for (size_t i = 0; i < sizeof em_archs / sizeof em_archs[0]; i++)
+        if (gguf_str_eq(name, em_archs[i].name)) return &em_archs[i];
+    return NULL;
+}
+
+/* "<arch>.<suffix>" in buf */
+static const char *em_key(char *buf, size_t size, const em_hparams *hp, const char *suffix) {
+    snprintf(buf, size, "%s.%s", hp->arch->name, suffix);
+    return buf;
+}
+
+static int em_read_scales(em_hparams *hp, const gguf_file *f, char *err, size_t errlen) {
+    const unsigned fl = hp->arch->flags;
+    char key[96];
+    int rc;
+    hp->embd_scale = (fl & EM_EMBD_SQRT) ? sqrtf((float)hp->n_embd) : 1.0f;
+    hp->residual_scale = hp->logit_scale = 1.0f;
+    hp->attn_scale = 1.0f / sqrtf((float)hp->head_dim);
+    if (hp->arch->big_layers && hp->n_layer == hp->arch->big_layers)
+        hp->attn_scale = 1.0f / sqrtf((float)(hp->n_embd / hp->n_head));
+    if (fl & EM_SCALES) {
+        if ((rc = em_get_float(f, em_key(key, sizeof key, hp, "embedding_scale"), 1.0f, 0, &hp->embd_scale, err, errlen)) ||
+            (rc = em_get_float(f, em_key(key, sizeof key, hp, "residual_scale"), 1.0f, 0, &hp->residual_scale, err, errlen)) ||
+            (rc = em_get_float(f, em_key(key, sizeof key, hp, "attention.scale"), hp->attn_scale, 0, &hp->attn_scale, err, errlen)) ||
+            (rc = em_get_float(f, em_key(key, sizeof key, hp, "logit_scale"), 1.0f, 0, &hp->logit_scale, err, errlen)))
+            return rc;
+    }
+    float attn_cap = (fl & EM_SOFTCAP) ? 50.0f : 0.0f, final_cap = (fl & EM_SOFTCAP) ? 30.0f : 0.0f;
+    if ((rc = em_get_float(f, em_key(key, sizeof key, hp, "final_logit_softcapping"), final_cap, 1, &hp->final_softcap, err, errlen)))
+        return rc;
+    hp->attn_softcap = 0;
+    if ((fl & EM_SOFTCAP) &&
+        (rc = em_get_float(f, em_key(key, sizeof key, hp, "attn_logit_softcapping"), attn_cap, 1, &hp->attn_softcap, err, errlen)))
+        return rc;
+    return EMBER_OK;
+}
+
+/* Local layers: the window and which layers have it. */
+static int em_read_swa(em_hparams *hp, const gguf_file *f, char *err, size_t errlen) {
+    const unsigned fl = hp->arch->flags;
+    char key[96];
+    int rc;
+    hp->n_swa = hp->swa_period = 0;
+    if (!(fl & (EM_SWA_DEFAULT | EM_SWA_KEY))) return EMBER_OK;
+    int has_key = gguf_find_kv(f, em_key(key, sizeof key, hp, "attention.sliding_window")) != NULL;
+    if (!has_key && !(fl & EM_SWA_DEFAULT)) return EMBER_OK;
+    if ((rc = em_get_dim(f, key, 0, 4096, &hp->n_swa, err, errlen))) return rc;
+    if ((rc = em_get_dim(f, em_key(key, sizeof key, hp, "attention.sliding_window_pattern"), 0, hp->arch->swa_period,
+                         &hp->swa_period, err, errlen)))
+        return rc;
+    hp->rope_freq_base_swa = (fl & EM_SWA_DEFAULT) ? hp->rope_freq_base : 10000.0f;
+    hp->rope_freq_scale_swa = (fl & EM_SWA_DEFAULT) ? hp->rope_freq_scale : 1.0f;
+    return em_get_float(f, em_key(key, sizeof key, hp, "rope.freq_base_swa"), hp->rope_freq_base_swa, 0,
+                        &hp->rope_freq_base_swa, err, errlen);
+}
+
+/* Layer l is local when the period says so (llama.cpp's pattern: all but
+ * the last layer of each period). */
+static int em_layer_is_swa(const em_hparams *hp, int l) {
+    return hp->n_swa > 0 && (hp->swa_period <= 1 || l % hp->swa_period < hp->swa_period - 1);
 }
 
 static int em_read_hparams(em_hparams *hp, const gguf_file *f, char *err, size_t errlen) {
     gguf_str arch;
     if (gguf_get_str(f, "general.architecture", &arch) != EMBER_OK)
         return ec_errorf(err, errlen, EMBER_ERR_MISSING, "missing metadata key 'general.architecture'");
-    if (!gguf_str_eq(arch, "llama"))
+    hp->arch = em_find_arch(arch);
+    if (!hp->arch)
         return ec_errorf(err, errlen, EMBER_ERR_UNSUPPORTED,
-                         "architecture '%.*s' is not supported (only 'llama')",
+                         "architecture '%.*s' is not supported (llama, qwen2, qwen3, gemma2, gemma3, phi3, smollm3, granite)",
                          (int)(arch.len > 64 ? 64 : arch.len), arch.ptr);
+    char key[96];
     int rc;
-    if ((rc = em_get_dim(f, "llama.context_length", 1, 0, &hp->n_ctx_train, err, errlen)) ||
-        (rc = em_get_dim(f, "llama.embedding_length", 1, 0, &hp->n_embd, err, errlen)) ||
-        (rc = em_get_dim(f, "llama.block_count", 1, 0, &hp->n_layer, err, errlen)) ||
-        (rc = em_get_dim(f, "llama.feed_forward_length", 1, 0, &hp->n_ff, err, errlen)) ||
-        (rc = em_get_dim(f, "llama.attention.head_count", 1, 0, &hp->n_head, err, errlen)))
+#define EM_KEY(suffix) em_key(key, sizeof key, hp, suffix)
+    if ((rc = em_get_dim(f, EM_KEY("context_length"), 1, 0, &hp->n_ctx_train, err, errlen)) ||
+        (rc = em_get_dim(f, EM_KEY("embedding_length"), 1, 0, &hp->n_embd, err, errlen)) ||
+        (rc = em_get_dim(f, EM_KEY("block_count"), 1, 0, &hp->n_layer, err, errlen)) ||
+        (rc = em_get_dim(f, EM_KEY("feed_forward_length"), 1, 0, &hp->n_ff, err, errlen)) ||
+        (rc = em_get_dim(f, EM_KEY("attention.head_count"), 1, 0, &hp->n_head, err, errlen)))
         return rc;
-    if ((rc = em_get_dim(f, "llama.attention.head_count_kv", 0, hp->n_head, &hp->n_head_kv, err, errlen)))
+    if ((rc = em_get_dim(f, EM_KEY("attention.head_count_kv"), 0, hp->n_head, &hp->n_head_kv, err, errlen)))
         return rc;
     if (hp->n_layer > EM_MAX_LAYERS)
-        return ec_errorf(err, errlen, EMBER_ERR_CORRUPT, "llama.block_count = %d is too large", hp->n_layer);
+        return ec_errorf(err, errlen, EMBER_ERR_CORRUPT, "%s = %d is too large", EM_KEY("block_count"), hp->n_layer);
     if (hp->n_head > hp->n_embd)
         return ec_errorf(err, errlen, EMBER_ERR_SHAPE, "head_count %d exceeds embedding_length %d",
                          hp->n_head, hp->n_embd);
@@ -72,40 +153,47 @@ static int em_read_hparams(em_hparams *hp, const gguf_file *f, char *err, size_t
                          "attention.head_count %d is not a multiple of head_count_kv %d",
                          hp->n_head, hp->n_head_kv);
     int default_hd = hp->n_embd / hp->n_head;
-    if ((rc = em_get_dim(f, "llama.attention.key_length", 0, default_hd, &hp->head_dim, err, errlen)))
+    if ((rc = em_get_dim(f, EM_KEY("attention.key_length"), 0, default_hd, &hp->head_dim, err, errlen)))
         return rc;
     int vlen;
-    if ((rc = em_get_dim(f, "llama.attention.value_length", 0, hp->head_dim, &vlen, err, errlen)))
+    if ((rc = em_get_dim(f, EM_KEY("attention.value_length"), 0, hp->head_dim, &vlen, err, errlen)))
         return rc;
     if (vlen != hp->head_dim)
         return ec_errorf(err, errlen, EMBER_ERR_UNSUPPORTED,
                          "attention.value_length %d differs from key_length %d", vlen, hp->head_dim);
-    if (!gguf_find_kv(f, "llama.attention.key_length") && hp->n_embd % hp->n_head != 0)
+    if (!gguf_find_kv(f, EM_KEY("attention.key_length")) && hp->n_embd % hp->n_head != 0)
         return ec_errorf(err, errlen, EMBER_ERR_SHAPE,
                          "embedding_length %d is not a multiple of head_count %d", hp->n_embd, hp->n_head);
     if (hp->head_dim % 2 != 0)
         return ec_errorf(err, errlen, EMBER_ERR_SHAPE, "head dimension %d is odd", hp->head_dim);
     if ((int64_t)hp->n_head * hp->head_dim > EM_MAX_DIM)   /* q_dim must not overflow int */
         return ec_errorf(err, errlen, EMBER_ERR_SHAPE, "head_count %d x key_length %d is too large", hp->n_head, hp->head_dim);
-    if ((rc = em_get_dim(f, "llama.rope.dimension_count", 0, hp->head_dim, &hp->rope_dim, err, errlen)))
+    if ((rc = em_get_dim(f, EM_KEY("rope.dimension_count"), 0, hp->head_dim, &hp->rope_dim, err, errlen)))
         return rc;
-    if (hp->rope_dim % 2 != 0 || hp->rope_dim > hp->head_dim)
+    if (hp->rope_dim % 2 != 0 || hp->rope_dim > hp->head_dim || hp->rope_dim > 1024)
         return ec_errorf(err, errlen, EMBER_ERR_SHAPE, "rope.dimension_count %d must be even and <= head dimension %d",
                          hp->rope_dim, hp->head_dim);
-    if ((rc = em_get_float(f, "llama.attention.layer_norm_rms_epsilon", 1e-5f, &hp->rms_eps, err, errlen)) ||
-        (rc = em_get_float(f, "llama.rope.freq_base", 10000.0f, &hp->rope_freq_base, err, errlen)))
+    if ((rc = em_get_float(f, EM_KEY("attention.layer_norm_rms_epsilon"), 1e-5f, 0, &hp->rms_eps, err, errlen)) ||
+        (rc = em_get_float(f, EM_KEY("rope.freq_base"), 10000.0f, 0, &hp->rope_freq_base, err, errlen)))
         return rc;
     hp->rope_freq_scale = 1.0f;
     gguf_str scaling;
-    if (gguf_get_str(f, "llama.rope.scaling.type", &scaling) == EMBER_OK &&
+    if (gguf_get_str(f, EM_KEY("rope.scaling.type"), &scaling) == EMBER_OK &&
         !gguf_str_eq(scaling, "none")) {
-        if (!gguf_str_eq(scaling, "linear"))
+        if (!gguf_str_eq(scaling, "linear") && !((hp->arch->flags & EM_LONGROPE) && gguf_str_eq(scaling, "longrope")))
             return ec_errorf(err, errlen, EMBER_ERR_UNSUPPORTED, "rope scaling type '%.*s' is not supported",
                              (int)(scaling.len > 32 ? 32 : scaling.len), scaling.ptr);
-        float factor;
-        if ((rc = em_get_float(f, "llama.rope.scaling.factor", 1.0f, &factor, err, errlen))) return rc;
-        hp->rope_freq_scale = 1.0f / factor;
     }
+    float factor;
+    if ((rc = em_get_float(f, EM_KEY("rope.scaling.factor"), 0.0f, 1, &factor, err, errlen))) return rc;
+    if (factor > 0) hp->rope_freq_scale = 1.0f / factor;
+    if ((rc = em_get_float(f, EM_KEY("rope.scaling.attn_factor"), 1.0f, 0, &hp->rope_attn_factor, err, errlen)))
+        return rc;
+    if ((rc = em_get_dim(f, EM_KEY("rope.scaling.original_context_length"), 0, hp->n_ctx_train, &hp->n_ctx_orig,
+                         err, errlen)))
+        return rc;
+#undef EM_KEY
+    if ((rc = em_read_scales(hp, f, err, errlen)) || (rc = em_read_swa(hp, f, err, errlen))) return rc;
     return EMBER_OK;
 }
 
@@ -137,10 +225,11 @@ static int em_get_matrix(const gguf_file *f, const char *name, int n_in, int n_o
 
 /* Copy a 1-D tensor of n elements into owned F32 memory (norm weights are
  * tiny; copying also frees us from their storage type and alignment). */
-static int em_get_vector(const gguf_file *f, const char *name, int n, const ember_allocator *a,
+static int em_get_vector(const gguf_file *f, const char *name, int n, int required, const ember_allocator *a,
                          float **out, char *err, size_t errlen) {
     const gguf_tensor *t = gguf_find_tensor(f, name);
     *out = NULL;
+    if (!t && !required) return EMBER_OK;
     if (!t) return ec_errorf(err, errlen, EMBER_ERR_MISSING, "missing tensor '%s'", name);
     if (t->n_dims != 1 || t->ne[0] != n)
         return ec_errorf(err, errlen, EMBER_ERR_SHAPE, "tensor '%s' has %d dims and %lld elements, expected [%d]",
@@ -160,23 +249,25 @@ static uint64_t em_matrix_bytes(const em_matrix *w) {
     return w->data ? ek_row_bytes(w->type, (uint64_t)w->n_in) * (uint64_t)w->n_out : 0;
 }
 
-/* Matrix i of the model's 1 + 7 * n_layer matrices: the output head, then
- * each layer's seven. */
+/* Matrix i of the model's 1 + EM_LAYER_MATRICES * n_layer matrix slots:
+ * the output head, then each layer's (absent ones have no data). */
 static const em_matrix *em_matrix_at(const em_model *m, int i) {
     if (i == 0) return &m->output;
-    const em_layer *L = &m->layers[(i - 1) / 7];
-    const em_matrix *ws[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
-    return ws[(i - 1) % 7];
+    const em_layer *L = &m->layers[(i - 1) / EM_LAYER_MATRICES];
+    const em_matrix *ws[EM_LAYER_MATRICES] = {&L->wq, &L->wk, &L->wv, &L->wqkv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+    return ws[(i - 1) % EM_LAYER_MATRICES];
 }
+
+static int em_n_matrices(const em_model *m) { return 1 + EM_LAYER_MATRICES * m->hp.n_layer; }
 
 /* Pack every matrix the kernels want packed.  The token embedding is read
  * by rows, so it (and the output head when tied to it) stays as it is. */
 static int em_pack_matrices(em_model *m, char *err, size_t errlen) {
-    const int n = 1 + 7 * m->hp.n_layer;
+    const int n = em_n_matrices(m);
     size_t scratch_bytes = 0;
     for (int i = m->tied_output; i < n; i++) {
         const em_matrix *w = em_matrix_at(m, i);
-        size_t b = ek_pack_wanted(m->kernels, w->type, w->n_out) ? ek_pack_scratch_bytes(w->type, w->n_in) : 0;
+        size_t b = w->data && ek_pack_wanted(m->kernels, w->type, w->n_out) ? ek_pack_scratch_bytes(w->type, w->n_in) : 0;
         if (b > scratch_bytes) scratch_bytes = b;
     }
     if (!scratch_bytes) return EMBER_OK;
@@ -184,13 +275,105 @@ static int em_pack_matrices(em_model *m, char *err, size_t errlen) {
     if (!scratch) return ec_errorf(err, errlen, EMBER_ERR_NOMEM, "out of memory");
     for (int i = m->tied_output; i < n; i++) {
         em_matrix *w = (em_matrix *)em_matrix_at(m, i);   /* m is ours to change */
-        if (!ek_pack_wanted(m->kernels, w->type, w->n_out)) continue;
+        if (!w->data || !ek_pack_wanted(m->kernels, w->type, w->n_out)) continue;
         ek_pack_rows(w->type, (void *)(uintptr_t)w->data, w->n_in, w->n_out, scratch);
         w->packed = 1;
         m->n_packed++;
     }
     ec_free_aligned(m->a, scratch);
     return EMBER_OK;
+}
+
+/* A per-pair RoPE factor vector (n_rot/2 positive numbers), or none. */
+static int em_get_rope_factors(const gguf_file *f, const char *name, int n, const ember_allocator *a, float **out,
+                               char *err, size_t errlen) {
+    int rc = em_get_vector(f, name, n, 0, a, out, err, errlen);
+    if (rc || !*out) return rc;
+    for (int i = 0; i < n; i++)
+        if (!((*out)[i] > 0) || !isfinite((*out)[i]))
+            return ec_errorf(err, errlen, EMBER_ERR_CORRUPT, "%s[%d] is not a positive number", name, i);
+    return EMBER_OK;
+}
+
+/* One layer's tensors.  Which are required follows the family: q/k norms
+ * with EM_QK_NORM, post norms with EM_POST_NORMS; attention either fused
+ * (attn_qkv) or apart, FFN either gated or fused (ffn_up rows gate | up,
+ * as Phi-3 stores it); biases wherever the file has them. */
+static int em_load_layer(em_model *m, const gguf_file *f, int l, char *err, size_t errlen) {
+    const em_hparams *hp = &m->hp;
+    const ember_allocator *a = m->a;
+    const unsigned fl = hp->arch->flags;
+    const int n_embd = hp->n_embd, hd = hp->head_dim, q_dim = hp->n_head * hd, kv_dim = hp->n_head_kv * hd,
+              n_ff = hp->n_ff;
+    em_layer *L = &m->layers[l];
+    char name[64];
+    int rc;
+#define EM_NAME(suffix) (snprintf(name, sizeof name, "blk.%d." suffix, l), name)
+#define EM_VEC(dst, suffix, n, req) em_get_vector(f, EM_NAME(suffix), n, req, a, &L->dst, err, errlen)
+#define EM_MAT(dst, suffix, n_in, n_out, req) em_get_matrix(f, EM_NAME(suffix), n_in, n_out, req, &L->dst, err, errlen)
+    if ((rc = EM_VEC(attn_norm, "attn_norm.weight", n_embd, 1)) ||
+        (rc = EM_VEC(ffn_norm, "ffn_norm.weight", n_embd, 1)) ||
+        (rc = EM_VEC(attn_post_norm, "post_attention_norm.weight", n_embd, (fl & EM_POST_NORMS) != 0)) ||
+        (rc = EM_VEC(ffn_post_norm, "post_ffw_norm.weight", n_embd, (fl & EM_POST_NORMS) != 0)) ||
+        (rc = EM_VEC(q_norm, "attn_q_norm.weight", hd, (fl & EM_QK_NORM) != 0)) ||
+        (rc = EM_VEC(k_norm, "attn_k_norm.weight", hd, (fl & EM_QK_NORM) != 0)) ||
+        (rc = EM_MAT(wqkv, "attn_qkv.weight", n_embd, q_dim + 2 * kv_dim, 0)))
+        return rc;
+    if (!L->wqkv.data &&
+        ((rc = EM_MAT(wq, "attn_q.weight", n_embd, q_dim, 1)) || (rc = EM_MAT(wk, "attn_k.weight", n_embd, kv_dim, 1)) ||
+         (rc = EM_MAT(wv, "attn_v.weight", n_embd, kv_dim, 1))))
+        return rc;
+    if ((rc = EM_VEC(bq, "attn_q.bias", q_dim, 0)) || (rc = EM_VEC(bk, "attn_k.bias", kv_dim, 0)) ||
+        (rc = EM_VEC(bv, "attn_v.bias", kv_dim, 0)) || (rc = EM_VEC(bo, "attn_output.bias", n_embd, 0)) ||
+        (rc = EM_MAT(wo, "attn_output.weight", q_dim, n_embd, 1)) ||
+        (rc = EM_MAT(w_gate, "ffn_gate.weight", n_embd, n_ff, 0)))
+        return rc;
+    /* without ffn_gate, ffn_up must be the fused gate | up */
+    const gguf_tensor *up = gguf_find_tensor(f, EM_NAME("ffn_up.weight"));
+    if (!L->w_gate.data && up && up->ne[1] == n_ff)
+        return ec_errorf(err, errlen, EMBER_ERR_MISSING, "missing tensor '%s'", EM_NAME("ffn_gate.weight"));
+    if ((rc = EM_MAT(w_up, "ffn_up.weight", n_embd, L->w_gate.data ? n_ff : 2 * n_ff, 1)) ||
+        (rc = EM_MAT(w_down, "ffn_down.weight", n_ff, n_embd, 1)) ||
+        (rc = EM_VEC(b_gate, "ffn_gate.bias", n_ff, 0)) || (rc = EM_VEC(b_up, "ffn_up.bias", n_ff, 0)) ||
+        (rc = EM_VEC(b_down, "ffn_down.bias", n_embd, 0)))
+        return rc;
+    if (L->wqkv.data && (rc = EM_VEC(bqkv, "attn_qkv.bias", q_dim + 2 * kv_dim, 0))) return rc;
+    if (!L->w_gate.data && (L->b_gate || L->b_up))
+        return ec_errorf(err, errlen, EMBER_ERR_UNSUPPORTED, "layer %d: FFN biases with a fused ffn_up", l);
+#undef EM_MAT
+#undef EM_VEC
+#undef EM_NAME
+    L->swa = em_layer_is_swa(hp, l);
+    L->rope = !(hp->arch->nope_period && (l + 1) % hp->arch->nope_period == 0);
+    for (int i = 1; i < EM_LAYER_MATRICES + 1; i++)
+        m->bytes_per_token += em_matrix_bytes(em_matrix_at(m, l * EM_LAYER_MATRICES + i));
+    return EMBER_OK;
+}
+
+/* FNV-1a over the hyperparameters and every tensor's name, type and
+ * shape: a saved state belongs to models with the same fingerprint. */
+static uint64_t em_fnv(uint64_t h, const void *p, size_t n) {
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
+static uint64_t em_fingerprint(const em_model *m, const gguf_file *f) {
+    const em_hparams *hp = &m->hp;
+    uint64_t h = em_fnv(0xcbf29ce484222325ull, hp->arch->name, strlen(hp->arch->name));
+    const int dims[] = {hp->n_vocab, hp->n_ctx_train, hp->n_embd, hp->n_layer, hp->n_head, hp->n_head_kv,
+                        hp->head_dim, hp->n_ff, hp->rope_dim, hp->n_swa, hp->swa_period};
+    const float vals[] = {hp->rope_freq_base, hp->rope_freq_scale, hp->rms_eps, hp->attn_scale, hp->embd_scale,
+                          hp->residual_scale, hp->logit_scale, hp->attn_softcap, hp->final_softcap};
+    h = em_fnv(h, dims, sizeof dims);
+    h = em_fnv(h, vals, sizeof vals);
+    for (uint64_t i = 0; i < gguf_n_tensors(f); i++) {
+        const gguf_tensor *t = gguf_tensor_at(f, i);
+        h = em_fnv(h, t->name.ptr, (size_t)t->name.len);
+        h = em_fnv(h, &t->type, sizeof t->type);
+        h = em_fnv(h, t->ne, sizeof t->ne);
+    }
+    return h;
 }
 
 int em_model_init(em_model *m, gguf_file *f, const ember_allocator *a, int vocab_only, int may_pack, char *err,
@@ -217,57 +400,28 @@ int em_model_init(em_model *m, gguf_file *f, const ember_allocator *a, int vocab
         return ec_errorf(err, errlen, EMBER_ERR_SHAPE, "token_embd.weight has %lld rows", (long long)te->ne[1]);
     hp->n_vocab = (int)te->ne[1];
 
-    const int n_embd = hp->n_embd, q_dim = hp->n_head * hp->head_dim,
-              kv_dim = hp->n_head_kv * hp->head_dim, n_ff = hp->n_ff;
+    const int n_embd = hp->n_embd;
     if ((rc = em_get_matrix(f, "token_embd.weight", n_embd, hp->n_vocab, 1, &m->tok_embd, err, errlen)) ||
         (rc = em_get_matrix(f, "output.weight", n_embd, hp->n_vocab, 0, &m->output, err, errlen)))
         goto fail;
     if (!m->output.data) { m->output = m->tok_embd; m->tied_output = 1; }
-    if ((rc = em_get_vector(f, "output_norm.weight", n_embd, a, &m->output_norm, err, errlen))) goto fail;
+    if ((rc = em_get_vector(f, "output_norm.weight", n_embd, 1, a, &m->output_norm, err, errlen)) ||
+        (rc = em_get_vector(f, "output.bias", hp->n_vocab, 0, a, &m->output_bias, err, errlen)))
+        goto fail;
 
     m->layers = ec_calloc(a, (size_t)hp->n_layer, sizeof *m->layers);
     if (!m->layers) { rc = ec_errorf(err, errlen, EMBER_ERR_NOMEM, "out of memory"); goto fail; }
-    for (int l = 0; l < hp->n_layer; l++) {
-        em_layer *L = &m->layers[l];
-        char name[64];
-#define EM_NAME(suffix) (snprintf(name, sizeof name, "blk.%d." suffix, l), name)
-        if ((rc = em_get_vector(f, EM_NAME("attn_norm.weight"), n_embd, a, &L->attn_norm, err, errlen)) ||
-            (rc = em_get_vector(f, EM_NAME("ffn_norm.weight"), n_embd, a, &L->ffn_norm, err, errlen)) ||
-            (rc = em_get_matrix(f, EM_NAME("attn_q.weight"), n_embd, q_dim, 1, &L->wq, err, errlen)) ||
-            (rc = em_get_matrix(f, EM_NAME("attn_k.weight"), n_embd, kv_dim, 1, &L->wk, err, errlen)) ||
-            (rc = em_get_matrix(f, EM_NAME("attn_v.weight"), n_embd, kv_dim, 1, &L->wv, err, errlen)) ||
-            (rc = em_get_matrix(f, EM_NAME("attn_output.weight"), q_dim, n_embd, 1, &L->wo, err, errlen)) ||
-            (rc = em_get_matrix(f, EM_NAME("ffn_gate.weight"), n_embd, n_ff, 1, &L->w_gate, err, errlen)) ||
-            (rc = em_get_matrix(f, EM_NAME("ffn_up.weight"), n_embd, n_ff, 1, &L->w_up, err, errlen)) ||
-            (rc = em_get_matrix(f, EM_NAME("ffn_down.weight"), n_ff, n_embd, 1, &L->w_down, err, errlen)))
-            goto fail;
-#undef EM_NAME
-        m->bytes_per_token += em_matrix_bytes(&L->wq) + em_matrix_bytes(&L->wk) + em_matrix_bytes(&L->wv) +
-                              em_matrix_bytes(&L->wo) + em_matrix_bytes(&L->w_gate) +
-                              em_matrix_bytes(&L->w_up) + em_matrix_bytes(&L->w_down);
-    }
+    for (int l = 0; l < hp->n_layer; l++)
+        if ((rc = em_load_layer(m, f, l, err, errlen))) goto fail;
     m->bytes_per_token += em_matrix_bytes(&m->output) + ek_row_bytes(m->tok_embd.type, (uint64_t)n_embd);
 
-    /* Per-pair RoPE frequency factors: rope_freqs (Llama 3.1 scaling) times
-     * the linear scaling factor, or none. */
-    const gguf_tensor *rf = gguf_find_tensor(f, "rope_freqs.weight");
-    if (rf) {
-        if ((rc = em_get_vector(f, "rope_freqs.weight", hp->rope_dim / 2, a, &m->rope_freqs, err, errlen)))
-            goto fail;
-        for (int i = 0; i < hp->rope_dim / 2; i++)
-            if (!(m->rope_freqs[i] > 0) || !isfinite(m->rope_freqs[i])) {
-                rc = ec_errorf(err, errlen, EMBER_ERR_CORRUPT, "rope_freqs.weight[%d] is not a positive number", i);
-                goto fail;
-            }
-    }
-    if (hp->rope_freq_scale != 1.0f) {
-        if (!m->rope_freqs) {
-            m->rope_freqs = ec_malloc_aligned(a, (size_t)(hp->rope_dim / 2) * sizeof(float));
-            if (!m->rope_freqs) { rc = ec_errorf(err, errlen, EMBER_ERR_NOMEM, "out of memory"); goto fail; }
-            for (int i = 0; i < hp->rope_dim / 2; i++) m->rope_freqs[i] = 1.0f;
-        }
-        for (int i = 0; i < hp->rope_dim / 2; i++) m->rope_freqs[i] /= hp->rope_freq_scale;
-    }
+    /* Per-pair RoPE frequency factors: rope_freqs (Llama 3.1), or LongRoPE's
+     * long and short sets (the context size picks one). */
+    const int n_pairs = hp->rope_dim / 2;
+    if ((rc = em_get_rope_factors(f, "rope_freqs.weight", n_pairs, a, &m->rope_freqs, err, errlen)) ||
+        (rc = em_get_rope_factors(f, "rope_factors_long.weight", n_pairs, a, &m->rope_long, err, errlen)) ||
+        (rc = em_get_rope_factors(f, "rope_factors_short.weight", n_pairs, a, &m->rope_short, err, errlen)))
+        goto fail;
 
     for (uint64_t i = 0; i < gguf_n_tensors(f); i++) {
         const gguf_tensor *t = gguf_tensor_at(f, i);
@@ -276,6 +430,7 @@ int em_model_init(em_model *m, gguf_file *f, const ember_allocator *a, int vocab
     }
     uint32_t ft;
     m->file_type = gguf_get_u32(f, "general.file_type", &ft) == EMBER_OK ? (int)ft : -1;
+    m->fingerprint = em_fingerprint(m, f);
 
     if ((rc = em_vocab_load(f, a, &m->tok, &m->max_piece_bytes, err, errlen))) goto fail;
     if (etok_n_vocab(m->tok) != hp->n_vocab) {
@@ -296,13 +451,18 @@ void em_model_free(em_model *m) {
     if (!m) return;
     if (m->layers) {
         for (int l = 0; l < m->hp.n_layer; l++) {
-            ec_free_aligned(m->a, m->layers[l].attn_norm);
-            ec_free_aligned(m->a, m->layers[l].ffn_norm);
+            em_layer *L = &m->layers[l];
+            float *owned[] = {L->attn_norm, L->ffn_norm, L->attn_post_norm, L->ffn_post_norm, L->q_norm, L->k_norm,
+                              L->bq, L->bk, L->bv, L->bqkv, L->bo, L->b_gate, L->b_up, L->b_down};
+            for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++) ec_free_aligned(m->a, owned[i]);
         }
         ec_free(m->a, m->layers);
     }
     ec_free_aligned(m->a, m->output_norm);
+    ec_free_aligned(m->a, m->output_bias);
     ec_free_aligned(m->a, m->rope_freqs);
+    ec_free_aligned(m->a, m->rope_long);
+    ec_free_aligned(m->a, m->rope_short);
     etok_free(m->tok);
     gguf_close(m->gguf);
     memset(m, 0, sizeof *m);
@@ -314,43 +474,92 @@ void em_model_free(em_model *m) {
  * (a smaller batch of any one format fits in it). */
 static size_t em_max_batch(const em_model *m, int n_batch) {
     size_t mx = 0;
-    for (int i = 0; i < 1 + 7 * m->hp.n_layer; i++) {
+    for (int i = 0; i < em_n_matrices(m); i++) {
         const em_matrix *w = em_matrix_at(m, i);
-        size_t b = ek_batch_bytes(m->kernels, w->type, w->n_in, n_batch);
+        size_t b = w->data ? ek_batch_bytes(m->kernels, w->type, w->n_in, n_batch) : 0;
         if (b > mx) mx = b;
     }
     return (mx + 63) & ~(size_t)63;
 }
 
+/* Rows of a local layer's ring: its window plus a batch, so that while a
+ * batch is stored every window its tokens read is still there.  Stored
+ * twice over (row r and r + rows), any window is one run of rows.  0 when
+ * a ring would not save memory: local layers then keep all n_ctx rows. */
+static int em_swa_rows(const em_model *m, int n_ctx, int n_batch) {
+    const em_hparams *hp = &m->hp;
+    if (!hp->n_swa) return 0;
+    int64_t rows = (int64_t)hp->n_swa + n_batch - 1;
+    return 2 * rows < n_ctx ? (int)rows : 0;
+}
+
+/* Cache rows of layer l. */
+static int64_t em_kv_rows(const em_model *m, int l, int n_ctx, int swa_rows) {
+    return m->layers[l].swa && swa_rows ? 2 * (int64_t)swa_rows : n_ctx;
+}
+
+uint64_t em_kv_bytes(const em_model *m, int n_ctx, int kv_type, int n_batch) {
+    const em_hparams *hp = &m->hp;
+    uint64_t kv_dim = (uint64_t)hp->n_head_kv * (uint64_t)hp->head_dim, elem = kv_type == EMBER_KV_F32 ? 4 : 2;
+    int swa_rows = em_swa_rows(m, n_ctx, n_batch);
+    uint64_t rows = 0;
+    for (int l = 0; l < hp->n_layer; l++) rows += (uint64_t)em_kv_rows(m, l, n_ctx, swa_rows);
+    return 2 * rows * kv_dim * elem;     /* K and V */
+}
+
 typedef struct em_sizes {
-    uint64_t kv_layer;   /* bytes of one layer's K (or V) cache */
     uint64_t floats;     /* scratch floats */
     uint64_t xa;         /* converted activation bytes */
 } em_sizes;
 
-static void em_compute_sizes(const em_model *m, int n_ctx, int kv_type, int n_batch, int n_threads,
-                             em_sizes *z) {
+/* Widest row of the fused outputs: q | k | v, or gate | up. */
+static uint64_t em_hb_width(const em_hparams *hp) {
+    uint64_t qkv = (uint64_t)(hp->n_head + 2 * hp->n_head_kv) * (uint64_t)hp->head_dim, ff2 = 2 * (uint64_t)hp->n_ff;
+    return qkv > ff2 ? qkv : ff2;
+}
+
+static void em_compute_sizes(const em_model *m, int n_ctx, int n_batch, int n_threads, em_sizes *z) {
     const em_hparams *hp = &m->hp;
     uint64_t kv_dim = (uint64_t)hp->n_head_kv * (uint64_t)hp->head_dim;
     uint64_t q_dim = (uint64_t)hp->n_head * (uint64_t)hp->head_dim;
-    uint64_t elem = kv_type == EMBER_KV_F32 ? 4 : 2, B = (uint64_t)n_batch;
-    z->kv_layer = (uint64_t)n_ctx * kv_dim * elem;
+    uint64_t B = (uint64_t)n_batch;
     uint64_t wide = (uint64_t)hp->n_embd > q_dim ? (uint64_t)hp->n_embd : q_dim;
     /* x, xb: n_embd (xb also holds q_dim-wide rows); q, att_out: q_dim;
-     * k, v: kv_dim; hb, hb2: n_ff; logits: n_vocab; scores per thread. */
-    z->floats = B * ((uint64_t)hp->n_embd + wide + 2 * q_dim + 2 * kv_dim + 2 * (uint64_t)hp->n_ff) +
+     * k, v: kv_dim; hb: fused rows; hb2: n_ff; logits: n_vocab; scores
+     * per thread. */
+    z->floats = B * ((uint64_t)hp->n_embd + wide + 2 * q_dim + 2 * kv_dim + em_hb_width(hp) + (uint64_t)hp->n_ff) +
                 (uint64_t)hp->n_vocab + (uint64_t)n_threads * (uint64_t)n_ctx + 16 * 11;
     z->xa = em_max_batch(m, n_batch);
 }
 
 uint64_t em_state_bytes(const em_model *m, int n_ctx, int kv_type, int n_batch, int n_threads) {
     em_sizes z;
-    em_compute_sizes(m, n_ctx, kv_type, n_batch, n_threads, &z);
-    return 2 * z.kv_layer * (uint64_t)m->hp.n_layer + z.floats * 4 + z.xa;
+    em_compute_sizes(m, n_ctx, n_batch, n_threads, &z);
+    return em_kv_bytes(m, n_ctx, kv_type, n_batch) + z.floats * 4 + z.xa + (uint64_t)m->hp.n_layer * sizeof(size_t);
+}
+
+/* RoPE of global and local layers for a context of n_ctx positions. */
+static void em_init_rope(em_state *s, int n_ctx) {
+    const em_model *m = s->m;
+    const em_hparams *hp = &m->hp;
+    ek_rope_params g = {hp->rope_dim, (hp->arch->flags & EM_NEOX) != 0, hp->rope_freq_base, hp->rope_freq_scale,
+                        hp->rope_attn_factor, m->rope_freqs};
+    /* LongRoPE: as llama.cpp, the long factors when the context, rounded up
+     * to a multiple of 256 as llama.cpp sizes it, is longer than the
+     * original one (Hugging Face picks per sequence length instead). */
+    const int n_ctx_llama = (n_ctx + 255) / 256 * 256;
+    if (!g.freq_factors && (m->rope_long || m->rope_short))
+        g.freq_factors = n_ctx_llama > hp->n_ctx_orig && m->rope_long ? m->rope_long : m->rope_short;
+    s->rope_global = g;
+    s->rope_local = g;
+    if (hp->n_swa) {
+        s->rope_local.freq_base = hp->rope_freq_base_swa;
+        s->rope_local.freq_scale = hp->rope_freq_scale_swa;
+    }
 }
 
 int em_state_init(em_state *s, const em_model *m, int n_ctx, int n_batch, int kv_type, int n_threads,
-                  const ember_allocator *a) {
+                  et_pool *shared, const ember_allocator *a) {
     memset(s, 0, sizeof *s);
     s->m = m;
     s->a = a;
@@ -359,16 +568,19 @@ int em_state_init(em_state *s, const em_model *m, int n_ctx, int n_batch, int kv
     s->kv_type = kv_type;
     s->n_threads = n_threads;
     s->kv_elem = kv_type == EMBER_KV_F32 ? 4 : 2;
+    s->swa_rows = em_swa_rows(m, n_ctx, n_batch);
+    em_init_rope(s, n_ctx);
     em_sizes z;
-    em_compute_sizes(m, n_ctx, kv_type, n_batch, n_threads, &z);
-    uint64_t kv_total;
-    if (ec_mul_u64(z.kv_layer, (uint64_t)m->hp.n_layer, &kv_total) || kv_total > SIZE_MAX / 2)
-        return EMBER_ERR_NOMEM;
+    em_compute_sizes(m, n_ctx, n_batch, n_threads, &z);
+    uint64_t kv_total = em_kv_bytes(m, n_ctx, kv_type, n_batch) / 2;
+    if (kv_total > SIZE_MAX / 2) return EMBER_ERR_NOMEM;
     s->k_cache = ec_malloc_aligned(a, (size_t)kv_total);
     s->v_cache = ec_malloc_aligned(a, (size_t)kv_total);
+    s->kv_off = ec_malloc(a, (size_t)m->hp.n_layer * sizeof *s->kv_off);
+    s->rows = ec_malloc(a, (size_t)n_batch * sizeof *s->rows);
     float *fl = ec_malloc_aligned(a, (size_t)z.floats * sizeof(float));
     s->xa = ec_malloc_aligned(a, (size_t)z.xa);
-    if (!s->k_cache || !s->v_cache || !fl || !s->xa) {
+    if (!s->k_cache || !s->v_cache || !s->kv_off || !s->rows || !fl || !s->xa) {
         ec_free_aligned(a, fl);
         em_state_free(s);
         return EMBER_ERR_NOMEM;
@@ -378,6 +590,11 @@ int em_state_init(em_state *s, const em_model *m, int n_ctx, int n_batch, int kv
     const em_hparams *hp = &m->hp;
     size_t B = (size_t)n_batch, q_dim = (size_t)hp->n_head * hp->head_dim,
            kv_dim = (size_t)hp->n_head_kv * hp->head_dim;
+    size_t off = 0;
+    for (int l = 0; l < hp->n_layer; l++) {
+        s->kv_off[l] = off;
+        off += (size_t)em_kv_rows(m, l, n_ctx, s->swa_rows) * kv_dim * s->kv_elem;
+    }
     size_t wide = (size_t)hp->n_embd > q_dim ? (size_t)hp->n_embd : q_dim;
     /* Carve the float scratch into 64-byte aligned pieces. */
     float *p = fl;
@@ -388,24 +605,69 @@ int em_state_init(em_state *s, const em_model *m, int n_ctx, int n_batch, int kv
     EM_TAKE(s->att_out, B * q_dim);
     EM_TAKE(s->k, B * kv_dim);
     EM_TAKE(s->v, B * kv_dim);
-    EM_TAKE(s->hb, B * hp->n_ff);
+    EM_TAKE(s->hb, B * (size_t)em_hb_width(hp));
     EM_TAKE(s->hb2, B * hp->n_ff);
     EM_TAKE(s->logits, (size_t)hp->n_vocab);
     EM_TAKE(s->scores, (size_t)n_threads * n_ctx);
 #undef EM_TAKE
-    int rc = et_pool_create(a, n_threads, &s->pool);
-    if (rc) { em_state_free(s); return rc; }
+    if (shared && et_pool_size(shared) >= n_threads) {
+        s->pool = shared;
+    } else {
+        int rc = et_pool_create(a, n_threads, &s->pool);
+        if (rc) { em_state_free(s); return rc; }
+        s->own_pool = 1;
+    }
     return EMBER_OK;
 }
 
 void em_state_free(em_state *s) {
     if (!s) return;
-    et_pool_free(s->pool);
+    if (s->own_pool) et_pool_free(s->pool);
     ec_free_aligned(s->a, s->k_cache);
     ec_free_aligned(s->a, s->v_cache);
+    ec_free(s->a, s->kv_off);
+    ec_free(s->a, s->rows);
     ec_free_aligned(s->a, s->x);
     ec_free_aligned(s->a, s->xa);
     memset(s, 0, sizeof *s);
+}
+
+int em_state_can_rewind(const em_state *s, int pos) {
+    if (!s->m->hp.n_swa || pos == 0) return 1;
+    int need = pos - s->m->hp.n_swa + 1;      /* oldest position the next token reads */
+    if (need < 0) need = 0;
+    return need >= s->swa_floor && (!s->swa_rows || need >= s->swa_hi - s->swa_rows);
+}
+
+void em_state_clear(em_state *s) { s->swa_hi = s->swa_floor = 0; }
+
+int em_kv_first(const em_state *s, int l, int pos) {
+    int first = s->m->layers[l].swa ? pos - s->m->hp.n_swa + 1 : 0;
+    return first > 0 ? first : 0;
+}
+
+size_t em_kv_row_bytes(const em_state *s) { return (size_t)s->m->hp.n_head_kv * s->m->hp.head_dim * s->kv_elem; }
+
+/* byte offset of the first copy of position p in layer l */
+static size_t em_kv_at(const em_state *s, int l, int p) {
+    int ring = s->m->layers[l].swa ? s->swa_rows : 0;
+    return s->kv_off[l] + (size_t)(ring ? p % ring : p) * em_kv_row_bytes(s);
+}
+
+const void *em_kv_row(const em_state *s, int l, int which, int p) {
+    return (const char *)(which ? s->v_cache : s->k_cache) + em_kv_at(s, l, p);
+}
+
+void em_kv_put(em_state *s, int l, int which, int p, const void *row) {
+    char *base = which ? s->v_cache : s->k_cache;
+    const size_t rb = em_kv_row_bytes(s);
+    memcpy(base + em_kv_at(s, l, p), row, rb);
+    if (s->m->layers[l].swa && s->swa_rows) memcpy(base + em_kv_at(s, l, p) + (size_t)s->swa_rows * rb, row, rb);
+}
+
+void em_state_restored(em_state *s, int pos) {
+    s->swa_hi = pos;
+    s->swa_floor = pos - s->m->hp.n_swa + 1 > 0 ? pos - s->m->hp.n_swa + 1 : 0;
 }
 
 /* ---- forward pass ------------------------------------------------------- */
@@ -507,40 +769,49 @@ static void em_matmul1(em_state *s, const float *x, int nb, const em_matrix *w, 
 }
 
 typedef struct em_attn_job {
-    em_state *s;
-    int layer, pos, nb;
+    em_state *s;          /* scratch: q, att_out, scores */
+    int layer, nb;
 } em_attn_job;
 
 /* Causal attention for (token, head) pairs split across threads: each pair
- * is computed the same way whichever thread runs it. */
+ * is computed the same way whichever thread runs it.  Row b reads the
+ * cache of its own context (s->rows[b]).  A local layer's token reads only
+ * the last n_swa positions (itself included). */
 static void em_attn_task(void *arg, int ith, int nth) {
     em_attn_job *j = arg;
     em_state *s = j->s;
     const em_hparams *hp = &s->m->hp;
     const ek_kernels *k = s->m->kernels;
     const int hd = hp->head_dim, n_head = hp->n_head, group = hp->n_head / hp->n_head_kv;
+    const int swa = s->m->layers[j->layer].swa;
     const size_t kv_dim = (size_t)hp->n_head_kv * hd, q_dim = (size_t)n_head * hd;
-    const char *kc = (const char *)s->k_cache + (size_t)j->layer * s->n_ctx * kv_dim * s->kv_elem;
-    const char *vc = (const char *)s->v_cache + (size_t)j->layer * s->n_ctx * kv_dim * s->kv_elem;
-    const float scale = 1.0f / sqrtf((float)hd);
     float *sc = s->scores + (size_t)ith * s->n_ctx;
     /* items interleaved across threads: a later token attends to more
      * positions, so contiguous ranges would leave the last thread the most */
     const int items = j->nb * n_head;
     for (int it = ith; it < items; it += nth) {
-        int b = it / n_head, h = it % n_head, g = h / group, p = j->pos + b;
+        int b = it / n_head, h = it % n_head, g = h / group;
+        const em_state *c = s->rows[b].s;
+        const int p = s->rows[b].pos, ring = swa ? c->swa_rows : 0;
+        const char *kc = (const char *)c->k_cache + c->kv_off[j->layer];
+        const char *vc = (const char *)c->v_cache + c->kv_off[j->layer];
+        int lo = swa && p - hp->n_swa + 1 > 0 ? p - hp->n_swa + 1 : 0, n_pos = p - lo + 1;
+        size_t row0 = (size_t)(ring ? lo % ring : lo) * kv_dim;
         const float *q = s->q + (size_t)b * q_dim + (size_t)h * hd;
-        ek_kv_scores(k, s->kv_type, q, kc + (size_t)g * hd * s->kv_elem, kv_dim, p + 1, hd, scale, sc);
-        ek_softmax(sc, p + 1);
-        ek_kv_mix(k, s->kv_type, sc, vc + (size_t)g * hd * s->kv_elem, kv_dim, p + 1, hd,
+        ek_kv_scores(k, c->kv_type, q, kc + (row0 + (size_t)g * hd) * c->kv_elem, kv_dim, n_pos, hd, hp->attn_scale,
+                     sc);
+        if (hp->attn_softcap > 0) ek_softcap(sc, n_pos, hp->attn_softcap);
+        ek_softmax(sc, n_pos);
+        ek_kv_mix(k, c->kv_type, sc, vc + (row0 + (size_t)g * hd) * c->kv_elem, kv_dim, n_pos, hd,
                   s->att_out + (size_t)b * q_dim + (size_t)h * hd);
     }
 }
 
-static void em_attention(em_state *s, int layer, int pos, int nb) {
+static void em_attention(em_state *s, int layer, int nb) {
     const em_hparams *hp = &s->m->hp;
-    em_attn_job j = {s, layer, pos, nb};
-    uint64_t work = (uint64_t)nb * hp->n_head * (uint64_t)(pos + nb) * hp->head_dim * 2;
+    em_attn_job j = {s, layer, nb};
+    uint64_t work = 0;
+    for (int b = 0; b < nb; b++) work += (uint64_t)hp->n_head * (uint64_t)(s->rows[b].pos + 1) * hp->head_dim * 2;
     int nth = (int)(work / EM_MIN_WORK_PER_THREAD);
     if (nth > s->n_threads) nth = s->n_threads;
     if (nth > nb * hp->n_head) nth = nb * hp->n_head;
@@ -548,63 +819,173 @@ static void em_attention(em_state *s, int layer, int pos, int nb) {
     et_pool_run(s->pool, em_attn_task, &j, nth);
 }
 
-void em_forward(em_state *s, const int32_t *tokens, int nb, int pos, float *all_logits) {
+/* rows[b] += bias for nb rows of n floats */
+static void em_add_bias(const ek_kernels *k, float *rows, const float *bias, int nb, int n) {
+    if (!bias) return;
+    for (int b = 0; b < nb; b++) ek_add(k, rows + (size_t)b * n, bias, n);
+}
+
+static void em_rmsnorm_rows(const ek_kernels *k, float *out, const float *x, const float *w, int nb, int n, float eps) {
+    for (int b = 0; b < nb; b++) ek_rmsnorm(k, out + (size_t)b * n, x + (size_t)b * n, w, n, eps);
+}
+
+/* q, k, v of nb tokens from the normed input xb: one fused matrix or three,
+ * then biases, per-head norms and RoPE; k and v go into the cache. */
+static void em_qkv(em_state *s, const em_layer *L, int l, int nb) {
     const em_model *m = s->m;
     const em_hparams *hp = &m->hp;
     const ek_kernels *k = m->kernels;
-    const int n_embd = hp->n_embd, hd = hp->head_dim;
-    const size_t q_dim = (size_t)hp->n_head * hd, kv_dim = (size_t)hp->n_head_kv * hd;
-    const uint64_t emb_row = ek_row_bytes(m->tok_embd.type, (uint64_t)n_embd);
-
-    for (int b = 0; b < nb; b++)
-        ek_dequant_row(m->tok_embd.type, (const char *)m->tok_embd.data + (size_t)tokens[b] * emb_row,
-                       s->x + (size_t)b * n_embd, n_embd);
-
-    for (int l = 0; l < hp->n_layer; l++) {
-        const em_layer *L = &m->layers[l];
-        for (int b = 0; b < nb; b++)
-            ek_rmsnorm(k, s->xb + (size_t)b * n_embd, s->x + (size_t)b * n_embd, L->attn_norm, n_embd, hp->rms_eps);
+    const int hd = hp->head_dim, q_dim = hp->n_head * hd, kv_dim = hp->n_head_kv * hd;
+    if (L->wqkv.data) {
+        const int w = q_dim + 2 * kv_dim;
+        em_matmul1(s, s->xb, nb, &L->wqkv, s->hb);
+        em_add_bias(k, s->hb, L->bqkv, nb, w);
+        for (int b = 0; b < nb; b++) {
+            const float *row = s->hb + (size_t)b * w;
+            memcpy(s->q + (size_t)b * q_dim, row, (size_t)q_dim * sizeof(float));
+            memcpy(s->k + (size_t)b * kv_dim, row + q_dim, (size_t)kv_dim * sizeof(float));
+            memcpy(s->v + (size_t)b * kv_dim, row + q_dim + kv_dim, (size_t)kv_dim * sizeof(float));
+        }
+    } else {
         const em_matrix *qkv[3] = {&L->wq, &L->wk, &L->wv};
         float *qkv_out[3] = {s->q, s->k, s->v};
         em_matmul(s, s->xb, nb, qkv, qkv_out, 3);
-
-        char *kc = (char *)s->k_cache + (size_t)l * s->n_ctx * kv_dim * s->kv_elem;
-        char *vc = (char *)s->v_cache + (size_t)l * s->n_ctx * kv_dim * s->kv_elem;
-        for (int b = 0; b < nb; b++) {
-            float *q = s->q + (size_t)b * q_dim, *kk = s->k + (size_t)b * kv_dim;
-            ek_rope(q, hp->n_head, hd, hp->rope_dim, pos + b, hp->rope_freq_base, m->rope_freqs);
-            ek_rope(kk, hp->n_head_kv, hd, hp->rope_dim, pos + b, hp->rope_freq_base, m->rope_freqs);
-            ek_kv_store(k, s->kv_type, kc + (size_t)(pos + b) * kv_dim * s->kv_elem, kk, (int)kv_dim);
-            ek_kv_store(k, s->kv_type, vc + (size_t)(pos + b) * kv_dim * s->kv_elem, s->v + (size_t)b * kv_dim,
-                        (int)kv_dim);
+    }
+    em_add_bias(k, s->q, L->bq, nb, q_dim);
+    em_add_bias(k, s->k, L->bk, nb, kv_dim);
+    em_add_bias(k, s->v, L->bv, nb, kv_dim);
+    if (L->q_norm) {
+        em_rmsnorm_rows(k, s->q, s->q, L->q_norm, nb * hp->n_head, hd, hp->rms_eps);
+        em_rmsnorm_rows(k, s->k, s->k, L->k_norm, nb * hp->n_head_kv, hd, hp->rms_eps);
+    }
+    for (int b = 0; b < nb; b++) {
+        em_state *c = s->rows[b].s;            /* the context row b belongs to */
+        const int p = s->rows[b].pos, ring = L->swa ? c->swa_rows : 0;
+        const ek_rope_params *rope = L->swa ? &c->rope_local : &c->rope_global;
+        char *kc = (char *)c->k_cache + c->kv_off[l], *vc = (char *)c->v_cache + c->kv_off[l];
+        float *q = s->q + (size_t)b * q_dim, *kk = s->k + (size_t)b * kv_dim, *vv = s->v + (size_t)b * kv_dim;
+        if (L->rope) {
+            ek_rope(q, hp->n_head, hd, p, rope);
+            ek_rope(kk, hp->n_head_kv, hd, p, rope);
         }
-        em_attention(s, l, pos, nb);
+        /* a ring stores each row twice, rows apart, so windows never wrap */
+        for (int copy = 0; copy < (ring ? 2 : 1); copy++) {
+            size_t row = ring ? (size_t)(p % ring + copy * ring) : (size_t)p;
+            ek_kv_store(k, c->kv_type, kc + row * kv_dim * c->kv_elem, kk, kv_dim);
+            ek_kv_store(k, c->kv_type, vc + row * kv_dim * c->kv_elem, vv, kv_dim);
+        }
+    }
+}
 
-        em_matmul1(s, s->att_out, nb, &L->wo, s->xb);
-        for (int b = 0; b < nb; b++)
-            ek_add(k, s->x + (size_t)b * n_embd, s->xb + (size_t)b * n_embd, n_embd);
-
-        for (int b = 0; b < nb; b++)
-            ek_rmsnorm(k, s->xb + (size_t)b * n_embd, s->x + (size_t)b * n_embd, L->ffn_norm, n_embd, hp->rms_eps);
+/* The FFN of nb tokens from the normed input xb, result in xb. */
+static void em_ffn(em_state *s, const em_layer *L, int nb) {
+    const em_model *m = s->m;
+    const em_hparams *hp = &m->hp;
+    const ek_kernels *k = m->kernels;
+    const int n_ff = hp->n_ff, gelu = (hp->arch->flags & EM_GELU) != 0;
+    float *act;                       /* nb rows of n_ff: act(gate) * up */
+    if (L->w_gate.data) {
         const em_matrix *gu[2] = {&L->w_gate, &L->w_up};
         float *gu_out[2] = {s->hb, s->hb2};
         em_matmul(s, s->xb, nb, gu, gu_out, 2);
-        for (int b = 0; b < nb; b++)
-            ek_swiglu(k, s->hb + (size_t)b * hp->n_ff, s->hb2 + (size_t)b * hp->n_ff, hp->n_ff);
-        em_matmul1(s, s->hb, nb, &L->w_down, s->xb);
-        for (int b = 0; b < nb; b++)
-            ek_add(k, s->x + (size_t)b * n_embd, s->xb + (size_t)b * n_embd, n_embd);
+        em_add_bias(k, s->hb, L->b_gate, nb, n_ff);
+        em_add_bias(k, s->hb2, L->b_up, nb, n_ff);
+        for (int b = 0; b < nb; b++) {
+            float *g = s->hb + (size_t)b * n_ff, *u = s->hb2 + (size_t)b * n_ff;
+            if (gelu) ek_geglu(k, g, u, n_ff);
+            else ek_swiglu(k, g, u, n_ff);
+        }
+        act = s->hb;
+    } else {                          /* fused rows gate | up */
+        em_matmul1(s, s->xb, nb, &L->w_up, s->hb);
+        for (int b = 0; b < nb; b++) {
+            float *g = s->hb + (size_t)b * 2 * n_ff, *u = g + n_ff;
+            if (gelu) ek_geglu(k, g, u, n_ff);
+            else ek_swiglu(k, g, u, n_ff);
+            memcpy(s->hb2 + (size_t)b * n_ff, g, (size_t)n_ff * sizeof(float));
+        }
+        act = s->hb2;
+    }
+    em_matmul1(s, act, nb, &L->w_down, s->xb);
+    em_add_bias(k, s->xb, L->b_down, nb, hp->n_embd);
+}
+
+/* x += post_norm(branch) * residual_scale for nb rows, branch in xb. */
+static void em_residual(em_state *s, const float *post_norm, int nb) {
+    const em_hparams *hp = &s->m->hp;
+    const ek_kernels *k = s->m->kernels;
+    const int n = hp->n_embd;
+    for (int b = 0; b < nb; b++) {
+        float *xb = s->xb + (size_t)b * n;
+        if (post_norm) ek_rmsnorm(k, xb, xb, post_norm, n, hp->rms_eps);
+        if (hp->residual_scale != 1.0f) ek_scale(xb, n, hp->residual_scale);
+        ek_add(k, s->x + (size_t)b * n, xb, n);
+    }
+}
+
+/* Logits of rows rows of normed states in xb, into out (rows * n_vocab). */
+static void em_logits(em_state *s, int rows, float *out) {
+    const em_model *m = s->m;
+    const em_hparams *hp = &m->hp;
+    em_matmul1(s, s->xb, rows, &m->output, out);
+    for (int b = 0; b < rows; b++) {
+        float *y = out + (size_t)b * hp->n_vocab;
+        if (m->output_bias) ek_add(m->kernels, y, m->output_bias, hp->n_vocab);
+        if (hp->logit_scale != 1.0f) ek_scale(y, hp->n_vocab, 1.0f / hp->logit_scale);
+        if (hp->final_softcap > 0) ek_softcap(y, hp->n_vocab, hp->final_softcap);
+    }
+}
+
+/* The forward pass of nb rows: row b is token tokens[b] at position
+ * s->rows[b].pos of context s->rows[b].s; s provides the scratch.  Logits
+ * of rows first.. into out (rows of n_vocab). */
+static int em_forward_rows(em_state *s, const int32_t *tokens, int nb, int first, float *out) {
+    const em_model *m = s->m;
+    const em_hparams *hp = &m->hp;
+    const ek_kernels *k = m->kernels;
+    const int n_embd = hp->n_embd;
+    const uint64_t emb_row = ek_row_bytes(m->tok_embd.type, (uint64_t)n_embd);
+
+    for (int b = 0; b < nb; b++) {
+        float *x = s->x + (size_t)b * n_embd;
+        ek_dequant_row(m->tok_embd.type, (const char *)m->tok_embd.data + (size_t)tokens[b] * emb_row, x, n_embd);
+        if (hp->embd_scale != 1.0f) ek_scale(x, n_embd, hp->embd_scale);
+        em_state *c = s->rows[b].s;
+        if (s->rows[b].pos + 1 > c->swa_hi) c->swa_hi = s->rows[b].pos + 1;
+    }
+
+    for (int l = 0; l < hp->n_layer; l++) {
+        if (s->abort_cb && s->abort_cb(s->abort_ud)) return 1;
+        const em_layer *L = &m->layers[l];
+        em_rmsnorm_rows(k, s->xb, s->x, L->attn_norm, nb, n_embd, hp->rms_eps);
+        em_qkv(s, L, l, nb);
+        em_attention(s, l, nb);
+        em_matmul1(s, s->att_out, nb, &L->wo, s->xb);
+        em_add_bias(k, s->xb, L->bo, nb, n_embd);
+        em_residual(s, L->attn_post_norm, nb);
+
+        em_rmsnorm_rows(k, s->xb, s->x, L->ffn_norm, nb, n_embd, hp->rms_eps);
+        em_ffn(s, L, nb);
+        em_residual(s, L->ffn_post_norm, nb);
     }
 
     /* Only the rows whose logits are wanted go through the output head. */
-    int first = all_logits ? 0 : nb - 1, rows = nb - first;
-    for (int b = first; b < nb; b++)
-        ek_rmsnorm(k, s->xb + (size_t)(b - first) * n_embd, s->x + (size_t)b * n_embd, m->output_norm, n_embd,
-                   hp->rms_eps);
-    if (all_logits) {
-        em_matmul1(s, s->xb, rows, &m->output, all_logits);
-        memcpy(s->logits, all_logits + (size_t)(rows - 1) * hp->n_vocab, (size_t)hp->n_vocab * sizeof(float));
-    } else {
-        em_matmul1(s, s->xb, 1, &m->output, s->logits);
-    }
+    const int rows = nb - first;
+    em_rmsnorm_rows(k, s->xb, s->x + (size_t)first * n_embd, m->output_norm, rows, n_embd, hp->rms_eps);
+    em_logits(s, rows, out);
+    return 0;
+}
+
+int em_forward(em_state *s, const int32_t *tokens, int nb, int pos, float *all_logits) {
+    for (int b = 0; b < nb; b++) s->rows[b] = (em_row){s, pos + b};
+    if (!all_logits) return em_forward_rows(s, tokens, nb, nb - 1, s->logits);
+    if (em_forward_rows(s, tokens, nb, 0, all_logits)) return 1;
+    memcpy(s->logits, all_logits + (size_t)(nb - 1) * s->m->hp.n_vocab, (size_t)s->m->hp.n_vocab * sizeof(float));
+    return 0;
+}
+
+int em_forward_multi(em_state *s, em_state *const *states, const int *pos, const int32_t *tokens, int nb,
+                     float *logits) {
+    for (int b = 0; b < nb; b++) s->rows[b] = (em_row){states[b], pos[b]};
+    return em_forward_rows(s, tokens, nb, 0, logits);
 }

@@ -697,6 +697,18 @@ static void test_vector_ops(const ek_kernels *k) {
         }
         CHECK(bad == 0, "%s swiglu n=%d: %d off", kn, n, bad);
 
+        for (int i = 0; i < n; i++) x[i] = t_uniform() * 24 - 12;  /* gelu(tanh) over both tails */
+        memcpy(a, x, 4 * n); memcpy(b, x, 4 * n);
+        ek_geglu(k, a, u, n);
+        ek_geglu(s, b, u, n);
+        bad = 0;
+        for (int i = 0; i < n; i++) {
+            double xd = x[i], r = 0.5 * xd * (1 + tanh(0.7978845608028654 * (xd + 0.044715 * xd * xd * xd))) * u[i];
+            if (fabs(a[i] - r) > 2e-6 * fabs(r) + 1e-30 + 1e-7 * fabs(u[i])) bad++;
+            if (fabs(b[i] - r) > 2e-6 * fabs(r) + 1e-30 + 1e-7 * fabs(u[i])) bad++;
+        }
+        CHECK(bad == 0, "%s geglu n=%d: %d off", kn, n, bad);
+
         memcpy(a, x, 4 * n); memcpy(b, x, 4 * n);
         ek_add(k, a, u, n);
         ek_add(s, b, u, n);
@@ -800,7 +812,8 @@ static void test_softmax_rope(void) {
      * last pair passes through), pos 3, freq factors on pair 1 */
     float v[16], r[16], ff[3] = {1.0f, 2.0f, 1.0f};
     for (int i = 0; i < 16; i++) v[i] = r[i] = t_uniform();
-    ek_rope(r, 2, 8, 6, 3, 10000.0f, ff);
+    ek_rope_params rp = {6, 0, 10000.0f, 1.0f, 1.0f, ff};
+    ek_rope(r, 2, 8, 3, &rp);
     bad = 0;
     for (int h = 0; h < 2; h++)
         for (int i = 0; i < 4; i++) {
@@ -813,9 +826,43 @@ static void test_softmax_rope(void) {
             if (fabs(r[h * 8 + 2 * i] - e0) > 1e-5 || fabs(r[h * 8 + 2 * i + 1] - e1) > 1e-5) bad++;
         }
     CHECK(bad == 0, "rope: %d pairs off", bad);
+    /* NEOX pairs (i, i + n_rot/2), partial rotary (n_rot 6 of 8: dims 6, 7
+     * pass through), linear scaling and an attention factor on cos/sin */
     memcpy(r, v, sizeof v);
-    ek_rope(r, 2, 8, 8, 0, 10000.0f, NULL);
+    ek_rope_params np = {6, 1, 10000.0f, 0.25f, 1.5f, ff};
+    ek_rope(r, 2, 8, 5, &np);
+    bad = 0;
+    for (int h = 0; h < 2; h++) {
+        for (int i = 0; i < 3; i++) {
+            double x0 = v[h * 8 + i], x1 = v[h * 8 + i + 3];
+            double th = 5 * pow(10000.0, -2.0 * i / 6) / ff[i] * 0.25;
+            double e0 = 1.5 * (x0 * cos(th) - x1 * sin(th)), e1 = 1.5 * (x0 * sin(th) + x1 * cos(th));
+            if (fabs(r[h * 8 + i] - e0) > 1e-5 || fabs(r[h * 8 + i + 3] - e1) > 1e-5) bad++;
+        }
+        if (r[h * 8 + 6] != v[h * 8 + 6] || r[h * 8 + 7] != v[h * 8 + 7]) bad++;
+    }
+    CHECK(bad == 0, "neox rope: %d pairs off", bad);
+    memcpy(r, v, sizeof v);
+    ek_rope_params id = {8, 0, 10000.0f, 1.0f, 1.0f, NULL};
+    ek_rope(r, 2, 8, 0, &id);
     CHECK(memcmp(r, v, sizeof v) == 0, "rope at pos 0 is the identity");
+
+    /* GELU(tanh) gating and soft-capping against double precision */
+    float g[64], u[64], gg[64];
+    for (int i = 0; i < 64; i++) { g[i] = gg[i] = 8 * t_uniform() - 4; u[i] = t_uniform(); }
+    ek_geglu(ek_kernels_scalar(), gg, u, 64);
+    bad = 0;
+    for (int i = 0; i < 64; i++) {
+        double xg = g[i], e = 0.5 * xg * (1 + tanh(sqrt(2 / M_PI) * (xg + 0.044715 * xg * xg * xg))) * u[i];
+        if (fabs(gg[i] - e) > 1e-6 * (1 + fabs(e))) bad++;
+    }
+    CHECK(bad == 0, "geglu: %d off", bad);
+    for (int i = 0; i < 64; i++) gg[i] = 100 * g[i];
+    ek_softcap(gg, 64, 30.0f);
+    bad = 0;
+    for (int i = 0; i < 64; i++)
+        if (fabs(gg[i] - 30 * tanh(100.0 * g[i] / 30)) > 1e-5) bad++;
+    CHECK(bad == 0, "softcap: %d off", bad);
 }
 
 int main(void) {
