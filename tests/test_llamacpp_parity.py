@@ -1,8 +1,11 @@
 """Numbers llama.cpp itself printed for the same files, recorded by hand
 (llama.cpp built from its own sources outside this repository, ggml 0.18.1;
 llama-perplexity -c 128 -b 128 -ctk f32 -ctv f32 -fa off).  ember must give
-the same answers.  Last line: "N passed, M failed"."""
+the same answers.  The files of tests/data/llamacpp were written by llama.cpp's
+own tooling (its gguf-py writer, llama-quantize), one per model family; that
+directory's README says how.  Last line: "N passed, M failed"."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -52,4 +55,30 @@ got = ppl_of(ember("perplexity", "-m", demo, "-f", heldout, "-c", "128", "--kv-f
 want = 102.1439   # llama.cpp on models/ember-demo.gguf, models/heldout.txt
 print("demo model perplexity: ember %.4f, llama.cpp %.4f" % (got, want))
 check(abs(got - want) <= 2e-4 * want, "demo perplexity %.4f differs from llama.cpp's %.4f" % (got, want))
+
+# ---- Files llama.cpp's tooling wrote, one or more per family (tests/data/llamacpp) ----
+# file: (tokenization of text.txt, llama.cpp's perplexity of text.txt at -c 128,
+#        |ln ppl(ember) - ln ppl(llama.cpp)| allowed).
+# The tokenizations are llama-tokenize's ids (tokens.json), checked first: a
+# perplexity over other tokens would compare nothing.  F32 files agree to ~1e-5
+# (ggml's tanh-GELU table is the largest difference); quantized files differ more
+# because each side quantizes the activations its own way for the dot products.
+DATA = os.path.join(ROOT, "tests", "data", "llamacpp")
+LLAMACPP = {
+    "gemma2-small-f32.gguf": ("spm-no-space-prefix", 1765.1554, 1e-4),
+    "gemma3-small-f32.gguf": ("spm-no-space-prefix", 9511.1722, 1e-4),
+    "phi3-small-f32.gguf": ("spm-no-bos", 12129.9464, 1e-4),
+    "mistral-small-f32.gguf": ("spm", 11034.5579, 1e-4),
+    "llama3x-small-f32.gguf": ("spm", 13550.6925, 1e-4),
+}
+tokens = json.load(open(os.path.join(DATA, "tokens.json")))
+text_path = os.path.join(DATA, "text.txt")
+for name, (tok, want, tol) in LLAMACPP.items():
+    path = os.path.join(DATA, name)
+    ids = json.loads(ember("tokenize", "-m", path, "-f", text_path) or "null")
+    check(ids == tokens[tok], "%s: ember's tokens of text.txt differ from llama-tokenize's (%s)" % (name, tok))
+    got = ppl_of(ember("perplexity", "-m", path, "-f", text_path, "-c", "128", "--kv-f32"))
+    d = abs(math.log(got) - math.log(want)) if got > 0 else float("inf")
+    print("%-28s perplexity: ember %.4f, llama.cpp %.4f, |d ln| %.1e" % (name, got, want, d))
+    check(d <= tol, "%s: perplexity %.4f differs from llama.cpp's %.4f (|d ln| %.2e > %.0e)" % (name, got, want, d, tol))
 sys.exit(summary())
