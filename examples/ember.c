@@ -416,6 +416,9 @@ static int cmd_info(const options *o) {
     printf("feed-forward:   %d\n", i.n_ff);
     printf("rope:           dim %d, base %g\n", i.rope_dim, (double)i.rope_freq_base);
     printf("rms eps:        %g\n", (double)i.rms_eps);
+    if (i.n_swa)
+        printf("sliding window: %d positions on %d of %d layers (their cache keeps window + batch)\n", i.n_swa,
+               i.n_swa_layers, i.n_layer);
     printf("output:         %s\n", i.tied_output ? "tied to token_embd" : "separate");
     printf("weight type:    %s\n", ember_type_name(i.file_type) ? ember_type_name(i.file_type) : "?");
     printf("parameters:     %llu\n", (unsigned long long)i.n_params);

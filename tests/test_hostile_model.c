@@ -85,6 +85,14 @@ typedef struct tm_spec {
     int nonfinite;             /* 1: NaN in an output row, 2: +Inf in token_embd row 5 */
     const int32_t *chain;      /* TM_CHAIN: sequence of tokens; the rest cycles */
     int chain_len;
+    /* other families: architecture and key prefix, and their tensors */
+    const char *family;        /* NULL: llama keys under s->arch */
+    int head_dim;              /* real head size (0: n_embd / n_head) */
+    int qk_norm, post_norms;   /* attn_q_norm/attn_k_norm, post_attention_norm/post_ffw_norm */
+    int fused_qkv, fused_up;   /* attn_qkv (q | k | v), ffn_up (gate | up) without ffn_gate */
+    int qkv_bias;              /* attn_q/k/v.bias */
+    int64_t md_swa, md_swa_period;   /* attention.sliding_window(_pattern), TM_OMIT by default */
+    int64_t md_softcap;        /* attn_logit_softcapping (as f32), TM_OMIT by default */
 } tm_spec;
 
 TM_UNUSED static tm_spec tm_default(void) {
@@ -97,6 +105,20 @@ TM_UNUSED static tm_spec tm_default(void) {
     s.md_bos = TM_BOS; s.md_eos = TM_EOS;
     s.arch = "llama"; s.tok_model = "llama";
     s.tokens_elem = GB_STRING; s.scores_elem = GB_FLOAT32; s.types_elem = GB_INT32;
+    s.md_swa = s.md_swa_period = s.md_softcap = TM_OMIT;
+    return s;
+}
+
+/* A tiny model of another family, with its distinctive tensors and keys
+ * (a window of 5 where the family has local layers). */
+TM_UNUSED static tm_spec tm_family(const char *family) {
+    tm_spec s = tm_default();
+    s.family = family;
+    if (!strcmp(family, "qwen2")) s.qkv_bias = 1;
+    if (!strcmp(family, "qwen3")) { s.qk_norm = 1; s.head_dim = 16; s.md_key_length = TM_SAME; }
+    if (!strcmp(family, "gemma2")) { s.post_norms = 1; s.md_swa = 5; s.tied = 1; }
+    if (!strcmp(family, "gemma3")) { s.post_norms = 1; s.qk_norm = 1; s.md_swa = 5; s.md_swa_period = 2; s.tied = 1; }
+    if (!strcmp(family, "phi3")) { s.fused_qkv = 1; s.fused_up = 1; s.md_rope_dim = 4; }
     return s;
 }
 
@@ -173,13 +195,14 @@ typedef struct tm_tensor { char name[64]; int n_dims; int64_t ne[2]; int type; f
  * gb_free) or -1. */
 static int tm_build(const tm_spec *s, gb_buf *out) {
     const int V = tm_n_vocab(s), E = s->n_embd, F = s->n_ff, L = s->n_layer;
-    const int hd = E / s->n_head, q_dim = s->n_head * hd, kv_dim = s->n_head_kv * hd;
+    const int hd = s->head_dim ? s->head_dim : E / s->n_head;
+    const int q_dim = s->n_head * hd, kv_dim = s->n_head_kv * hd;
     const int TL = s->tensor_layers ? s->tensor_layers : L;
     const int rows = V + s->extra_embd_rows;
     uint64_t st = s->seed * 0x1234567ull + 7;
 
     /* ---- tensors with float contents ---- */
-    int cap = 3 + 9 * TL;
+    int cap = 3 + 16 * TL;
     tm_tensor *t = calloc((size_t)cap, sizeof *t);
     int nt = 0;
 #define TM_ADD(nm, nd, n0, n1, ty) do { tm_tensor *x_ = &t[nt++]; snprintf(x_->name, sizeof x_->name, "%s", nm); \
@@ -191,14 +214,35 @@ static int tm_build(const tm_spec *s, gb_buf *out) {
         char nm[64];
 #define TM_LAYER(sfx, nd, n0, n1, ty) do { snprintf(nm, sizeof nm, "blk.%d." sfx, l); TM_ADD(nm, nd, n0, n1, ty); } while (0)
         TM_LAYER("attn_norm.weight", 1, E, 1, s->norm_type);
-        TM_LAYER("attn_q.weight", 2, E, q_dim, s->wtype);
-        TM_LAYER("attn_k.weight", 2, E, kv_dim, s->wtype);
-        TM_LAYER("attn_v.weight", 2, E, kv_dim, s->wtype);
+        if (s->fused_qkv) {
+            TM_LAYER("attn_qkv.weight", 2, E, q_dim + 2 * kv_dim, s->wtype);
+        } else {
+            TM_LAYER("attn_q.weight", 2, E, q_dim, s->wtype);
+            TM_LAYER("attn_k.weight", 2, E, kv_dim, s->wtype);
+            TM_LAYER("attn_v.weight", 2, E, kv_dim, s->wtype);
+        }
+        if (s->qkv_bias) {
+            TM_LAYER("attn_q.bias", 1, q_dim, 1, EK_F32);
+            TM_LAYER("attn_k.bias", 1, kv_dim, 1, EK_F32);
+            TM_LAYER("attn_v.bias", 1, kv_dim, 1, EK_F32);
+        }
+        if (s->qk_norm) {
+            TM_LAYER("attn_q_norm.weight", 1, hd, 1, s->norm_type);
+            TM_LAYER("attn_k_norm.weight", 1, hd, 1, s->norm_type);
+        }
         TM_LAYER("attn_output.weight", 2, q_dim, E, s->wtype);
         TM_LAYER("ffn_norm.weight", 1, E, 1, s->norm_type);
-        TM_LAYER("ffn_gate.weight", 2, E, F, s->wtype);
-        TM_LAYER("ffn_up.weight", 2, E, F, s->wtype);
+        if (s->fused_up) {
+            TM_LAYER("ffn_up.weight", 2, E, 2 * F, s->wtype);
+        } else {
+            TM_LAYER("ffn_gate.weight", 2, E, F, s->wtype);
+            TM_LAYER("ffn_up.weight", 2, E, F, s->wtype);
+        }
         TM_LAYER("ffn_down.weight", 2, F, E, s->wtype);
+        if (s->post_norms) {
+            TM_LAYER("post_attention_norm.weight", 1, E, 1, s->norm_type);
+            TM_LAYER("post_ffw_norm.weight", 1, E, 1, s->norm_type);
+        }
 #undef TM_LAYER
     }
 #undef TM_ADD
@@ -266,19 +310,27 @@ static int tm_build(const tm_spec *s, gb_buf *out) {
     /* ---- metadata ---- */
     gb_buf kv = {0};
     int nkv = 0;
-#define TM_DIM(key, md, val) do { if ((md) != TM_OMIT) { gb_kv_u32(&kv, key, (uint32_t)((md) == TM_SAME ? (int64_t)(val) : (md))); nkv++; } } while (0)
-    if (s->arch) { gb_kv_str(&kv, "general.architecture", s->arch); nkv++; }
+    const char *kp = s->family ? s->family : "llama";   /* key prefix */
+    char key[96];
+#define TM_KEY(sfx) (snprintf(key, sizeof key, "%s." sfx, kp), key)
+#define TM_DIM(k, md, val) do { if ((md) != TM_OMIT) { gb_kv_u32(&kv, k, (uint32_t)((md) == TM_SAME ? (int64_t)(val) : (md))); nkv++; } } while (0)
+    const char *arch = s->family ? s->family : s->arch;
+    if (arch) { gb_kv_str(&kv, "general.architecture", arch); nkv++; }
     gb_kv_str(&kv, "general.name", "tiny test model"); nkv++;
-    TM_DIM("llama.context_length", s->md_ctx, s->n_ctx);
-    TM_DIM("llama.embedding_length", s->md_embd, E);
-    TM_DIM("llama.block_count", s->md_layers, L);
-    TM_DIM("llama.feed_forward_length", s->md_ff, F);
-    TM_DIM("llama.attention.head_count", s->md_head, s->n_head);
-    TM_DIM("llama.attention.head_count_kv", s->md_head_kv, s->n_head_kv);
-    TM_DIM("llama.attention.key_length", s->md_key_length, hd);
-    TM_DIM("llama.rope.dimension_count", s->md_rope_dim, hd);
-    gb_kv_f32(&kv, "llama.attention.layer_norm_rms_epsilon", 1e-5f); nkv++;
-    gb_kv_f32(&kv, "llama.rope.freq_base", 10000.0f); nkv++;
+    TM_DIM(TM_KEY("context_length"), s->md_ctx, s->n_ctx);
+    TM_DIM(TM_KEY("embedding_length"), s->md_embd, E);
+    TM_DIM(TM_KEY("block_count"), s->md_layers, L);
+    TM_DIM(TM_KEY("feed_forward_length"), s->md_ff, F);
+    TM_DIM(TM_KEY("attention.head_count"), s->md_head, s->n_head);
+    TM_DIM(TM_KEY("attention.head_count_kv"), s->md_head_kv, s->n_head_kv);
+    TM_DIM(TM_KEY("attention.key_length"), s->md_key_length, hd);
+    TM_DIM(TM_KEY("rope.dimension_count"), s->md_rope_dim, hd);
+    TM_DIM(TM_KEY("attention.sliding_window"), s->md_swa, 0);
+    TM_DIM(TM_KEY("attention.sliding_window_pattern"), s->md_swa_period, 0);
+    if (s->md_softcap != TM_OMIT) { gb_kv_f32(&kv, TM_KEY("attn_logit_softcapping"), (float)s->md_softcap); nkv++; }
+    gb_kv_f32(&kv, TM_KEY("attention.layer_norm_rms_epsilon"), 1e-5f); nkv++;
+    gb_kv_f32(&kv, TM_KEY("rope.freq_base"), 10000.0f); nkv++;
+#undef TM_KEY
     if (!s->omit_tok_model) { gb_kv_str(&kv, "tokenizer.ggml.model", s->tok_model); nkv++; }
     if (!s->omit_tokens) {
         char txt[64];
@@ -494,6 +546,41 @@ static void test_hparams(void) {
 
 /* head_count x key_length whose int product wraps around 2^32 to a small
  * number: the tensors are small, the heads are not. */
+static const char *const families[] = {"llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "smollm3", "granite"};
+#define N_FAMILIES ((int)(sizeof families / sizeof families[0]))
+
+/* Each family's tensors and keys: present and well shaped it opens; each
+ * one missing or misshapen is an error naming it. */
+static void test_families(void) {
+    char what[128];
+    for (int i = 0; i < N_FAMILIES; i++) {
+        tm_spec s = tm_family(families[i]);
+        snprintf(what, sizeof what, "valid %s", families[i]);
+        expect_open(what, &s, EMBER_OK);
+    }
+    tm_spec s;
+    s = tm_family("qwen3"); s.drop_tensor = "blk.0.attn_q_norm.weight"; expect_open("qwen3 without attn_q_norm", &s, EMBER_ERR_MISSING);
+    s = tm_family("qwen3"); s.reshape_tensor = "blk.1.attn_k_norm.weight"; s.reshape_dim = 0; s.reshape_delta = 8;
+    expect_open("qwen3 attn_k_norm of 24", &s, EMBER_ERR_SHAPE);
+    s = tm_family("qwen3"); s.md_key_length = TM_OMIT; expect_open("qwen3 without key_length (tensors of 16)", &s, EMBER_ERR_SHAPE);
+    s = tm_family("qwen2"); s.reshape_tensor = "blk.0.attn_k.bias"; s.reshape_dim = 0; s.reshape_delta = -1;
+    expect_open("qwen2 attn_k.bias short", &s, EMBER_ERR_SHAPE);
+    s = tm_family("gemma2"); s.drop_tensor = "blk.1.post_ffw_norm.weight"; expect_open("gemma2 without post_ffw_norm", &s, EMBER_ERR_MISSING);
+    s = tm_family("gemma2"); s.md_swa = TM_OMIT; expect_open("gemma2 without a window (default 4096)", &s, EMBER_OK);
+    s = tm_family("gemma3"); s.drop_tensor = "blk.0.post_attention_norm.weight"; expect_open("gemma3 without post_attention_norm", &s, EMBER_ERR_MISSING);
+    s = tm_family("gemma3"); s.md_swa = 0; expect_open("gemma3 window 0", &s, EMBER_ERR_CORRUPT);
+    s = tm_family("gemma3"); s.md_swa = (1 << 20) + 1; expect_open("gemma3 window 2^20+1", &s, EMBER_ERR_CORRUPT);
+    s = tm_family("gemma3"); s.md_swa_period = 0; expect_open("gemma3 window pattern 0", &s, EMBER_ERR_CORRUPT);
+    s = tm_family("gemma2"); s.md_softcap = -1; expect_open("gemma2 negative soft-cap", &s, EMBER_ERR_CORRUPT);
+    s = tm_family("gemma2"); s.md_softcap = 0; expect_open("gemma2 soft-cap 0 (off)", &s, EMBER_OK);
+    s = tm_family("phi3"); s.reshape_tensor = "blk.0.ffn_up.weight"; s.reshape_dim = 1; s.reshape_delta = -1;
+    expect_open("phi3 fused ffn_up one row short", &s, EMBER_ERR_SHAPE);
+    s = tm_family("phi3"); s.reshape_tensor = "blk.1.attn_qkv.weight"; s.reshape_dim = 1; s.reshape_delta = 16;
+    expect_open("phi3 attn_qkv too tall", &s, EMBER_ERR_SHAPE);
+    s = tm_family("phi3"); s.drop_tensor = "blk.1.attn_qkv.weight"; expect_open("phi3 without attn_qkv or attn_q", &s, EMBER_ERR_MISSING);
+    s = tm_family("llama"); s.family = "mistral3"; expect_open("architecture mistral3", &s, EMBER_ERR_UNSUPPORTED);
+}
+
 static void test_head_overflow(void) {
     /* n_head * head_dim = 1025 * 4190212 = 2^32 + 4 (head_dim too large ->
      * rejected by the 2^20 bound); 1047553 * 4100 = 2^32 + 4 (both in
@@ -698,8 +785,10 @@ static void test_huge_ctx(void) {
         /* the model's own 2^20 positions, with an allocator that refuses
          * more than 16 MB at once */
         ca.max_size = 16u << 20;
-        cp.n_ctx = 0;
-        uint64_t need = ember_context_memory_needed(m, 0, EMBER_KV_F16, 0);
+        cp.n_ctx = 1 << 20;
+        CHECK(ember_context_memory_needed(m, 0, EMBER_KV_F16, 0) < (16u << 20),
+              "the default context is capped at 4096 positions");
+        uint64_t need = ember_context_memory_needed(m, 1 << 20, EMBER_KV_F16, 0);
         CHECK(need > (64u << 20), "memory needed for 2^20 positions: %llu", (unsigned long long)need);
         rc = ember_context_create(m, &cp, &c, &err);
         n_cases++;
@@ -786,6 +875,7 @@ int main(int argc, char **argv) {
     test_valid();
     test_hparams();
     test_head_overflow();
+    test_families();
     test_tensors();
     test_tokenizer_meta();
     test_huge_ctx();
