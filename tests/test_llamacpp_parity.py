@@ -57,28 +57,47 @@ print("demo model perplexity: ember %.4f, llama.cpp %.4f" % (got, want))
 check(abs(got - want) <= 2e-4 * want, "demo perplexity %.4f differs from llama.cpp's %.4f" % (got, want))
 
 # ---- Files llama.cpp's tooling wrote, one or more per family (tests/data/llamacpp) ----
-# file: (tokenization of text.txt, llama.cpp's perplexity of text.txt at -c 128,
-#        |ln ppl(ember) - ln ppl(llama.cpp)| allowed).
-# The tokenizations are llama-tokenize's ids (tokens.json), checked first: a
-# perplexity over other tokens would compare nothing.  F32 files agree to ~1e-5
-# (ggml's tanh-GELU table is the largest difference); quantized files differ more
-# because each side quantizes the activations its own way for the dot products.
+# (file, context, tokenization of text.txt in tokens.json, llama.cpp's perplexity of
+# text.txt, |ln ppl(ember) - ln ppl(llama.cpp)| allowed).  The tokenization is
+# llama-tokenize's, checked first: a perplexity over other tokens would compare
+# nothing.  F32 files agree to ~1e-5 (ggml's table-driven tanh-GELU is the largest
+# difference); quantized files differ more because each side quantizes the
+# activations its own way for the dot products (the issue allows 0.03).
 DATA = os.path.join(ROOT, "tests", "data", "llamacpp")
-LLAMACPP = {
-    "gemma2-small-f32.gguf": ("spm-no-space-prefix", 1765.1554, 1e-4),
-    "gemma3-small-f32.gguf": ("spm-no-space-prefix", 9511.1722, 1e-4),
-    "phi3-small-f32.gguf": ("spm-no-bos", 12129.9464, 1e-4),
-    "mistral-small-f32.gguf": ("spm", 11034.5579, 1e-4),
-    "llama3x-small-f32.gguf": ("spm", 13550.6925, 1e-4),
-}
+F32, QUANT = 1e-4, 2e-3
+LLAMACPP = [
+    ("gemma2-small-f32.gguf", 128, "spm-no-space-prefix", 1765.1554, F32),
+    ("gemma3-small-f32.gguf", 128, "spm-no-space-prefix", 9511.1722, F32),
+    ("phi3-small-f32.gguf", 128, "spm-no-bos", 12129.9464, F32),
+    # llama.cpp rounds its context up to 256 before it picks LongRoPE's long factors
+    ("phi3-small-f32.gguf", 64, "spm-no-bos", 12175.3697, F32),
+    ("mistral-small-f32.gguf", 128, "spm", 11034.5579, F32),
+    ("llama3x-small-f32.gguf", 128, "spm", 13550.6925, F32),
+    ("phi3-quant-Q4_K_M.gguf", 128, "spm-no-bos", 10816.6475, QUANT),
+    ("gemma2-quant-Q5_K_M.gguf", 128, "spm-no-space-prefix", 2075.5836, QUANT),
+    ("mistral-quant-Q6_K.gguf", 128, "spm", 10794.1589, QUANT),
+    ("gemma2-quant-Q8_0.gguf", 128, "spm-no-space-prefix", 2075.6945, QUANT),
+    # n_embd 64: llama-quantize falls back to q5_0 and q8_0 row by row
+    ("mistral-small-Q4_K_M.gguf", 128, "spm", 11163.1917, QUANT),
+]
+# llama.cpp's numbers for committed files ember does not match yet (see the README);
+# each moves into LLAMACPP when ember does.
+PENDING = [
+    ("qwen2-small-f32.gguf", 128, "qwen2", 11853.4547, F32),         # pre-tokenizer qwen2
+    ("qwen3-small-f32.gguf", 128, "qwen2", 9448.8092, F32),          # pre-tokenizer qwen2
+    ("smollm3-small-f32.gguf", 128, "llama-bpe", 12100.2657, F32),   # llama-bpe's default BOS
+    ("granite-small-f32.gguf", 128, "refact", 11921.7885, F32),      # pre-tokenizer refact
+    ("mistral-quant-IQ4_XS.gguf", 128, "spm", 10665.7061, QUANT),     # IQ4_XS
+]
 tokens = json.load(open(os.path.join(DATA, "tokens.json")))
 text_path = os.path.join(DATA, "text.txt")
-for name, (tok, want, tol) in LLAMACPP.items():
+for name, ctx, tok, want, tol in LLAMACPP:
     path = os.path.join(DATA, name)
     ids = json.loads(ember("tokenize", "-m", path, "-f", text_path) or "null")
     check(ids == tokens[tok], "%s: ember's tokens of text.txt differ from llama-tokenize's (%s)" % (name, tok))
-    got = ppl_of(ember("perplexity", "-m", path, "-f", text_path, "-c", "128", "--kv-f32"))
+    got = ppl_of(ember("perplexity", "-m", path, "-f", text_path, "-c", str(ctx), "--kv-f32"))
     d = abs(math.log(got) - math.log(want)) if got > 0 else float("inf")
-    print("%-28s perplexity: ember %.4f, llama.cpp %.4f, |d ln| %.1e" % (name, got, want, d))
-    check(d <= tol, "%s: perplexity %.4f differs from llama.cpp's %.4f (|d ln| %.2e > %.0e)" % (name, got, want, d, tol))
+    print("%-26s -c %3d perplexity: ember %.4f, llama.cpp %.4f, |d ln| %.1e" % (name, ctx, got, want, d))
+    check(d <= tol, "%s -c %d: perplexity %.4f differs from llama.cpp's %.4f (|d ln| %.2e > %.0e)"
+          % (name, ctx, got, want, d, tol))
 sys.exit(summary())
