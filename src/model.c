@@ -337,8 +337,7 @@ static int em_load_layer(em_model *m, const gguf_file *f, int l, char *err, size
         (rc = EM_VEC(b_gate, "ffn_gate.bias", n_ff, 0)) || (rc = EM_VEC(b_up, "ffn_up.bias", n_ff, 0)) ||
         (rc = EM_VEC(b_down, "ffn_down.bias", n_embd, 0)))
         return rc;
-    if (gguf_find_tensor(f, EM_NAME("attn_qkv.bias")))
-        return ec_errorf(err, errlen, EMBER_ERR_UNSUPPORTED, "tensor '%s' is not supported", name);
+    if (L->wqkv.data && (rc = EM_VEC(bqkv, "attn_qkv.bias", q_dim + 2 * kv_dim, 0))) return rc;
     if (!L->w_gate.data && (L->b_gate || L->b_up))
         return ec_errorf(err, errlen, EMBER_ERR_UNSUPPORTED, "layer %d: FFN biases with a fused ffn_up", l);
 #undef EM_MAT
@@ -454,7 +453,7 @@ void em_model_free(em_model *m) {
         for (int l = 0; l < m->hp.n_layer; l++) {
             em_layer *L = &m->layers[l];
             float *owned[] = {L->attn_norm, L->ffn_norm, L->attn_post_norm, L->ffn_post_norm, L->q_norm, L->k_norm,
-                              L->bq, L->bk, L->bv, L->bo, L->b_gate, L->b_up, L->b_down};
+                              L->bq, L->bk, L->bv, L->bqkv, L->bo, L->b_gate, L->b_up, L->b_down};
             for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++) ec_free_aligned(m->a, owned[i]);
         }
         ec_free(m->a, m->layers);
@@ -840,6 +839,7 @@ static void em_qkv(em_state *s, const em_layer *L, int l, int nb) {
     if (L->wqkv.data) {
         const int w = q_dim + 2 * kv_dim;
         em_matmul1(s, s->xb, nb, &L->wqkv, s->hb);
+        em_add_bias(k, s->hb, L->bqkv, nb, w);
         for (int b = 0; b < nb; b++) {
             const float *row = s->hb + (size_t)b * w;
             memcpy(s->q + (size_t)b * q_dim, row, (size_t)q_dim * sizeof(float));
@@ -892,7 +892,7 @@ static void em_ffn(em_state *s, const em_layer *L, int nb) {
         em_add_bias(k, s->hb2, L->b_up, nb, n_ff);
         for (int b = 0; b < nb; b++) {
             float *g = s->hb + (size_t)b * n_ff, *u = s->hb2 + (size_t)b * n_ff;
-            if (gelu) ek_geglu(g, u, n_ff);
+            if (gelu) ek_geglu(k, g, u, n_ff);
             else ek_swiglu(k, g, u, n_ff);
         }
         act = s->hb;
@@ -900,7 +900,7 @@ static void em_ffn(em_state *s, const em_layer *L, int nb) {
         em_matmul1(s, s->xb, nb, &L->w_up, s->hb);
         for (int b = 0; b < nb; b++) {
             float *g = s->hb + (size_t)b * 2 * n_ff, *u = g + n_ff;
-            if (gelu) ek_geglu(g, u, n_ff);
+            if (gelu) ek_geglu(k, g, u, n_ff);
             else ek_swiglu(k, g, u, n_ff);
             memcpy(s->hb2 + (size_t)b * n_ff, g, (size_t)n_ff * sizeof(float));
         }

@@ -67,6 +67,7 @@ typedef struct em_layer {
     float *attn_post_norm, *ffn_post_norm;         /* [n_embd] (EM_POST_NORMS) */
     float *q_norm, *k_norm;                        /* [head_dim] (EM_QK_NORM) */
     float *bq, *bk, *bv, *bo;                      /* [q_dim], [kv_dim], [kv_dim], [n_embd] */
+    float *bqkv;                                   /* [q_dim + 2 kv_dim], with wqkv */
     float *b_gate, *b_up, *b_down;                 /* [n_ff], [n_ff], [n_embd] */
     em_matrix wq, wk, wv, wqkv, wo, w_gate, w_up, w_down;
     int swa;                                       /* local (sliding-window) layer */

@@ -396,6 +396,23 @@ static void test_families_eval(void) {
         gb_free(&img);
     }
 
+    /* a fused attn_qkv.bias is applied: the same weights with it differ */
+    {
+        tm_spec a = tm_family("phi3"), b = tm_family("phi3");
+        b.qkv_bias = 1;
+        gb_buf ia = {0}, ib = {0};
+        ember_model *ma = open_spec(&a, &ia, NULL), *mb = open_spec(&b, &ib, NULL);
+        if (ma && mb) {
+            int V = ember_n_vocab(ma);
+            float *la = malloc(sizeof(float) * V), *lb = malloc(sizeof(float) * V);
+            if (!eval_last(ma, toks, 10, 10, 1, la) && !eval_last(mb, toks, 10, 10, 1, lb))
+                CHECK(memcmp(la, lb, sizeof(float) * V) != 0, "phi3: attn_qkv.bias changes nothing");
+            free(la); free(lb);
+        }
+        ember_model_free(ma); ember_model_free(mb);
+        gb_free(&ia); gb_free(&ib);
+    }
+
     /* gemma2, window 5, n_batch 4: a ring of 8 rows (stored twice) in a
      * context of 128, all 16 rows in a context of 16 */
     tm_spec spec = tm_family("gemma2");

@@ -221,7 +221,7 @@ static int tm_build(const tm_spec *s, gb_buf *out) {
             TM_LAYER("attn_k.weight", 2, E, kv_dim, s->wtype);
             TM_LAYER("attn_v.weight", 2, E, kv_dim, s->wtype);
         }
-        if (s->qkv_bias) {
+        if (s->qkv_bias && !s->fused_qkv) {
             TM_LAYER("attn_q.bias", 1, q_dim, 1, EK_F32);
             TM_LAYER("attn_k.bias", 1, kv_dim, 1, EK_F32);
             TM_LAYER("attn_v.bias", 1, kv_dim, 1, EK_F32);
@@ -243,8 +243,13 @@ static int tm_build(const tm_spec *s, gb_buf *out) {
             TM_LAYER("post_attention_norm.weight", 1, E, 1, s->norm_type);
             TM_LAYER("post_ffw_norm.weight", 1, E, 1, s->norm_type);
         }
-#undef TM_LAYER
     }
+    /* fused biases last, so the other tensors draw the same numbers with or without them */
+    for (int l = 0; l < TL && s->qkv_bias && s->fused_qkv; l++) {
+        char nm[64];
+        TM_LAYER("attn_qkv.bias", 1, q_dim + 2 * kv_dim, 1, EK_F32);
+    }
+#undef TM_LAYER
 #undef TM_ADD
     int *order = NULL;
     if (s->mode == TM_CHAIN) { order = malloc((size_t)V * sizeof *order); tm_perm(s, V, order); }
@@ -578,6 +583,9 @@ static void test_families(void) {
     s = tm_family("phi3"); s.reshape_tensor = "blk.1.attn_qkv.weight"; s.reshape_dim = 1; s.reshape_delta = 16;
     expect_open("phi3 attn_qkv too tall", &s, EMBER_ERR_SHAPE);
     s = tm_family("phi3"); s.drop_tensor = "blk.1.attn_qkv.weight"; expect_open("phi3 without attn_qkv or attn_q", &s, EMBER_ERR_MISSING);
+    s = tm_family("phi3"); s.qkv_bias = 1; expect_open("phi3 with attn_qkv.bias", &s, EMBER_OK);
+    s = tm_family("phi3"); s.qkv_bias = 1; s.reshape_tensor = "blk.0.attn_qkv.bias"; s.reshape_dim = 0; s.reshape_delta = 1;
+    expect_open("phi3 attn_qkv.bias one too long", &s, EMBER_ERR_SHAPE);
     s = tm_family("llama"); s.family = "mistral3"; expect_open("architecture mistral3", &s, EMBER_ERR_UNSUPPORTED);
 }
 
