@@ -64,11 +64,6 @@ def bpe_vocab(specials):
     return toks, merges[:k], types
 
 
-class Family:
-    def __init__(self, name, arch, seed):
-        self.name, self.arch, self.seed = name, arch, seed
-
-
 def rnd(rng, shape, std):
     return (rng.standard_normal(shape) * std).astype(np.float32)
 
@@ -186,8 +181,8 @@ def write(name, out_dir, size, tok512):
         w.add_rope_freq_base(10000.0)
         w.add_sliding_window(32)             # llama.cpp ignores it for phi3
         w.add_rope_scaling_attn_factors(float(np.sqrt(1 + np.log(256 / 64) / np.log(64))))
-        t["rope_factors_long.weight"] = np.array([1.0, 2.5, 7.0, 20.0][:n_rot // 2] if n_rot == 8 else
-                                                 np.linspace(1.0, 20.0, n_rot // 2), dtype=np.float32)
+        long_factors = [1.0, 2.5, 7.0, 20.0] if n_rot == 8 else np.linspace(1.0, 20.0, n_rot // 2)
+        t["rope_factors_long.weight"] = np.array(long_factors, dtype=np.float32)
         t["rope_factors_short.weight"] = np.array(np.linspace(1.0, 1.6, n_rot // 2), dtype=np.float32)
     elif name == "smollm3":
         w.add_context_length(65536)
