@@ -102,4 +102,16 @@ for name, ctx, tok, want, tol in LLAMACPP:
     print("%-26s -c %3d perplexity: ember %.4f, llama.cpp %.4f, |d ln| %.1e" % (name, ctx, got, want, d))
     check(d <= tol, "%s -c %d: perplexity %.4f differs from llama.cpp's %.4f (|d ln| %.2e > %.0e)"
           % (name, ctx, got, want, d, tol))
+
+# Greedy generation from "The cat", 60 tokens at most: llama-completion's bytes
+# (-n 60 --temp 0 -c 128 -ctk f32 -ctv f32 -fa off, end-of-text dropped;
+# greedy.json).  This runs the one-token decode path and the local layers' ring
+# of KV rows, which the perplexity's whole-chunk batches do not.
+greedy = json.load(open(os.path.join(DATA, "greedy.json")))
+for name in sorted(set(e[0] for e in LLAMACPP if e[0] in greedy)):
+    r = subprocess.run([EMBER, "-m", os.path.join(DATA, name), "-p", "The cat", "-n", "60", "--temp", "0",
+                        "--kv-f32"], capture_output=True)
+    want = bytes.fromhex(greedy[name])
+    print("%-26s greedy: %d bytes, %s" % (name, len(r.stdout), "as llama.cpp" if r.stdout == want else "DIFFERENT"))
+    check(r.stdout == want, "%s: greedy continuation %r differs from llama.cpp's %r" % (name, r.stdout, want))
 sys.exit(summary())
