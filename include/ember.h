@@ -168,8 +168,10 @@ EMBER_API ember_token ember_token_eos(const ember_model *model); /* -1 if none *
 EMBER_API int ember_token_is_eog(const ember_model *model, ember_token token);
 
 enum {
-    EMBER_TOKENIZE_ADD_BOS = 1,  /* prepend BOS if the model asks for one
-                                    (tokenizer.ggml.add_bos_token)           */
+    EMBER_TOKENIZE_ADD_BOS = 1,  /* the model's special tokens: BOS before
+                                    and EOS after the text where it asks for
+                                    them (tokenizer.ggml.add_bos_token,
+                                    add_eos_token), as llama.cpp's add_special */
     EMBER_TOKENIZE_SPECIAL = 2   /* parse special-token text (e.g.
                                     "<|eot_id|>") into its id; by default such
                                     text is tokenized as plain characters     */

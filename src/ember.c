@@ -302,6 +302,15 @@ int ember_tokenize(const ember_model *model, const char *text, size_t len, int f
              ((flags & EMBER_TOKENIZE_SPECIAL) ? ETOK_PARSE_SPECIAL : 0);
     int32_t n = 0;
     int rc = etok_encode(model->m.tok, text ? text : "", len, tf, out, cap, &n);
+    /* EOS after the text where the model asks for it (add_eos_token), also
+     * as llama.cpp's add_special */
+    const ember_token eos = etok_eos(model->m.tok);
+    if ((flags & EMBER_TOKENIZE_ADD_BOS) && etok_add_eos(model->m.tok) && eos >= 0 &&
+        (rc == EMBER_OK || rc == EMBER_ERR_BUFFER_TOO_SMALL)) {
+        if (rc == EMBER_OK && n < cap) out[n] = eos;
+        else rc = EMBER_ERR_BUFFER_TOO_SMALL;
+        n++;
+    }
     *n_out = n;
     return rc;
 }

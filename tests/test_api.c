@@ -747,6 +747,29 @@ static void test_stop_strings(ember_model *m) {
     }
 }
 
+/* ---- special tokens ------------------------------------------------------- */
+
+/* add_eos_token: EOS after the text when special tokens are asked for, and
+ * counted when the buffer is too small. */
+static void test_add_eos(void) {
+    tm_spec spec = tm_default();
+    spec.add_eos = 1;
+    gb_buf img = {0};
+    ember_model *m = open_spec(&spec, &img, NULL);
+    if (m) {
+        ember_token t[64], plain[64];
+        int n = 0, np = 0;
+        CHECK(ember_tokenize(m, "hello", 5, EMBER_TOKENIZE_ADD_BOS, t, 64, &n) == EMBER_OK, "tokenize");
+        CHECK(ember_tokenize(m, "hello", 5, 0, plain, 64, &np) == EMBER_OK, "tokenize plain");
+        CHECK(n == np + 2 && t[0] == ember_token_bos(m) && t[n - 1] == ember_token_eos(m) &&
+              !memcmp(t + 1, plain, sizeof(ember_token) * np), "BOS + text + EOS: %d vs %d", n, np);
+        CHECK(ember_tokenize(m, "hello", 5, EMBER_TOKENIZE_ADD_BOS, t, n - 1, &np) == EMBER_ERR_BUFFER_TOO_SMALL &&
+              np == n, "a buffer one short: %d, want %d", np, n);
+    }
+    ember_model_free(m);
+    gb_free(&img);
+}
+
 /* ---- logit bias ------------------------------------------------------------ */
 
 static void test_logit_bias(ember_model *m) {
@@ -1572,6 +1595,7 @@ int main(void) {
     test_abort(m);
     test_eval_multi();
     test_logit_bias(m);
+    test_add_eos();
     test_stop_strings(m);
     test_state(m);
     test_context_limits(m);

@@ -93,6 +93,7 @@ typedef struct tm_spec {
     int qkv_bias;              /* attn_q/k/v.bias */
     int64_t md_swa, md_swa_period;   /* attention.sliding_window(_pattern), TM_OMIT by default */
     int64_t md_softcap;        /* attn_logit_softcapping (as f32), TM_OMIT by default */
+    int add_eos;               /* tokenizer.ggml.add_eos_token = true */
 } tm_spec;
 
 TM_UNUSED static tm_spec tm_default(void) {
@@ -380,6 +381,7 @@ static int tm_build(const tm_spec *s, gb_buf *out) {
     if (s->md_eos != TM_OMIT) { gb_kv_u32(&kv, "tokenizer.ggml.eos_token_id", (uint32_t)s->md_eos); nkv++; }
     gb_kv_u32(&kv, "tokenizer.ggml.unknown_token_id", TM_UNK); nkv++;
     gb_kv_bool(&kv, "tokenizer.ggml.add_bos_token", 1); nkv++;
+    if (s->add_eos) { gb_kv_bool(&kv, "tokenizer.ggml.add_eos_token", 1); nkv++; }
 #undef TM_DIM
 
     /* ---- the image ---- */
