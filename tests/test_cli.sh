@@ -154,6 +154,13 @@ fi
 "$EMBER" -m "$MODEL" -p "hello" -n 2 -c 0 --temp 0 >/dev/null 2>"$T/c0.err"
 check "-c 0 (the model's own context) runs" test $? -eq 0
 
+# ---- examples/npc.c: three characters, one pass per step, saved and restored --
+( cd "$T" && "$OLDPWD/$BUILD/examples/npc" "$OLDPWD/models/ember-demo.gguf" >npc.out 2>npc.err )
+check "examples/npc runs" test $? -eq 0
+check "examples/npc: three characters spoke, passes counted, one restored" sh -c \
+    "grep -c '^Guard   :\|^Merchant:\|^Child   :' '$T/npc.out' | grep -qx 3 && grep -q 'passes in' '$T/npc.out' && grep -q '^restored Merchant at position' '$T/npc.out'"
+check "examples/npc removed its state files" sh -c "! ls '$T'/npc-*.state >/dev/null 2>&1"
+
 # ---- bench: the JSON line has the fields tools/bench.py and the issue name --
 # (a format check, never a timing check; one repeat of a tiny prompt)
 "$EMBER" bench -m "$MODEL" -t 1 -p 8 -n 8 -r 1 --json >"$T/bench" 2>"$T/bench.err"
