@@ -143,7 +143,8 @@ static int ech_detect(const char *t, const char **why) {
             *why = "a ChatML variant with its own system block (SmolLM3/SmolVLM style)";
             return -1;
         }
-        if (ech_has(t, "enable_thinking") && ech_has(t, "<think>")) return ECH_QWEN3;
+        if (ech_has(t, "enable_thinking is defined and enable_thinking is false") && ech_has(t, "last_query_index"))
+            return ECH_QWEN3;
         if (ech_has(t, "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.")) return ECH_QWEN25;
         if (ech_has(t, "<think>") || ech_has(t, "You are ")) {
             *why = "a ChatML variant with a default system message or reasoning block ember does not know";
