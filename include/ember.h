@@ -365,6 +365,8 @@ typedef struct ember_chat_params {
     const ember_allocator *allocator;  /* NULL = libc                      */
 } ember_chat_params;
 
+/* Defaults: the model's template, generation prompt on, thinking on,
+ * today's date, the model's BOS/EOS, libc allocation.  Thread-safe. */
 EMBER_API ember_chat_params ember_chat_default_params(void);
 
 /* Render messages as the prompt text the model was trained on, in its chat
@@ -373,7 +375,8 @@ EMBER_API ember_chat_params ember_chat_default_params(void);
  * renderer, byte for byte as the Jinja template renders plain text
  * messages), or the one params->template_name names.  An unrecognised or
  * missing template is an error (EMBER_ERR_UNSUPPORTED / EMBER_ERR_MISSING)
- * whose message lists the names; no format is guessed.  A conversation the
+ * whose message says why; no format is guessed (ember_chat_template_name
+ * lists the formats a caller may name instead).  A conversation the
  * template itself refuses (e.g. roles that do not alternate where it
  * requires them, a system message for Gemma 2) fails with
  * EMBER_ERR_INVALID_ARG.  model may be NULL if template_name is given (then
@@ -403,15 +406,21 @@ EMBER_API const char *ember_chat_template_name(int i);
  * costs re-evaluation.  One thread at a time, like its context. */
 typedef struct ember_chat ember_chat;
 
-/* Create a conversation for ctx, which must be a context of model.  The
- * params' strings are copied; the model and context must outlive the chat.
- * Fails at once if the template cannot be rendered. */
+/* Create a conversation for ctx, which must be a context of model.  params
+ * may be NULL (defaults); its strings are copied, so they need not outlive
+ * the call; the model and the context must outlive the chat.  Fails at once
+ * (and sets *out_chat to NULL) if the template cannot be rendered.  Memory
+ * comes from params->allocator.  Thread-safe on a shared model; the chat is
+ * then used like its context, by one thread at a time. */
 EMBER_API int ember_chat_create(const ember_model *model, ember_context *ctx,
                                 const ember_chat_params *params,
                                 ember_chat **out_chat, ember_error *err);
+/* Free the chat and its messages (not the model, context or sampler).
+ * NULL is allowed. */
 EMBER_API void ember_chat_free(ember_chat *chat);
 
-/* Append a message (role and content are copied). */
+/* Append a message (role and content are copied).  The functions below use
+ * the chat (and respond its context) from one thread at a time. */
 EMBER_API int ember_chat_add(ember_chat *chat, const char *role, const char *content);
 /* Remove count messages from index first (e.g. the oldest turns when the
  * context is full).  The next reply re-evaluates from the first change. */
@@ -421,10 +430,12 @@ EMBER_API int ember_chat_n_messages(const ember_chat *chat);
 EMBER_API const ember_chat_message *ember_chat_message_at(const ember_chat *chat, int i);
 
 /* Generate the assistant's reply to the conversation (streamed through cb,
- * as ember_generate does, up to n_predict tokens) and append it as an
- * "assistant" message.  If the rendered conversation does not fit in the
- * context, fails with EMBER_ERR_CONTEXT_FULL and changes nothing: erase
- * earlier turns and call again.  A reply cut by a full context stops with
+ * as ember_generate does, up to n_predict tokens; cb may be NULL, or return
+ * nonzero to stop early) and append it as an "assistant" message.  sampler
+ * is the caller's and may be shared by several chats used in turn.  If the
+ * rendered conversation does not fit in the context, fails with
+ * EMBER_ERR_CONTEXT_FULL and changes nothing: erase earlier turns and call
+ * again.  A reply cut by a full context stops with
  * result->stop = EMBER_STOP_CONTEXT_FULL (and is appended as far as it
  * got).  Errors are described by ember_chat_errmsg(). */
 EMBER_API int ember_chat_respond(ember_chat *chat, ember_sampler *sampler, int n_predict,
