@@ -131,6 +131,22 @@ const char *ember_chat_template_name(int i) { return i >= 0 && i < ECH_N_FORMATS
 
 static int ech_has(const char *t, const char *s) { return strstr(t, s) != NULL; }
 
+/* Like ech_has, where a newline in s matches a newline or the escape \n
+ * in t: template files carry either inside their string literals. */
+static int ech_has_nl(const char *t, const char *s) {
+    for (; *t; t++) {
+        const char *a = t, *b = s;
+        while (*b) {
+            if (*b == '\n' && a[0] == '\\' && a[1] == 'n') a += 2;
+            else if (*a == *b) a++;
+            else break;
+            b++;
+        }
+        if (!*b) return 1;
+    }
+    return 0;
+}
+
 /* Which format a Jinja template renders, from marker strings, or -1.  *why
  * explains a refusal (a known family in a variant ember cannot render). */
 static int ech_detect(const char *t, const char **why) {
@@ -143,10 +159,16 @@ static int ech_detect(const char *t, const char **why) {
             *why = "a ChatML variant with its own system block (SmolLM3/SmolVLM style)";
             return -1;
         }
-        if (ech_has(t, "enable_thinking is defined and enable_thinking is false") && ech_has(t, "last_query_index"))
-            return ECH_QWEN3;
+        if (ech_has(t, "enable_thinking is defined and enable_thinking is false") && ech_has(t, "last_query_index")) {
+            /* Qwen3's generation prompt, not a later one that opens <think> itself */
+            if (ech_has_nl(t, "{{- '<think>\n\n</think>\n\n' }}\n    {%- endif %}\n{%- endif %}")) return ECH_QWEN3;
+            *why = "a Qwen3 variant whose generation prompt differs from Qwen3's";
+            return -1;
+        }
         if (ech_has(t, "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.")) return ECH_QWEN25;
-        if (ech_has(t, "<think>") || ech_has(t, "You are ")) {
+        /* plain ChatML treats every message alike; a template that looks at
+         * the first one has a default system message ember does not know */
+        if (ech_has(t, "<think>") || ech_has(t, "You are ") || ech_has(t, "messages[0]")) {
             *why = "a ChatML variant with a default system message or reasoning block ember does not know";
             return -1;
         }
@@ -161,8 +183,21 @@ static int ech_detect(const char *t, const char **why) {
             return ech_has(t, "'[INST] '") || ech_has(t, "\"[INST] \"") ? ECH_MISTRAL_V7 : ECH_MISTRAL_V7_TEKKEN;
         }
         if (ech_has(t, "' [INST] ' + system_message")) return ECH_MISTRAL_V1;
-        if (ech_has(t, "[AVAILABLE_TOOLS]")) return ech_has(t, "\"[INST]\"") ? ECH_MISTRAL_V3_TEKKEN : ECH_MISTRAL_V3;
-        if (ech_has(t, "<<SYS>>") && ech_has(t, "bos_token + '[INST] ' + content.strip()")) return ECH_LLAMA2;
+        if (ech_has(t, "[AVAILABLE_TOOLS]")) {
+            /* v3 and v3-tekken as Mistral publishes them: the system message
+             * goes into the last user turn, replies are written after it */
+            if (ech_has(t, "\"[INST]\" + message[\"content\"] + \"[/INST]\"") &&
+                ech_has(t, "{{- message[\"content\"] + eos_token}}"))
+                return ECH_MISTRAL_V3_TEKKEN;
+            if (ech_has(t, "\"[INST] \" + message[\"content\"] + \"[/INST]\"") &&
+                ech_has(t, "{{- \" \" + message[\"content\"]|trim + eos_token}}"))
+                return ECH_MISTRAL_V3;
+            *why = "a Mistral v3 variant ember does not know";
+            return -1;
+        }
+        if (ech_has(t, "<<SYS>>") && ech_has(t, "bos_token + '[INST] ' + content.strip()") &&
+            !ech_has(t, "elif message['role'] == 'system'"))   /* the legacy default renders later system turns */
+            return ECH_LLAMA2;
         if (ech_has(t, "Only user and assistant roles are supported!") && !ech_has(t, "eos_token + ' '") &&
             ech_has(t, "'[INST] ' + message['content'] + ' [/INST]'"))
             return ECH_MISTRAL_V0;
@@ -178,31 +213,40 @@ static int ech_detect(const char *t, const char **why) {
         *why = "a Phi-3 variant (small, medium or vision) ember does not know";
         return -1;
     }
-    if (ech_has(t, "<|user|>") && ech_has(t, "<|assistant|>") && ech_has(t, "<|system|>") && ech_has(t, "eos_token"))
+    if (ech_has_nl(t, "'<|user|>\n' + message['content'] + eos_token") &&
+        ech_has(t, "<|system|>") && ech_has(t, "<|assistant|>"))
         return ECH_ZEPHYR;
+    if (ech_has(t, "<|user|>") && ech_has(t, "<|assistant|>")) {
+        *why = "a <|user|>/<|assistant|> variant (Falcon 3, GLM...) ember does not know";
+        return -1;
+    }
     if (ech_has(t, "<start_of_turn>")) {
-        if (ech_has(t, "System role not supported")) return ECH_GEMMA2;
+        if (ech_has(t, "System role not supported") && ech_has(t, "{{ bos_token }}")) return ECH_GEMMA2;
         if (ech_has(t, "first_user_prefix")) return ECH_GEMMA3;
         *why = "a Gemma variant ember does not know";
         return -1;
     }
     if (ech_has(t, "<|start_header_id|>") && ech_has(t, "<|end_header_id|>")) {
-        if (ech_has(t, "Cutting Knowledge Date: December 2023")) return ech_has(t, "strftime_now") ? ECH_LLAMA32 : ECH_LLAMA31;
-        if (ech_has(t, "date_string") || ech_has(t, "You are ")) {
-            *why = "a Llama 3 variant with a system block ember does not know";
-            return -1;
-        }
-        return ECH_LLAMA3;
+        if (ech_has_nl(t, "\"Cutting Knowledge Date: December 2023\n\" }}") &&
+            ech_has_nl(t, "'<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>'"))
+            return ech_has(t, "strftime_now") ? ECH_LLAMA32 : ECH_LLAMA31;
+        if (ech_has_nl(t, "{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ "
+                          "message['content'] | trim + '<|eot_id|>' %}") &&
+            ech_has(t, "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>"))
+            return ECH_LLAMA3;
+        *why = "a Llama 3 variant ember does not know (the first Llama 3 template, which always ends with the "
+               "assistant header, is rendered by naming llama3)";
+        return -1;
     }
     if (ech_has(t, "<|start_of_role|>")) {
         if (ech_has(t, "Knowledge Cutoff Date: April 2024. Today's Date: ") &&
             ech_has(t, "You are Granite, developed by IBM.") && !ech_has(t, "<tool_call>"))
             return ECH_GRANITE33;
-        if (ech_has(t, "You are Granite") || ech_has(t, "<tool_call>") || ech_has(t, "<tools>")) {
-            *why = "a Granite variant with a default system message ember does not know";
-            return -1;
-        }
-        return ECH_GRANITE;
+        if (ech_has(t, "'<|start_of_role|>user<|end_of_role|>' + message['content']") && !ech_has(t, "You are Granite") &&
+            !ech_has(t, "<tool_call>") && !ech_has(t, "<tools>"))
+            return ECH_GRANITE;
+        *why = "a Granite variant ember does not know";
+        return -1;
     }
     return -1;
 }
