@@ -153,8 +153,11 @@ def test_template(entry):
                 f.write(entry["format"])
             by_name = run_tool(named, entry["bos"], entry["eos"], cases)
         check(by_name == got, "%s: rendering by the name '%s' equals rendering by the template" % (name, entry["format"]))
-    print("ok    %-24s %-18s %3d conversations rendered equal to Jinja, %d refused by both"
-          % (name, entry["format"] or "(refused)", rendered, refused))
+    if entry["format"]:
+        print("ok    %-24s %-18s %3d conversations rendered equal to Jinja, %d refused by both"
+              % (name, entry["format"], rendered, refused))
+    else:
+        print("ok    %-24s %-18s not rendered: ember refuses the template" % (name, "(refused)"))
     return template
 
 
