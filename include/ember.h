@@ -168,8 +168,10 @@ EMBER_API ember_token ember_token_eos(const ember_model *model); /* -1 if none *
 EMBER_API int ember_token_is_eog(const ember_model *model, ember_token token);
 
 enum {
-    EMBER_TOKENIZE_ADD_BOS = 1,  /* prepend BOS if the model asks for one
-                                    (tokenizer.ggml.add_bos_token)           */
+    EMBER_TOKENIZE_ADD_BOS = 1,  /* the model's special tokens: BOS before
+                                    and EOS after the text where it asks for
+                                    them (tokenizer.ggml.add_bos_token,
+                                    add_eos_token), as llama.cpp's add_special */
     EMBER_TOKENIZE_SPECIAL = 2   /* parse special-token text (e.g.
                                     "<|eot_id|>") into its id; by default such
                                     text is tokenized as plain characters     */
@@ -205,12 +207,18 @@ typedef struct ember_context ember_context;
 typedef enum ember_kv_type { EMBER_KV_F16 = 0, EMBER_KV_F32 = 1 } ember_kv_type;
 
 typedef struct ember_context_params {
-    int n_ctx;        /* positions in the KV cache; 0 = the model's own     */
+    int n_ctx;        /* positions in the KV cache; 0 = the model's own
+                         context length, at most 4096 (as llama.cpp)         */
     int n_batch;      /* max tokens evaluated at once (prompt batching);
                          0 = default (64)                                   */
     int n_threads;    /* 0 = all cores                                      */
     ember_kv_type kv_type;
     const ember_allocator *allocator; /* NULL = the model's allocator       */
+    /* Called between layers while evaluating (from the evaluating thread);
+     * nonzero stops: ember_eval returns EMBER_ERR_CANCELLED and the context
+     * keeps every position before the stopped batch.  NULL = never. */
+    int (*abort_callback)(void *user_data);
+    void *abort_user_data;
 } ember_context_params;
 
 EMBER_API ember_context_params ember_context_default_params(void);
@@ -228,8 +236,15 @@ EMBER_API const char *ember_context_errmsg(const ember_context *ctx);
 EMBER_API int ember_context_n_ctx(const ember_context *ctx);
 /* Number of positions filled in the KV cache. */
 EMBER_API int ember_context_pos(const ember_context *ctx);
-/* Forget positions >= pos (pos = 0 clears the cache). */
+/* Forget positions >= pos (pos = 0 clears the cache).  Afterwards
+ * ember_get_logits() returns the logits that predict the token at pos (the
+ * token at pos - 1 is run again for them).  Models with sliding-window
+ * layers keep only the last window + n_batch positions of those layers:
+ * going back further fails with EMBER_ERR_INVALID_ARG (nothing changed). */
 EMBER_API int ember_context_set_pos(ember_context *ctx, int pos);
+/* The tokens the context holds (ember_context_pos() of them); valid until
+ * the context changes.  Thread-safety: as the context. */
+EMBER_API const ember_token *ember_context_tokens(const ember_context *ctx);
 
 /* Append n tokens to the context and run the model over them.  Afterwards
  * ember_get_logits() returns the logits that predict the token after the
@@ -239,6 +254,19 @@ EMBER_API int ember_context_set_pos(ember_context *ctx, int pos);
  * logit is NaN or Inf. */
 EMBER_API int ember_eval(ember_context *ctx, const ember_token *tokens, int n,
                          float *all_logits);
+
+/* Evaluate one token for each of n contexts of the same model in one pass
+ * over the weights (generation is memory-bound: n characters cost little
+ * more than one).  tokens[i] is appended to ctxs[i]; afterwards each
+ * context's ember_get_logits() predicts its next token, with the same bits
+ * as ember_eval() of that token alone.  The contexts must be distinct and
+ * not in use by another thread; the one with the most positions lends its
+ * scratch and threads (its first call with more contexts than before
+ * allocates their rows of logits; later calls allocate nothing).  Errors
+ * are reported in ctxs[0]'s message: nothing is changed by a bad argument
+ * (EMBER_ERR_INVALID_ARG, EMBER_ERR_BAD_TOKEN, EMBER_ERR_CONTEXT_FULL for a
+ * full context). */
+EMBER_API int ember_eval_multi(ember_context *const *ctxs, const ember_token *tokens, int n);
 
 /* Logits (n_vocab floats) after the last ember_eval(), or NULL. */
 EMBER_API const float *ember_get_logits(const ember_context *ctx);
@@ -256,7 +284,12 @@ typedef struct ember_sampler_params {
     int repeat_last_n;     /* how many recent tokens are penalised          */
     uint64_t seed;         /* same seed, same choices                       */
     const ember_allocator *allocator; /* NULL = libc                        */
+    /* Added to a token's logit before anything else (-INFINITY: never
+     * chosen).  The list is copied at creation. */
+    const struct ember_logit_bias { ember_token token; float bias; } *logit_bias;
+    int n_logit_bias;
 } ember_sampler_params;
+typedef struct ember_logit_bias ember_logit_bias;
 
 EMBER_API ember_sampler_params ember_sampler_default_params(void);
 EMBER_API int ember_sampler_create(const ember_model *model,
@@ -270,6 +303,40 @@ EMBER_API ember_token ember_sampler_sample(ember_sampler *sampler,
                                            const float *logits);
 /* Record a token in the history used by the repetition penalty. */
 EMBER_API void ember_sampler_accept(ember_sampler *sampler, ember_token token);
+
+/* ---- saved state and shared prefixes ---------------------------------------- */
+
+/* A context's state as bytes: the tokens it holds, the KV rows they need
+ * (a sliding-window layer only its window), the last logits and, if a
+ * sampler is given, its random state and repetition history.  The size
+ * grows with the positions held, not with n_ctx.  The bytes name the model
+ * they belong to (a fingerprint of its hyperparameters and tensor table),
+ * the KV type, and end in a checksum.  Thread-safety: as the context (and
+ * the sampler) passed. */
+EMBER_API size_t ember_state_size(const ember_context *ctx, const ember_sampler *sampler);
+/* Save into buf of size bytes; *written (may be NULL) = the state's size.
+ * EMBER_ERR_BUFFER_TOO_SMALL if size is less. */
+EMBER_API int ember_state_save(ember_context *ctx, const ember_sampler *sampler,
+                               void *buf, size_t size, size_t *written);
+/* Restore into a context of the same model and KV type with room for the
+ * positions (any n_batch, n_threads), and into sampler unless it is NULL.
+ * The whole state is checked before anything changes: a truncated, damaged
+ * or foreign state fails (EMBER_ERR_TRUNCATED, EMBER_ERR_CORRUPT,
+ * EMBER_ERR_INVALID_ARG for another model or KV type, EMBER_ERR_CONTEXT_FULL)
+ * with the context and sampler as they were. */
+EMBER_API int ember_state_load(ember_context *ctx, ember_sampler *sampler,
+                               const void *buf, size_t size);
+EMBER_API int ember_state_save_file(ember_context *ctx, const ember_sampler *sampler,
+                                    const char *path);
+EMBER_API int ember_state_load_file(ember_context *ctx, ember_sampler *sampler,
+                                    const char *path);
+
+/* Make dst hold the first n positions of src (contexts of the same model
+ * and KV type): a shared system prompt is evaluated once and copied to
+ * every character.  dst's logits are src's when n is all src holds, else
+ * none until dst evaluates.  Thread-safety: src is only read (other threads
+ * may read it too); dst is written. */
+EMBER_API int ember_context_copy_prefix(ember_context *dst, const ember_context *src, int n);
 
 /* ---- generation ----------------------------------------------------------- */
 
@@ -285,7 +352,8 @@ typedef enum ember_stop_reason {
     EMBER_STOP_EOG = 1,          /* the model produced an end token        */
     EMBER_STOP_LENGTH = 2,       /* n_predict tokens were generated        */
     EMBER_STOP_CONTEXT_FULL = 3, /* the KV cache is full                   */
-    EMBER_STOP_CALLBACK = 4      /* the callback returned nonzero          */
+    EMBER_STOP_CALLBACK = 4,     /* the callback returned nonzero          */
+    EMBER_STOP_STRING = 5        /* a stop string appeared (not passed on) */
 } ember_stop_reason;
 
 typedef struct ember_generate_result {
@@ -305,6 +373,30 @@ EMBER_API int ember_generate(ember_context *ctx, ember_sampler *sampler,
                              const ember_token *prompt, int n_prompt,
                              int n_predict, ember_token_callback cb,
                              void *user_data, ember_generate_result *result);
+
+/* Stop strings for ember_generate and ember_step (copied; n = 0 clears).
+ * Generation stops when the text contains one, matched across token
+ * boundaries; the text before it is passed on, the stop string and what
+ * follows are not.  Text that may still become a stop string is held back
+ * until it cannot (never passed on and then retracted); at the end of
+ * generation held-back bytes are passed with token = -1. */
+EMBER_API int ember_context_set_stop_strings(ember_context *ctx, const char *const *stops, int n);
+
+/* One generation step for a game loop: sample the next token from the
+ * context's logits, accept it, and unless it ends generation, evaluate it.
+ * text (size >= ember_step_text_size(ctx)) receives the bytes that became
+ * final with this token (complete UTF-8, stop strings held back), not NUL-
+ * terminated.  The context must hold logits (a prompt evaluated).
+ * Thread-safety: as the context and sampler. */
+typedef struct ember_step_result {
+    ember_token token;       /* the token chosen                              */
+    ember_stop_reason stop;  /* EMBER_STOP_NONE: go on; EOG, STRING or
+                                CONTEXT_FULL: generation ended with it        */
+    size_t len;              /* bytes written to text                         */
+} ember_step_result;
+EMBER_API size_t ember_step_text_size(const ember_context *ctx);
+EMBER_API int ember_step(ember_context *ctx, ember_sampler *sampler, char *text, size_t size,
+                         ember_step_result *out);
 
 /* Convenience: tokenize text (with BOS; "" = BOS only) and ember_generate(). */
 EMBER_API int ember_generate_text(ember_context *ctx, ember_sampler *sampler,
@@ -384,8 +476,9 @@ EMBER_API ember_chat_params ember_chat_default_params(void);
  * Like ember_detokenize: returns the full length and writes at most size-1
  * bytes and a NUL (buf may be NULL when size is 0), or a negative status
  * with err's message.  The output holds special-token text ("<|im_start|>",
- * the BOS text...): tokenize it with EMBER_TOKENIZE_SPECIAL, and without
- * EMBER_TOKENIZE_ADD_BOS if it already starts with the BOS text.
+ * the BOS text...): tokenize it with EMBER_TOKENIZE_SPECIAL, and put BOS
+ * first only if the model asks for one and the text does not start with it
+ * (never EOS at the end: ember_chat does this).
  * Thread-safe (reads the model only). */
 EMBER_API int ember_chat_apply(const ember_model *model, const ember_chat_params *params,
                                const ember_chat_message *messages, int n_messages,

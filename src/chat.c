@@ -960,21 +960,26 @@ static int ech_on_token(void *ud, ember_token tok, const char *text, size_t len)
 }
 
 /* Tokenize the rendered conversation: special-token text becomes its id;
- * BOS is added only if the model wants one and the template did not write it. */
+ * BOS goes first if the model wants one and the template did not write it.
+ * Never EOS: the prompt ends where the assistant is to begin. */
 static int ech_tokenize(ember_chat *c, const char *text, size_t len, ember_token **out, int *n) {
     const ember_allocator *a = c->p.allocator;
-    ember_token bos = ember_token_bos(c->model);
-    char *bos_text = bos >= 0 ? ech_token_text(c->model, bos, a) : NULL;
-    if (bos >= 0 && !bos_text) return ech_chat_fail(c, EMBER_ERR_NOMEM, "out of memory");
-    int has_bos = bos_text && bos_text[0] && !strncmp(text, bos_text, strlen(bos_text));
-    ec_free(a, bos_text);
-    int flags = EMBER_TOKENIZE_SPECIAL | (has_bos ? 0 : EMBER_TOKENIZE_ADD_BOS);
-    int rc = ember_tokenize(c->model, text, len, flags, NULL, 0, n);
+    ember_token bos = ember_token_bos(c->model), first[2];
+    int n_special = 0, add_bos = 0;
+    if (bos >= 0 && ember_tokenize(c->model, "", 0, EMBER_TOKENIZE_ADD_BOS, first, 2, &n_special) == EMBER_OK &&
+        n_special > 0 && first[0] == bos) {   /* the model asks for BOS (add_bos_token) */
+        char *bos_text = ech_token_text(c->model, bos, a);
+        if (!bos_text) return ech_chat_fail(c, EMBER_ERR_NOMEM, "out of memory");
+        add_bos = !(bos_text[0] && !strncmp(text, bos_text, strlen(bos_text)));
+        ec_free(a, bos_text);
+    }
+    int rc = ember_tokenize(c->model, text, len, EMBER_TOKENIZE_SPECIAL, NULL, 0, n);
     if (rc != EMBER_OK && rc != EMBER_ERR_BUFFER_TOO_SMALL) return ech_chat_fail(c, rc, "tokenization failed");
-    *out = ec_malloc(a, (size_t)(*n + 1) * sizeof **out);
+    *out = ec_malloc(a, (size_t)(*n + 2) * sizeof **out);
     if (!*out) return ech_chat_fail(c, EMBER_ERR_NOMEM, "out of memory");
-    rc = ember_tokenize(c->model, text, len, flags, *out, *n, n);
+    rc = ember_tokenize(c->model, text, len, EMBER_TOKENIZE_SPECIAL, *out + add_bos, *n, n);
     if (rc != EMBER_OK) { ec_free(a, *out); *out = NULL; return ech_chat_fail(c, rc, "tokenization failed"); }
+    if (add_bos) { (*out)[0] = bos; (*n)++; }
     return EMBER_OK;
 }
 

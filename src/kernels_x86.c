@@ -199,14 +199,16 @@ static EKX_AVX2 void ekx_matmul_bf16_avx2(const void *W, int n, const void *X, i
     ekx_matmul_float(EKX_W_BF16, W, n, X, nb, Y, ldy, r0, r1);
 }
 
-/* ---- AVX2 quantized matmul (Q4_0, Q8_0 weights; Q8_0 activations) -----------------------
+/* ---- AVX2 quantized matmul (Q4_0, Q8_0, IQ4_NL weights; Q8_0 activations) ---------------
  * Per block the integer dot product is exact, in 8 int32 lanes (each the
  * sum of 4 adjacent byte products); it is converted to float and
  * accumulated with one fma by d_w * d_x. */
 
-enum { EKX_Q4_0, EKX_Q8_0, EKX_Q4_1, EKX_Q5_0, EKX_Q5_1 };
+enum { EKX_Q4_0, EKX_Q8_0, EKX_Q4_1, EKX_Q5_0, EKX_Q5_1, EKX_IQ4_NL };
 /* block bytes, offset of the quants, whether the type has a min (value = d q + m) or a 5th bit */
-#define EKX_WBS(kind) ((kind) == EKX_Q4_0 ? 18 : (kind) == EKX_Q8_0 ? 34 : (kind) == EKX_Q4_1 ? 20 : (kind) == EKX_Q5_0 ? 22 : 24)
+#define EKX_WBS(kind) ((kind) == EKX_Q4_0 || (kind) == EKX_IQ4_NL ? 18 : (kind) == EKX_Q8_0 ? 34 : (kind) == EKX_Q4_1 ? 20 : (kind) == EKX_Q5_0 ? 22 : 24)
+/* weights that are signed bytes (the others are unsigned with an offset or a min) */
+#define EKX_SIGNEDW(kind) ((kind) == EKX_Q8_0 || (kind) == EKX_IQ4_NL)
 #define EKX_QSOFF(kind) ((kind) == EKX_Q4_1 ? 4 : (kind) == EKX_Q5_0 ? 6 : (kind) == EKX_Q5_1 ? 8 : 2)
 #define EKX_HASMIN(kind) ((kind) == EKX_Q4_1 || (kind) == EKX_Q5_1)
 #define EKX_IS5(kind) ((kind) == EKX_Q5_0 || (kind) == EKX_Q5_1)
@@ -226,6 +228,12 @@ EKX_AVX2_INLINE __m256i ekx_unpack_q4(const uint8_t *qs) {
     __m128i t = _mm_loadu_si128((const __m128i *)qs);
     __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(t), _mm_srli_epi16(t, 4), 1);
     return _mm256_and_si256(v, _mm256_set1_epi8(0x0F));
+}
+
+/* IQ4_NL / IQ4_XS nibbles (bytes 0..15) to their table values, signed bytes */
+EKX_AVX2_INLINE __m256i ekx_iq4_values(__m256i nibbles) {
+    const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)ek_iq4nl_values));
+    return _mm256_shuffle_epi8(table, nibbles);
 }
 
 /* 0xFF for the bytes j whose bit j of the 32 bits at p is set */
@@ -276,7 +284,7 @@ EKX_AVX2_INLINE void ekx_tile_q(int kind, int RT, int BT, const uint8_t *W, size
             uint16_t dh;
             memcpy(&dh, wb, 2);
             const __m256 dw = _mm256_set1_ps(ekx_h2f(dh));
-            if (kind != EKX_Q8_0) {
+            if (!EKX_SIGNEDW(kind)) {
                 const __m256i wu = ekx_unpack_q45(kind, wb);
                 __m256 dm = _mm256_setzero_ps();
                 if (EKX_HASMIN(kind)) { memcpy(&dh, wb + 2, 2); dm = _mm256_set1_ps(ekx_h2f(dh)); }
@@ -288,8 +296,10 @@ EKX_AVX2_INLINE void ekx_tile_q(int kind, int RT, int BT, const uint8_t *W, size
                     if (EKX_HASMIN(kind)) acc[i][j] = _mm256_fmadd_ps(xs[j], _mm256_mul_ps(dm, dx[j]), acc[i][j]);
                 }
             } else {
-                /* signed x signed: |w| * (x with w's sign) */
-                const __m256i wq = _mm256_loadu_si256((const __m256i *)(wb + 2));
+                /* signed x signed: |w| * (x with w's sign); no saturation, as
+                 * 2 * 127 * 128 < 2^15 */
+                const __m256i wq = kind == EKX_IQ4_NL ? ekx_iq4_values(ekx_unpack_q4(wb + 2))
+                                                      : _mm256_loadu_si256((const __m256i *)(wb + 2));
                 const __m256i wa = _mm256_abs_epi8(wq);
                 EKX_UNROLL
                 for (int j = 0; j < BT; j++) {
@@ -336,6 +346,9 @@ static EKX_AVX2 void ekx_matmul_q5_0_avx2(const void *W, int n, const void *X, i
 }
 static EKX_AVX2 void ekx_matmul_q5_1_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
     ekx_matmul_q(EKX_Q5_1, W, n, X, nb, Y, ldy, r0, r1);
+}
+static EKX_AVX2 void ekx_matmul_iq4_nl_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
+    ekx_matmul_q(EKX_IQ4_NL, W, n, X, nb, Y, ldy, r0, r1);
 }
 
 /* ---- AVX2 k-quant matmul (Q4_K, Q5_K, Q6_K weights; Q8_K activations) --------------------
@@ -534,6 +547,99 @@ static EKX_AVX2 void ekx_matmul_q3_K_avx2(const void *W, int n, const void *X, i
     ekx_matmul_k(EKX_Q3_K, W, n, X, nb, Y, ldy, r0, r1);
 }
 
+/* ---- AVX2 IQ4_XS matmul (Q8_K activations) ----------------------------------------------
+ * Two sub-blocks per step from one 32-byte load of quants: its low nibbles
+ * are elements 0..15 of sub-blocks p and p + 1 (128-bit lanes 0 and 1), its
+ * high nibbles their elements 16..31; the activations are rearranged to
+ * match (two lane permutes).  Per 32 elements: maddubs of |w| with x
+ * carrying w's sign (2 * 127 * 128 < 2^15), madd with the sub-block's
+ * scale ls - 32 (lane 0: p, lane 1: p + 1), summed exactly in 8 int32 lanes
+ * over the superblock, then one fma by d * d_x. */
+
+#define EKX_XRT 4
+#define EKX_XBT 2
+
+/* the 8 scales ls - 32 of a superblock, scale ib in both int16 halves of
+ * int32 lane ib (a madd operand once broadcast) */
+EKX_AVX2_INLINE __m256i ekx_iq4_xs_scales(const uint8_t *blk) {
+    uint16_t h;
+    uint32_t l;
+    memcpy(&h, blk + 2, 2);
+    memcpy(&l, blk + 4, 4);
+    const __m256i lo = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)l), _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28)),
+                                        _mm256_set1_epi32(15));
+    const __m256i hi = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(h), _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14)),
+                                        _mm256_set1_epi32(3));
+    const __m256i s = _mm256_sub_epi32(_mm256_or_si256(lo, _mm256_slli_epi32(hi, 4)), _mm256_set1_epi32(32));
+    return _mm256_or_si256(_mm256_and_si256(s, _mm256_set1_epi32(0xFFFF)), _mm256_slli_epi32(s, 16));
+}
+
+EKX_AVX2_INLINE void ekx_tile_iq4_xs(int RT, int BT, const uint8_t *W, size_t wrow, const uint8_t *X, size_t xrow,
+                                     int nsb, float *Y, int ldy, int r, int b) {
+    __m256 acc[EKX_XRT][EKX_XBT];
+    EKX_UNROLL
+    for (int i = 0; i < RT; i++)
+        EKX_UNROLL
+        for (int j = 0; j < BT; j++) acc[i][j] = _mm256_setzero_ps();
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)ek_iq4nl_values));
+    for (int k = 0; k < nsb; k++) {
+        EKX_UNROLL
+        for (int i = 0; i < RT; i++) {
+            const uint8_t *blk = W + (size_t)(r + i) * wrow + (size_t)k * sizeof(ek_block_iq4_xs);
+            const __m256i sc = ekx_iq4_xs_scales(blk);
+            __m256i isum[EKX_XBT];
+            EKX_UNROLL
+            for (int j = 0; j < BT; j++) isum[j] = _mm256_setzero_si256();
+            EKX_UNROLL
+            for (int p = 0; p < 8; p += 2) {
+                const __m256i v = _mm256_loadu_si256((const __m256i *)(blk + 8 + 16 * p));
+                const __m256i wl = _mm256_shuffle_epi8(table, _mm256_and_si256(v, m4));
+                const __m256i wh = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
+                const __m256i al = _mm256_abs_epi8(wl), ah = _mm256_abs_epi8(wh);
+                const __m256i s = _mm256_permutevar8x32_epi32(sc, _mm256_setr_epi32(p, p, p, p, p + 1, p + 1, p + 1, p + 1));
+                EKX_UNROLL
+                for (int j = 0; j < BT; j++) {
+                    const int8_t *xq = ((const ek_block_q8_K *)(X + (size_t)(b + j) * xrow) + k)->qs + 32 * p;
+                    const __m256i x0 = _mm256_loadu_si256((const __m256i *)xq), x1 = _mm256_loadu_si256((const __m256i *)(xq + 32));
+                    const __m256i xl = _mm256_permute2x128_si256(x0, x1, 0x20), xh = _mm256_permute2x128_si256(x0, x1, 0x31);
+                    const __m256i pl = _mm256_madd_epi16(_mm256_maddubs_epi16(al, _mm256_sign_epi8(xl, wl)), s);
+                    const __m256i ph = _mm256_madd_epi16(_mm256_maddubs_epi16(ah, _mm256_sign_epi8(xh, wh)), s);
+                    isum[j] = _mm256_add_epi32(isum[j], _mm256_add_epi32(pl, ph));
+                }
+            }
+            uint16_t dh;
+            memcpy(&dh, blk, 2);
+            const float d = ekx_h2f(dh);
+            EKX_UNROLL
+            for (int j = 0; j < BT; j++) {
+                const ek_block_q8_K *xb = (const ek_block_q8_K *)(X + (size_t)(b + j) * xrow) + k;
+                acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[j]), _mm256_set1_ps(d * xb->d), acc[i][j]);
+            }
+        }
+    }
+    EKX_UNROLL
+    for (int i = 0; i < RT; i++)
+        EKX_UNROLL
+        for (int j = 0; j < BT; j++) Y[(size_t)(b + j) * ldy + r + i] = ekx_hsum(acc[i][j]);
+}
+
+static EKX_AVX2 void ekx_matmul_iq4_xs_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
+    const int nsb = n / 256;
+    const size_t wrow = (size_t)nsb * sizeof(ek_block_iq4_xs), xrow = (size_t)nsb * sizeof(ek_block_q8_K);
+    int r = r0;
+    for (; r + EKX_XRT <= r1; r += EKX_XRT) {
+        int b = 0;
+        for (; b + EKX_XBT <= nb; b += EKX_XBT) ekx_tile_iq4_xs(EKX_XRT, EKX_XBT, W, wrow, X, xrow, nsb, Y, ldy, r, b);
+        for (; b < nb; b++) ekx_tile_iq4_xs(EKX_XRT, 1, W, wrow, X, xrow, nsb, Y, ldy, r, b);
+    }
+    for (; r < r1; r++) {
+        int b = 0;
+        for (; b + EKX_XBT <= nb; b += EKX_XBT) ekx_tile_iq4_xs(1, EKX_XBT, W, wrow, X, xrow, nsb, Y, ldy, r, b);
+        for (; b < nb; b++) ekx_tile_iq4_xs(1, 1, W, wrow, X, xrow, nsb, Y, ldy, r, b);
+    }
+}
+
 /* ---- AVX2 activation quantization (byte-identical to the reference) ------------------- */
 
 /* roundf (half away from zero), exactly: truncate |v|, add 1 if the
@@ -634,6 +740,29 @@ static EKX_AVX2 void ekx_swiglu_avx2(float *g, const float *u, int n) {
         v[0] = -g[i];
         _mm256_storeu_ps(e, ekx_expf(_mm256_loadu_ps(v)));
         g[i] = g[i] / (1.0f + e[0]) * u[i];
+    }
+}
+
+/* gelu_tanh(x) = 0.5 x (1 + tanh(z)) = x / (1 + exp(-2z)), z = sqrt(2/pi)
+ * (x + 0.044715 x^3): one vector expf per 8 elements, within ~1e-6 of the
+ * scalar tanhf form. */
+EKX_AVX2_INLINE __m256 ekx_gelu_tanh(__m256 x) {
+    const __m256 c2 = _mm256_set1_ps(-2.0f * 0.7978845608028654f), a = _mm256_set1_ps(0.044715f);
+    __m256 x3 = _mm256_mul_ps(_mm256_mul_ps(x, x), x);
+    __m256 e = ekx_expf(_mm256_mul_ps(c2, _mm256_fmadd_ps(a, x3, x)));
+    return _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+}
+
+static EKX_AVX2 void ekx_geglu_avx2(float *g, const float *u, int n) {
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(g + i, _mm256_mul_ps(ekx_gelu_tanh(_mm256_loadu_ps(g + i)), _mm256_loadu_ps(u + i)));
+    if (i < n) {   /* the tail through the same vector code */
+        float v[8] = {0}, w[8] = {0};
+        memcpy(v, g + i, (size_t)(n - i) * sizeof(float));
+        memcpy(w, u + i, (size_t)(n - i) * sizeof(float));
+        _mm256_storeu_ps(v, _mm256_mul_ps(ekx_gelu_tanh(_mm256_loadu_ps(v)), _mm256_loadu_ps(w)));
+        memcpy(g + i, v, (size_t)(n - i) * sizeof(float));
     }
 }
 
@@ -754,7 +883,8 @@ static EKX_AVX2 void ekx_store_f16_avx2(uint16_t *dst, const float *src, int n) 
 
 #define EKX_AVX2_COMMON                                                                 \
     .quantize_q8_0 = ekx_quantize_q8_0_avx2, .rmsnorm = ekx_rmsnorm_avx2,               \
-    .swiglu = ekx_swiglu_avx2, .add = ekx_add_avx2, .dot_f32 = ekx_dot_f32_avx2,        \
+    .swiglu = ekx_swiglu_avx2, .geglu = ekx_geglu_avx2, .add = ekx_add_avx2,            \
+    .dot_f32 = ekx_dot_f32_avx2,                                                         \
     .dot_f16 = ekx_dot_f16_avx2, .axpy_f32 = ekx_axpy_f32_avx2,                          \
     .axpy_f16 = ekx_axpy_f16_avx2, .store_f16 = ekx_store_f16_avx2,                     \
     .kv_scores_f16 = ekx_kv_scores_f16_avx2, .kv_mix_f16 = ekx_kv_mix_f16_avx2
@@ -767,6 +897,7 @@ static const ek_kernels ekx_avx2_set = {
         [EK_Q4_1] = ekx_matmul_q4_1_avx2, [EK_Q5_0] = ekx_matmul_q5_0_avx2, [EK_Q5_1] = ekx_matmul_q5_1_avx2,
         [EK_Q4_K] = ekx_matmul_q4_K_avx2, [EK_Q5_K] = ekx_matmul_q5_K_avx2, [EK_Q6_K] = ekx_matmul_q6_K_avx2,
         [EK_Q2_K] = ekx_matmul_q2_K_avx2, [EK_Q3_K] = ekx_matmul_q3_K_avx2,
+        [EK_IQ4_NL] = ekx_matmul_iq4_nl_avx2, [EK_IQ4_XS] = ekx_matmul_iq4_xs_avx2,
     },
     EKX_AVX2_COMMON,
 };
@@ -2263,9 +2394,12 @@ static EKX_AMX void ekx_matmul_bf16_amx(const void *W, int n, const void *X, int
     [EK_Q6_K] = ekx_matmul_q6_K_packed_avx512, [EK_Q2_K] = ekx_matmul_q2_K_packed_avx512,                 \
     [EK_Q3_K] = ekx_matmul_q3_K_packed_avx512
 
-/* the AVX-512 matmuls of every type but Q4_0 and Q8_0, which the amx set replaces */
+/* the AVX-512 matmuls of every type but Q4_0 and Q8_0, which the amx set replaces.
+ * IQ4_NL and IQ4_XS run the AVX2 kernels here: an AVX-512 variant could not
+ * be run (and so tested) on the machine they were written on. */
 #define EKX_AVX512_OTHER_MATMULS                                                                                  \
     [EK_F32] = ekx_matmul_f32_avx512,                                                                             \
+    [EK_IQ4_NL] = ekx_matmul_iq4_nl_avx2, [EK_IQ4_XS] = ekx_matmul_iq4_xs_avx2,                                   \
     [EK_Q4_K] = ekx_matmul_q4_K_avx512, [EK_Q5_K] = ekx_matmul_q5_K_avx512, [EK_Q6_K] = ekx_matmul_q6_K_avx512, \
     [EK_Q4_1] = ekx_matmul_q4_1_avx512, [EK_Q5_0] = ekx_matmul_q5_0_avx512, [EK_Q5_1] = ekx_matmul_q5_1_avx512, \
     [EK_Q2_K] = ekx_matmul_q2_K_avx512, [EK_Q3_K] = ekx_matmul_q3_K_avx512

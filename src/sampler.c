@@ -4,7 +4,7 @@
  * top-p, min-p, temperature, then a draw from the remaining distribution
  * (or argmax when the temperature is 0).  All memory is allocated when the
  * sampler is created; sampling allocates nothing. */
-#include "common.h"
+#include "sampler.h"
 
 #include <float.h>
 #include <math.h>
@@ -20,6 +20,7 @@ struct ember_sampler {
     uint64_t rng;
     es_cand *cand;       /* n_vocab candidates */
     float *probs;        /* n_vocab */
+    ember_logit_bias *bias;   /* p.n_logit_bias entries (owned copy) */
     uint32_t *stamp;     /* per token: last sample call that penalised it */
     uint32_t calls;
     int32_t *history;    /* ring of the last repeat_last_n tokens */
@@ -55,8 +56,13 @@ int ember_sampler_create(const ember_model *model, const ember_sampler_params *p
     if (!model) return EMBER_ERR_INVALID_ARG;
     ember_sampler_params p = params ? *params : ember_sampler_default_params();
     if (!(p.temperature >= 0) || p.top_k < 0 || !(p.top_p > 0 && p.top_p <= 1) || !(p.min_p >= 0 && p.min_p < 1) ||
-        !(p.repeat_penalty > 0) || p.repeat_last_n < 0 || p.repeat_last_n > (1 << 20))
+        !(p.repeat_penalty > 0) || p.repeat_last_n < 0 || p.repeat_last_n > (1 << 20) || p.n_logit_bias < 0 ||
+        (p.n_logit_bias && !p.logit_bias))
         return EMBER_ERR_INVALID_ARG;
+    for (int i = 0; i < p.n_logit_bias; i++)
+        if (p.logit_bias[i].token < 0 || p.logit_bias[i].token >= ember_n_vocab(model) || isnan(p.logit_bias[i].bias) ||
+            p.logit_bias[i].bias == INFINITY)
+            return EMBER_ERR_INVALID_ARG;
     const ember_allocator *a = p.allocator;
     ember_sampler *s = ec_calloc(a, 1, sizeof *s);
     if (!s) return EMBER_ERR_NOMEM;
@@ -67,7 +73,10 @@ int ember_sampler_create(const ember_model *model, const ember_sampler_params *p
     s->probs = ec_calloc(a, (size_t)s->n_vocab, sizeof *s->probs);
     s->stamp = ec_calloc(a, (size_t)s->n_vocab, sizeof *s->stamp);
     s->history = ec_calloc(a, (size_t)(p.repeat_last_n ? p.repeat_last_n : 1), sizeof *s->history);
-    if (!s->cand || !s->probs || !s->stamp || !s->history) {
+    s->bias = p.n_logit_bias ? ec_calloc(a, (size_t)p.n_logit_bias, sizeof *s->bias) : NULL;
+    if (s->bias) memcpy(s->bias, p.logit_bias, (size_t)p.n_logit_bias * sizeof *s->bias);
+    s->p.logit_bias = s->bias;
+    if (!s->cand || !s->probs || !s->stamp || !s->history || (p.n_logit_bias && !s->bias)) {
         ember_sampler_free(s);
         return EMBER_ERR_NOMEM;
     }
@@ -82,6 +91,7 @@ void ember_sampler_free(ember_sampler *s) {
     ec_free(s->a, s->probs);
     ec_free(s->a, s->stamp);
     ec_free(s->a, s->history);
+    ec_free(s->a, s->bias);
     ec_free(s->a, s);
 }
 
@@ -144,6 +154,12 @@ ember_token ember_sampler_sample(ember_sampler *s, const float *logits) {
         c[i].id = i;
     }
 
+    for (int i = 0; i < s->p.n_logit_bias; i++) {
+        float *x = &c[s->bias[i].token].logit;
+        *x = s->bias[i].bias == -INFINITY ? -INFINITY : *x + s->bias[i].bias;
+        if (*x > FLT_MAX) *x = FLT_MAX;
+    }
+
     /* Repetition penalty, once per distinct recent token (as llama.cpp). */
     if (s->p.repeat_penalty != 1.0f && s->hist_len > 0) {
         s->calls++;
@@ -193,4 +209,30 @@ ember_token ember_sampler_sample(ember_sampler *s, const float *logits) {
         if (r < cum) return c[i].id;
     }
     return c[n - 1].id;
+}
+
+/* ---- state as bytes (little-endian): u64 rng, u32 count, count x i32 ---- */
+
+size_t es_state_bytes(const ember_sampler *s) { return 12 + 4 * (size_t)s->hist_len; }
+
+static void es_put32(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i)); }
+static uint32_t es_get32(const uint8_t *p) { return p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
+
+void es_state_write(const ember_sampler *s, uint8_t *out) {
+    es_put32(out, (uint32_t)s->rng);
+    es_put32(out + 4, (uint32_t)(s->rng >> 32));
+    es_put32(out + 8, (uint32_t)s->hist_len);
+    const int cap = s->p.repeat_last_n, oldest = s->hist_len < cap ? 0 : s->hist_pos;
+    for (int i = 0; i < s->hist_len; i++) es_put32(out + 12 + 4 * i, (uint32_t)s->history[(oldest + i) % cap]);
+}
+
+int es_state_read(ember_sampler *s, const uint8_t *in, size_t n) {
+    if (n < 12) return EMBER_ERR_CORRUPT;
+    uint32_t count = es_get32(in + 8);
+    if (count > (1u << 20) || n != 12 + 4 * (size_t)count) return EMBER_ERR_CORRUPT;
+    for (uint32_t i = 0; i < count; i++)
+        if (es_get32(in + 12 + 4 * i) >= (uint32_t)s->n_vocab) return EMBER_ERR_CORRUPT;
+    ember_sampler_reset(s, (uint64_t)es_get32(in) | (uint64_t)es_get32(in + 4) << 32);
+    for (uint32_t i = 0; i < count; i++) ember_sampler_accept(s, (ember_token)es_get32(in + 12 + 4 * i));
+    return EMBER_OK;
 }

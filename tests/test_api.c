@@ -396,6 +396,23 @@ static void test_families_eval(void) {
         gb_free(&img);
     }
 
+    /* a fused attn_qkv.bias is applied: the same weights with it differ */
+    {
+        tm_spec a = tm_family("phi3"), b = tm_family("phi3");
+        b.qkv_bias = 1;
+        gb_buf ia = {0}, ib = {0};
+        ember_model *ma = open_spec(&a, &ia, NULL), *mb = open_spec(&b, &ib, NULL);
+        if (ma && mb) {
+            int V = ember_n_vocab(ma);
+            float *la = malloc(sizeof(float) * V), *lb = malloc(sizeof(float) * V);
+            if (!eval_last(ma, toks, 10, 10, 1, la) && !eval_last(mb, toks, 10, 10, 1, lb))
+                CHECK(memcmp(la, lb, sizeof(float) * V) != 0, "phi3: attn_qkv.bias changes nothing");
+            free(la); free(lb);
+        }
+        ember_model_free(ma); ember_model_free(mb);
+        gb_free(&ia); gb_free(&ib);
+    }
+
     /* gemma2, window 5, n_batch 4: a ring of 8 rows (stored twice) in a
      * context of 128, all 16 rows in a context of 16 */
     tm_spec spec = tm_family("gemma2");
@@ -438,6 +455,439 @@ static void test_families_eval(void) {
     }
     ember_model_free(m); ember_model_free(wide);
     gb_free(&img); gb_free(&img_wide);
+}
+
+/* ---- saved state and shared prefixes -------------------------------------- */
+
+static int gen_tokens(ember_context *c, ember_sampler *smp, int n, ember_token *out) {
+    for (int i = 0; i < n; i++) {
+        const float *l = ember_get_logits(c);
+        if (!l) return -1;
+        out[i] = ember_sampler_sample(smp, l);
+        ember_sampler_accept(smp, out[i]);
+        if (ember_eval(c, &out[i], 1, NULL) != EMBER_OK) return -1;
+    }
+    return 0;
+}
+
+/* A state saved mid-generation and loaded into a fresh context and sampler
+ * continues exactly as the original does (sampled, repetition penalty on);
+ * its size follows the positions held, not n_ctx. */
+static void test_state_roundtrip(ember_model *m, const char *what, int n_ctx_a, int n_batch_a, int n_ctx_b,
+                                 int n_batch_b) {
+    ember_token toks[30], want[12], got[12];
+    for (int i = 0; i < 30; i++) toks[i] = TM_FIRST_PIECE + (i * 7) % 20;
+    ember_sampler_params sp = ember_sampler_default_params();
+    sp.temperature = 1.5f; sp.top_k = 0; sp.top_p = 1; sp.min_p = 0; sp.repeat_penalty = 1.3f; sp.repeat_last_n = 8;
+    sp.seed = 77;
+    ember_sampler *sa = NULL, *sb = NULL;
+    ember_sampler_create(m, &sp, &sa);
+    sp.seed = 1;   /* replaced by the saved state */
+    ember_sampler_create(m, &sp, &sb);
+    ember_context *a = make_ctx(m, n_ctx_a, n_batch_a, 1), *b = make_ctx(m, n_ctx_b, n_batch_b, 2);
+    if (!a || !b || !sa || !sb) goto out;
+    CHECK(ember_eval(a, toks, 30, NULL) == EMBER_OK, "%s: eval", what);
+    for (int i = 0; i < 30; i++) ember_sampler_accept(sa, toks[i]);
+    size_t size = ember_state_size(a, sa), written = 0;
+    uint8_t *buf = malloc(size + 16);
+    CHECK(ember_state_save(a, sa, buf, size - 1, &written) == EMBER_ERR_BUFFER_TOO_SMALL && written == size,
+          "%s: a short buffer is refused and the size told", what);
+    CHECK(ember_state_save(a, sa, buf, size + 16, &written) == EMBER_OK && written == size, "%s: save", what);
+    if (gen_tokens(a, sa, 12, want)) { free(buf); goto out; }
+    CHECK(ember_state_load(b, sb, buf, size) == EMBER_OK, "%s: load: %s", what, ember_context_errmsg(b));
+    CHECK(ember_context_pos(b) == 30 && !memcmp(ember_context_tokens(b), toks, sizeof toks), "%s: tokens restored", what);
+    if (!gen_tokens(b, sb, 12, got))
+        CHECK(!memcmp(want, got, sizeof want), "%s: the restored context and sampler continue differently", what);
+    /* bigger with more positions, and the same for any n_ctx */
+    ember_context *c = make_ctx(m, n_ctx_a + 16 <= 128 ? n_ctx_a + 16 : n_ctx_a - 16, n_batch_a, 1);
+    if (c) {
+        ember_eval(c, toks, 30, NULL);
+        CHECK(ember_state_size(c, sa) == size, "%s: the state's size depends on n_ctx", what);
+        ember_context_set_pos(c, 0);
+        ember_eval(c, toks, 10, NULL);
+        CHECK(ember_state_size(c, sa) < size, "%s: fewer positions, no smaller state", what);
+        ember_context_free(c);
+    }
+    free(buf);
+out:
+    ember_context_free(a); ember_context_free(b);
+    ember_sampler_free(sa); ember_sampler_free(sb);
+}
+
+/* Every truncation, bit flips everywhere, another model, another KV type,
+ * too small a context: an error, and the context as it was. */
+static void test_state_hostile(ember_model *m) {
+    ember_token toks[20];
+    for (int i = 0; i < 20; i++) toks[i] = TM_FIRST_PIECE + (i * 3) % 20;
+    ember_context *a = make_ctx(m, 64, 8, 1), *b = make_ctx(m, 64, 8, 1);
+    if (!a || !b) { ember_context_free(a); ember_context_free(b); return; }
+    ember_eval(a, toks, 20, NULL);
+    ember_eval(b, toks + 5, 3, NULL);
+    size_t size = ember_state_size(a, NULL);
+    uint8_t *buf = malloc(size), *bad = malloc(size);
+    ember_state_save(a, NULL, buf, size, NULL);
+    int V = ember_n_vocab(m), wrong = 0;
+    float *before = malloc(sizeof(float) * V);
+    memcpy(before, ember_get_logits(b), sizeof(float) * V);
+    for (size_t n = 0; n < size; n += (n < 64 ? 1 : 37)) {
+        int rc = ember_state_load(b, NULL, buf, n);
+        wrong += rc == EMBER_OK || ember_context_pos(b) != 3;
+    }
+    CHECK(wrong == 0, "truncated states: %d loaded or changed the context", wrong);
+    wrong = 0;
+    for (size_t at = 0; at < size; at += (at < 64 ? 1 : 29)) {
+        memcpy(bad, buf, size);
+        bad[at] ^= (uint8_t)(1u << (at % 8));
+        int rc = ember_state_load(b, NULL, bad, size);
+        wrong += rc == EMBER_OK || ember_context_pos(b) != 3;
+    }
+    CHECK(wrong == 0, "bit-flipped states: %d loaded or changed the context", wrong);
+    CHECK(!memcmp(before, ember_get_logits(b), sizeof(float) * V), "failed loads changed the logits");
+    CHECK(ember_state_load(b, NULL, buf, size) == EMBER_OK, "the intact state loads");
+    /* a context too small, another KV type, another model */
+    ember_context *small = make_ctx(m, 16, 8, 1);
+    if (small) {
+        CHECK(ember_state_load(small, NULL, buf, size) == EMBER_ERR_CONTEXT_FULL, "20 positions into 16");
+        ember_context_free(small);
+    }
+    ember_context_params cp = ember_context_default_params();
+    cp.n_ctx = 64; cp.kv_type = EMBER_KV_F32;
+    ember_context *f32 = NULL;
+    ember_context_create(m, &cp, &f32, NULL);
+    if (f32) {
+        CHECK(ember_state_load(f32, NULL, buf, size) == EMBER_ERR_INVALID_ARG, "F16 state into an F32 context");
+        CHECK(strstr(ember_context_errmsg(f32), "F16") != NULL, "message: %s", ember_context_errmsg(f32));
+        ember_context_free(f32);
+    }
+    tm_spec other = tm_family("qwen2");
+    gb_buf img = {0};
+    ember_model *mo = open_spec(&other, &img, NULL);
+    ember_context *co = mo ? make_ctx(mo, 64, 8, 1) : NULL;
+    if (co) {
+        CHECK(ember_state_load(co, NULL, buf, size) == EMBER_ERR_INVALID_ARG, "a state of another model");
+        CHECK(strstr(ember_context_errmsg(co), "different model") != NULL, "message: %s", ember_context_errmsg(co));
+        CHECK(ember_context_copy_prefix(co, a, 5) == EMBER_ERR_INVALID_ARG, "copying between models");
+        ember_context_free(co);
+    }
+    ember_model_free(mo);
+    gb_free(&img);
+    /* through a file */
+    char path[] = "/tmp/ember_test_state_XXXXXX";
+    int fd = mkstemp(path);
+    if (fd >= 0) close(fd);
+    CHECK(ember_state_save_file(a, NULL, path) == EMBER_OK, "save file");
+    ember_context_set_pos(b, 0);
+    CHECK(ember_state_load_file(b, NULL, path) == EMBER_OK && ember_context_pos(b) == 20, "load file");
+    CHECK(!memcmp(ember_get_logits(a), ember_get_logits(b), sizeof(float) * V), "logits through a file");
+    unlink(path);
+    CHECK(ember_state_load_file(b, NULL, path) == EMBER_ERR_IO, "a missing file");
+    free(buf); free(bad); free(before);
+    ember_context_free(a); ember_context_free(b);
+}
+
+/* A prefix computed once and copied: the copies continue exactly as a
+ * context that evaluated everything itself. */
+static void test_copy_prefix(ember_model *m, const char *what) {
+    ember_token toks[24];
+    for (int i = 0; i < 24; i++) toks[i] = TM_FIRST_PIECE + (i * 5) % 19;
+    int V = ember_n_vocab(m);
+    float *want = malloc(sizeof(float) * V);
+    ember_context *sys = make_ctx(m, 64, 4, 1), *npc = make_ctx(m, 128, 4, 1);
+    if (!sys || !npc || eval_last(m, toks, 24, 4, 1, want)) goto out;
+    ember_eval(sys, toks, 16, NULL);
+    CHECK(ember_context_copy_prefix(npc, sys, 16) == EMBER_OK && ember_get_logits(npc) &&
+          !memcmp(ember_get_logits(npc), ember_get_logits(sys), sizeof(float) * V), "%s: copy all 16", what);
+    CHECK(ember_eval(npc, toks + 16, 8, NULL) == EMBER_OK &&
+          !memcmp(ember_get_logits(npc), want, sizeof(float) * V), "%s: after copying 16", what);
+    CHECK(ember_context_copy_prefix(npc, sys, 14) == EMBER_OK && ember_context_pos(npc) == 14 &&
+          ember_get_logits(npc) == NULL, "%s: copy 14 of 16", what);
+    CHECK(ember_eval(npc, toks + 14, 10, NULL) == EMBER_OK &&
+          !memcmp(ember_get_logits(npc), want, sizeof(float) * V), "%s: after copying 14", what);
+    CHECK(ember_context_copy_prefix(npc, sys, 17) == EMBER_ERR_INVALID_ARG, "%s: more than the source holds", what);
+    CHECK(ember_context_copy_prefix(npc, npc, 3) == EMBER_ERR_INVALID_ARG, "%s: onto itself", what);
+out:
+    free(want);
+    ember_context_free(sys); ember_context_free(npc);
+}
+
+static void test_state(ember_model *m) {
+    test_state_roundtrip(m, "llama", 64, 8, 96, 3);
+    test_state_hostile(m);
+    test_copy_prefix(m, "llama");
+    /* sliding windows: ring to ring, ring to a full cache, full to ring */
+    tm_spec spec = tm_family("gemma3");
+    gb_buf img = {0};
+    ember_model *g = open_spec(&spec, &img, NULL);
+    if (g) {
+        test_state_roundtrip(g, "gemma3 ring to ring", 128, 4, 96, 2);
+        test_state_roundtrip(g, "gemma3 ring to full", 128, 4, 48, 32);
+        test_state_roundtrip(g, "gemma3 full to ring", 48, 32, 128, 4);
+        test_copy_prefix(g, "gemma3");
+        /* a restored ring holds only the window: going back further is refused */
+        ember_context *c = make_ctx(g, 128, 4, 1);
+        ember_token toks[30];
+        for (int i = 0; i < 30; i++) toks[i] = TM_FIRST_PIECE + i % 20;
+        if (c) {
+            ember_eval(c, toks, 30, NULL);
+            size_t size = ember_state_size(c, NULL);
+            uint8_t *buf = malloc(size);
+            ember_state_save(c, NULL, buf, size, NULL);
+            ember_context *d = make_ctx(g, 128, 4, 1);
+            if (d && ember_state_load(d, NULL, buf, size) == EMBER_OK) {
+                /* the state holds the window for position 30 only */
+                CHECK(ember_context_set_pos(d, 29) == EMBER_ERR_INVALID_ARG && ember_context_pos(d) == 30,
+                      "gemma3: rewind past a restored window");
+                CHECK(ember_context_set_pos(d, 30) == EMBER_OK && ember_eval(d, toks, 1, NULL) == EMBER_OK,
+                      "gemma3: going on after a restore");
+            }
+            ember_context_free(d);
+            free(buf);
+            ember_context_free(c);
+        }
+        ember_model_free(g);
+    }
+    gb_free(&img);
+}
+
+/* ---- stop strings and the step API ----------------------------------------- */
+
+typedef struct txt { char s[4096]; size_t n; int calls_after_end; int ended; } txt;
+static int txt_cb(void *ud, ember_token tok, const char *text, size_t len) {
+    txt *t = ud;
+    if (t->ended) t->calls_after_end++;
+    if (tok < 0) t->ended = 1;
+    if (t->n + len < sizeof t->s) { memcpy(t->s + t->n, text, len); t->n += len; }
+    return 0;
+}
+
+/* greedy text of n tokens after the prompt, through ember_generate */
+static ember_stop_reason gen_text(ember_model *m, const char *const *stops, int n_stops, int n, txt *out) {
+    memset(out, 0, sizeof *out);
+    ember_context *c = make_ctx(m, 128, 8, 1);
+    ember_sampler_params sp = ember_sampler_default_params();
+    sp.temperature = 0;
+    ember_sampler *s = NULL;
+    ember_sampler_create(m, &sp, &s);
+    ember_generate_result r;
+    memset(&r, 0, sizeof r);
+    if (c && s) {
+        CHECK(ember_context_set_stop_strings(c, stops, n_stops) == EMBER_OK, "set stop strings");
+        CHECK(ember_generate_text(c, s, "hello world", n, txt_cb, out, &r) == EMBER_OK, "generate");
+    }
+    ember_sampler_free(s);
+    ember_context_free(c);
+    return r.stop;
+}
+
+static void test_stop_strings(ember_model *m) {
+    txt full, got;
+    gen_text(m, NULL, 0, 40, &full);
+    full.s[full.n] = 0;
+    if (full.n < 12) { CHECK(0, "the tiny model generated only %zu bytes", full.n); return; }
+    /* a stop string from the middle of the text: everything before its first
+     * occurrence is passed on, nothing after */
+    char stop[8];
+    memcpy(stop, full.s + full.n / 2, 5);
+    stop[5] = 0;
+    const char *first = strstr(full.s, stop);
+    const char *list[2] = {"\x01never", stop};
+    ember_stop_reason why = gen_text(m, list, 2, 40, &got);
+    CHECK(why == EMBER_STOP_STRING, "stop reason %d", why);
+    CHECK(got.n == (size_t)(first - full.s) && !memcmp(got.s, full.s, got.n),
+          "stop string '%s': %zu bytes passed on, want %zu", stop, got.n, (size_t)(first - full.s));
+    CHECK(got.calls_after_end == 0, "calls after the final flush");
+    /* a stop string that never completes but whose start keeps appearing:
+     * all text passes, none retracted, the held-back tail at the end */
+    char almost[8];
+    memcpy(almost, full.s + full.n - 3, 3);
+    memcpy(almost + 3, "\x02!", 3);
+    const char *list2[1] = {almost};
+    why = gen_text(m, list2, 1, 40, &got);
+    CHECK(why == EMBER_STOP_LENGTH && got.n == full.n && !memcmp(got.s, full.s, full.n), "held-back text lost or changed");
+    /* bad lists */
+    ember_context *c = make_ctx(m, 32, 8, 1);
+    const char *empty[1] = {""};
+    CHECK(c && ember_context_set_stop_strings(c, empty, 1) == EMBER_ERR_INVALID_ARG, "an empty stop string");
+    CHECK(c && ember_context_set_stop_strings(c, NULL, 2) == EMBER_ERR_INVALID_ARG, "NULL list");
+    ember_context_free(c);
+
+    /* the step API gives the same text, token by token */
+    for (int with_stop = 0; with_stop < 2; with_stop++) {
+        c = make_ctx(m, 128, 8, 1);
+        ember_sampler_params sp = ember_sampler_default_params();
+        sp.temperature = 0;
+        ember_sampler *s = NULL;
+        ember_sampler_create(m, &sp, &s);
+        if (!c || !s) { ember_context_free(c); ember_sampler_free(s); return; }
+        if (with_stop) ember_context_set_stop_strings(c, list, 2);
+        ember_token toks[64];
+        int n = tokenize(m, "hello world", toks, 64);
+        ember_eval(c, toks, n, NULL);
+        char buf[512], small[2];
+        ember_step_result r;
+        CHECK(ember_step(c, s, small, sizeof small, &r) == EMBER_ERR_BUFFER_TOO_SMALL, "a small step buffer");
+        CHECK(ember_step_text_size(c) <= sizeof buf, "step text size %zu", ember_step_text_size(c));
+        txt t;
+        memset(&t, 0, sizeof t);
+        int steps = 0;
+        for (; steps < 40; steps++) {
+            if (ember_step(c, s, buf, sizeof buf, &r) != EMBER_OK) break;
+            memcpy(t.s + t.n, buf, r.len);
+            t.n += r.len;
+            if (r.stop) break;
+        }
+        if (with_stop)
+            CHECK(r.stop == EMBER_STOP_STRING && t.n == (size_t)(first - full.s) && !memcmp(t.s, full.s, t.n),
+                  "steps with a stop string: %zu bytes, stop %d", t.n, r.stop);
+        else
+            CHECK(steps == 40 && ember_context_pos(c) == n + 40 && !memcmp(t.s, full.s, t.n) && full.n - t.n < 4,
+                  "40 steps: %zu bytes (generate: %zu)", t.n, full.n);
+        ember_sampler_free(s);
+        ember_context_free(c);
+    }
+}
+
+/* ---- special tokens ------------------------------------------------------- */
+
+/* add_eos_token: EOS after the text when special tokens are asked for, and
+ * counted when the buffer is too small. */
+static void test_add_eos(void) {
+    tm_spec spec = tm_default();
+    spec.add_eos = 1;
+    gb_buf img = {0};
+    ember_model *m = open_spec(&spec, &img, NULL);
+    if (m) {
+        ember_token t[64], plain[64];
+        int n = 0, np = 0;
+        CHECK(ember_tokenize(m, "hello", 5, EMBER_TOKENIZE_ADD_BOS, t, 64, &n) == EMBER_OK, "tokenize");
+        CHECK(ember_tokenize(m, "hello", 5, 0, plain, 64, &np) == EMBER_OK, "tokenize plain");
+        CHECK(n == np + 2 && t[0] == ember_token_bos(m) && t[n - 1] == ember_token_eos(m) &&
+              !memcmp(t + 1, plain, sizeof(ember_token) * np), "BOS + text + EOS: %d vs %d", n, np);
+        CHECK(ember_tokenize(m, "hello", 5, EMBER_TOKENIZE_ADD_BOS, t, n - 1, &np) == EMBER_ERR_BUFFER_TOO_SMALL &&
+              np == n, "a buffer one short: %d, want %d", np, n);
+    }
+    ember_model_free(m);
+    gb_free(&img);
+}
+
+/* ---- logit bias ------------------------------------------------------------ */
+
+static void test_logit_bias(ember_model *m) {
+    int V = ember_n_vocab(m);
+    float *l = calloc((size_t)V, sizeof(float));
+    for (int i = 0; i < V; i++) l[i] = (float)(i % 13);
+    ember_sampler_params sp = ember_sampler_default_params();
+    sp.temperature = 0;
+    ember_logit_bias lb[2] = {{5, 100.0f}, {12, -INFINITY}};
+    sp.logit_bias = lb; sp.n_logit_bias = 1;
+    ember_sampler *s = NULL;
+    CHECK(ember_sampler_create(m, &sp, &s) == EMBER_OK && ember_sampler_sample(s, l) == 5, "a +100 bias wins");
+    ember_sampler_free(s);
+    sp.logit_bias = lb + 1;   /* 12 is the first argmax: banned, 25 next */
+    CHECK(ember_sampler_create(m, &sp, &s) == EMBER_OK && ember_sampler_sample(s, l) == 25, "a banned token");
+    sp.temperature = 5; sp.top_k = 0; sp.top_p = 1; sp.min_p = 0;
+    int seen = 0;
+    ember_sampler_free(s);
+    ember_sampler_create(m, &sp, &s);
+    for (int i = 0; i < 2000 && s; i++) seen += ember_sampler_sample(s, l) == 12;
+    CHECK(seen == 0, "a banned token sampled %d times at temperature 5", seen);
+    ember_sampler_free(s);
+    lb[0].token = V;
+    sp.logit_bias = lb;
+    s = (ember_sampler *)0x1;
+    CHECK(ember_sampler_create(m, &sp, &s) == EMBER_ERR_INVALID_ARG && !s, "a bias for a token outside the vocabulary");
+    free(l);
+}
+
+/* ---- many contexts in one pass --------------------------------------------- */
+
+/* Three contexts with different prompts and sizes stepped together by
+ * ember_eval_multi give the same bits as each stepped alone. */
+static void test_eval_multi_family(const char *family) {
+    tm_spec spec = tm_family(family);
+    gb_buf img = {0};
+    ember_model *m = open_spec(&spec, &img, NULL);
+    if (!m) { gb_free(&img); return; }
+    enum { N = 3, STEPS = 12 };
+    const int V = ember_n_vocab(m), n_ctx[N] = {64, 128, 48}, n_batch[N] = {4, 2, 8}, plen[N] = {5, 11, 2};
+    ember_context *multi[N], *alone[N];
+    int ok = 1;
+    for (int i = 0; i < N; i++) {
+        multi[i] = make_ctx(m, n_ctx[i], n_batch[i], 1 + i % 2);
+        alone[i] = make_ctx(m, n_ctx[i], n_batch[i], 1);
+        ok &= multi[i] && alone[i];
+    }
+    for (int i = 0; ok && i < N; i++) {
+        ember_token p[16];
+        for (int t = 0; t < plen[i]; t++) p[t] = TM_FIRST_PIECE + (t * 3 + i) % 20;
+        ember_eval(multi[i], p, plen[i], NULL);
+        ember_eval(alone[i], p, plen[i], NULL);
+    }
+    int same = 1;
+    for (int step = 0; ok && step < STEPS; step++) {
+        ember_token next[N];
+        for (int i = 0; i < N; i++) {   /* greedy from the multi context's logits */
+            const float *l = ember_get_logits(multi[i]);
+            int best = 0;
+            for (int v = 1; v < V; v++) if (l[v] > l[best]) best = v;
+            next[i] = best;
+            ember_eval(alone[i], &next[i], 1, NULL);
+        }
+        if (ember_eval_multi(multi, next, N) != EMBER_OK) { CHECK(0, "%s: eval_multi: %s", family, ember_context_errmsg(multi[0])); break; }
+        for (int i = 0; i < N; i++)
+            same &= !memcmp(ember_get_logits(multi[i]), ember_get_logits(alone[i]), sizeof(float) * V) &&
+                    ember_context_pos(multi[i]) == ember_context_pos(alone[i]);
+    }
+    CHECK(same, "%s: contexts stepped together differ from each stepped alone", family);
+    if (ok) {
+        ember_token t[N] = {TM_FIRST_PIECE, TM_FIRST_PIECE, V};
+        int before = ember_context_pos(multi[0]);
+        CHECK(ember_eval_multi(multi, t, N) == EMBER_ERR_BAD_TOKEN && ember_context_pos(multi[0]) == before,
+              "%s: a bad token changes nothing", family);
+        ember_context *twice[2] = {multi[0], multi[0]};
+        CHECK(ember_eval_multi(twice, t, 2) == EMBER_ERR_INVALID_ARG, "%s: a context listed twice", family);
+    }
+    for (int i = 0; i < N; i++) { ember_context_free(multi[i]); ember_context_free(alone[i]); }
+    ember_model_free(m);
+    gb_free(&img);
+}
+
+static void test_eval_multi(void) {
+    test_eval_multi_family("llama");
+    test_eval_multi_family("gemma3");
+    test_eval_multi_family("phi3");
+}
+
+/* ---- abort ----------------------------------------------------------------- */
+
+static int abort_after(void *ud) { int *left = ud; return (*left)-- <= 0; }
+
+/* The abort callback stops between layers: EMBER_ERR_CANCELLED, the
+ * positions before the stopped batch kept, and going on from there gives
+ * the same logits as never stopping. */
+static void test_abort(ember_model *m) {
+    ember_token toks[24];
+    for (int i = 0; i < 24; i++) toks[i] = TM_FIRST_PIECE + (i * 5) % 17;
+    int V = ember_n_vocab(m), left = 1000000;
+    float *want = malloc(sizeof(float) * V);
+    if (eval_last(m, toks, 24, 8, 1, want)) { free(want); return; }
+    ember_context_params cp = ember_context_default_params();
+    cp.n_ctx = 64; cp.n_batch = 8; cp.n_threads = 1;
+    cp.abort_callback = abort_after; cp.abort_user_data = &left;
+    ember_context *c = NULL;
+    CHECK(ember_context_create(m, &cp, &c, NULL) == EMBER_OK, "context with an abort callback");
+    if (!c) { free(want); return; }
+    left = 2 + 1;   /* two layers per batch: stops in the second batch */
+    int rc = ember_eval(c, toks, 24, NULL);
+    CHECK(rc == EMBER_ERR_CANCELLED, "aborted eval: %d (%s)", rc, ember_status_string(rc));
+    CHECK(ember_context_pos(c) == 8, "aborted in the second batch: pos %d, want 8", ember_context_pos(c));
+    CHECK(strstr(ember_context_errmsg(c), "abort") != NULL, "message: %s", ember_context_errmsg(c));
+    left = 1000000;
+    rc = ember_eval(c, toks + 8, 16, NULL);
+    CHECK(rc == EMBER_OK && !memcmp(ember_get_logits(c), want, sizeof(float) * V),
+          "going on after an abort gives the uninterrupted logits");
+    ember_context_free(c);
+    free(want);
 }
 
 /* ---- context limits ------------------------------------------------------ */
@@ -491,12 +941,17 @@ static void test_context_limits(ember_model *m) {
     ember_context *c1 = make_ctx(m, 32, 64, 1);
     if (!c1) return;
     float *a = malloc((size_t)V * sizeof(float)), *b = malloc((size_t)V * sizeof(float));
-    for (int i = 0; i < 10; i++) ember_eval(c1, &toks[i], 1, NULL);
+    for (int i = 0; i < 10; i++) {
+        ember_eval(c1, &toks[i], 1, NULL);
+        if (i == 8) memcpy(b, ember_get_logits(c1), (size_t)V * sizeof(float));
+    }
     memcpy(a, ember_get_logits(c1), (size_t)V * sizeof(float));
     ember_eval(c1, toks + 3, 6, NULL);
     CHECK(ember_context_pos(c1) == 16, "pos 16");
-    CHECK(ember_context_set_pos(c1, 9) == EMBER_OK && ember_context_pos(c1) == 9 && ember_get_logits(c1) == NULL,
-          "set_pos 9 clears the logits");
+    CHECK(ember_context_set_pos(c1, 9) == EMBER_OK && ember_context_pos(c1) == 9 && ember_get_logits(c1) &&
+          !memcmp(b, ember_get_logits(c1), (size_t)V * sizeof(float)),
+          "set_pos 9: the logits predict position 9 again");
+    CHECK(!memcmp(ember_context_tokens(c1), toks, 9 * sizeof(ember_token)), "the context's tokens after set_pos");
     ember_eval(c1, &toks[9], 1, NULL);
     CHECK(!memcmp(a, ember_get_logits(c1), (size_t)V * sizeof(float)), "rollback: single-token logits differ");
     /* batched: all 10 at once vs rollback to 4 and 6 more */
@@ -1137,6 +1592,12 @@ int main(void) {
     test_files(&img);
     test_packed_load();
     test_families_eval();
+    test_abort(m);
+    test_eval_multi();
+    test_logit_bias(m);
+    test_add_eos();
+    test_stop_strings(m);
+    test_state(m);
     test_context_limits(m);
     test_bad_tokens(m);
     test_nonfinite();
