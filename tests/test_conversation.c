@@ -27,15 +27,21 @@ static int collect(void *ud, ember_token tok, const char *t, size_t n) {
     return 0;
 }
 
+/* The rendered prompt's tokens as ember.h tells callers to make them:
+ * special-token text parsed, BOS first where the model asks for it and the
+ * text does not already start with it, no EOS. */
 static ember_token *tokenize_prompt(ember_model *m, const char *s, int *n) {
-    ember_token bos = ember_token_bos(m);
+    ember_token bos = ember_token_bos(m), first[2];
+    int n0 = 0;
     char bos_text[64] = "";
     int bl = bos >= 0 ? ember_token_to_piece(m, bos, -1, EMBER_TOKENIZE_SPECIAL, bos_text, sizeof bos_text - 1) : 0;
     bos_text[bl > 0 && bl < 64 ? bl : 0] = 0;
-    int flags = EMBER_TOKENIZE_SPECIAL | (bos_text[0] && !strncmp(s, bos_text, strlen(bos_text)) ? 0 : EMBER_TOKENIZE_ADD_BOS);
-    ember_tokenize(m, s, strlen(s), flags, NULL, 0, n);
-    ember_token *t = malloc(sizeof *t * (size_t)(*n + 1));
-    ember_tokenize(m, s, strlen(s), flags, t, *n, n);
+    int wants_bos = ember_tokenize(m, "", 0, EMBER_TOKENIZE_ADD_BOS, first, 2, &n0) == EMBER_OK && n0 > 0 && first[0] == bos;
+    int add = wants_bos && !(bos_text[0] && !strncmp(s, bos_text, strlen(bos_text)));
+    ember_tokenize(m, s, strlen(s), EMBER_TOKENIZE_SPECIAL, NULL, 0, n);
+    ember_token *t = malloc(sizeof *t * (size_t)(*n + 2));
+    ember_tokenize(m, s, strlen(s), EMBER_TOKENIZE_SPECIAL, t + add, *n, n);
+    if (add) { t[0] = bos; (*n)++; }
     return t;
 }
 
