@@ -1,7 +1,8 @@
 /* ember - command-line front end (uses only the public API in ember.h).
  *
  *   ember -m MODEL -p PROMPT -n N [sampling flags]   generate text
- *   ember chat -m MODEL                              chat on stdin/stdout
+ *   ember chat -m MODEL [--system TEXT]              chat on stdin/stdout
+ *   ember template -m MODEL -f MESSAGES.json         print a rendered chat prompt
  *   ember perplexity -m MODEL -f TEXT [-c CTX]       llama.cpp-style perplexity
  *   ember tokenize -m MODEL (-p TEXT | -f FILE)      print token ids
  *   ember info -m MODEL                              hyperparameters, memory
@@ -30,6 +31,8 @@ typedef struct options {
     const char *state_save, *state_load;
     const char *stops[16];
     int n_stops;
+    const char *chat_template, *system;                 /* chat, template */
+    int no_think, no_generation_prompt, context_shift;
     ember_sampler_params sp;
 } options;
 
@@ -38,7 +41,7 @@ static double now_s(void);
 static void usage(FILE *out) {
     fprintf(out,
         "usage: ember [COMMAND] -m MODEL [options]\n"
-        "commands: generate (default), chat, perplexity, tokenize, info, bench\n"
+        "commands: generate (default), chat, template, perplexity, tokenize, info, bench\n"
         "  -m, --model FILE        GGUF model\n"
         "  -p, --prompt TEXT       prompt (bench: prompt tokens, default 128)\n"
         "  -f, --file FILE         read the prompt / text from FILE\n"
@@ -66,7 +69,14 @@ static void usage(FILE *out) {
         "  --state-save FILE       after generating, save the context and sampler to FILE\n"
         "  --state-load FILE       before generating, restore them from FILE (then -p is\n"
         "                          appended without BOS; without -p generation continues)\n"
-        "  -v, --verbose           (tokenize) report the encoding speed on stderr\n");
+        "  -v, --verbose           (tokenize) report the encoding speed on stderr\n"
+        "  --template NAME         (chat, template) chat format instead of the model's\n"
+        "                          tokenizer.chat_template (llama3, chatml, qwen3, ...)\n"
+        "  --system TEXT           (chat) system message\n"
+        "  --no-think              (chat, template) Qwen3: answer without thinking\n"
+        "  --no-generation-prompt  (template) do not end with the assistant's header\n"
+        "  --context-shift         (chat) when the context is full, drop the oldest\n"
+        "                          turns and go on (default: stop with an error)\n");
 }
 
 static int die(const char *fmt, ...) {
@@ -152,6 +162,11 @@ static int parse_args(int argc, char **argv, options *o) {
         else if (!strcmp(a, "--mmap")) o->load_mode = EMBER_LOAD_MMAP;
         else if (!strcmp(a, "--no-mmap")) o->load_mode = EMBER_LOAD_READ;
         else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) o->verbose = 1;
+        else if (!strcmp(a, "--template")) { NEED_VALUE(); o->chat_template = v; }
+        else if (!strcmp(a, "--system")) { NEED_VALUE(); o->system = v; }
+        else if (!strcmp(a, "--no-think")) o->no_think = 1;
+        else if (!strcmp(a, "--no-generation-prompt")) o->no_generation_prompt = 1;
+        else if (!strcmp(a, "--context-shift")) o->context_shift = 1;
         else if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); exit(0); }
         else { die("unknown option '%s' (see --help)", a); return -1; }
     }
@@ -320,46 +335,271 @@ static int cmd_generate(const options *o) {
 
 /* ---- chat ------------------------------------------------------------------ */
 
+/* "ember: unknown chat template ...; known: a, b, c" in one line. */
+static int die_chat(const char *what, const char *msg) {
+    char names[512] = "";
+    size_t n = 0;
+    for (int i = 0; ember_chat_template_name(i) && n + 1 < sizeof names; i++)
+        n += (size_t)snprintf(names + n, sizeof names - n, "%s%s", i ? ", " : "", ember_chat_template_name(i));
+    return die("%s: %s (built-in formats for --template: %s)", what, msg, names);
+}
+
+static ember_chat_params chat_params(const options *o) {
+    ember_chat_params p = ember_chat_default_params();
+    p.template_name = o->chat_template;
+    p.enable_thinking = !o->no_think;
+    p.add_generation_prompt = !o->no_generation_prompt;
+    return p;
+}
+
+/* Drop the oldest turn (a user message and the replies after it), keeping
+ * a leading system message.  0 if there was an earlier turn to drop. */
+static int drop_oldest_turn(ember_chat *chat) {
+    int first = ember_chat_n_messages(chat) > 0 && !strcmp(ember_chat_message_at(chat, 0)->role, "system");
+    int end = first + 1, n = ember_chat_n_messages(chat);
+    while (end < n && strcmp(ember_chat_message_at(chat, end)->role, "user")) end++;
+    if (end >= n) return -1;   /* only the newest message is left */
+    return ember_chat_erase(chat, first, end - first);
+}
+
 static int cmd_chat(const options *o) {
     ember_model *m;
     ember_context *c;
     ember_sampler *s;
+    ember_chat *chat;
+    ember_error err;
     if (open_model(o, &m)) return 1;
     if (open_context(o, m, o->n_ctx, &c)) { ember_model_free(m); return 1; }
     if (ember_sampler_create(m, &o->sp, &s) != EMBER_OK) { ember_context_free(c); ember_model_free(m); return die("bad sampling parameters"); }
-    char name[32] = "";
-    ember_model_meta(m, "tokenizer.ggml.pre", name, sizeof name);
-    int llama3 = strcmp(name, "llama-bpe") == 0;
-    fprintf(stderr, "ember chat: type a message, an empty line or EOF ends the chat.\n");
-    char line[4096];
-    int first = 1, rc = 0;
-    for (;;) {
-        fprintf(stderr, "> ");
-        if (!fgets(line, sizeof line, stdin)) break;
-        size_t l = strlen(line);
+    ember_chat_params cp = chat_params(o);
+    cp.add_generation_prompt = 1;
+    if (ember_chat_create(m, c, &cp, &chat, &err) != EMBER_OK) {
+        ember_sampler_free(s); ember_context_free(c); ember_model_free(m);
+        return die_chat("cannot chat with this model", err.message);
+    }
+    int rc = o->system ? ember_chat_add(chat, "system", o->system) : 0;
+    int tty = isatty(0);   /* the prompts are for a person typing, not for piped input */
+    if (tty) fprintf(stderr, "ember chat: type a message, an empty line or EOF ends the chat.\n");
+    char *line = NULL;
+    size_t cap = 0;
+    int n_predict = o->n_predict < 0 ? 256 : o->n_predict;
+    while (!rc) {
+        if (tty) fprintf(stderr, "> ");
+        ssize_t l = getline(&line, &cap, stdin);
+        if (l < 0) break;
         while (l && (line[l - 1] == '\n' || line[l - 1] == '\r')) line[--l] = 0;
         if (!l) break;
-        char turn[4400];
-        if (llama3)
-            snprintf(turn, sizeof turn, "%s<|start_header_id|>user<|end_header_id|>\n\n%s<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
-                     first ? "<|begin_of_text|>" : "", line);
-        else
-            snprintf(turn, sizeof turn, "%sUser: %s\nAssistant:", first ? "" : "\n", line);
-        int flags = (first && !llama3 ? EMBER_TOKENIZE_ADD_BOS : 0) | EMBER_TOKENIZE_SPECIAL;
-        ember_token *toks;
-        int n;
-        if (tokenize_all(m, turn, strlen(turn), flags, &toks, &n)) { rc = 1; break; }
+        if (ember_chat_add(chat, "user", line)) { rc = die("out of memory"); break; }
         ember_generate_result res;
-        int n_predict = o->n_predict < 0 ? 256 : o->n_predict;
-        int st = ember_generate(c, s, toks, n, n_predict, print_token, NULL, &res);
-        free(toks);
+        int st;
+        while ((st = ember_chat_respond(chat, s, n_predict, print_token, NULL, &res)) == EMBER_ERR_CONTEXT_FULL) {
+            if (!o->context_shift) {
+                rc = die("the conversation no longer fits in the context of %d positions (-c): %s; "
+                         "use --context-shift to drop the oldest turns", ember_context_n_ctx(c), ember_chat_errmsg(chat));
+                break;
+            }
+            if (drop_oldest_turn(chat)) {
+                rc = die("this message does not fit in the context of %d positions even alone", ember_context_n_ctx(c));
+                break;
+            }
+            fprintf(stderr, "ember: context full, dropped the oldest turn\n");
+        }
+        if (rc) break;
         putchar('\n');
-        if (st != EMBER_OK) { rc = die("%s", ember_context_errmsg(c)); break; }
-        if (res.stop == EMBER_STOP_CONTEXT_FULL) { fprintf(stderr, "ember: the context is full\n"); break; }
-        first = 0;
+        fflush(stdout);
+        if (st != EMBER_OK) { rc = die("%s", ember_chat_errmsg(chat)); break; }
+        if (res.stop == EMBER_STOP_CONTEXT_FULL) {
+            if (!o->context_shift) {
+                rc = die("the context of %d positions filled during the reply; use --context-shift to drop the "
+                         "oldest turns and go on", ember_context_n_ctx(c));
+                break;
+            }
+            fprintf(stderr, "ember: the context filled during the reply; the oldest turns go next turn\n");
+        }
     }
+    free(line);
+    ember_chat_free(chat);
     ember_sampler_free(s);
     ember_context_free(c);
+    ember_model_free(m);
+    return rc ? 1 : 0;
+}
+
+/* ---- template ---------------------------------------------------------------- */
+
+/* A reader for exactly [{"role": "...", "content": "..."}, ...]. */
+typedef struct json_in {
+    const char *p, *start, *end, *path;
+    char err[200];
+} json_in;
+
+static int json_fail(json_in *j, const char *what) {
+    int line = 1, col = 1;
+    for (const char *q = j->start; q < j->p; q++) {
+        if (*q == '\n') { line++; col = 1; } else col++;
+    }
+    snprintf(j->err, sizeof j->err, "%s: line %d, column %d: %s", j->path, line, col, what);
+    return -1;
+}
+
+static void json_ws(json_in *j) {
+    while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r')) j->p++;
+}
+
+static int json_hex4(json_in *j, unsigned *v) {
+    *v = 0;
+    for (int i = 0; i < 4; i++, j->p++) {
+        char c = j->p < j->end ? *j->p : 0;
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        if (d < 0) return json_fail(j, "bad \\u escape (4 hex digits expected)");
+        *v = *v * 16 + (unsigned)d;
+    }
+    return 0;
+}
+
+/* A JSON string into a new NUL-terminated UTF-8 buffer (NUL escapes are refused). */
+static int json_string(json_in *j, char **out) {
+    *out = NULL;
+    if (j->p >= j->end || *j->p != '"') return json_fail(j, "a string was expected");
+    j->p++;
+    size_t cap = 64, n = 0;
+    char *s = malloc(cap);
+    for (;;) {
+        if (!s) return json_fail(j, "out of memory");
+        if (n + 8 > cap) { char *t = realloc(s, cap *= 2); if (!t) { free(s); return json_fail(j, "out of memory"); } s = t; }
+        if (j->p >= j->end) { free(s); return json_fail(j, "the string is not closed"); }
+        unsigned char c = (unsigned char)*j->p++;
+        if (c == '"') break;
+        if (c < 0x20) { j->p--; free(s); return json_fail(j, "a control character inside a string (escape it)"); }
+        if (c != '\\') { s[n++] = (char)c; continue; }
+        char e = j->p < j->end ? *j->p++ : 0;
+        unsigned u, lo;
+        switch (e) {
+        case '"': s[n++] = '"'; break;
+        case '\\': s[n++] = '\\'; break;
+        case '/': s[n++] = '/'; break;
+        case 'b': s[n++] = '\b'; break;
+        case 'f': s[n++] = '\f'; break;
+        case 'n': s[n++] = '\n'; break;
+        case 'r': s[n++] = '\r'; break;
+        case 't': s[n++] = '\t'; break;
+        case 'u':
+            if (json_hex4(j, &u)) { free(s); return -1; }
+            if (u >= 0xD800 && u < 0xDC00) {   /* a surrogate pair */
+                if (j->end - j->p < 6 || j->p[0] != '\\' || j->p[1] != 'u') { free(s); return json_fail(j, "a lone surrogate in \\u escapes"); }
+                j->p += 2;
+                if (json_hex4(j, &lo)) { free(s); return -1; }
+                if (lo < 0xDC00 || lo > 0xDFFF) { free(s); return json_fail(j, "a lone surrogate in \\u escapes"); }
+                u = 0x10000 + ((u - 0xD800) << 10) + (lo - 0xDC00);
+            } else if (u >= 0xDC00 && u < 0xE000) {
+                free(s);
+                return json_fail(j, "a lone surrogate in \\u escapes");
+            }
+            if (u == 0) { free(s); return json_fail(j, "\\u0000 is not allowed (messages are C strings)"); }
+            if (u < 0x80) s[n++] = (char)u;
+            else if (u < 0x800) { s[n++] = (char)(0xC0 | u >> 6); s[n++] = (char)(0x80 | (u & 63)); }
+            else if (u < 0x10000) { s[n++] = (char)(0xE0 | u >> 12); s[n++] = (char)(0x80 | (u >> 6 & 63)); s[n++] = (char)(0x80 | (u & 63)); }
+            else { s[n++] = (char)(0xF0 | u >> 18); s[n++] = (char)(0x80 | (u >> 12 & 63)); s[n++] = (char)(0x80 | (u >> 6 & 63)); s[n++] = (char)(0x80 | (u & 63)); }
+            break;
+        default: j->p--; free(s); return json_fail(j, "an unknown escape");
+        }
+    }
+    s[n] = 0;
+    *out = s;
+    return 0;
+}
+
+static void free_messages(ember_chat_message *m, int n) {
+    for (int i = 0; i < n; i++) { free((void *)m[i].role); free((void *)m[i].content); }
+    free(m);
+}
+
+static int json_messages(json_in *j, ember_chat_message **out, int *n_out) {
+    ember_chat_message *m = NULL;
+    int n = 0, cap = 0;
+    *out = NULL;
+    *n_out = 0;
+    json_ws(j);
+    if (j->p >= j->end || *j->p != '[') return json_fail(j, "expected '[' (a list of {\"role\": ..., \"content\": ...} objects)");
+    j->p++;
+    json_ws(j);
+    if (j->p < j->end && *j->p == ']') j->p++;
+    else for (;;) {
+        if (n == cap) {
+            ember_chat_message *t = realloc(m, sizeof *m * (size_t)(cap = cap ? cap * 2 : 8));
+            if (!t) { free_messages(m, n); return json_fail(j, "out of memory"); }
+            m = t;
+        }
+        m[n].role = m[n].content = NULL;
+        n++;
+        json_ws(j);
+        if (j->p >= j->end || *j->p != '{') { free_messages(m, n); return json_fail(j, "expected '{' (a message object)"); }
+        j->p++;
+        for (int first = 1;; first = 0) {
+            json_ws(j);
+            if (j->p < j->end && *j->p == '}' && first) break;
+            char *key, *val;
+            if (json_string(j, &key)) { free_messages(m, n); return -1; }
+            const char **slot = !strcmp(key, "role") ? &m[n - 1].role : !strcmp(key, "content") ? &m[n - 1].content : NULL;
+            free(key);
+            if (!slot) { free_messages(m, n); return json_fail(j, "unknown key (a message has only \"role\" and \"content\")"); }
+            if (*slot) { free_messages(m, n); return json_fail(j, "a key appears twice"); }
+            json_ws(j);
+            if (j->p >= j->end || *j->p != ':') { free_messages(m, n); return json_fail(j, "expected ':'"); }
+            j->p++;
+            json_ws(j);
+            if (json_string(j, &val)) { free_messages(m, n); return -1; }
+            *slot = val;
+            json_ws(j);
+            if (j->p < j->end && *j->p == ',') { j->p++; continue; }
+            if (j->p < j->end && *j->p == '}') break;
+            free_messages(m, n);
+            return json_fail(j, "expected ',' or '}'");
+        }
+        j->p++;
+        if (!m[n - 1].role || !m[n - 1].content) { free_messages(m, n); return json_fail(j, "a message needs both \"role\" and \"content\""); }
+        json_ws(j);
+        if (j->p < j->end && *j->p == ',') { j->p++; continue; }
+        if (j->p < j->end && *j->p == ']') { j->p++; break; }
+        free_messages(m, n);
+        return json_fail(j, "expected ',' or ']'");
+    }
+    json_ws(j);
+    if (j->p != j->end) { free_messages(m, n); return json_fail(j, "text after the closing ']'"); }
+    *out = m;
+    *n_out = n;
+    return 0;
+}
+
+static int cmd_template(const options *o) {
+    if (!o->file) return die("template needs the messages: -f MESSAGES.json ([{\"role\": \"user\", \"content\": \"...\"}])");
+    size_t len;
+    char *text = read_file(o->file, &len);
+    if (!text) return die("cannot read '%s': %s", o->file, strerror(errno));
+    json_in j = {text, text, text + len, o->file, ""};
+    ember_chat_message *msgs;
+    int n;
+    if (json_messages(&j, &msgs, &n)) { free(text); return die("%s", j.err); }
+    free(text);
+    ember_model *m;
+    if (open_model_ex(o, 1, &m)) { free_messages(msgs, n); return 1; }   /* the vocabulary is all it needs */
+    ember_chat_params cp = chat_params(o);
+    ember_error err;
+    int rc = 1, need = ember_chat_apply(m, &cp, msgs, n, NULL, 0, &err);
+    if (need < 0) {
+        if (need == EMBER_ERR_UNSUPPORTED || need == EMBER_ERR_MISSING) die_chat("cannot render the chat", err.message);
+        else die("cannot render the chat: %s", err.message);
+    } else {
+        char *out = malloc((size_t)need + 1);
+        if (!out) die("out of memory");
+        else {
+            ember_chat_apply(m, &cp, msgs, n, out, (size_t)need + 1, &err);
+            fwrite(out, 1, (size_t)need, stdout);
+            rc = 0;
+            free(out);
+        }
+    }
+    free_messages(msgs, n);
     ember_model_free(m);
     return rc;
 }
@@ -712,6 +952,7 @@ int main(int argc, char **argv) {
     if (parse_args(argc, argv, &o)) return 1;
     if (!strcmp(o.command, "generate")) return cmd_generate(&o);
     if (!strcmp(o.command, "chat")) return cmd_chat(&o);
+    if (!strcmp(o.command, "template")) return cmd_template(&o);
     if (!strcmp(o.command, "perplexity")) return cmd_perplexity(&o);
     if (!strcmp(o.command, "tokenize")) return cmd_tokenize(&o);
     if (!strcmp(o.command, "info")) return cmd_info(&o);

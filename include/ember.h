@@ -427,6 +427,116 @@ EMBER_API int ember_perplexity(ember_context *ctx, const char *text, size_t len,
                                ember_progress_callback cb, void *user_data,
                                ember_perplexity_result *result);
 
+/* ---- chat ------------------------------------------------------------------- */
+
+/* A conversation is a list of messages; role is "system", "user",
+ * "assistant" (or another role the model's template knows, e.g. "tool").
+ * Both strings are NUL-terminated UTF-8. */
+typedef struct ember_chat_message {
+    const char *role;
+    const char *content;
+} ember_chat_message;
+
+typedef struct ember_chat_params {
+    const char *template_name; /* NULL: the model's tokenizer.chat_template.
+                                  Else a built-in format name ("llama3",
+                                  "chatml", "qwen3", ...: see
+                                  ember_chat_template_name) or a Jinja
+                                  template text to recognise             */
+    int add_generation_prompt; /* 1 (default): end with the assistant's
+                                  header, so the model writes the reply   */
+    int enable_thinking;       /* 1 (default); 0 = Qwen3's
+                                  enable_thinking=false (an empty think
+                                  block); formats without thinking ignore it */
+    const char *date;          /* "YYYY-MM-DD" for the templates that print
+                                  today's date (Llama 3.2, Granite 3.3);
+                                  NULL = today, local time               */
+    const char *bos_token, *eos_token; /* the text templates print for BOS
+                                  and EOS; NULL = the model's tokens ("" if
+                                  there is no model)                      */
+    const ember_allocator *allocator;  /* NULL = libc                      */
+} ember_chat_params;
+
+/* Defaults: the model's template, generation prompt on, thinking on,
+ * today's date, the model's BOS/EOS, libc allocation.  Thread-safe. */
+EMBER_API ember_chat_params ember_chat_default_params(void);
+
+/* Render messages as the prompt text the model was trained on, in its chat
+ * format: the format of the model's tokenizer.chat_template (recognised by
+ * marker strings as llama.cpp does, then rendered by ember's built-in
+ * renderer, byte for byte as the Jinja template renders plain text
+ * messages), or the one params->template_name names.  An unrecognised or
+ * missing template is an error (EMBER_ERR_UNSUPPORTED / EMBER_ERR_MISSING)
+ * whose message says why; no format is guessed (ember_chat_template_name
+ * lists the formats a caller may name instead).  A conversation the
+ * template itself refuses (e.g. roles that do not alternate where it
+ * requires them, a system message for Gemma 2) fails with
+ * EMBER_ERR_INVALID_ARG.  model may be NULL if template_name is given (then
+ * BOS/EOS text come from params or are "").  Works on vocab_only models.
+ * Like ember_detokenize: returns the full length and writes at most size-1
+ * bytes and a NUL (buf may be NULL when size is 0), or a negative status
+ * with err's message.  The output holds special-token text ("<|im_start|>",
+ * the BOS text...): tokenize it with EMBER_TOKENIZE_SPECIAL, and put BOS
+ * first only if the model asks for one and the text does not start with it
+ * (never EOS at the end: ember_chat does this).
+ * Thread-safe (reads the model only). */
+EMBER_API int ember_chat_apply(const ember_model *model, const ember_chat_params *params,
+                               const ember_chat_message *messages, int n_messages,
+                               char *buf, size_t size, ember_error *err);
+
+/* The built-in format a Jinja template text is recognised as ("qwen3"), or
+ * NULL.  Static strings.  Thread-safe. */
+EMBER_API const char *ember_chat_template_detect(const char *template_text);
+/* The i-th built-in format name, NULL past the last.  Thread-safe. */
+EMBER_API const char *ember_chat_template_name(int i);
+
+/* A conversation that keeps its context's KV cache between turns: each
+ * reply renders the whole conversation, keeps the tokens the context already
+ * holds up to the first difference (rolling back with ember_context_set_pos
+ * where the template renders earlier turns differently, as Qwen3 drops old
+ * reasoning), and evaluates only the rest.  While it lives, the chat owns
+ * the context's cache: other use of ctx (set_pos, eval) is allowed but
+ * costs re-evaluation.  One thread at a time, like its context. */
+typedef struct ember_chat ember_chat;
+
+/* Create a conversation for ctx, which must be a context of model.  params
+ * may be NULL (defaults); its strings are copied, so they need not outlive
+ * the call; the model and the context must outlive the chat.  Fails at once
+ * (and sets *out_chat to NULL) if the template cannot be rendered.  Memory
+ * comes from params->allocator.  Thread-safe on a shared model; the chat is
+ * then used like its context, by one thread at a time. */
+EMBER_API int ember_chat_create(const ember_model *model, ember_context *ctx,
+                                const ember_chat_params *params,
+                                ember_chat **out_chat, ember_error *err);
+/* Free the chat and its messages (not the model, context or sampler).
+ * NULL is allowed. */
+EMBER_API void ember_chat_free(ember_chat *chat);
+
+/* Append a message (role and content are copied).  The functions below use
+ * the chat (and respond its context) from one thread at a time. */
+EMBER_API int ember_chat_add(ember_chat *chat, const char *role, const char *content);
+/* Remove count messages from index first (e.g. the oldest turns when the
+ * context is full).  The next reply re-evaluates from the first change. */
+EMBER_API int ember_chat_erase(ember_chat *chat, int first, int count);
+EMBER_API int ember_chat_n_messages(const ember_chat *chat);
+/* Message i (0-based), or NULL; valid until the chat changes. */
+EMBER_API const ember_chat_message *ember_chat_message_at(const ember_chat *chat, int i);
+
+/* Generate the assistant's reply to the conversation (streamed through cb,
+ * as ember_generate does, up to n_predict tokens; cb may be NULL, or return
+ * nonzero to stop early) and append it as an "assistant" message.  sampler
+ * is the caller's and may be shared by several chats used in turn.  If the
+ * rendered conversation does not fit in the context, fails with
+ * EMBER_ERR_CONTEXT_FULL and changes nothing: erase earlier turns and call
+ * again.  A reply cut by a full context stops with
+ * result->stop = EMBER_STOP_CONTEXT_FULL (and is appended as far as it
+ * got).  Errors are described by ember_chat_errmsg(). */
+EMBER_API int ember_chat_respond(ember_chat *chat, ember_sampler *sampler, int n_predict,
+                                 ember_token_callback cb, void *user_data,
+                                 ember_generate_result *result);
+/* The message for the chat's last failure ("" if none). */
+EMBER_API const char *ember_chat_errmsg(const ember_chat *chat);
+
 /* ---- system ----------------------------------------------------------------- */
 
 /* The SIMD kernel set ember uses on this CPU ("avx512", "avx2", "neon",

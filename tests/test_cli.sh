@@ -117,6 +117,100 @@ check "same seed, same output (threads 1 vs 2, batch 64 vs 3)" cmp -s "$T/s1" "$
 check "generation into a full context exits 0" test $? -eq 0
 check "context full reported" grep -q 'stop: context full' "$T/full.err"
 
+# ---- chat and template --------------------------------------------------------
+# GGUF copies of the demo model with chat templates in their metadata (made
+# per run, they are small): a full one with ChatML, vocabulary-only ones with Qwen3's template
+# and with a template ember does not know.
+CHAT=$BUILD/cli/chat
+TPL=tests/data/chat_templates
+mkdir -p "$CHAT"
+printf '{%% for m in messages %%}{{ m.role }}: {{ m.content }}\n{%% endfor %%}' >"$T/unknown.jinja"
+"$PYTHON" tests/chat_gguf.py models/ember-demo.gguf "$CHAT/chatml.gguf" --template "$TPL/chatml.jinja" >/dev/null 2>&1 || fail "chat_gguf chatml"
+"$PYTHON" tests/chat_gguf.py models/ember-demo.gguf "$CHAT/qwen3-vocab.gguf" --template "$TPL/qwen3.jinja" --vocab-only >/dev/null 2>&1 || fail "chat_gguf qwen3"
+"$PYTHON" tests/chat_gguf.py models/ember-demo.gguf "$CHAT/unknown-vocab.gguf" --template "$T/unknown.jinja" --vocab-only >/dev/null 2>&1 || fail "chat_gguf unknown"
+DEMO=models/ember-demo.gguf
+cat >"$T/msgs.json" <<'JSON'
+[
+  {"role": "system", "content": "Be brief."},
+  {"role": "user", "content": "Hi! caf\u00e9 \ud83d\ude00 \"quoted\"\n"},
+  {"role": "assistant", "content": "<think>\nhm\n</think>\n\nHello."},
+  {"role": "user", "content": "Again?"}
+]
+JSON
+# `ember template` on a vocabulary-only file prints what Jinja renders from the file's own template
+for flags in "" "--no-think" "--no-generation-prompt" "--no-think --no-generation-prompt"; do
+    # shellcheck disable=SC2086
+    "$EMBER" template -m "$CHAT/qwen3-vocab.gguf" -f "$T/msgs.json" $flags >"$T/tpl.out" 2>"$T/err"
+    check "template $flags exits 0: $(head -c 200 "$T/err")" test $? -eq 0
+    "$PYTHON" -c '
+import json, sys, jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+flags = sys.argv[3].split()
+out = env.from_string(open(sys.argv[1], encoding="utf-8").read()).render(
+    messages=json.load(open(sys.argv[2], encoding="utf-8")), bos_token="", eos_token="<|im_end|>", tools=None,
+    add_generation_prompt="--no-generation-prompt" not in flags, enable_thinking="--no-think" not in flags)
+sys.stdout.buffer.write(out.encode("utf-8"))' "$TPL/qwen3.jinja" "$T/msgs.json" "$flags" >"$T/tpl.want"
+    check "template $flags on a vocab-only GGUF = Jinja's rendering of its template" cmp -s "$T/tpl.out" "$T/tpl.want"
+done
+"$EMBER" template -m "$CHAT/qwen3-vocab.gguf" -f "$T/msgs.json" --template llama3 >"$T/tpl.out" 2>/dev/null
+check "template --template llama3 overrides the file's template" grep -q '^<|endoftext|><|start_header_id|>system<|end_header_id|>$' "$T/tpl.out"
+expect_error "template without -f" template -m "$CHAT/qwen3-vocab.gguf"
+expect_error "template: missing messages file" template -m "$CHAT/qwen3-vocab.gguf" -f "$T/nope.json"
+expect_error "template: a model without a chat template" template -m "$DEMO" -f "$T/msgs.json"
+expect_error "template: a template ember does not know" template -m "$CHAT/unknown-vocab.gguf" -f "$T/msgs.json"
+expect_error "template: an unknown --template name" template -m "$CHAT/qwen3-vocab.gguf" -f "$T/msgs.json" --template nonesuch
+"$EMBER" template -m "$CHAT/unknown-vocab.gguf" -f "$T/msgs.json" 2>"$T/err" >/dev/null
+check "unknown template: the message lists the built-in names" grep -q 'chatml.*qwen3.*zephyr' "$T/err"
+bad_json() {  # bad_json DESCRIPTION JSON EXPECTED-TEXT
+    printf '%s' "$2" >"$T/bad.json"
+    expect_error "template: $1" template -m "$CHAT/qwen3-vocab.gguf" -f "$T/bad.json"
+    "$EMBER" template -m "$CHAT/qwen3-vocab.gguf" -f "$T/bad.json" 2>"$T/err" >/dev/null
+    check "template: $1: says '$3' with a line and column: $(cat "$T/err")" grep -q "line [0-9]*, column [0-9]*: .*$3" "$T/err"
+}
+bad_json "not a list" '{"role": "user", "content": "x"}' "expected '\['"
+bad_json "unclosed list" '[{"role": "user", "content": "x"}' "expected ',' or '\]'"
+bad_json "trailing comma" '[{"role": "user", "content": "x"},]' "expected '{'"
+bad_json "missing content" '[{"role": "user"}]' "needs both"
+bad_json "unknown key" '[{"role": "user", "content": "x", "name": "y"}]' "unknown key"
+bad_json "number as content" '[{"role": "user", "content": 3}]' "string was expected"
+bad_json "bad escape" '[{"role": "user", "content": "\q"}]' "unknown escape"
+bad_json "lone surrogate" '[{"role": "user", "content": "\ud800x"}]' "lone surrogate"
+bad_json "unclosed string" '[{"role": "user", "content": "x' "not closed"
+bad_json "text after the list" '[] x' "after the closing"
+printf '[]' >"$T/empty.json"
+"$EMBER" template -m "$CHAT/qwen3-vocab.gguf" -f "$T/empty.json" --template chatml >"$T/tpl.out" 2>/dev/null
+check "template: an empty conversation is just the generation prompt" test "$(cat "$T/tpl.out")" = "<|im_start|>assistant"
+
+# `ember chat`: stdin lines are user turns; the first reply is what generation from the rendered prompt gives
+printf 'Hello there\nTell me more\n' >"$T/chat.in"
+"$EMBER" chat -m "$CHAT/chatml.gguf" -n 8 --temp 0 -t 1 --system "Be brief." <"$T/chat.in" >"$T/chat.out" 2>"$T/chat.err"
+check "chat exits 0: $(tail -n 1 "$T/chat.err")" test $? -eq 0
+check "chat prints one line per reply" test "$(wc -l <"$T/chat.out")" -ge 2
+printf '[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there"}]' >"$T/turn1.json"
+"$EMBER" template -m "$CHAT/chatml.gguf" -f "$T/turn1.json" >"$T/turn1.txt" 2>/dev/null
+"$EMBER" -m "$CHAT/chatml.gguf" -f "$T/turn1.txt" --special -n 8 --temp 0 -t 1 >"$T/turn1.gen" 2>/dev/null
+printf '\n' >>"$T/turn1.gen"
+check "chat's first reply = generation from the rendered prompt" \
+    test "$(head -c "$(wc -c <"$T/turn1.gen")" "$T/chat.out" | od -An -c)" = "$(od -An -c <"$T/turn1.gen")"
+printf 'hi\n\nnot read\n' | "$EMBER" chat -m "$CHAT/chatml.gguf" -n 4 --temp 0 -t 1 >"$T/chat.out" 2>/dev/null
+check "an empty line ends the chat" test "$(wc -l <"$T/chat.out")" -eq 1
+expect_error "chat: a model without a chat template" chat -m "$DEMO" -n 4 </dev/null
+printf 'hi\n' | "$EMBER" chat -m "$DEMO" --template zephyr -n 4 --temp 0 >/dev/null 2>&1
+check "chat --template on a model without one" test $? -eq 0
+printf 'Hello there\nTell me more\nAnd more\nAgain more\nmore\nmore\n' >"$T/long.in"
+"$EMBER" chat -m "$CHAT/chatml.gguf" -n 40 --temp 0 -t 1 -c 128 <"$T/long.in" >/dev/null 2>"$T/full.err"
+check "chat into a full context without --context-shift exits non-zero" test $? -ne 0
+check "... saying so and naming --context-shift: $(tail -n 1 "$T/full.err")" grep -q '^ember: .*--context-shift' "$T/full.err"
+"$EMBER" chat -m "$CHAT/chatml.gguf" -n 40 --temp 0 -t 1 -c 128 --context-shift <"$T/long.in" >"$T/shift.out" 2>"$T/shift.err"
+check "chat --context-shift exits 0: $(tail -n 1 "$T/shift.err")" test $? -eq 0
+check "chat --context-shift drops the oldest turns and answers every line" \
+    sh -c "grep -q 'dropped the oldest turn' '$T/shift.err' && test \$(wc -l <'$T/shift.out') -ge 6"
+printf 'Tell me about the weather and everything else, in great detail please, thank you\n' >"$T/huge.in"
+"$EMBER" chat -m "$CHAT/chatml.gguf" -n 8 --temp 0 -t 1 -c 16 --context-shift <"$T/huge.in" >/dev/null 2>"$T/huge.err"
+check "a message that cannot fit even alone exits non-zero" test $? -ne 0
+check "... saying so: $(tail -n 1 "$T/huge.err")" grep -q '^ember: .*does not fit' "$T/huge.err"
+
 # ---- saved state, stop strings, -c 0 ----------------------------------------
 "$EMBER" -m "$MODEL" -p "hello world" -n 20 --temp 0 >"$T/whole" 2>/dev/null
 "$EMBER" -m "$MODEL" -p "hello world" -n 8 --temp 0 --state-save "$T/st" >"$T/part1" 2>/dev/null
@@ -207,6 +301,10 @@ if command -v valgrind >/dev/null 2>&1; then
     vg "generate (mmap, f32 kv)" -m "$MODEL" -p "caf\303\251 \342\202\254" -n 8 -t 1 --mmap --kv-f32
     vg "tokenize" tokenize -m "$MODEL" -f "$T/bytes.txt"
     vg "info" info -m "$MODEL"
+    vg "template" template -m "$CHAT/qwen3-vocab.gguf" -f "$T/msgs.json" --no-think
+    vg "template (bad JSON)" template -m "$CHAT/qwen3-vocab.gguf" -f "$T/bad.json"
+    vg "chat" chat -m "$CHAT/chatml.gguf" -n 6 -t 2 -s 1 --system "Be brief." <"$T/chat.in"
+    vg "chat --context-shift" chat -m "$CHAT/chatml.gguf" -n 40 -t 1 -c 128 --context-shift <"$T/long.in"
     vg "garbage model" -m "$T/garbage.gguf" -p x
     vg "truncated model" -m "$T/truncated.gguf" -p x
 else
