@@ -597,34 +597,63 @@ int ember_grammar_from_strings(const char *const *strings, int n, const ember_al
 
 /* ---- matching ------------------------------------------------------------- */
 
-typedef struct eg_node {
-    uint32_t child, sibling;   /* first child, next sibling (0 = none: node 0 is the root) */
-    int32_t tok;               /* first token whose text ends here (-1: none); more via tok_next */
-    uint8_t byte;
-} eg_node;
+/* Sets of stacks are interned: each distinct set gets an id, and the set
+ * reached from set s by code point c is remembered (a table of 128 for
+ * ASCII, a hash for the rest), so the walk over the vocabulary's trie costs
+ * a lookup per node once the few sets a grammar visits are known.  Inside a
+ * JSON string, say, reading a letter leads back to the same set: after the
+ * first token, every later one is lookups only.  The cache persists across
+ * tokens and is flushed when it grows past EG_CACHE_SETS sets. */
+#define EG_CACHE_SETS 32768u
+#define EG_UNKNOWN (-2)
+#define EG_PARTIAL_KEY 0x80000000u
+#define EG_MASKS 8
 
 struct eg_matcher {
     const ember_allocator *a;
     const ember_grammar *g;
     int n_vocab;
-    /* vocabulary */
+    /* vocabulary: token t's text is text[toff[t] .. toff[t+1]) */
     uint8_t *text;
-    uint32_t *toff;        /* token t: text[toff[t] .. toff[t+1]) */
+    uint32_t *toff;
     uint8_t *is_eog;
     int32_t *eogs;
     int n_eog;
-    eg_node *nodes;
+    /* the trie in depth-first order: node i's subtree is [i, i + tsize[i]),
+     * its first child i + 1, the next sibling of child c is c + tsize[c] */
+    uint8_t *tbyte;
+    uint32_t *tsize;
+    int32_t *ttok;         /* first token whose text ends at the node, or -1 */
+    int32_t *tok_next;     /* further tokens with the same text */
     uint32_t n_nodes;
-    int32_t *tok_next;
-    /* state: the current set of stacks is ar[0 .. cur_end) (each stack: its
-     * length, then positions bottom to top); sets made while matching follow */
+    /* scratch where a set is computed: stacks as [length, positions...] */
     uint32_t *ar;
-    size_t ar_n, ar_cap, cur_end;
-    uint32_t acc;           /* pending UTF-8 bytes: value so far, */
-    int need, seq_len;      /* continuation bytes missing, sequence length */
-    int dead, ended, overflow;
+    size_t ar_n, ar_cap;
+    uint32_t *tmp;         /* one stack: EG_MAX_STACK + 2 positions */
     long work;
-    uint32_t *tmp;          /* EG_MAX_STACK + 2 positions */
+    int overflow;
+    /* interned sets */
+    uint32_t *sd;          /* contents */
+    size_t sd_n, sd_cap;
+    size_t *soff;
+    uint32_t *slen;
+    int32_t **ascii;       /* per set, lazily, for a byte read with nothing
+                              pending: ASCII -> the next set, a lead byte ->
+                              1 if some code point it starts may follow */
+    uint32_t n_sets, cap_sets;
+    uint32_t *stab, stab_cap;        /* content hash -> set id + 1 */
+    uint64_t *tkey;                  /* (set << 32 | code) -> tval */
+    int32_t *tval;
+    uint32_t tcap, tn;
+    /* the last masks made, by (set, pending bytes): a parse position
+     * recurs often (inside a string, between JSON values) */
+    struct eg_mask_entry { int32_t set; uint32_t pending; int count; uint32_t used; uint8_t *mask; } masks[EG_MASKS];
+    uint32_t mask_clock;
+    /* the parse position */
+    int32_t cur;           /* current set, -1: dead (nothing allowed) */
+    uint32_t acc;          /* pending UTF-8 bytes: value so far, */
+    int need, seq_len;     /* continuation bytes missing, sequence length */
+    int ended;             /* an end-of-generation token was accepted */
 };
 
 static int eg_set_match(const ember_grammar *g, const eg_elem *e, uint32_t cp) {
@@ -709,7 +738,7 @@ static void eg_expand(eg_matcher *m, size_t set_start, uint32_t *st, uint32_t le
 }
 
 /* The set reached from the set ar[off..end) by reading cp: appended to the
- * arena, starting at the returned offset (empty if nothing matched). */
+ * scratch, starting at the returned offset (empty if nothing matched). */
 static size_t eg_advance(eg_matcher *m, size_t off, size_t end, uint32_t cp) {
     size_t start = m->ar_n;
     m->work = 0;
@@ -762,126 +791,201 @@ static int eg_utf8_step(uint8_t b, uint32_t *acc, int *need, int *seq_len, uint3
     return 1;
 }
 
-/* Read n bytes from the set ar[off..end) and pending state; on success the
- * resulting set is ar[*out_off .. ar_n) and the pending state is updated. */
-static int eg_read(eg_matcher *m, const uint8_t *s, size_t n, size_t off, size_t end, size_t *out_off, uint32_t *acc,
-                   int *need, int *seq_len) {
-    for (size_t i = 0; i < n; i++) {
-        uint32_t cp;
-        int r = eg_utf8_step(s[i], acc, need, seq_len, &cp);
-        if (r < 0) return 0;
-        if (r == 0) {
-            if (!eg_partial_ok(m, off, end, *acc, *need, *seq_len)) return 0;
-            continue;
+/* ---- the set cache ---- */
+
+static uint32_t eg_hash_words(const uint32_t *w, size_t n) {
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++) { h ^= w[i]; h *= 16777619u; h ^= h >> 15; }
+    return h;
+}
+static uint32_t eg_hash_key(uint64_t k) {
+    k ^= k >> 33; k *= 0xff51afd7ed558ccdull; k ^= k >> 33;
+    return (uint32_t)k;
+}
+
+static void eg_cache_clear(eg_matcher *m) {
+    for (int i = 0; i < EG_MASKS; i++) m->masks[i].set = -1;
+    for (uint32_t i = 0; i < m->n_sets; i++) ec_free(m->a, m->ascii[i]);
+    m->n_sets = 0;
+    m->sd_n = 0;
+    m->tn = 0;
+    if (m->stab) memset(m->stab, 0, m->stab_cap * sizeof *m->stab);
+    if (m->tkey) memset(m->tkey, 0xFF, m->tcap * sizeof *m->tkey);
+}
+
+/* The id of the set with these contents (n words), added if new; -1 for
+ * the empty set or when memory runs out (then overflow is set). */
+static int32_t eg_intern(eg_matcher *m, const uint32_t *w, size_t n) {
+    if (n == 0) return -1;
+    if (m->n_sets + 1 > m->stab_cap / 2) {   /* grow the hash to keep it half empty */
+        uint32_t cap = m->stab_cap ? m->stab_cap * 2 : 1024;
+        uint32_t *t = ec_calloc(m->a, cap, sizeof *t);
+        if (!t) { m->overflow = 1; return -1; }
+        for (uint32_t i = 0; i < m->n_sets; i++) {
+            uint32_t h = eg_hash_words(m->sd + m->soff[i], m->slen[i]) & (cap - 1);
+            while (t[h]) h = (h + 1) & (cap - 1);
+            t[h] = i + 1;
         }
-        size_t start = eg_advance(m, off, end, cp);
-        if (m->overflow || start == m->ar_n) return 0;
-        off = start;
-        end = m->ar_n;
+        ec_free(m->a, m->stab);
+        m->stab = t;
+        m->stab_cap = cap;
     }
-    *out_off = off;
-    return 1;
+    uint32_t h = eg_hash_words(w, n) & (m->stab_cap - 1);
+    for (; m->stab[h]; h = (h + 1) & (m->stab_cap - 1)) {
+        uint32_t id = m->stab[h] - 1;
+        if (m->slen[id] == n && memcmp(m->sd + m->soff[id], w, n * sizeof *w) == 0) return (int32_t)id;
+    }
+    if (m->n_sets + 1 > m->cap_sets) {
+        uint32_t cap = m->cap_sets ? m->cap_sets * 2 : 256;
+        size_t *so = ec_realloc(m->a, m->soff, (size_t)cap * sizeof *so);
+        if (so) m->soff = so;
+        uint32_t *sl = so ? ec_realloc(m->a, m->slen, (size_t)cap * sizeof *sl) : NULL;
+        if (sl) m->slen = sl;
+        int32_t **as = sl ? ec_realloc(m->a, m->ascii, (size_t)cap * sizeof *as) : NULL;
+        if (!as) { m->overflow = 1; return -1; }
+        m->ascii = as;
+        m->cap_sets = cap;
+    }
+    if (m->sd_n + n > m->sd_cap) {
+        size_t c = m->sd_cap ? m->sd_cap : 4096;
+        while (c < m->sd_n + n) c *= 2;
+        uint32_t *q = ec_realloc(m->a, m->sd, c * sizeof *q);
+        if (!q) { m->overflow = 1; return -1; }
+        m->sd = q;
+        m->sd_cap = c;
+    }
+    uint32_t id = m->n_sets++;
+    m->soff[id] = m->sd_n;
+    m->slen[id] = (uint32_t)n;
+    m->ascii[id] = NULL;
+    memcpy(m->sd + m->sd_n, w, n * sizeof *w);
+    m->sd_n += n;
+    m->stab[h] = id + 1;
+    return (int32_t)id;
 }
 
-static int eg_accepting(const eg_matcher *m) {
-    if (m->dead || m->ended || m->need) return 0;
-    for (size_t o = 0; o < m->cur_end; o += 1 + m->ar[o])
-        if (m->ar[o] == 0) return 1;
-    return 0;
+static int32_t *eg_tr_slot(eg_matcher *m, uint64_t key, int *found) {
+    if (m->tn + 1 > m->tcap / 2) {
+        uint32_t cap = m->tcap ? m->tcap * 2 : 4096;
+        uint64_t *k = ec_malloc(m->a, (size_t)cap * sizeof *k);
+        int32_t *v = ec_malloc(m->a, (size_t)cap * sizeof *v);
+        if (!k || !v) { ec_free(m->a, k); ec_free(m->a, v); m->overflow = 1; return NULL; }
+        memset(k, 0xFF, (size_t)cap * sizeof *k);
+        for (uint32_t i = 0; i < m->tcap; i++) {
+            if (m->tkey[i] == UINT64_MAX) continue;
+            uint32_t h = eg_hash_key(m->tkey[i]) & (cap - 1);
+            while (k[h] != UINT64_MAX) h = (h + 1) & (cap - 1);
+            k[h] = m->tkey[i];
+            v[h] = m->tval[i];
+        }
+        ec_free(m->a, m->tkey);
+        ec_free(m->a, m->tval);
+        m->tkey = k;
+        m->tval = v;
+        m->tcap = cap;
+    }
+    uint32_t h = eg_hash_key(key) & (m->tcap - 1);
+    while (m->tkey[h] != UINT64_MAX && m->tkey[h] != key) h = (h + 1) & (m->tcap - 1);
+    *found = m->tkey[h] == key;
+    if (!*found) { m->tkey[h] = key; m->tn++; }
+    return &m->tval[h];
 }
 
-int eg_matcher_complete(const eg_matcher *m) {
-    return eg_accepting(m) && m->cur_end == 1;   /* the one stack is the empty one */
+/* Copy set s into the scratch: returns its end. */
+static size_t eg_load(eg_matcher *m, int32_t s) {
+    m->ar_n = 0;
+    if (eg_ar_reserve(m, m->slen[s])) return 0;
+    memcpy(m->ar, m->sd + m->soff[s], m->slen[s] * sizeof *m->ar);
+    m->ar_n = m->slen[s];
+    return m->ar_n;
 }
 
-int eg_matcher_allows(eg_matcher *m, int32_t t) {
-    if (m->dead || m->ended || t < 0 || t >= m->n_vocab) return 0;
-    if (m->is_eog[t]) return eg_accepting(m);
-    uint32_t n = m->toff[t + 1] - m->toff[t];
-    if (!n) return 0;
-    size_t mark = m->ar_n, off;
-    uint32_t acc = m->acc;
-    int need = m->need, seq_len = m->seq_len;
-    int ok = eg_read(m, m->text + m->toff[t], n, 0, m->cur_end, &off, &acc, &need, &seq_len);
-    m->ar_n = mark;
-    if (m->overflow) return 0;
+static int32_t eg_compute(eg_matcher *m, int32_t s, uint32_t cp) {
+    size_t end = eg_load(m, s);
+    if (m->overflow) return -1;
+    size_t start = eg_advance(m, 0, end, cp);
+    if (m->overflow) return -1;
+    return eg_intern(m, m->ar + start, m->ar_n - start);
+}
+
+static int eg_partial(eg_matcher *m, int32_t s, uint32_t acc, int need, int seq_len);
+
+static int32_t *eg_byte_table(eg_matcher *m, int32_t s) {
+    int32_t *t = m->ascii[s];
+    if (!t) {
+        t = m->ascii[s] = ec_malloc(m->a, 256 * sizeof *t);
+        if (!t) { m->overflow = 1; return NULL; }
+        for (int i = 0; i < 256; i++) t[i] = i < 0x80 || (i >= 0xC2 && i <= 0xF4) ? EG_UNKNOWN : -1;
+    }
+    return t;
+}
+
+/* For byte b read from set s with nothing pending: the next set (ASCII), or
+ * 1 / -1 whether a character that b starts may follow (a lead byte). */
+static int32_t eg_first_byte(eg_matcher *m, int32_t s, uint8_t b) {
+    int32_t *t = eg_byte_table(m, s);
+    if (!t) return -1;
+    if (t[b] != EG_UNKNOWN) return t[b];
+    int32_t r;
+    if (b < 0x80) {
+        r = eg_compute(m, s, b);
+    } else {
+        uint32_t acc = 0, cp;
+        int need = 0, seq_len = 0;
+        eg_utf8_step(b, &acc, &need, &seq_len, &cp);
+        r = eg_partial(m, s, acc, need, seq_len) ? 1 : -1;
+    }
+    m->ascii[s][b] = m->overflow ? -1 : r;   /* the table of pointers may have moved */
+    return m->ascii[s][b];
+}
+
+/* The set reached from set s by reading cp (-1: none). */
+static int32_t eg_next(eg_matcher *m, int32_t s, uint32_t cp) {
+    if (cp < 128) {
+        int32_t *t = eg_byte_table(m, s);
+        if (!t) return -1;
+        return t[cp] != EG_UNKNOWN ? t[cp] : eg_first_byte(m, s, (uint8_t)cp);
+    }
+    int found;
+    int32_t *slot = eg_tr_slot(m, (uint64_t)(uint32_t)s << 32 | cp, &found);
+    if (!slot) return -1;
+    if (found) return *slot;
+    uint64_t key = (uint64_t)(uint32_t)s << 32 | cp;
+    int32_t r = eg_compute(m, s, cp);
+    /* the table may have grown while computing: look the slot up again */
+    slot = eg_tr_slot(m, key, &found);
+    if (!slot) return -1;
+    *slot = m->overflow ? -1 : r;
+    return *slot;
+}
+
+/* Could set s read a code point starting with the pending bytes? */
+static int eg_partial(eg_matcher *m, int32_t s, uint32_t acc, int need, int seq_len) {
+    uint64_t key = (uint64_t)(uint32_t)s << 32 | EG_PARTIAL_KEY | acc << 4 | (uint32_t)need << 2 | (uint32_t)(seq_len - 2);
+    int found;
+    int32_t *slot = eg_tr_slot(m, key, &found);
+    if (!slot) return 0;
+    if (found) return *slot;
+    size_t end = eg_load(m, s);
+    int ok = !m->overflow && eg_partial_ok(m, 0, end, acc, need, seq_len);
+    slot = eg_tr_slot(m, key, &found);   /* (the table does not grow in between, but stay safe) */
+    if (!slot) return 0;
+    *slot = ok;
     return ok;
 }
 
-static void eg_mark(eg_matcher *m, const eg_node *nd, uint8_t *allowed, int *count) {
-    for (int32_t t = nd->tok; t >= 0; t = m->tok_next[t]) { allowed[t] = 1; (*count)++; }
+static int eg_set_accepting(const eg_matcher *m, int32_t s) {
+    const uint32_t *w = m->sd + m->soff[s];
+    for (uint32_t o = 0; o < m->slen[s]; o += 1 + w[o])
+        if (w[o] == 0) return 1;
+    return 0;
 }
 
-/* Depth-first over the trie below node, from the set ar[off..end) and the
- * pending UTF-8 state: a child whose byte no stack can read is skipped with
- * its whole subtree. */
-static void eg_walk(eg_matcher *m, uint32_t node, size_t off, size_t end, uint32_t acc, int need, int seq_len,
-                    uint8_t *allowed, int *count) {
-    for (uint32_t c = m->nodes[node].child; c && !m->overflow; c = m->nodes[c].sibling) {
-        const eg_node *nd = &m->nodes[c];
-        uint32_t a2 = acc, cp;
-        int n2 = need, l2 = seq_len;
-        int r = eg_utf8_step(nd->byte, &a2, &n2, &l2, &cp);
-        if (r < 0) continue;
-        if (r == 0) {
-            if (!eg_partial_ok(m, off, end, a2, n2, l2)) continue;
-            eg_mark(m, nd, allowed, count);
-            if (nd->child) eg_walk(m, c, off, end, a2, n2, l2, allowed, count);
-            continue;
-        }
-        size_t mark = m->ar_n, start = eg_advance(m, off, end, cp);
-        if (start != m->ar_n) {
-            eg_mark(m, nd, allowed, count);
-            if (nd->child) eg_walk(m, c, start, m->ar_n, 0, 0, 0, allowed, count);
-        }
-        m->ar_n = mark;
-    }
-}
-
-int eg_matcher_mask(eg_matcher *m, uint8_t *allowed) {
-    memset(allowed, 0, (size_t)m->n_vocab);
-    if (m->dead || m->ended) return 0;
-    int count = 0;
-    m->ar_n = m->cur_end;
-    eg_walk(m, 0, 0, m->cur_end, m->acc, m->need, m->seq_len, allowed, &count);
-    m->ar_n = m->cur_end;
-    if (m->overflow) return EMBER_ERR_NOMEM;
-    if (eg_accepting(m))
-        for (int i = 0; i < m->n_eog; i++) { allowed[m->eogs[i]] = 1; count++; }
-    return count;
-}
-
-void eg_matcher_accept(eg_matcher *m, int32_t t) {
-    if (m->dead || m->ended) { m->dead = 1; return; }
-    if (t < 0 || t >= m->n_vocab) { m->dead = 1; return; }
-    if (m->is_eog[t]) {
-        if (eg_accepting(m)) m->ended = 1;
-        else m->dead = 1;
-        return;
-    }
-    uint32_t n = m->toff[t + 1] - m->toff[t];
-    size_t off;
-    if (!n || !eg_read(m, m->text + m->toff[t], n, 0, m->cur_end, &off, &m->acc, &m->need, &m->seq_len)) {
-        m->ar_n = m->cur_end;
-        m->dead = 1;
-        return;
-    }
-    if (off != 0) {   /* move the new set to the front */
-        memmove(m->ar, m->ar + off, (m->ar_n - off) * sizeof *m->ar);
-        m->cur_end = m->ar_n - off;
-    }
-    m->ar_n = m->cur_end;
-}
-
-/* The start: the root rule expanded into the arena's first set. */
-void eg_matcher_reset(eg_matcher *m) {
-    m->ar_n = 0;
-    m->acc = 0;
-    m->need = m->seq_len = 0;
-    m->dead = m->ended = m->overflow = 0;
-    m->work = 0;
+/* The root rule's alternatives, expanded into the scratch. */
+static void eg_initial(eg_matcher *m) {
     const ember_grammar *g = m->g;
-    /* start stacks: one per alternative of root */
+    m->ar_n = 0;
+    m->work = 0;
     for (uint32_t a = g->rule_start[g->root];;) {
         m->tmp[0] = a;
         eg_expand(m, 0, m->tmp, 1, 0);
@@ -889,87 +993,296 @@ void eg_matcher_reset(eg_matcher *m) {
         if (g->elems[a].type == EG_END) break;
         a++;
     }
-    m->cur_end = m->ar_n;
-    if (m->overflow || m->cur_end == 0) m->dead = 1;
+}
+
+/* Flush the cache when it has grown large, keeping the current set. */
+static void eg_cache_check(eg_matcher *m) {
+    if (m->n_sets < EG_CACHE_SETS && m->tn < 8 * EG_CACHE_SETS) return;
+    if (m->cur >= 0) eg_load(m, m->cur);
+    else m->ar_n = 0;
+    eg_cache_clear(m);
+    if (m->cur >= 0) m->cur = eg_intern(m, m->ar, m->ar_n);
+}
+
+/* Read n bytes from set s with the pending UTF-8 state: the set reached
+ * (-1: the bytes are not allowed). */
+static int32_t eg_read(eg_matcher *m, int32_t s, const uint8_t *b, size_t n, uint32_t *acc, int *need, int *seq_len) {
+    for (size_t i = 0; i < n && s >= 0; i++) {
+        uint32_t cp;
+        int r = eg_utf8_step(b[i], acc, need, seq_len, &cp);
+        if (r < 0) return -1;
+        if (r == 0) { if (!eg_partial(m, s, *acc, *need, *seq_len)) return -1; continue; }
+        s = eg_next(m, s, cp);
+    }
+    return s;
+}
+
+static int eg_accepting(const eg_matcher *m) {
+    return m->cur >= 0 && !m->ended && !m->need && eg_set_accepting(m, m->cur);
+}
+
+int eg_matcher_complete(const eg_matcher *m) {
+    return eg_accepting(m) && m->slen[m->cur] == 1;   /* the one stack is the empty one */
+}
+
+int eg_matcher_allows(eg_matcher *m, int32_t t) {
+    if (m->cur < 0 || m->ended || t < 0 || t >= m->n_vocab) return 0;
+    if (m->is_eog[t]) return eg_accepting(m);
+    uint32_t n = m->toff[t + 1] - m->toff[t];
+    if (!n) return 0;
+    eg_cache_check(m);
+    uint32_t acc = m->acc;
+    int need = m->need, seq_len = m->seq_len;
+    return eg_read(m, m->cur, m->text + m->toff[t], n, &acc, &need, &seq_len) >= 0 && !m->overflow;
+}
+
+static void eg_mark(const eg_matcher *m, uint32_t node, uint8_t *allowed, int *count) {
+    for (int32_t t = m->ttok[node]; t >= 0; t = m->tok_next[t]) { allowed[t] = 1; (*count)++; }
+}
+
+/* Depth-first over the children of node from set s and the pending UTF-8
+ * state: a child whose byte no stack can read is skipped with its whole
+ * subtree. */
+static void eg_walk(eg_matcher *m, uint32_t node, int32_t s, uint32_t acc, int need, int seq_len, uint8_t *allowed,
+                    int *count) {
+    const uint32_t end = node + m->tsize[node];
+    for (uint32_t c = node + 1; c < end && !m->overflow; c += m->tsize[c]) {
+        uint8_t b = m->tbyte[c];
+        if (need == 0) {   /* a byte that starts a character: one table lookup */
+            int32_t *t = m->ascii[s];
+            int32_t r = t && t[b] != EG_UNKNOWN ? t[b] : eg_first_byte(m, s, b);
+            if (r < 0) continue;
+            eg_mark(m, c, allowed, count);
+            if (m->tsize[c] <= 1) continue;
+            if (b < 0x80) {
+                eg_walk(m, c, r, 0, 0, 0, allowed, count);
+            } else {
+                uint32_t a2 = 0, cp;
+                int n2 = 0, l2 = 0;
+                eg_utf8_step(b, &a2, &n2, &l2, &cp);
+                eg_walk(m, c, s, a2, n2, l2, allowed, count);
+            }
+            continue;
+        }
+        uint32_t a2 = acc, cp;
+        int n2 = need, l2 = seq_len;
+        int r = eg_utf8_step(b, &a2, &n2, &l2, &cp);
+        if (r < 0) continue;
+        int32_t ns = s;
+        if (r == 0) {
+            /* the middle of a character: checked here only if a token ends
+             * here (the subtree is checked when the character completes) */
+            if (m->ttok[c] >= 0 && !eg_partial(m, s, a2, n2, l2)) {
+                if (m->tsize[c] > 1) eg_walk(m, c, ns, a2, n2, l2, allowed, count);
+                continue;
+            }
+            eg_mark(m, c, allowed, count);
+        } else {
+            ns = eg_next(m, s, cp);
+            if (ns < 0) continue;
+            eg_mark(m, c, allowed, count);
+        }
+        if (m->tsize[c] > 1) eg_walk(m, c, ns, a2, n2, l2, allowed, count);
+    }
+}
+
+int eg_matcher_mask(eg_matcher *m, uint8_t *allowed) {
+    if (m->cur < 0 || m->ended) { memset(allowed, 0, (size_t)m->n_vocab); return 0; }
+    eg_cache_check(m);
+    const uint32_t pending = m->acc << 4 | (uint32_t)m->need << 2 | (uint32_t)(m->seq_len ? m->seq_len - 2 : 0);
+    struct eg_mask_entry *e = NULL;   /* the slot to fill: an empty one, else the least recently used */
+    uint32_t e_score = UINT32_MAX;
+    for (int i = 0; i < EG_MASKS; i++) {
+        struct eg_mask_entry *x = &m->masks[i];
+        int valid = x->mask && x->set >= 0;
+        if (valid && x->set == m->cur && x->pending == pending) {
+            x->used = ++m->mask_clock;
+            memcpy(allowed, x->mask, (size_t)m->n_vocab);
+            return x->count;
+        }
+        uint32_t score = valid ? x->used : 0;
+        if (score < e_score || !e) { e = x; e_score = score; }
+    }
+    memset(allowed, 0, (size_t)m->n_vocab);
+    int count = 0;
+    eg_walk(m, 0, m->cur, m->acc, m->need, m->seq_len, allowed, &count);
+    if (m->overflow) return EMBER_ERR_NOMEM;
+    if (eg_accepting(m))
+        for (int i = 0; i < m->n_eog; i++) { allowed[m->eogs[i]] = 1; count++; }
+    if (!e->mask) e->mask = ec_malloc(m->a, (size_t)m->n_vocab);
+    if (e->mask) {   /* no memory for the cache: just no caching */
+        memcpy(e->mask, allowed, (size_t)m->n_vocab);
+        e->set = m->cur;
+        e->pending = pending;
+        e->count = count;
+        e->used = ++m->mask_clock;
+    }
+    return count;
+}
+
+void eg_matcher_accept(eg_matcher *m, int32_t t) {
+    if (m->cur < 0 || m->ended || t < 0 || t >= m->n_vocab) { m->cur = -1; return; }
+    if (m->is_eog[t]) {
+        if (eg_accepting(m)) m->ended = 1;
+        else m->cur = -1;
+        return;
+    }
+    uint32_t n = m->toff[t + 1] - m->toff[t];
+    eg_cache_check(m);
+    m->cur = n ? eg_read(m, m->cur, m->text + m->toff[t], n, &m->acc, &m->need, &m->seq_len) : -1;
+}
+
+void eg_matcher_reset(eg_matcher *m) {
+    m->acc = 0;
+    m->need = m->seq_len = 0;
+    m->ended = 0;
+    m->overflow = 0;
+    eg_cache_check(m);
+    eg_initial(m);
+    m->cur = m->overflow ? -1 : eg_intern(m, m->ar, m->ar_n);
 }
 
 void eg_matcher_set_grammar(eg_matcher *m, const ember_grammar *g) {
     m->g = g;
+    eg_cache_clear(m);
     eg_matcher_reset(m);
 }
 
-/* A matcher with no vocabulary, to check the start expands within limits. */
+/* A matcher with no vocabulary, for a whole text (or the parse-time check
+ * that the start expands within limits). */
+static void eg_matcher_release(eg_matcher *m) {
+    eg_cache_clear(m);
+    for (int i = 0; i < EG_MASKS; i++) ec_free(m->a, m->masks[i].mask);
+    ec_free(m->a, m->ar);
+    ec_free(m->a, m->tmp);
+    ec_free(m->a, m->sd);
+    ec_free(m->a, m->soff);
+    ec_free(m->a, m->slen);
+    ec_free(m->a, m->ascii);
+    ec_free(m->a, m->stab);
+    ec_free(m->a, m->tkey);
+    ec_free(m->a, m->tval);
+}
+
+static int eg_bare_matcher(eg_matcher *m, const ember_grammar *g, const ember_allocator *a) {
+    memset(m, 0, sizeof *m);
+    m->a = a;
+    m->g = g;
+    m->tmp = ec_malloc(a, (EG_MAX_STACK + 2) * sizeof *m->tmp);
+    if (!m->tmp) return EMBER_ERR_NOMEM;
+    eg_matcher_reset(m);
+    return EMBER_OK;
+}
+
 static int eg_expand_initial(const ember_grammar *g, const ember_allocator *a) {
     eg_matcher m;
-    memset(&m, 0, sizeof m);
-    m.a = a;
-    m.g = g;
-    m.tmp = ec_malloc(a, (EG_MAX_STACK + 2) * sizeof *m.tmp);
-    if (!m.tmp) return EMBER_ERR_NOMEM;
-    eg_matcher_reset(&m);
-    int rc = m.overflow ? EMBER_ERR_INVALID_ARG : EMBER_OK;
-    ec_free(a, m.tmp);
-    ec_free(a, m.ar);
+    int rc = eg_bare_matcher(&m, g, a);
+    if (rc == EMBER_OK && m.overflow) rc = EMBER_ERR_INVALID_ARG;
+    eg_matcher_release(&m);
     return rc;
 }
 
 int ember_grammar_accepts(const ember_grammar *g, const char *text, size_t len) {
     if (!g || (!text && len)) return EMBER_ERR_INVALID_ARG;
     eg_matcher m;
-    memset(&m, 0, sizeof m);
-    m.a = g->a;
-    m.g = g;
-    m.tmp = ec_malloc(g->a, (EG_MAX_STACK + 2) * sizeof *m.tmp);
-    if (!m.tmp) return EMBER_ERR_NOMEM;
-    eg_matcher_reset(&m);
-    size_t off = 0;
-    int ok = !m.dead && eg_read(&m, (const uint8_t *)text, len, 0, m.cur_end, &off, &m.acc, &m.need, &m.seq_len);
-    int rc = m.overflow ? EMBER_ERR_NOMEM : 0;
-    if (ok && !rc && !m.need) {
-        ok = 0;
-        for (size_t o = off; o < m.ar_n; o += 1 + m.ar[o])
-            if (m.ar[o] == 0) ok = 1;
-    } else {
-        ok = 0;
+    int rc = eg_bare_matcher(&m, g, g->a);
+    if (rc == EMBER_OK) {
+        int32_t s = m.cur >= 0 ? eg_read(&m, m.cur, (const uint8_t *)text, len, &m.acc, &m.need, &m.seq_len) : -1;
+        rc = m.overflow ? EMBER_ERR_NOMEM : s >= 0 && !m.need && eg_set_accepting(&m, s);
     }
-    ec_free(g->a, m.tmp);
-    ec_free(g->a, m.ar);
-    return rc ? rc : ok;
+    eg_matcher_release(&m);
+    return rc;
 }
 
 /* ---- the vocabulary side -------------------------------------------------- */
 
-static int eg_trie_insert(eg_matcher *m, uint32_t *cap, int32_t t) {
-    uint32_t node = 0;
-    for (uint32_t i = m->toff[t]; i < m->toff[t + 1]; i++) {
-        uint8_t b = m->text[i];
-        uint32_t c = m->nodes[node].child, prev = 0;
-        while (c && m->nodes[c].byte < b) { prev = c; c = m->nodes[c].sibling; }
-        if (!c || m->nodes[c].byte != b) {   /* new node, siblings kept in byte order */
-            if (eg_grow(m->a, (void **)&m->nodes, cap, m->n_nodes + 1, sizeof *m->nodes)) return -1;
-            uint32_t k = m->n_nodes++;
-            m->nodes[k] = (eg_node){0, c, -1, b};
-            if (prev) m->nodes[prev].sibling = k;
-            else m->nodes[node].child = k;
-            c = k;
+/* Token ids ordered by their texts (bytewise, a prefix first): a merge
+ * sort, since qsort has no context argument. */
+static int eg_text_less(const eg_matcher *m, int32_t x, int32_t y) {
+    uint32_t nx = m->toff[x + 1] - m->toff[x], ny = m->toff[y + 1] - m->toff[y];
+    int c = memcmp(m->text + m->toff[x], m->text + m->toff[y], nx < ny ? nx : ny);
+    return c < 0 || (c == 0 && nx < ny);
+}
+
+static void eg_sort_tokens(const eg_matcher *m, int32_t *ids, int32_t *tmp, uint32_t n) {
+    for (uint32_t w = 1; w < n; w *= 2) {
+        for (uint32_t lo = 0; lo < n; lo += 2 * w) {
+            uint32_t mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n, i = lo, j = mid, k = lo;
+            while (i < mid && j < hi) tmp[k++] = eg_text_less(m, ids[j], ids[i]) ? ids[j++] : ids[i++];
+            while (i < mid) tmp[k++] = ids[i++];
+            while (j < hi) tmp[k++] = ids[j++];
         }
-        node = c;
+        memcpy(ids, tmp, n * sizeof *ids);
     }
-    m->tok_next[t] = m->nodes[node].tok;
-    m->nodes[node].tok = t;
-    return 0;
+}
+
+/* The trie in depth-first order, from the tokens sorted by text: each
+ * token shares the path of its common prefix with the previous one. */
+static int eg_build_trie(eg_matcher *m) {
+    const int V = m->n_vocab;
+    int32_t *ids = ec_malloc(m->a, (size_t)V * sizeof *ids), *tmp = ec_malloc(m->a, (size_t)V * sizeof *tmp);
+    uint32_t max_nodes = m->toff[V] + 1, max_len = 0, n = 0;
+    m->tbyte = ec_malloc(m->a, max_nodes);
+    m->tsize = ec_malloc(m->a, (size_t)max_nodes * sizeof *m->tsize);
+    m->ttok = ec_malloc(m->a, (size_t)max_nodes * sizeof *m->ttok);
+    int rc = EMBER_ERR_NOMEM;
+    uint32_t *path = NULL;
+    if (!ids || !tmp || !m->tbyte || !m->tsize || !m->ttok) goto done;
+    for (int t = 0; t < V; t++) {
+        uint32_t len = m->toff[t + 1] - m->toff[t];
+        m->tok_next[t] = -1;
+        if (len) ids[n++] = t;
+        if (len > max_len) max_len = len;
+    }
+    eg_sort_tokens(m, ids, tmp, n);
+    path = ec_malloc(m->a, ((size_t)max_len + 1) * sizeof *path);
+    if (!path) goto done;
+    m->n_nodes = 1;
+    m->tbyte[0] = 0;
+    m->ttok[0] = -1;
+    path[0] = 0;
+    uint32_t depth = 0;
+    int32_t prev = -1;
+    for (uint32_t i = 0; i < n; i++) {
+        int32_t t = ids[i];
+        const uint8_t *s = m->text + m->toff[t];
+        uint32_t len = m->toff[t + 1] - m->toff[t], lcp = 0;
+        if (prev >= 0) {
+            const uint8_t *p = m->text + m->toff[prev];
+            while (lcp < depth && lcp < len && p[lcp] == s[lcp]) lcp++;
+        }
+        for (; depth > lcp; depth--) m->tsize[path[depth]] = m->n_nodes - path[depth];
+        for (; depth < len; depth++) {
+            uint32_t k = m->n_nodes++;
+            m->tbyte[k] = s[depth];
+            m->ttok[k] = -1;
+            path[depth + 1] = k;
+        }
+        m->tok_next[t] = m->ttok[path[depth]];
+        m->ttok[path[depth]] = t;
+        prev = t;
+    }
+    for (; depth > 0; depth--) m->tsize[path[depth]] = m->n_nodes - path[depth];
+    m->tsize[0] = m->n_nodes;
+    rc = EMBER_OK;
+done:
+    ec_free(m->a, ids);
+    ec_free(m->a, tmp);
+    ec_free(m->a, path);
+    return rc;
 }
 
 void eg_matcher_free(eg_matcher *m) {
     if (!m) return;
+    eg_matcher_release(m);
     ec_free(m->a, m->text);
     ec_free(m->a, m->toff);
     ec_free(m->a, m->is_eog);
     ec_free(m->a, m->eogs);
-    ec_free(m->a, m->nodes);
+    ec_free(m->a, m->tbyte);
+    ec_free(m->a, m->tsize);
+    ec_free(m->a, m->ttok);
     ec_free(m->a, m->tok_next);
-    ec_free(m->a, m->ar);
-    ec_free(m->a, m->tmp);
     ec_free(m->a, m);
 }
 
@@ -984,7 +1297,7 @@ int eg_matcher_create(const ember_grammar *g, const ember_model *model, const em
     m->is_eog = ec_calloc(a, (size_t)V, 1);
     m->tok_next = ec_calloc(a, (size_t)V, sizeof *m->tok_next);
     m->tmp = ec_malloc(a, (EG_MAX_STACK + 2) * sizeof *m->tmp);
-    uint32_t text_cap = 0, node_cap = 0;
+    uint32_t text_cap = 0;
     int rc = EMBER_ERR_NOMEM;
     if (!m->toff || !m->is_eog || !m->tok_next || !m->tmp) goto fail;
     /* Token texts as they read in the middle of a text (prev = the token
@@ -997,11 +1310,13 @@ int eg_matcher_create(const ember_grammar *g, const ember_model *model, const em
             m->n_eog++;
             continue;
         }
-        int n = ember_token_to_piece(model, t, t, 0, NULL, 0);
+        if (eg_grow(a, (void **)&m->text, &text_cap, used + 256, 1)) goto fail;
+        int n = ember_token_to_piece(model, t, t, 0, (char *)m->text + used, 256);
+        if (n > 256) {
+            if (eg_grow(a, (void **)&m->text, &text_cap, used + (uint32_t)n, 1)) goto fail;
+            n = ember_token_to_piece(model, t, t, 0, (char *)m->text + used, (size_t)n);
+        }
         if (n < 0) { rc = n; goto fail; }
-        if (n == 0) continue;
-        if (eg_grow(a, (void **)&m->text, &text_cap, used + (uint32_t)n, 1)) goto fail;
-        ember_token_to_piece(model, t, t, 0, (char *)m->text + used, (size_t)n);
         used += (uint32_t)n;
     }
     m->toff[V] = used;
@@ -1009,14 +1324,9 @@ int eg_matcher_create(const ember_grammar *g, const ember_model *model, const em
     if (!m->eogs) goto fail;
     for (int t = 0, k = 0; t < V; t++)
         if (m->is_eog[t]) m->eogs[k++] = t;
-    if (eg_grow(a, (void **)&m->nodes, &node_cap, 1024, sizeof *m->nodes)) goto fail;
-    m->nodes[0] = (eg_node){0, 0, -1, 0};
-    m->n_nodes = 1;
-    for (int t = 0; t < V; t++) {
-        m->tok_next[t] = -1;
-        if (m->toff[t + 1] > m->toff[t] && eg_trie_insert(m, &node_cap, t)) goto fail;
-    }
+    if ((rc = eg_build_trie(m)) != EMBER_OK) goto fail;
     eg_matcher_reset(m);
+    if (m->overflow) { rc = EMBER_ERR_NOMEM; goto fail; }
     *out = m;
     return EMBER_OK;
 fail:
