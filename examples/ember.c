@@ -26,6 +26,7 @@ typedef struct options {
     int n_predict, n_ctx, n_batch, n_threads, repeats, n_prompt_bench;
     int echo, no_bos, special, json, kv_f32, load_mode, verbose;
     ember_sampler_params sp;
+    const char *grammar, *grammar_file, *json_schema;   /* constrained output */
 } options;
 
 static double now_s(void);
@@ -55,7 +56,10 @@ static void usage(FILE *out) {
         "  --kv-f32                F32 KV cache instead of F16\n"
         "  -r, --repeats N         (bench) repetitions, median reported (default 3)\n"
         "  --json                  (bench) print a JSON object as the last line\n"
-        "  -v, --verbose           (tokenize) report the encoding speed on stderr\n");
+        "  -v, --verbose           (tokenize) report the encoding speed on stderr\n"
+        "  --grammar TEXT          (generate) constrain the output to a GBNF grammar (start rule: root)\n"
+        "  --grammar-file FILE     (generate) the same, read from FILE\n"
+        "  --json-schema FILE      (generate) constrain the output to JSON matching the schema in FILE\n");
 }
 
 static int die(const char *fmt, ...) {
@@ -124,6 +128,9 @@ static int parse_args(int argc, char **argv, options *o) {
             if (errno || *end || end == v) { die("bad seed '%s'", v); return -1; }
             o->sp.seed = s;
         }
+        else if (!strcmp(a, "--grammar")) { NEED_VALUE(); o->grammar = v; }
+        else if (!strcmp(a, "--grammar-file")) { NEED_VALUE(); o->grammar_file = v; }
+        else if (!strcmp(a, "--json-schema")) { NEED_VALUE(); o->json_schema = v; }
         else if (!strcmp(a, "--echo")) o->echo = 1;
         else if (!strcmp(a, "--no-bos")) o->no_bos = 1;
         else if (!strcmp(a, "--special")) o->special = 1;
@@ -235,6 +242,30 @@ static const char *stop_name(ember_stop_reason r) {
     }
 }
 
+/* The grammar that --grammar, --grammar-file or --json-schema asks for
+ * (*out = NULL if none); 1 after printing an error. */
+static int load_grammar(const options *o, ember_grammar **out) {
+    *out = NULL;
+    if (!!o->grammar + !!o->grammar_file + !!o->json_schema > 1)
+        return die("give only one of --grammar, --grammar-file, --json-schema");
+    const char *path = o->grammar_file ? o->grammar_file : o->json_schema;
+    char *owned = NULL;
+    const char *text = o->grammar;
+    size_t len = text ? strlen(text) : 0;
+    if (path) {
+        owned = read_file(path, &len);
+        if (!owned) return die("cannot read '%s': %s", path, strerror(errno));
+        text = owned;
+    }
+    if (!text) return 0;
+    ember_error err;
+    int rc = o->json_schema ? ember_grammar_from_json_schema(text, len, NULL, out, &err)
+                            : ember_grammar_parse(text, len, NULL, NULL, out, &err);
+    free(owned);
+    if (rc != EMBER_OK) return die("%s%s%s", path ? path : "--grammar", ": ", err.message);
+    return 0;
+}
+
 static int cmd_generate(const options *o) {
     ember_model *m;
     ember_context *c;
@@ -254,9 +285,14 @@ static int cmd_generate(const options *o) {
         if (!n) { free(owned); free(toks); ember_model_free(m); return die("empty prompt and the model has no BOS/EOS token"); }
     }
     int rc = 1;
+    ember_grammar *g = NULL;
+    if (load_grammar(o, &g)) { free(owned); free(toks); ember_model_free(m); return 1; }
     if (open_context(o, m, o->n_ctx, &c) == 0) {
         if (ember_sampler_create(m, &o->sp, &s) != EMBER_OK) {
             die("bad sampling parameters");
+        } else if (g && ember_sampler_set_grammar(s, g) != EMBER_OK) {
+            die("out of memory attaching the grammar");
+            ember_sampler_free(s);
         } else {
             if (o->echo) fwrite(text, 1, len, stdout);
             ember_generate_result res;
@@ -276,6 +312,7 @@ static int cmd_generate(const options *o) {
         }
         ember_context_free(c);
     }
+    ember_grammar_free(g);
     free(toks);
     free(owned);
     ember_model_free(m);
