@@ -374,11 +374,11 @@ static int eg_nullable_alt(const eg_seq *q, uint32_t i, const uint8_t *nullable)
     return 1;
 }
 
-static int eg_set_empty(const eg_parser *p, const eg_elem *e) { return !e->neg && e->n == 0; }
+static int eg_set_empty(const eg_elem *e) { return !e->neg && e->n == 0; }
 
-static int eg_productive_alt(const eg_parser *p, const eg_seq *q, uint32_t i, const uint8_t *prod) {
+static int eg_productive_alt(const eg_seq *q, uint32_t i, const uint8_t *prod) {
     for (; q->v[i].type > EG_ALT; i++)
-        if (q->v[i].type == EG_SET ? eg_set_empty(p, &q->v[i]) : !prod[q->v[i].a]) return 0;
+        if (q->v[i].type == EG_SET ? eg_set_empty(&q->v[i]) : !prod[q->v[i].a]) return 0;
     return 1;
 }
 
@@ -391,7 +391,7 @@ static void eg_fixpoint(const eg_parser *p, uint8_t *flag, int productive) {
             if (flag[r]) continue;
             const eg_seq *q = &p->rules[r];
             for (uint32_t i = 0; i < q->n;) {
-                if (productive ? eg_productive_alt(p, q, i, flag) : eg_nullable_alt(q, i, flag)) { flag[r] = 1; changed = 1; break; }
+                if (productive ? eg_productive_alt(q, i, flag) : eg_nullable_alt(q, i, flag)) { flag[r] = 1; changed = 1; break; }
                 while (q->v[i].type > EG_ALT) i++;
                 i++;
             }

@@ -483,14 +483,7 @@ static int ej_convert(const char *schema, size_t len, const ember_allocator *a, 
     ej_str root = {0};
     if (!j.rc) ej_visit(&j, 0, "root", &root, 0);
     /* root is a rule of its own unless the schema made one named root */
-    int has_root = 0;
-    if (!j.rc && !(root.n == 4 && memcmp(root.v, "root", 4) == 0)) {
-        ej_str body = root;
-        ej_rule(&j, "root", &body);
-    } else {
-        has_root = 1;
-    }
-    (void)has_root;
+    if (!j.rc && !(root.n == 4 && memcmp(root.v, "root", 4) == 0)) ej_rule(&j, "root", &root);
     if (!j.rc) ej_primitives(&j);
     ec_free(a, root.v);
     ec_free(a, j.names.v);

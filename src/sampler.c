@@ -2,8 +2,10 @@
  *
  * The chain follows llama.cpp's default order: repetition penalty, top-k,
  * top-p, min-p, temperature, then a draw from the remaining distribution
- * (or argmax when the temperature is 0).  All memory is allocated when the
- * sampler is created; sampling allocates nothing. */
+ * (or argmax when the temperature is 0).  An attached grammar removes the
+ * tokens it does not allow before all of these (grammar.c).  All memory is
+ * allocated when the sampler is created; sampling allocates nothing, except
+ * that a grammar's caches grow as it meets new parse positions. */
 #include "sampler.h"
 #include "grammar.h"
 
