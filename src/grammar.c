@@ -910,6 +910,34 @@ static int32_t eg_compute(eg_matcher *m, int32_t s, uint32_t cp) {
 
 static int eg_partial(eg_matcher *m, int32_t s, uint32_t acc, int need, int seq_len);
 
+/* The set reached from set s by cp depends only on which stacks' top sets
+ * match cp: that signature (for sets of up to 24 waiting stacks) is looked
+ * up before anything is computed, so the thousands of distinct characters
+ * of a vocabulary cost one computation per distinct outcome. */
+#define EG_SIG_KEY 0x40000000u
+static int32_t eg_transition(eg_matcher *m, int32_t s, uint32_t cp) {
+    const uint32_t *w = m->sd + m->soff[s];
+    uint32_t sig = 0;
+    int k = 0;
+    for (uint32_t o = 0; o < m->slen[s]; o += 1 + w[o]) {
+        if (!w[o]) continue;
+        if (k == 24) return eg_compute(m, s, cp);
+        if (eg_set_match(m->g, &m->g->elems[w[o + w[o]]], cp)) sig |= 1u << k;
+        k++;
+    }
+    if (!sig) return -1;
+    uint64_t key = (uint64_t)(uint32_t)s << 32 | EG_SIG_KEY | sig;
+    int found;
+    int32_t *slot = eg_tr_slot(m, key, &found);
+    if (!slot) return -1;
+    if (found) return *slot;
+    int32_t r = eg_compute(m, s, cp);
+    slot = eg_tr_slot(m, key, &found);   /* the table may have grown */
+    if (!slot) return -1;
+    *slot = m->overflow ? -1 : r;
+    return *slot;
+}
+
 static int32_t *eg_byte_table(eg_matcher *m, int32_t s) {
     int32_t *t = m->ascii[s];
     if (!t) {
@@ -928,7 +956,7 @@ static int32_t eg_first_byte(eg_matcher *m, int32_t s, uint8_t b) {
     if (t[b] != EG_UNKNOWN) return t[b];
     int32_t r;
     if (b < 0x80) {
-        r = eg_compute(m, s, b);
+        r = eg_transition(m, s, b);
     } else {
         uint32_t acc = 0, cp;
         int need = 0, seq_len = 0;
@@ -951,7 +979,7 @@ static int32_t eg_next(eg_matcher *m, int32_t s, uint32_t cp) {
     if (!slot) return -1;
     if (found) return *slot;
     uint64_t key = (uint64_t)(uint32_t)s << 32 | cp;
-    int32_t r = eg_compute(m, s, cp);
+    int32_t r = eg_transition(m, s, cp);
     /* the table may have grown while computing: look the slot up again */
     slot = eg_tr_slot(m, key, &found);
     if (!slot) return -1;

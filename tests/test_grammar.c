@@ -437,6 +437,84 @@ static void test_distribution(void) {
     free(img.p);
 }
 
+/* The grammar with the rest of the sampler: a logit bias that bans a word's
+ * first token, switching grammars on one sampler, and saved states (which
+ * leave the grammar's position as it was). */
+static void test_sampler_interplay(void) {
+    gb_buf img = {0};
+    ember_model *m = tiny_model(&img, 0, 5);
+    ember_context *ctx = NULL;
+    if (!m || ember_context_create(m, NULL, &ctx, NULL) != EMBER_OK) { CHECK(0, "model"); return; }
+    /* ban every token starting with 'a' or 't': only "flee" remains */
+    const int V = ember_n_vocab(m);
+    ember_logit_bias *bias = calloc((size_t)V, sizeof *bias);
+    int nb = 0;
+    for (ember_token t = 0; t < V; t++) {
+        char piece[16];
+        int n = ember_token_to_piece(m, t, t, 0, piece, sizeof piece);
+        if (n >= 1 && (piece[0] == 'a' || piece[0] == 't')) { bias[nb].token = t; bias[nb].bias = -INFINITY; nb++; }
+    }
+    ember_sampler_params sp = ember_sampler_default_params();
+    sp.logit_bias = bias;
+    sp.n_logit_bias = nb;
+    sp.temperature = 1.5f;
+    ember_sampler *s = NULL;
+    CHECK(ember_sampler_create(m, &sp, &s) == EMBER_OK, "sampler");
+    const char *words[] = {"attack", "flee", "talk"};
+    const char *digits = "root ::= [0-9]+ \";\"";
+    ember_grammar *gw = NULL, *gd = NULL;
+    ember_error err;
+    ember_grammar_from_strings(words, 3, NULL, &gw, &err);
+    ember_grammar_parse(digits, strlen(digits), NULL, NULL, &gd, &err);
+    for (int i = 0; i < 6 && s && gw && gd; i++) {
+        ember_sampler_set_grammar(s, i % 2 ? gd : gw);
+        ember_sampler_reset(s, (uint64_t)i);
+        ember_context_set_pos(ctx, 0);
+        collect c = {{0}, 0};
+        ember_generate_result res;
+        int rc = ember_generate_text(ctx, s, "", 30, collect_cb, &c, &res);
+        if (i % 2 == 0) CHECK(rc == EMBER_OK && !strcmp(c.buf, "flee") && res.stop == EMBER_STOP_EOG, "bias + words: \"%s\"", c.buf);
+        else {
+            size_t k = 0;
+            while (k < c.n && c.buf[k] >= '0' && c.buf[k] <= '9') k++;
+            CHECK(rc == EMBER_OK && k > 0 && (k == c.n || (k + 1 == c.n && c.buf[k] == ';' && res.stop == EMBER_STOP_EOG)),
+                  "digits: \"%s\" stop %d", c.buf, res.stop);
+        }
+    }
+    /* a saved state does not move the grammar */
+    if (s && gw) {
+        ember_sampler_set_grammar(s, gw);
+        ember_sampler_reset(s, 1);
+        ember_context_set_pos(ctx, 0);
+        ember_token bos = ember_token_bos(m);
+        ember_eval(ctx, &bos, 1, NULL);
+        size_t need = ember_state_size(ctx, s);
+        void *buf = malloc(need);
+        CHECK(ember_state_save(ctx, s, buf, need, NULL) == EMBER_OK, "save");
+        ember_token f = -1;
+        for (ember_token t = 0; t < V; t++) {
+            char piece[16];
+            if (ember_token_to_piece(m, t, t, 0, piece, sizeof piece) == 1 && piece[0] == 'f') f = t;
+        }
+        ember_sampler_accept(s, f);   /* "f": only "lee" may follow */
+        CHECK(ember_state_load(ctx, s, buf, need) == EMBER_OK, "load");
+        float *l = calloc((size_t)V, sizeof *l);
+        ember_token t = ember_sampler_sample(s, l);
+        char piece[16];
+        int n = t >= 0 ? ember_token_to_piece(m, t, t, 0, piece, sizeof piece) : 0;
+        CHECK(n >= 1 && piece[0] == 'l', "after load the grammar still expects \"lee\": token %d", t);
+        free(l);
+        free(buf);
+    }
+    ember_sampler_free(s);
+    ember_grammar_free(gw);
+    ember_grammar_free(gd);
+    free(bias);
+    ember_context_free(ctx);
+    ember_model_free(m);
+    free(img.p);
+}
+
 /* The allocator hook is used for everything and balanced. */
 static long live_allocs;
 static void *cnt_malloc(void *ud, size_t n) { (void)ud; live_allocs++; return malloc(n); }
@@ -465,6 +543,7 @@ int main(void) {
     test_generation(2);
     test_impossible();
     test_distribution();
+    test_sampler_interplay();
     test_allocator();
     return test_summary("test_grammar");
 }
