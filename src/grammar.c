@@ -649,6 +649,7 @@ struct eg_matcher {
      * recurs often (inside a string, between JSON values) */
     struct eg_mask_entry { int32_t set; uint32_t pending; int count; uint32_t used; uint8_t *mask; } masks[EG_MASKS];
     uint32_t mask_clock;
+    long walk_budget;      /* trie nodes the current walk may still visit */
     /* the parse position */
     int32_t cur;           /* current set, -1: dead (nothing allowed) */
     uint32_t acc;          /* pending UTF-8 bytes: value so far, */
@@ -1075,6 +1076,7 @@ static void eg_walk(eg_matcher *m, uint32_t node, int32_t s, uint32_t acc, int n
                     int *count) {
     const uint32_t end = node + m->tsize[node];
     for (uint32_t c = node + 1; c < end && !m->overflow; c += m->tsize[c]) {
+        if (--m->walk_budget < 0) return;
         uint8_t b = m->tbyte[c];
         if (need == 0) {   /* a byte that starts a character: one table lookup */
             int32_t *t = m->ascii[s];
@@ -1114,7 +1116,9 @@ static void eg_walk(eg_matcher *m, uint32_t node, int32_t s, uint32_t acc, int n
     }
 }
 
-int eg_matcher_mask(eg_matcher *m, uint8_t *allowed) {
+int eg_matcher_mask(eg_matcher *m, uint8_t *allowed) { return eg_matcher_mask_within(m, allowed, -1); }
+
+int eg_matcher_mask_within(eg_matcher *m, uint8_t *allowed, long max_nodes) {
     if (m->cur < 0 || m->ended) { memset(allowed, 0, (size_t)m->n_vocab); return 0; }
     eg_cache_check(m);
     const uint32_t pending = m->acc << 4 | (uint32_t)m->need << 2 | (uint32_t)(m->seq_len ? m->seq_len - 2 : 0);
@@ -1133,8 +1137,10 @@ int eg_matcher_mask(eg_matcher *m, uint8_t *allowed) {
     }
     memset(allowed, 0, (size_t)m->n_vocab);
     int count = 0;
+    m->walk_budget = max_nodes < 0 ? (long)m->n_nodes + 1 : max_nodes;
     eg_walk(m, 0, m->cur, m->acc, m->need, m->seq_len, allowed, &count);
     if (m->overflow) return EMBER_ERR_NOMEM;
+    if (m->walk_budget < 0) return EG_MASK_UNFINISHED;
     if (eg_accepting(m))
         for (int i = 0; i < m->n_eog; i++) { allowed[m->eogs[i]] = 1; count++; }
     if (!e->mask) e->mask = ec_malloc(m->a, (size_t)m->n_vocab);

@@ -24,6 +24,11 @@ int eg_matcher_allows(eg_matcher *m, int32_t token);
 /* allowed[t] = 1 for every token that may come next, else 0.  Returns the
  * number allowed, or a negative status (the grammar blew its work budget). */
 int eg_matcher_mask(eg_matcher *m, uint8_t *allowed);
+/* eg_matcher_mask, but giving up (EG_MASK_UNFINISHED, allowed undefined)
+ * after visiting max_nodes nodes of the trie: cheap positions are masked
+ * at once, the caller has something cheaper to try for the others. */
+#define EG_MASK_UNFINISHED (-1000)
+int eg_matcher_mask_within(eg_matcher *m, uint8_t *allowed, long max_nodes);
 /* Advance over token (an end-of-generation token ends the text).  A token
  * the grammar does not allow leaves the matcher dead: nothing is allowed
  * until a reset. */

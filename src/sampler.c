@@ -187,12 +187,28 @@ static void es_softmax(const es_cand *c, int n, float temp, float *probs) {
  * limits the draw (the top k allowed tokens are the first k allowed ones in
  * logit order).  The result is exactly what masking first would give. */
 static int es_grammar_filter(ember_sampler *s, es_cand *c, int V) {
+    int n = -1;
     if (s->p.temperature <= 0) {
         int best = 0;
         for (int i = 1; i < V; i++) if (es_cmp_desc(&c[i], &c[best]) < 0) best = i;
         if (c[best].logit > -INFINITY && eg_matcher_allows(s->gm, c[best].id)) {
             c[0] = c[best];
             return 1;
+        }
+        /* A position that allows few tokens masks quickly; for one that
+         * allows many, the next best few are checked in order instead (the
+         * first allowed one is the argmax of the allowed tokens). */
+        n = eg_matcher_mask_within(s->gm, s->allowed, 20000);
+        if (n == EG_MASK_UNFINISHED) {
+            int look = V < 64 ? V : 64;
+            es_select_top(c, V, look);
+            qsort(c, (size_t)look, sizeof *c, es_cmp_desc);
+            for (int i = 0; i < look; i++)
+                if (c[i].logit > -INFINITY && eg_matcher_allows(s->gm, c[i].id)) {
+                    c[0] = c[i];
+                    return 1;
+                }
+            n = -1;
         }
     } else if (s->p.top_k > 0) {
         int look = 4 * s->p.top_k < 256 ? 256 : 4 * s->p.top_k;
@@ -204,7 +220,7 @@ static int es_grammar_filter(ember_sampler *s, es_cand *c, int V) {
             if (c[i].logit > -INFINITY && eg_matcher_allows(s->gm, c[i].id)) c[kept++] = c[i];
         if (kept == s->p.top_k || look == V) return kept;
     }
-    int n = eg_matcher_mask(s->gm, s->allowed);
+    if (n < 0) n = eg_matcher_mask(s->gm, s->allowed);
     if (n <= 0) return n < 0 ? -1 : 0;
     int kept = 0;
     for (int i = 0; i < V; i++)
