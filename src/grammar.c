@@ -1170,6 +1170,7 @@ void eg_matcher_reset(eg_matcher *m) {
     m->acc = 0;
     m->need = m->seq_len = 0;
     m->ended = 0;
+    if (m->overflow) eg_cache_clear(m);   /* it may hold "nothing" for transitions cut short */
     m->overflow = 0;
     eg_cache_check(m);
     eg_initial(m);

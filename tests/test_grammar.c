@@ -98,6 +98,16 @@ static void test_errors(void) {
         CHECK(strstr(err.message, want) != NULL, "case %zu: want %s, got \"%s\"", i, want, err.message);
         CHECK(strstr(err.message, cases[i].word) != NULL, "case %zu: want \"%s\" in \"%s\"", i, cases[i].word, err.message);
     }
+    /* 2^n distinct stacks after n x's: past the limit the grammar stops
+     * (an error), it does not grow without bound */
+    const char *amb = "root ::= a\na ::= \"x\" a \"y\" | \"x\" a \"z\" | \"\"";
+    ember_grammar *ga = parse(amb, NULL);
+    CHECK(ga != NULL, "ambiguous grammar parses");
+    if (ga) {
+        CHECK(accepts(ga, "xxyz") == 1 && accepts(ga, "xxy") == 0, "ambiguous small");
+        CHECK(accepts(ga, "xxxxxxxxxxxxxxxxxxxxyyyyyyyyyyyyyyyyyyyy") < 0, "past the stack limit: an error");
+        ember_grammar_free(ga);
+    }
     /* a named start rule, NULL arguments */
     ember_grammar *g = NULL;
     ember_error err;
