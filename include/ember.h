@@ -283,7 +283,8 @@ EMBER_API int ember_sampler_create(const ember_model *model,
 EMBER_API void ember_sampler_free(ember_sampler *sampler);
 /* Forget the token history and reseed. */
 EMBER_API void ember_sampler_reset(ember_sampler *sampler, uint64_t seed);
-/* Choose a token from logits (n_vocab floats; not modified). */
+/* Choose a token from logits (n_vocab floats; not modified).  -1 if an
+ * attached grammar allows no token (see ember_sampler_set_grammar). */
 EMBER_API ember_token ember_sampler_sample(ember_sampler *sampler,
                                            const float *logits);
 /* Record a token in the history used by the repetition penalty (and

@@ -73,6 +73,8 @@ typedef struct eg_parser {
     uint32_t n_rules, cap_syms, cap_rules;
     eg_range *ranges;
     uint32_t n_ranges, cap_ranges;
+    uint32_t *named;     /* ids of the rules named in the text */
+    uint32_t n_named, cap_named;
     uint32_t total;      /* elements so far */
     int rc;
     char msg[200];
@@ -130,9 +132,14 @@ static uint32_t eg_rule_new(eg_parser *p, const char *name, size_t len, int gene
 }
 
 static uint32_t eg_rule_named(eg_parser *p, const char *name, size_t len) {
-    for (uint32_t i = 0; i < p->n_rules; i++)
-        if (!p->syms[i].generated && p->syms[i].len == len && memcmp(p->syms[i].name, name, len) == 0) return i;
-    return eg_rule_new(p, name, len, 0, 0);
+    for (uint32_t k = 0; k < p->n_named; k++) {
+        uint32_t i = p->named[k];
+        if (p->syms[i].len == len && memcmp(p->syms[i].name, name, len) == 0) return i;
+    }
+    if (eg_grow(p->a, (void **)&p->named, &p->cap_named, p->n_named + 1, sizeof *p->named)) { eg_nomem(p); return 0; }
+    uint32_t id = eg_rule_new(p, name, len, 0, 0);
+    if (!p->rc) p->named[p->n_named++] = id;
+    return id;
 }
 
 static void eg_push(eg_parser *p, uint32_t rule, uint8_t type, uint8_t neg, uint32_t a, uint32_t n) {
@@ -406,31 +413,29 @@ static void eg_check_left_recursion(eg_parser *p, const uint8_t *nullable) {
     uint32_t n = p->n_rules;
     uint8_t *color = ec_calloc(p->a, n, 1);
     uint32_t *st_rule = ec_calloc(p->a, n, sizeof *st_rule), *st_idx = ec_calloc(p->a, n, sizeof *st_idx);
-    if (!color || !st_rule || !st_idx) { eg_nomem(p); goto done; }
+    uint8_t *st_left = ec_calloc(p->a, n, 1);
+    if (!color || !st_rule || !st_idx || !st_left) { eg_nomem(p); goto done; }
     for (uint32_t start = 0; start < n && !p->rc; start++) {
         if (color[start]) continue;
         uint32_t sp = 0;
-        st_rule[0] = start; st_idx[0] = 0; color[start] = 1;
+        st_rule[0] = start; st_idx[0] = 0; st_left[0] = 1; color[start] = 1;
         while (sp != UINT32_MAX && !p->rc) {
             uint32_t r = st_rule[sp];
             const eg_seq *q = &p->rules[r];
-            /* next left-reachable reference of r from element st_idx[sp] */
+            /* next left-reachable reference of r from element st_idx[sp]:
+             * one whose alternative has only nullable elements before it
+             * (st_left[sp]: that holds at st_idx[sp]) */
             uint32_t i = st_idx[sp], next = UINT32_MAX;
+            int left = st_left[sp];
             while (i < q->n) {
-                const eg_elem *e = &q->v[i];
-                if (e->type == EG_REF) {
-                    /* left position if every earlier element of the alternative is nullable */
-                    uint32_t j = i;
-                    while (j > 0 && q->v[j - 1].type > EG_ALT) j--;
-                    int left = 1;
-                    for (uint32_t k = j; k < i; k++)
-                        if (q->v[k].type == EG_SET || !nullable[q->v[k].a]) { left = 0; break; }
-                    i++;
-                    if (left) { next = e->a; break; }
-                } else {
-                    i++;
-                }
+                const eg_elem *e = &q->v[i++];
+                if (e->type <= EG_ALT) { left = 1; continue; }
+                if (e->type == EG_SET) { left = 0; continue; }
+                int was_left = left;
+                left = left && nullable[e->a];
+                if (was_left) { next = e->a; break; }
             }
+            st_left[sp] = (uint8_t)left;
             st_idx[sp] = i;
             if (next == UINT32_MAX) { color[r] = 2; sp = sp ? sp - 1 : UINT32_MAX; continue; }
             if (color[next] == 1) {
@@ -440,13 +445,14 @@ static void eg_check_left_recursion(eg_parser *p, const uint8_t *nullable) {
                            "left recursion: rule '%s' can reach itself before reading a character", p->syms[top].name, p->syms[top].len);
                 break;
             }
-            if (color[next] == 0) { color[next] = 1; sp++; st_rule[sp] = next; st_idx[sp] = 0; }
+            if (color[next] == 0) { color[next] = 1; sp++; st_rule[sp] = next; st_idx[sp] = 0; st_left[sp] = 1; }
         }
     }
 done:
     ec_free(p->a, color);
     ec_free(p->a, st_rule);
     ec_free(p->a, st_idx);
+    ec_free(p->a, st_left);
 }
 
 void ember_grammar_free(ember_grammar *g) {
@@ -545,6 +551,7 @@ int ember_grammar_parse(const char *text, size_t len, const char *root, const em
     ec_free(allocator, p.rules);
     ec_free(allocator, p.syms);
     ec_free(allocator, p.ranges);
+    ec_free(allocator, p.named);
     if (p.rc) {
         if (err) {
             int line, col;
