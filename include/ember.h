@@ -168,8 +168,10 @@ EMBER_API ember_token ember_token_eos(const ember_model *model); /* -1 if none *
 EMBER_API int ember_token_is_eog(const ember_model *model, ember_token token);
 
 enum {
-    EMBER_TOKENIZE_ADD_BOS = 1,  /* prepend BOS if the model asks for one
-                                    (tokenizer.ggml.add_bos_token)           */
+    EMBER_TOKENIZE_ADD_BOS = 1,  /* the model's special tokens: BOS before
+                                    and EOS after the text where it asks for
+                                    them (tokenizer.ggml.add_bos_token,
+                                    add_eos_token), as llama.cpp's add_special */
     EMBER_TOKENIZE_SPECIAL = 2   /* parse special-token text (e.g.
                                     "<|eot_id|>") into its id; by default such
                                     text is tokenized as plain characters     */
@@ -252,6 +254,19 @@ EMBER_API const ember_token *ember_context_tokens(const ember_context *ctx);
  * logit is NaN or Inf. */
 EMBER_API int ember_eval(ember_context *ctx, const ember_token *tokens, int n,
                          float *all_logits);
+
+/* Evaluate one token for each of n contexts of the same model in one pass
+ * over the weights (generation is memory-bound: n characters cost little
+ * more than one).  tokens[i] is appended to ctxs[i]; afterwards each
+ * context's ember_get_logits() predicts its next token, with the same bits
+ * as ember_eval() of that token alone.  The contexts must be distinct and
+ * not in use by another thread; the one with the most positions lends its
+ * scratch and threads (its first call with more contexts than before
+ * allocates their rows of logits; later calls allocate nothing).  Errors
+ * are reported in ctxs[0]'s message: nothing is changed by a bad argument
+ * (EMBER_ERR_INVALID_ARG, EMBER_ERR_BAD_TOKEN, EMBER_ERR_CONTEXT_FULL for a
+ * full context). */
+EMBER_API int ember_eval_multi(ember_context *const *ctxs, const ember_token *tokens, int n);
 
 /* Logits (n_vocab floats) after the last ember_eval(), or NULL. */
 EMBER_API const float *ember_get_logits(const ember_context *ctx);
@@ -415,7 +430,8 @@ typedef enum ember_stop_reason {
     EMBER_STOP_EOG = 1,          /* the model produced an end token        */
     EMBER_STOP_LENGTH = 2,       /* n_predict tokens were generated        */
     EMBER_STOP_CONTEXT_FULL = 3, /* the KV cache is full                   */
-    EMBER_STOP_CALLBACK = 4      /* the callback returned nonzero          */
+    EMBER_STOP_CALLBACK = 4,     /* the callback returned nonzero          */
+    EMBER_STOP_STRING = 5        /* a stop string appeared (not passed on) */
 } ember_stop_reason;
 
 typedef struct ember_generate_result {
@@ -435,6 +451,30 @@ EMBER_API int ember_generate(ember_context *ctx, ember_sampler *sampler,
                              const ember_token *prompt, int n_prompt,
                              int n_predict, ember_token_callback cb,
                              void *user_data, ember_generate_result *result);
+
+/* Stop strings for ember_generate and ember_step (copied; n = 0 clears).
+ * Generation stops when the text contains one, matched across token
+ * boundaries; the text before it is passed on, the stop string and what
+ * follows are not.  Text that may still become a stop string is held back
+ * until it cannot (never passed on and then retracted); at the end of
+ * generation held-back bytes are passed with token = -1. */
+EMBER_API int ember_context_set_stop_strings(ember_context *ctx, const char *const *stops, int n);
+
+/* One generation step for a game loop: sample the next token from the
+ * context's logits, accept it, and unless it ends generation, evaluate it.
+ * text (size >= ember_step_text_size(ctx)) receives the bytes that became
+ * final with this token (complete UTF-8, stop strings held back), not NUL-
+ * terminated.  The context must hold logits (a prompt evaluated).
+ * Thread-safety: as the context and sampler. */
+typedef struct ember_step_result {
+    ember_token token;       /* the token chosen                              */
+    ember_stop_reason stop;  /* EMBER_STOP_NONE: go on; EOG, STRING or
+                                CONTEXT_FULL: generation ended with it        */
+    size_t len;              /* bytes written to text                         */
+} ember_step_result;
+EMBER_API size_t ember_step_text_size(const ember_context *ctx);
+EMBER_API int ember_step(ember_context *ctx, ember_sampler *sampler, char *text, size_t size,
+                         ember_step_result *out);
 
 /* Convenience: tokenize text (with BOS; "" = BOS only) and ember_generate(). */
 EMBER_API int ember_generate_text(ember_context *ctx, ember_sampler *sampler,

@@ -15,6 +15,7 @@ struct ember_model {
     size_t region_size;
     int load_mode;
     char arch[32], name[128], tokenizer[16];
+    et_pool *pool;                  /* threads every context of the model shares */
 };
 
 struct ember_context {
@@ -25,8 +26,13 @@ struct ember_context {
     int pos;                        /* positions filled in the KV cache */
     int has_logits;                 /* st.logits predict the token at pos */
     ember_token *tokens;            /* [n_ctx]: the token at each position */
-    char *stream;                   /* bytes held back until UTF-8 completes */
+    char *stream;                   /* bytes held back until UTF-8 completes
+                                       or no stop string can begin in them */
     size_t stream_len, stream_cap;
+    char *stops;                    /* stop strings, NUL-separated (owned) */
+    int n_stops;
+    float *multi_logits;            /* ember_eval_multi: multi_rows rows of logits */
+    int multi_rows;
     char errmsg[256];
 };
 

@@ -12,6 +12,11 @@
 #include <time.h>
 #include <unistd.h>
 
+static int ember_default_threads(void) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > 256 ? 256 : (int)n;
+}
+
 /* ---- status ---------------------------------------------------------------- */
 
 const char *ember_status_string(int status) {
@@ -79,6 +84,13 @@ static int ember_model_from_image(const void *data, size_t size, const ember_mod
     if (rc != EMBER_OK) {
         ec_free(user, model);
         return ember_fail(err, rc, msg);
+    }
+    /* One pool of threads for every context of the model: N contexts must
+     * not start N pools. */
+    if (!model->m.vocab_only && (rc = et_pool_create(model->a, ember_default_threads(), &model->pool)) != EMBER_OK) {
+        em_model_free(&model->m);
+        ec_free(user, model);
+        return ember_fail(err, rc, "out of memory starting threads");
     }
     model->region = region;
     model->region_size = region_size;
@@ -181,6 +193,7 @@ int ember_model_open_file(const char *path, const ember_model_params *params, em
 
 void ember_model_free(ember_model *model) {
     if (!model) return;
+    et_pool_free(model->pool);
     em_model_free(&model->m);
     if (model->region) munmap(model->region, model->region_size);
     const ember_allocator *a = model->a ? &model->alloc : NULL;
@@ -224,10 +237,6 @@ const char *ember_type_name(int type) {
     return t ? t->name : NULL;
 }
 
-static int ember_default_threads(void) {
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n < 1 ? 1 : n > 256 ? 256 : (int)n;
-}
 
 /* As llama.cpp: a model trained on 131k positions must not take gigabytes
  * of cache just because no size was asked for. */
@@ -293,6 +302,15 @@ int ember_tokenize(const ember_model *model, const char *text, size_t len, int f
              ((flags & EMBER_TOKENIZE_SPECIAL) ? ETOK_PARSE_SPECIAL : 0);
     int32_t n = 0;
     int rc = etok_encode(model->m.tok, text ? text : "", len, tf, out, cap, &n);
+    /* EOS after the text where the model asks for it (add_eos_token), also
+     * as llama.cpp's add_special */
+    const ember_token eos = etok_eos(model->m.tok);
+    if ((flags & EMBER_TOKENIZE_ADD_BOS) && etok_add_eos(model->m.tok) && eos >= 0 &&
+        (rc == EMBER_OK || rc == EMBER_ERR_BUFFER_TOO_SMALL)) {
+        if (rc == EMBER_OK && n < cap) out[n] = eos;
+        else rc = EMBER_ERR_BUFFER_TOO_SMALL;
+        n++;
+    }
     *n_out = n;
     return rc;
 }
@@ -359,7 +377,7 @@ int ember_context_create(const ember_model *model, const ember_context_params *p
     ctx->stream_cap = (size_t)model->m.max_piece_bytes + 8;
     ctx->stream = ec_malloc(ctx->a, ctx->stream_cap);
     ctx->tokens = ec_malloc(ctx->a, (size_t)n_ctx * sizeof *ctx->tokens);
-    int rc = ctx->stream && ctx->tokens ? em_state_init(&ctx->st, &model->m, n_ctx, n_batch, p.kv_type, n_threads, ctx->a)
+    int rc = ctx->stream && ctx->tokens ? em_state_init(&ctx->st, &model->m, n_ctx, n_batch, p.kv_type, n_threads, model->pool, ctx->a)
                                         : EMBER_ERR_NOMEM;
     if (rc != EMBER_OK) {
         ec_free(ctx->a, ctx->tokens);
@@ -380,6 +398,8 @@ void ember_context_free(ember_context *ctx) {
     const ember_allocator *a = ctx->a ? &copy : NULL;
     em_state_free(&ctx->st);
     ec_free(a, ctx->tokens);
+    ec_free(a, ctx->stops);
+    ec_free(a, ctx->multi_logits);
     ec_free(a, ctx->stream);
     ec_free(a, ctx);
 }
@@ -458,6 +478,62 @@ int ember_eval(ember_context *ctx, const ember_token *tokens, int n, float *all_
     return EMBER_OK;
 }
 
+int ember_eval_multi(ember_context *const *ctxs, const ember_token *tokens, int n) {
+    if (!ctxs || n <= 0 || !tokens || !ctxs[0]) return EMBER_ERR_INVALID_ARG;
+    ember_context *lead = ctxs[0];
+    const ember_model *model = lead->model;
+    const int V = model->m.hp.n_vocab;
+    for (int i = 0; i < n; i++) {
+        ember_context *c = ctxs[i];
+        if (!c) return ea_ctx_fail(lead, EMBER_ERR_INVALID_ARG, "context %d is NULL", i);
+        if (c->model != model) return ea_ctx_fail(lead, EMBER_ERR_INVALID_ARG, "context %d is of another model", i);
+        if (tokens[i] < 0 || tokens[i] >= V)
+            return ea_ctx_fail(lead, EMBER_ERR_BAD_TOKEN, "token %d for context %d is outside the vocabulary (0..%d)",
+                               tokens[i], i, V - 1);
+        if (c->pos >= c->st.n_ctx)
+            return ea_ctx_fail(lead, EMBER_ERR_CONTEXT_FULL, "context %d is full (%d positions)", i, c->st.n_ctx);
+        for (int j = 0; j < i; j++)
+            if (ctxs[j] == c) return ea_ctx_fail(lead, EMBER_ERR_INVALID_ARG, "context %d is listed twice", i);
+    }
+    /* The scratch comes from the context with the most positions (the
+     * attention scores of every other fit in it), in chunks of its n_batch. */
+    ember_context *scratch = lead;
+    for (int i = 1; i < n; i++)
+        if (ctxs[i]->st.n_ctx > scratch->st.n_ctx) scratch = ctxs[i];
+    enum { EMBER_MULTI_MAX = 64 };       /* rows per pass: their states and positions on the stack */
+    int chunk = n < scratch->st.n_batch ? n : scratch->st.n_batch;
+    if (chunk > EMBER_MULTI_MAX) chunk = EMBER_MULTI_MAX;
+    if (scratch->multi_rows < chunk) {   /* the first call with this many contexts */
+        float *l = ec_realloc(scratch->a, scratch->multi_logits, (size_t)chunk * (size_t)V * sizeof(float));
+        if (!l) return ea_ctx_fail(lead, EMBER_ERR_NOMEM, "out of memory for %d rows of logits", chunk);
+        scratch->multi_logits = l;
+        scratch->multi_rows = chunk;
+    }
+    em_state *states[EMBER_MULTI_MAX];
+    int pos[EMBER_MULTI_MAX];
+    int rc = EMBER_OK;
+    for (int i = 0; i < n; i += chunk) {
+        const int nb = n - i < chunk ? n - i : chunk;
+        for (int b = 0; b < nb; b++) {
+            states[b] = &ctxs[i + b]->st;
+            pos[b] = ctxs[i + b]->pos;
+        }
+        if (em_forward_multi(&scratch->st, states, pos, tokens + i, nb, scratch->multi_logits))
+            return ea_ctx_fail(lead, EMBER_ERR_CANCELLED, "evaluation aborted by the abort callback "
+                               "(contexts before %d advanced, the rest unchanged)", i);
+        for (int b = 0; b < nb; b++) {
+            ember_context *c = ctxs[i + b];
+            c->tokens[c->pos++] = tokens[i + b];
+            c->has_logits = 1;
+            memcpy(c->st.logits, scratch->multi_logits + (size_t)b * V, (size_t)V * sizeof(float));
+            if (!ember_all_finite(c->st.logits, (size_t)V))
+                rc = ea_ctx_fail(c, EMBER_ERR_NONFINITE, "the model produced NaN or infinite logits");
+        }
+    }
+    if (rc != EMBER_OK) ea_ctx_fail(lead, rc, "a context's logits are NaN or infinite");
+    return rc;
+}
+
 const float *ember_get_logits(const ember_context *ctx) {
     return ctx && ctx->has_logits ? ctx->st.logits : NULL;
 }
@@ -470,28 +546,96 @@ static double ember_now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* Append a token's bytes and pass on everything that forms whole UTF-8
- * characters; keep an incomplete tail for the next token. */
-static int ember_stream_token(ember_context *ctx, ember_token tok, ember_token prev, ember_token_callback cb,
-                              void *ud) {
+/* ---- streaming text and stop strings ---------------------------------------- */
+
+int ember_context_set_stop_strings(ember_context *ctx, const char *const *stops, int n) {
+    if (!ctx) return EMBER_ERR_INVALID_ARG;
+    if (n < 0 || (n && !stops)) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "bad stop string list");
+    size_t total = 0, longest = 0;
+    for (int i = 0; i < n; i++) {
+        if (!stops[i] || !stops[i][0]) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "stop string %d is empty", i);
+        size_t len = strlen(stops[i]);
+        if (len > 4096) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "stop string %d is longer than 4096 bytes", i);
+        total += len + 1;
+        if (len > longest) longest = len;
+    }
+    /* one block: the strings, NUL-separated; the stream grows to hold a
+     * stop string's worth of held-back text beside a token's */
+    char *block = n ? ec_malloc(ctx->a, total) : NULL;
+    size_t cap = (size_t)ctx->model->m.max_piece_bytes + 8 + longest;
+    char *stream = cap > ctx->stream_cap ? ec_realloc(ctx->a, ctx->stream, cap) : ctx->stream;
+    if ((n && !block) || !stream) {
+        ec_free(ctx->a, block);
+        if (stream) ctx->stream = stream;
+        return ea_ctx_fail(ctx, EMBER_ERR_NOMEM, "out of memory for stop strings");
+    }
+    ctx->stream = stream;
+    if (cap > ctx->stream_cap) ctx->stream_cap = cap;
+    for (size_t i = 0, at = 0; i < (size_t)n; i++) {
+        size_t len = strlen(stops[i]) + 1;
+        memcpy(block + at, stops[i], len);
+        at += len;
+    }
+    ec_free(ctx->a, ctx->stops);
+    ctx->stops = block;
+    ctx->n_stops = n;
+    return EMBER_OK;
+}
+
+/* Where the earliest stop string starts in the stream (-1: none), and the
+ * longest tail of it that could still become one (*partial). */
+static long ember_find_stop(const ember_context *ctx, size_t *partial) {
+    const char *st = ctx->stream;
+    const size_t len = ctx->stream_len;
+    long found = -1;
+    *partial = 0;
+    const char *p = ctx->stops;
+    for (int i = 0; i < ctx->n_stops; i++, p += strlen(p) + 1) {
+        const size_t sl = strlen(p);
+        for (size_t at = 0; at + sl <= len; at++)
+            if (!memcmp(st + at, p, sl)) { if (found < 0 || (long)at < found) found = (long)at; break; }
+        for (size_t k = sl - 1 < len ? sl - 1 : len; k > *partial; k--)
+            if (!memcmp(st + len - k, p, k)) { *partial = k; break; }
+    }
+    return found;
+}
+
+/* Append a token's text to the stream.  *emit = how many bytes at the
+ * front are final: whole UTF-8 characters that cannot be the start of a
+ * stop string.  Returns 1 if a stop string completed (then *emit is the
+ * text before it). */
+static int ember_stream_push(ember_context *ctx, ember_token tok, ember_token prev, size_t *emit) {
     size_t room = ctx->stream_cap - ctx->stream_len;
     int n = etok_piece(ctx->model->m.tok, tok, prev, 0, ctx->stream + ctx->stream_len, room);
     if (n < 0 || (size_t)n > room) n = 0;   /* cannot happen: stream_cap covers the longest piece */
     ctx->stream_len += (size_t)n;
+    size_t partial = 0;
+    long stop = ctx->n_stops ? ember_find_stop(ctx, &partial) : -1;
+    if (stop >= 0) { *emit = (size_t)stop; return 1; }
     size_t keep = ec_utf8_incomplete_tail((const unsigned char *)ctx->stream, ctx->stream_len);
-    size_t emit = ctx->stream_len - keep;
-    int stop = cb ? cb(ud, tok, ctx->stream, emit) : 0;
-    memmove(ctx->stream, ctx->stream + emit, keep);
-    ctx->stream_len = keep;
-    return stop;
+    if (partial > keep) keep = partial;
+    *emit = ctx->stream_len - keep;
+    return 0;
 }
+
+/* Drop the first n bytes of the stream (all of it after a stop string). */
+static void ember_stream_consume(ember_context *ctx, size_t n, int stopped) {
+    if (stopped) n = ctx->stream_len;
+    memmove(ctx->stream, ctx->stream + n, ctx->stream_len - n);
+    ctx->stream_len -= n;
+}
+
+/* ---- generation ---------------------------------------------------------------- */
 
 int ember_generate(ember_context *ctx, ember_sampler *sampler, const ember_token *prompt, int n_prompt,
                    int n_predict, ember_token_callback cb, void *ud, ember_generate_result *result) {
     ember_generate_result res;
     memset(&res, 0, sizeof res);
     if (result) *result = res;
-    if (!ctx || !sampler || n_prompt < 0 || (n_prompt && !prompt) || n_predict < 0) return EMBER_ERR_INVALID_ARG;
+    if (!ctx) return EMBER_ERR_INVALID_ARG;
+    if (!sampler) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "sampler is NULL");
+    if (n_prompt < 0 || (n_prompt && !prompt)) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "bad prompt (n_prompt %d)", n_prompt);
+    if (n_predict < 0) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "n_predict %d is negative", n_predict);
     const em_model *m = &ctx->model->m;
     double t0 = ember_now();
     if (n_prompt > 0) {
@@ -512,18 +656,52 @@ int ember_generate(ember_context *ctx, ember_sampler *sampler, const ember_token
         ember_sampler_accept(sampler, tok);
         if (etok_is_eog(m->tok, tok)) { res.stop = EMBER_STOP_EOG; break; }
         res.n_generated++;
-        if (ember_stream_token(ctx, tok, prev, cb, ud)) { res.stop = EMBER_STOP_CALLBACK; }
+        size_t emit;
+        int stopped = ember_stream_push(ctx, tok, prev, &emit);
+        if (cb && cb(ud, tok, ctx->stream, emit)) res.stop = EMBER_STOP_CALLBACK;
+        ember_stream_consume(ctx, emit, stopped);
+        if (stopped) res.stop = EMBER_STOP_STRING;
         prev = tok;
         /* Evaluate the token so the context holds everything generated. */
         if (ctx->pos >= ctx->st.n_ctx) { if (!res.stop) res.stop = EMBER_STOP_CONTEXT_FULL; break; }
         rc = ember_eval(ctx, &tok, 1, NULL);
         if (rc != EMBER_OK || res.stop) break;
     }
-    if (ctx->stream_len && cb) cb(ud, -1, ctx->stream, ctx->stream_len);  /* bytes that never completed */
+    if (ctx->stream_len && cb) cb(ud, -1, ctx->stream, ctx->stream_len);  /* held-back or incomplete bytes */
     ctx->stream_len = 0;
     res.generate_seconds = ember_now() - t1;
     if (result) *result = res;
     return rc;
+}
+
+size_t ember_step_text_size(const ember_context *ctx) { return ctx ? ctx->stream_cap : 0; }
+
+int ember_step(ember_context *ctx, ember_sampler *sampler, char *text, size_t size, ember_step_result *out) {
+    if (!ctx) return EMBER_ERR_INVALID_ARG;
+    if (out) memset(out, 0, sizeof *out);
+    if (!sampler || !out) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "sampler or result is NULL");
+    if (!text || size < ctx->stream_cap)
+        return ea_ctx_fail(ctx, EMBER_ERR_BUFFER_TOO_SMALL, "the text buffer must hold ember_step_text_size() = %zu bytes",
+                           ctx->stream_cap);
+    if (!ctx->has_logits) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "nothing to continue: evaluate a prompt first");
+    ember_token tok = ember_sampler_sample(sampler, ctx->st.logits);
+    ember_sampler_accept(sampler, tok);
+    out->token = tok;
+    size_t emit = 0;
+    int stopped = 0;
+    if (etok_is_eog(ctx->model->m.tok, tok)) {
+        out->stop = EMBER_STOP_EOG;
+        emit = ctx->stream_len;                  /* whatever was held back is final now */
+    } else {
+        stopped = ember_stream_push(ctx, tok, ctx->pos ? ctx->tokens[ctx->pos - 1] : -1, &emit);
+        if (stopped) out->stop = EMBER_STOP_STRING;
+        else if (ctx->pos >= ctx->st.n_ctx) { out->stop = EMBER_STOP_CONTEXT_FULL; emit = ctx->stream_len; }
+    }
+    memcpy(text, ctx->stream, emit);
+    out->len = emit;
+    ember_stream_consume(ctx, emit, stopped || out->stop);
+    if (out->stop == EMBER_STOP_EOG || out->stop == EMBER_STOP_CONTEXT_FULL) return EMBER_OK;
+    return ember_eval(ctx, &tok, 1, NULL);
 }
 
 /* Tokenize into a new array from the context's allocator (free with

@@ -22,8 +22,8 @@ static const ek_type_info ek_types[EK_TYPE_COUNT] = {
     [EK_Q6_K] = {"q6_K", 256, 210}, [EK_Q8_K] = {"q8_K", 256, 292},
     [16] = {"iq2_xxs", 256, 66},   [17] = {"iq2_xs", 256, 74},
     [18] = {"iq3_xxs", 256, 98},   [19] = {"iq1_s", 256, 50},
-    [20] = {"iq4_nl", 32, 18},     [21] = {"iq3_s", 256, 110},
-    [22] = {"iq2_s", 256, 82},     [23] = {"iq4_xs", 256, 136},
+    [EK_IQ4_NL] = {"iq4_nl", 32, 18}, [21] = {"iq3_s", 256, 110},
+    [22] = {"iq2_s", 256, 82},     [EK_IQ4_XS] = {"iq4_xs", 256, 136},
     [EK_I8]  = {"i8", 1, 1},       [EK_I16] = {"i16", 1, 2},
     [EK_I32] = {"i32", 1, 4},      [EK_I64] = {"i64", 1, 8},
     [EK_F64] = {"f64", 1, 8},      [29] = {"iq1_m", 256, 56},
@@ -97,6 +97,9 @@ float ek_bf16_to_fp32(uint16_t h) {
 }
 
 #define EK_H2F(h) ek_fp16_to_fp32(h)
+
+/* The 16 levels of IQ4_NL / IQ4_XS nibbles (ggml's kvalues_iq4nl). */
+const int8_t ek_iq4nl_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 
 /* ---- k-quant decoding --------------------------------------------------------
  * Every k-quant block is decoded into one shape: 256 small integers q, and
@@ -201,6 +204,23 @@ static void ek_decode_q6_K(const ek_block_q6_K *b, ek_kblock *o) {
     }
 }
 
+/* iq4_xs in the same shape: one 6-bit scale (ls - 32) per sub-block of 32,
+ * no min; dmin = 0 keeps d * scale * q - 0 * 0 the bits of ggml's
+ * (d * (ls - 32)) * value. */
+static void ek_decode_iq4_xs(const ek_block_iq4_xs *b, ek_kblock *o) {
+    o->d = EK_H2F(b->d);
+    o->dmin = 0.0f;
+    for (int ib = 0; ib < 8; ib++) {
+        int ls = ((b->scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) | (((b->scales_h >> (2 * ib)) & 3) << 4);
+        o->scale[2 * ib] = o->scale[2 * ib + 1] = ls - 32;
+        o->min[2 * ib] = o->min[2 * ib + 1] = 0;
+        for (int j = 0; j < 16; j++) {
+            o->q[32 * ib + j] = ek_iq4nl_values[b->qs[16 * ib + j] & 0xF];
+            o->q[32 * ib + 16 + j] = ek_iq4nl_values[b->qs[16 * ib + j] >> 4];
+        }
+    }
+}
+
 static int ek_decode_kblock(int type, const void *blk, ek_kblock *o) {
     switch (type) {
     case EK_Q2_K: ek_decode_q2_K(blk, o); return 0;
@@ -208,14 +228,15 @@ static int ek_decode_kblock(int type, const void *blk, ek_kblock *o) {
     case EK_Q4_K: ek_decode_q4_K(blk, o); return 0;
     case EK_Q5_K: ek_decode_q5_K(blk, o); return 0;
     case EK_Q6_K: ek_decode_q6_K(blk, o); return 0;
+    case EK_IQ4_XS: ek_decode_iq4_xs(blk, o); return 0;
     default: return -1;
     }
 }
 
 /* ---- dequantization ---------------------------------------------------------- */
 
-/* The 32 integers of one 32-block of the legacy formats, and its d and m
- * (value = d * q + m). */
+/* The 32 integers of one 32-block of the legacy formats and IQ4_NL, and
+ * its d and m (value = d * q + m, or d * q for the types without a min). */
 static void ek_decode_block32(int type, const void *blk, int q[32], float *d, float *m) {
     *m = 0.0f;
     switch (type) {
@@ -256,14 +277,22 @@ static void ek_decode_block32(int type, const void *blk, int q[32], float *d, fl
         for (int j = 0; j < 32; j++) q[j] = b->qs[j];
         break;
     }
+    case EK_IQ4_NL: {
+        const ek_block_iq4_nl *b = blk;
+        *d = EK_H2F(b->d);
+        for (int j = 0; j < 16; j++) { q[j] = ek_iq4nl_values[b->qs[j] & 0xF]; q[j + 16] = ek_iq4nl_values[b->qs[j] >> 4]; }
+        break;
+    }
     }
 }
+
+static int ek_has_min(int type) { return type == EK_Q4_1 || type == EK_Q5_1; }
 
 int ek_type_supported(int type) {
     switch (type) {
     case EK_F32: case EK_F16: case EK_BF16: case EK_Q4_0: case EK_Q4_1: case EK_Q5_0:
     case EK_Q5_1: case EK_Q8_0: case EK_Q2_K: case EK_Q3_K: case EK_Q4_K: case EK_Q5_K:
-    case EK_Q6_K:
+    case EK_Q6_K: case EK_IQ4_NL: case EK_IQ4_XS:
         return 1;
     default:
         return 0;
@@ -280,12 +309,13 @@ void ek_dequant_row(int type, const void *src, float *dst, int64_t n) {
     case EK_BF16:
         for (int64_t i = 0; i < n; i++) { uint16_t h; memcpy(&h, p + 2 * i, 2); dst[i] = ek_bf16_to_fp32(h); }
         return;
-    case EK_Q4_0: case EK_Q4_1: case EK_Q5_0: case EK_Q5_1: case EK_Q8_0: case EK_Q8_1: {
+    case EK_Q4_0: case EK_Q4_1: case EK_Q5_0: case EK_Q5_1: case EK_Q8_0: case EK_Q8_1: case EK_IQ4_NL: {
         int bs = ek_types[type].type_size, q[32];
         for (int64_t i = 0; i < n / 32; i++) {
             float d, m;
             ek_decode_block32(type, p + i * bs, q, &d, &m);
-            for (int j = 0; j < 32; j++) dst[i * 32 + j] = q[j] * d + m;
+            /* as ggml: q * d, and + m only where there is one (keeps -0) */
+            for (int j = 0; j < 32; j++) dst[i * 32 + j] = ek_has_min(type) ? q[j] * d + m : q[j] * d;
         }
         return;
     }
@@ -428,6 +458,103 @@ static void ek_quantize_q8_K_ref(const float *x, void *dst, int n) {
     }
 }
 
+/* ---- IQ4_NL / IQ4_XS: ggml's quantize_iq4_nl / quantize_iq4_xs without
+ * importance weights (weights x^2), which is what llama-quantize writes
+ * without an imatrix.  (ggml's quantize_row_iq4_nl_ref, a one-pass variant
+ * that skips the scale search, is not what files contain.) */
+
+/* The index of the table value nearest x (ties to the lower), as ggml's
+ * best_index_int8. */
+static int ek_iq4_nearest(float x) {
+    const int8_t *v = ek_iq4nl_values;
+    if (x <= v[0]) return 0;
+    if (x >= v[15]) return 15;
+    int lo = 0, hi = 15;
+    while (hi - lo > 1) {
+        int mid = (lo + hi) / 2;
+        if (x < v[mid]) hi = mid; else lo = mid;
+    }
+    return x - v[hi - 1] < v[hi] - x ? hi - 1 : hi;
+}
+
+/* sum w q x and sum w q^2 over a 32-block with its levels for scale 1/id */
+static void ek_iq4_fit(const float *x, const float *w, float id, uint8_t *L, float *sumqx, float *sumq2) {
+    float sx = 0, s2 = 0;
+    for (int j = 0; j < 32; j++) {
+        int l = ek_iq4_nearest(id * x[j]);
+        if (L) L[j] = (uint8_t)l;
+        float q = ek_iq4nl_values[l];
+        sx += w[j] * q * x[j];
+        s2 += w[j] * q * q;
+    }
+    *sumqx = sx;
+    *sumq2 = s2;
+}
+
+/* The best scale of one 32-block: least squares on the levels of scale
+ * max/127, then of the 15 scales max/(-127 + t) for t in -7..7; 0 for an
+ * all-zero block. */
+static float ek_iq4_block_scale(const float *x) {
+    float w[32], amax = 0, max = 0;
+    for (int j = 0; j < 32; j++) {
+        w[j] = x[j] * x[j];
+        if (fabsf(x[j]) > amax) { amax = fabsf(x[j]); max = x[j]; }
+    }
+    if (amax < 1e-15f) return 0;
+    const int8_t *v = ek_iq4nl_values;
+    float d = -max / v[0], sumqx, sumq2;
+    ek_iq4_fit(x, w, 1 / d, NULL, &sumqx, &sumq2);
+    d = sumq2 > 0 ? sumqx / sumq2 : 0.f;
+    float best = d * sumqx;
+    for (int t = -7; t <= 7; t++) {
+        ek_iq4_fit(x, w, (t + v[0]) / max, NULL, &sumqx, &sumq2);
+        if (sumq2 > 0 && sumqx * sumqx > best * sumq2) { d = sumqx / sumq2; best = d * sumqx; }
+    }
+    return d;
+}
+
+/* the 32 levels of a block as 16 bytes: element j low, j + 16 high */
+static void ek_iq4_pack(const float *x, float id, uint8_t *qs) {
+    for (int j = 0; j < 16; j++)
+        qs[j] = (uint8_t)(ek_iq4_nearest(id * x[j]) | (ek_iq4_nearest(id * x[j + 16]) << 4));
+}
+
+static void ek_quantize_iq4_nl_ref(const float *x, void *dst, int n) {
+    ek_block_iq4_nl *y = dst;
+    for (int i = 0; i < n / 32; i++, x += 32) {
+        const float d = ek_iq4_block_scale(x);
+        y[i].d = ek_fp32_to_fp16(d);
+        ek_iq4_pack(x, d ? 1 / d : 0, y[i].qs);
+    }
+}
+
+/* iq4_xs: each sub-block's best scale as above, then one d = -(the scale of
+ * largest magnitude) / 32 and 6-bit ls - 32 = nearest(scale / d) in -32..31;
+ * levels again for d * (ls - 32), d in float (not its fp16). */
+static void ek_quantize_iq4_xs_ref(const float *x, void *dst, int n) {
+    ek_block_iq4_xs *y = dst;
+    for (int i = 0; i < n / 256; i++, x += 256) {
+        float sc[8], amax = 0, max = 0;
+        for (int ib = 0; ib < 8; ib++) {
+            sc[ib] = ek_iq4_block_scale(x + 32 * ib);
+            if (fabsf(sc[ib]) > amax) { amax = fabsf(sc[ib]); max = sc[ib]; }
+        }
+        const float d = -max / 32, id = d ? 1 / d : 0.f;
+        y[i].d = ek_fp32_to_fp16(d);
+        y[i].scales_h = 0;
+        memset(y[i].scales_l, 0, sizeof y[i].scales_l);
+        for (int ib = 0; ib < 8; ib++) {
+            int l = ek_nearest_int(id * sc[ib]);
+            l = l < -32 ? -32 : l > 31 ? 31 : l;
+            const float dl = d * l;
+            ek_iq4_pack(x + 32 * ib, dl ? 1 / dl : 0.f, y[i].qs + 16 * ib);
+            l += 32;
+            y[i].scales_l[ib / 2] |= (uint8_t)((l & 0xF) << (4 * (ib % 2)));
+            y[i].scales_h |= (uint16_t)((l >> 4) << (2 * ib));
+        }
+    }
+}
+
 int ek_quantize_row(int type, const float *src, void *dst, int64_t n) {
     const ek_type_info *t = ek_type_get(type);
     if (!t || n % t->block_size) return -1;
@@ -446,6 +573,8 @@ int ek_quantize_row(int type, const float *src, void *dst, int64_t n) {
     case EK_Q5_1: ek_quantize_q5_1_ref(src, dst, (int)n); return 0;
     case EK_Q8_0: ek_quantize_q8_0_ref(src, dst, (int)n); return 0;
     case EK_Q8_K: ek_quantize_q8_K_ref(src, dst, (int)n); return 0;
+    case EK_IQ4_NL: ek_quantize_iq4_nl_ref(src, dst, (int)n); return 0;
+    case EK_IQ4_XS: ek_quantize_iq4_xs_ref(src, dst, (int)n); return 0;
     default: return -1;
     }
 }
@@ -455,8 +584,8 @@ int ek_quantize_row(int type, const float *src, void *dst, int64_t n) {
 int ek_act_type(int wtype) {
     switch (wtype) {
     case EK_F32: case EK_F16: case EK_BF16: return EK_F32;
-    case EK_Q4_0: case EK_Q4_1: case EK_Q5_0: case EK_Q5_1: case EK_Q8_0: return EK_Q8_0;
-    case EK_Q2_K: case EK_Q3_K: case EK_Q4_K: case EK_Q5_K: case EK_Q6_K: return EK_Q8_K;
+    case EK_Q4_0: case EK_Q4_1: case EK_Q5_0: case EK_Q5_1: case EK_Q8_0: case EK_IQ4_NL: return EK_Q8_0;
+    case EK_Q2_K: case EK_Q3_K: case EK_Q4_K: case EK_Q5_K: case EK_Q6_K: case EK_IQ4_XS: return EK_Q8_K;
     default: return -1;
     }
 }
@@ -553,6 +682,8 @@ static float ek_vdot_q4_1(const void *w, const void *x, int n) { return ek_vdot_
 static float ek_vdot_q5_0(const void *w, const void *x, int n) { return ek_vdot_block32(EK_Q5_0, w, x, n); }
 static float ek_vdot_q5_1(const void *w, const void *x, int n) { return ek_vdot_block32(EK_Q5_1, w, x, n); }
 static float ek_vdot_q8_0(const void *w, const void *x, int n) { return ek_vdot_block32(EK_Q8_0, w, x, n); }
+/* (d_w * d_x) * isum per block, as ggml's ggml_vec_dot_iq4_nl_q8_0 */
+static float ek_vdot_iq4_nl(const void *w, const void *x, int n) { return ek_vdot_block32(EK_IQ4_NL, w, x, n); }
 
 /* k-quants against Q8_K activations: per block
  *   d_x * (d * sum_g scale_g * dot_g(q, q_x) - dmin * sum_g min_g * bsum_g). */
@@ -583,6 +714,10 @@ static float ek_vdot_q3_K(const void *w, const void *x, int n) { return ek_vdot_
 static float ek_vdot_q4_K(const void *w, const void *x, int n) { return ek_vdot_kquant(EK_Q4_K, w, x, n); }
 static float ek_vdot_q5_K(const void *w, const void *x, int n) { return ek_vdot_kquant(EK_Q5_K, w, x, n); }
 static float ek_vdot_q6_K(const void *w, const void *x, int n) { return ek_vdot_kquant(EK_Q6_K, w, x, n); }
+/* iq4_xs: the superblock's integer sum of (ls - 32) * dot over its 8
+ * sub-blocks, scaled once (ggml's generic kernel scales each sub-block in
+ * float; the two agree to float rounding) */
+static float ek_vdot_iq4_xs(const void *w, const void *x, int n) { return ek_vdot_kquant(EK_IQ4_XS, w, x, n); }
 
 typedef float (*ek_vdot_fn)(const void *w, const void *x, int n);
 
@@ -612,6 +747,8 @@ EK_SCALAR_MATMUL(q3_K, EK_Q3_K)
 EK_SCALAR_MATMUL(q4_K, EK_Q4_K)
 EK_SCALAR_MATMUL(q5_K, EK_Q5_K)
 EK_SCALAR_MATMUL(q6_K, EK_Q6_K)
+EK_SCALAR_MATMUL(iq4_nl, EK_IQ4_NL)
+EK_SCALAR_MATMUL(iq4_xs, EK_IQ4_XS)
 
 /* ---- packed weights (layout in kernels.h) ------------------------------------------- */
 
@@ -721,6 +858,8 @@ static void ek_rmsnorm_scalar(float *out, const float *x, const float *w, int n,
     for (int i = 0; i < n; i++) out[i] = x[i] * scale * w[i];
 }
 
+static void ek_geglu_scalar(float *gate, const float *up, int n);
+
 static void ek_swiglu_scalar(float *g, const float *u, int n) {
     for (int i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
@@ -756,7 +895,8 @@ static const ek_kernels ek_scalar_set = {
         [EK_Q5_1] = ek_matmul_q5_1_scalar, [EK_Q8_0] = ek_matmul_q8_0_scalar,
         [EK_Q2_K] = ek_matmul_q2_K_scalar, [EK_Q3_K] = ek_matmul_q3_K_scalar,
         [EK_Q4_K] = ek_matmul_q4_K_scalar, [EK_Q5_K] = ek_matmul_q5_K_scalar,
-        [EK_Q6_K] = ek_matmul_q6_K_scalar,
+        [EK_Q6_K] = ek_matmul_q6_K_scalar, [EK_IQ4_NL] = ek_matmul_iq4_nl_scalar,
+        [EK_IQ4_XS] = ek_matmul_iq4_xs_scalar,
     },
     .matmul_packed = {[EK_Q4_0] = ek_matmul_q4_0_packed_scalar, [EK_Q8_0] = ek_matmul_q8_0_packed_scalar,
                       [EK_Q2_K] = ek_matmul_q2_K_packed_scalar, [EK_Q3_K] = ek_matmul_q3_K_packed_scalar,
@@ -766,6 +906,7 @@ static const ek_kernels ek_scalar_set = {
     .quantize_q8_K = ek_quantize_q8_K_ref,
     .rmsnorm = ek_rmsnorm_scalar,
     .swiglu = ek_swiglu_scalar,
+    .geglu = ek_geglu_scalar,
     .add = ek_add_scalar,
     .dot_f32 = ek_dot_f32_scalar,
     .dot_f16 = ek_dot_f16_scalar,
@@ -850,9 +991,11 @@ static float ek_gelu_tanh(float x) {
     return 0.5f * x * (1.0f + tanhf(c * x * (1.0f + 0.044715f * x * x)));
 }
 
-void ek_geglu(float *gate, const float *up, int n) {
+static void ek_geglu_scalar(float *gate, const float *up, int n) {
     for (int i = 0; i < n; i++) gate[i] = ek_gelu_tanh(gate[i]) * up[i];
 }
+
+void ek_geglu(const ek_kernels *k, float *gate, const float *up, int n) { EK_PICK(k, geglu)(gate, up, n); }
 
 void ek_softcap(float *x, int n, float cap) {
     const float inv = 1.0f / cap;

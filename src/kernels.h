@@ -12,7 +12,7 @@
 enum ek_type {
     EK_F32 = 0, EK_F16 = 1, EK_Q4_0 = 2, EK_Q4_1 = 3, EK_Q5_0 = 6, EK_Q5_1 = 7,
     EK_Q8_0 = 8, EK_Q8_1 = 9, EK_Q2_K = 10, EK_Q3_K = 11, EK_Q4_K = 12,
-    EK_Q5_K = 13, EK_Q6_K = 14, EK_Q8_K = 15,
+    EK_Q5_K = 13, EK_Q6_K = 14, EK_Q8_K = 15, EK_IQ4_NL = 20, EK_IQ4_XS = 23,
     EK_I8 = 24, EK_I16 = 25, EK_I32 = 26, EK_I64 = 27, EK_F64 = 28,
     EK_BF16 = 30,
     EK_TYPE_COUNT = 40
@@ -53,7 +53,8 @@ int ek_type_supported(int type);
 /* Dequantize n elements (a whole number of blocks) to floats. */
 void ek_dequant_row(int type, const void *src, float *dst, int64_t n);
 /* Reference quantization of n floats into type (byte-identical to ggml's
- * reference quantizers); returns 0, or -1 if the type cannot be made. */
+ * reference quantizers; for IQ4_NL and IQ4_XS to what llama-quantize writes
+ * without an importance matrix); returns 0, or -1 if the type cannot be made. */
 int ek_quantize_row(int type, const float *src, void *dst, int64_t n);
 
 /* Matrix products.  Activations are first converted, row by row, into the
@@ -109,7 +110,7 @@ void ek_softmax(float *x, int n);                    /* in place, stable */
 void ek_swiglu(const ek_kernels *k, float *gate, const float *up, int n); /* gate = silu(gate) * up */
 void ek_add(const ek_kernels *k, float *y, const float *x, int n);       /* y += x */
 
-void ek_geglu(float *gate, const float *up, int n);  /* gate = gelu_tanh(gate) * up */
+void ek_geglu(const ek_kernels *k, float *gate, const float *up, int n); /* gate = gelu_tanh(gate) * up */
 void ek_softcap(float *x, int n, float cap);         /* x = cap * tanh(x / cap) */
 void ek_scale(float *x, int n, float s);             /* x *= s */
 
@@ -155,9 +156,18 @@ typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[128]; } ek_blo
 typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qh[32]; uint8_t qs[128]; } ek_block_q5_K; /* 176 */
 typedef struct { uint8_t ql[128]; uint8_t qh[64]; int8_t scales[16]; uint16_t d; } ek_block_q6_K; /* 210 */
 typedef struct { float d; int8_t qs[256]; int16_t bsums[16]; } ek_block_q8_K; /* 292 */
+/* Non-linear 4-bit: nibble i stands for ek_iq4nl_values[i].  iq4_nl: 32
+ * elements, low nibbles of qs are elements 0..15, high nibbles 16..31.
+ * iq4_xs: 256 elements in 8 sub-blocks of 32 laid out as iq4_nl's, each with
+ * a 6-bit scale ls (low 4 bits: nibble ib of scales_l, low first; high 2
+ * bits: bits 2ib..2ib+1 of scales_h); value = d * (ls - 32) * table value. */
+typedef struct { uint16_t d; uint8_t qs[16]; } ek_block_iq4_nl;              /* 18 */
+typedef struct { uint16_t d, scales_h; uint8_t scales_l[4]; uint8_t qs[128]; } ek_block_iq4_xs; /* 136 */
+extern const int8_t ek_iq4nl_values[16];   /* ggml's kvalues_iq4nl */
 
 /* The activation format a weight type's dot product wants (EK_F32,
- * EK_Q8_0 or EK_Q8_K), or -1 if the type has no matmul. */
+ * EK_Q8_0 or EK_Q8_K), or -1 if the type has no matmul.  IQ4_NL takes Q8_0
+ * and IQ4_XS Q8_K, as in ggml. */
 int ek_act_type(int wtype);
 
 /* One matmul kernel: same contract as ek_matmul for one weight type. */
@@ -173,6 +183,7 @@ struct ek_kernels {
     void (*quantize_q8_K)(const float *x, void *dst, int n);  /* byte-identical to the reference */
     void (*rmsnorm)(float *out, const float *x, const float *w, int n, float eps);
     void (*swiglu)(float *gate, const float *up, int n);
+    void (*geglu)(float *gate, const float *up, int n);
     void (*add)(float *y, const float *x, int n);
     float (*dot_f32)(const float *q, const float *k, int n);
     float (*dot_f16)(const float *q, const uint16_t *k, int n);

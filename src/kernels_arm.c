@@ -22,7 +22,8 @@
 #define EKA_DOTPROD_INLINE static inline __attribute__((always_inline, target("arch=armv8.2-a+dotprod")))
 
 enum { EKA_W_F32, EKA_W_F16, EKA_W_BF16 };
-enum { EKA_Q4_0, EKA_Q8_0 };
+enum { EKA_Q4_0, EKA_Q8_0, EKA_IQ4_NL };
+#define EKA_WBS(kind) ((kind) == EKA_Q8_0 ? 34 : 18)   /* block bytes */
 
 EKA_INLINE float eka_h2f(uint16_t h) { return vgetq_lane_f32(vcvt_f32_f16(vreinterpret_f16_u16(vdup_n_u16(h))), 0); }
 
@@ -103,16 +104,27 @@ static void eka_matmul_bf16(const void *W, int n, const void *X, int nb, float *
     eka_matmul_float(EKA_W_BF16, W, n, X, nb, Y, ldy, r0, r1);
 }
 
-/* ---- quantized matmul (Q4_0, Q8_0 weights; Q8_0 activations) --------------------------------
+/* ---- quantized matmul (Q4_0, Q8_0, IQ4_NL weights; Q8_0 activations) ------------------------
  * Per block: the 32 weights as two int8x16 (q4_0: low nibbles are elements
- * 0..15, high nibbles 16..31, minus 8), an exact integer dot product in 4
- * int32 lanes, then acc += float(lanes) * (d_w * d_x). */
+ * 0..15, high nibbles 16..31, minus 8; iq4_nl: the same nibbles looked up
+ * in the table), an exact integer dot product in 4 int32 lanes, then
+ * acc += float(lanes) * (d_w * d_x). */
 
 #define EKA_QRT 4
 #define EKA_QBT 2
 
+/* 16 bytes of nibbles (element j low, j + 16 high) as table values */
+EKA_INLINE void eka_iq4_values(const uint8_t *qs, int8x16_t *w0, int8x16_t *w1) {
+    const int8x16_t table = vld1q_s8(ek_iq4nl_values);
+    uint8x16_t v = vld1q_u8(qs);
+    *w0 = vqtbl1q_s8(table, vandq_u8(v, vdupq_n_u8(0x0F)));
+    *w1 = vqtbl1q_s8(table, vshrq_n_u8(v, 4));
+}
+
 EKA_INLINE void eka_weights32(int kind, const uint8_t *qs, int8x16_t *w0, int8x16_t *w1) {
-    if (kind == EKA_Q4_0) {
+    if (kind == EKA_IQ4_NL) {
+        eka_iq4_values(qs, w0, w1);
+    } else if (kind == EKA_Q4_0) {
         uint8x16_t v = vld1q_u8(qs);
         *w0 = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(0x0F))), vdupq_n_s8(8));
         *w1 = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(v, 4)), vdupq_n_s8(8));
@@ -145,7 +157,7 @@ EKA_DOTPROD_INLINE int32x4_t eka_idot_dotprod(int8x16_t w0, int8x16_t w1, int8x1
 #define EKA_TILE_Q_BODY(IDOT)                                                                         \
     float32x4_t acc[EKA_QRT][EKA_QBT];                                                                \
     EKA_UNROLL for (int i = 0; i < RT; i++) EKA_UNROLL for (int j = 0; j < BT; j++) acc[i][j] = vdupq_n_f32(0.0f); \
-    const int wbs = kind == EKA_Q4_0 ? 18 : 34;                                                       \
+    const int wbs = EKA_WBS(kind);                                                                    \
     for (int k = 0; k < nblk; k++) {                                                                  \
         int8x16_t x0[EKA_QBT], x1[EKA_QBT];                                                           \
         float dx[EKA_QBT];                                                                            \
@@ -183,7 +195,7 @@ EKA_DOTPROD_INLINE void eka_tile_q_dotprod(int kind, int RT, int BT, const uint8
 
 #define EKA_MATMUL_Q_BODY(TILE)                                                                        \
     const int nblk = n / 32;                                                                          \
-    const size_t wrow = (size_t)nblk * (kind == EKA_Q4_0 ? 18 : 34), xrow = (size_t)nblk * 34;        \
+    const size_t wrow = (size_t)nblk * EKA_WBS(kind), xrow = (size_t)nblk * 34;                      \
     int r = r0;                                                                                       \
     for (; r + EKA_QRT <= r1; r += EKA_QRT) {                                                         \
         int b = 0;                                                                                    \
@@ -216,6 +228,87 @@ static EKA_DOTPROD void eka_matmul_q4_0_dotprod(const void *W, int n, const void
 }
 static EKA_DOTPROD void eka_matmul_q8_0_dotprod(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
     eka_matmul_q_dotprod(EKA_Q8_0, W, n, X, nb, Y, ldy, r0, r1);
+}
+static void eka_matmul_iq4_nl_neon(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
+    eka_matmul_q_neon(EKA_IQ4_NL, W, n, X, nb, Y, ldy, r0, r1);
+}
+static EKA_DOTPROD void eka_matmul_iq4_nl_dotprod(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0,
+                                                  int r1) {
+    eka_matmul_q_dotprod(EKA_IQ4_NL, W, n, X, nb, Y, ldy, r0, r1);
+}
+
+/* ---- IQ4_XS weights; Q8_K activations ------------------------------------------------------
+ * Per superblock: per sub-block of 32 the table values as two int8x16, the
+ * exact integer dot product (4 int32 lanes) times its scale ls - 32, summed
+ * exactly over the superblock; then acc += float(lanes) * (d_w * d_x). */
+
+#define EKA_XRT 4
+#define EKA_XBT 2
+
+/* the 8 sub-block scales ls - 32 of an iq4_xs superblock */
+EKA_INLINE void eka_iq4_xs_scales(const ek_block_iq4_xs *b, int32_t sc[8]) {
+    for (int ib = 0; ib < 8; ib++)
+        sc[ib] = (((b->scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) | (((b->scales_h >> (2 * ib)) & 3) << 4)) - 32;
+}
+
+#define EKA_TILE_XS_BODY(IDOT)                                                                        \
+    float32x4_t acc[EKA_XRT][EKA_XBT];                                                                \
+    EKA_UNROLL for (int i = 0; i < RT; i++) EKA_UNROLL for (int j = 0; j < BT; j++) acc[i][j] = vdupq_n_f32(0.0f); \
+    for (int k = 0; k < nsb; k++) {                                                                   \
+        const ek_block_q8_K *xb[EKA_XBT];                                                             \
+        EKA_UNROLL for (int j = 0; j < BT; j++) xb[j] = (const ek_block_q8_K *)(X + (size_t)(b + j) * xrow) + k; \
+        EKA_UNROLL for (int i = 0; i < RT; i++) {                                                     \
+            const ek_block_iq4_xs *wb = (const ek_block_iq4_xs *)(W + (size_t)(r + i) * wrow) + k;    \
+            int32_t sc[8];                                                                            \
+            eka_iq4_xs_scales(wb, sc);                                                                \
+            int32x4_t isum[EKA_XBT];                                                                  \
+            EKA_UNROLL for (int j = 0; j < BT; j++) isum[j] = vdupq_n_s32(0);                         \
+            for (int ib = 0; ib < 8; ib++) {                                                          \
+                int8x16_t w0, w1;                                                                     \
+                eka_iq4_values(wb->qs + 16 * ib, &w0, &w1);                                           \
+                EKA_UNROLL for (int j = 0; j < BT; j++) {                                             \
+                    int32x4_t p = IDOT(w0, w1, vld1q_s8(xb[j]->qs + 32 * ib), vld1q_s8(xb[j]->qs + 32 * ib + 16)); \
+                    isum[j] = vmlaq_n_s32(isum[j], p, sc[ib]);                                        \
+                }                                                                                     \
+            }                                                                                         \
+            const float dw = eka_h2f(wb->d);                                                          \
+            EKA_UNROLL for (int j = 0; j < BT; j++)                                                   \
+                acc[i][j] = vfmaq_n_f32(acc[i][j], vcvtq_f32_s32(isum[j]), dw * xb[j]->d);            \
+        }                                                                                             \
+    }                                                                                                 \
+    EKA_UNROLL for (int i = 0; i < RT; i++) EKA_UNROLL for (int j = 0; j < BT; j++)                   \
+        Y[(size_t)(b + j) * ldy + r + i] = vaddvq_f32(acc[i][j]);
+
+EKA_INLINE void eka_tile_xs_neon(int RT, int BT, const uint8_t *W, size_t wrow, const uint8_t *X, size_t xrow,
+                                 int nsb, float *Y, int ldy, int r, int b) {
+    EKA_TILE_XS_BODY(eka_idot_neon)
+}
+EKA_DOTPROD_INLINE void eka_tile_xs_dotprod(int RT, int BT, const uint8_t *W, size_t wrow, const uint8_t *X,
+                                            size_t xrow, int nsb, float *Y, int ldy, int r, int b) {
+    EKA_TILE_XS_BODY(eka_idot_dotprod)
+}
+
+#define EKA_MATMUL_XS_BODY(TILE)                                                                       \
+    const int nsb = n / 256;                                                                          \
+    const size_t wrow = (size_t)nsb * sizeof(ek_block_iq4_xs), xrow = (size_t)nsb * sizeof(ek_block_q8_K); \
+    int r = r0;                                                                                       \
+    for (; r + EKA_XRT <= r1; r += EKA_XRT) {                                                         \
+        int b = 0;                                                                                    \
+        for (; b + EKA_XBT <= nb; b += EKA_XBT) TILE(EKA_XRT, EKA_XBT, W, wrow, X, xrow, nsb, Y, ldy, r, b); \
+        for (; b < nb; b++) TILE(EKA_XRT, 1, W, wrow, X, xrow, nsb, Y, ldy, r, b);                   \
+    }                                                                                                 \
+    for (; r < r1; r++) {                                                                             \
+        int b = 0;                                                                                    \
+        for (; b + EKA_XBT <= nb; b += EKA_XBT) TILE(1, EKA_XBT, W, wrow, X, xrow, nsb, Y, ldy, r, b); \
+        for (; b < nb; b++) TILE(1, 1, W, wrow, X, xrow, nsb, Y, ldy, r, b);                         \
+    }
+
+static void eka_matmul_iq4_xs_neon(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
+    EKA_MATMUL_XS_BODY(eka_tile_xs_neon)
+}
+static EKA_DOTPROD void eka_matmul_iq4_xs_dotprod(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0,
+                                                  int r1) {
+    EKA_MATMUL_XS_BODY(eka_tile_xs_dotprod)
 }
 
 /* ---- vector ops --------------------------------------------------------------------------- */
@@ -294,6 +387,7 @@ static const ek_kernels eka_neon_set = {
     .matmul = {
         [EK_F32] = eka_matmul_f32, [EK_F16] = eka_matmul_f16, [EK_BF16] = eka_matmul_bf16,
         [EK_Q4_0] = eka_matmul_q4_0_neon, [EK_Q8_0] = eka_matmul_q8_0_neon,
+        [EK_IQ4_NL] = eka_matmul_iq4_nl_neon, [EK_IQ4_XS] = eka_matmul_iq4_xs_neon,
     },
     EKA_COMMON,
 };
@@ -303,6 +397,7 @@ static const ek_kernels eka_dotprod_set = {
     .matmul = {
         [EK_F32] = eka_matmul_f32, [EK_F16] = eka_matmul_f16, [EK_BF16] = eka_matmul_bf16,
         [EK_Q4_0] = eka_matmul_q4_0_dotprod, [EK_Q8_0] = eka_matmul_q8_0_dotprod,
+        [EK_IQ4_NL] = eka_matmul_iq4_nl_dotprod, [EK_IQ4_XS] = eka_matmul_iq4_xs_dotprod,
     },
     EKA_COMMON,
 };

@@ -534,6 +534,172 @@ static EKX_AVX2 void ekx_matmul_q3_K_avx2(const void *W, int n, const void *X, i
     ekx_matmul_k(EKX_Q3_K, W, n, X, nb, Y, ldy, r0, r1);
 }
 
+/* ---- AVX2 IQ4_XS matmul (Q8_K activations) ----------------------------------------------
+ * Two sub-blocks per step from one 32-byte load of quants: its low nibbles
+ * are elements 0..15 of sub-blocks p and p + 1 (128-bit lanes 0 and 1), its
+ * high nibbles their elements 16..31; the activations are rearranged to
+ * match (two lane permutes).  Per 32 elements: maddubs of |w| with x
+ * carrying w's sign (2 * 127 * 128 < 2^15), madd with the sub-block's
+ * scale ls - 32 (lane 0: p, lane 1: p + 1), summed exactly in 8 int32 lanes
+ * over the superblock, then one fma by d * d_x. */
+
+#define EKX_XRT 4   /* rows per tile (IQ4_XS and IQ4_NL) */
+#define EKX_XBT 2   /* activation rows per tile */
+
+/* the 8 scales ls - 32 of a superblock, scale ib in both int16 halves of
+ * int32 lane ib (a madd operand once broadcast) */
+EKX_AVX2_INLINE __m256i ekx_iq4_xs_scales(const uint8_t *blk) {
+    uint16_t h;
+    uint32_t l;
+    memcpy(&h, blk + 2, 2);
+    memcpy(&l, blk + 4, 4);
+    const __m256i lo = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)l), _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28)),
+                                        _mm256_set1_epi32(15));
+    const __m256i hi = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(h), _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14)),
+                                        _mm256_set1_epi32(3));
+    const __m256i s = _mm256_sub_epi32(_mm256_or_si256(lo, _mm256_slli_epi32(hi, 4)), _mm256_set1_epi32(32));
+    return _mm256_or_si256(_mm256_and_si256(s, _mm256_set1_epi32(0xFFFF)), _mm256_slli_epi32(s, 16));
+}
+
+EKX_AVX2_INLINE void ekx_tile_iq4_xs(int RT, int BT, const uint8_t *W, size_t wrow, const uint8_t *X, size_t xrow,
+                                     int nsb, float *Y, int ldy, int r, int b) {
+    __m256 acc[EKX_XRT][EKX_XBT];
+    EKX_UNROLL
+    for (int i = 0; i < RT; i++)
+        EKX_UNROLL
+        for (int j = 0; j < BT; j++) acc[i][j] = _mm256_setzero_ps();
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)ek_iq4nl_values));
+    for (int k = 0; k < nsb; k++) {
+        EKX_UNROLL
+        for (int i = 0; i < RT; i++) {
+            const uint8_t *blk = W + (size_t)(r + i) * wrow + (size_t)k * sizeof(ek_block_iq4_xs);
+            const __m256i sc = ekx_iq4_xs_scales(blk);
+            __m256i isum[EKX_XBT];
+            EKX_UNROLL
+            for (int j = 0; j < BT; j++) isum[j] = _mm256_setzero_si256();
+            EKX_UNROLL
+            for (int p = 0; p < 8; p += 2) {
+                const __m256i v = _mm256_loadu_si256((const __m256i *)(blk + 8 + 16 * p));
+                const __m256i wl = _mm256_shuffle_epi8(table, _mm256_and_si256(v, m4));
+                const __m256i wh = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
+                const __m256i al = _mm256_abs_epi8(wl), ah = _mm256_abs_epi8(wh);
+                const __m256i s = _mm256_permutevar8x32_epi32(sc, _mm256_setr_epi32(p, p, p, p, p + 1, p + 1, p + 1, p + 1));
+                EKX_UNROLL
+                for (int j = 0; j < BT; j++) {
+                    const int8_t *xq = ((const ek_block_q8_K *)(X + (size_t)(b + j) * xrow) + k)->qs + 32 * p;
+                    const __m256i x0 = _mm256_loadu_si256((const __m256i *)xq), x1 = _mm256_loadu_si256((const __m256i *)(xq + 32));
+                    const __m256i xl = _mm256_permute2x128_si256(x0, x1, 0x20), xh = _mm256_permute2x128_si256(x0, x1, 0x31);
+                    const __m256i pl = _mm256_madd_epi16(_mm256_maddubs_epi16(al, _mm256_sign_epi8(xl, wl)), s);
+                    const __m256i ph = _mm256_madd_epi16(_mm256_maddubs_epi16(ah, _mm256_sign_epi8(xh, wh)), s);
+                    isum[j] = _mm256_add_epi32(isum[j], _mm256_add_epi32(pl, ph));
+                }
+            }
+            uint16_t dh;
+            memcpy(&dh, blk, 2);
+            const float d = ekx_h2f(dh);
+            EKX_UNROLL
+            for (int j = 0; j < BT; j++) {
+                const ek_block_q8_K *xb = (const ek_block_q8_K *)(X + (size_t)(b + j) * xrow) + k;
+                acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[j]), _mm256_set1_ps(d * xb->d), acc[i][j]);
+            }
+        }
+    }
+    EKX_UNROLL
+    for (int i = 0; i < RT; i++)
+        EKX_UNROLL
+        for (int j = 0; j < BT; j++) Y[(size_t)(b + j) * ldy + r + i] = ekx_hsum(acc[i][j]);
+}
+
+static EKX_AVX2 void ekx_matmul_iq4_xs_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
+    const int nsb = n / 256;
+    const size_t wrow = (size_t)nsb * sizeof(ek_block_iq4_xs), xrow = (size_t)nsb * sizeof(ek_block_q8_K);
+    int r = r0;
+    for (; r + EKX_XRT <= r1; r += EKX_XRT) {
+        int b = 0;
+        for (; b + EKX_XBT <= nb; b += EKX_XBT) ekx_tile_iq4_xs(EKX_XRT, EKX_XBT, W, wrow, X, xrow, nsb, Y, ldy, r, b);
+        for (; b < nb; b++) ekx_tile_iq4_xs(EKX_XRT, 1, W, wrow, X, xrow, nsb, Y, ldy, r, b);
+    }
+    for (; r < r1; r++) {
+        int b = 0;
+        for (; b + EKX_XBT <= nb; b += EKX_XBT) ekx_tile_iq4_xs(1, EKX_XBT, W, wrow, X, xrow, nsb, Y, ldy, r, b);
+        for (; b < nb; b++) ekx_tile_iq4_xs(1, 1, W, wrow, X, xrow, nsb, Y, ldy, r, b);
+    }
+}
+
+/* ---- AVX2 IQ4_NL matmul (Q8_0 activations) ----------------------------------------------
+ * Two blocks per step, as IQ4_XS's sub-blocks: the quants of blocks k and
+ * k + 1 in 128-bit lanes 0 and 1, low nibbles (elements 0..15) and high
+ * nibbles (16..31) looked up apart, the activations gathered to match.  The
+ * exact integer sums of block k land in int32 lanes 0..3, of block k + 1 in
+ * 4..7, scaled in one fma by [d_w d_x of k x4 | of k + 1 x4].  An odd last
+ * block runs with lane 1 of the activations and of the scale zero. */
+
+EKX_AVX2_INLINE void ekx_tile_iq4_nl(int RT, int BT, const uint8_t *W, size_t wrow, const uint8_t *X, size_t xrow,
+                                     int nblk, float *Y, int ldy, int r, int b) {
+    __m256 acc[EKX_XRT][EKX_XBT];
+    EKX_UNROLL
+    for (int i = 0; i < RT; i++)
+        EKX_UNROLL
+        for (int j = 0; j < BT; j++) acc[i][j] = _mm256_setzero_ps();
+    const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)ek_iq4nl_values));
+    const __m256i lane_of_d = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+    for (int k = 0; k < nblk; k += 2) {
+        const int two = k + 1 < nblk;
+        __m256i xl[EKX_XBT], xh[EKX_XBT];
+        __m128 dx[EKX_XBT];
+        EKX_UNROLL
+        for (int j = 0; j < BT; j++) {
+            const ek_block_q8_0 *xb = (const ek_block_q8_0 *)(X + (size_t)(b + j) * xrow) + k;
+            const __m128i l0 = _mm_loadu_si128((const __m128i *)xb[0].qs), h0 = _mm_loadu_si128((const __m128i *)(xb[0].qs + 16));
+            const __m128i l1 = two ? _mm_loadu_si128((const __m128i *)xb[1].qs) : _mm_setzero_si128();
+            const __m128i h1 = two ? _mm_loadu_si128((const __m128i *)(xb[1].qs + 16)) : _mm_setzero_si128();
+            xl[j] = _mm256_inserti128_si256(_mm256_castsi128_si256(l0), l1, 1);
+            xh[j] = _mm256_inserti128_si256(_mm256_castsi128_si256(h0), h1, 1);
+            dx[j] = _mm_setr_ps(ekx_h2f(xb[0].d), two ? ekx_h2f(xb[1].d) : 0.0f, 0.0f, 0.0f);
+        }
+        EKX_UNROLL
+        for (int i = 0; i < RT; i++) {
+            const ek_block_iq4_nl *wb = (const ek_block_iq4_nl *)(W + (size_t)(r + i) * wrow) + k;
+            const __m128i q0 = _mm_loadu_si128((const __m128i *)wb[0].qs);
+            const __m128i q1 = two ? _mm_loadu_si128((const __m128i *)wb[1].qs) : _mm_setzero_si128();
+            const __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(q0), q1, 1);
+            const __m256i wl = _mm256_shuffle_epi8(table, _mm256_and_si256(v, m4));
+            const __m256i wh = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
+            const __m256i al = _mm256_abs_epi8(wl), ah = _mm256_abs_epi8(wh);
+            const __m128 dw = _mm_cvtph_ps(_mm_setr_epi16((short)wb[0].d, two ? (short)wb[1].d : 0, 0, 0, 0, 0, 0, 0));
+            EKX_UNROLL
+            for (int j = 0; j < BT; j++) {
+                const __m256i pl = _mm256_madd_epi16(_mm256_maddubs_epi16(al, _mm256_sign_epi8(xl[j], wl)), ones);
+                const __m256i ph = _mm256_madd_epi16(_mm256_maddubs_epi16(ah, _mm256_sign_epi8(xh[j], wh)), ones);
+                const __m256 d = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_mul_ps(dw, dx[j])), lane_of_d);
+                acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(pl, ph)), d, acc[i][j]);
+            }
+        }
+    }
+    EKX_UNROLL
+    for (int i = 0; i < RT; i++)
+        EKX_UNROLL
+        for (int j = 0; j < BT; j++) Y[(size_t)(b + j) * ldy + r + i] = ekx_hsum(acc[i][j]);
+}
+
+static EKX_AVX2 void ekx_matmul_iq4_nl_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
+    const int nblk = n / 32;
+    const size_t wrow = (size_t)nblk * sizeof(ek_block_iq4_nl), xrow = (size_t)nblk * sizeof(ek_block_q8_0);
+    int r = r0;
+    for (; r + EKX_XRT <= r1; r += EKX_XRT) {
+        int b = 0;
+        for (; b + EKX_XBT <= nb; b += EKX_XBT) ekx_tile_iq4_nl(EKX_XRT, EKX_XBT, W, wrow, X, xrow, nblk, Y, ldy, r, b);
+        for (; b < nb; b++) ekx_tile_iq4_nl(EKX_XRT, 1, W, wrow, X, xrow, nblk, Y, ldy, r, b);
+    }
+    for (; r < r1; r++) {
+        int b = 0;
+        for (; b + EKX_XBT <= nb; b += EKX_XBT) ekx_tile_iq4_nl(1, EKX_XBT, W, wrow, X, xrow, nblk, Y, ldy, r, b);
+        for (; b < nb; b++) ekx_tile_iq4_nl(1, 1, W, wrow, X, xrow, nblk, Y, ldy, r, b);
+    }
+}
+
 /* ---- AVX2 activation quantization (byte-identical to the reference) ------------------- */
 
 /* roundf (half away from zero), exactly: truncate |v|, add 1 if the
@@ -634,6 +800,29 @@ static EKX_AVX2 void ekx_swiglu_avx2(float *g, const float *u, int n) {
         v[0] = -g[i];
         _mm256_storeu_ps(e, ekx_expf(_mm256_loadu_ps(v)));
         g[i] = g[i] / (1.0f + e[0]) * u[i];
+    }
+}
+
+/* gelu_tanh(x) = 0.5 x (1 + tanh(z)) = x / (1 + exp(-2z)), z = sqrt(2/pi)
+ * (x + 0.044715 x^3): one vector expf per 8 elements, within ~1e-6 of the
+ * scalar tanhf form. */
+EKX_AVX2_INLINE __m256 ekx_gelu_tanh(__m256 x) {
+    const __m256 c2 = _mm256_set1_ps(-2.0f * 0.7978845608028654f), a = _mm256_set1_ps(0.044715f);
+    __m256 x3 = _mm256_mul_ps(_mm256_mul_ps(x, x), x);
+    __m256 e = ekx_expf(_mm256_mul_ps(c2, _mm256_fmadd_ps(a, x3, x)));
+    return _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+}
+
+static EKX_AVX2 void ekx_geglu_avx2(float *g, const float *u, int n) {
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(g + i, _mm256_mul_ps(ekx_gelu_tanh(_mm256_loadu_ps(g + i)), _mm256_loadu_ps(u + i)));
+    if (i < n) {   /* the tail through the same vector code */
+        float v[8] = {0}, w[8] = {0};
+        memcpy(v, g + i, (size_t)(n - i) * sizeof(float));
+        memcpy(w, u + i, (size_t)(n - i) * sizeof(float));
+        _mm256_storeu_ps(v, _mm256_mul_ps(ekx_gelu_tanh(_mm256_loadu_ps(v)), _mm256_loadu_ps(w)));
+        memcpy(g + i, v, (size_t)(n - i) * sizeof(float));
     }
 }
 
@@ -754,7 +943,8 @@ static EKX_AVX2 void ekx_store_f16_avx2(uint16_t *dst, const float *src, int n) 
 
 #define EKX_AVX2_COMMON                                                                 \
     .quantize_q8_0 = ekx_quantize_q8_0_avx2, .rmsnorm = ekx_rmsnorm_avx2,               \
-    .swiglu = ekx_swiglu_avx2, .add = ekx_add_avx2, .dot_f32 = ekx_dot_f32_avx2,        \
+    .swiglu = ekx_swiglu_avx2, .geglu = ekx_geglu_avx2, .add = ekx_add_avx2,            \
+    .dot_f32 = ekx_dot_f32_avx2,                                                         \
     .dot_f16 = ekx_dot_f16_avx2, .axpy_f32 = ekx_axpy_f32_avx2,                          \
     .axpy_f16 = ekx_axpy_f16_avx2, .store_f16 = ekx_store_f16_avx2,                     \
     .kv_scores_f16 = ekx_kv_scores_f16_avx2, .kv_mix_f16 = ekx_kv_mix_f16_avx2
@@ -767,6 +957,7 @@ static const ek_kernels ekx_avx2_set = {
         [EK_Q4_1] = ekx_matmul_q4_1_avx2, [EK_Q5_0] = ekx_matmul_q5_0_avx2, [EK_Q5_1] = ekx_matmul_q5_1_avx2,
         [EK_Q4_K] = ekx_matmul_q4_K_avx2, [EK_Q5_K] = ekx_matmul_q5_K_avx2, [EK_Q6_K] = ekx_matmul_q6_K_avx2,
         [EK_Q2_K] = ekx_matmul_q2_K_avx2, [EK_Q3_K] = ekx_matmul_q3_K_avx2,
+        [EK_IQ4_NL] = ekx_matmul_iq4_nl_avx2, [EK_IQ4_XS] = ekx_matmul_iq4_xs_avx2,
     },
     EKX_AVX2_COMMON,
 };
@@ -2263,9 +2454,12 @@ static EKX_AMX void ekx_matmul_bf16_amx(const void *W, int n, const void *X, int
     [EK_Q6_K] = ekx_matmul_q6_K_packed_avx512, [EK_Q2_K] = ekx_matmul_q2_K_packed_avx512,                 \
     [EK_Q3_K] = ekx_matmul_q3_K_packed_avx512
 
-/* the AVX-512 matmuls of every type but Q4_0 and Q8_0, which the amx set replaces */
+/* the AVX-512 matmuls of every type but Q4_0 and Q8_0, which the amx set replaces.
+ * IQ4_NL and IQ4_XS run the AVX2 kernels here: an AVX-512 variant could not
+ * be run (and so tested) on the machine they were written on. */
 #define EKX_AVX512_OTHER_MATMULS                                                                                  \
     [EK_F32] = ekx_matmul_f32_avx512,                                                                             \
+    [EK_IQ4_NL] = ekx_matmul_iq4_nl_avx2, [EK_IQ4_XS] = ekx_matmul_iq4_xs_avx2,                                   \
     [EK_Q4_K] = ekx_matmul_q4_K_avx512, [EK_Q5_K] = ekx_matmul_q5_K_avx512, [EK_Q6_K] = ekx_matmul_q6_K_avx512, \
     [EK_Q4_1] = ekx_matmul_q4_1_avx512, [EK_Q5_0] = ekx_matmul_q5_0_avx512, [EK_Q5_1] = ekx_matmul_q5_1_avx512, \
     [EK_Q2_K] = ekx_matmul_q2_K_avx512, [EK_Q3_K] = ekx_matmul_q3_K_avx512

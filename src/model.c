@@ -337,8 +337,7 @@ static int em_load_layer(em_model *m, const gguf_file *f, int l, char *err, size
         (rc = EM_VEC(b_gate, "ffn_gate.bias", n_ff, 0)) || (rc = EM_VEC(b_up, "ffn_up.bias", n_ff, 0)) ||
         (rc = EM_VEC(b_down, "ffn_down.bias", n_embd, 0)))
         return rc;
-    if (gguf_find_tensor(f, EM_NAME("attn_qkv.bias")))
-        return ec_errorf(err, errlen, EMBER_ERR_UNSUPPORTED, "tensor '%s' is not supported", name);
+    if (L->wqkv.data && (rc = EM_VEC(bqkv, "attn_qkv.bias", q_dim + 2 * kv_dim, 0))) return rc;
     if (!L->w_gate.data && (L->b_gate || L->b_up))
         return ec_errorf(err, errlen, EMBER_ERR_UNSUPPORTED, "layer %d: FFN biases with a fused ffn_up", l);
 #undef EM_MAT
@@ -454,7 +453,7 @@ void em_model_free(em_model *m) {
         for (int l = 0; l < m->hp.n_layer; l++) {
             em_layer *L = &m->layers[l];
             float *owned[] = {L->attn_norm, L->ffn_norm, L->attn_post_norm, L->ffn_post_norm, L->q_norm, L->k_norm,
-                              L->bq, L->bk, L->bv, L->bo, L->b_gate, L->b_up, L->b_down};
+                              L->bq, L->bk, L->bv, L->bqkv, L->bo, L->b_gate, L->b_up, L->b_down};
             for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++) ec_free_aligned(m->a, owned[i]);
         }
         ec_free(m->a, m->layers);
@@ -545,10 +544,12 @@ static void em_init_rope(em_state *s, int n_ctx) {
     const em_hparams *hp = &m->hp;
     ek_rope_params g = {hp->rope_dim, (hp->arch->flags & EM_NEOX) != 0, hp->rope_freq_base, hp->rope_freq_scale,
                         hp->rope_attn_factor, m->rope_freqs};
-    /* LongRoPE: llama.cpp picks the long factors when the context is
-     * longer than the original one (Hugging Face picks per sequence length). */
+    /* LongRoPE: as llama.cpp, the long factors when the context, rounded up
+     * to a multiple of 256 as llama.cpp sizes it, is longer than the
+     * original one (Hugging Face picks per sequence length instead). */
+    const int n_ctx_llama = (n_ctx + 255) / 256 * 256;
     if (!g.freq_factors && (m->rope_long || m->rope_short))
-        g.freq_factors = n_ctx > hp->n_ctx_orig && m->rope_long ? m->rope_long : m->rope_short;
+        g.freq_factors = n_ctx_llama > hp->n_ctx_orig && m->rope_long ? m->rope_long : m->rope_short;
     s->rope_global = g;
     s->rope_local = g;
     if (hp->n_swa) {
@@ -558,7 +559,7 @@ static void em_init_rope(em_state *s, int n_ctx) {
 }
 
 int em_state_init(em_state *s, const em_model *m, int n_ctx, int n_batch, int kv_type, int n_threads,
-                  const ember_allocator *a) {
+                  et_pool *shared, const ember_allocator *a) {
     memset(s, 0, sizeof *s);
     s->m = m;
     s->a = a;
@@ -576,9 +577,10 @@ int em_state_init(em_state *s, const em_model *m, int n_ctx, int n_batch, int kv
     s->k_cache = ec_malloc_aligned(a, (size_t)kv_total);
     s->v_cache = ec_malloc_aligned(a, (size_t)kv_total);
     s->kv_off = ec_malloc(a, (size_t)m->hp.n_layer * sizeof *s->kv_off);
+    s->rows = ec_malloc(a, (size_t)n_batch * sizeof *s->rows);
     float *fl = ec_malloc_aligned(a, (size_t)z.floats * sizeof(float));
     s->xa = ec_malloc_aligned(a, (size_t)z.xa);
-    if (!s->k_cache || !s->v_cache || !s->kv_off || !fl || !s->xa) {
+    if (!s->k_cache || !s->v_cache || !s->kv_off || !s->rows || !fl || !s->xa) {
         ec_free_aligned(a, fl);
         em_state_free(s);
         return EMBER_ERR_NOMEM;
@@ -608,17 +610,23 @@ int em_state_init(em_state *s, const em_model *m, int n_ctx, int n_batch, int kv
     EM_TAKE(s->logits, (size_t)hp->n_vocab);
     EM_TAKE(s->scores, (size_t)n_threads * n_ctx);
 #undef EM_TAKE
-    int rc = et_pool_create(a, n_threads, &s->pool);
-    if (rc) { em_state_free(s); return rc; }
+    if (shared && et_pool_size(shared) >= n_threads) {
+        s->pool = shared;
+    } else {
+        int rc = et_pool_create(a, n_threads, &s->pool);
+        if (rc) { em_state_free(s); return rc; }
+        s->own_pool = 1;
+    }
     return EMBER_OK;
 }
 
 void em_state_free(em_state *s) {
     if (!s) return;
-    et_pool_free(s->pool);
+    if (s->own_pool) et_pool_free(s->pool);
     ec_free_aligned(s->a, s->k_cache);
     ec_free_aligned(s->a, s->v_cache);
     ec_free(s->a, s->kv_off);
+    ec_free(s->a, s->rows);
     ec_free_aligned(s->a, s->x);
     ec_free_aligned(s->a, s->xa);
     memset(s, 0, sizeof *s);
@@ -761,45 +769,49 @@ static void em_matmul1(em_state *s, const float *x, int nb, const em_matrix *w, 
 }
 
 typedef struct em_attn_job {
-    em_state *s;
-    int layer, pos, nb;
+    em_state *s;          /* scratch: q, att_out, scores */
+    int layer, nb;
 } em_attn_job;
 
 /* Causal attention for (token, head) pairs split across threads: each pair
- * is computed the same way whichever thread runs it.  A local layer's
- * token reads only the last n_swa positions (itself included). */
+ * is computed the same way whichever thread runs it.  Row b reads the
+ * cache of its own context (s->rows[b]).  A local layer's token reads only
+ * the last n_swa positions (itself included). */
 static void em_attn_task(void *arg, int ith, int nth) {
     em_attn_job *j = arg;
     em_state *s = j->s;
     const em_hparams *hp = &s->m->hp;
     const ek_kernels *k = s->m->kernels;
     const int hd = hp->head_dim, n_head = hp->n_head, group = hp->n_head / hp->n_head_kv;
-    const int swa = s->m->layers[j->layer].swa, ring = swa ? s->swa_rows : 0;
+    const int swa = s->m->layers[j->layer].swa;
     const size_t kv_dim = (size_t)hp->n_head_kv * hd, q_dim = (size_t)n_head * hd;
-    const char *kc = (const char *)s->k_cache + s->kv_off[j->layer];
-    const char *vc = (const char *)s->v_cache + s->kv_off[j->layer];
     float *sc = s->scores + (size_t)ith * s->n_ctx;
     /* items interleaved across threads: a later token attends to more
      * positions, so contiguous ranges would leave the last thread the most */
     const int items = j->nb * n_head;
     for (int it = ith; it < items; it += nth) {
-        int b = it / n_head, h = it % n_head, g = h / group, p = j->pos + b;
+        int b = it / n_head, h = it % n_head, g = h / group;
+        const em_state *c = s->rows[b].s;
+        const int p = s->rows[b].pos, ring = swa ? c->swa_rows : 0;
+        const char *kc = (const char *)c->k_cache + c->kv_off[j->layer];
+        const char *vc = (const char *)c->v_cache + c->kv_off[j->layer];
         int lo = swa && p - hp->n_swa + 1 > 0 ? p - hp->n_swa + 1 : 0, n_pos = p - lo + 1;
         size_t row0 = (size_t)(ring ? lo % ring : lo) * kv_dim;
         const float *q = s->q + (size_t)b * q_dim + (size_t)h * hd;
-        ek_kv_scores(k, s->kv_type, q, kc + (row0 + (size_t)g * hd) * s->kv_elem, kv_dim, n_pos, hd, hp->attn_scale,
+        ek_kv_scores(k, c->kv_type, q, kc + (row0 + (size_t)g * hd) * c->kv_elem, kv_dim, n_pos, hd, hp->attn_scale,
                      sc);
         if (hp->attn_softcap > 0) ek_softcap(sc, n_pos, hp->attn_softcap);
         ek_softmax(sc, n_pos);
-        ek_kv_mix(k, s->kv_type, sc, vc + (row0 + (size_t)g * hd) * s->kv_elem, kv_dim, n_pos, hd,
+        ek_kv_mix(k, c->kv_type, sc, vc + (row0 + (size_t)g * hd) * c->kv_elem, kv_dim, n_pos, hd,
                   s->att_out + (size_t)b * q_dim + (size_t)h * hd);
     }
 }
 
-static void em_attention(em_state *s, int layer, int pos, int nb) {
+static void em_attention(em_state *s, int layer, int nb) {
     const em_hparams *hp = &s->m->hp;
-    em_attn_job j = {s, layer, pos, nb};
-    uint64_t work = (uint64_t)nb * hp->n_head * (uint64_t)(pos + nb) * hp->head_dim * 2;
+    em_attn_job j = {s, layer, nb};
+    uint64_t work = 0;
+    for (int b = 0; b < nb; b++) work += (uint64_t)hp->n_head * (uint64_t)(s->rows[b].pos + 1) * hp->head_dim * 2;
     int nth = (int)(work / EM_MIN_WORK_PER_THREAD);
     if (nth > s->n_threads) nth = s->n_threads;
     if (nth > nb * hp->n_head) nth = nb * hp->n_head;
@@ -819,7 +831,7 @@ static void em_rmsnorm_rows(const ek_kernels *k, float *out, const float *x, con
 
 /* q, k, v of nb tokens from the normed input xb: one fused matrix or three,
  * then biases, per-head norms and RoPE; k and v go into the cache. */
-static void em_qkv(em_state *s, const em_layer *L, int l, int nb, int pos) {
+static void em_qkv(em_state *s, const em_layer *L, int l, int nb) {
     const em_model *m = s->m;
     const em_hparams *hp = &m->hp;
     const ek_kernels *k = m->kernels;
@@ -827,6 +839,7 @@ static void em_qkv(em_state *s, const em_layer *L, int l, int nb, int pos) {
     if (L->wqkv.data) {
         const int w = q_dim + 2 * kv_dim;
         em_matmul1(s, s->xb, nb, &L->wqkv, s->hb);
+        em_add_bias(k, s->hb, L->bqkv, nb, w);
         for (int b = 0; b < nb; b++) {
             const float *row = s->hb + (size_t)b * w;
             memcpy(s->q + (size_t)b * q_dim, row, (size_t)q_dim * sizeof(float));
@@ -845,20 +858,21 @@ static void em_qkv(em_state *s, const em_layer *L, int l, int nb, int pos) {
         em_rmsnorm_rows(k, s->q, s->q, L->q_norm, nb * hp->n_head, hd, hp->rms_eps);
         em_rmsnorm_rows(k, s->k, s->k, L->k_norm, nb * hp->n_head_kv, hd, hp->rms_eps);
     }
-    const ek_rope_params *rope = L->swa ? &s->rope_local : &s->rope_global;
-    const int ring = L->swa ? s->swa_rows : 0;
-    char *kc = (char *)s->k_cache + s->kv_off[l], *vc = (char *)s->v_cache + s->kv_off[l];
     for (int b = 0; b < nb; b++) {
+        em_state *c = s->rows[b].s;            /* the context row b belongs to */
+        const int p = s->rows[b].pos, ring = L->swa ? c->swa_rows : 0;
+        const ek_rope_params *rope = L->swa ? &c->rope_local : &c->rope_global;
+        char *kc = (char *)c->k_cache + c->kv_off[l], *vc = (char *)c->v_cache + c->kv_off[l];
         float *q = s->q + (size_t)b * q_dim, *kk = s->k + (size_t)b * kv_dim, *vv = s->v + (size_t)b * kv_dim;
         if (L->rope) {
-            ek_rope(q, hp->n_head, hd, pos + b, rope);
-            ek_rope(kk, hp->n_head_kv, hd, pos + b, rope);
+            ek_rope(q, hp->n_head, hd, p, rope);
+            ek_rope(kk, hp->n_head_kv, hd, p, rope);
         }
         /* a ring stores each row twice, rows apart, so windows never wrap */
         for (int copy = 0; copy < (ring ? 2 : 1); copy++) {
-            size_t row = ring ? (size_t)((pos + b) % ring + copy * ring) : (size_t)(pos + b);
-            ek_kv_store(k, s->kv_type, kc + row * kv_dim * s->kv_elem, kk, kv_dim);
-            ek_kv_store(k, s->kv_type, vc + row * kv_dim * s->kv_elem, vv, kv_dim);
+            size_t row = ring ? (size_t)(p % ring + copy * ring) : (size_t)p;
+            ek_kv_store(k, c->kv_type, kc + row * kv_dim * c->kv_elem, kk, kv_dim);
+            ek_kv_store(k, c->kv_type, vc + row * kv_dim * c->kv_elem, vv, kv_dim);
         }
     }
 }
@@ -878,7 +892,7 @@ static void em_ffn(em_state *s, const em_layer *L, int nb) {
         em_add_bias(k, s->hb2, L->b_up, nb, n_ff);
         for (int b = 0; b < nb; b++) {
             float *g = s->hb + (size_t)b * n_ff, *u = s->hb2 + (size_t)b * n_ff;
-            if (gelu) ek_geglu(g, u, n_ff);
+            if (gelu) ek_geglu(k, g, u, n_ff);
             else ek_swiglu(k, g, u, n_ff);
         }
         act = s->hb;
@@ -886,7 +900,7 @@ static void em_ffn(em_state *s, const em_layer *L, int nb) {
         em_matmul1(s, s->xb, nb, &L->w_up, s->hb);
         for (int b = 0; b < nb; b++) {
             float *g = s->hb + (size_t)b * 2 * n_ff, *u = g + n_ff;
-            if (gelu) ek_geglu(g, u, n_ff);
+            if (gelu) ek_geglu(k, g, u, n_ff);
             else ek_swiglu(k, g, u, n_ff);
             memcpy(s->hb2 + (size_t)b * n_ff, g, (size_t)n_ff * sizeof(float));
         }
@@ -922,7 +936,10 @@ static void em_logits(em_state *s, int rows, float *out) {
     }
 }
 
-int em_forward(em_state *s, const int32_t *tokens, int nb, int pos, float *all_logits) {
+/* The forward pass of nb rows: row b is token tokens[b] at position
+ * s->rows[b].pos of context s->rows[b].s; s provides the scratch.  Logits
+ * of rows first.. into out (rows of n_vocab). */
+static int em_forward_rows(em_state *s, const int32_t *tokens, int nb, int first, float *out) {
     const em_model *m = s->m;
     const em_hparams *hp = &m->hp;
     const ek_kernels *k = m->kernels;
@@ -933,15 +950,16 @@ int em_forward(em_state *s, const int32_t *tokens, int nb, int pos, float *all_l
         float *x = s->x + (size_t)b * n_embd;
         ek_dequant_row(m->tok_embd.type, (const char *)m->tok_embd.data + (size_t)tokens[b] * emb_row, x, n_embd);
         if (hp->embd_scale != 1.0f) ek_scale(x, n_embd, hp->embd_scale);
+        em_state *c = s->rows[b].s;
+        if (s->rows[b].pos + 1 > c->swa_hi) c->swa_hi = s->rows[b].pos + 1;
     }
-    if (pos + nb > s->swa_hi) s->swa_hi = pos + nb;
 
     for (int l = 0; l < hp->n_layer; l++) {
         if (s->abort_cb && s->abort_cb(s->abort_ud)) return 1;
         const em_layer *L = &m->layers[l];
         em_rmsnorm_rows(k, s->xb, s->x, L->attn_norm, nb, n_embd, hp->rms_eps);
-        em_qkv(s, L, l, nb, pos);
-        em_attention(s, l, pos, nb);
+        em_qkv(s, L, l, nb);
+        em_attention(s, l, nb);
         em_matmul1(s, s->att_out, nb, &L->wo, s->xb);
         em_add_bias(k, s->xb, L->bo, nb, n_embd);
         em_residual(s, L->attn_post_norm, nb);
@@ -952,13 +970,22 @@ int em_forward(em_state *s, const int32_t *tokens, int nb, int pos, float *all_l
     }
 
     /* Only the rows whose logits are wanted go through the output head. */
-    int first = all_logits ? 0 : nb - 1, rows = nb - first;
+    const int rows = nb - first;
     em_rmsnorm_rows(k, s->xb, s->x + (size_t)first * n_embd, m->output_norm, rows, n_embd, hp->rms_eps);
-    if (all_logits) {
-        em_logits(s, rows, all_logits);
-        memcpy(s->logits, all_logits + (size_t)(rows - 1) * hp->n_vocab, (size_t)hp->n_vocab * sizeof(float));
-    } else {
-        em_logits(s, 1, s->logits);
-    }
+    em_logits(s, rows, out);
     return 0;
+}
+
+int em_forward(em_state *s, const int32_t *tokens, int nb, int pos, float *all_logits) {
+    for (int b = 0; b < nb; b++) s->rows[b] = (em_row){s, pos + b};
+    if (!all_logits) return em_forward_rows(s, tokens, nb, nb - 1, s->logits);
+    if (em_forward_rows(s, tokens, nb, 0, all_logits)) return 1;
+    memcpy(s->logits, all_logits + (size_t)(nb - 1) * s->m->hp.n_vocab, (size_t)s->m->hp.n_vocab * sizeof(float));
+    return 0;
+}
+
+int em_forward_multi(em_state *s, em_state *const *states, const int *pos, const int32_t *tokens, int nb,
+                     float *logits) {
+    for (int b = 0; b < nb; b++) s->rows[b] = (em_row){states[b], pos[b]};
+    return em_forward_rows(s, tokens, nb, 0, logits);
 }

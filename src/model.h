@@ -67,6 +67,7 @@ typedef struct em_layer {
     float *attn_post_norm, *ffn_post_norm;         /* [n_embd] (EM_POST_NORMS) */
     float *q_norm, *k_norm;                        /* [head_dim] (EM_QK_NORM) */
     float *bq, *bk, *bv, *bo;                      /* [q_dim], [kv_dim], [kv_dim], [n_embd] */
+    float *bqkv;                                   /* [q_dim + 2 kv_dim], with wqkv */
     float *b_gate, *b_up, *b_down;                 /* [n_ff], [n_ff], [n_embd] */
     em_matrix wq, wk, wv, wqkv, wo, w_gate, w_up, w_down;
     int swa;                                       /* local (sliding-window) layer */
@@ -107,6 +108,9 @@ int em_model_init(em_model *m, gguf_file *f, const ember_allocator *a,
                   int vocab_only, int may_pack, char *err, size_t errlen);
 void em_model_free(em_model *m);
 
+/* A row of a batch: a position of a context. */
+typedef struct em_row { struct em_state *s; int pos; } em_row;
+
 /* Per-context state: KV cache and scratch for batches of up to n_batch. */
 typedef struct em_state {
     const em_model *m;
@@ -122,14 +126,17 @@ typedef struct em_state {
     float *x, *xb, *q, *k, *v, *att_out, *hb, *hb2, *logits; /* scratch */
     void *xa;                       /* converted activations, packed rows */
     float *scores;                  /* [n_threads][n_ctx] */
-    et_pool *pool;
+    em_row *rows;                   /* [n_batch]: the rows of the batch being run */
+    et_pool *pool;                  /* the model's shared pool, or its own */
+    int own_pool;
     int (*abort_cb)(void *);        /* nonzero stops em_forward between layers */
     void *abort_ud;
 } em_state;
 
 uint64_t em_state_bytes(const em_model *m, int n_ctx, int kv_type, int n_batch, int n_threads);
+/* shared: a pool to use when it has n_threads threads (else one of its own). */
 int em_state_init(em_state *s, const em_model *m, int n_ctx, int n_batch,
-                  int kv_type, int n_threads, const ember_allocator *a);
+                  int kv_type, int n_threads, et_pool *shared, const ember_allocator *a);
 void em_state_free(em_state *s);
 /* 1 if the cache can go back to position pos: local layers keep only the
  * last positions, so a rewind must leave every window it needs intact. */
@@ -157,5 +164,12 @@ uint64_t em_kv_bytes(const em_model *m, int n_ctx, int kv_type, int n_batch);
  * Returns 0, or 1 if the abort callback stopped it (then the cache rows of
  * these positions are undefined, s->logits unchanged). */
 int em_forward(em_state *s, const int32_t *tokens, int n, int pos, float *all_logits);
+/* One token for each of nb contexts of the model in one pass over the
+ * weights: tokens[b] at position pos[b] of states[b] (distinct states; nb
+ * <= s->n_batch; every states[b]->n_ctx <= s->n_ctx, so s's scratch fits
+ * their windows).  s (one of them or not) lends its scratch and threads.
+ * Logits of row b into logits + b * n_vocab.  Same bits as each alone. */
+int em_forward_multi(em_state *s, em_state *const *states, const int *pos, const int32_t *tokens, int nb,
+                     float *logits);
 
 #endif

@@ -65,6 +65,7 @@ struct et_pool {
     int nth;
     pthread_mutex_t mutex;
     pthread_cond_t wake;
+    pthread_mutex_t run_lock;   /* one et_pool_run at a time (contexts share pools) */
 };
 
 static unsigned et_wait_generation(struct et_pool *p, unsigned seen) {
@@ -121,6 +122,12 @@ int et_pool_create(const ember_allocator *a, int n_threads, et_pool **out) {
         ec_free(a, p);
         return EMBER_ERR_NOMEM;
     }
+    if (pthread_mutex_init(&p->run_lock, NULL) != 0) {
+        pthread_cond_destroy(&p->wake);
+        pthread_mutex_destroy(&p->mutex);
+        ec_free(a, p);
+        return EMBER_ERR_NOMEM;
+    }
     if (n_threads > 1) {
         p->workers = ec_calloc(a, (size_t)n_threads - 1, sizeof *p->workers);
         if (!p->workers) { et_pool_free(p); return EMBER_ERR_NOMEM; }
@@ -148,6 +155,7 @@ void et_pool_free(et_pool *p) {
     }
     pthread_cond_destroy(&p->wake);
     pthread_mutex_destroy(&p->mutex);
+    pthread_mutex_destroy(&p->run_lock);
     ec_free(p->a, p->workers);
     ec_free(p->a, p);
 }
@@ -157,6 +165,7 @@ int et_pool_size(const et_pool *p) { return p->n; }
 void et_pool_run(et_pool *p, et_task_fn fn, void *arg, int nth) {
     if (nth > p->n) nth = p->n;
     if (nth <= 1) { fn(arg, 0, 1); return; }
+    pthread_mutex_lock(&p->run_lock);
     p->fn = fn;
     p->arg = arg;
     p->nth = nth;
@@ -167,5 +176,6 @@ void et_pool_run(et_pool *p, et_task_fn fn, void *arg, int nth) {
         if (i < ET_SPIN_ITERS) ET_PAUSE();
         else sched_yield();
     }
+    pthread_mutex_unlock(&p->run_lock);
 }
 #endif

@@ -15,7 +15,8 @@ int et_pool_create(const ember_allocator *a, int n_threads, et_pool **out);
 void et_pool_free(et_pool *pool);
 int et_pool_size(const et_pool *pool);
 /* Run fn(arg, i, nth) for i = 0..nth-1 (nth <= pool size; the caller runs
- * i = 0) and wait for all.  Allocates nothing. */
+ * i = 0) and wait for all.  Allocates nothing.  Safe to call from several
+ * threads at once (contexts sharing a model's pool): runs take turns. */
 void et_pool_run(et_pool *pool, et_task_fn fn, void *arg, int nth);
 
 #endif

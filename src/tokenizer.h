@@ -9,8 +9,11 @@
 #include "common.h"
 
 enum etok_kind { ETOK_SPM = 1, ETOK_BPE = 2 };
-/* Pre-tokenizer (tokenizer.ggml.pre) for ETOK_BPE. */
-enum etok_pre { ETOK_PRE_DEFAULT = 0, ETOK_PRE_GPT2 = 1, ETOK_PRE_LLAMA3 = 2 };
+/* Pre-tokenizer for ETOK_BPE: the split steps (and normalization) of a
+ * tokenizer.ggml.pre name, from the table in tokenizer.c (etok_pre_lookup). */
+enum etok_pre { ETOK_PRE_DEFAULT = 0, ETOK_PRE_GPT2 = 1, ETOK_PRE_LLAMA3 = 2, ETOK_PRE_QWEN2 = 3,
+                ETOK_PRE_SMOLLM = 4, ETOK_PRE_FALCON = 5, ETOK_PRE_DEEPSEEK_LLM = 6,
+                ETOK_PRE_DEEPSEEK_CODER = 7, ETOK_PRE_TEKKEN = 8, ETOK_PRE_GPT4O = 9 };
 /* Token types, as tokenizer.ggml.token_type stores them. */
 enum etok_ttype { ETOK_T_NORMAL = 1, ETOK_T_UNKNOWN = 2, ETOK_T_CONTROL = 3,
                   ETOK_T_USER_DEFINED = 4, ETOK_T_UNUSED = 5, ETOK_T_BYTE = 6 };
@@ -27,8 +30,11 @@ typedef struct etok_desc {
     int (*token_type)(void *ud, int32_t id);         /* may be NULL (all normal) */
     void (*merge_text)(void *ud, int32_t i, const char **p, size_t *n);  /* ETOK_BPE */
     int32_t bos, eos, eot, unk, pad;                 /* -1 = none */
+    int32_t eom_plus1;        /* tokenizer.ggml.eom_token_id + 1 (0 = none, as in a zeroed desc) */
     int add_bos;              /* tokenizer.ggml.add_bos_token */
     int add_space_prefix;     /* SPM dummy prefix (default 1) */
+    int add_eos;              /* tokenizer.ggml.add_eos_token */
+    int general_split;        /* tests: never use the hand-written GPT-2 / cl100k splitters */
 } etok_desc;
 
 typedef struct etok etok;
@@ -41,7 +47,21 @@ typedef struct etok etok;
  * in err.  Tolerated: duplicate texts (the lowest id of a normal /
  * user-defined / unused token wins), empty texts (never matched), a merge
  * listed twice (its first rank counts).  ETOK_PRE_DEFAULT with ETOK_BPE
- * means the GPT-2 regex.  Unicode classes: Unicode 14 (unicode_tables.h). */
+ * means the GPT-2 regex (llama.cpp's "default" is a four-step falcon-like
+ * split; no released model names it).  Unicode 14 (unicode_tables.h):
+ * general categories, White_Space, simple case folding, NFC. */
+/* The etok_pre of a tokenizer.ggml.pre name (len bytes), or -1. */
+int etok_pre_lookup(const char *name, size_t len);
+/* Split pattern number step of pre-tokenizer pre (NULL past the last; a
+ * leading \x01 marks a step on the byte-level text).  For tests. */
+const char *etok_pre_pattern(int pre, int step);
+/* Compile pattern and split text with it as Hugging Face's Split(Isolated)
+ * does: writes the byte offsets where pieces end to ends (up to cap),
+ * returns the piece count, or -1 with a message in err for a pattern the
+ * matcher does not support, -2 when out of memory.  For tests. */
+int64_t etok_split_test(const char *pattern, const char *text, size_t len, size_t *ends, size_t cap,
+                        char *err, size_t errlen);
+
 int etok_create(const etok_desc *d, const ember_allocator *a, etok **out,
                 char *err, size_t errlen);
 void etok_free(etok *t);
@@ -80,7 +100,11 @@ int32_t etok_n_vocab(const etok *t);
 int32_t etok_bos(const etok *t);
 int32_t etok_eos(const etok *t);
 int etok_add_bos(const etok *t);
-int etok_is_eog(const etok *t, int32_t id);   /* eos, eot, other end tokens */
+int etok_add_eos(const etok *t);
+/* End of generation: eos, eot, eom, and the tokens whose text llama.cpp
+ * stops at (<|im_end|>, <end_of_turn>, <|eot_id|>, <|endoftext|>, fim
+ * pad/repo/separator tokens, ...; see etok_create). */
+int etok_is_eog(const etok *t, int32_t id);
 int etok_kind(const etok *t);
 
 #endif

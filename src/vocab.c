@@ -96,20 +96,20 @@ int em_vocab_load(const gguf_file *f, const ember_allocator *a, etok **out, int 
         d.add_space_prefix = 1;
     } else if (gguf_str_eq(model_name, "gpt2")) {
         d.kind = ETOK_BPE;
-        if (gguf_str_eq(pre, "gpt-2") || gguf_str_eq(pre, "gpt2") || gguf_str_eq(pre, "smollm"))
-            d.pre = ETOK_PRE_GPT2;
-        else if (gguf_str_eq(pre, "llama-bpe") || gguf_str_eq(pre, "llama3"))
-            d.pre = ETOK_PRE_LLAMA3;
-        else
+        int id = etok_pre_lookup(pre.ptr, (size_t)pre.len);
+        if (id < 0)
             return ec_errorf(err, errlen, EMBER_ERR_UNSUPPORTED,
-                             "tokenizer pre-tokenizer '%.*s' is not supported (gpt2, llama-bpe)",
-                             (int)(pre.len > 32 ? 32 : pre.len), pre.ptr);
+                             "tokenizer pre-tokenizer '%.*s' is not supported (tokenizer.ggml.pre)",
+                             (int)(pre.len > 64 ? 64 : pre.len), pre.ptr);
+        d.pre = id;
         if ((rc = em_array_kv(f, "tokenizer.ggml.merges", 's', 0, 1, &src.merges, err, errlen))) return rc;
         if (src.merges->arr_n > (1u << 24))
             return ec_errorf(err, errlen, EMBER_ERR_CORRUPT, "too many merges");
         d.n_merges = (int32_t)src.merges->arr_n;
         d.merge_text = em_vocab_merge;
-        d.add_bos = 0;
+        /* llama.cpp's defaults when the file has no add_bos_token: BOS for
+         * llama-bpe (Llama 3) and tekken, none for the others (qwen2, gpt-2, ...) */
+        d.add_bos = id == ETOK_PRE_LLAMA3 || id == ETOK_PRE_TEKKEN;
     } else {
         return ec_errorf(err, errlen, EMBER_ERR_UNSUPPORTED, "tokenizer model '%.*s' is not supported (llama, gpt2)",
                          (int)(model_name.len > 32 ? 32 : model_name.len), model_name.ptr);
@@ -123,8 +123,10 @@ int em_vocab_load(const gguf_file *f, const ember_allocator *a, etok **out, int 
     d.eot = em_token_id(f, "tokenizer.ggml.eot_token_id", d.n_vocab);
     d.unk = em_token_id(f, "tokenizer.ggml.unknown_token_id", d.n_vocab);
     d.pad = em_token_id(f, "tokenizer.ggml.padding_token_id", d.n_vocab);
+    d.eom_plus1 = em_token_id(f, "tokenizer.ggml.eom_token_id", d.n_vocab) + 1;
     int b;
     if (gguf_get_bool(f, "tokenizer.ggml.add_bos_token", &b) == EMBER_OK) d.add_bos = b;
+    if (gguf_get_bool(f, "tokenizer.ggml.add_eos_token", &b) == EMBER_OK) d.add_eos = b;
     if (gguf_get_bool(f, "tokenizer.ggml.add_space_prefix", &b) == EMBER_OK) d.add_space_prefix = b;
 
     rc = etok_create(&d, a, out, err, errlen);

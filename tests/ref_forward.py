@@ -11,6 +11,10 @@ Reads the ORIGINAL checkpoints (never GGUF weights):
     transformers' LlamaModel does, `rope_scaling` of type llama3,
     tie_word_embeddings, explicit head_dim.
 
+  * Hugging Face checkpoints of the other families (Qwen2/3, Gemma 2/3 and Gemma 3's
+    text model, Phi-3, SmolLM3, Granite, Mistral): read_family / family_forward,
+    written from transformers' modeling code (see "Model families" below).
+
 Each checkpoint is evaluated in its OWN RoPE convention: that is what makes
 this an independent check of the GGUF converter (which permutes HF q/k rows)
 and of ember (which uses adjacent pairs).
@@ -506,7 +510,7 @@ def q4_0_roundtrip(x):
     return ((q - 8) * dq[:, None]).astype(np.float32).reshape(x.shape)
 
 
-GGML_TYPE_IDS = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 8, "bf16": 30}
+GGML_TYPE_IDS = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 8, "q4_k": 12, "q6_k": 14, "bf16": 30}
 GGML_TYPE_NAMES = {v: k for k, v in GGML_TYPE_IDS.items()}
 
 
@@ -521,7 +525,25 @@ def converter_type(name, shape, qtype):
     return qtype
 
 
+def q8_k_roundtrip(x):
+    """ggml's quantize_row_q8_K_ref (the activation format of k-quant dot products):
+    blocks of 256, iscale = -128 / (signed value of max |x|), q = min(127, rint(iscale*x)),
+    value = q / iscale."""
+    x = np.asarray(x, dtype=np.float32)
+    b = x.reshape(-1, 256)
+    i = np.abs(b).argmax(axis=1)
+    mx = b[np.arange(b.shape[0]), i]
+    with np.errstate(divide="ignore"):
+        iscale = np.where(mx != 0, np.float32(-128) / np.where(mx != 0, mx, np.float32(1)), np.float32(0)).astype(
+            np.float32)
+        d = np.where(iscale != 0, np.float32(1) / np.where(iscale != 0, iscale, np.float32(1)), np.float32(0))
+    q = np.minimum(np.rint(b * iscale[:, None]), 127)
+    return (q * d.astype(np.float32)[:, None]).astype(np.float32).reshape(x.shape)
+
+
 def roundtrip(x, t):
+    if t == "q8_k":
+        return q8_k_roundtrip(x)
     if t == "f32":
         return np.asarray(x, dtype=np.float32)
     if t == "f16":
@@ -840,7 +862,8 @@ def gguf_tensor_table(path):
     out = {}
     for name, ne, t, off in infos:
         n = int(np.prod(ne))
-        nb = {0: 4 * n, 1: 2 * n, 30: 2 * n, 8: n // 32 * 34, 2: n // 32 * 18}.get(t)
+        nb = {0: 4 * n, 1: 2 * n, 30: 2 * n, 8: n // 32 * 34, 2: n // 32 * 18, 12: n // 256 * 144,
+              14: n // 256 * 210}.get(t)
         raw = data[base + off:base + off + nb] if nb is not None else None
         out[name] = (GGML_TYPE_NAMES.get(t, t), tuple(reversed(ne)), raw)
     return out, meta
@@ -866,9 +889,393 @@ def gguf_dequant(t, shape, raw):
         qs = b[:, 2:]
         q = np.concatenate([(qs & 15).astype(np.float32) - 8, (qs >> 4).astype(np.float32) - 8], axis=1)
         a = q * d
+    elif t == "q4_k":
+        a = decode_q4_k(np.frombuffer(raw, np.uint8).reshape(-1, 144))
+    elif t == "q6_k":
+        a = decode_q6_k(np.frombuffer(raw, np.uint8).reshape(-1, 210))
     else:
         raise ValueError("type %s" % t)
     return np.asarray(a, dtype=np.float32).reshape(-1)[:n].reshape(shape)
+
+
+def _f16(b):
+    return b.copy().view("<f2").astype(np.float32).reshape(-1, 1)
+
+
+def decode_q4_k(blk):
+    """ggml's dequantize_row_q4_K, over all blocks at once: 8 sub-blocks of 32 with
+    6-bit scale and min (get_scale_min_k4), y = d*sc*q - dmin*m."""
+    d, dmin, sc8, qs = _f16(blk[:, 0:2]), _f16(blk[:, 2:4]), blk[:, 4:16].astype(np.int32), blk[:, 16:]
+    out = np.empty((blk.shape[0], 256), np.float32)
+
+    def scale_min(j):
+        if j < 4:
+            return sc8[:, j] & 63, sc8[:, j + 4] & 63
+        return (sc8[:, j + 4] & 0xF) | ((sc8[:, j - 4] >> 6) << 4), (sc8[:, j + 4] >> 4) | ((sc8[:, j] >> 6) << 4)
+    for c in range(4):                                  # 64 values per step, like the C loop
+        q = qs[:, 32 * c:32 * c + 32].astype(np.int32)
+        s1, m1 = scale_min(2 * c)
+        s2, m2 = scale_min(2 * c + 1)
+        out[:, 64 * c:64 * c + 32] = d * s1[:, None] * (q & 0xF) - dmin * m1[:, None]
+        out[:, 64 * c + 32:64 * c + 64] = d * s2[:, None] * (q >> 4) - dmin * m2[:, None]
+    return out
+
+
+def decode_q6_k(blk):
+    """ggml's dequantize_row_q6_K over all blocks: two halves of 128, 6-bit q from
+    ql (low 4) and qh (high 2), int8 scales per 16 values, y = d*sc*(q - 32)."""
+    ql, qh, sc, d = blk[:, :128].astype(np.int32), blk[:, 128:192].astype(np.int32), \
+        blk[:, 192:208].copy().view(np.int8).astype(np.float32), _f16(blk[:, 208:210])
+    out = np.empty((blk.shape[0], 256), np.float32)
+    for h in range(2):
+        L, H, S = ql[:, 64 * h:64 * h + 64], qh[:, 32 * h:32 * h + 32], sc[:, 8 * h:8 * h + 8]
+        for l in range(32):
+            i = l // 16
+            q1 = ((L[:, l] & 0xF) | (((H[:, l] >> 0) & 3) << 4)) - 32
+            q2 = ((L[:, l + 32] & 0xF) | (((H[:, l] >> 2) & 3) << 4)) - 32
+            q3 = ((L[:, l] >> 4) | (((H[:, l] >> 4) & 3) << 4)) - 32
+            q4 = ((L[:, l + 32] >> 4) | (((H[:, l] >> 6) & 3) << 4)) - 32
+            o = 128 * h + l
+            out[:, o] = d[:, 0] * S[:, i] * q1
+            out[:, o + 32] = d[:, 0] * S[:, i + 2] * q2
+            out[:, o + 64] = d[:, 0] * S[:, i + 4] * q3
+            out[:, o + 96] = d[:, 0] * S[:, i + 6] * q4
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Model families: Hugging Face semantics, read from the HF checkpoint itself
+# ---------------------------------------------------------------------------
+#
+# Written from transformers' modeling_{llama,mistral,qwen2,qwen3,gemma2,gemma3,
+# phi3,smollm3,granite}.py: RoPE by rotate_half on the first `rot` dimensions of
+# each head (the HF rows, never permuted), RMSNorm as each family defines it
+# (Gemma: x/rms * (1 + w) with the checkpoint's raw w), Gemma's sqrt(hidden)
+# embedding scale, query_pre_attn_scalar, soft-capping and sandwich norms,
+# per-head q/k norms (Qwen3, Gemma 3), sliding windows on the layers HF makes
+# sliding, Gemma 3's local RoPE base and global rope_scaling, Phi-3's fused
+# projections and LongRoPE, SmolLM3's no-RoPE layers, Granite's multipliers.
+#
+# Where llama.cpp departs from HF, the reference follows HF and the test picks a
+# configuration on which both agree (tests/test_families.py says which).
+
+# transformers' config defaults for the keys used here (a config may omit them)
+FAMILY_DEFAULTS = {
+    "llama": dict(rms_norm_eps=1e-6, rope_theta=10000.0, hidden_act="silu"),
+    "mistral": dict(rms_norm_eps=1e-6, rope_theta=10000.0, hidden_act="silu", sliding_window=4096),
+    "qwen2": dict(rms_norm_eps=1e-6, rope_theta=10000.0, hidden_act="silu", use_sliding_window=False),
+    "qwen3": dict(rms_norm_eps=1e-6, rope_theta=10000.0, hidden_act="silu", head_dim=128, use_sliding_window=False),
+    "gemma2": dict(rms_norm_eps=1e-6, rope_theta=10000.0, hidden_activation="gelu_pytorch_tanh", head_dim=256,
+                   query_pre_attn_scalar=256, sliding_window=4096, final_logit_softcapping=30.0,
+                   attn_logit_softcapping=50.0, tie_word_embeddings=True),
+    "gemma3_text": dict(rms_norm_eps=1e-6, rope_theta=1000000.0, rope_local_base_freq=10000.0,
+                        hidden_activation="gelu_pytorch_tanh", head_dim=256, query_pre_attn_scalar=256,
+                        sliding_window=4096, sliding_window_pattern=6, num_attention_heads=8,
+                        num_key_value_heads=4, tie_word_embeddings=True),
+    "phi3": dict(rms_norm_eps=1e-5, rope_theta=10000.0, hidden_act="silu", partial_rotary_factor=1.0),
+    "smollm3": dict(rms_norm_eps=1e-6, rope_theta=2000000.0, hidden_act="silu", no_rope_layer_interval=4,
+                    tie_word_embeddings=True),
+    "granite": dict(rms_norm_eps=1e-6, rope_theta=10000.0, hidden_act="silu", embedding_multiplier=1.0,
+                    logits_scaling=1.0, residual_multiplier=1.0, attention_multiplier=1.0),
+}
+MODEL_TYPE_OF_ARCH = {
+    "LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral", "Qwen2ForCausalLM": "qwen2",
+    "Qwen3ForCausalLM": "qwen3", "Gemma2ForCausalLM": "gemma2", "Gemma3ForCausalLM": "gemma3_text",
+    "Gemma3ForConditionalGeneration": "gemma3_text", "Phi3ForCausalLM": "phi3",
+    "SmolLM3ForCausalLM": "smollm3", "GraniteForCausalLM": "granite",
+}
+
+
+class FamilyModel:
+    """An HF checkpoint: family, merged config (defaults filled in) and weights by
+    HF name, with the multimodal prefixes of a Gemma 3 checkpoint removed."""
+
+    def __init__(self, family, conf, w):
+        self.family, self.conf, self.w = family, conf, w
+        c = conf
+        self.dim = c["hidden_size"]
+        self.n_layers = c["num_hidden_layers"]
+        self.n_heads = c["num_attention_heads"]
+        self.n_kv_heads = c.get("num_key_value_heads") or self.n_heads
+        if family in ("phi3", "granite"):
+            self.head_dim = self.dim // self.n_heads            # these configs have no head_dim
+        else:
+            self.head_dim = c.get("head_dim") or self.dim // self.n_heads
+        self.vocab = self.w["model.embed_tokens.weight"].shape[0]
+        self.tied = "lm_head.weight" not in w
+
+    def map_weights(self, fn):
+        """A new FamilyModel with weights fn(hf_name, array)."""
+        return FamilyModel(self.family, self.conf, {n: fn(n, a) for n, a in self.w.items()})
+
+    def layer_types(self):
+        """'sliding' or 'full' for each layer, as HF decides it."""
+        c, L = self.conf, self.n_layers
+        lt = c.get("layer_types")
+        if self.family in ("gemma2", "gemma3_text"):
+            if lt:
+                return ["sliding" if t == "sliding_attention" else "full" for t in lt]
+            period = 2 if self.family == "gemma2" else int(c.get("sliding_window_pattern", 6))
+            return ["sliding" if (i + 1) % period else "full" for i in range(L)]
+        if self.family == "mistral" or self.family == "phi3":
+            return ["sliding" if c.get("sliding_window") else "full"] * L
+        if self.family in ("qwen2", "qwen3", "smollm3"):
+            if c.get("use_sliding_window") and c.get("sliding_window"):
+                mwl = c.get("max_window_layers", L)
+                return ["sliding" if i >= mwl else "full" for i in range(L)]
+        return ["full"] * L
+
+    def uses_rope(self, i):
+        if self.family != "smollm3":
+            return True
+        nr = self.conf.get("no_rope_layers")
+        if nr:
+            return bool(nr[i])
+        return (i + 1) % int(self.conf.get("no_rope_layer_interval", 4)) != 0
+
+    def rope(self, i, seq_len):
+        """(inv_freq [rot/2], attention scaling of cos/sin, rot) for layer i at this sequence length."""
+        c, hd = self.conf, self.head_dim
+        rot = int(hd * float(c.get("partial_rotary_factor", 1.0))) if self.family == "phi3" else hd
+        base = float(c.get("rope_theta", 10000.0))
+        rs = c.get("rope_scaling") or {}
+        rtype = rs.get("rope_type", rs.get("type"))
+        sliding = self.layer_types()[i] == "sliding"
+        if self.family == "gemma3_text" and sliding:
+            base = float(c.get("rope_local_base_freq", 10000.0))
+            rtype = None                                      # the local rotary embedding is the default one
+        expo = np.arange(0, rot, 2, dtype=np.float64) / rot
+        inv = 1.0 / base ** expo
+        scale = 1.0
+        if rtype == "linear":
+            inv = inv / float(rs["factor"])
+        elif rtype in ("longrope", "su"):
+            orig = c.get("original_max_position_embeddings") or rs.get("original_max_position_embeddings")
+            ext = rs["long_factor"] if seq_len > orig else rs["short_factor"]
+            inv = 1.0 / (np.asarray(ext, dtype=np.float64) * base ** expo)
+            factor = c["max_position_embeddings"] / orig
+            scale = rs.get("attention_factor") or (
+                math.sqrt(1 + math.log(factor) / math.log(orig)) if factor > 1.0 else 1.0)
+        elif rtype == "llama3":
+            inv = rope_inv_freq(Config(self.dim, 1, 1, self.n_heads, self.n_kv_heads, 1, 1, head_dim=hd,
+                                       rope_theta=base, rope_scaling=rs))
+        elif rtype not in (None, "default"):
+            raise ValueError("rope_scaling type %r is not supported by the reference" % rtype)
+        return inv, scale, rot
+
+
+def read_family(path):
+    """Read an HF directory of one of the supported families."""
+    with open(os.path.join(path, "config.json")) as f:
+        conf = json.load(f)
+    arch = (conf.get("architectures") or ["LlamaForCausalLM"])[0]
+    if arch not in MODEL_TYPE_OF_ARCH:
+        raise ValueError("%s: architecture %s is not supported by the reference" % (path, arch))
+    family = MODEL_TYPE_OF_ARCH[arch]
+    if isinstance(conf.get("text_config"), dict):
+        conf = dict(conf, **conf["text_config"])
+    rp = conf.get("rope_parameters")
+    if isinstance(rp, dict):
+        # transformers 5: one rope_parameters dict, or one per attention type (Gemma 3)
+        full, local = rp.get("full_attention", rp), rp.get("sliding_attention")
+        conf = dict(conf, rope_theta=full.get("rope_theta", conf.get("rope_theta")))
+        if local:
+            conf["rope_local_base_freq"] = local.get("rope_theta")
+        for k in ("partial_rotary_factor", "original_max_position_embeddings"):
+            if k in full:
+                conf[k] = full[k]
+        conf["rope_scaling"] = None if full.get("rope_type", "default") == "default" else full
+    conf = dict(FAMILY_DEFAULTS[family], **{k: v for k, v in conf.items() if v is not None})
+    idx = os.path.join(path, "model.safetensors.index.json")
+    st = {}
+    if os.path.exists(idx):
+        with open(idx) as f:
+            for fn in sorted(set(json.load(f)["weight_map"].values())):
+                st.update(read_safetensors(os.path.join(path, fn)))
+    else:
+        st = read_safetensors(os.path.join(path, "model.safetensors"))
+    w = {}
+    for n, a in st.items():
+        if n.startswith(("vision_tower.", "multi_modal_projector.", "model.vision_tower.",
+                         "model.multi_modal_projector.")):
+            continue
+        if n.startswith("model.language_model."):
+            n = "model." + n[len("model.language_model."):]
+        elif n.startswith("language_model."):
+            n = n[len("language_model."):]
+        w[n] = a
+    if conf.get("tie_word_embeddings") and family in ("gemma2", "gemma3_text"):
+        w.pop("lm_head.weight", None)
+    return FamilyModel(family, conf, w)
+
+
+def _act(x, name):
+    if name == "silu":
+        return x / (1 + np.exp(-x))
+    if name in ("gelu_pytorch_tanh", "gelu_tanh"):
+        return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+    raise ValueError("activation %s not supported by the reference" % name)
+
+
+def family_forward(m, tokens, dtype=np.float64, act_quant=None):
+    """Logits [T, vocab] of the whole sequence (HF semantics, no cache: LongRoPE picks
+    its factors by this sequence's length, as HF does for a single forward).
+    act_quant: {hf weight name: fn} rounds the activation entering that product."""
+    c, fam, dt = m.conf, m.family, np.dtype(dtype)
+    gemma = fam in ("gemma2", "gemma3_text")
+    w = {n: np.asarray(a, dtype=dt) for n, a in m.w.items()}
+    T = len(tokens)
+    H, KV, hd, d = m.n_heads, m.n_kv_heads, m.head_dim, m.dim
+    eps = float(c["rms_norm_eps"])
+    act = c.get("hidden_activation") if gemma else c.get("hidden_act", "silu")
+
+    def norm(x, name):
+        g = w[name]
+        y = x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps)
+        return y * (1 + g) if gemma else y * g
+
+    def lin(x, name, bias=True):
+        if act_quant is not None and name + ".weight" in act_quant:
+            x = act_quant[name + ".weight"](x.astype(np.float32)).astype(dt)
+        y = x @ w[name + ".weight"].T
+        if bias and name + ".bias" in w:
+            y = y + w[name + ".bias"]
+        return y
+
+    x = w["model.embed_tokens.weight"][np.asarray(tokens)]
+    if gemma:
+        x = x * np.asarray(math.sqrt(d), dtype=dt)
+    if fam == "granite":
+        x = x * float(c["embedding_multiplier"])
+    res_mul = float(c["residual_multiplier"]) if fam == "granite" else 1.0
+    if fam == "granite":
+        scaling = float(c["attention_multiplier"])
+    elif gemma:
+        scaling = float(c["query_pre_attn_scalar"]) ** -0.5
+    else:
+        scaling = hd ** -0.5
+    softcap = c.get("attn_logit_softcapping") if fam == "gemma2" else None
+    pos = np.arange(T)
+    causal = pos[None, :] > pos[:, None]                      # [T, S] True = masked
+    window = int(c.get("sliding_window") or 0)
+    types = m.layer_types()
+    for i in range(m.n_layers):
+        p = "model.layers.%d." % i
+        h = norm(x, p + "input_layernorm.weight")
+        if fam == "phi3":
+            qkv = lin(h, p + "self_attn.qkv_proj")
+            q, k, v = qkv[:, :H * hd], qkv[:, H * hd:(H + KV) * hd], qkv[:, (H + KV) * hd:]
+        else:
+            q, k, v = lin(h, p + "self_attn.q_proj"), lin(h, p + "self_attn.k_proj"), lin(h, p + "self_attn.v_proj")
+        q, k, v = q.reshape(T, H, hd), k.reshape(T, KV, hd), v.reshape(T, KV, hd)
+        if p + "self_attn.q_norm.weight" in w:
+            q = norm(q, p + "self_attn.q_norm.weight")
+            k = norm(k, p + "self_attn.k_norm.weight")
+        if m.uses_rope(i):
+            inv, sc, rot = m.rope(i, T)
+            ang = np.outer(pos.astype(np.float64), inv)
+            cos = (np.cos(ang) * sc).astype(dt)[:, None, :]
+            sin = (np.sin(ang) * sc).astype(dt)[:, None, :]
+
+            def rope(t):
+                r, rest = t[..., :rot], t[..., rot:]
+                a, b = r[..., :rot // 2], r[..., rot // 2:]
+                return np.concatenate([a * cos - b * sin, b * cos + a * sin, rest], axis=-1)
+            q, k = rope(q), rope(k)
+        rep = H // KV
+        s = np.einsum("thd,shd->hts", q, np.repeat(k, rep, axis=1)) * scaling
+        if softcap:
+            s = np.tanh(s / softcap) * softcap
+        mask = causal
+        if types[i] == "sliding" and window:
+            mask = mask | (pos[:, None] - pos[None, :] >= window)
+        s = np.where(mask[None], -np.inf, s)
+        s = s - s.max(axis=-1, keepdims=True)
+        e = np.exp(s)
+        pr = e / e.sum(axis=-1, keepdims=True)
+        o = np.einsum("hts,shd->thd", pr, np.repeat(v, rep, axis=1)).reshape(T, H * hd)
+        o = lin(o, p + "self_attn.o_proj")
+        if gemma:
+            o = norm(o, p + "post_attention_layernorm.weight")
+            h = norm(x + o * res_mul, p + "pre_feedforward_layernorm.weight")
+        else:
+            h = norm(x + o * res_mul, p + "post_attention_layernorm.weight")
+        x = x + o * res_mul
+        if fam == "phi3":
+            gu = lin(h, p + "mlp.gate_up_proj")
+            f = gu.shape[-1] // 2
+            y = lin(_act(gu[:, :f], act) * gu[:, f:], p + "mlp.down_proj")
+        else:
+            y = lin(_act(lin(h, p + "mlp.gate_proj"), act) * lin(h, p + "mlp.up_proj"), p + "mlp.down_proj")
+        if gemma:
+            y = norm(y, p + "post_feedforward_layernorm.weight")
+        x = x + y * res_mul
+    x = norm(x, "model.norm.weight")
+    head = "lm_head" if "lm_head.weight" in w else "model.embed_tokens"
+    logits = lin(x, head, bias=False)
+    if fam == "granite":
+        logits = logits / float(c["logits_scaling"])
+    cap = c.get("final_logit_softcapping")
+    if gemma and cap:
+        logits = np.tanh(logits / cap) * cap
+    return logits
+
+
+# The GGUF tensor that holds each HF weight (for the types the converter chose).
+def gguf_name_of(hf_name, family):
+    simple = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+              "lm_head.weight": "output.weight"}
+    if hf_name in simple:
+        return simple[hf_name]
+    _, _, i, *rest = hf_name.split(".")
+    sub, kind = ".".join(rest[:-1]), rest[-1]
+    gemma = family in ("gemma2", "gemma3_text")
+    g = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
+         "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output", "self_attn.qkv_proj": "attn_qkv",
+         "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm",
+         "post_attention_layernorm": "post_attention_norm" if gemma else "ffn_norm",
+         "pre_feedforward_layernorm": "ffn_norm", "post_feedforward_layernorm": "post_ffw_norm",
+         "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
+         "mlp.gate_up_proj": "ffn_up"}[sub]
+    return "blk.%s.%s.%s" % (i, g, kind)
+
+
+NORM_ROPE_FAMILIES = ("llama", "mistral", "smollm3", "granite")   # GGUF q/k rows in adjacent-pair order
+
+
+def quantized_family(m, types, table=None):
+    """m with every 2-D weight replaced by dequantize(quantize(W)) of the type its GGUF
+    tensor has (types: {gguf name: type}).  Row blocks are unaffected by the row
+    permutation and the fused layouts the converter uses, so this is exact.  k-quant
+    tensors (no reference encoder here) are decoded from the file's bytes (table from
+    gguf_tensor_table) with their rows put back in HF order."""
+    def fn(name, a):
+        if a.ndim < 2:
+            return a
+        g = gguf_name_of(name, m.family)
+        t = types[g]
+        if t not in ("q4_k", "q6_k"):
+            return roundtrip(a, t)
+        tt, shape, raw = table[g]
+        w = gguf_dequant(tt, shape, raw)
+        if m.family in NORM_ROPE_FAMILIES and (".attn_q." in g or ".attn_k." in g):
+            w = pairs_to_halves(w, m.n_heads if ".attn_q." in g else m.n_kv_heads)
+        if w.shape[0] < a.shape[0]:          # embedding rows the converter dropped
+            w = np.concatenate([w, a[w.shape[0]:]])
+        return w
+    return m.map_weights(fn)
+
+
+def family_act_quant(m, types):
+    """{hf weight name: roundtrip} for family_forward(act_quant=...), as act_quant_map:
+    ggml rounds the activation to Q8_0 for Q8_0/Q4_0 weights and to Q8_K for k-quants."""
+    act = {"q8_0": "q8_0", "q4_0": "q8_0", "q4_k": "q8_k", "q6_k": "q8_k"}
+    out = {}
+    for name, a in m.w.items():
+        t = types.get(gguf_name_of(name, m.family))
+        if a.ndim == 2 and t in act:
+            out[name] = lambda x, t=act[t]: roundtrip(x, t)
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -984,6 +1391,14 @@ def main(argv):
         return 0
     if a.cmd == "selftest":
         return 0 if selftest(a.shared) else 1
+    if a.cmd == "logits" and os.path.isdir(a.model):
+        # any supported HF family (Llama included) through the family forward
+        fm = read_family(a.model)
+        if a.quant != "f32":
+            fm = fm.map_weights(lambda n, w: roundtrip(w, converter_type(n, w.shape, a.quant)) if w.ndim == 2 else w)
+        lg = family_forward(fm, a.tokens, dtype=np.float32 if a.float32 else np.float64)
+        lg.astype("<f4").tofile(a.o)
+        return 0
     m = load(a.model)
     if a.cmd == "logits":
         if a.quant != "f32":

@@ -1,6 +1,8 @@
 #!/bin/sh
 # Runs the test programs and prints one line per program, then the total as
-# "N passed, M failed" (the unit is a test program).
+# "N passed, M failed, K skipped" (passed/failed count test programs; skipped
+# counts the checks that did not run for want of ../shared, each named above
+# the total: a fresh clone has no ../shared and still passes).
 #   sh tests/run_all.sh        all suites
 #   sh tests/run_all.sh c      only the C test programs (used by `make sanitize`)
 BUILD=${BUILD:-build}
@@ -9,6 +11,7 @@ export BUILD PYTHON
 mode=${1:-all}
 passed=0
 failed=0
+skipped=0
 failed_names=""
 logdir=$BUILD/test-logs
 mkdir -p "$logdir"
@@ -24,6 +27,7 @@ run() {  # run NAME COMMAND...
     end=$(date +%s)
     printf '%-28s %-4s %3ss  %s\n' "$name" "$status" $((end - start)) "$(tail -n 1 "$logdir/$name.log")"
     if [ $status = FAIL ]; then tail -n 25 "$logdir/$name.log" | sed 's/^/    | /'; fi
+    skipped=$((skipped + $(grep -c '^SKIP:' "$logdir/$name.log")))
 }
 
 for t in "$BUILD"/tests/test_*; do
@@ -43,5 +47,9 @@ if [ "$mode" = all ]; then
 fi
 
 [ -n "$failed_names" ] && echo "failed:$failed_names"
-echo "$passed passed, $failed failed"
+if [ $skipped -gt 0 ]; then
+    echo "skipped (no ../shared):"
+    cat "$logdir"/*.log | grep '^SKIP:' | sed 's/^SKIP: /  /'
+fi
+echo "$passed passed, $failed failed, $skipped skipped"
 [ $failed -eq 0 ]

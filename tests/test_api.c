@@ -396,6 +396,23 @@ static void test_families_eval(void) {
         gb_free(&img);
     }
 
+    /* a fused attn_qkv.bias is applied: the same weights with it differ */
+    {
+        tm_spec a = tm_family("phi3"), b = tm_family("phi3");
+        b.qkv_bias = 1;
+        gb_buf ia = {0}, ib = {0};
+        ember_model *ma = open_spec(&a, &ia, NULL), *mb = open_spec(&b, &ib, NULL);
+        if (ma && mb) {
+            int V = ember_n_vocab(ma);
+            float *la = malloc(sizeof(float) * V), *lb = malloc(sizeof(float) * V);
+            if (!eval_last(ma, toks, 10, 10, 1, la) && !eval_last(mb, toks, 10, 10, 1, lb))
+                CHECK(memcmp(la, lb, sizeof(float) * V) != 0, "phi3: attn_qkv.bias changes nothing");
+            free(la); free(lb);
+        }
+        ember_model_free(ma); ember_model_free(mb);
+        gb_free(&ia); gb_free(&ib);
+    }
+
     /* gemma2, window 5, n_batch 4: a ring of 8 rows (stored twice) in a
      * context of 128, all 16 rows in a context of 16 */
     tm_spec spec = tm_family("gemma2");
@@ -632,6 +649,127 @@ static void test_state(ember_model *m) {
     gb_free(&img);
 }
 
+/* ---- stop strings and the step API ----------------------------------------- */
+
+typedef struct txt { char s[4096]; size_t n; int calls_after_end; int ended; } txt;
+static int txt_cb(void *ud, ember_token tok, const char *text, size_t len) {
+    txt *t = ud;
+    if (t->ended) t->calls_after_end++;
+    if (tok < 0) t->ended = 1;
+    if (t->n + len < sizeof t->s) { memcpy(t->s + t->n, text, len); t->n += len; }
+    return 0;
+}
+
+/* greedy text of n tokens after the prompt, through ember_generate */
+static ember_stop_reason gen_text(ember_model *m, const char *const *stops, int n_stops, int n, txt *out) {
+    memset(out, 0, sizeof *out);
+    ember_context *c = make_ctx(m, 128, 8, 1);
+    ember_sampler_params sp = ember_sampler_default_params();
+    sp.temperature = 0;
+    ember_sampler *s = NULL;
+    ember_sampler_create(m, &sp, &s);
+    ember_generate_result r;
+    memset(&r, 0, sizeof r);
+    if (c && s) {
+        CHECK(ember_context_set_stop_strings(c, stops, n_stops) == EMBER_OK, "set stop strings");
+        CHECK(ember_generate_text(c, s, "hello world", n, txt_cb, out, &r) == EMBER_OK, "generate");
+    }
+    ember_sampler_free(s);
+    ember_context_free(c);
+    return r.stop;
+}
+
+static void test_stop_strings(ember_model *m) {
+    txt full, got;
+    gen_text(m, NULL, 0, 40, &full);
+    full.s[full.n] = 0;
+    if (full.n < 12) { CHECK(0, "the tiny model generated only %zu bytes", full.n); return; }
+    /* a stop string from the middle of the text: everything before its first
+     * occurrence is passed on, nothing after */
+    char stop[8];
+    memcpy(stop, full.s + full.n / 2, 5);
+    stop[5] = 0;
+    const char *first = strstr(full.s, stop);
+    const char *list[2] = {"\x01never", stop};
+    ember_stop_reason why = gen_text(m, list, 2, 40, &got);
+    CHECK(why == EMBER_STOP_STRING, "stop reason %d", why);
+    CHECK(got.n == (size_t)(first - full.s) && !memcmp(got.s, full.s, got.n),
+          "stop string '%s': %zu bytes passed on, want %zu", stop, got.n, (size_t)(first - full.s));
+    CHECK(got.calls_after_end == 0, "calls after the final flush");
+    /* a stop string that never completes but whose start keeps appearing:
+     * all text passes, none retracted, the held-back tail at the end */
+    char almost[8];
+    memcpy(almost, full.s + full.n - 3, 3);
+    memcpy(almost + 3, "\x02!", 3);
+    const char *list2[1] = {almost};
+    why = gen_text(m, list2, 1, 40, &got);
+    CHECK(why == EMBER_STOP_LENGTH && got.n == full.n && !memcmp(got.s, full.s, full.n), "held-back text lost or changed");
+    /* bad lists */
+    ember_context *c = make_ctx(m, 32, 8, 1);
+    const char *empty[1] = {""};
+    CHECK(c && ember_context_set_stop_strings(c, empty, 1) == EMBER_ERR_INVALID_ARG, "an empty stop string");
+    CHECK(c && ember_context_set_stop_strings(c, NULL, 2) == EMBER_ERR_INVALID_ARG, "NULL list");
+    ember_context_free(c);
+
+    /* the step API gives the same text, token by token */
+    for (int with_stop = 0; with_stop < 2; with_stop++) {
+        c = make_ctx(m, 128, 8, 1);
+        ember_sampler_params sp = ember_sampler_default_params();
+        sp.temperature = 0;
+        ember_sampler *s = NULL;
+        ember_sampler_create(m, &sp, &s);
+        if (!c || !s) { ember_context_free(c); ember_sampler_free(s); return; }
+        if (with_stop) ember_context_set_stop_strings(c, list, 2);
+        ember_token toks[64];
+        int n = tokenize(m, "hello world", toks, 64);
+        ember_eval(c, toks, n, NULL);
+        char buf[512], small[2];
+        ember_step_result r;
+        CHECK(ember_step(c, s, small, sizeof small, &r) == EMBER_ERR_BUFFER_TOO_SMALL, "a small step buffer");
+        CHECK(ember_step_text_size(c) <= sizeof buf, "step text size %zu", ember_step_text_size(c));
+        txt t;
+        memset(&t, 0, sizeof t);
+        int steps = 0;
+        for (; steps < 40; steps++) {
+            if (ember_step(c, s, buf, sizeof buf, &r) != EMBER_OK) break;
+            memcpy(t.s + t.n, buf, r.len);
+            t.n += r.len;
+            if (r.stop) break;
+        }
+        if (with_stop)
+            CHECK(r.stop == EMBER_STOP_STRING && t.n == (size_t)(first - full.s) && !memcmp(t.s, full.s, t.n),
+                  "steps with a stop string: %zu bytes, stop %d", t.n, r.stop);
+        else
+            CHECK(steps == 40 && ember_context_pos(c) == n + 40 && !memcmp(t.s, full.s, t.n) && full.n - t.n < 4,
+                  "40 steps: %zu bytes (generate: %zu)", t.n, full.n);
+        ember_sampler_free(s);
+        ember_context_free(c);
+    }
+}
+
+/* ---- special tokens ------------------------------------------------------- */
+
+/* add_eos_token: EOS after the text when special tokens are asked for, and
+ * counted when the buffer is too small. */
+static void test_add_eos(void) {
+    tm_spec spec = tm_default();
+    spec.add_eos = 1;
+    gb_buf img = {0};
+    ember_model *m = open_spec(&spec, &img, NULL);
+    if (m) {
+        ember_token t[64], plain[64];
+        int n = 0, np = 0;
+        CHECK(ember_tokenize(m, "hello", 5, EMBER_TOKENIZE_ADD_BOS, t, 64, &n) == EMBER_OK, "tokenize");
+        CHECK(ember_tokenize(m, "hello", 5, 0, plain, 64, &np) == EMBER_OK, "tokenize plain");
+        CHECK(n == np + 2 && t[0] == ember_token_bos(m) && t[n - 1] == ember_token_eos(m) &&
+              !memcmp(t + 1, plain, sizeof(ember_token) * np), "BOS + text + EOS: %d vs %d", n, np);
+        CHECK(ember_tokenize(m, "hello", 5, EMBER_TOKENIZE_ADD_BOS, t, n - 1, &np) == EMBER_ERR_BUFFER_TOO_SMALL &&
+              np == n, "a buffer one short: %d, want %d", np, n);
+    }
+    ember_model_free(m);
+    gb_free(&img);
+}
+
 /* ---- logit bias ------------------------------------------------------------ */
 
 static void test_logit_bias(ember_model *m) {
@@ -659,6 +797,65 @@ static void test_logit_bias(ember_model *m) {
     s = (ember_sampler *)0x1;
     CHECK(ember_sampler_create(m, &sp, &s) == EMBER_ERR_INVALID_ARG && !s, "a bias for a token outside the vocabulary");
     free(l);
+}
+
+/* ---- many contexts in one pass --------------------------------------------- */
+
+/* Three contexts with different prompts and sizes stepped together by
+ * ember_eval_multi give the same bits as each stepped alone. */
+static void test_eval_multi_family(const char *family) {
+    tm_spec spec = tm_family(family);
+    gb_buf img = {0};
+    ember_model *m = open_spec(&spec, &img, NULL);
+    if (!m) { gb_free(&img); return; }
+    enum { N = 3, STEPS = 12 };
+    const int V = ember_n_vocab(m), n_ctx[N] = {64, 128, 48}, n_batch[N] = {4, 2, 8}, plen[N] = {5, 11, 2};
+    ember_context *multi[N], *alone[N];
+    int ok = 1;
+    for (int i = 0; i < N; i++) {
+        multi[i] = make_ctx(m, n_ctx[i], n_batch[i], 1 + i % 2);
+        alone[i] = make_ctx(m, n_ctx[i], n_batch[i], 1);
+        ok &= multi[i] && alone[i];
+    }
+    for (int i = 0; ok && i < N; i++) {
+        ember_token p[16];
+        for (int t = 0; t < plen[i]; t++) p[t] = TM_FIRST_PIECE + (t * 3 + i) % 20;
+        ember_eval(multi[i], p, plen[i], NULL);
+        ember_eval(alone[i], p, plen[i], NULL);
+    }
+    int same = 1;
+    for (int step = 0; ok && step < STEPS; step++) {
+        ember_token next[N];
+        for (int i = 0; i < N; i++) {   /* greedy from the multi context's logits */
+            const float *l = ember_get_logits(multi[i]);
+            int best = 0;
+            for (int v = 1; v < V; v++) if (l[v] > l[best]) best = v;
+            next[i] = best;
+            ember_eval(alone[i], &next[i], 1, NULL);
+        }
+        if (ember_eval_multi(multi, next, N) != EMBER_OK) { CHECK(0, "%s: eval_multi: %s", family, ember_context_errmsg(multi[0])); break; }
+        for (int i = 0; i < N; i++)
+            same &= !memcmp(ember_get_logits(multi[i]), ember_get_logits(alone[i]), sizeof(float) * V) &&
+                    ember_context_pos(multi[i]) == ember_context_pos(alone[i]);
+    }
+    CHECK(same, "%s: contexts stepped together differ from each stepped alone", family);
+    if (ok) {
+        ember_token t[N] = {TM_FIRST_PIECE, TM_FIRST_PIECE, V};
+        int before = ember_context_pos(multi[0]);
+        CHECK(ember_eval_multi(multi, t, N) == EMBER_ERR_BAD_TOKEN && ember_context_pos(multi[0]) == before,
+              "%s: a bad token changes nothing", family);
+        ember_context *twice[2] = {multi[0], multi[0]};
+        CHECK(ember_eval_multi(twice, t, 2) == EMBER_ERR_INVALID_ARG, "%s: a context listed twice", family);
+    }
+    for (int i = 0; i < N; i++) { ember_context_free(multi[i]); ember_context_free(alone[i]); }
+    ember_model_free(m);
+    gb_free(&img);
+}
+
+static void test_eval_multi(void) {
+    test_eval_multi_family("llama");
+    test_eval_multi_family("gemma3");
+    test_eval_multi_family("phi3");
 }
 
 /* ---- abort ----------------------------------------------------------------- */
@@ -1396,7 +1593,10 @@ int main(void) {
     test_packed_load();
     test_families_eval();
     test_abort(m);
+    test_eval_multi();
     test_logit_bias(m);
+    test_add_eos();
+    test_stop_strings(m);
     test_state(m);
     test_context_limits(m);
     test_bad_tokens(m);

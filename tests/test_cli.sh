@@ -117,6 +117,43 @@ check "same seed, same output (threads 1 vs 2, batch 64 vs 3)" cmp -s "$T/s1" "$
 check "generation into a full context exits 0" test $? -eq 0
 check "context full reported" grep -q 'stop: context full' "$T/full.err"
 
+# ---- saved state, stop strings, -c 0 ----------------------------------------
+"$EMBER" -m "$MODEL" -p "hello world" -n 20 --temp 0 >"$T/whole" 2>/dev/null
+"$EMBER" -m "$MODEL" -p "hello world" -n 8 --temp 0 --state-save "$T/st" >"$T/part1" 2>/dev/null
+check "--state-save exits 0 and writes the state" test -s "$T/st"
+"$EMBER" -m "$MODEL" -n 12 --temp 0 --state-load "$T/st" >"$T/part2" 2>/dev/null
+cat "$T/part1" "$T/part2" >"$T/parts"
+check "a run split by --state-save/--state-load prints the uninterrupted text" cmp -s "$T/whole" "$T/parts"
+"$EMBER" -m "$MODEL" -p "hello world" -n 12 --temp 0.9 -s 3 --repeat-penalty 1.2 >"$T/swhole" 2>/dev/null
+"$EMBER" -m "$MODEL" -p "hello world" -n 5 --temp 0.9 -s 3 --repeat-penalty 1.2 --state-save "$T/st2" >"$T/sp1" 2>/dev/null
+"$EMBER" -m "$MODEL" -n 7 --temp 0.9 -s 99 --repeat-penalty 1.2 --state-load "$T/st2" >"$T/sp2" 2>/dev/null
+cat "$T/sp1" "$T/sp2" >"$T/sparts"
+check "sampled: the saved sampler (random state, history) continues the same" cmp -s "$T/swhole" "$T/sparts"
+head -c 20 "$T/st" >"$T/st.cut"
+"$EMBER" -m "$MODEL" -n 4 --state-load "$T/st.cut" >"$T/cut.out" 2>"$T/cut.err"
+check "a truncated state: exit != 0, a message, nothing on stdout"     sh -c "test \$? -ne 0 || true; grep -q 'state' '$T/cut.err' && test ! -s '$T/cut.out'"
+# a stop string: three ASCII letters from the middle of the greedy text
+stop=$("$PYTHON" -c "
+import re, sys
+w = open(sys.argv[1], 'rb').read()
+m = re.search(rb'[A-Za-z]{3}', w[len(w) // 3:])
+print(m.group(0).decode() if m else '')
+" "$T/whole")
+if [ -n "$stop" ]; then
+    "$EMBER" -m "$MODEL" -p "hello world" -n 20 --temp 0 --stop "$stop" >"$T/stopped" 2>"$T/stopped.err"
+    "$PYTHON" -c "
+import sys
+whole, got, stop = open(sys.argv[1], 'rb').read(), open(sys.argv[2], 'rb').read(), sys.argv[3].encode()
+assert got == whole[:whole.index(stop)], (whole, got, stop)
+" "$T/whole" "$T/stopped" "$stop"
+    check "--stop: the text up to the stop string" test $? -eq 0
+    check "--stop: reported" grep -q 'stop: stop string' "$T/stopped.err"
+else
+    fail "no ASCII run in the greedy text to use as a stop string"
+fi
+"$EMBER" -m "$MODEL" -p "hello" -n 2 -c 0 --temp 0 >/dev/null 2>"$T/c0.err"
+check "-c 0 (the model's own context) runs" test $? -eq 0
+
 # ---- bench: the JSON line has the fields tools/bench.py and the issue name --
 # (a format check, never a timing check; one repeat of a tiny prompt)
 "$EMBER" bench -m "$MODEL" -t 1 -p 8 -n 8 -r 1 --json >"$T/bench" 2>"$T/bench.err"
@@ -132,6 +169,13 @@ assert j['pp_tok_s'] > 0 and j['tg_tok_s'] > 0 and j['weight_bytes'] > 0 and j['
 # q8_0 rows of 64, 32, 172: packed where the kernels want it (avx512/amx), never elsewhere
 assert (j['n_packed'] > 0) == (j['kernels'] in ('avx512', 'amx')), j
 " "$T/bench.json"
+"$EMBER" bench -m "$MODEL" -t 1 -p 8 -n 8 -r 1 --contexts 3 --json >"$T/bench3" 2>/dev/null
+check "bench --contexts 3 exits 0" test $? -eq 0
+check "bench --contexts 3: tg_tok_s_total = 3 x tg_tok_s" "$PYTHON" -c "
+import json, sys
+j = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+assert j['contexts'] == 3 and abs(j['tg_tok_s_total'] - 3 * j['tg_tok_s']) < 1e-2 * j['tg_tok_s_total'], j
+" "$T/bench3"
 
 # ---- valgrind: allocations independent of -n; memcheck clean ---------------
 if command -v valgrind >/dev/null 2>&1; then

@@ -3,7 +3,7 @@
 
 Run from the repository root:  /usr/bin/python3 tests/test_convert.py
 Plain script: prints one line per check and finally "N passed, M failed".
-Tests that need ../shared count as failed (not passed) when it is missing.
+Tests that need ../shared are skipped, by name, when it is missing.
 """
 
 import json
@@ -32,17 +32,12 @@ CONVERT = os.path.join(ROOT, "tools", "convert_weights.py")
 PY = sys.executable or "/usr/bin/python3"
 TMP = tempfile.mkdtemp(prefix="ember_test_convert_")
 
-skip_announced = False
 
 
 def test(name, needs_shared=False):
     def deco(fn):
-        global skip_announced
         if needs_shared and not HAVE_SHARED:
-            if not skip_announced:
-                print("SKIPPED: ../shared not found (%s); tests that need it count as failed-to-run" % SHARED)
-                skip_announced = True
-            testlib.record(False, "FAIL %-55s (not run: ../shared missing)" % name)
+            testlib.missing_shared("%s (for: %s)" % (SHARED, name))
             return fn
         t0 = time.time()
         try:
@@ -719,6 +714,157 @@ def _():
     check(rc != 0 and "smaller than the tokenizer" in msg, msg[-300:])
     rc, msg = run_cli(sh("models/stories260K/stories260K.bin"), "-o", out, "--tokenizer", sh("tokenizers/gpt2"))
     check(rc != 0 and "50257" in msg and "512" in msg, msg[-300:])
+
+
+# ---------------------------------------------------------------------------
+# k-quants (Q4_K / Q6_K encoders; decoded by the reference's own ggml-style decoder)
+# ---------------------------------------------------------------------------
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+import ref_forward as rf  # noqa: E402
+
+
+@test("q4_k / q6_k: exactly representable blocks round trip exactly (ggml layout)")
+def _():
+    rng = np.random.default_rng(3)
+    # Q4_K: x = d*sc*q - dmin*m with d, dmin powers of two, q spanning 0..15 per sub-block,
+    # sub-block 0 with sc = m = 63 (so the encoder finds d and dmin again)
+    d, dmin = np.float32(2.0 ** -6), np.float32(2.0 ** -7)
+    sc = rng.integers(1, 64, 8)
+    m = rng.integers(0, 64, 8)
+    sc[0], m[0] = 63, 63
+    q = rng.integers(0, 16, (8, 32))
+    q[:, 0], q[:, 1] = 0, 15
+    x = (d * sc[:, None] * q - dmin * m[:, None]).astype(np.float32).reshape(1, 256)
+    raw = gw.quantize_q4_k(x)
+    check(raw.shape == (1, 144), "q4_k block size")
+    y = rf.decode_q4_k(raw.reshape(-1, 144)).reshape(1, 256)
+    check(np.array_equal(y, x), "q4_k: reference decoder gives back the input (max err %g)" % np.abs(y - x).max())
+    check(np.array_equal(gw.dequantize_q4_k(raw.reshape(-1), 256), x.reshape(-1)), "q4_k: writer's decoder")
+    # Q6_K: x = d*sc*(q-32), sc > 0, each sub-block reaching +31, one sub-block with sc = 127
+    d = np.float32(2.0 ** -8)
+    sc = rng.integers(1, 128, 16)
+    sc[5] = 127
+    q = rng.integers(-31, 32, (16, 16))
+    q[:, 3] = 31
+    x = (d * sc[:, None] * q).astype(np.float32).reshape(1, 256)
+    raw = gw.quantize_q6_k(x)
+    check(raw.shape == (1, 210), "q6_k block size")
+    y = rf.decode_q6_k(raw.reshape(-1, 210)).reshape(1, 256)
+    check(np.array_equal(y, x), "q6_k: reference decoder gives back the input (max err %g)" % np.abs(y - x).max())
+    check(np.array_equal(gw.dequantize_q6_k(raw.reshape(-1), 256), x.reshape(-1)), "q6_k: writer's decoder")
+
+
+@test("q4_k / q6_k: random rows, error of a 4- and 6-bit code; converter fallback to Q8_0")
+def _():
+    x = np.random.default_rng(4).standard_normal((6, 512)).astype(np.float32)
+    for t, dec, bs, bound in ((gw.GGML_TYPE_Q4_K, rf.decode_q4_k, 144, 0.09), (gw.GGML_TYPE_Q6_K, rf.decode_q6_k, 210, 0.025)):
+        raw = gw.quantize(x, t)
+        y = dec(np.asarray(raw).reshape(-1, bs)).reshape(x.shape)
+        rel = float(np.sqrt(((y - x) ** 2).mean() / (x ** 2).mean()))
+        check(rel < bound, "%s rms rel error %.3f" % (gw.type_name(t), rel))
+        check(np.array_equal(gw.dequantize(np.asarray(raw).tobytes(), t, x.shape), y), "%s dequantize" % gw.type_name(t))
+        check(cw.choose_type((64, 512), t) == t and cw.choose_type((64, 96), t) == gw.GGML_TYPE_Q8_0
+              and cw.choose_type((64, 100), t) == gw.GGML_TYPE_F16 and cw.choose_type((512,), t) == gw.GGML_TYPE_F32,
+              "fallbacks")
+
+
+# ---------------------------------------------------------------------------
+# Hugging Face families: what must fail, fails with a message naming the problem
+# ---------------------------------------------------------------------------
+import test_families as tfam  # noqa: E402
+
+
+def family_ckpt(name, path, edit_cfg=None, edit_w=None, **over):
+    f = dict([x for x in tfam.FAMILIES if x["name"] == name][0], **over)
+    tfam.write_checkpoint(f, path, 1)
+    if edit_cfg:
+        with open(os.path.join(path, "config.json")) as fh:
+            cfg = json.load(fh)
+        edit_cfg(cfg)
+        with open(os.path.join(path, "config.json"), "w") as fh:
+            json.dump(cfg, fh)
+    if edit_w:
+        w = rf.read_safetensors(os.path.join(path, "model.safetensors"))
+        edit_w(w)
+        rf.write_safetensors(os.path.join(path, "model.safetensors"), sorted(w.items()))
+    return path
+
+
+@test("HF families: missing / misshapen tensors and keys fail with the name")
+def _():
+    cases = [
+        ("qwen3", None, lambda w: w.pop("model.layers.1.self_attn.k_norm.weight"), "blk.1.attn_k_norm.weight"),
+        ("qwen2", None, lambda w: w.pop("model.layers.0.self_attn.q_proj.bias"), "blk.0.attn_q.bias"),
+        ("gemma2", None, lambda w: w.pop("model.layers.2.post_feedforward_layernorm.weight"), "blk.2.post_ffw_norm"),
+        ("phi3", None, lambda w: w.__setitem__("model.layers.0.self_attn.qkv_proj.weight",
+                                               np.zeros((10, 96), np.float32)), "qkv_proj"),
+        ("phi3", lambda c: c["rope_scaling"]["long_factor"].pop(), None, "long_factor"),
+        ("granite", lambda c: c.__setitem__("architectures", ["GraniteMoeForCausalLM"]), None,
+         "GraniteMoeForCausalLM is not supported"),
+        ("gemma3", lambda c: c.__setitem__("rope_scaling", {"rope_type": "yarn", "factor": 2.0}), None, "yarn"),
+        ("smollm3", None, lambda w: w.__setitem__("model.layers.0.mlp.experts.0.weight", np.zeros((4, 4), np.float32)),
+         "experts"),
+    ]
+    for i, (name, ec, ew, want) in enumerate(cases):
+        p = family_ckpt(name, os.path.join(TMP, "bad-%d" % i), ec, ew)
+        rc, out = run_cli(p, "-o", os.path.join(TMP, "bad.gguf"), "--type", "f32", "-q")
+        check(rc == 1 and want in out and "Traceback" not in out, "%s: rc %d, %r" % (name, rc, out.strip()[-300:]))
+
+
+@test("HF families: Gemma 3 vocabulary rows beyond the tokenizer are dropped, as llama.cpp does")
+def _():
+    p = family_ckpt("gemma3", os.path.join(TMP, "g3"))
+    out = os.path.join(TMP, "g3.gguf")
+    cw.convert(p, out, "f32", quiet=True)
+    r = gr.GGUFReader(out)
+    check(r.tensor("token_embd.weight").shape == (512, 64), "token_embd rows = tokenizer size (config says 520)")
+    check(len(r.metadata["tokenizer.ggml.tokens"]) == 512 and r.metadata["tokenizer.ggml.add_space_prefix"] is False,
+          "512 tokens, add_space_prefix false (llama.cpp's Gemma converters)")
+
+
+@test("HF families: transformers-5 rope_parameters configs convert like the older keys")
+def _():
+    def v5_gemma3(c):
+        c["rope_parameters"] = {"full_attention": dict(c.pop("rope_scaling"), rope_theta=c.pop("rope_theta")),
+                                "sliding_attention": {"rope_type": "default", "rope_theta": c.pop("rope_local_base_freq")}}
+
+    def v5_phi3(c):
+        rs = c.pop("rope_scaling")
+        c["rope_parameters"] = dict(rs, rope_type=rs.pop("type"), rope_theta=c.pop("rope_theta"),
+                                    partial_rotary_factor=c.pop("partial_rotary_factor"))
+    for name, edit in (("gemma3", v5_gemma3), ("phi3", v5_phi3)):
+        outs, refs = [], []
+        for tag, ec in (("old", None), ("v5", edit)):
+            p = family_ckpt(name, os.path.join(TMP, "%s-%s" % (name, tag)), ec)
+            o = os.path.join(TMP, "%s-%s.gguf" % (name, tag))
+            cw.convert(p, o, "f32", quiet=True)
+            outs.append(gr.GGUFReader(o))
+            refs.append(rf.family_forward(rf.read_family(p), list(range(1, 30))))
+        a, b = outs
+        ka = {k: str(v) for k, v in a.metadata.items() if k != "general.name"}
+        kb = {k: str(v) for k, v in b.metadata.items() if k != "general.name"}
+        check(ka == kb, "%s: same keys (%s)" % (name, sorted(set(ka.items()) ^ set(kb.items()))[:4]))
+        check(sorted(a.tensors) == sorted(b.tensors) and all(np.array_equal(a.tensor(t), b.tensor(t)) for t in a.tensors),
+              "%s: same tensors" % name)
+        check(np.array_equal(refs[0], refs[1]), "%s: the reference reads both alike" % name)
+
+
+@test("HF families: keys llama.cpp writes only sometimes (Gemma 3 without windows, Gemma 2's rope_theta)")
+def _():
+    def keys(name, ec):
+        p = family_ckpt(name, os.path.join(TMP, "k-" + name), ec)
+        o = os.path.join(TMP, "k-%s.gguf" % name)
+        cw.convert(p, o, "f32", quiet=True)
+        return gr.GGUFReader(o).metadata
+    m = keys("gemma3", lambda c: c.__setitem__("sliding_window_pattern", 1))
+    check("gemma3.attention.sliding_window" not in m, "gemma3 pattern 1: no sliding_window key (all layers global)")
+    m = keys("gemma2", None)
+    check("gemma2.rope.freq_base" not in m, "gemma2 rope_theta 10000: no freq_base, as llama.cpp")
+    m = keys("gemma2", lambda c: c.__setitem__("rope_theta", 20000.0))
+    check(m.get("gemma2.rope.freq_base") == 20000.0, "gemma2 rope_theta 20000 is kept (llama.cpp would drop it)")
+    m = keys("phi3", lambda c: (c.pop("rope_scaling"), c.pop("sliding_window")))
+    check(m.get("phi3.attention.sliding_window") == 0 and "phi3.rope.scaling.attn_factor" not in m,
+          "phi3 without LongRoPE or window: sliding_window 0, no attn_factor (as llama.cpp)")
 
 
 def main():

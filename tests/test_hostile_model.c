@@ -93,6 +93,7 @@ typedef struct tm_spec {
     int qkv_bias;              /* attn_q/k/v.bias */
     int64_t md_swa, md_swa_period;   /* attention.sliding_window(_pattern), TM_OMIT by default */
     int64_t md_softcap;        /* attn_logit_softcapping (as f32), TM_OMIT by default */
+    int add_eos;               /* tokenizer.ggml.add_eos_token = true */
 } tm_spec;
 
 TM_UNUSED static tm_spec tm_default(void) {
@@ -221,7 +222,7 @@ static int tm_build(const tm_spec *s, gb_buf *out) {
             TM_LAYER("attn_k.weight", 2, E, kv_dim, s->wtype);
             TM_LAYER("attn_v.weight", 2, E, kv_dim, s->wtype);
         }
-        if (s->qkv_bias) {
+        if (s->qkv_bias && !s->fused_qkv) {
             TM_LAYER("attn_q.bias", 1, q_dim, 1, EK_F32);
             TM_LAYER("attn_k.bias", 1, kv_dim, 1, EK_F32);
             TM_LAYER("attn_v.bias", 1, kv_dim, 1, EK_F32);
@@ -243,8 +244,13 @@ static int tm_build(const tm_spec *s, gb_buf *out) {
             TM_LAYER("post_attention_norm.weight", 1, E, 1, s->norm_type);
             TM_LAYER("post_ffw_norm.weight", 1, E, 1, s->norm_type);
         }
-#undef TM_LAYER
     }
+    /* fused biases last, so the other tensors draw the same numbers with or without them */
+    for (int l = 0; l < TL && s->qkv_bias && s->fused_qkv; l++) {
+        char nm[64];
+        TM_LAYER("attn_qkv.bias", 1, q_dim + 2 * kv_dim, 1, EK_F32);
+    }
+#undef TM_LAYER
 #undef TM_ADD
     int *order = NULL;
     if (s->mode == TM_CHAIN) { order = malloc((size_t)V * sizeof *order); tm_perm(s, V, order); }
@@ -375,6 +381,7 @@ static int tm_build(const tm_spec *s, gb_buf *out) {
     if (s->md_eos != TM_OMIT) { gb_kv_u32(&kv, "tokenizer.ggml.eos_token_id", (uint32_t)s->md_eos); nkv++; }
     gb_kv_u32(&kv, "tokenizer.ggml.unknown_token_id", TM_UNK); nkv++;
     gb_kv_bool(&kv, "tokenizer.ggml.add_bos_token", 1); nkv++;
+    if (s->add_eos) { gb_kv_bool(&kv, "tokenizer.ggml.add_eos_token", 1); nkv++; }
 #undef TM_DIM
 
     /* ---- the image ---- */
@@ -578,6 +585,9 @@ static void test_families(void) {
     s = tm_family("phi3"); s.reshape_tensor = "blk.1.attn_qkv.weight"; s.reshape_dim = 1; s.reshape_delta = 16;
     expect_open("phi3 attn_qkv too tall", &s, EMBER_ERR_SHAPE);
     s = tm_family("phi3"); s.drop_tensor = "blk.1.attn_qkv.weight"; expect_open("phi3 without attn_qkv or attn_q", &s, EMBER_ERR_MISSING);
+    s = tm_family("phi3"); s.qkv_bias = 1; expect_open("phi3 with attn_qkv.bias", &s, EMBER_OK);
+    s = tm_family("phi3"); s.qkv_bias = 1; s.reshape_tensor = "blk.0.attn_qkv.bias"; s.reshape_dim = 0; s.reshape_delta = 1;
+    expect_open("phi3 attn_qkv.bias one too long", &s, EMBER_ERR_SHAPE);
     s = tm_family("llama"); s.family = "mistral3"; expect_open("architecture mistral3", &s, EMBER_ERR_UNSUPPORTED);
 }
 
@@ -785,8 +795,10 @@ static void test_huge_ctx(void) {
         /* the model's own 2^20 positions, with an allocator that refuses
          * more than 16 MB at once */
         ca.max_size = 16u << 20;
-        cp.n_ctx = 0;
-        uint64_t need = ember_context_memory_needed(m, 0, EMBER_KV_F16, 0);
+        cp.n_ctx = 1 << 20;
+        CHECK(ember_context_memory_needed(m, 0, EMBER_KV_F16, 0) < (16u << 20),
+              "the default context is capped at 4096 positions");
+        uint64_t need = ember_context_memory_needed(m, 1 << 20, EMBER_KV_F16, 0);
         CHECK(need > (64u << 20), "memory needed for 2^20 positions: %llu", (unsigned long long)need);
         rc = ember_context_create(m, &cp, &c, &err);
         n_cases++;

@@ -33,7 +33,7 @@ static void test_type_table(void) {
         {EK_Q2_K, 256, 84, "q2_K"}, {EK_Q3_K, 256, 110, "q3_K"}, {EK_Q4_K, 256, 144, "q4_K"},
         {EK_Q5_K, 256, 176, "q5_K"}, {EK_Q6_K, 256, 210, "q6_K"}, {EK_Q8_K, 256, 292, "q8_K"},
         {EK_I8, 1, 1, "i8"}, {EK_I16, 1, 2, "i16"}, {EK_I32, 1, 4, "i32"}, {EK_I64, 1, 8, "i64"},
-        {EK_F64, 1, 8, "f64"},
+        {EK_F64, 1, 8, "f64"}, {EK_IQ4_NL, 32, 18, "iq4_nl"}, {EK_IQ4_XS, 256, 136, "iq4_xs"},
     };
     for (size_t i = 0; i < sizeof facts / sizeof facts[0]; i++) {
         const ek_type_info *t = ek_type_get(facts[i].id);
@@ -52,7 +52,8 @@ static void test_type_table(void) {
     CHECK(sizeof(ek_block_q4_0) == 18 && sizeof(ek_block_q4_1) == 20 && sizeof(ek_block_q5_0) == 22 &&
           sizeof(ek_block_q5_1) == 24 && sizeof(ek_block_q8_0) == 34 && sizeof(ek_block_q8_1) == 36 &&
           sizeof(ek_block_q2_K) == 84 && sizeof(ek_block_q3_K) == 110 && sizeof(ek_block_q4_K) == 144 &&
-          sizeof(ek_block_q5_K) == 176 && sizeof(ek_block_q6_K) == 210 && sizeof(ek_block_q8_K) == 292,
+          sizeof(ek_block_q5_K) == 176 && sizeof(ek_block_q6_K) == 210 && sizeof(ek_block_q8_K) == 292 &&
+          sizeof(ek_block_iq4_nl) == 18 && sizeof(ek_block_iq4_xs) == 136,
           "block struct sizes");
 }
 
@@ -231,13 +232,160 @@ static void test_round_trip(void) {
     CHECK(ok, "q8_K bsums");
 }
 
+/* ---- IQ4_NL / IQ4_XS ------------------------------------------------------------ */
+
+/* Hand-made blocks, decoded by hand from ggml's format (ggml-common.h:
+ * block_iq4_nl {d; qs[16]}, block_iq4_xs {d; scales_h; scales_l[4]; qs[128]};
+ * kvalues_iq4nl = -127 -104 -83 -65 -49 -35 -22 -10 1 13 25 38 53 69 89 113;
+ * dequantize_row_iq4_*: y[j] = d * kv[qs[j] & 15], y[j + 16] = d * kv[qs[j] >> 4],
+ * iq4_xs sub-block ib with ls = (scales_l[ib/2] >> 4*(ib%2)) & 15 |
+ * ((scales_h >> 2*ib) & 3) << 4 and d_ib = d * (ls - 32)). */
+static void test_iq4_dequant_by_hand(void) {
+    ek_block_iq4_nl nl;
+    float y[256];
+    memset(&nl, 0, sizeof nl);
+    nl.d = 0x3800;                 /* 0.5 */
+    nl.qs[0] = 0xF0;               /* element 0: kv[0] = -127, element 16: kv[15] = 113 */
+    nl.qs[5] = 0x78;               /* element 5: kv[8] = 1, element 21: kv[7] = -10 */
+    nl.qs[15] = 0x3C;              /* element 15: kv[12] = 53, element 31: kv[3] = -65 */
+    ek_dequant_row(EK_IQ4_NL, &nl, y, 32);
+    CHECK(y[0] == -63.5f && y[16] == 56.5f && y[5] == 0.5f && y[21] == -5.0f && y[15] == 26.5f && y[31] == -32.5f &&
+          y[1] == -63.5f && y[17] == -63.5f, "iq4_nl by hand: %g %g %g %g %g %g %g %g", y[0], y[16], y[5], y[21], y[15],
+          y[31], y[1], y[17]);
+
+    ek_block_iq4_xs xs;
+    memset(&xs, 0, sizeof xs);
+    xs.d = 0x3800;                 /* 0.5 */
+    /* ls: sub-block 0 = 33 (+1), 1 = 0 (-32), 2 = 47 (+15), 3 = 32 (0), 7 = 63 (+31), others 0 (-32) */
+    xs.scales_l[0] = 0x01;         /* ls0 & 15 = 1, ls1 & 15 = 0 */
+    xs.scales_l[1] = 0x0F;         /* ls2 & 15 = 15, ls3 & 15 = 0 */
+    xs.scales_l[3] = 0xF0;         /* ls6 & 15 = 0, ls7 & 15 = 15 */
+    xs.scales_h = 0x2 | 0x2 << 4 | 0x2 << 6 | 0x3 << 14;  /* ls0 >> 4 = 2, ls2 >> 4 = 2, ls3 >> 4 = 2, ls7 >> 4 = 3 */
+    xs.qs[0] = 0xF0;               /* sub-block 0: element 0 kv[0], element 16 kv[15] */
+    xs.qs[16 + 3] = 0x9E;          /* sub-block 1: element 35 kv[14] = 89, element 51 kv[9] = 13 */
+    xs.qs[32 + 0] = 0x01;          /* sub-block 2: element 64 kv[1] = -104, element 80 kv[0] */
+    xs.qs[48 + 9] = 0x5A;          /* sub-block 3 (scale 0): elements 105, 121 */
+    xs.qs[112 + 15] = 0xF8;        /* sub-block 7: element 239 kv[8] = 1, element 255 kv[15] = 113 */
+    ek_dequant_row(EK_IQ4_XS, &xs, y, 256);
+    CHECK(y[0] == -63.5f && y[16] == 56.5f && y[1] == -63.5f, "iq4_xs by hand, sub-block 0: %g %g %g", y[0], y[16], y[1]);
+    CHECK(y[35] == -1424.0f && y[51] == -208.0f && y[32] == 2032.0f, "iq4_xs by hand, sub-block 1: %g %g %g", y[35], y[51],
+          y[32]);
+    CHECK(y[64] == -780.0f && y[80] == -952.5f && y[73] == -952.5f, "iq4_xs by hand, sub-block 2: %g %g %g", y[64], y[80],
+          y[73]);
+    CHECK(y[105] == 0.0f && y[121] == 0.0f && y[96] == 0.0f && y[57] == 2032.0f, "iq4_xs by hand, sub-block 3: %g %g %g %g",
+          y[105], y[121], y[96], y[57]);
+    CHECK(y[239] == 15.5f && y[255] == 1751.5f && y[224] == -1968.5f && y[128] == 2032.0f,
+          "iq4_xs by hand, sub-blocks 4, 7: %g %g %g %g", y[239], y[255], y[224], y[128]);
+}
+
+/* Fixtures from ggml itself: the FNV-1a hashes of what llama.cpp's
+ * ggml-base (commit d32676d77) makes of the inputs below, by linking its
+ * quantize_iq4_nl / quantize_iq4_xs (importance weights NULL, as
+ * llama-quantize without an imatrix) and dequantize_row_iq4_nl / _xs. */
+static uint32_t t_fx_state;
+static uint32_t t_fx_rand(void) {
+    t_fx_state ^= t_fx_state << 13; t_fx_state ^= t_fx_state >> 17; t_fx_state ^= t_fx_state << 5;
+    return t_fx_state;
+}
+/* uniform, cubed (heavy tails), magnitudes 2^-12..2^6, zero 32-blocks and outliers */
+static void t_fx_floats(float *x, int n) {
+    t_fx_state = 12345u;
+    for (int i = 0; i < n; i++) {
+        float u = (float)(t_fx_rand() >> 8) / 16777216.0f * 2.0f - 1.0f;
+        switch ((i / 1024) % 4) {
+        case 0: x[i] = u; break;
+        case 1: x[i] = u * u * u * 3.0f; break;
+        case 2: x[i] = ldexpf(u, (int)((i / 32) % 19) - 12); break;
+        default: x[i] = (i / 32) % 3 == 1 ? 0.0f : (i % 256 == 7 ? 40.0f * u : u); break;
+        }
+    }
+}
+/* random blocks of bs bytes, each with fp16 d = k * 2^-14, k in -1000..1000 */
+static void t_fx_blocks(uint8_t *q, int n, int bs) {
+    t_fx_state = 777u;
+    for (int i = 0; i < n; i++) q[i] = (uint8_t)(t_fx_rand() >> 24);
+    for (int b = 0; b < n / bs; b++) {
+        uint16_t h = ek_fp32_to_fp16(ldexpf((float)((int)(t_fx_rand() % 2001) - 1000), -14));
+        memcpy(q + b * bs, &h, 2);
+    }
+}
+static uint64_t t_fnv(const void *p, size_t n) {
+    const uint8_t *b = p;
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++) { h ^= b[i]; h *= 0x100000001b3ull; }
+    return h;
+}
+
+static void test_iq4_ggml_fixtures(void) {
+    enum { N = 8192 };
+    static float x[N], y[N];
+    static uint8_t q[N];
+    t_fx_floats(x, N);
+    CHECK(ek_quantize_row(EK_IQ4_NL, x, q, N) == 0 && t_fnv(q, N / 32 * 18) == 0xd68c269e0817d399ull,
+          "iq4_nl quantization differs from ggml's");
+    CHECK(ek_quantize_row(EK_IQ4_XS, x, q, N) == 0 && t_fnv(q, N / 256 * 136) == 0x91aeb32924a6b42bull,
+          "iq4_xs quantization differs from ggml's");
+    t_fx_blocks(q, N / 32 * 18, 18);
+    ek_dequant_row(EK_IQ4_NL, q, y, N);
+    CHECK(t_fnv(y, sizeof y) == 0xb8effd259cf218e4ull, "iq4_nl dequantization differs from ggml's");
+    t_fx_blocks(q, N / 256 * 136, 136);
+    ek_dequant_row(EK_IQ4_XS, q, y, N);
+    CHECK(t_fnv(y, sizeof y) == 0xf061528040fadba0ull, "iq4_xs dequantization differs from ggml's");
+    CHECK(ek_quantize_row(EK_IQ4_NL, x, q, 48) == -1 && ek_quantize_row(EK_IQ4_XS, x, q, 288) == -1,
+          "iq4: rows not a whole number of blocks are refused");
+}
+
+/* Quantizing the table itself: x[j] = s * kv[j % 16] is represented
+ * exactly by d = s (fp16) and nibble j % 16, and zero blocks by d = 0
+ * (iq4_xs: -0, as ggml's -max/32) and the level nearest 0 (kv[8] = 1). */
+static void test_iq4_quantize_by_hand(void) {
+    float x[256];
+    uint8_t q[136];
+    const float s = 0.01f;
+    for (int j = 0; j < 256; j++) x[j] = s * ek_iq4nl_values[j % 16];
+    ek_quantize_row(EK_IQ4_NL, x, q, 32);
+    const ek_block_iq4_nl *nl = (const void *)q;
+    int ok = abs((int)nl->d - (int)ek_fp32_to_fp16(s)) <= 1;
+    for (int j = 0; j < 16; j++) ok &= nl->qs[j] == (j | j << 4);
+    CHECK(ok, "iq4_nl of the table: d %04x (want ~%04x), qs[0..1] %02x %02x", nl->d, ek_fp32_to_fp16(s), nl->qs[0], nl->qs[1]);
+    for (int j = 0; j < 256; j++) x[j] = (j / 32 == 5 ? 2 : 1) * s * ek_iq4nl_values[j % 16];
+    ek_quantize_row(EK_IQ4_XS, x, q, 256);
+    const ek_block_iq4_xs *xs = (const void *)q;
+    /* block scales s and 2s: d = -2s/32, ls - 32 = -16 and -32 */
+    float d = ek_fp16_to_fp32(xs->d);
+    ok = fabsf(d + 2 * s / 32) <= 2 * s / 32 * 0x1p-10f;
+    for (int ib = 0; ib < 8; ib++) {
+        int ls = ((xs->scales_l[ib / 2] >> (4 * (ib % 2))) & 15) | (((xs->scales_h >> (2 * ib)) & 3) << 4);
+        ok &= ls == (ib == 5 ? 0 : 16);
+    }
+    /* negative scales flip the levels: nibble 15 - j would be the mirror, but
+     * the table is not symmetric, so check values instead */
+    float y[256];
+    ek_dequant_row(EK_IQ4_XS, q, y, 256);
+    for (int j = 0; j < 256; j++) ok &= fabsf(y[j] - x[j]) <= fabsf(x[j]) * 0x1p-9f + 1e-6f;
+    CHECK(ok, "iq4_xs of the table: d %g, scales_h %04x", d, xs->scales_h);
+    memset(x, 0, sizeof x);
+    ek_quantize_row(EK_IQ4_NL, x, q, 32);
+    ok = nl->d == 0x0000;
+    for (int j = 0; j < 16; j++) ok &= nl->qs[j] == 0x88;
+    CHECK(ok, "iq4_nl zero block: d %04x qs %02x", nl->d, nl->qs[0]);
+    ek_quantize_row(EK_IQ4_XS, x, q, 256);
+    ok = xs->d == 0x8000 && xs->scales_h == 0xAAAA;  /* ls = 32 everywhere: high bits 2 */
+    for (int j = 0; j < 4; j++) ok &= xs->scales_l[j] == 0;
+    for (int j = 0; j < 128; j++) ok &= xs->qs[j] == 0x88;
+    CHECK(ok, "iq4_xs zero block: d %04x scales_h %04x", xs->d, xs->scales_h);
+}
+
 /* ---- matmul -------------------------------------------------------------------- */
 
 /* Random weights of a type: quantized from random floats where ember has a
- * quantizer, else (k-quants) random bytes with sane fp16 scales. */
+ * quantizer, else (k-quants) and for the IQ4 types (every nibble and every
+ * 6-bit scale, which their quantizer does not all make) random bytes with
+ * sane fp16 scales. */
 static void t_random_weights(int type, void *w, int rows, int n) {
     size_t rb = (size_t)ek_row_bytes(type, (uint64_t)n);
-    if (type == EK_Q2_K || type == EK_Q3_K || type == EK_Q4_K || type == EK_Q5_K || type == EK_Q6_K) {
+    if (type == EK_Q2_K || type == EK_Q3_K || type == EK_Q4_K || type == EK_Q5_K || type == EK_Q6_K ||
+        type == EK_IQ4_NL || type == EK_IQ4_XS) {
         unsigned char *p = w;
         for (size_t i = 0; i < rb * rows; i++) p[i] = (unsigned char)t_rand();
         int ts = ek_type_get(type)->type_size;
@@ -249,6 +397,7 @@ static void t_random_weights(int type, void *w, int rows, int n) {
             case EK_Q2_K: memcpy(blk + 80, &d, 2); memcpy(blk + 82, &dm, 2); break;
             case EK_Q3_K: memcpy(blk + 108, &d, 2); break;
             case EK_Q4_K: case EK_Q5_K: memcpy(blk, &d, 2); memcpy(blk + 2, &dm, 2); break;
+            case EK_IQ4_NL: case EK_IQ4_XS: memcpy(blk, &d, 2); break;
             case EK_Q6_K: memcpy(blk + 208, &d, 2); break;
             }
         }
@@ -394,7 +543,7 @@ static int t_quick(void) { const char *q = getenv("EMBER_TEST_QUICK"); return q 
 
 static void test_matmul(const ek_kernels *k) {
     static const int types[] = {EK_F32, EK_F16, EK_BF16, EK_Q4_0, EK_Q4_1, EK_Q5_0, EK_Q5_1, EK_Q8_0,
-                                EK_Q2_K, EK_Q3_K, EK_Q4_K, EK_Q5_K, EK_Q6_K};
+                                EK_Q2_K, EK_Q3_K, EK_Q4_K, EK_Q5_K, EK_Q6_K, EK_IQ4_NL, EK_IQ4_XS};
     static const int ns32[] = {32, 64, 96, 4096 + 32}, nsK[] = {256, 512, 768, 4096 + 256};
     static const int rowss[] = {1, 3, 17, 130}, nbs[] = {1, 2, 5, 33};
     for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
@@ -462,7 +611,32 @@ static void test_packed_case(const ek_kernels *k, int type, int n, int rows, int
     free(W); free(P); free(X); free(scratch); free(x); free(Yu); free(Yp);
 }
 
+/* Types without a packed layout (IQ4_NL, IQ4_XS) take the unpacked path:
+ * never wanted, not packable, and ek_matmul_packed leaves Y alone. */
+static void test_packed_declines(const ek_kernels *k) {
+    static const int types[] = {EK_IQ4_NL, EK_IQ4_XS};
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
+        const int type = types[t], n = 256, rows = 32;
+        const size_t wrb = (size_t)ek_row_bytes(type, n);
+        unsigned char *W = t_alloc(wrb * rows), *W0 = t_alloc(wrb * rows), *X = t_alloc(ek_act_row_bytes(type, n));
+        float x[256], Y[32];
+        t_random_weights(type, W, rows, n);
+        memcpy(W0, W, wrb * rows);
+        for (int i = 0; i < n; i++) x[i] = t_uniform();
+        ek_convert_act(k, type, x, X, n);
+        for (int r = 0; r < rows; r++) Y[r] = 12345.0f;
+        ek_matmul_packed(k, type, W, n, X, 1, Y, rows, 0, rows);
+        int untouched = 1;
+        for (int r = 0; r < rows; r++) untouched &= Y[r] == 12345.0f;
+        CHECK(!ek_pack_wanted(k, type, rows) && ek_pack_scratch_bytes(type, n) == 0 &&
+              ek_pack_rows(type, W, n, rows, X) == -1 && memcmp(W, W0, wrb * rows) == 0 && untouched,
+              "%s %s: packing must be declined", ek_kernels_name(k), ek_type_get(type)->name);
+        free(W); free(W0); free(X);
+    }
+}
+
 static void test_packed(const ek_kernels *k) {
+    test_packed_declines(k);
     static const int types[] = {EK_Q4_0, EK_Q8_0, EK_Q2_K, EK_Q3_K, EK_Q4_K, EK_Q5_K, EK_Q6_K};
     static const int ns32[] = {32, 96, 4096 + 32, 16384 + 64}, nsK[] = {256, 768, 4096 + 256, 16384 + 512};
     static const int rowss[] = {16, 48, 160}, nbs[] = {1, 3, 5, 70};
@@ -522,6 +696,18 @@ static void test_vector_ops(const ek_kernels *k) {
             if (fabs(b[i] - r) > 1e-6 * fabs(r) + 1e-30) bad++;
         }
         CHECK(bad == 0, "%s swiglu n=%d: %d off", kn, n, bad);
+
+        for (int i = 0; i < n; i++) x[i] = t_uniform() * 24 - 12;  /* gelu(tanh) over both tails */
+        memcpy(a, x, 4 * n); memcpy(b, x, 4 * n);
+        ek_geglu(k, a, u, n);
+        ek_geglu(s, b, u, n);
+        bad = 0;
+        for (int i = 0; i < n; i++) {
+            double xd = x[i], r = 0.5 * xd * (1 + tanh(0.7978845608028654 * (xd + 0.044715 * xd * xd * xd))) * u[i];
+            if (fabs(a[i] - r) > 2e-6 * fabs(r) + 1e-30 + 1e-7 * fabs(u[i])) bad++;
+            if (fabs(b[i] - r) > 2e-6 * fabs(r) + 1e-30 + 1e-7 * fabs(u[i])) bad++;
+        }
+        CHECK(bad == 0, "%s geglu n=%d: %d off", kn, n, bad);
 
         memcpy(a, x, 4 * n); memcpy(b, x, 4 * n);
         ek_add(k, a, u, n);
@@ -664,7 +850,7 @@ static void test_softmax_rope(void) {
     /* GELU(tanh) gating and soft-capping against double precision */
     float g[64], u[64], gg[64];
     for (int i = 0; i < 64; i++) { g[i] = gg[i] = 8 * t_uniform() - 4; u[i] = t_uniform(); }
-    ek_geglu(gg, u, 64);
+    ek_geglu(ek_kernels_scalar(), gg, u, 64);
     bad = 0;
     for (int i = 0; i < 64; i++) {
         double xg = g[i], e = 0.5 * xg * (1 + tanh(sqrt(2 / M_PI) * (xg + 0.044715 * xg * xg * xg))) * u[i];
@@ -685,6 +871,9 @@ int main(void) {
     test_bf16();
     test_quantizer_bytes();
     test_round_trip();
+    test_iq4_dequant_by_hand();
+    test_iq4_quantize_by_hand();
+    test_iq4_ggml_fixtures();
     test_softmax_rope();
     const ek_kernels *sets[8];
     int ns = ek_kernels_available(sets, 8);

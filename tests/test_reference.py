@@ -55,7 +55,7 @@ sys.path.insert(0, HERE)
 import ref_forward as rf  # noqa: E402
 
 import testlib  # noqa: E402
-from testlib import BUILD, EMBER, ROOT, SHARED  # noqa: E402
+from testlib import BUILD, EMBER, ROOT, SHARED, missing_shared  # noqa: E402
 
 PY = os.environ.get("PYTHON", "/usr/bin/python3")
 TOOL = os.path.join(ROOT, BUILD, "tests", "tool_logits")
@@ -436,8 +436,7 @@ def main():
         guarded("batch/threads q4_0", test_batch_threads, g, tokens, "l2c-mha-untied q4_0", True)
 
     if not have_shared:
-        print("\n*** MISSING TEST DATA: %s/models/stories260K not found; the stories260K tests FAIL ***\n" % SHARED)
-        check(False, "stories260K: shared test data present at %s" % SHARED)
+        missing_shared(os.path.join(SHARED, "models", "stories260K"))
     else:
         guarded("stories260K", test_stories, SHARED)
 

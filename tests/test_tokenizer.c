@@ -97,9 +97,12 @@ static void tv_free(tvocab *v) {
     memset(v, 0, sizeof *v);
 }
 
+static int g_general;   /* build with the general regex splitter only */
+
 static etok *tv_build(tvocab *v) {
     etok_desc d;
     memset(&d, 0, sizeof d);
+    d.general_split = g_general;
     d.kind = v->kind; d.pre = v->pre; d.n_vocab = v->n; d.n_merges = v->n_merges; d.ud = v;
     d.token_text = tv_text; d.token_score = tv_score; d.token_type = tv_type; d.merge_text = tv_merge;
     d.bos = v->bos; d.eos = v->eos; d.eot = v->eot; d.unk = v->unk; d.pad = -1;
@@ -653,6 +656,213 @@ static void speed(const etok *t, const char *name, const sbuf *prose) {
     free(ids); free(big.p);
 }
 
+
+/* --------------------------------------------------- split regexes, fast paths */
+
+typedef struct { const char *pat, *text; const char *pieces[12]; } split_case;
+
+/* Hand-checked splits (Perl / Oniguruma leftmost-first semantics; the cases
+ * the shared README spells out, and ones each construct must get right). */
+static void split_cases(void) {
+    static const split_case cases[] = {
+        { "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+",
+          "a   b", { "a", "  ", " b" } },
+        { "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}",
+          "it'\xC5\xBF" "elf IT'S 12345", { "it", "'\xC5\xBF", "elf", " IT", "'S", " ", "123", "45" } },
+        { "\\s+$", "ab  \xE2\x98\x83  ", { "ab  \xE2\x98\x83", "  " } },
+        { "\\s+$", "x \ny \n", { "x", " ", "\ny", " \n" } },
+        { "[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+|[\\p{Lu}]+", "HTTPServer",
+          { "HTTPServer" } },
+        { "[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+|[\\p{Lu}]+", "ABC",
+          { "ABC" } },
+        { "\\p{N}{1,3}", "1234567", { "123", "456", "7" } },
+        { "a(?=b)|c(?!d)", "abcdcx", { "a", "bcd", "c", "x" } },
+        { "(?:ab)+|x{2,3}", "ababaxxxxx", { "abab", "a", "xxx", "xx" } },
+        { "[^a-c\\d]+", "xyza9bq", { "xyz", "a9b", "q" } },
+        { "(?i:k)", "\xE2\x84\xAA", { "\xE2\x84\xAA" } },
+        { "\\p{P}+", "a\xE2\x80\x94!b", { "a", "\xE2\x80\x94!", "b" } },
+        { "[\xE4\xB8\x80-\xE9\xBE\xA5]+", "ab\xE4\xB8\xAD\xE6\x96\x87" "c", { "ab", "\xE4\xB8\xAD\xE6\x96\x87", "c" } },
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        const split_case *c = &cases[k];
+        size_t ends[32], len = strlen(c->text);
+        char err[128] = "";
+        int64_t np = etok_split_test(c->pat, c->text, len, ends, 32, err, sizeof err);
+        int ok = np >= 0;
+        size_t prev = 0, i = 0;
+        for (; ok && i < (size_t)np && i < 12 && c->pieces[i]; i++) {
+            size_t pl = strlen(c->pieces[i]);
+            ok = ends[i] - prev == pl && memcmp(c->text + prev, c->pieces[i], pl) == 0;
+            prev = ends[i];
+        }
+        ok = ok && i == (size_t)np && (i == 12 || !c->pieces[i]);
+        CHECK(ok, "split case %zu (%s on \"%s\"): %lld pieces %s", k, c->pat, c->text, (long long)np, err);
+    }
+    /* patterns the matcher refuses, with a message instead of a crash */
+    static const char *bad[] = { "(", "[a", "a{2", "\\p{Xx}", "(?<n>a)", "a**", "(?:a?)*", "\\", "[z-a]", "a+?" };
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        size_t ends[4];
+        char err[128] = "";
+        int64_t np = etok_split_test(bad[k], "aaa", 3, ends, 4, err, sizeof err);
+        CHECK(np == -1 && err[0], "bad pattern %s accepted", bad[k]);
+    }
+}
+
+/* Every pattern of every pre-tokenizer compiles, and stays linear on 1 MB
+ * runs of each character class (no catastrophic backtracking). */
+static void split_table_linear(void) {
+    size_t n = sanitize_mode() ? (64 << 10) : (1 << 20);
+    static const char *units[] = { " ", "a", "A", "1", "!", "\n", "\r\n", " \xE2\x98\x83", "\xE4\xB8\xAD", "\xCC\x81",
+                                   " a", "\xC2\xA0", "'s" };
+    static const char *tails[] = { "", "x", "\xE2\x98\x83", "!", "1" };
+    char *buf = malloc(n + 16);
+    size_t *ends = malloc((n + 16) * sizeof(size_t));
+    int npat = 0;
+    for (int pre = 0; pre < 64; pre++) {
+        for (int st = 0; st < 6; st++) {
+            const char *p = etok_pre_pattern(pre, st);
+            if (!p) break;
+            if (p[0] == 1) p++;
+            npat++;
+            for (size_t u = 0; u < sizeof units / sizeof units[0]; u++) {
+                size_t ul = strlen(units[u]);
+                size_t m = n / ul * ul, i;
+                /* 1 MB for the plain runs; 64 KB for the other combinations */
+                size_t small = n < (64u << 10) ? n : (64u << 10);
+                if (u > 3) m = small / ul * ul;
+                for (i = 0; i < m; i += ul) memcpy(buf + i, units[u], ul);
+                for (size_t tl = 0; tl < sizeof tails / sizeof tails[0]; tl++) {
+                    size_t l = strlen(tails[tl]);
+                    memcpy(buf + m, tails[tl], l);
+                    char err[128] = "";
+                    double t0 = now_sec();
+                    int64_t np = etok_split_test(p, buf, m + l, ends, n + 16, err, sizeof err);
+                    double dt = now_sec() - t0;
+                    CHECK(np > 0, "pre %d step %d: %s", pre, st, err);
+                    CHECK(dt < (sanitize_mode() ? 20.0 : 2.0), "pre %d step %d on a run of '%s' + '%s': %.2f s",
+                          pre, st, units[u], tails[tl], dt);
+                }
+            }
+        }
+        if (!etok_pre_pattern(pre, 0)) break;
+    }
+    printf("%-28s %d patterns on runs (%zu bytes of spaces, letters, digits; 64 KB of 9 more kinds) x 5 tails: linear\n", "split table", npat, n);
+    free(buf);
+    free(ends);
+}
+
+/* The hand-written splitters and the general matcher must give the same ids. */
+static void fast_vs_general(tvocab *v, int pre, const char *name, const char *fixtures) {
+    int save = v->pre;
+    v->pre = pre;
+    g_general = 0;
+    etok *a = tv_build(v);
+    g_general = 1;
+    etok *b = tv_build(v);
+    g_general = 0;
+    v->pre = save;
+    if (!a || !b) { etok_free(a); etok_free(b); return; }
+    int iters = 0, diff = 0;
+    sbuf s = {0};
+    /* the fixture texts, then random strings */
+    size_t flen = 0;
+    char *fx = fixtures ? read_file(fixtures, &flen) : NULL;
+    const char *fp = fx;
+    for (;;) {
+        s.n = 0;
+        if (fp && fp < fx + flen) {
+            const char *q = strstr(fp, "\"text\": ");
+            if (!q) { fp = NULL; continue; }
+            q += 8;
+            json_string(&q, &s);
+            fp = strchr(q, '\n');
+            if (fp) fp++;
+        } else {
+            if (iters > 20000) break;
+            int len = (int)(rnd() % ((iters & 7) == 0 ? 400 : 40));
+            static const char alpha[] = " a\n\r1'sA.\t\xC2\xA0";   /* NBSP split in two: invalid bytes too */
+            if (iters & 1) for (int i = 0; i < len; i++) { unsigned char c = (unsigned char)alpha[rnd() % (sizeof alpha - 1)]; sb_put(&s, &c, 1); }
+            else for (int i = 0; i < len; i++) sb_utf8(&s, random_cp());
+        }
+        iters++;
+        int32_t na, nb;
+        int32_t *ia = encode(a, s.p, s.n, 0, &na), *ib = encode(b, s.p, s.n, 0, &nb);
+        if (na != nb || memcmp(ia, ib, (size_t)na * sizeof(int32_t))) {
+            if (diff++ < 3) { fprintf(stderr, "%s: fast and general splits differ on:\n", name); print_text(s.p, s.n); }
+        }
+        free(ia); free(ib);
+    }
+    printf("%-28s fast path == general matcher on %d strings (%d differ)\n", name, iters, diff);
+    CHECK(diff == 0, "%s: %d strings differ between fast and general", name, diff);
+    free(fx); free(s.p);
+    etok_free(a); etok_free(b);
+}
+
+
+/* End of generation: llama.cpp's set, by text, whatever the ids. */
+static void eog_sets(void) {
+    static const char *tx[] = { "a", "<|im_end|>", "<|endoftext|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>",
+                                "<end_of_turn>", "<|end|>", "<|im_start|>", "<|fim_prefix|>", "hello", "<eos>",
+                                "<|eom_id|>", "<|eot_id|>", "<|return|>", "<|call|>" };
+    const int n = (int)(sizeof tx / sizeof tx[0]);
+    tvocab v;
+    memset(&v, 0, sizeof v);
+    tv_alloc(&v, n);
+    for (int i = 0; i < n; i++) { v.text[i] = strdup(tx[i]); v.len[i] = strlen(tx[i]); v.type[i] = i ? ETOK_T_CONTROL : 1; }
+    v.kind = ETOK_BPE; v.pre = ETOK_PRE_QWEN2;
+    for (int harmony = 0; harmony < 2; harmony++) {
+        etok_desc d;
+        memset(&d, 0, sizeof d);
+        d.kind = v.kind; d.pre = v.pre; d.n_vocab = harmony ? n : n - 2; d.ud = &v;
+        d.token_text = tv_text; d.token_type = tv_type;
+        d.bos = d.eot = d.unk = d.pad = -1;
+        d.eos = 10;                 /* "hello": an odd eos is still an end */
+        etok *t = NULL;
+        char err[256] = "";
+        CHECK(etok_create(&d, NULL, &t, err, sizeof err) == EMBER_OK && t, "eog vocab: %s", err);
+        if (!t) continue;
+        /* a, <|im_start|>, <|fim_prefix|> are not ends; <|end|> is not with <|return|> + <|call|> (gpt-oss) */
+        for (int i = 0; i < d.n_vocab; i++) {
+            int want = !(i == 0 || i == 8 || i == 9 || (harmony && i == 7));
+            CHECK(etok_is_eog(t, i) == want, "eog %s (harmony %d): %d", tx[i], harmony, etok_is_eog(t, i));
+        }
+        etok_free(t);
+    }
+    tv_free(&v);
+}
+
+/* Without ../shared: the hand-written splitters against the matcher on a
+ * byte-only vocabulary (the pieces decide the ids: one id per byte, and
+ * whole pieces up to 2 bytes are tokens). */
+static void fast_vs_general_bytes(void) {
+    tvocab v;
+    memset(&v, 0, sizeof v);
+    int n = 256 + 96 * 96;
+    tv_alloc(&v, n);
+    for (int b = 0; b < 256; b++) {
+        sbuf s = {0};
+        sb_utf8(&s, b2u_tab[b]);
+        v.text[b] = s.p; v.len[b] = s.n; v.type[b] = 1;
+    }
+    /* two-character ASCII pieces, so a piece boundary shows in the ids */
+    for (int x = 0; x < 96; x++)
+        for (int y = 0; y < 96; y++) {
+            int id = 256 + x * 96 + y;
+            sbuf s = {0};
+            sb_utf8(&s, b2u_tab[32 + x]);
+            sb_utf8(&s, b2u_tab[32 + y]);
+            v.text[id] = s.p; v.len[id] = s.n; v.type[id] = 1;
+        }
+    v.kind = ETOK_BPE;
+    v.bos = v.eos = v.eot = v.unk = -1;
+    fast_vs_general(&v, ETOK_PRE_GPT2, "gpt2 splitter (bytes)", NULL);
+    fast_vs_general(&v, ETOK_PRE_LLAMA3, "llama3 splitter (bytes)", NULL);
+    fast_vs_general(&v, ETOK_PRE_QWEN2, "qwen2 splitter (bytes)", NULL);
+    fast_vs_general(&v, ETOK_PRE_SMOLLM, "smollm steps (bytes)", NULL);
+    fast_vs_general(&v, ETOK_PRE_FALCON, "falcon steps (bytes)", NULL);
+    tv_free(&v);
+}
+
 /* --------------------------------------------------------------- suites */
 
 static void llama2_cases(const etok *t) {
@@ -775,6 +985,12 @@ static void bad_vocab(void) {
 int main(void) {
     for (int b = 0; b < 256; b++) b2u_tab[b] = b2u((unsigned)b);
     bad_vocab();
+    split_cases();
+    eog_sets();
+    if (!speed_only()) {
+        split_table_linear();
+        fast_vs_general_bytes();
+    }
     const char *dir = test_shared_dir();
     if (!dir) return test_summary("test_tokenizer");
     double fuzz_budget = sanitize_mode() ? 2.0 : 0.7;
@@ -815,6 +1031,7 @@ int main(void) {
                 fuzz_family(t, "gpt2", fuzz_budget);
             }
             speed(t, "gpt2", &prose);
+            if (!speed_only()) fast_vs_general(&v, ETOK_PRE_GPT2, "gpt2 splitter", path);
             etok_free(t);
         }
         tv_free(&v);
@@ -837,6 +1054,19 @@ int main(void) {
                 fuzz_family(t, "llama3", fuzz_budget);
             }
             speed(t, "llama3", &prose);
+            snprintf(path, sizeof path, "%s/tokenizers/llama3/fixtures.jsonl", dir);
+            if (!speed_only()) {
+                fast_vs_general(&v, ETOK_PRE_LLAMA3, "llama3 splitter", path);
+                fast_vs_general(&v, ETOK_PRE_QWEN2, "qwen2 splitter", path);
+                fast_vs_general(&v, ETOK_PRE_SMOLLM, "smollm steps", path);
+            }
+            g_general = 1;
+            etok *tg = tv_build(&v);
+            g_general = 0;
+            if (tg) {
+                speed(tg, "llama3 (general matcher)", &prose);
+                etok_free(tg);
+            }
             etok_free(t);
         }
         tv_free(&v);

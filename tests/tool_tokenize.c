@@ -1,6 +1,7 @@
 /* tool_tokenize - tokenize many texts with one model load (for the fixture
  * tests in test_tokenizer_gguf.py).  Uses only the public API.
  *   tool_tokenize MODEL.gguf IN OUT [--special]
+ *   tool_tokenize MODEL.gguf --eog      (prints bos, eos and every end-of-generation id)
  * IN holds records (uint32 little-endian length, bytes).  OUT gets one line
  * per record: the ids separated by spaces, a tab, then the hex of
  * ember_detokenize(ids). */
@@ -10,7 +11,20 @@
 #include "ember.h"
 
 int main(int argc, char **argv) {
-    if (argc < 4) { fprintf(stderr, "usage: tool_tokenize MODEL IN OUT [--special]\n"); return 2; }
+    if (argc == 3 && !strcmp(argv[2], "--eog")) {
+        ember_model_params mp = ember_model_default_params();
+        mp.vocab_only = 1;
+        ember_model *m;
+        ember_error err;
+        if (ember_model_open_file(argv[1], &mp, &m, &err)) { fprintf(stderr, "%s\n", err.message); return 1; }
+        printf("bos %d eos %d eog", ember_token_bos(m), ember_token_eos(m));
+        for (int i = 0; i < ember_n_vocab(m); i++)
+            if (ember_token_is_eog(m, i)) printf(" %d", i);
+        printf("\n");
+        ember_model_free(m);
+        return 0;
+    }
+    if (argc < 4) { fprintf(stderr, "usage: tool_tokenize MODEL IN OUT [--special] | MODEL --eog\n"); return 2; }
     int flags = argc > 4 && !strcmp(argv[4], "--special") ? EMBER_TOKENIZE_SPECIAL : 0;
     ember_model_params mp = ember_model_default_params();
     mp.vocab_only = 1;

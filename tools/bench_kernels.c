@@ -21,7 +21,7 @@ static double bk_now(void) {
 int main(int argc, char **argv) {
     const int rows = argc > 3 ? atoi(argv[3]) : 5632, n = argc > 4 ? atoi(argv[4]) : 2048, nbig = 64;
     static const int types[] = {EK_F32, EK_F16, EK_BF16, EK_Q8_0, EK_Q4_0, EK_Q4_1, EK_Q5_0, EK_Q5_1,
-                                EK_Q2_K, EK_Q3_K, EK_Q4_K, EK_Q5_K, EK_Q6_K};
+                                EK_Q2_K, EK_Q3_K, EK_Q4_K, EK_Q5_K, EK_Q6_K, EK_IQ4_NL, EK_IQ4_XS};
     const ek_kernels *sets[8];
     int nsets = ek_kernels_available(sets, 8);
     float *x = malloc(sizeof(float) * n * nbig), *y = malloc(sizeof(float) * rows * nbig);

@@ -1,7 +1,9 @@
 #!/bin/sh
 # Tokenizer encoding speed (part of `make bench`): English prose (the demo
 # model's held-out fortunes, repeated to ~2 MB) through `ember tokenize -v`
-# for each tokenizer family; the best of 3 runs per family.
+# for each tokenizer family; the best of 3 runs per family.  gpt2 and llama3
+# use the hand-written splitters; qwen3 the cl100k one with single digits,
+# after NFC; gemma3 is SentencePiece-style BPE.
 set -u
 BUILD=${BUILD:-build}
 PYTHON=${PYTHON:-/usr/bin/python3}
@@ -13,7 +15,7 @@ prose=$out/prose.txt
 for i in $(seq 15); do cat models/heldout.txt >> "$prose"; done
 echo "| tokenizer | MB/s (best of 3, one core) |" > "$out/tokenizer.md"
 echo "|---|---:|" >> "$out/tokenizer.md"
-for fam in llama2 gpt2 llama3 demo; do
+for fam in llama2 gpt2 llama3 qwen3 gemma3 demo; do
     if [ $fam = demo ]; then model=models/ember-demo.gguf
     else
         model=$out/$fam-vocab.gguf

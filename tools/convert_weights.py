@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Convert Llama-architecture checkpoints to GGUF (numpy only).
+"""Convert Llama-family checkpoints (and Qwen2/3, Gemma 2/3, Phi-3, SmolLM3, Granite) to GGUF (numpy only).
 
 usage:
   convert_weights.py SRC -o OUT.gguf [--type f32|f16|bf16|q8_0|q4_0] [--tokenizer TOK]
@@ -8,10 +8,18 @@ usage:
                      [--tokenizer TOK] [--ckpt-dtype f32|f16|bf16]
 
 SRC is one of
-  * a Hugging Face model directory: config.json (LlamaForCausalLM / MistralForCausalLM keys)
-    and model.safetensors or sharded safetensors (model.safetensors.index.json);
-    tensor dtypes F32, F16, BF16.  Q/K rows are permuted from HF's rotate-half order to
-    GGUF's adjacent-pair order exactly like llama.cpp's convert_hf_to_gguf.py.
+  * a Hugging Face model directory: config.json and model.safetensors or sharded
+    safetensors (model.safetensors.index.json); tensor dtypes F32, F16, BF16.  Architectures
+    (GGUF general.architecture as llama.cpp's convert_hf_to_gguf.py writes it):
+      LlamaForCausalLM, MistralForCausalLM -> llama     Qwen2ForCausalLM -> qwen2
+      Qwen3ForCausalLM -> qwen3                        Gemma2ForCausalLM -> gemma2
+      Gemma3ForCausalLM, Gemma3ForConditionalGeneration (its text model) -> gemma3
+      Phi3ForCausalLM -> phi3     SmolLM3ForCausalLM -> smollm3     GraniteForCausalLM -> granite
+    Keys, tensor names and layouts follow llama.cpp's converter (the Family table below):
+    Q/K rows are permuted from HF's rotate-half order to adjacent pairs only for the
+    families llama.cpp ropes in that order (llama, mistral, smollm3, granite); Gemma norms
+    are stored as 1 + w; Phi-3 keeps its fused qkv_proj / gate_up_proj and gets
+    rope_factors_long/short; tied heads write no output.weight (Gemma 2 never does).
   * a llama2.c checkpoint .bin (legacy version-0 header; negative vocab_size means an
     unshared classifier).  Not permuted (llama2.c already uses adjacent-pair RoPE).
   * random:dim=64,hidden=172,layers=2,heads=8,kv_heads=4,vocab=512,ctx=256,seed=1
@@ -27,9 +35,13 @@ byte-fallback SentencePiece-style vocabulary of the requested size.
 Tensor types (as llama.cpp's convert does for --outtype):
   * 1-D tensors (all norms, rope_freqs) are always F32;
   * 2-D weights take --type when their row length (GGUF ne[0], the input dimension) is a
-    multiple of the type's block size (32 for q8_0/q4_0); otherwise they fall back to F16
-    (F32 when --type f32).
-general.file_type: 0 f32, 1 f16, 2 q4_0, 7 q8_0, 32 bf16.
+    multiple of the type's block size (32 for q8_0/q4_0, 256 for q4_k/q6_k); otherwise they
+    fall back to Q8_0 for a k-quant when the row length allows it, else to F16 (F32 when
+    --type f32).
+  * q4_k / q6_k (not offered by llama.cpp's converter) use simple min/max encoders, valid
+    for ggml and ember but with more rounding error than llama-quantize's search: they
+    are for test files; quantize real models with llama-quantize.
+general.file_type: 0 f32, 1 f16, 2 q4_0, 7 q8_0, 14 q4_k (Q4_K_S), 18 q6_k, 32 bf16.
 """
 
 import argparse
@@ -47,8 +59,8 @@ import gguf_writer as gw  # noqa: E402
 import tokenizer_readers as tr  # noqa: E402
 
 TYPES = {"f32": gw.GGML_TYPE_F32, "f16": gw.GGML_TYPE_F16, "bf16": gw.GGML_TYPE_BF16,
+         "q4_k": gw.GGML_TYPE_Q4_K, "q6_k": gw.GGML_TYPE_Q6_K,
          "q8_0": gw.GGML_TYPE_Q8_0, "q4_0": gw.GGML_TYPE_Q4_0}
-HF_ARCHS = ("LlamaForCausalLM", "LLaMAForCausalLM", "MistralForCausalLM", "LlamaModel")
 
 
 class ConvertError(Exception):
@@ -258,6 +270,108 @@ def load_safetensor(entry):
     return a.reshape(shape)
 
 
+# -- Hugging Face families ------------------------------------------------------------
+class Family:
+    """What llama.cpp's convert_hf_to_gguf.py does differently for one HF architecture.
+
+    arch: GGUF general.architecture.  permute: Q/K rows (and biases) reordered to adjacent
+    pairs (architectures llama.cpp ropes in NORM mode); NEOX families keep HF's order.
+    gemma_norms: every `*norm.weight` is stored as 1 + w (Gemma's RMSNorm multiplies by
+    1 + w).  post_norms: Gemma's sandwich norms (post_attention_norm, ffn_norm = the
+    pre-FFN norm, post_ffw_norm).  fused: Phi-3's qkv_proj / gate_up_proj are kept fused.
+    head_dim: "config" (config head_dim, else dim/heads) or "dim/heads" (the converter
+    ignores a config head_dim).  defaults: transformers' config defaults (llama.cpp reads
+    the config through AutoConfig, which fills them in)."""
+
+    def __init__(self, arch, permute=False, gemma_norms=False, post_norms=False, fused=False,
+                 head_dim="config", keep_lm_head=True, defaults=None):
+        self.arch, self.permute, self.gemma_norms, self.post_norms = arch, permute, gemma_norms, post_norms
+        self.fused, self.head_dim, self.keep_lm_head = fused, head_dim, keep_lm_head
+        self.defaults = dict(defaults or {})
+
+
+_LLAMA_DEFAULTS = dict(rms_norm_eps=1e-6, rope_theta=10000.0, max_position_embeddings=2048)
+_GEMMA2_DEFAULTS = dict(head_dim=256, rms_norm_eps=1e-6, rope_theta=10000.0, max_position_embeddings=8192,
+                        query_pre_attn_scalar=256, sliding_window=4096, final_logit_softcapping=30.0,
+                        attn_logit_softcapping=50.0, tie_word_embeddings=True, num_key_value_heads=None)
+_GEMMA3_DEFAULTS = dict(vocab_size=262208, hidden_size=2304, intermediate_size=9216, num_hidden_layers=26,
+                        num_attention_heads=8, num_key_value_heads=4, head_dim=256, rms_norm_eps=1e-6,
+                        rope_theta=1000000.0, rope_local_base_freq=10000.0, max_position_embeddings=131072,
+                        query_pre_attn_scalar=256, sliding_window=4096, sliding_window_pattern=6,
+                        tie_word_embeddings=True)
+FAMILIES = {
+    "LlamaForCausalLM": Family("llama", permute=True, defaults=_LLAMA_DEFAULTS),
+    "LLaMAForCausalLM": Family("llama", permute=True, defaults=_LLAMA_DEFAULTS),
+    "LlamaModel": Family("llama", permute=True, defaults=_LLAMA_DEFAULTS),
+    "MistralForCausalLM": Family("llama", permute=True, defaults=dict(_LLAMA_DEFAULTS, max_position_embeddings=131072)),
+    "Qwen2ForCausalLM": Family("qwen2", defaults=dict(rope_theta=10000.0, rms_norm_eps=1e-6,
+                                                      max_position_embeddings=32768)),
+    "Qwen3ForCausalLM": Family("qwen3", defaults=dict(rope_theta=10000.0, rms_norm_eps=1e-6, head_dim=128,
+                                                      max_position_embeddings=32768)),
+    "Gemma2ForCausalLM": Family("gemma2", gemma_norms=True, post_norms=True, keep_lm_head=False,
+                                defaults=_GEMMA2_DEFAULTS),
+    "Gemma3ForCausalLM": Family("gemma3", gemma_norms=True, post_norms=True, defaults=_GEMMA3_DEFAULTS),
+    "Gemma3ForConditionalGeneration": Family("gemma3", gemma_norms=True, post_norms=True,
+                                             defaults=_GEMMA3_DEFAULTS),
+    "Phi3ForCausalLM": Family("phi3", fused=True, head_dim="dim/heads",
+                              defaults=dict(rms_norm_eps=1e-5, rope_theta=10000.0, max_position_embeddings=4096)),
+    "SmolLM3ForCausalLM": Family("smollm3", permute=True,
+                                 defaults=dict(rope_theta=2000000.0, rms_norm_eps=1e-6, max_position_embeddings=32768,
+                                               no_rope_layer_interval=4)),
+    "GraniteForCausalLM": Family("granite", permute=True, head_dim="dim/heads",
+                                 defaults=dict(rms_norm_eps=1e-6, rope_theta=10000.0, max_position_embeddings=2048,
+                                               embedding_multiplier=1.0, logits_scaling=1.0,
+                                               residual_multiplier=1.0, attention_multiplier=1.0)),
+}
+HF_ARCHS = tuple(FAMILIES)
+
+# HF per-layer tensor (after "model.layers.N.") -> GGUF per-layer name
+_HF_LAYER = {
+    "input_layernorm": "attn_norm",
+    "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output", "self_attn.qkv_proj": "attn_qkv",
+    "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm",
+    "post_attention_layernorm": "ffn_norm",          # llama-like; Gemma: post_attention_norm
+    "pre_feedforward_layernorm": "ffn_norm", "post_feedforward_layernorm": "post_ffw_norm",
+    "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down", "mlp.gate_up_proj": "ffn_up",
+}
+# multimodal checkpoints: parts that are not the language model
+_NOT_TEXT = ("vision_tower.", "multi_modal_projector.", "model.vision_tower.", "model.multi_modal_projector.",
+             "vision_model.", "model.vision_model.")
+
+
+def _legacy_rope_keys(cfg):
+    """transformers >= 5 writes `rope_parameters` ({rope_theta, rope_type, ...}, or one such
+    dict per attention type) where older configs have rope_theta / rope_scaling /
+    rope_local_base_freq; llama.cpp reads both.  Returns cfg with the older keys."""
+    rp = cfg.get("rope_parameters")
+    if not isinstance(rp, dict):
+        return cfg
+    cfg = dict(cfg)
+    full = rp.get("full_attention", rp)
+    if "sliding_attention" in rp and rp["sliding_attention"].get("rope_theta") is not None:
+        cfg.setdefault("rope_local_base_freq", rp["sliding_attention"]["rope_theta"])
+    if full.get("rope_theta") is not None:
+        cfg.setdefault("rope_theta", full["rope_theta"])
+    for k in ("partial_rotary_factor", "original_max_position_embeddings"):
+        if full.get(k) is not None:
+            cfg.setdefault(k, full[k])
+    if full.get("rope_type", full.get("type", "default")) != "default" and cfg.get("rope_scaling") is None:
+        cfg["rope_scaling"] = {k: v for k, v in full.items() if k != "rope_theta"}
+    return cfg
+
+
+def _text_name(name):
+    """A tensor name of the language model with multimodal prefixes removed (None: not text)."""
+    if name.startswith(_NOT_TEXT):
+        return None
+    if name.startswith("model.language_model."):
+        return "model." + name[len("model.language_model."):]
+    if name.startswith("language_model."):
+        return name[len("language_model."):]
+    return name
+
+
 class HFSource:
     kind = "hf"
 
@@ -269,11 +383,17 @@ class HFSource:
                 cfg = json.load(f)
         except ValueError as e:
             raise ConvertError("%s: invalid JSON: %s" % (cfgp, e))
-        self.cfg = cfg
-        archs = cfg.get("architectures") or []
-        if archs and archs[0] not in HF_ARCHS:
+        archs = cfg.get("architectures") or ["LlamaForCausalLM"]
+        if archs[0] not in FAMILIES:
             raise ConvertError("%s: architecture %s is not supported (supported: %s)"
                                % (cfgp, archs[0], ", ".join(HF_ARCHS)))
+        self.hf_arch = archs[0]
+        fam = self.family = FAMILIES[archs[0]]
+        if isinstance(cfg.get("text_config"), dict):
+            cfg = dict(cfg, **cfg["text_config"])     # the language model of a multimodal checkpoint
+        cfg = _legacy_rope_keys(cfg)
+        self.cfg = cfg = dict(fam.defaults, **{k: v for k, v in cfg.items() if v is not None})
+        self.arch = fam.arch
 
         def need(*keys):
             for k in keys:
@@ -288,18 +408,71 @@ class HFSource:
         kv = cfg.get("num_key_value_heads") or heads
         vocab = need("vocab_size")
         ctx = cfg.get("max_position_embeddings") or 2048
+        head_dim = cfg.get("head_dim") if fam.head_dim == "config" else None
         hp = HParams(dim, hidden, layers, heads, kv, vocab, ctx, eps=cfg.get("rms_norm_eps") or 1e-6,
-                     theta=cfg.get("rope_theta") or 10000.0, head_dim=cfg.get("head_dim"),
+                     theta=cfg.get("rope_theta") or 10000.0, head_dim=head_dim,
                      tied=bool(cfg.get("tie_word_embeddings", False)))
         hp.write_eps = "rms_norm_eps" in cfg
         hp.write_theta = "rope_theta" in cfg
         rs = cfg.get("rope_scaling")
         if isinstance(rs, dict):
             rtype = rs.get("rope_type", rs.get("type"))
-            if rtype not in ("llama3", "linear", "default", None):
-                raise ConvertError("%s: rope_scaling type %r is not supported (llama3, linear)" % (cfgp, rtype))
+            ok = {"phi3": ("longrope", "su", "default", None), "llama": ("llama3", "linear", "default", None)}.get(
+                fam.arch, ("linear", "default", None))
+            if rtype not in ok:
+                raise ConvertError("%s: rope_scaling type %r is not supported for %s (supported: %s)"
+                                   % (cfgp, rtype, self.hf_arch, ", ".join(str(t) for t in ok if t)))
             hp.rope_scaling = dict(rs, rope_type=rtype)
         self.hp = hp
+        self.rot = self._rope_dims(cfgp)
+        self.entries = self._index(path)
+        names = {}
+        for name in self.entries:
+            t = _text_name(name)
+            if t is not None and not t.endswith("rotary_emb.inv_freq"):
+                names[t] = name
+        if "lm_head.weight" in names and fam.keep_lm_head:
+            hp.tied = False
+        else:
+            names.pop("lm_head.weight", None)    # Gemma 2: llama.cpp never writes it (always tied)
+            hp.tied = True
+        self.vocab_rows = vocab      # the checkpoint's embedding rows (hp.vocab may drop some: truncate_vocab)
+        # map names and check shapes now so errors come before any output is written
+        want = dict(self.shapes())
+        self.map = {}
+        for t, name in names.items():
+            g = self._gguf_name(t)
+            if g is None:
+                raise ConvertError("%s: cannot map tensor %r to a GGUF name" % (path, name))
+            if g not in want:
+                raise ConvertError("%s: tensor %r (-> %s) does not belong to a %d-layer %s model"
+                                   % (path, name, g, hp.layers, self.hf_arch))
+            e = self.entries[name]
+            if tuple(e[2]) != tuple(want[g]):
+                raise ConvertError("%s: tensor %s has shape %s, expected %s from config.json"
+                                   % (path, name, list(e[2]), list(want[g])))
+            if e[1] not in ST_DTYPES:
+                raise ConvertError("%s: tensor %s has dtype %s; supported: F32, F16, BF16" % (path, name, e[1]))
+            self.map[g] = name
+        missing = [g for g in self.required() if g not in self.map]
+        if missing:
+            raise ConvertError("%s: missing tensors: %s" % (path, ", ".join(missing[:8])))
+        self._check_patterns(cfgp)
+
+    # -- configuration ------------------------------------------------------------
+    def _rope_dims(self, cfgp):
+        hp, cfg = self.hp, self.cfg
+        if self.arch == "phi3":
+            rs = cfg.get("rope_scaling") or {}
+            pct = rs.get("partial_rotary_factor", cfg.get("partial_rotary_factor", 1.0))
+            rot = int(pct * hp.dim) // hp.heads
+            if rot % 2 or rot <= 0 or rot > hp.hd:
+                raise ConvertError("%s: partial_rotary_factor %s gives %d rotary dimensions" % (cfgp, pct, rot))
+            return rot
+        return hp.hd
+
+    @staticmethod
+    def _index(path):
         idx = os.path.join(path, "model.safetensors.index.json")
         single = os.path.join(path, "model.safetensors")
         entries = {}
@@ -321,63 +494,182 @@ class HFSource:
                 raise ConvertError("%s: no model.safetensors found" % path)
             for s in shards:
                 entries.update(read_safetensors_index(os.path.join(path, s)))
-        self.entries = entries
-        if "lm_head.weight" in entries:
-            hp.tied = False
-        elif not hp.tied:
-            # like transformers: a missing lm_head means the embeddings are shared
-            hp.tied = True
-        # map names and check shapes now so errors come before any output is written
-        self.map = {}
-        prefix = "model." if any(k.startswith("model.") for k in entries) else ""
-        want = dict(hp.shapes())
-        for name, e in entries.items():
-            if name.endswith("rotary_emb.inv_freq"):
-                continue
-            g = self._gguf_name(name, prefix)
-            if g is None:
-                raise ConvertError("%s: cannot map tensor %r to a GGUF name" % (path, name))
-            if g not in want:
-                raise ConvertError("%s: tensor %r (-> %s) does not belong to a %d-layer model" % (path, name, g, hp.layers))
-            if tuple(e[2]) != tuple(want[g]):
-                raise ConvertError("%s: tensor %s has shape %s, expected %s from config.json"
-                                   % (path, name, list(e[2]), list(want[g])))
-            if e[1] not in ST_DTYPES:
-                raise ConvertError("%s: tensor %s has dtype %s; supported: F32, F16, BF16" % (path, name, e[1]))
-            self.map[g] = name
-        missing = [g for g in want if g not in self.map]
-        if missing:
-            raise ConvertError("%s: missing tensors: %s" % (path, ", ".join(missing[:8])))
+        return entries
 
-    @staticmethod
-    def _gguf_name(name, prefix):
-        simple = {prefix + "embed_tokens.weight": "token_embd.weight", prefix + "norm.weight": "output_norm.weight",
-                  "lm_head.weight": "output.weight"}
+    def _check_patterns(self, cfgp):
+        """Layer patterns llama.cpp does not read from the file: warn where the config differs."""
+        cfg, L = self.cfg, self.hp.layers
+        lt = cfg.get("layer_types")
+        if self.arch == "gemma3" and self._sliding_window():
+            want = ["full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(L)]
+            got = lt or ["full_attention" if (i + 1) % int(cfg.get("sliding_window_pattern", 6)) == 0
+                         else "sliding_attention" for i in range(L)]
+            if list(got) != want:
+                log("warning: %s: sliding layers %s differ from llama.cpp's fixed gemma3 pattern (every 6th "
+                    "layer global); the GGUF will follow llama.cpp's" % (cfgp, got))
+        if self.arch == "gemma2" and lt:
+            want = ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(L)]
+            if list(lt) != want:
+                log("warning: %s: layer_types differ from llama.cpp's gemma2 pattern (even layers sliding)" % cfgp)
+        if self.arch == "smollm3":
+            nr = cfg.get("no_rope_layers")
+            step = int(cfg.get("no_rope_layer_interval", 4))
+            want = [int((i + 1) % 4 != 0) for i in range(L)]
+            got = list(nr) if nr else [int((i + 1) % step != 0) for i in range(L)]
+            if got != want:
+                log("warning: %s: no_rope_layers %s differ from llama.cpp's smollm3 rule (every 4th layer "
+                    "without RoPE)" % (cfgp, got))
+
+    def _sliding_window(self):
+        cfg = self.cfg
+        if self.arch == "gemma3" and cfg.get("sliding_window_pattern") == 1:
+            return 0
+        return int(cfg.get("sliding_window") or 0)
+
+    def arch_keys(self):
+        """(key without the '<arch>.' prefix, gguf type, value) as llama.cpp's converter writes them."""
+        hp, cfg, a = self.hp, self.cfg, self.arch
+        U, F = gw.GGUF_TYPE_UINT32, gw.GGUF_TYPE_FLOAT32
+        k = [("context_length", U, hp.ctx), ("embedding_length", U, hp.dim), ("feed_forward_length", U, hp.hidden),
+             ("block_count", U, hp.layers), ("attention.head_count", U, hp.heads),
+             ("attention.head_count_kv", U, hp.kv_heads), ("attention.layer_norm_rms_epsilon", F, hp.eps)]
+        rs = hp.rope_scaling or {}
+        rtype = rs.get("rope_type")
+        if a == "phi3":
+            orig = cfg.get("original_max_position_embeddings") or rs.get("original_max_position_embeddings") or hp.ctx
+            k += [("rope.scaling.original_context_length", U, orig), ("rope.dimension_count", U, self.rot),
+                  ("rope.freq_base", F, hp.theta), ("attention.sliding_window", U, int(cfg.get("sliding_window") or 0))]
+            if rs.get("long_factor"):
+                scale = hp.ctx / orig
+                attn = math.sqrt(1 + math.log(scale) / math.log(orig)) if scale > 1.0 else 1.0
+                k.append(("rope.scaling.attn_factor", F, attn))
+            return k
+        if a not in ("gemma2",):
+            if rtype == "linear" and rs.get("factor") is not None:
+                k += [("rope.scaling.type", gw.GGUF_TYPE_STRING, "linear"), ("rope.scaling.factor", F, rs["factor"])]
+            if hp.write_theta:
+                k.append(("rope.freq_base", F, hp.theta))
+        if a in ("gemma2", "gemma3") or (cfg.get("head_dim") is not None and self.family.head_dim == "config"):
+            k += [("attention.key_length", U, hp.hd), ("attention.value_length", U, hp.hd)]
+        if a in ("llama", "smollm3", "granite"):
+            k += [("vocab_size", U, hp.vocab), ("rope.dimension_count", U, hp.hd)]
+        if a == "granite":
+            k += [("attention.scale", F, cfg["attention_multiplier"]), ("embedding_scale", F, cfg["embedding_multiplier"]),
+                  ("residual_scale", F, cfg["residual_multiplier"]), ("logit_scale", F, cfg["logits_scaling"])]
+        if a == "gemma2":
+            if hp.theta != 10000.0:
+                # llama.cpp's converter drops rope_theta for Gemma 2 (its graph assumes 10000); keep a
+                # different value, which llama.cpp reads too
+                k.append(("rope.freq_base", F, hp.theta))
+            k += [("attn_logit_softcapping", F, cfg["attn_logit_softcapping"]),
+                  ("final_logit_softcapping", F, cfg["final_logit_softcapping"]),
+                  ("attention.sliding_window", U, int(cfg["sliding_window"]))]
+        if a == "gemma3":
+            k.append(("rope.freq_base_swa", F, cfg.get("rope_local_base_freq", 10000.0)))
+            if cfg.get("final_logit_softcapping"):
+                k.append(("final_logit_softcapping", F, cfg["final_logit_softcapping"]))
+            if self._sliding_window():
+                k.append(("attention.sliding_window", U, self._sliding_window()))
+        return k
+
+    # -- tensors --------------------------------------------------------------------
+    def shapes(self):
+        """GGUF tensor name -> numpy shape, in file order (optional tensors included)."""
+        hp, fam = self.hp, self.family
+        d, f, hd, H, KV = hp.dim, hp.hidden, hp.hd, hp.heads, hp.kv_heads
+        s = [("token_embd.weight", (self.vocab_rows, d))]
+        for i in range(hp.layers):
+            p = "blk.%d." % i
+            s.append((p + "attn_norm.weight", (d,)))
+            if fam.fused:
+                s.append((p + "attn_qkv.weight", ((H + 2 * KV) * hd, d)))
+            else:
+                s += [(p + "attn_q.weight", (H * hd, d)), (p + "attn_q.bias", (H * hd,)),
+                      (p + "attn_k.weight", (KV * hd, d)), (p + "attn_k.bias", (KV * hd,)),
+                      (p + "attn_v.weight", (KV * hd, d)), (p + "attn_v.bias", (KV * hd,))]
+            s += [(p + "attn_q_norm.weight", (hd,)), (p + "attn_k_norm.weight", (hd,)),
+                  (p + "attn_output.weight", (d, H * hd)), (p + "attn_output.bias", (d,))]
+            if fam.post_norms:
+                s.append((p + "post_attention_norm.weight", (d,)))
+            s.append((p + "ffn_norm.weight", (d,)))
+            if fam.fused:
+                s.append((p + "ffn_up.weight", (2 * f, d)))
+            else:
+                s += [(p + "ffn_gate.weight", (f, d)), (p + "ffn_up.weight", (f, d))]
+            s.append((p + "ffn_down.weight", (d, f)))
+            if self.arch == "llama":      # llama.cpp's llama graph takes optional FFN biases (mlp_bias)
+                s += [(p + "ffn_gate.bias", (f,)), (p + "ffn_up.bias", (f,)), (p + "ffn_down.bias", (d,))]
+            if fam.post_norms:
+                s.append((p + "post_ffw_norm.weight", (d,)))
+        s.append(("output_norm.weight", (d,)))
+        s.append(("output.weight", (self.vocab_rows, d)))
+        return s
+
+    def required(self):
+        a = self.arch
+        out = []
+        for g, _ in self.shapes():
+            if g.endswith(".bias") and not (a == "qwen2" and ".attn_output." not in g):
+                continue
+            if g.endswith(("attn_q_norm.weight", "attn_k_norm.weight")) and a not in ("qwen3", "gemma3"):
+                continue
+            if g == "output.weight" and self.hp.tied:
+                continue
+            out.append(g)
+        return out
+
+    def _gguf_name(self, name):
+        simple = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+                  "lm_head.weight": "output.weight", "embed_tokens.weight": "token_embd.weight",
+                  "norm.weight": "output_norm.weight"}
         if name in simple:
             return simple[name]
-        parts = name[len(prefix):].split(".") if name.startswith(prefix) else None
-        if not parts or parts[0] != "layers" or len(parts) < 4:
+        parts = name.split(".")
+        if parts[0] == "model":
+            parts = parts[1:]
+        if len(parts) < 4 or parts[0] != "layers" or parts[-1] not in ("weight", "bias"):
             return None
-        sub = ".".join(parts[2:])
-        m = {"input_layernorm.weight": "attn_norm", "self_attn.q_proj.weight": "attn_q",
-             "self_attn.k_proj.weight": "attn_k", "self_attn.v_proj.weight": "attn_v",
-             "self_attn.o_proj.weight": "attn_output", "post_attention_layernorm.weight": "ffn_norm",
-             "mlp.gate_proj.weight": "ffn_gate", "mlp.up_proj.weight": "ffn_up", "mlp.down_proj.weight": "ffn_down"}
-        if sub not in m:
+        sub = ".".join(parts[2:-1])
+        g = _HF_LAYER.get(sub)
+        if g is None:
             return None
-        return "blk.%s.%s.weight" % (parts[1], m[sub])
+        if sub == "post_attention_layernorm" and self.family.post_norms:
+            g = "post_attention_norm"
+        return "blk.%s.%s.%s" % (parts[1], g, parts[-1])
+
+    def truncate_vocab(self, n):
+        """Gemma 3: llama.cpp keeps only the embedding rows the tokenizer has."""
+        self.hp.vocab = n
 
     def tensors(self):
-        hp = self.hp
-        for g, shape in hp.shapes():
+        hp, fam = self.hp, self.family
+        have = set(self.map)
+        for g, shape in self.shapes():
+            if g not in have:
+                continue
             e = self.entries[self.map[g]]
-            if g.endswith("attn_q.weight"):
-                f = (lambda e=e: permute_qk(load_safetensor(e), hp.heads))
-            elif g.endswith("attn_k.weight"):
-                f = (lambda e=e: permute_qk(load_safetensor(e), hp.kv_heads))
-            else:
-                f = (lambda e=e: load_safetensor(e))
-            yield g, shape, f
+            steps = []
+            if fam.permute and (".attn_q." in g or ".attn_k." in g):
+                steps.append(lambda a, n=(hp.heads if ".attn_q." in g else hp.kv_heads): permute_qk(a, n))
+            if fam.gemma_norms and g.endswith("norm.weight"):
+                steps.append(lambda a: a + np.float32(1))
+            if g in ("token_embd.weight", "output.weight") and e[2][0] != hp.vocab:
+                steps.append(lambda a, n=hp.vocab: a[:n])
+                shape = (hp.vocab, shape[1])
+
+            def load(e=e, steps=tuple(steps)):
+                a = load_safetensor(e)
+                for st in steps:
+                    a = st(a)
+                return np.ascontiguousarray(a, dtype=np.float32)
+            yield g, shape, load
+        rs = hp.rope_scaling or {}
+        if self.arch == "phi3" and rs.get("long_factor"):
+            for key, n in (("long_factor", "rope_factors_long.weight"), ("short_factor", "rope_factors_short.weight")):
+                v = rs.get(key)
+                if not v or len(v) != self.rot // 2:
+                    raise ConvertError("%s: rope_scaling.%s must have %d values" % (self.path, key, self.rot // 2))
+                yield n, (self.rot // 2,), (lambda v=v: np.asarray(v, dtype=np.float32))
 
 
 # -- random model ---------------------------------------------------------------------
@@ -487,6 +779,8 @@ def choose_type(shape, want):
     bs = gw.block_size(want)
     if shape[-1] % bs == 0:
         return want
+    if want in (gw.GGML_TYPE_Q4_K, gw.GGML_TYPE_Q6_K) and shape[-1] % gw.block_size(gw.GGML_TYPE_Q8_0) == 0:
+        return gw.GGML_TYPE_Q8_0
     return gw.GGML_TYPE_F32 if want == gw.GGML_TYPE_F32 else gw.GGML_TYPE_F16
 
 
@@ -506,10 +800,19 @@ def _producer(loader, qtype, shape):
     return gen
 
 
-def add_hparams(w, hp, name, ftype):
-    w.add_string("general.architecture", "llama")
+def add_hparams(w, hp, name, ftype, src=None):
+    """general.* and <arch>.* keys; an HF source says which (as llama.cpp's converter writes them)."""
+    arch = src.arch if src is not None and hasattr(src, "arch_keys") else "llama"
+    w.add_string("general.architecture", arch)
     w.add_string("general.type", "model")
     w.add_string("general.name", name)
+    if arch != "llama" or hasattr(src, "arch_keys"):
+        for key, vt, v in src.arch_keys():
+            w.add("%s.%s" % (arch, key), v, vt)
+        w.add_uint32("general.file_type", ftype)
+        if ftype in (gw.LLAMA_FTYPE_MOSTLY_Q4_0, gw.LLAMA_FTYPE_MOSTLY_Q8_0):
+            w.add_uint32("general.quantization_version", 2)
+        return
     w.add_uint32("llama.block_count", hp.layers)
     w.add_uint32("llama.context_length", hp.ctx)
     w.add_uint32("llama.embedding_length", hp.dim)
@@ -530,7 +833,7 @@ def add_hparams(w, hp, name, ftype):
     w.add_uint32("general.file_type", ftype)
     w.add_uint32("llama.vocab_size", hp.vocab)
     w.add_uint32("llama.rope.dimension_count", hp.hd)
-    if ftype in (gw.LLAMA_FTYPE_MOSTLY_Q4_0, gw.LLAMA_FTYPE_MOSTLY_Q8_0):
+    if ftype not in (gw.LLAMA_FTYPE_ALL_F32, gw.LLAMA_FTYPE_MOSTLY_F16, gw.LLAMA_FTYPE_MOSTLY_BF16):
         w.add_uint32("general.quantization_version", 2)
 
 
@@ -589,7 +892,17 @@ def open_source(src, tokenizer_path=None):
         s = Llama2cSource(src)
     else:
         raise ConvertError("%s: no such file or directory" % src)
-    s.tokenizer = load_tokenizer(find_tokenizer(s, tokenizer_path), s.hp.vocab)
+    if s.kind == "hf" and s.arch == "gemma3":
+        # llama.cpp drops the embedding rows beyond the tokenizer's tokens (Gemma 3 pads its matrix)
+        tok = load_tokenizer(find_tokenizer(s, tokenizer_path), None)
+        if len(tok) < s.hp.vocab:
+            s.truncate_vocab(len(tok))
+        tok.pad_to(s.hp.vocab)
+        s.tokenizer = tok
+    else:
+        s.tokenizer = load_tokenizer(find_tokenizer(s, tokenizer_path), s.hp.vocab)
+    if s.kind == "hf" and s.arch in ("gemma2", "gemma3") and s.tokenizer.model == "llama":
+        s.tokenizer.add_space_prefix = False     # as llama.cpp's Gemma converters set it
     return s
 
 
@@ -627,11 +940,11 @@ def convert(src_spec, out, type_name="f16", tokenizer=None, vocab_only=False, na
                                                                                  else src_spec))
         name = os.path.splitext(name)[0] if src.kind == "llama2c" else name
     w = gw.GGUFWriter(out)
-    add_hparams(w, hp, name, ftype)
+    add_hparams(w, hp, name, ftype, src)
     add_tokenizer(w, tok)
     counts = {}
     if not vocab_only:
-        if hp.rope_scaling and hp.rope_scaling.get("rope_type") == "llama3":
+        if hp.rope_scaling and hp.rope_scaling.get("rope_type") == "llama3" and getattr(src, "arch", "llama") == "llama":
             rf = llama3_rope_factors(hp.rope_scaling, hp.hd, hp.theta)
             w.add_tensor("rope_freqs.weight", rf.shape, gw.GGML_TYPE_F32, rf)
         for tname, shape, loader in src.tensors():

@@ -1,22 +1,32 @@
 #!/usr/bin/env python3
-"""Generate src/unicode_tables.h for ember's tokenizer pre-tokenizer regexes.
+"""Generate src/unicode_tables.h for ember's tokenizer (pre-tokenizer regexes, NFC).
 
 Run with /usr/bin/python3 (the Unicode version of its unicodedata module is
 recorded in the header; Python 3.11 ships Unicode 14.0.0):
 
     /usr/bin/python3 tools/gen_unicode_tables.py > src/unicode_tables.h
 
-Classes (see shared/tokenizers/README.md, "Regex semantics"):
-  L  = general categories Lu Ll Lt Lm Lo           (\\p{L})
-  N  = general categories Nd Nl No                 (\\p{N})
-  S  = Unicode White_Space property                (\\s)
-Everything else (including unassigned code points, surrogates, combining
-marks) is class 0 ("other").  The three classes are disjoint.
-The table is a sorted list of maximal ranges [lo, hi] with a class each;
-ut_class() looks a code point up by binary search (ASCII/Latin-1 directly).
+Tables (all sorted, looked up by binary search; Latin-1 has a direct table):
+  * general category of every code point, as runs (lo << 5 | category),
+    categories in the order of UT_GC_* below (Cn for unassigned);
+  * White_Space (\\s) is a short fixed list, kept in C (ut_is_space);
+  * simple case folding as runs of code points that fold by the same delta
+    (every code point whose casefold() is a single other character; where
+    the full folding has several characters, lower() when it is one);
+  * NFC: canonical combining classes as runs (lo << 8 | ccc), and the
+    one-level canonical decompositions packed in 64 bits
+    (cp << 43 | first << 22 | second << 1 | composes), second = 0 for a
+    singleton; "composes" marks the primary composites NFC recomposes
+    (derived with unicodedata.normalize, so composition exclusions and
+    non-starter decompositions are left out).  Hangul is algorithmic.
+The old class table (L / N / White_Space / other) is derived from these:
+see ut_class().
 """
 import sys
 import unicodedata
+
+GC = ["Lu", "Ll", "Lt", "Lm", "Lo", "Mn", "Mc", "Me", "Nd", "Nl", "No", "Pc", "Pd", "Ps", "Pe",
+      "Pi", "Pf", "Po", "Sm", "Sc", "Sk", "So", "Zs", "Zl", "Zp", "Cc", "Cf", "Cs", "Co", "Cn"]
 
 # White_Space from PropList.txt (unchanged since Unicode 6.3; unicodedata has
 # no property API, and str.isspace() differs: it includes U+001C..U+001F).
@@ -24,72 +34,158 @@ WHITE_SPACE = [(0x09, 0x0D), (0x20, 0x20), (0x85, 0x85), (0xA0, 0xA0),
                (0x1680, 0x1680), (0x2000, 0x200A), (0x2028, 0x2029),
                (0x202F, 0x202F), (0x205F, 0x205F), (0x3000, 0x3000)]
 
-CLS_OTHER, CLS_L, CLS_N, CLS_S = 0, 1, 2, 3
+
+def runs_of(values):
+    """[(lo, value)] for the maximal runs of equal values over 0..0x10FFFF."""
+    out = []
+    prev = None
+    for cp, v in enumerate(values):
+        if v != prev:
+            out.append((cp, v))
+            prev = v
+    return out
 
 
-def cls_of(cp, ws):
-    if cp in ws:
-        return CLS_S
-    cat = unicodedata.category(chr(cp))
-    if cat[0] == "L":
-        return CLS_L
-    if cat[0] == "N":
-        return CLS_N
-    return CLS_OTHER
+def fold_of(cp):
+    ch = chr(cp)
+    f = ch.casefold()
+    if len(f) != 1:
+        f = ch.lower()
+        if len(f) != 1:
+            return cp
+    return ord(f)
+
+
+def fold_runs():
+    pairs = [(cp, fold_of(cp) - cp) for cp in range(0x110000) if 0xD800 > cp or cp > 0xDFFF]
+    pairs = [(cp, d) for cp, d in pairs if d != 0]
+    runs = []   # (lo, count, stride, delta)
+    for cp, d in pairs:
+        if runs:
+            lo, n, st, dd = runs[-1]
+            last = lo + (n - 1) * st
+            if dd == d and n == 1 and cp - last in (1, 2):
+                runs[-1] = (lo, 2, cp - last, dd)
+                continue
+            if dd == d and n > 1 and cp - last == st:
+                runs[-1] = (lo, n + 1, st, dd)
+                continue
+        runs.append((cp, 1, 1, d))
+    return runs
+
+
+def decompositions():
+    out = []
+    for cp in range(0x110000):
+        d = unicodedata.decomposition(chr(cp))
+        if not d or d.startswith("<"):
+            continue
+        parts = [int(x, 16) for x in d.split()]
+        assert len(parts) in (1, 2)
+        a = parts[0]
+        b = parts[1] if len(parts) == 2 else 0
+        comp = 1 if b and unicodedata.normalize("NFC", chr(a) + chr(b)) == chr(cp) else 0
+        out.append((cp, a, b, comp))
+    return out
 
 
 def main():
-    ws = set()
-    for lo, hi in WHITE_SPACE:
-        ws.update(range(lo, hi + 1))
-    ranges = []
-    cur, start = None, 0
-    for cp in range(0x110000):
-        c = cls_of(cp, ws)
-        if c != cur:
-            if cur:
-                ranges.append((start, cp - 1, cur))
-            cur, start = c, cp
-    if cur:
-        ranges.append((start, 0x10FFFF, cur))
-    latin1 = [cls_of(cp, ws) for cp in range(256)]
+    cats = [GC.index(unicodedata.category(chr(cp))) for cp in range(0x110000)]
+    gc_runs = runs_of(cats)
+    ccc_runs = runs_of([unicodedata.combining(chr(cp)) for cp in range(0x110000)])
+    folds = fold_runs()
+    dec = decompositions()
     o = sys.stdout
-    o.write("/* unicode_tables.h - GENERATED by tools/gen_unicode_tables.py; do not edit.\n")
-    o.write(" * Unicode %s (Python %s unicodedata).\n" % (unicodedata.unidata_version,
-                                                          sys.version.split()[0]))
-    o.write(" * Code point classes for the tokenizer regexes: 1 = \\p{L}, 2 = \\p{N},\n")
-    o.write(" * 3 = White_Space (\\s), 0 = anything else. */\n")
-    o.write("#ifndef EMBER_UNICODE_TABLES_H\n#define EMBER_UNICODE_TABLES_H\n\n")
-    o.write("#include <stdint.h>\n\n")
-    o.write("#define UT_UNICODE_VERSION \"%s\"\n" % unicodedata.unidata_version)
-    o.write("enum { UT_OTHER = 0, UT_L = 1, UT_N = 2, UT_S = 3 };\n\n")
-    o.write("/* classes of U+0000..U+00FF */\nstatic const uint8_t ut_latin1[256] = {\n")
+    w = o.write
+    w("/* unicode_tables.h - GENERATED by tools/gen_unicode_tables.py; do not edit.\n")
+    w(" * Unicode %s (Python %s unicodedata): general categories, White_Space,\n"
+      % (unicodedata.unidata_version, sys.version.split()[0]))
+    w(" * simple case folding and the data of NFC, for the tokenizer. */\n")
+    w("#ifndef EMBER_UNICODE_TABLES_H\n#define EMBER_UNICODE_TABLES_H\n\n#include <stdint.h>\n\n")
+    w("#define UT_UNICODE_VERSION \"%s\"\n" % unicodedata.unidata_version)
+    w("enum {\n    " + ", ".join("UT_GC_%s = %d" % (g.upper(), i) for i, g in enumerate(GC)) + ",\n    UT_GC_COUNT = %d\n};\n\n" % len(GC))
+    w("/* classes of the pre-tokenizer fast paths */\nenum { UT_OTHER = 0, UT_L = 1, UT_N = 2, UT_S = 3 };\n\n")
+    w("/* general category of U+0000..U+00FF */\nstatic const uint8_t ut_gc_latin1[256] = {\n")
     for i in range(0, 256, 32):
-        o.write("    " + ",".join(str(x) for x in latin1[i:i + 32]) + ",\n")
-    o.write("};\n\n")
-    o.write("/* %d ranges: lo, hi << 2 | class (hi fits in 21 bits) */\n" % len(ranges))
-    o.write("#define UT_N_RANGES %d\n" % len(ranges))
-    o.write("static const uint32_t ut_ranges[UT_N_RANGES][2] = {\n")
-    line = []
-    for lo, hi, c in ranges:
-        line.append("{0x%X,0x%X}" % (lo, (hi << 2) | c))
-        if len(line) == 6:
-            o.write("    " + ",".join(line) + ",\n")
-            line = []
-    if line:
-        o.write("    " + ",".join(line) + ",\n")
-    o.write("};\n\n")
-    o.write("""/* Class of code point cp (0 for anything not L, N or White_Space). */
+        w("    " + ",".join(str(x) for x in cats[i:i + 32]) + ",\n")
+    w("};\n\n")
+
+    def table(name, ctype, items, per, fmt, inner=""):
+        w("#define %s_N %d\nstatic const %s %s[%s_N]%s = {\n" % (name.upper(), len(items), ctype, name, name.upper(), inner))
+        for i in range(0, len(items), per):
+            w("    " + ",".join(fmt(x) for x in items[i:i + per]) + ",\n")
+        w("};\n\n")
+
+    w("/* general category runs: lo << 5 | category, from lo to the next run */\n")
+    table("ut_gc_runs", "uint32_t", gc_runs, 8, lambda r: "0x%X" % (r[0] << 5 | r[1]))
+    w("/* canonical combining class runs: lo << 8 | ccc */\n")
+    table("ut_ccc_runs", "uint32_t", ccc_runs, 8, lambda r: "0x%X" % (r[0] << 8 | r[1]))
+    w("/* simple case folding: {lo, count << 2 | stride, delta}: lo + k * stride folds to\n"
+      " * lo + k * stride + delta for k < count */\n")
+    table("ut_fold_runs", "int32_t", folds, 4,
+          lambda r: "{0x%X,%d,%d}" % (r[0], r[1] << 2 | r[2], r[3]), "[3]")
+    w("/* canonical decompositions: cp << 43 | first << 22 | second << 1 | composes */\n")
+    table("ut_decomp", "uint64_t", dec, 4,
+          lambda r: "0x%XULL" % (r[0] << 43 | r[1] << 22 | r[2] << 1 | r[3]))
+    o.write(r"""static inline int ut_gc(uint32_t cp) {
+    if (cp < 256) return ut_gc_latin1[cp];
+    if (cp > 0x10FFFF) return UT_GC_CN;
+    int lo = 0, hi = UT_GC_RUNS_N - 1;
+    while (lo < hi) {                    /* last run with start <= cp */
+        int mid = (lo + hi + 1) >> 1;
+        if ((ut_gc_runs[mid] >> 5) <= cp) lo = mid; else hi = mid - 1;
+    }
+    return (int)(ut_gc_runs[lo] & 31);
+}
+
+/* Unicode White_Space (what \s means in Hugging Face's and tiktoken's regexes) */
+static inline int ut_is_space(uint32_t c) {
+    if (c < 0x80) return (c >= 9 && c <= 13) || c == 32;
+    return c == 0x85 || c == 0xA0 || c == 0x1680 || (c >= 0x2000 && c <= 0x200A) ||
+           c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
+}
+
+/* L, N, White_Space or other (the three are disjoint) */
 static inline int ut_class(uint32_t cp) {
-    if (cp < 256) return ut_latin1[cp];
-    int lo = 0, hi = UT_N_RANGES - 1;
+    if (ut_is_space(cp)) return UT_S;
+    int g = ut_gc(cp);
+    if (g <= UT_GC_LO) return UT_L;
+    if (g >= UT_GC_ND && g <= UT_GC_NO) return UT_N;
+    return UT_OTHER;
+}
+
+static inline int ut_ccc(uint32_t cp) {
+    if (cp < 0x300 || cp > 0x10FFFF) return 0;
+    int lo = 0, hi = UT_CCC_RUNS_N - 1;
+    while (lo < hi) {
+        int mid = (lo + hi + 1) >> 1;
+        if ((ut_ccc_runs[mid] >> 8) <= cp) lo = mid; else hi = mid - 1;
+    }
+    return (int)(ut_ccc_runs[lo] & 255);
+}
+
+static inline uint32_t ut_fold(uint32_t cp) {
+    int lo = 0, hi = UT_FOLD_RUNS_N - 1;
+    while (lo < hi) {
+        int mid = (lo + hi + 1) >> 1;
+        if ((uint32_t)ut_fold_runs[mid][0] <= cp) lo = mid; else hi = mid - 1;
+    }
+    uint32_t s = (uint32_t)ut_fold_runs[lo][0], n = (uint32_t)ut_fold_runs[lo][1] >> 2,
+             st = (uint32_t)ut_fold_runs[lo][1] & 3;
+    if (cp >= s && (cp - s) % st == 0 && (cp - s) / st < n) return (uint32_t)((int32_t)cp + ut_fold_runs[lo][2]);
+    return cp;
+}
+
+/* index in ut_decomp of cp's canonical decomposition, or -1 */
+static inline int ut_decomp_find(uint32_t cp) {
+    int lo = 0, hi = UT_DECOMP_N - 1;
     while (lo <= hi) {
         int mid = (lo + hi) >> 1;
-        if (cp < ut_ranges[mid][0]) hi = mid - 1;
-        else if (cp > (ut_ranges[mid][1] >> 2)) lo = mid + 1;
-        else return (int)(ut_ranges[mid][1] & 3);
+        uint32_t c = (uint32_t)(ut_decomp[mid] >> 43);
+        if (c == cp) return mid;
+        if (c < cp) lo = mid + 1; else hi = mid - 1;
     }
-    return UT_OTHER;
+    return -1;
 }
 
 #endif

@@ -126,8 +126,12 @@ LLAMA_FTYPE_ALL_F32 = 0
 LLAMA_FTYPE_MOSTLY_F16 = 1
 LLAMA_FTYPE_MOSTLY_Q4_0 = 2
 LLAMA_FTYPE_MOSTLY_Q8_0 = 7
+LLAMA_FTYPE_MOSTLY_Q4_K_S = 14
+LLAMA_FTYPE_MOSTLY_Q6_K = 18
 LLAMA_FTYPE_MOSTLY_BF16 = 32
 FTYPE_OF_TYPE = {
+    GGML_TYPE_Q4_K: LLAMA_FTYPE_MOSTLY_Q4_K_S,
+    GGML_TYPE_Q6_K: LLAMA_FTYPE_MOSTLY_Q6_K,
     GGML_TYPE_F32: LLAMA_FTYPE_ALL_F32,
     GGML_TYPE_F16: LLAMA_FTYPE_MOSTLY_F16,
     GGML_TYPE_Q4_0: LLAMA_FTYPE_MOSTLY_Q4_0,
@@ -258,6 +262,96 @@ def dequantize_q4_0(raw, n):
     return (q * d).reshape(-1)[:n]
 
 
+# k-quants.  The encoders are simple (min/max per sub-block, then the 6- or 8-bit
+# sub-block scales), not ggml's iterative search: the bytes are valid Q4_K / Q6_K
+# that ggml and ember decode alike, with somewhat larger rounding error than
+# llama-quantize gives.  They exist to put k-quant tensors in test files.
+def _kblocks(x):
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.shape[-1] % QK_K:
+        raise ValueError("row length %d is not a multiple of the k-quant block size %d" % (x.shape[-1], QK_K))
+    return x.reshape(-1, QK_K)
+
+
+def _safe_div(a, b):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(b != 0, a / np.where(b != 0, b, np.float32(1)), np.float32(0)).astype(np.float32)
+
+
+def quantize_q4_k(x):
+    """Q4_K: value = d*sc*q - dmin*m per 32-value sub-block, q in 0..15, sc/m 6 bits."""
+    shape = np.shape(x)
+    b = _kblocks(x)
+    nb = b.shape[0]
+    sub = b.reshape(nb, 8, 32)
+    mn = np.minimum(sub.min(axis=2), np.float32(0))
+    scale = ((sub.max(axis=2) - mn) / np.float32(15)).astype(np.float32)
+    mins = (-mn).astype(np.float32)
+    d = fp32_to_fp16(scale.max(axis=1) / np.float32(63)).astype(np.float32)
+    dmin = fp32_to_fp16(mins.max(axis=1) / np.float32(63)).astype(np.float32)
+    sc = np.clip(np.rint(_safe_div(scale, d[:, None])), 0, 63).astype(np.uint8)
+    m = np.clip(np.rint(_safe_div(mins, dmin[:, None])), 0, 63).astype(np.uint8)
+    eff = d[:, None] * sc.astype(np.float32)
+    effm = dmin[:, None] * m.astype(np.float32)
+    q = np.clip(np.rint(_safe_div(sub + effm[:, :, None], eff[:, :, None])), 0, 15).astype(np.uint8)
+    out = np.empty((nb, 144), dtype=np.uint8)
+    out[:, 0:2] = fp32_to_fp16(d).view(np.uint8).reshape(-1, 2)
+    out[:, 2:4] = fp32_to_fp16(dmin).view(np.uint8).reshape(-1, 2)
+    out[:, 4:8] = sc[:, :4] | ((sc[:, 4:] >> 4) << 6)
+    out[:, 8:12] = m[:, :4] | ((m[:, 4:] >> 4) << 6)
+    out[:, 12:16] = (sc[:, 4:] & 15) | ((m[:, 4:] & 15) << 4)
+    qs = q.reshape(nb, 4, 2, 32)
+    out[:, 16:] = (qs[:, :, 0, :] | (qs[:, :, 1, :] << 4)).reshape(nb, 128)
+    return out.reshape(shape[:-1] + (shape[-1] // QK_K * 144,))
+
+
+def quantize_q6_k(x):
+    """Q6_K: value = d*sc*(q - 32) per 16-value sub-block, q in 0..63, sc int8."""
+    shape = np.shape(x)
+    b = _kblocks(x)
+    nb = b.shape[0]
+    sub = b.reshape(nb, 16, 16)
+    scale = (np.abs(sub).max(axis=2) / np.float32(31)).astype(np.float32)
+    d = fp32_to_fp16(scale.max(axis=1) / np.float32(127)).astype(np.float32)
+    sc = np.clip(np.rint(_safe_div(scale, d[:, None])), -128, 127).astype(np.int8)
+    eff = d[:, None] * sc.astype(np.float32)
+    u = (np.clip(np.rint(_safe_div(sub, eff[:, :, None])), -32, 31) + 32).astype(np.uint8).reshape(nb, 2, 4, 32)
+    out = np.empty((nb, 210), dtype=np.uint8)
+    lo = u & 15
+    ql = np.concatenate([lo[:, :, 0] | (lo[:, :, 2] << 4), lo[:, :, 1] | (lo[:, :, 3] << 4)], axis=2)   # [nb, 2, 64]
+    qh = (u[:, :, 0] >> 4) | ((u[:, :, 1] >> 4) << 2) | ((u[:, :, 2] >> 4) << 4) | ((u[:, :, 3] >> 4) << 6)
+    out[:, 0:128] = ql.reshape(nb, 128)
+    out[:, 128:192] = qh.reshape(nb, 64)
+    out[:, 192:208] = sc.view(np.uint8)
+    out[:, 208:210] = fp32_to_fp16(d).view(np.uint8).reshape(-1, 2)
+    return out.reshape(shape[:-1] + (shape[-1] // QK_K * 210,))
+
+
+def dequantize_q4_k(raw, n):
+    blk = np.asarray(raw, dtype=np.uint8).reshape(-1, 144)
+    d = blk[:, 0:2].copy().view(np.float16).astype(np.float32).reshape(-1)
+    dmin = blk[:, 2:4].copy().view(np.float16).astype(np.float32).reshape(-1)
+    s = blk[:, 4:16]
+    sc = np.concatenate([s[:, 0:4] & 63, (s[:, 8:12] & 15) | ((s[:, 0:4] >> 6) << 4)], axis=1).astype(np.float32)
+    m = np.concatenate([s[:, 4:8] & 63, (s[:, 8:12] >> 4) | ((s[:, 4:8] >> 6) << 4)], axis=1).astype(np.float32)
+    qs = blk[:, 16:].reshape(-1, 4, 32)
+    q = np.stack([qs & 15, qs >> 4], axis=2).reshape(-1, 8, 32).astype(np.float32)
+    return (d[:, None, None] * sc[:, :, None] * q - dmin[:, None, None] * m[:, :, None]).reshape(-1)[:n]
+
+
+def dequantize_q6_k(raw, n):
+    blk = np.asarray(raw, dtype=np.uint8).reshape(-1, 210)
+    ql = blk[:, 0:128].reshape(-1, 2, 64)
+    qh = blk[:, 128:192].reshape(-1, 2, 32)
+    sc = blk[:, 192:208].copy().view(np.int8).astype(np.float32).reshape(-1, 2, 8)
+    d = blk[:, 208:210].copy().view(np.float16).astype(np.float32).reshape(-1)
+    u = np.stack([(ql[:, :, :32] & 15) | ((qh & 3) << 4), (ql[:, :, 32:] & 15) | (((qh >> 2) & 3) << 4),
+                  (ql[:, :, :32] >> 4) | (((qh >> 4) & 3) << 4), (ql[:, :, 32:] >> 4) | (((qh >> 6) & 3) << 4)],
+                 axis=2).astype(np.float32) - 32                      # [nb, 2, 4, 32]
+    v = u.reshape(-1, 2, 8, 16) * sc[:, :, :, None] * d[:, None, None, None]
+    return v.reshape(-1)[:n]
+
+
 def quantize(x, ggml_type):
     """Convert a float array (last axis = row) to the raw bytes/array of ggml_type."""
     if ggml_type == GGML_TYPE_F32:
@@ -270,6 +364,10 @@ def quantize(x, ggml_type):
         return quantize_q8_0(x)
     if ggml_type == GGML_TYPE_Q4_0:
         return quantize_q4_0(x)
+    if ggml_type == GGML_TYPE_Q4_K:
+        return quantize_q4_k(x)
+    if ggml_type == GGML_TYPE_Q6_K:
+        return quantize_q6_k(x)
     raise ValueError("quantization to %s is not supported" % type_name(ggml_type))
 
 
@@ -294,6 +392,10 @@ def dequantize(raw, ggml_type, shape):
         v = dequantize_q8_0(np.frombuffer(buf, dtype=np.uint8, count=n // 32 * 34), n)
     elif ggml_type == GGML_TYPE_Q4_0:
         v = dequantize_q4_0(np.frombuffer(buf, dtype=np.uint8, count=n // 32 * 18), n)
+    elif ggml_type == GGML_TYPE_Q4_K:
+        v = dequantize_q4_k(np.frombuffer(buf, dtype=np.uint8, count=n // QK_K * 144), n)
+    elif ggml_type == GGML_TYPE_Q6_K:
+        v = dequantize_q6_k(np.frombuffer(buf, dtype=np.uint8, count=n // QK_K * 210), n)
     else:
         raise ValueError("dequantization of %s is not supported" % type_name(ggml_type))
     return v.reshape(shape)

@@ -34,6 +34,44 @@ PRE_LLAMA3 = "llama-bpe"
 
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 LLAMA3_PATTERN = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+QWEN2_PATTERN = LLAMA3_PATTERN.replace(r"\p{N}{1,3}", r"\p{N}")
+_UP = r"[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]"
+_LO = r"[\p{Ll}\p{Lm}\p{Lo}\p{M}]"
+TEKKEN_PATTERN = (r"[^\r\n\p{L}\p{N}]?" + _UP + "*" + _LO + r"+|[^\r\n\p{L}\p{N}]?" + _UP + "+" + _LO +
+                  r"*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+GPT4O_PATTERN = (r"[^\r\n\p{L}\p{N}]?" + _UP + "*" + _LO + r"+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\r\n\p{L}\p{N}]?" +
+                 _UP + "+" + _LO + r"*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*"
+                 r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+DEEPSEEK_CJK = "[\u4e00-\u9fa5\u0800-\u4e00\uac00-\ud7ff]+"
+DEEPSEEK_LLM_LETTERS = (
+    "\\s?[A-Za-z\u00b5\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u01ba\u01bc-\u01bf\u01c4-\u0293\u0295-\u02af"
+    "\u0370-\u0373\u0376\u0377\u037b-\u037d\u037f\u0386\u0388-\u038a\u038c\u038e-\u03a1\u03a3-\u03f5"
+    "\u03f7-\u0481\u048a-\u052f\u0531-\u0556\u10a0-\u10c5\u13a0-\u13f5\u13f8-\u13fd\u1c90-\u1cba"
+    "\u1cbd-\u1cbf\u1d00-\u1d2b\u1d6b-\u1d77\u1d79-\u1d9a\u1e00-\u1f15\u1f18-\u1f1d\u1f20-\u1f45"
+    "\u1f48-\u1f4d\u1f50-\u1f57\u1f59\u1f5b\u1f5d\u1f5f-\u1f7d\u1f80-\u1fb4\u1fb6-\u1fbc\u1fbe"
+    "\u1fc2-\u1fc4\u1fc6-\u1fcc\u1fd0-\u1fd3\u1fd6-\u1fdb\u1fe0-\u1fec\u1ff2-\u1ff4\u1ff6-\u1ffc"
+    "\u2102\u2107\u210a-\u2113\u2115\u2119-\u211d\u2124\u2126\u2128\u212a-\u212d\u212f-\u2134\u2139"
+    "\u213c-\u213f\u2145-\u2149\u214e\u2183\u2184\u2c00-\u2c7b\u2c7e-\u2ce4\u2ceb-\u2cee\u2cf2\u2cf3"
+    "\ua640-\ua66d\ua680-\ua69b\ua722-\ua76f\ua771-\ua787\ua78b-\ua78e\uab70-\uabbf\ufb00-\ufb06"
+    "\ufb13-\ufb17\uff21-\uff3a\uff41-\uff5a\U00010400-\U0001044f\U000104b0-\U000104d3\U000104d8-\U000104fb"
+    "\U00010c80-\U00010cb2\U00010cc0-\U00010cf2\U000118a0-\U000118df\U0001e900-\U0001e943]+")
+DEEPSEEK_LLM_PUNCT = "\\s?[!-/:-~\uff01-\uff0f\uff1a-\uff5e\u2018-\u201f\u3000-\u3002]+"
+
+# The split steps of each tokenizer.ggml.pre name, as src/tokenizer.c's table has them
+# (the same facts, in the converter's terms): each Hugging Face pre-tokenizer written as
+# the pattern whose matches it isolates; "\x01" marks steps after ByteLevel (on the
+# byte-level text); the flag says whether the normalizer is NFC.
+PRE_STEPS = OrderedDict([
+    ("gpt-2", ([GPT2_PATTERN], False)),
+    ("llama-bpe", ([LLAMA3_PATTERN], False)),
+    ("qwen2", ([QWEN2_PATTERN], True)),
+    ("smollm", ([r"\p{N}", GPT2_PATTERN], False)),
+    ("falcon", ([r"[\p{P}$+<=>^`|~]+", GPT2_PATTERN, "\x01" + r"\p{N}+", "\x01[0-9][0-9][0-9]"], False)),
+    ("deepseek-llm", (["[\r\n]", DEEPSEEK_LLM_LETTERS, DEEPSEEK_LLM_PUNCT, r"\s+$", DEEPSEEK_CJK, r"\p{N}"], False)),
+    ("deepseek-coder", (["[\r\n]", r"\s?\p{L}+", r"\s?\p{P}+", DEEPSEEK_CJK, r"\p{N}"], False)),
+    ("tekken", ([TEKKEN_PATTERN], False)),
+    ("gpt-4o", ([GPT4O_PATTERN], False)),
+])
 
 LLAMA3_SPECIAL_NAMES = {
     128000: "<|begin_of_text|>",
@@ -91,6 +129,7 @@ class Tokenizer:
         self.add_bos = None
         self.add_eos = None
         self.add_space_prefix = None
+        self.chat_template = None
 
     def __len__(self):
         return len(self.tokens)
@@ -133,6 +172,8 @@ class Tokenizer:
             m["tokenizer.ggml.add_eos_token"] = gw.typed(gw.GGUF_TYPE_BOOL, bool(self.add_eos))
         if self.add_space_prefix is not None:
             m["tokenizer.ggml.add_space_prefix"] = gw.typed(gw.GGUF_TYPE_BOOL, bool(self.add_space_prefix))
+        if self.chat_template:
+            m["tokenizer.chat_template"] = gw.typed(gw.GGUF_TYPE_STRING, self.chat_template)
         return m
 
 
@@ -414,27 +455,51 @@ def _json_has(obj, pred):
     return False
 
 
-def _detect_bytelevel_pre(pre):
+def pre_steps_of(pre):
+    """A tokenizer.json pre_tokenizer as split steps (see PRE_STEPS), or raise."""
+    subs = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
+    steps, after_bytelevel, seen_bytelevel = [], "", False
+    for p in subs:
+        t = p.get("type")
+        if t == "ByteLevel":
+            if p.get("add_prefix_space", False):
+                raise TokenizerError("tokenizer.json: ByteLevel with add_prefix_space is not supported")
+            if p.get("use_regex", True):
+                steps.append(after_bytelevel + GPT2_PATTERN)
+            after_bytelevel, seen_bytelevel = "\x01", True
+        elif t == "Split":
+            pat = p.get("pattern", {})
+            if not isinstance(pat, dict) or "Regex" not in pat or p.get("invert") or p.get("behavior") != "Isolated":
+                raise TokenizerError("tokenizer.json: Split %s is not supported (a Regex, Isolated, not inverted)"
+                                     % json.dumps(p)[:200])
+            steps.append(after_bytelevel + pat["Regex"])
+        elif t == "Digits":
+            steps.append(after_bytelevel + (r"\p{N}" if p.get("individual_digits") else r"\p{N}+"))
+        elif t == "Punctuation" and p.get("behavior", "Isolated") == "Contiguous":
+            steps.append(after_bytelevel + r"[\p{P}$+<=>^`|~]+")
+        else:
+            raise TokenizerError("tokenizer.json: pre-tokenizer %s is not supported" % json.dumps(p)[:200])
+    if not seen_bytelevel:
+        raise TokenizerError("tokenizer.json: byte-level BPE without a ByteLevel pre-tokenizer is not supported")
+    return steps
+
+
+def _detect_bytelevel_pre(pre, normalizer=None):
+    """The tokenizer.ggml.pre name whose split steps equal this pre_tokenizer's."""
     if pre is None:
         raise TokenizerError("tokenizer.json: byte-level BPE without a pre_tokenizer is not supported")
-    t = pre.get("type")
-    if t == "ByteLevel":
-        if pre.get("use_regex", True) and not pre.get("add_prefix_space", False):
-            return PRE_GPT2
-        raise TokenizerError("tokenizer.json: ByteLevel pre-tokenizer with use_regex=%r add_prefix_space=%r is "
-                             "not supported" % (pre.get("use_regex", True), pre.get("add_prefix_space")))
-    if t == "Sequence":
-        subs = pre.get("pretokenizers", [])
-        if (len(subs) == 2 and subs[0].get("type") == "Split" and subs[1].get("type") == "ByteLevel"
-                and not subs[1].get("use_regex", True)):
-            pat = subs[0].get("pattern", {})
-            pat = pat.get("Regex") if isinstance(pat, dict) else None
-            if pat == LLAMA3_PATTERN:
-                return PRE_LLAMA3
-            raise TokenizerError("tokenizer.json: unsupported Split pre-tokenizer regex %r "
-                                 "(only the GPT-2 and Llama 3 patterns are supported)" % (pat,))
-    raise TokenizerError("tokenizer.json: unsupported pre_tokenizer %s (supported: ByteLevel with the GPT-2 regex, "
-                         "Split with the Llama 3 regex + ByteLevel)" % json.dumps(pre)[:200])
+    steps = pre_steps_of(pre)
+    nfc = _json_has(normalizer, lambda o: isinstance(o, dict) and o.get("type") == "NFC")
+    for name, (want, want_nfc) in PRE_STEPS.items():
+        if steps == want:
+            # A Qwen2 pattern without NFC (some re-packaged Qwen tokenizers) still maps to
+            # qwen2, which normalizes: the two differ only on text that is not NFC.
+            if nfc != want_nfc and not (name == "qwen2" and not nfc):
+                raise TokenizerError("tokenizer.json: the %s split steps with%s an NFC normalizer are not supported"
+                                     % (name, "" if nfc else "out"))
+            return name
+    raise TokenizerError("tokenizer.json: unsupported pre-tokenizer regex or steps %s (supported: the split steps of %s)"
+                         % (json.dumps(pre)[:300], ", ".join(PRE_STEPS)))
 
 
 def read_hf_tokenizer_json(tj, config=None, model_config=None, vocab_size=None):
@@ -508,7 +573,7 @@ def read_hf_tokenizer_json(tj, config=None, model_config=None, vocab_size=None):
         if unk is not None and unk in vocab:
             tok.special["unk"] = vocab[unk]
     else:
-        pre = _detect_bytelevel_pre(tj.get("pre_tokenizer"))
+        pre = _detect_bytelevel_pre(tj.get("pre_tokenizer"), tj.get("normalizer"))
         tok = Tokenizer("gpt2", pre, tokens, types, merges=merges, form="hf-bpe")
 
     # special tokens: tokenizer_config.json, then post_processor, then config.json
@@ -540,6 +605,12 @@ def read_hf_tokenizer_json(tj, config=None, model_config=None, vocab_size=None):
                         tok.special.setdefault("eos", i)
                         if tok.add_eos is None:
                             tok.add_eos = tok.special["eos"] == i
+    # chat template as convert_hf_to_gguf.py copies it (a string, or the "default" of a list)
+    ct = cfg.get("chat_template")
+    if isinstance(ct, list):
+        ct = next((c.get("template") for c in ct if isinstance(c, dict) and c.get("name") == "default"), None)
+    if isinstance(ct, str):
+        tok.chat_template = ct
     mc = model_config or {}
     for typ in ("bos", "eos", "pad"):
         v = mc.get(typ + "_token_id")
