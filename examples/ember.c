@@ -34,6 +34,7 @@ typedef struct options {
     const char *chat_template, *system;                 /* chat, template */
     int no_think, no_generation_prompt, context_shift;
     ember_sampler_params sp;
+    const char *grammar, *grammar_file, *json_schema;   /* constrained output */
 } options;
 
 static double now_s(void);
@@ -76,7 +77,10 @@ static void usage(FILE *out) {
         "  --no-think              (chat, template) Qwen3: answer without thinking\n"
         "  --no-generation-prompt  (template) do not end with the assistant's header\n"
         "  --context-shift         (chat) when the context is full, drop the oldest\n"
-        "                          turns and go on (default: stop with an error)\n");
+        "                          turns and go on (default: stop with an error)\n"
+        "  --grammar TEXT          (generate) constrain the output to a GBNF grammar (start rule: root)\n"
+        "  --grammar-file FILE     (generate) the same, read from FILE\n"
+        "  --json-schema FILE      (generate) constrain the output to JSON matching the schema in FILE\n");
 }
 
 static int die(const char *fmt, ...) {
@@ -145,6 +149,9 @@ static int parse_args(int argc, char **argv, options *o) {
             if (errno || *end || end == v) { die("bad seed '%s'", v); return -1; }
             o->sp.seed = s;
         }
+        else if (!strcmp(a, "--grammar")) { NEED_VALUE(); o->grammar = v; }
+        else if (!strcmp(a, "--grammar-file")) { NEED_VALUE(); o->grammar_file = v; }
+        else if (!strcmp(a, "--json-schema")) { NEED_VALUE(); o->json_schema = v; }
         else if (!strcmp(a, "--echo")) o->echo = 1;
         else if (!strcmp(a, "--no-bos")) o->no_bos = 1;
         else if (!strcmp(a, "--special")) o->special = 1;
@@ -277,6 +284,30 @@ static const char *stop_name(ember_stop_reason r) {
     }
 }
 
+/* The grammar that --grammar, --grammar-file or --json-schema asks for
+ * (*out = NULL if none); 1 after printing an error. */
+static int load_grammar(const options *o, ember_grammar **out) {
+    *out = NULL;
+    if (!!o->grammar + !!o->grammar_file + !!o->json_schema > 1)
+        return die("give only one of --grammar, --grammar-file, --json-schema");
+    const char *path = o->grammar_file ? o->grammar_file : o->json_schema;
+    char *owned = NULL;
+    const char *text = o->grammar;
+    size_t len = text ? strlen(text) : 0;
+    if (path) {
+        owned = read_file(path, &len);
+        if (!owned) return die("cannot read '%s': %s", path, strerror(errno));
+        text = owned;
+    }
+    if (!text) return 0;
+    ember_error err;
+    int rc = o->json_schema ? ember_grammar_from_json_schema(text, len, NULL, out, &err)
+                            : ember_grammar_parse(text, len, NULL, NULL, out, &err);
+    free(owned);
+    if (rc != EMBER_OK) return die("%s%s%s", path ? path : "--grammar", ": ", err.message);
+    return 0;
+}
+
 static int cmd_generate(const options *o) {
     ember_model *m;
     ember_context *c;
@@ -297,9 +328,14 @@ static int cmd_generate(const options *o) {
         if (!n) { free(owned); free(toks); ember_model_free(m); return die("empty prompt and the model has no BOS/EOS token"); }
     }
     int rc = 1;
+    ember_grammar *g = NULL;
+    if (load_grammar(o, &g)) { free(owned); free(toks); ember_model_free(m); return 1; }
     if (open_context(o, m, o->n_ctx, &c) == 0) {
         if (ember_sampler_create(m, &o->sp, &s) != EMBER_OK) {
             die("bad sampling parameters");
+        } else if (g && ember_sampler_set_grammar(s, g) != EMBER_OK) {
+            die("out of memory attaching the grammar");
+            ember_sampler_free(s);
         } else if (o->state_load && ember_state_load_file(c, s, o->state_load) != EMBER_OK) {
             die("cannot restore the state: %s", ember_context_errmsg(c));
             ember_sampler_free(s);
@@ -327,6 +363,7 @@ static int cmd_generate(const options *o) {
         }
         ember_context_free(c);
     }
+    ember_grammar_free(g);
     free(toks);
     free(owned);
     ember_model_free(m);

@@ -298,11 +298,89 @@ EMBER_API int ember_sampler_create(const ember_model *model,
 EMBER_API void ember_sampler_free(ember_sampler *sampler);
 /* Forget the token history and reseed. */
 EMBER_API void ember_sampler_reset(ember_sampler *sampler, uint64_t seed);
-/* Choose a token from logits (n_vocab floats; not modified). */
+/* Choose a token from logits (n_vocab floats; not modified).  -1 if an
+ * attached grammar allows no token (see ember_sampler_set_grammar). */
 EMBER_API ember_token ember_sampler_sample(ember_sampler *sampler,
                                            const float *logits);
-/* Record a token in the history used by the repetition penalty. */
+/* Record a token in the history used by the repetition penalty (and
+ * advance the attached grammar over it). */
 EMBER_API void ember_sampler_accept(ember_sampler *sampler, ember_token token);
+
+/* ---- grammars (constrained output) ------------------------------------------ */
+
+/* A compiled grammar in llama.cpp's GBNF format: immutable once made, so
+ * one grammar may be used by any number of samplers and threads at once.
+ * Attached to a sampler, it restricts sampling to tokens that keep the text
+ * a prefix of something the grammar accepts; an end-of-generation token is
+ * allowed only where the text is complete, and is the only choice once
+ * nothing more can follow (so ember_generate stops there). */
+typedef struct ember_grammar ember_grammar;
+
+/* Compile len bytes of GBNF text; root names the start rule (NULL =
+ * "root").  allocator: NULL = libc (the hook is copied and used for the
+ * grammar's whole life).  On failure *out is NULL and err's message says
+ * "grammar line L, column C: what" (EMBER_ERR_INVALID_ARG) for a syntax
+ * error, an undefined rule, left recursion, an empty language or too large
+ * a grammar (repeats count at most 10000; a grammar at most 2^20 elements).
+ * Thread-safe (no shared state). */
+EMBER_API int ember_grammar_parse(const char *text, size_t len, const char *root,
+                                  const ember_allocator *allocator,
+                                  ember_grammar **out, ember_error *err);
+
+/* A grammar accepting exactly one of n NUL-terminated strings (UTF-8), e.g.
+ * {"attack", "flee", "talk"}.  The strings are copied.  Thread-safe. */
+EMBER_API int ember_grammar_from_strings(const char *const *strings, int n,
+                                         const ember_allocator *allocator,
+                                         ember_grammar **out, ember_error *err);
+
+/* Convert a JSON Schema (len bytes of JSON) to GBNF text, the way llama.cpp's
+ * json-schema-to-grammar shapes it (optional whitespace between tokens).
+ * The subset: type object (properties, required; other properties are not
+ * allowed), array (items, minItems, maxItems), string (minLength,
+ * maxLength), number, integer, boolean, null, enum, const, anyOf/oneOf,
+ * nested to any depth; a schema of {} or true is any JSON value.  Writes
+ * at most size-1 bytes and a NUL to buf; returns the full length (as
+ * snprintf), or a negative status with err's message naming the problem.
+ * Thread-safe. */
+EMBER_API int ember_json_schema_to_gbnf(const char *schema, size_t len,
+                                        char *buf, size_t size, ember_error *err);
+
+/* ember_json_schema_to_gbnf, then ember_grammar_parse. */
+EMBER_API int ember_grammar_from_json_schema(const char *schema, size_t len,
+                                             const ember_allocator *allocator,
+                                             ember_grammar **out, ember_error *err);
+
+/* 1 if the grammar accepts the whole text, 0 if not, or a negative status.
+ * Thread-safe (allocates its own parse state). */
+EMBER_API int ember_grammar_accepts(const ember_grammar *grammar,
+                                    const char *text, size_t len);
+
+/* Free a grammar; no sampler may still have it attached. */
+EMBER_API void ember_grammar_free(ember_grammar *grammar);
+
+/* Attach grammar to sampler (NULL detaches), starting from the grammar's
+ * beginning.  The grammar is not copied: it must outlive the attachment.
+ * The first attach builds the sampler's view of the vocabulary (each
+ * token's text and a byte trie of them: tens of milliseconds for 150k
+ * tokens), kept for later grammars.  Afterwards:
+ *   ember_sampler_sample  picks only tokens the grammar allows, with the
+ *       same distribution as masking every other token first, then applying
+ *       top-k / top-p / min-p / temperature; it returns an end-of-generation
+ *       token once the text is complete and nothing may follow, and -1 when
+ *       no token of the vocabulary is allowed (or a grammar too ambiguous
+ *       exceeded its work limit);
+ *   ember_sampler_accept  advances the grammar over the token (a token the
+ *       grammar does not allow leaves it allowing nothing until a reset);
+ *   ember_sampler_reset   restarts the grammar.
+ * Saved states (ember_state_save) do not include the grammar's position;
+ * ember_state_load leaves it as it was.  Token texts are read as in the
+ * middle of a text (SentencePiece's leading space kept).  Cost: the
+ * candidates that can win are checked first; the whole vocabulary is
+ * masked (a walk of the trie) only when they are rejected, or for every
+ * token when temperature > 0 and top_k = 0.  Thread-safety: as the
+ * sampler (one thread at a time); the grammar may be shared. */
+EMBER_API int ember_sampler_set_grammar(ember_sampler *sampler,
+                                        const ember_grammar *grammar);
 
 /* ---- saved state and shared prefixes ---------------------------------------- */
 

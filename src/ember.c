@@ -653,6 +653,7 @@ int ember_generate(ember_context *ctx, ember_sampler *sampler, const ember_token
     for (;;) {
         if (res.n_generated >= n_predict) { res.stop = EMBER_STOP_LENGTH; break; }
         ember_token tok = ember_sampler_sample(sampler, ctx->st.logits);
+        if (tok < 0) { rc = ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "the sampler's grammar allows no token here"); break; }
         ember_sampler_accept(sampler, tok);
         if (etok_is_eog(m->tok, tok)) { res.stop = EMBER_STOP_EOG; break; }
         res.n_generated++;
@@ -685,6 +686,7 @@ int ember_step(ember_context *ctx, ember_sampler *sampler, char *text, size_t si
                            ctx->stream_cap);
     if (!ctx->has_logits) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "nothing to continue: evaluate a prompt first");
     ember_token tok = ember_sampler_sample(sampler, ctx->st.logits);
+    if (tok < 0) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "the sampler's grammar allows no token here");
     ember_sampler_accept(sampler, tok);
     out->token = tok;
     size_t emit = 0;

@@ -2,9 +2,12 @@
  *
  * The chain follows llama.cpp's default order: repetition penalty, top-k,
  * top-p, min-p, temperature, then a draw from the remaining distribution
- * (or argmax when the temperature is 0).  All memory is allocated when the
- * sampler is created; sampling allocates nothing. */
+ * (or argmax when the temperature is 0).  An attached grammar removes the
+ * tokens it does not allow before all of these (grammar.c).  All memory is
+ * allocated when the sampler is created; sampling allocates nothing, except
+ * that a grammar's caches grow as it meets new parse positions. */
 #include "sampler.h"
+#include "grammar.h"
 
 #include <float.h>
 #include <math.h>
@@ -25,6 +28,9 @@ struct ember_sampler {
     uint32_t calls;
     int32_t *history;    /* ring of the last repeat_last_n tokens */
     int hist_len, hist_pos;
+    const ember_model *model;
+    eg_matcher *gm;      /* the attached grammar's parse state, or NULL */
+    uint8_t *allowed;    /* n_vocab: the grammar's mask */
 };
 
 ember_sampler_params ember_sampler_default_params(void) {
@@ -69,6 +75,7 @@ int ember_sampler_create(const ember_model *model, const ember_sampler_params *p
     s->p = p;
     s->a = a;
     s->n_vocab = ember_n_vocab(model);
+    s->model = model;
     s->cand = ec_calloc(a, (size_t)s->n_vocab, sizeof *s->cand);
     s->probs = ec_calloc(a, (size_t)s->n_vocab, sizeof *s->probs);
     s->stamp = ec_calloc(a, (size_t)s->n_vocab, sizeof *s->stamp);
@@ -92,6 +99,8 @@ void ember_sampler_free(ember_sampler *s) {
     ec_free(s->a, s->stamp);
     ec_free(s->a, s->history);
     ec_free(s->a, s->bias);
+    eg_matcher_free(s->gm);
+    ec_free(s->a, s->allowed);
     ec_free(s->a, s);
 }
 
@@ -99,13 +108,43 @@ void ember_sampler_reset(ember_sampler *s, uint64_t seed) {
     if (!s) return;
     s->rng = seed;
     s->hist_len = s->hist_pos = 0;
+    if (s->gm) eg_matcher_reset(s->gm);
 }
 
-void ember_sampler_accept(ember_sampler *s, ember_token token) {
-    if (!s || s->p.repeat_last_n == 0 || token < 0 || token >= s->n_vocab) return;
+static void es_history_push(ember_sampler *s, ember_token token) {
+    if (s->p.repeat_last_n == 0 || token < 0 || token >= s->n_vocab) return;
     s->history[s->hist_pos] = token;
     s->hist_pos = (s->hist_pos + 1) % s->p.repeat_last_n;
     if (s->hist_len < s->p.repeat_last_n) s->hist_len++;
+}
+
+void ember_sampler_accept(ember_sampler *s, ember_token token) {
+    if (!s) return;
+    es_history_push(s, token);
+    if (s->gm) eg_matcher_accept(s->gm, token);
+}
+
+int ember_sampler_set_grammar(ember_sampler *s, const ember_grammar *g) {
+    if (!s) return EMBER_ERR_INVALID_ARG;
+    if (!g) {
+        eg_matcher_free(s->gm);
+        ec_free(s->a, s->allowed);
+        s->gm = NULL;
+        s->allowed = NULL;
+        return EMBER_OK;
+    }
+    if (s->gm) {   /* the vocabulary side does not depend on the grammar: keep it */
+        eg_matcher_set_grammar(s->gm, g);
+        return EMBER_OK;
+    }
+    s->allowed = ec_malloc(s->a, (size_t)s->n_vocab);
+    if (!s->allowed) return EMBER_ERR_NOMEM;
+    int rc = eg_matcher_create(g, s->model, s->a, &s->gm);
+    if (rc != EMBER_OK) {
+        ec_free(s->a, s->allowed);
+        s->allowed = NULL;
+    }
+    return rc;
 }
 
 static int es_cmp_desc(const void *a, const void *b) {
@@ -141,6 +180,54 @@ static void es_softmax(const es_cand *c, int n, float temp, float *probs) {
     for (int i = 0; i < n; i++) probs[i] = (float)(probs[i] / sum);
 }
 
+/* Keep only the candidates the grammar allows, at the front of c; returns
+ * how many (0: none, -1: the grammar failed).  Masking the whole
+ * vocabulary is the expensive part, so first the candidates that can win
+ * are checked one by one: the argmax when greedy, the best few when top-k
+ * limits the draw (the top k allowed tokens are the first k allowed ones in
+ * logit order).  The result is exactly what masking first would give. */
+static int es_grammar_filter(ember_sampler *s, es_cand *c, int V) {
+    int n = -1;
+    if (s->p.temperature <= 0) {
+        int best = 0;
+        for (int i = 1; i < V; i++) if (es_cmp_desc(&c[i], &c[best]) < 0) best = i;
+        if (c[best].logit > -INFINITY && eg_matcher_allows(s->gm, c[best].id)) {
+            c[0] = c[best];
+            return 1;
+        }
+        /* A position that allows few tokens masks quickly; for one that
+         * allows many, the next best few are checked in order instead (the
+         * first allowed one is the argmax of the allowed tokens). */
+        n = eg_matcher_mask_within(s->gm, s->allowed, 20000);
+        if (n == EG_MASK_UNFINISHED) {
+            int look = V < 64 ? V : 64;
+            es_select_top(c, V, look);
+            qsort(c, (size_t)look, sizeof *c, es_cmp_desc);
+            for (int i = 0; i < look; i++)
+                if (c[i].logit > -INFINITY && eg_matcher_allows(s->gm, c[i].id)) {
+                    c[0] = c[i];
+                    return 1;
+                }
+            n = -1;
+        }
+    } else if (s->p.top_k > 0) {
+        int look = 4 * s->p.top_k < 256 ? 256 : 4 * s->p.top_k;
+        if (look > V) look = V;
+        es_select_top(c, V, look);
+        qsort(c, (size_t)look, sizeof *c, es_cmp_desc);
+        int kept = 0;
+        for (int i = 0; i < look && kept < s->p.top_k; i++)
+            if (c[i].logit > -INFINITY && eg_matcher_allows(s->gm, c[i].id)) c[kept++] = c[i];
+        if (kept == s->p.top_k || look == V) return kept;
+    }
+    if (n < 0) n = eg_matcher_mask(s->gm, s->allowed);
+    if (n <= 0) return n < 0 ? -1 : 0;
+    int kept = 0;
+    for (int i = 0; i < V; i++)
+        if (s->allowed[c[i].id] && c[i].logit > -INFINITY) c[kept++] = c[i];
+    return kept;
+}
+
 ember_token ember_sampler_sample(ember_sampler *s, const float *logits) {
     if (!s || !logits) return -1;
     const int V = s->n_vocab;
@@ -171,13 +258,19 @@ ember_token ember_sampler_sample(ember_sampler *s, const float *logits) {
         }
     }
 
+    int n = V;
+    if (s->gm) {
+        if (eg_matcher_complete(s->gm)) return eg_matcher_eog(s->gm, logits);
+        n = es_grammar_filter(s, c, V);
+        if (n <= 0) return -1;
+    }
+
     if (s->p.temperature <= 0) {
         int best = 0;
-        for (int i = 1; i < V; i++) if (c[i].logit > c[best].logit) best = i;
+        for (int i = 1; i < n; i++) if (es_cmp_desc(&c[i], &c[best]) < 0) best = i;
         return c[best].id;
     }
 
-    int n = V;
     if (s->p.top_k > 0 && s->p.top_k < n) {
         es_select_top(c, n, s->p.top_k);
         n = s->p.top_k;
@@ -232,7 +325,10 @@ int es_state_read(ember_sampler *s, const uint8_t *in, size_t n) {
     if (count > (1u << 20) || n != 12 + 4 * (size_t)count) return EMBER_ERR_CORRUPT;
     for (uint32_t i = 0; i < count; i++)
         if (es_get32(in + 12 + 4 * i) >= (uint32_t)s->n_vocab) return EMBER_ERR_CORRUPT;
-    ember_sampler_reset(s, (uint64_t)es_get32(in) | (uint64_t)es_get32(in + 4) << 32);
-    for (uint32_t i = 0; i < count; i++) ember_sampler_accept(s, (ember_token)es_get32(in + 12 + 4 * i));
+    /* The random state and history only: a grammar's parse state is not
+     * part of the bytes and stays as it is. */
+    s->rng = (uint64_t)es_get32(in) | (uint64_t)es_get32(in + 4) << 32;
+    s->hist_len = s->hist_pos = 0;
+    for (uint32_t i = 0; i < count; i++) es_history_push(s, (ember_token)es_get32(in + 12 + 4 * i));
     return EMBER_OK;
 }
