@@ -5,7 +5,8 @@
  * are still talking advance by one token in a single pass over the weights
  * (ember_eval_multi), so three cost little more than one.  At the end the
  * characters are saved to files and one is restored and continued, as a
- * game does when the player saves and loads.
+ * game does when the player saves and loads.  The guard then decides what
+ * to do through a grammar: its answer can only be attack, flee or talk.
  *
  *   build/examples/npc models/ember-demo.gguf
  */
@@ -29,6 +30,15 @@ static double now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+typedef struct decision { char text[64]; size_t len; } decision;
+
+static int collect(void *ud, ember_token t, const char *text, size_t len) {
+    decision *d = ud;
+    (void)t;
+    if (d->len + len < sizeof d->text) { memcpy(d->text + d->len, text, len); d->len += len; }
+    return 0;
 }
 
 static int fail(const char *what, const char *why) {
@@ -113,6 +123,24 @@ int main(int argc, char **argv) {
     }
     for (int i = 0; i < N_NPC; i++) printf("%-8s:%s%.*s\n", npcs[i].name, npcs[i].line, (int)npcs[i].len, npcs[i].said);
     printf("%d passes in %d frames (a %.0f ms budget each)\n", passes, frames, budget * 1e3);
+
+    /* The guard's decision, constrained to three answers. */
+    {
+        const char *choices[] = {" attack", " flee", " talk"};
+        ember_grammar *g;
+        ember_sampler *gs;
+        if (ember_grammar_from_strings(choices, 3, NULL, &g, &err) != EMBER_OK) return fail("grammar", err.message);
+        ember_sampler_create(model, &sp, &gs);
+        ember_sampler_set_grammar(gs, g);
+        const char *ask = " Then the guard decided to";
+        ember_tokenize(model, ask, strlen(ask), 0, toks, 256, &n);
+        decision d = {{0}, 0};
+        if (ember_generate(npcs[0].ctx, gs, toks, n, 8, collect, &d, NULL) != EMBER_OK)
+            return fail("deciding", ember_context_errmsg(npcs[0].ctx));
+        printf("the guard decides to:%.*s\n", (int)d.len, d.text);
+        ember_sampler_free(gs);
+        ember_grammar_free(g);
+    }
 
     /* Save everyone; restore the merchant into a fresh context and go on. */
     char path[64];

@@ -253,6 +253,7 @@ check "-c 0 (the model's own context) runs" test $? -eq 0
 check "examples/npc runs" test $? -eq 0
 check "examples/npc: three characters spoke, passes counted, one restored" sh -c \
     "grep -c '^Guard   :\|^Merchant:\|^Child   :' '$T/npc.out' | grep -qx 3 && grep -q 'passes in' '$T/npc.out' && grep -q '^restored Merchant at position' '$T/npc.out'"
+check "examples/npc: the guard's decision is one of the grammar's three" grep -qx 'the guard decides to: \(attack\|flee\|talk\)' "$T/npc.out"
 check "examples/npc removed its state files" sh -c "! ls '$T'/npc-*.state >/dev/null 2>&1"
 
 # ---- bench: the JSON line has the fields tools/bench.py and the issue name --
