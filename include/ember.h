@@ -457,7 +457,9 @@ EMBER_API int ember_generate(ember_context *ctx, ember_sampler *sampler,
  * boundaries; the text before it is passed on, the stop string and what
  * follows are not.  Text that may still become a stop string is held back
  * until it cannot (never passed on and then retracted); at the end of
- * generation held-back bytes are passed with token = -1. */
+ * generation held-back bytes are passed with token = -1.  The strings are
+ * copied (the caller keeps ownership of stops).  Thread-safety: as the
+ * context (one thread at a time). */
 EMBER_API int ember_context_set_stop_strings(ember_context *ctx, const char *const *stops, int n);
 
 /* One generation step for a game loop: sample the next token from the
