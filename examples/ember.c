@@ -783,10 +783,11 @@ typedef struct bw_job { const unsigned char *p; size_t n; int streams, prefetch;
 #define BW_PREFETCH(p) ((void)(p))
 #endif
 
-/* The reader is compiled for the best vector width the CPU has (the
- * kernels it is compared with are), else it measures its own instructions,
- * not the memory: built at the baseline ISA it read ~11 GB/s where the
- * same loop at AVX2 read 19-20 on an EPYC. */
+/* The reader is built at each instruction set the CPU has, and every build
+ * is measured: which one streams fastest differs between machines (on an
+ * EPYC Zen 5 the baseline build was compute-bound at ~11 GB/s where AVX2
+ * read 19-20; on a Zen 3 guest the baseline build read 12 GB/s and AVX2 8),
+ * and the bandwidth to compare against is the best a plain reader gets. */
 #if defined(__GNUC__)
 #define BW_INLINE static inline __attribute__((always_inline))
 #else
@@ -822,14 +823,16 @@ __attribute__((target("avx2"))) static void *bw_read_avx2(void *arg) { return bw
 static void *bw_read_base(void *arg) { return bw_read_body(arg); }
 
 typedef void *(*bw_reader)(void *);
-static bw_reader bw_pick_reader(const char **isa) {
+/* The builds of the reader this CPU runs; returns how many. */
+static int bw_readers(bw_reader out[3]) {
+    int n = 0;
+    out[n++] = bw_read_base;
 #if defined(__GNUC__) && defined(__x86_64__)
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f")) { *isa = "avx512"; return bw_read_avx512; }
-    if (__builtin_cpu_supports("avx2")) { *isa = "avx2"; return bw_read_avx2; }
+    if (__builtin_cpu_supports("avx2")) out[n++] = bw_read_avx2;
+    if (__builtin_cpu_supports("avx512f")) out[n++] = bw_read_avx512;
 #endif
-    *isa = "baseline";
-    return bw_read_base;
+    return n;
 }
 
 typedef struct bw_probe { unsigned char *buf; size_t bytes; } bw_probe;
@@ -846,22 +849,26 @@ static int bw_open(bw_probe *p) {
     return 0;
 }
 
-#define BW_READERS 6
+#define BW_READERS 18   /* 3 stream counts x prefetch or not x up to 3 builds */
 
 /* One pass of each reader (1, 4, 8 streams; without and with software
- * prefetch, as ember's kernels use it) with n threads: gbs[v] in GB/s. */
+ * prefetch, as ember's kernels use it; each build of bw_readers) with n
+ * threads: gbs[v] in GB/s (0 for a build this CPU lacks). */
 static void bw_measure(const bw_probe *p, int n_threads, double gbs_out[BW_READERS]) {
     static const int streams[] = {1, 4, 8};
-    const char *isa;
-    const bw_reader read = bw_pick_reader(&isa);
+    bw_reader builds[3];
+    const int n_builds = bw_readers(builds);
     int nt = n_threads > 64 ? 64 : n_threads;
     for (int v = 0; v < BW_READERS; v++) {
+        gbs_out[v] = 0;
+        if (v / 6 >= n_builds) continue;
+        const bw_reader read = builds[v / 6];
         pthread_t th[64];
         bw_job jobs[64];
         size_t share = p->bytes / (size_t)nt / 4096 * 4096;
         double t0 = now_s();
         for (int k = 0; k < nt; k++) {
-            jobs[k] = (bw_job){p->buf + share * (size_t)k, share, streams[v % 3], v / 3, {0}};
+            jobs[k] = (bw_job){p->buf + share * (size_t)k, share, streams[v % 3], v % 6 / 3, {0}};
             pthread_create(&th[k], NULL, read, &jobs[k]);
         }
         unsigned long long x = 0;
