@@ -24,18 +24,6 @@ static ember_model *open_spec(const tm_spec *s, gb_buf *img, const ember_allocat
     return m;
 }
 
-static ember_context *make_ctx(ember_model *m, int n_ctx, int n_batch, int n_threads) {
-    ember_context_params cp = ember_context_default_params();
-    cp.n_ctx = n_ctx;
-    cp.n_batch = n_batch;
-    cp.n_threads = n_threads;
-    ember_context *c = NULL;
-    ember_error err;
-    int rc = ember_context_create(m, &cp, &c, &err);
-    CHECK(rc == EMBER_OK, "context create: %s", err.message);
-    return c;
-}
-
 static int tokenize(ember_model *m, const char *text, ember_token *out, int cap) {
     int n = 0;
     int rc = ember_tokenize(m, text, strlen(text), EMBER_TOKENIZE_ADD_BOS, out, cap, &n);
@@ -286,18 +274,6 @@ static void test_files(const gb_buf *img) {
  * (ember_model_info.n_packed); a mapped file or a caller's buffer never.
  * The logits must be the same bits either way, for one token at a time, a
  * batch, and two threads. */
-
-/* logits of the last of n tokens, evaluated in batches of nb */
-static int eval_last(ember_model *m, const ember_token *toks, int n, int nb, int threads, float *out) {
-    ember_context *c = make_ctx(m, 64, nb, threads);
-    if (!c) return -1;
-    int rc = EMBER_OK;
-    for (int i = 0; i < n && rc == EMBER_OK; i += nb) rc = ember_eval(c, toks + i, n - i < nb ? n - i : nb, NULL);
-    CHECK(rc == EMBER_OK, "eval: %s", ember_context_errmsg(c));
-    if (rc == EMBER_OK) memcpy(out, ember_get_logits(c), (size_t)ember_n_vocab(m) * sizeof(float));
-    ember_context_free(c);
-    return rc;
-}
 
 static void test_packed_load(void) {
     static const int types[] = {EK_Q8_0, EK_Q4_0, EK_Q4_K, EK_Q6_K};

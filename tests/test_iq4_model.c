@@ -11,30 +11,6 @@
 
 #include <unistd.h>
 
-static ember_context *make_ctx(ember_model *m, int n_ctx, int n_batch, int n_threads) {
-    ember_context_params cp = ember_context_default_params();
-    cp.n_ctx = n_ctx;
-    cp.n_batch = n_batch;
-    cp.n_threads = n_threads;
-    ember_context *c = NULL;
-    ember_error err;
-    int rc = ember_context_create(m, &cp, &c, &err);
-    CHECK(rc == EMBER_OK, "context create: %s", err.message);
-    return c;
-}
-
-/* logits of the last of n tokens, evaluated in batches of nb */
-static int eval_last(ember_model *m, const ember_token *toks, int n, int nb, int threads, float *out) {
-    ember_context *c = make_ctx(m, 64, nb, threads);
-    if (!c) return -1;
-    int rc = EMBER_OK;
-    for (int i = 0; i < n && rc == EMBER_OK; i += nb) rc = ember_eval(c, toks + i, n - i < nb ? n - i : nb, NULL);
-    CHECK(rc == EMBER_OK, "eval: %s", ember_context_errmsg(c));
-    if (rc == EMBER_OK) memcpy(out, ember_get_logits(c), (size_t)ember_n_vocab(m) * sizeof(float));
-    ember_context_free(c);
-    return rc;
-}
-
 /* The image of a model of 256-wide matrices (every type's rows are whole
  * blocks) with the weights of seed 5 in type wtype. */
 static gb_buf build_typed(int wtype) {
