@@ -73,13 +73,13 @@ static int ember_model_from_image(const void *data, size_t size, const ember_mod
     ember_model *model = ec_calloc(user, 1, sizeof *model);
     if (!model) return ember_fail(err, EMBER_ERR_NOMEM, "out of memory");
     if (user) { model->alloc = *user; model->a = &model->alloc; }
-    gguf_file *f = NULL;
-    int rc = gguf_open(data, size, model->a, &f, msg, sizeof msg);
+    egf_file *f = NULL;
+    int rc = egf_open(data, size, model->a, &f, msg, sizeof msg);
     if (rc == EMBER_OK) {
         /* a read-in copy is ours to rearrange; a mapping or the caller's buffer is not */
         rc = em_model_init(&model->m, f, model->a, params ? params->vocab_only : 0, mode == EMBER_LOAD_READ, msg,
                            sizeof msg);
-        if (rc != EMBER_OK) gguf_close(f);
+        if (rc != EMBER_OK) egf_close(f);
     }
     if (rc != EMBER_OK) {
         ec_free(user, model);
@@ -95,10 +95,10 @@ static int ember_model_from_image(const void *data, size_t size, const ember_mod
     model->region = region;
     model->region_size = region_size;
     model->load_mode = mode;
-    gguf_str s;
-    if (gguf_get_str(f, "general.architecture", &s) == EMBER_OK)
+    egf_str s;
+    if (egf_get_str(f, "general.architecture", &s) == EMBER_OK)
         snprintf(model->arch, sizeof model->arch, "%.*s", (int)(s.len < 31 ? s.len : 31), s.ptr);
-    if (gguf_get_str(f, "general.name", &s) == EMBER_OK)
+    if (egf_get_str(f, "general.name", &s) == EMBER_OK)
         snprintf(model->name, sizeof model->name, "%.*s", (int)(s.len < 127 ? s.len : 127), s.ptr);
     if (!model->arch[0]) snprintf(model->arch, sizeof model->arch, "%s", "none");
     snprintf(model->tokenizer, sizeof model->tokenizer, "%s", etok_kind(model->m.tok) == ETOK_SPM ? "llama" : "gpt2");
@@ -261,27 +261,27 @@ static const char *ember_vtype_name(int t) {
 
 int ember_model_meta(const ember_model *model, const char *key, char *buf, size_t size) {
     if (!model || !key || (!buf && size)) return EMBER_ERR_INVALID_ARG;
-    const gguf_kv *kv = gguf_find_kv(model->m.gguf, key);
+    const egf_kv *kv = egf_find_kv(model->m.gguf, key);
     if (!kv) { if (buf && size) buf[0] = 0; return 0; }
-    const gguf_file *f = model->m.gguf;
-    gguf_str s;
+    const egf_file *f = model->m.gguf;
+    egf_str s;
     int64_t iv;
     float fv;
     int bv;
     switch (kv->type) {
     case GGUF_STRING:
-        gguf_get_str(f, key, &s);
+        egf_get_str(f, key, &s);
         return snprintf(buf, size, "%.*s", (int)(s.len > 65536 ? 65536 : s.len), s.ptr);
     case GGUF_FLOAT32: case GGUF_FLOAT64:
-        gguf_get_f32(f, key, &fv);
+        egf_get_f32(f, key, &fv);
         return snprintf(buf, size, "%g", (double)fv);
     case GGUF_BOOL:
-        gguf_get_bool(f, key, &bv);
+        egf_get_bool(f, key, &bv);
         return snprintf(buf, size, "%s", bv ? "true" : "false");
     case GGUF_ARRAY:
         return snprintf(buf, size, "[%s x %llu]", ember_vtype_name(kv->arr_type), (unsigned long long)kv->arr_n);
     default:
-        if (gguf_get_i64(f, key, &iv) == EMBER_OK) return snprintf(buf, size, "%lld", (long long)iv);
+        if (egf_get_i64(f, key, &iv) == EMBER_OK) return snprintf(buf, size, "%lld", (long long)iv);
         return snprintf(buf, size, "(%s)", ember_vtype_name(kv->type));
     }
 }

@@ -19,10 +19,10 @@
 #define EM_MAX_LAYERS 4096
 #define EM_MAX_DIM (1 << 20)
 
-static int em_get_dim(const gguf_file *f, const char *key, int required,
+static int em_get_dim(const egf_file *f, const char *key, int required,
                       int fallback, int *out, char *err, size_t errlen) {
     uint32_t v;
-    int rc = gguf_get_u32(f, key, &v);
+    int rc = egf_get_u32(f, key, &v);
     if (rc == EMBER_ERR_MISSING && !required) { *out = fallback; return EMBER_OK; }
     if (rc == EMBER_ERR_MISSING)
         return ec_errorf(err, errlen, rc, "missing metadata key '%s'", key);
@@ -35,9 +35,9 @@ static int em_get_dim(const gguf_file *f, const char *key, int required,
 }
 
 /* A positive float key (or fallback when absent); with zero_ok, 0 too. */
-static int em_get_float(const gguf_file *f, const char *key, float fallback, int zero_ok,
+static int em_get_float(const egf_file *f, const char *key, float fallback, int zero_ok,
                         float *out, char *err, size_t errlen) {
-    int rc = gguf_get_f32(f, key, out);
+    int rc = egf_get_f32(f, key, out);
     if (rc == EMBER_ERR_MISSING) { *out = fallback; return EMBER_OK; }
     if (rc != EMBER_OK)
         return ec_errorf(err, errlen, rc, "metadata '%s' is not a float", key);
@@ -60,9 +60,9 @@ static const em_arch em_archs[] = {
     {"granite", EM_SCALES, 0, 0, 0},
 };
 
-static const em_arch *em_find_arch(gguf_str name) {
+static const em_arch *em_find_arch(egf_str name) {
     for (size_t i = 0; i < sizeof em_archs / sizeof em_archs[0]; i++)
-        if (gguf_str_eq(name, em_archs[i].name)) return &em_archs[i];
+        if (egf_str_eq(name, em_archs[i].name)) return &em_archs[i];
     return NULL;
 }
 
@@ -72,7 +72,7 @@ static const char *em_key(char *buf, size_t size, const em_hparams *hp, const ch
     return buf;
 }
 
-static int em_read_scales(em_hparams *hp, const gguf_file *f, char *err, size_t errlen) {
+static int em_read_scales(em_hparams *hp, const egf_file *f, char *err, size_t errlen) {
     const unsigned fl = hp->arch->flags;
     char key[96];
     int rc;
@@ -99,13 +99,13 @@ static int em_read_scales(em_hparams *hp, const gguf_file *f, char *err, size_t 
 }
 
 /* Local layers: the window and which layers have it. */
-static int em_read_swa(em_hparams *hp, const gguf_file *f, char *err, size_t errlen) {
+static int em_read_swa(em_hparams *hp, const egf_file *f, char *err, size_t errlen) {
     const unsigned fl = hp->arch->flags;
     char key[96];
     int rc;
     hp->n_swa = hp->swa_period = 0;
     if (!(fl & (EM_SWA_DEFAULT | EM_SWA_KEY))) return EMBER_OK;
-    int has_key = gguf_find_kv(f, em_key(key, sizeof key, hp, "attention.sliding_window")) != NULL;
+    int has_key = egf_find_kv(f, em_key(key, sizeof key, hp, "attention.sliding_window")) != NULL;
     if (!has_key && !(fl & EM_SWA_DEFAULT)) return EMBER_OK;
     if ((rc = em_get_dim(f, key, 0, 4096, &hp->n_swa, err, errlen))) return rc;
     if ((rc = em_get_dim(f, em_key(key, sizeof key, hp, "attention.sliding_window_pattern"), 0, hp->arch->swa_period,
@@ -123,9 +123,9 @@ static int em_layer_is_swa(const em_hparams *hp, int l) {
     return hp->n_swa > 0 && (hp->swa_period <= 1 || l % hp->swa_period < hp->swa_period - 1);
 }
 
-static int em_read_hparams(em_hparams *hp, const gguf_file *f, char *err, size_t errlen) {
-    gguf_str arch;
-    if (gguf_get_str(f, "general.architecture", &arch) != EMBER_OK)
+static int em_read_hparams(em_hparams *hp, const egf_file *f, char *err, size_t errlen) {
+    egf_str arch;
+    if (egf_get_str(f, "general.architecture", &arch) != EMBER_OK)
         return ec_errorf(err, errlen, EMBER_ERR_MISSING, "missing metadata key 'general.architecture'");
     hp->arch = em_find_arch(arch);
     if (!hp->arch)
@@ -161,7 +161,7 @@ static int em_read_hparams(em_hparams *hp, const gguf_file *f, char *err, size_t
     if (vlen != hp->head_dim)
         return ec_errorf(err, errlen, EMBER_ERR_UNSUPPORTED,
                          "attention.value_length %d differs from key_length %d", vlen, hp->head_dim);
-    if (!gguf_find_kv(f, EM_KEY("attention.key_length")) && hp->n_embd % hp->n_head != 0)
+    if (!egf_find_kv(f, EM_KEY("attention.key_length")) && hp->n_embd % hp->n_head != 0)
         return ec_errorf(err, errlen, EMBER_ERR_SHAPE,
                          "embedding_length %d is not a multiple of head_count %d", hp->n_embd, hp->n_head);
     if (hp->head_dim % 2 != 0)
@@ -177,10 +177,10 @@ static int em_read_hparams(em_hparams *hp, const gguf_file *f, char *err, size_t
         (rc = em_get_float(f, EM_KEY("rope.freq_base"), 10000.0f, 0, &hp->rope_freq_base, err, errlen)))
         return rc;
     hp->rope_freq_scale = 1.0f;
-    gguf_str scaling;
-    if (gguf_get_str(f, EM_KEY("rope.scaling.type"), &scaling) == EMBER_OK &&
-        !gguf_str_eq(scaling, "none")) {
-        if (!gguf_str_eq(scaling, "linear") && !((hp->arch->flags & EM_LONGROPE) && gguf_str_eq(scaling, "longrope")))
+    egf_str scaling;
+    if (egf_get_str(f, EM_KEY("rope.scaling.type"), &scaling) == EMBER_OK &&
+        !egf_str_eq(scaling, "none")) {
+        if (!egf_str_eq(scaling, "linear") && !((hp->arch->flags & EM_LONGROPE) && egf_str_eq(scaling, "longrope")))
             return ec_errorf(err, errlen, EMBER_ERR_UNSUPPORTED, "rope scaling type '%.*s' is not supported",
                              (int)(scaling.len > 32 ? 32 : scaling.len), scaling.ptr);
     }
@@ -198,9 +198,9 @@ static int em_read_hparams(em_hparams *hp, const gguf_file *f, char *err, size_t
 }
 
 /* Find a 2-D weight of n_out rows of n_in elements. */
-static int em_get_matrix(const gguf_file *f, const char *name, int n_in, int n_out,
+static int em_get_matrix(const egf_file *f, const char *name, int n_in, int n_out,
                          int required, em_matrix *out, char *err, size_t errlen) {
-    const gguf_tensor *t = gguf_find_tensor(f, name);
+    const egf_tensor *t = egf_find_tensor(f, name);
     memset(out, 0, sizeof *out);
     if (!t) {
         if (!required) return EMBER_OK;
@@ -225,9 +225,9 @@ static int em_get_matrix(const gguf_file *f, const char *name, int n_in, int n_o
 
 /* Copy a 1-D tensor of n elements into owned F32 memory (norm weights are
  * tiny; copying also frees us from their storage type and alignment). */
-static int em_get_vector(const gguf_file *f, const char *name, int n, int required, const ember_allocator *a,
+static int em_get_vector(const egf_file *f, const char *name, int n, int required, const ember_allocator *a,
                          float **out, char *err, size_t errlen) {
-    const gguf_tensor *t = gguf_find_tensor(f, name);
+    const egf_tensor *t = egf_find_tensor(f, name);
     *out = NULL;
     if (!t && !required) return EMBER_OK;
     if (!t) return ec_errorf(err, errlen, EMBER_ERR_MISSING, "missing tensor '%s'", name);
@@ -285,7 +285,7 @@ static int em_pack_matrices(em_model *m, char *err, size_t errlen) {
 }
 
 /* A per-pair RoPE factor vector (n_rot/2 positive numbers), or none. */
-static int em_get_rope_factors(const gguf_file *f, const char *name, int n, const ember_allocator *a, float **out,
+static int em_get_rope_factors(const egf_file *f, const char *name, int n, const ember_allocator *a, float **out,
                                char *err, size_t errlen) {
     int rc = em_get_vector(f, name, n, 0, a, out, err, errlen);
     if (rc || !*out) return rc;
@@ -299,7 +299,7 @@ static int em_get_rope_factors(const gguf_file *f, const char *name, int n, cons
  * with EM_QK_NORM, post norms with EM_POST_NORMS; attention either fused
  * (attn_qkv) or apart, FFN either gated or fused (ffn_up rows gate | up,
  * as Phi-3 stores it); biases wherever the file has them. */
-static int em_load_layer(em_model *m, const gguf_file *f, int l, char *err, size_t errlen) {
+static int em_load_layer(em_model *m, const egf_file *f, int l, char *err, size_t errlen) {
     const em_hparams *hp = &m->hp;
     const ember_allocator *a = m->a;
     const unsigned fl = hp->arch->flags;
@@ -329,7 +329,7 @@ static int em_load_layer(em_model *m, const gguf_file *f, int l, char *err, size
         (rc = EM_MAT(w_gate, "ffn_gate.weight", n_embd, n_ff, 0)))
         return rc;
     /* without ffn_gate, ffn_up must be the fused gate | up */
-    const gguf_tensor *up = gguf_find_tensor(f, EM_NAME("ffn_up.weight"));
+    const egf_tensor *up = egf_find_tensor(f, EM_NAME("ffn_up.weight"));
     if (!L->w_gate.data && up && up->ne[1] == n_ff)
         return ec_errorf(err, errlen, EMBER_ERR_MISSING, "missing tensor '%s'", EM_NAME("ffn_gate.weight"));
     if ((rc = EM_MAT(w_up, "ffn_up.weight", n_embd, L->w_gate.data ? n_ff : 2 * n_ff, 1)) ||
@@ -358,7 +358,7 @@ static uint64_t em_fnv(uint64_t h, const void *p, size_t n) {
     return h;
 }
 
-static uint64_t em_fingerprint(const em_model *m, const gguf_file *f) {
+static uint64_t em_fingerprint(const em_model *m, const egf_file *f) {
     const em_hparams *hp = &m->hp;
     uint64_t h = em_fnv(0xcbf29ce484222325ull, hp->arch->name, strlen(hp->arch->name));
     const int dims[] = {hp->n_vocab, hp->n_ctx_train, hp->n_embd, hp->n_layer, hp->n_head, hp->n_head_kv,
@@ -367,8 +367,8 @@ static uint64_t em_fingerprint(const em_model *m, const gguf_file *f) {
                           hp->residual_scale, hp->logit_scale, hp->attn_softcap, hp->final_softcap};
     h = em_fnv(h, dims, sizeof dims);
     h = em_fnv(h, vals, sizeof vals);
-    for (uint64_t i = 0; i < gguf_n_tensors(f); i++) {
-        const gguf_tensor *t = gguf_tensor_at(f, i);
+    for (uint64_t i = 0; i < egf_n_tensors(f); i++) {
+        const egf_tensor *t = egf_tensor_at(f, i);
         h = em_fnv(h, t->name.ptr, (size_t)t->name.len);
         h = em_fnv(h, &t->type, sizeof t->type);
         h = em_fnv(h, t->ne, sizeof t->ne);
@@ -376,7 +376,7 @@ static uint64_t em_fingerprint(const em_model *m, const gguf_file *f) {
     return h;
 }
 
-int em_model_init(em_model *m, gguf_file *f, const ember_allocator *a, int vocab_only, int may_pack, char *err,
+int em_model_init(em_model *m, egf_file *f, const ember_allocator *a, int vocab_only, int may_pack, char *err,
                   size_t errlen) {
     memset(m, 0, sizeof *m);
     m->a = a;
@@ -394,7 +394,7 @@ int em_model_init(em_model *m, gguf_file *f, const ember_allocator *a, int vocab
     if (rc) return rc;
 
     /* The vocabulary size is the embedding's row count; the tokenizer must agree. */
-    const gguf_tensor *te = gguf_find_tensor(f, "token_embd.weight");
+    const egf_tensor *te = egf_find_tensor(f, "token_embd.weight");
     if (!te) return ec_errorf(err, errlen, EMBER_ERR_MISSING, "missing tensor 'token_embd.weight'");
     if (te->ne[1] < 1 || te->ne[1] > (1 << 24))
         return ec_errorf(err, errlen, EMBER_ERR_SHAPE, "token_embd.weight has %lld rows", (long long)te->ne[1]);
@@ -423,13 +423,13 @@ int em_model_init(em_model *m, gguf_file *f, const ember_allocator *a, int vocab
         (rc = em_get_rope_factors(f, "rope_factors_short.weight", n_pairs, a, &m->rope_short, err, errlen)))
         goto fail;
 
-    for (uint64_t i = 0; i < gguf_n_tensors(f); i++) {
-        const gguf_tensor *t = gguf_tensor_at(f, i);
+    for (uint64_t i = 0; i < egf_n_tensors(f); i++) {
+        const egf_tensor *t = egf_tensor_at(f, i);
         m->n_params += (uint64_t)t->ne[0] * (uint64_t)t->ne[1] * (uint64_t)t->ne[2] * (uint64_t)t->ne[3];
         m->weight_bytes += t->nbytes;
     }
     uint32_t ft;
-    m->file_type = gguf_get_u32(f, "general.file_type", &ft) == EMBER_OK ? (int)ft : -1;
+    m->file_type = egf_get_u32(f, "general.file_type", &ft) == EMBER_OK ? (int)ft : -1;
     m->fingerprint = em_fingerprint(m, f);
 
     if ((rc = em_vocab_load(f, a, &m->tok, &m->max_piece_bytes, err, errlen))) goto fail;
@@ -464,7 +464,7 @@ void em_model_free(em_model *m) {
     ec_free_aligned(m->a, m->rope_long);
     ec_free_aligned(m->a, m->rope_short);
     etok_free(m->tok);
-    gguf_close(m->gguf);
+    egf_close(m->gguf);
     memset(m, 0, sizeof *m);
 }
 
