@@ -516,7 +516,7 @@ int egf_open(const void *data, uint64_t size, const ember_allocator *a,
                          " bytes left after the key/value pairs", n_tensors, egf_left(c));
 
     /* allocate everything */
-    egf_file *f = ec_calloc(a, 1, sizeof *f);
+    egf_file *f = (egf_file *)ec_calloc(a, 1, sizeof *f);
     if (!f) return egf_nomem(err, errlen, "the GGUF file object", 1);
     f->alloc = a;
     f->base = c->base;
@@ -526,19 +526,19 @@ int egf_open(const void *data, uint64_t size, const ember_allocator *a,
     f->n_kv = n_kv;
     f->n_tensors = n_tensors;
     f->n_str = n_str;
-    if (!(f->kvs = egf_alloc_array(a, n_kv, sizeof *f->kvs))) {
+    if (!(f->kvs = (egf_kvi *)egf_alloc_array(a, n_kv, sizeof *f->kvs))) {
         rc = egf_nomem(err, errlen, "key/value pairs", n_kv); goto fail;
     }
-    if (!(f->str_off = egf_alloc_array(a, n_str, sizeof *f->str_off))) {
+    if (!(f->str_off = (uint64_t *)egf_alloc_array(a, n_str, sizeof *f->str_off))) {
         rc = egf_nomem(err, errlen, "the string array index", n_str); goto fail;
     }
-    if (!(f->kv_order = egf_alloc_array(a, n_kv, sizeof *f->kv_order))) {
+    if (!(f->kv_order = (uint32_t *)egf_alloc_array(a, n_kv, sizeof *f->kv_order))) {
         rc = egf_nomem(err, errlen, "the key index", n_kv); goto fail;
     }
-    if (!(f->tensors = egf_alloc_array(a, n_tensors, sizeof *f->tensors))) {
+    if (!(f->tensors = (egf_tensor *)egf_alloc_array(a, n_tensors, sizeof *f->tensors))) {
         rc = egf_nomem(err, errlen, "tensor infos", n_tensors); goto fail;
     }
-    if (!(f->t_order = egf_alloc_array(a, n_tensors, sizeof *f->t_order))) {
+    if (!(f->t_order = (uint32_t *)egf_alloc_array(a, n_tensors, sizeof *f->t_order))) {
         rc = egf_nomem(err, errlen, "the tensor index", n_tensors); goto fail;
     }
 

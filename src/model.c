@@ -8,8 +8,6 @@
 #include "model.h"
 #include "vocab.h"
 
-#include <stdatomic.h>
-
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -236,7 +234,7 @@ static int em_get_vector(const egf_file *f, const char *name, int n, int require
                          name, t->n_dims, (long long)t->ne[0], n);
     if (!ek_type_supported(t->type))
         return ec_errorf(err, errlen, EMBER_ERR_UNSUPPORTED, "tensor '%s' has an unsupported type", name);
-    float *v = ec_malloc_aligned(a, (size_t)n * sizeof(float));
+    float *v = (float *)ec_malloc_aligned(a, (size_t)n * sizeof(float));
     if (!v) return ec_errorf(err, errlen, EMBER_ERR_NOMEM, "out of memory copying '%s'", name);
     ek_dequant_row(t->type, t->data, v, n);
     *out = v;
@@ -353,7 +351,7 @@ static int em_load_layer(em_model *m, const egf_file *f, int l, char *err, size_
 /* FNV-1a over the hyperparameters and every tensor's name, type and
  * shape: a saved state belongs to models with the same fingerprint. */
 static uint64_t em_fnv(uint64_t h, const void *p, size_t n) {
-    const unsigned char *b = p;
+    const unsigned char *b = (const unsigned char *)p;
     for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
     return h;
 }
@@ -400,7 +398,7 @@ int em_model_init(em_model *m, egf_file *f, const ember_allocator *a, int vocab_
         return ec_errorf(err, errlen, EMBER_ERR_SHAPE, "token_embd.weight has %lld rows", (long long)te->ne[1]);
     hp->n_vocab = (int)te->ne[1];
 
-    const int n_embd = hp->n_embd;
+    const int n_embd = hp->n_embd, n_pairs = hp->rope_dim / 2;
     if ((rc = em_get_matrix(f, "token_embd.weight", n_embd, hp->n_vocab, 1, &m->tok_embd, err, errlen)) ||
         (rc = em_get_matrix(f, "output.weight", n_embd, hp->n_vocab, 0, &m->output, err, errlen)))
         goto fail;
@@ -409,7 +407,7 @@ int em_model_init(em_model *m, egf_file *f, const ember_allocator *a, int vocab_
         (rc = em_get_vector(f, "output.bias", hp->n_vocab, 0, a, &m->output_bias, err, errlen)))
         goto fail;
 
-    m->layers = ec_calloc(a, (size_t)hp->n_layer, sizeof *m->layers);
+    m->layers = (em_layer *)ec_calloc(a, (size_t)hp->n_layer, sizeof *m->layers);
     if (!m->layers) { rc = ec_errorf(err, errlen, EMBER_ERR_NOMEM, "out of memory"); goto fail; }
     for (int l = 0; l < hp->n_layer; l++)
         if ((rc = em_load_layer(m, f, l, err, errlen))) goto fail;
@@ -417,7 +415,6 @@ int em_model_init(em_model *m, egf_file *f, const ember_allocator *a, int vocab_
 
     /* Per-pair RoPE frequency factors: rope_freqs (Llama 3.1), or LongRoPE's
      * long and short sets (the context size picks one). */
-    const int n_pairs = hp->rope_dim / 2;
     if ((rc = em_get_rope_factors(f, "rope_freqs.weight", n_pairs, a, &m->rope_freqs, err, errlen)) ||
         (rc = em_get_rope_factors(f, "rope_factors_long.weight", n_pairs, a, &m->rope_long, err, errlen)) ||
         (rc = em_get_rope_factors(f, "rope_factors_short.weight", n_pairs, a, &m->rope_short, err, errlen)))
@@ -576,9 +573,9 @@ int em_state_init(em_state *s, const em_model *m, int n_ctx, int n_batch, int kv
     if (kv_total > SIZE_MAX / 2) return EMBER_ERR_NOMEM;
     s->k_cache = ec_malloc_aligned(a, (size_t)kv_total);
     s->v_cache = ec_malloc_aligned(a, (size_t)kv_total);
-    s->kv_off = ec_malloc(a, (size_t)m->hp.n_layer * sizeof *s->kv_off);
-    s->rows = ec_malloc(a, (size_t)n_batch * sizeof *s->rows);
-    float *fl = ec_malloc_aligned(a, (size_t)z.floats * sizeof(float));
+    s->kv_off = (size_t *)ec_malloc(a, (size_t)m->hp.n_layer * sizeof *s->kv_off);
+    s->rows = (em_row *)ec_malloc(a, (size_t)n_batch * sizeof *s->rows);
+    float *fl = (float *)ec_malloc_aligned(a, (size_t)z.floats * sizeof(float));
     s->xa = ec_malloc_aligned(a, (size_t)z.xa);
     if (!s->k_cache || !s->v_cache || !s->kv_off || !s->rows || !fl || !s->xa) {
         ec_free_aligned(a, fl);
@@ -659,7 +656,7 @@ const void *em_kv_row(const em_state *s, int l, int which, int p) {
 }
 
 void em_kv_put(em_state *s, int l, int which, int p, const void *row) {
-    char *base = which ? s->v_cache : s->k_cache;
+    char *base = (char *)(which ? s->v_cache : s->k_cache);
     const size_t rb = em_kv_row_bytes(s);
     memcpy(base + em_kv_at(s, l, p), row, rb);
     if (s->m->layers[l].swa && s->swa_rows) memcpy(base + em_kv_at(s, l, p) + (size_t)s->swa_rows * rb, row, rb);
@@ -678,7 +675,7 @@ void em_state_restored(em_state *s, int pos) {
 /* Row ranges handed to threads start at multiples of this, so kernels can
  * work on whole tiles. */
 #define EM_ROW_ALIGN 16
-_Static_assert(EM_ROW_ALIGN % EK_PACK_ROWS == 0, "thread row ranges must split packed matrices between groups");
+EC_STATIC_ASSERT(EM_ROW_ALIGN % EK_PACK_ROWS == 0, "thread row ranges must split packed matrices between groups");
 
 /* Chunks of rows per thread: threads take chunks from a shared counter, so
  * when one core is slowed (another process, an interrupt) the other takes
@@ -715,7 +712,7 @@ static void em_mm_rows(const em_mm_job *j, int lo, int hi) {
 }
 
 static void em_mm_task(void *arg, int ith, int nth) {
-    em_mm_job *j = arg;
+    em_mm_job *j = (em_mm_job *)arg;
     const int n_chunks = (j->total_rows + j->chunk_rows - 1) / j->chunk_rows;
     /* chunk ith first (no contention at the start), then whatever is left */
     for (int c = ith; c < n_chunks; c = atomic_fetch_add_explicit(&j->next_chunk, 1, memory_order_relaxed)) {
@@ -739,7 +736,7 @@ static void em_matmul(em_state *s, const float *x, int nb, const em_matrix *cons
         const em_matrix *w0 = ws[i];
         ek_convert_batch(k, w0->type, x, nb, s->xa, w0->n_in);
         em_mm_job j;
-        memset(&j, 0, sizeof j);
+        memset((void *)&j, 0, sizeof j);   /* C++: j holds an atomic */
         j.k = k;
         j.n_w = g - i;
         uint64_t work = 0;
@@ -778,7 +775,7 @@ typedef struct em_attn_job {
  * cache of its own context (s->rows[b]).  A local layer's token reads only
  * the last n_swa positions (itself included). */
 static void em_attn_task(void *arg, int ith, int nth) {
-    em_attn_job *j = arg;
+    em_attn_job *j = (em_attn_job *)arg;
     em_state *s = j->s;
     const em_hparams *hp = &s->m->hp;
     const ek_kernels *k = s->m->kernels;

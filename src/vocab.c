@@ -12,7 +12,7 @@ typedef struct em_vocab_src {
 } em_vocab_src;
 
 static void em_vocab_text(void *ud, int32_t id, const char **p, size_t *n) {
-    em_vocab_src *v = ud;
+    em_vocab_src *v = (em_vocab_src *)ud;
     egf_str s = {"", 0};
     egf_arr_str(v->f, v->tokens, (uint64_t)id, &s);
     *p = s.ptr;
@@ -20,21 +20,21 @@ static void em_vocab_text(void *ud, int32_t id, const char **p, size_t *n) {
 }
 
 static float em_vocab_score(void *ud, int32_t id) {
-    em_vocab_src *v = ud;
+    em_vocab_src *v = (em_vocab_src *)ud;
     float x = 0;
     egf_arr_f32(v->scores, (uint64_t)id, &x);
     return x;
 }
 
 static int em_vocab_type(void *ud, int32_t id) {
-    em_vocab_src *v = ud;
+    em_vocab_src *v = (em_vocab_src *)ud;
     int64_t x = ETOK_T_NORMAL;
     egf_arr_int(v->types, (uint64_t)id, &x);
     return (int)x;
 }
 
 static void em_vocab_merge(void *ud, int32_t i, const char **p, size_t *n) {
-    em_vocab_src *v = ud;
+    em_vocab_src *v = (em_vocab_src *)ud;
     egf_str s = {"", 0};
     egf_arr_str(v->f, v->merges, (uint64_t)i, &s);
     *p = s.ptr;
