@@ -19,8 +19,10 @@
  *   - Text and array outputs work as snprintf: f(..., buf, size, &len, ...)
  *     writes at most size-1 bytes and always a NUL when size > 0 (buf may
  *     be NULL when size is 0), sets len (may be NULL) to the full length
- *     without the NUL, and returns EMBER_ERR_BUFFER_TOO_SMALL when the
- *     output was cut.  So: ask with (NULL, 0, &len), then allocate len + 1.
+ *     without the NUL, and returns EMBER_ERR_BUFFER_TOO_SMALL when size <
+ *     len + 1 (the output was cut; always for size 0).  So: ask with
+ *     (NULL, 0, &len), then allocate len + 1.  Token arrays likewise, in
+ *     ids and without a NUL (ember_tokenize).
  *
  * Thread-safety, unless a function says otherwise: functions on a model
  * only read it, so any number of threads may call them on one shared model
@@ -274,19 +276,21 @@ EMBER_API ember_context_params ember_context_default_params(void);
  * model.
  *
  * Every function below taking an ember_context reports its failures in the
- * context's message, and is used by one thread at a time per context. */
+ * context's message.  Thread-safety (all of them): one thread at a time per
+ * context; different contexts of one model on different threads freely. */
 EMBER_API ember_status ember_context_create(const ember_model *model,
                                             const ember_context_params *params,
                                             ember_context **out_ctx, ember_error *err);
-/* NULL is allowed. */
+/* NULL is allowed.  Thread-safety: nothing else may use the context. */
 EMBER_API void ember_context_free(ember_context *ctx);
 
 /* The message for the context's last call that can fail: "" if it
  * succeeded.  Owned by the context: valid until the next call on it.
- * Given NULL, a static "context is NULL". */
+ * Given NULL, a static "context is NULL".  Thread-safety: as the context. */
 EMBER_API const char *ember_context_errmsg(const ember_context *ctx);
 
-/* Getters that cannot fail (0 for a NULL context). */
+/* Getters that cannot fail (0 for a NULL context).  Thread-safety: as the
+ * context. */
 EMBER_API int ember_context_n_ctx(const ember_context *ctx);
 /* Number of positions filled in the KV cache. */
 EMBER_API int ember_context_pos(const ember_context *ctx);
@@ -294,12 +298,14 @@ EMBER_API int ember_context_pos(const ember_context *ctx);
  * ember_get_logits() returns the logits that predict the token at pos (the
  * token at pos - 1 is run again for them).  Models with sliding-window
  * layers keep only the last window + n_batch positions of those layers:
- * going back further fails with EMBER_ERR_INVALID_ARG (nothing changed). */
+ * going back further fails with EMBER_ERR_INVALID_ARG (nothing changed).
+ * Thread-safety: as the context. */
 EMBER_API ember_status ember_context_set_pos(ember_context *ctx, int pos);
 /* The tokens the context holds (ember_context_pos() of them), or NULL for
  * a NULL context.  Owned by the context: valid until the next call that
  * changes it (eval, set_pos, generate, step, state_load, copy_prefix,
- * perplexity, a chat reply) or ember_context_free. */
+ * perplexity, a chat reply) or ember_context_free.  Thread-safety: as the
+ * context. */
 EMBER_API const ember_token *ember_context_tokens(const ember_context *ctx);
 
 /* Append n tokens to the context and run the model over them.  Afterwards
@@ -307,7 +313,8 @@ EMBER_API const ember_token *ember_context_tokens(const ember_context *ctx);
  * last one.  If all_logits is non-NULL it receives n * n_vocab floats: row i
  * predicts the token after tokens[i].  Fails with EMBER_ERR_CONTEXT_FULL
  * (nothing changed) if the tokens do not fit, EMBER_ERR_NONFINITE if a
- * logit is NaN or Inf. */
+ * logit is NaN or Inf.  Thread-safety: as the context (it uses the
+ * model's thread pool, which contexts of one model share safely). */
 EMBER_API ember_status ember_eval(ember_context *ctx, const ember_token *tokens, int n,
                                   float *all_logits);
 
@@ -329,7 +336,8 @@ EMBER_API ember_status ember_eval_multi(ember_context *const *ctxs, const ember_
  * context holds, or NULL if there are none (nothing evaluated, or after
  * set_pos(0)).  Owned by the context: valid until the next call that
  * changes it (eval, eval_multi, set_pos, generate, step, state_load,
- * copy_prefix, perplexity, a chat reply) or ember_context_free. */
+ * copy_prefix, perplexity, a chat reply) or ember_context_free.
+ * Thread-safety: as the context. */
 EMBER_API const float *ember_get_logits(const ember_context *ctx);
 
 /* ---- sampling ------------------------------------------------------------- */
@@ -360,11 +368,12 @@ EMBER_API ember_sampler_params ember_sampler_default_params(void);
  * before the model).  Thread-safe on a shared model.
  *
  * The functions below taking an ember_sampler report failures in the
- * sampler's message and are used by one thread at a time per sampler. */
+ * sampler's message.  Thread-safety (all of them): one thread at a time per
+ * sampler. */
 EMBER_API ember_status ember_sampler_create(const ember_model *model,
                                             const ember_sampler_params *params,
                                             ember_sampler **out_sampler, ember_error *err);
-/* NULL is allowed. */
+/* NULL is allowed.  Thread-safety: nothing else may use the sampler. */
 EMBER_API void ember_sampler_free(ember_sampler *sampler);
 /* The message for the sampler's last call that can fail: "" if it
  * succeeded.  Owned by the sampler: valid until the next call on it.
@@ -437,7 +446,8 @@ EMBER_API ember_status ember_grammar_from_json_schema(const char *schema, size_t
 EMBER_API ember_status ember_grammar_accepts(const ember_grammar *grammar,
                                              const char *text, size_t len, int *accepted);
 
-/* Free a grammar (NULL is allowed); no sampler may still have it attached. */
+/* Free a grammar (NULL is allowed); no sampler may still have it attached.
+ * Thread-safety: no other thread may be using the grammar. */
 EMBER_API void ember_grammar_free(ember_grammar *grammar);
 
 /* Attach grammar to sampler (NULL detaches), starting from the grammar's
@@ -683,16 +693,18 @@ EMBER_API ember_status ember_chat_create(const ember_model *model, ember_context
                                          const ember_chat_params *params,
                                          ember_chat **out_chat, ember_error *err);
 /* Free the chat and its messages (not the model, context or sampler).
- * NULL is allowed. */
+ * NULL is allowed.  Thread-safety: nothing else may use the chat. */
 EMBER_API void ember_chat_free(ember_chat *chat);
 
-/* Append a message (role and content are copied).  The functions below use
- * the chat (and respond its context) from one thread at a time. */
+/* Append a message (role and content are copied).  Thread-safety, for this
+ * and the functions below: one thread at a time per chat (and, for
+ * ember_chat_respond, its context). */
 EMBER_API ember_status ember_chat_add(ember_chat *chat, const char *role, const char *content);
 /* Remove count messages from index first (e.g. the oldest turns when the
  * context is full).  The next reply re-evaluates from the first change. */
 EMBER_API ember_status ember_chat_erase(ember_chat *chat, int first, int count);
-/* Getters that cannot fail (0 / NULL for a NULL chat). */
+/* Getters that cannot fail (0 / NULL for a NULL chat).  Thread-safety: as
+ * the chat. */
 EMBER_API int ember_chat_n_messages(const ember_chat *chat);
 /* Message i (0-based), or NULL.  Owned by the chat: valid until the chat
  * changes (add, erase, respond) or is freed. */
