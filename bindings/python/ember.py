@@ -213,6 +213,7 @@ _chat_respond = _fn("ember_chat_respond", c_status, _P, _P, ctypes.c_int, _TOKEN
 _chat_errmsg = _fn("ember_chat_errmsg", ctypes.c_char_p, _P)
 
 OK = 0
+ERR_MISSING = -10
 ERR_BUFFER_TOO_SMALL = -14
 TOKENIZE_ADD_BOS = 1
 TOKENIZE_SPECIAL = 2
@@ -312,11 +313,16 @@ class Model:
         return out
 
     def meta(self, key):
-        """A metadata value as text ("" if absent); arrays are summarised."""
+        """A metadata value as text (None if the key is absent); arrays are summarised."""
         def call(buf, size, need):
             err = _Error()
             return _model_meta(self._h, _utf8(key), buf, size, need, ctypes.byref(err)), err
-        return _text_out(call).decode("utf-8", "replace")
+        try:
+            return _text_out(call).decode("utf-8", "replace")
+        except Error as e:
+            if e.status == ERR_MISSING:
+                return None
+            raise
 
     @property
     def n_vocab(self):
