@@ -36,13 +36,36 @@ cli: $(BUILD)/ember
 examples: $(EXAMPLE_BINS)
 tests: $(TEST_BINS) $(TOOL_BINS)
 
+# ---- symbols: only the ember_* API is visible -----------------------------
+# The library objects are built with hidden visibility, so libember.so
+# exports only what ember.h marks EMBER_API.  libember.a is one prelinked
+# object whose internal symbols are made local (ld -r, then objcopy
+# --localize-hidden), so a program linking it may define gguf_*, ggml_*, ...
+# itself; PRELINK=0, or no objcopy, makes a plain archive of the objects.
+# The white-box tests link the plain archive obj/libember-internal.a.
+OBJCOPY ?= objcopy
+PRELINK ?= $(if $(shell command -v $(OBJCOPY) 2>/dev/null),1,0)
+LIB_VIS_CFLAGS = -fvisibility=hidden
+
 $(BUILD)/obj/%.o: src/%.c $(LIB_HDRS)
 	@mkdir -p $(dir $@)
-	$(CC) $(EMBER_CFLAGS) $(CFLAGS) $(OBJ_CFLAGS_$*) -c $< -o $@
+	$(CC) $(EMBER_CFLAGS) $(LIB_VIS_CFLAGS) $(CFLAGS) $(OBJ_CFLAGS_$*) -c $< -o $@
 
+$(BUILD)/obj/libember-internal.a: $(LIB_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+ifeq ($(PRELINK),1)
+$(BUILD)/libember.a: $(LIB_OBJS)
+	@rm -f $@
+	$(CC) -r -nostdlib $(LDFLAGS) -o $(BUILD)/obj/ember-prelinked.o $^
+	$(OBJCOPY) --localize-hidden $(BUILD)/obj/ember-prelinked.o
+	ar rcs $@ $(BUILD)/obj/ember-prelinked.o
+else
 $(BUILD)/libember.a: $(LIB_OBJS)
 	@rm -f $@
 	ar rcs $@ $^
+endif
 
 $(BUILD)/libember.so: $(LIB_OBJS)
 	$(CC) -shared $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -57,9 +80,9 @@ $(BUILD)/examples/%: examples/%.c include/ember.h $(BUILD)/libember.a
 
 # Tests may include internal headers (white-box).
 TEST_DEPS = $(wildcard tests/*.h) tests/test_hostile_model.c
-$(BUILD)/tests/%: tests/%.c $(TEST_DEPS) $(LIB_HDRS) $(BUILD)/libember.a
+$(BUILD)/tests/%: tests/%.c $(TEST_DEPS) $(LIB_HDRS) $(BUILD)/obj/libember-internal.a
 	@mkdir -p $(dir $@)
-	$(CC) $(EMBER_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libember.a $(LDLIBS)
+	$(CC) $(EMBER_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/obj/libember-internal.a $(LDLIBS)
 
 # The whole suite.  Prints "N passed, M failed" last.
 test: all tests

@@ -37,6 +37,6 @@ struct ember_context {
 };
 
 /* Set the context's message (printf-style) and return code. */
-int ea_ctx_fail(ember_context *ctx, int code, const char *fmt, ...);
+EMBER_INTERNAL int ea_ctx_fail(ember_context *ctx, int code, const char *fmt, ...);
 
 #endif
