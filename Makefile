@@ -17,6 +17,13 @@ LDLIBS_OMP = -fopenmp
 endif
 LDLIBS = -lm -lpthread $(LDLIBS_OMP)
 
+# The version, read from include/ember.h (its only place).
+ember_version_part = $(shell sed -n 's/^\#define EMBER_VERSION_$(1) \([0-9][0-9]*\).*/\1/p' include/ember.h)
+VERSION_MAJOR := $(call ember_version_part,MAJOR)
+VERSION_MINOR := $(call ember_version_part,MINOR)
+VERSION_PATCH := $(call ember_version_part,PATCH)
+VERSION := $(VERSION_MAJOR).$(VERSION_MINOR).$(VERSION_PATCH)
+
 LIB_SRCS   = $(wildcard src/*.c)
 LIB_HDRS   = include/ember.h $(wildcard src/*.h)
 LIB_OBJS   = $(patsubst src/%.c,$(BUILD)/obj/%.o,$(LIB_SRCS))
@@ -27,7 +34,7 @@ TOOL_BINS  = $(patsubst tests/%.c,$(BUILD)/tests/%,$(TOOL_SRCS))
 EXAMPLE_SRCS = $(filter-out examples/ember.c,$(wildcard examples/*.c))
 EXAMPLE_BINS = $(patsubst examples/%.c,$(BUILD)/examples/%,$(EXAMPLE_SRCS))
 
-.PHONY: all lib cli examples tests test check sanitize single run bench fuzz clean
+.PHONY: all lib cli examples tests test check sanitize single run bench fuzz version clean
 
 all: lib cli examples
 
@@ -117,6 +124,9 @@ bench: all
 FUZZ_SECONDS ?= 60
 fuzz:
 	sh tests/fuzz/run.sh $(FUZZ_SECONDS)
+
+version:
+	@echo $(VERSION)
 
 clean:
 	rm -rf build

@@ -55,7 +55,22 @@ extern "C" {
 #  endif
 #endif
 
-#define EMBER_VERSION "0.1.0"
+/* The version: the numbers here are the only place it is written (the
+ * Makefile reads them for the shared library's name and ember.pc). */
+#define EMBER_VERSION_MAJOR 0
+#define EMBER_VERSION_MINOR 1
+#define EMBER_VERSION_PATCH 0
+#define EMBER_VERSION_STR_(x) #x
+#define EMBER_VERSION_XSTR_(x) EMBER_VERSION_STR_(x)
+/* "0.1.0"; EMBER_VERSION_NUMBER is 100 for 0.1.0 (for #if) */
+#define EMBER_VERSION EMBER_VERSION_XSTR_(EMBER_VERSION_MAJOR) "." \
+    EMBER_VERSION_XSTR_(EMBER_VERSION_MINOR) "." EMBER_VERSION_XSTR_(EMBER_VERSION_PATCH)
+#define EMBER_VERSION_NUMBER \
+    (EMBER_VERSION_MAJOR * 10000 + EMBER_VERSION_MINOR * 100 + EMBER_VERSION_PATCH)
+
+/* The version of the library linked (EMBER_VERSION is the header's), e.g.
+ * "0.1.0"; a static string.  Thread-safe. */
+EMBER_API const char *ember_version(void);
 
 /* ---- status codes ------------------------------------------------------ */
 
