@@ -34,7 +34,7 @@ TOOL_BINS  = $(patsubst tests/%.c,$(BUILD)/tests/%,$(TOOL_SRCS))
 EXAMPLE_SRCS = $(filter-out examples/ember.c,$(wildcard examples/*.c))
 EXAMPLE_BINS = $(patsubst examples/%.c,$(BUILD)/examples/%,$(EXAMPLE_SRCS))
 
-.PHONY: all lib cli examples tests test check sanitize single run bench fuzz version clean
+.PHONY: all lib cli examples tests test check sanitize single run bench fuzz version install uninstall clean
 
 all: lib cli examples
 
@@ -74,8 +74,45 @@ $(BUILD)/libember.a: $(LIB_OBJS)
 	ar rcs $@ $^
 endif
 
-$(BUILD)/libember.so: $(LIB_OBJS)
-	$(CC) -shared $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+# ---- shared library (SONAME), install ------------------------------------
+# libember.so.MAJOR.MINOR.PATCH with SONAME libember.so.MAJOR, and the links
+# libember.so.MAJOR and libember.so beside it (build/ and the install alike).
+SONAME  = libember.so.$(VERSION_MAJOR)
+SO_REAL = libember.so.$(VERSION)
+$(BUILD)/$(SO_REAL): $(LIB_OBJS)
+	$(CC) -shared $(CFLAGS) $(LDFLAGS) -Wl,-soname,$(SONAME) -o $@ $^ $(LDLIBS)
+$(BUILD)/libember.so: $(BUILD)/$(SO_REAL)
+	ln -sf $(SO_REAL) $(BUILD)/$(SONAME)
+	ln -sf $(SONAME) $@
+
+# make install PREFIX=/usr/local DESTDIR= ; make uninstall removes exactly
+# what install wrote.  ember.pc is written for PREFIX/LIBDIR/INCLUDEDIR.
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+BINDIR     ?= $(PREFIX)/bin
+LIBDIR     ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+pc_path = $(patsubst $(PREFIX)/%,$${prefix}/%,$(1))
+INSTALLED = $(INCLUDEDIR)/ember.h $(LIBDIR)/libember.a $(LIBDIR)/$(SO_REAL) $(LIBDIR)/$(SONAME) \
+            $(LIBDIR)/libember.so $(PKGCONFIGDIR)/ember.pc $(BINDIR)/ember
+
+install: lib cli
+	install -d $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(BINDIR)
+	install -m 644 include/ember.h $(DESTDIR)$(INCLUDEDIR)/ember.h
+	install -m 644 $(BUILD)/libember.a $(DESTDIR)$(LIBDIR)/libember.a
+	install -m 755 $(BUILD)/$(SO_REAL) $(DESTDIR)$(LIBDIR)/$(SO_REAL)
+	ln -sf $(SO_REAL) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libember.so
+	install -m 755 $(BUILD)/ember $(DESTDIR)$(BINDIR)/ember
+	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(call pc_path,$(LIBDIR))' \
+		'includedir=$(call pc_path,$(INCLUDEDIR))' '' 'Name: ember' \
+		'Description: run GGUF language models on a CPU' 'Version: $(VERSION)' \
+		'Libs: -L$${libdir} -lember' 'Libs.private: $(strip $(LDLIBS))' 'Cflags: -I$${includedir}' \
+		> $(DESTDIR)$(PKGCONFIGDIR)/ember.pc
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
 
 # The CLI and the examples see only the public header.
 $(BUILD)/ember: examples/ember.c include/ember.h $(BUILD)/libember.a
