@@ -28,9 +28,9 @@ def cli(*args):
 
 def main():
     model = ember.Model(MODEL)
-    check(ember.version() == re.search(r'#define EMBER_VERSION "([^"]+)"',
-                                       open(os.path.join(ROOT, "include", "ember.h")).read()).group(1),
-          "version() is EMBER_VERSION")
+    hdr = open(os.path.join(ROOT, "include", "ember.h")).read()
+    want = ".".join(re.search(r"#define EMBER_VERSION_%s (\d+)" % p, hdr).group(1) for p in ("MAJOR", "MINOR", "PATCH"))
+    check(ember.version() == want, "version() %r is ember.h's %r" % (ember.version(), want))
     info = model.info
     check(info["architecture"] == "llama" and info["n_vocab"] == model.n_vocab == 4096, "info: %r" % info)
     check(model.meta("general.architecture") == "llama", "meta(general.architecture)")
