@@ -131,7 +131,7 @@ int ember_state_save(ember_context *ctx, const ember_sampler *sampler, void *buf
 int ember_state_save_file(ember_context *ctx, const ember_sampler *sampler, const char *path) {
     if (!ctx) return EMBER_ERR_INVALID_ARG;
     if (!path) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "path is NULL");
-    FILE *f = fopen(path, "wb");
+    FILE *f = ep_fopen(path, "wb");
     if (!f) return ea_ctx_fail(ctx, EMBER_ERR_IO, "cannot create '%s'", path);
     st_out o = {NULL, f, 0, 0, 0};
     st_write(ctx, sampler, &o);
@@ -270,7 +270,7 @@ int ember_state_load(ember_context *ctx, ember_sampler *sampler, const void *buf
 int ember_state_load_file(ember_context *ctx, ember_sampler *sampler, const char *path) {
     if (!ctx) return EMBER_ERR_INVALID_ARG;
     if (!path) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "path is NULL");
-    FILE *f = fopen(path, "rb");
+    FILE *f = ep_fopen(path, "rb");
     if (!f) return ea_ctx_fail(ctx, EMBER_ERR_IO, "cannot open '%s'", path);
     size_t cap = 1 << 16, n = 0;
     uint8_t *buf = ec_malloc(ctx->a, cap);
