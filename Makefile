@@ -100,7 +100,7 @@ WIN_LDLIBS = -lpthread
 WIN_OBJS = $(patsubst src/%.c,$(WIN)/obj/%.o,$(LIB_SRCS))
 WIN_TESTS = $(patsubst tests/%.c,$(WIN)/tests/%.exe,$(TEST_SRCS) $(TOOL_SRCS))
 WIN_EXAMPLES = $(patsubst examples/%.c,$(WIN)/examples/%.exe,$(EXAMPLE_SRCS))
-win: $(WIN)/libember.a $(WIN)/ember.dll $(WIN)/ember.exe $(WIN_TESTS) $(WIN_EXAMPLES)
+win: $(WIN)/libember.a $(WIN)/ember.dll $(WIN)/ember.exe $(WIN_TESTS) $(WIN_EXAMPLES) $(WIN)/simple-dll.exe
 $(WIN)/obj/%.o: src/%.c $(LIB_HDRS)
 	@mkdir -p $(dir $@)
 	$(WIN_CC) $(WIN_LIB_CFLAGS) -c $< -o $@
@@ -111,6 +111,9 @@ $(WIN)/ember.def: $(WIN)/libember.a
 	{ echo EXPORTS; $(WIN_NM) -g --defined-only $< | awk '$$2 == "T" && $$3 ~ /^ember_/ { print "    " $$3 }' | sort -u; } > $@
 $(WIN)/ember.dll: $(WIN)/ember.def $(WIN_OBJS)
 	$(WIN_CC) -shared -static-libgcc -o $@ $(WIN_OBJS) $(WIN)/ember.def -Wl,--out-implib,$(WIN)/libember.dll.a
+# examples/simple.c against the DLL (beside it, where Windows looks first)
+$(WIN)/simple-dll.exe: examples/simple.c include/ember.h $(WIN)/ember.dll
+	$(WIN_CC) $(WIN_CFLAGS) -o $@ $< -L$(WIN) -lember.dll
 $(WIN)/ember.exe: examples/ember.c include/ember.h $(WIN)/libember.a
 	$(WIN_CC) $(WIN_CFLAGS) -static -o $@ $< $(WIN)/libember.a $(WIN_LDLIBS)
 $(WIN)/examples/%.exe: examples/%.c include/ember.h $(WIN)/libember.a
