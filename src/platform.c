@@ -69,13 +69,15 @@ static const char *ep_last_error(char *buf, size_t size) {
     return buf;
 }
 
-/* Open an existing regular, non-empty file for reading; *size its length. */
-static int ep_open(const char *path, HANDLE *h, size_t *size, char *msg, size_t msg_size) {
+/* Open an existing regular, non-empty file for reading (flags: how it will
+ * be read); *size its length.  Others may read, write or delete it
+ * meanwhile, as on POSIX. */
+static int ep_open(const char *path, DWORD flags, HANDLE *h, size_t *size, char *msg, size_t msg_size) {
     char why[160];
     wchar_t *w = ep_wide(path);
     const DWORD share = FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE;
-    *h = w ? CreateFileW(w, GENERIC_READ, share, NULL, OPEN_EXISTING, FILE_FLAG_SEQUENTIAL_SCAN, NULL)
-           : CreateFileA(path, GENERIC_READ, share, NULL, OPEN_EXISTING, FILE_FLAG_SEQUENTIAL_SCAN, NULL);
+    *h = w ? CreateFileW(w, GENERIC_READ, share, NULL, OPEN_EXISTING, flags, NULL)
+           : CreateFileA(path, GENERIC_READ, share, NULL, OPEN_EXISTING, flags, NULL);
     free(w);
     if (*h == INVALID_HANDLE_VALUE)
         return ep_fail(EMBER_ERR_IO, msg, msg_size, "cannot open", path, ep_last_error(why, sizeof why));
@@ -102,7 +104,7 @@ int ep_file_map(const char *path, ep_region *r, char *msg, size_t msg_size) {
     HANDLE h;
     size_t size;
     memset(r, 0, sizeof *r);
-    int rc = ep_open(path, &h, &size, msg, msg_size);
+    int rc = ep_open(path, FILE_ATTRIBUTE_NORMAL, &h, &size, msg, msg_size);
     if (rc != EMBER_OK) return rc;
     HANDLE m = CreateFileMappingW(h, NULL, PAGE_READONLY, 0, 0, NULL);
     void *p = m ? MapViewOfFile(m, FILE_MAP_READ, 0, 0, 0) : NULL;
@@ -145,7 +147,7 @@ int ep_file_read(const char *path, ep_region *r, char *msg, size_t msg_size) {
     HANDLE h;
     size_t size;
     memset(r, 0, sizeof *r);
-    int rc = ep_open(path, &h, &size, msg, msg_size);
+    int rc = ep_open(path, FILE_FLAG_SEQUENTIAL_SCAN, &h, &size, msg, msg_size);
     if (rc != EMBER_OK) return rc;
     size_t large = GetLargePageMinimum();
     void *p = NULL;
