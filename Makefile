@@ -123,7 +123,7 @@ $(WIN)/tests/%.exe: tests/%.c $(TEST_DEPS) $(LIB_HDRS) $(WIN)/libember.a
 	@mkdir -p $(dir $@)
 	$(WIN_CC) $(WIN_LIB_CFLAGS) -static -o $@ $< $(WIN)/libember.a $(WIN_LDLIBS)
 test-win: cli
-	sh tests/test_win.sh
+	BUILD=$(BUILD) sh tests/test_win.sh
 
 run: all
 	./$(BUILD)/ember -m models/ember-demo.gguf -p "The meaning of life is" -n 64 --temp 0.8 --seed 42

@@ -15,6 +15,9 @@
 
 #ifdef _WIN32
 #include <windows.h>
+#ifdef _MSC_VER
+#pragma comment(lib, "advapi32.lib")   /* the token calls that enable large pages */
+#endif
 #else
 #include <fcntl.h>
 #include <sys/mman.h>

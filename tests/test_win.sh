@@ -26,6 +26,7 @@ WINEDEBUG=-all
 export WINEPREFIX WINEDEBUG
 mkdir -p "$WINEPREFIX"
 
+t0=$(date +%s)
 mkdir -p $WIN
 if ! $MAKE -s -j2 win >"$WIN/make.log" 2>&1; then bad "make win:"; tail -20 "$WIN/make.log"; summary; fi
 if grep -q 'warning:' "$WIN/make.log"; then bad "make win warns:"; grep -A3 'warning:' "$WIN/make.log" | head -20
@@ -37,7 +38,9 @@ done
 
 out=$WIN/test-out
 rm -rf "$out"; mkdir -p "$out"
+t1=$(date +%s)
 wine cmd /c exit >/dev/null 2>&1   # make the prefix once, before the parallel runs
+t2=$(date +%s)
 
 # The C tests, two at a time (longest first).
 for t in test_tokenizer test_kernels test_conversation test_threads test_iq4_model test_hostile_model \
@@ -56,6 +59,8 @@ while read -r n; do
     tr -d '\r' < "$out/$n.log" | grep '^SKIP:' | sed "s/^SKIP: /SKIP: (wine $n) /"
     skipped=$((skipped + $(tr -d '\r' < "$out/$n.log" | grep -c '^SKIP:')))
 done < "$out/list"
+
+t3=$(date +%s)
 
 # The CLI: the same bytes on stdout as the Linux build.
 model=models/ember-demo.gguf
@@ -85,4 +90,5 @@ if [ -s "$out/simple.static" ] && cmp -s "$out/simple.static" "$out/simple.dll";
 else
     bad "simple.c against ember.dll:"; tail -n 3 "$out/simple.dll.err"
 fi
+echo "times: make win $((t1 - t0)) s, wine prefix $((t2 - t1)) s, C tests $((t3 - t2)) s, CLI and DLL $(($(date +%s) - t3)) s"
 summary
