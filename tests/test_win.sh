@@ -2,7 +2,8 @@
 # The Windows build (make win: MinGW-w64 cross compiler) under wine: every C
 # test passes, and the CLI prints the same bytes as the Linux build for the
 # same commands (greedy, sampled with a seed, mapped, tokenize); a program
-# linked against ember.dll prints what the static one does.  Skips (by
+# linked against ember.dll, or built on the single file, prints what the
+# static one does.  Skips (by
 # name) without x86_64-w64-mingw32-gcc or wine.
 BUILD=${BUILD:-build}
 MAKE=${MAKE:-make}
@@ -90,5 +91,19 @@ if [ -s "$out/simple.static" ] && cmp -s "$out/simple.static" "$out/simple.dll";
 else
     bad "simple.c against ember.dll:"; tail -n 3 "$out/simple.dll.err"
 fi
-echo "times: make win $((t1 - t0)) s, wine prefix $((t2 - t1)) s, C tests $((t3 - t2)) s, CLI and DLL $(($(date +%s) - t3)) s"
+# The drop-in pair (make single) compiles for Windows without warnings and
+# gives the same text.
+single=$WIN/single
+sh tools/amalgamate.sh "$single" >/dev/null
+if x86_64-w64-mingw32-gcc -std=c11 -O2 -Wall -Wextra -Werror -c "$single/ember.c" -o "$single/ember.o" 2>"$out/single.err" &&
+   x86_64-w64-mingw32-gcc -std=c11 -O2 -Wall -Wextra -I"$single" -static examples/simple.c "$single/ember.o" \
+       -o "$single/simple.exe" 2>>"$out/single.err"; then
+    wine "$single/simple.exe" $model "Once upon a time" >"$out/simple.single" 2>/dev/null
+    if [ -s "$out/simple.static" ] && cmp -s "$out/simple.static" "$out/simple.single"; then
+        ok "single-file ember.c builds for Windows with -Werror; simple.c on it prints what the library build prints"
+    else bad "simple.c on the single file differs"; fi
+else
+    bad "single-file ember.c does not build for Windows:"; head -20 "$out/single.err"
+fi
+echo "times: make win $((t1 - t0)) s, wine prefix $((t2 - t1)) s, C tests $((t3 - t2)) s, CLI, DLL, single file $(($(date +%s) - t3)) s"
 summary
