@@ -83,6 +83,13 @@ same mapped -m $model -p "Once upon a time" -n 48 --temp 0.8 --top-k 20 --seed 7
 printf 'Hello, world! \303\234n\303\257c\303\266d\303\251\r\n\tend\n' > "$out/prompt.txt"
 same tokenize tokenize -m $model -f "$out/prompt.txt"
 
+# chat reads stdin as text: Windows line ends (\r\n) give what \n gives on Linux
+printf 'hello there\nand again\n' | "$BUILD/ember" chat -m $model --template chatml -n 8 --temp 0 >"$out/chat.linux" 2>/dev/null
+printf 'hello there\r\nand again\r\n' | wine $WIN/ember.exe chat -m $model --template chatml -n 8 --temp 0 >"$out/chat.win" 2>/dev/null
+if [ -s "$out/chat.linux" ] && cmp -s "$out/chat.linux" "$out/chat.win"; then
+    ok "ember.exe chat on CRLF input lines: the same bytes as Linux"
+else bad "ember.exe chat differs from Linux (or is empty)"; fi
+
 # A program linked against ember.dll (import library) prints what the static one does.
 wine $WIN/examples/simple.exe $model "Once upon a time" >"$out/simple.static" 2>/dev/null
 wine $WIN/simple-dll.exe $model "Once upon a time" >"$out/simple.dll" 2>"$out/simple.dll.err"
