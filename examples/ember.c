@@ -29,7 +29,7 @@ static ssize_t cli_getline(char **line, size_t *cap, FILE *f) {
     for (int ch; (ch = fgetc(f)) != EOF;) {
         if (n + 2 > *cap) {
             size_t c = *cap ? *cap * 2 : 256;
-            char *p = realloc(*line, c);
+            char *p = (char *)realloc(*line, c);
             if (!p) return -1;
             *line = p, *cap = c;
         }
