@@ -19,8 +19,31 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <sys/mman.h>
 #include <unistd.h>
+#ifdef _WIN32
+#include <fcntl.h>
+#include <io.h>
+/* POSIX getline for the chat loop (the Windows C library has none) */
+static ssize_t cli_getline(char **line, size_t *cap, FILE *f) {
+    size_t n = 0;
+    for (int ch; (ch = fgetc(f)) != EOF;) {
+        if (n + 2 > *cap) {
+            size_t c = *cap ? *cap * 2 : 256;
+            char *p = (char *)realloc(*line, c);
+            if (!p) return -1;
+            *line = p, *cap = c;
+        }
+        (*line)[n++] = (char)ch;
+        if (ch == '\n') break;
+    }
+    if (n == 0) return -1;
+    (*line)[n] = 0;
+    return (ssize_t)n;
+}
+#define getline cli_getline
+#else
+#include <sys/mman.h>
+#endif
 
 typedef struct options {
     const char *command, *model, *prompt, *file;
@@ -845,10 +868,15 @@ typedef struct bw_probe { unsigned char *buf; size_t bytes; } bw_probe;
 
 static int bw_open(bw_probe *p) {
     p->bytes = (size_t)1 << 30;
+#ifdef _WIN32
+    void *m = malloc(p->bytes);
+    if (!m) return -1;
+#else
     void *m = mmap(NULL, p->bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED) return -1;
 #ifdef MADV_HUGEPAGE
     madvise(m, p->bytes, MADV_HUGEPAGE);
+#endif
 #endif
     memset(m, 1, p->bytes);
     p->buf = m;
@@ -930,7 +958,12 @@ static int cmd_bench(const options *o) {
         }
     double *pp = calloc((size_t)o->repeats, sizeof *pp), *tg = calloc((size_t)o->repeats, sizeof *tg);
     double *bw = calloc((size_t)o->repeats * BW_READERS, sizeof *bw);
+#ifdef _WIN32
+    const char *ncpu = getenv("NUMBER_OF_PROCESSORS");
+    int threads = o->n_threads ? o->n_threads : ncpu && atoi(ncpu) > 0 ? atoi(ncpu) : 1;
+#else
     int threads = o->n_threads ? o->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+#endif
     /* The bandwidth is measured between the repeats, so a machine whose
      * bandwidth drifts (shared hosts) is compared against itself. */
     bw_probe probe = {0};
@@ -957,7 +990,11 @@ static int cmd_bench(const options *o) {
         tg[r] = n_tg / (now_s() - t0);   /* per context */
         if (have_bw) bw_measure(&probe, threads, bw + (size_t)r * BW_READERS);
     }
+#ifdef _WIN32
+    if (have_bw) free(probe.buf);
+#else
     if (have_bw) munmap(probe.buf, probe.bytes);
+#endif
     if (rc) { die("evaluation failed: %s", ember_context_errmsg(c)); }
     else {
         double pp_m = median(pp, o->repeats), tg_m = median(tg, o->repeats);
@@ -998,6 +1035,9 @@ static int cmd_bench(const options *o) {
 
 int main(int argc, char **argv) {
     options o;
+#ifdef _WIN32
+    _setmode(_fileno(stdout), _O_BINARY);   /* the same bytes as on POSIX: no "\r\n" */
+#endif
     if (argc < 2) { usage(stderr); return 1; }
     if (parse_args(argc, argv, &o)) return 1;
     if (!strcmp(o.command, "generate")) return cmd_generate(&o);

@@ -6,13 +6,13 @@
 
 #include "model.h"
 #include "sampler.h"
+#include "platform.h"
 
 struct ember_model {
     em_model m;
     ember_allocator alloc;          /* copy of the caller's hook */
     const ember_allocator *a;       /* &alloc, or NULL for libc */
-    void *region;                   /* mapping or anonymous memory we own */
-    size_t region_size;
+    ep_region region;               /* the file's mapping or read-in copy, if we own one */
     int load_mode;
     char arch[32], name[128], tokenizer[16];
     et_pool *pool;                  /* threads every context of the model shares */

@@ -10,6 +10,7 @@
  *
  * Above the API layer: uses only ember.h (and the allocator helpers). */
 #include "common.h"
+#include "platform.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -289,7 +290,7 @@ static int ech_date(ech_job *j, int style, char *buf, size_t size) {
     } else {
         time_t now = time(NULL);
         struct tm tmv;
-        if (!localtime_r(&now, &tmv)) return ech_fail(j, "%s", "cannot read the local date");
+        if (ep_localtime(now, &tmv) != 0) return ech_fail(j, "%s", "cannot read the local date");
         y = tmv.tm_year + 1900, mo = tmv.tm_mon + 1, d = tmv.tm_mday;
     }
     if (style == 0) snprintf(buf, size, "%02d %.3s %04d", d, months[mo - 1], y);

@@ -2,19 +2,13 @@
  * contexts, evaluation, streaming generation and perplexity. */
 #include "api.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <time.h>
-#include <unistd.h>
 
 static int ember_default_threads(void) {
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n < 1 ? 1 : n > 256 ? 256 : (int)n;
+    int n = ep_cpu_count();
+    return n > 256 ? 256 : n;
 }
 
 /* ---- status ---------------------------------------------------------------- */
@@ -61,7 +55,7 @@ ember_model_params ember_model_default_params(void) {
 /* Take a GGUF image that is already in memory; on success the model owns
  * region (if any). */
 static ember_status ember_model_from_image(const void *data, size_t size, const ember_model_params *params,
-                                           void *region, size_t region_size, int mode, ember_model **out,
+                                           const ep_region *region, int mode, ember_model **out,
                                            ember_error *err) {
     const ember_allocator *user = params ? params->allocator : NULL;
     char msg[256] = "";
@@ -87,8 +81,7 @@ static ember_status ember_model_from_image(const void *data, size_t size, const 
         ec_free(user, model);
         return ember_fail(err, (ember_status)rc, "out of memory starting threads");
     }
-    model->region = region;
-    model->region_size = region_size;
+    if (region) model->region = *region;
     model->load_mode = mode;
     egf_str s;
     if (egf_get_str(f, "general.architecture", &s) == EMBER_OK)
@@ -106,25 +99,7 @@ ember_status ember_model_open_memory(const void *data, size_t size, const ember_
     if (!out) return ember_fail(err, EMBER_ERR_INVALID_ARG, "out_model is NULL");
     *out = NULL;
     if (!data && size) return ember_fail(err, EMBER_ERR_INVALID_ARG, "data is NULL");
-    return ember_model_from_image(data, size, params, NULL, 0, EMBER_LOAD_MMAP, out, err);
-}
-
-/* Anonymous memory for a read-in model: 2 MB aligned so the kernel can back
- * it with transparent huge pages, which stream faster than 4 KB pages. */
-static void *ember_alloc_region(size_t size, size_t *region_size) {
-    const size_t huge = (size_t)2 << 20;
-    size_t n = (size + huge - 1) / huge * huge + huge;
-    char *p = (char *)mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) return NULL;
-    char *aligned = (char *)(((uintptr_t)p + huge - 1) & ~(uintptr_t)(huge - 1));
-    if (aligned > p) munmap(p, (size_t)(aligned - p));
-    size_t tail = (size_t)((p + n) - (aligned + (n - huge)));
-    if (tail) munmap(aligned + (n - huge), tail);
-    *region_size = n - huge;
-#ifdef MADV_HUGEPAGE
-    madvise(aligned, *region_size, MADV_HUGEPAGE);
-#endif
-    return aligned;
+    return ember_model_from_image(data, size, params, NULL, EMBER_LOAD_MMAP, out, err);
 }
 
 ember_status ember_model_open_file(const char *path, const ember_model_params *params, ember_model **out,
@@ -138,50 +113,12 @@ ember_status ember_model_open_file(const char *path, const ember_model_params *p
     if (mode != EMBER_LOAD_MMAP && mode != EMBER_LOAD_READ)
         return ember_fail(err, EMBER_ERR_INVALID_ARG, "unknown load mode");
 
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        snprintf(msg, sizeof msg, "cannot open '%s': %s", path, strerror(errno));
-        return ember_fail(err, EMBER_ERR_IO, msg);
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        snprintf(msg, sizeof msg, "'%s' is not a regular file", path);
-        return ember_fail(err, EMBER_ERR_IO, msg);
-    }
-    size_t size = (size_t)st.st_size, region_size = 0;
-    void *region = NULL;
-    if (size == 0) {
-        close(fd);
-        return ember_fail(err, EMBER_ERR_TRUNCATED, "file is empty");
-    }
-    if (mode == EMBER_LOAD_MMAP) {
-        region = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (region == MAP_FAILED) {
-            close(fd);
-            snprintf(msg, sizeof msg, "cannot map '%s': %s", path, strerror(errno));
-            return ember_fail(err, EMBER_ERR_IO, msg);
-        }
-        region_size = size;
-    } else {
-        region = ember_alloc_region(size, &region_size);
-        if (!region) { close(fd); return ember_fail(err, EMBER_ERR_NOMEM, "cannot allocate memory for the weights"); }
-        size_t done = 0;
-        while (done < size) {
-            ssize_t r = read(fd, (char *)region + done, size - done > (1u << 30) ? (1u << 30) : size - done);
-            if (r < 0 && errno == EINTR) continue;
-            if (r <= 0) {
-                munmap(region, region_size);
-                close(fd);
-                snprintf(msg, sizeof msg, "cannot read '%s': %s", path, r < 0 ? strerror(errno) : "unexpected end");
-                return ember_fail(err, EMBER_ERR_IO, msg);
-            }
-            done += (size_t)r;
-        }
-    }
-    close(fd);
-    ember_status rc = ember_model_from_image(region, size, params, region, region_size, mode, out, err);
-    if (rc != EMBER_OK) munmap(region, region_size);
+    ep_region region;
+    ember_status rc = (ember_status)(mode == EMBER_LOAD_MMAP ? ep_file_map(path, &region, msg, sizeof msg)
+                                                            : ep_file_read(path, &region, msg, sizeof msg));
+    if (rc != EMBER_OK) return ember_fail(err, rc, msg);
+    rc = ember_model_from_image(region.data, region.size, params, &region, mode, out, err);
+    if (rc != EMBER_OK) ep_region_free(&region);
     return rc;
 }
 
@@ -189,7 +126,7 @@ void ember_model_free(ember_model *model) {
     if (!model) return;
     et_pool_free(model->pool);
     em_model_free(&model->m);
-    if (model->region) munmap(model->region, model->region_size);
+    ep_region_free(&model->region);
     const ember_allocator *a = model->a ? &model->alloc : NULL;
     ember_allocator copy;
     if (a) { copy = *a; a = &copy; }
@@ -589,14 +526,6 @@ const float *ember_get_logits(const ember_context *ctx) {
     return ctx && ctx->has_logits ? ctx->st.logits : NULL;
 }
 
-/* ---- generation ------------------------------------------------------------ */
-
-static double ember_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* ---- streaming text and stop strings ---------------------------------------- */
 
 ember_status ember_context_set_stop_strings(ember_context *ctx, const char *const *stops, int n) {
@@ -699,7 +628,7 @@ ember_status ember_generate(ember_context *ctx, ember_sampler *sampler, const em
     if (n_prompt < 0 || (n_prompt && !prompt)) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "bad prompt (n_prompt %d)", n_prompt);
     if (n_predict < 0) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "n_predict %d is negative", n_predict);
     const em_model *m = &ctx->model->m;
-    double t0 = ember_now();
+    double t0 = ep_seconds();
     if (n_prompt > 0) {
         ember_status rc = ember_eval(ctx, prompt, n_prompt, NULL);
         if (rc != EMBER_OK) return rc;
@@ -707,7 +636,7 @@ ember_status ember_generate(ember_context *ctx, ember_sampler *sampler, const em
     } else if (!ctx->has_logits) {
         return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "nothing to continue: the prompt is empty and the context holds no tokens");
     }
-    double t1 = ember_now();
+    double t1 = ep_seconds();
     res.prompt_seconds = t1 - t0;
     ctx->stream_len = 0;
     ember_token prev = ctx->pos ? ctx->tokens[ctx->pos - 1] : -1;
@@ -731,7 +660,7 @@ ember_status ember_generate(ember_context *ctx, ember_sampler *sampler, const em
     }
     if (ctx->stream_len && cb) cb(ud, -1, ctx->stream, ctx->stream_len);  /* held-back or incomplete bytes */
     ctx->stream_len = 0;
-    res.generate_seconds = ember_now() - t1;
+    res.generate_seconds = ep_seconds() - t1;
     if (result) *result = res;
     return rc;
 }

@@ -134,7 +134,7 @@ ember_status ember_state_save_file(ember_context *ctx, const ember_sampler *samp
     if (!ctx) return EMBER_ERR_INVALID_ARG;
     ea_ctx_begin(ctx);
     if (!path) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "path is NULL");
-    FILE *f = fopen(path, "wb");
+    FILE *f = ep_fopen(path, "wb");
     if (!f) return ea_ctx_fail(ctx, EMBER_ERR_IO, "cannot create '%s'", path);
     st_out o = {NULL, f, 0, 0, 0};
     st_write(ctx, sampler, &o);
@@ -275,7 +275,7 @@ ember_status ember_state_load_file(ember_context *ctx, ember_sampler *sampler, c
     if (!ctx) return EMBER_ERR_INVALID_ARG;
     ea_ctx_begin(ctx);
     if (!path) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "path is NULL");
-    FILE *f = fopen(path, "rb");
+    FILE *f = ep_fopen(path, "rb");
     if (!f) return ea_ctx_fail(ctx, EMBER_ERR_IO, "cannot open '%s'", path);
     size_t cap = 1 << 16, n = 0;
     uint8_t *buf = (uint8_t *)ec_malloc(ctx->a, cap);
