@@ -375,7 +375,7 @@ static void eq_put_u32(eq_writer *w, uint32_t v) { eq_put(w, &v, 4); }
 static void eq_put_u64(eq_writer *w, uint64_t v) { eq_put(w, &v, 8); }
 static void eq_put_str(eq_writer *w, const char *s, uint64_t n) { eq_put_u64(w, n); eq_put(w, s, (size_t)n); }
 static void eq_pad(eq_writer *w, uint32_t align) {
-    static const uint8_t zeros[256];
+    static const uint8_t zeros[256] = {0};
     while (w->pos % align) {
         size_t n = (size_t)(align - w->pos % align);
         eq_put(w, zeros, n < sizeof zeros ? n : sizeof zeros);
