@@ -275,6 +275,9 @@ EMBER_API const float *ember_get_logits(const ember_context *ctx);
 
 typedef struct ember_sampler ember_sampler;
 
+/* A bias added to one token's logit (see ember_sampler_params). */
+typedef struct ember_logit_bias { ember_token token; float bias; } ember_logit_bias;
+
 typedef struct ember_sampler_params {
     float temperature;     /* 0 = greedy (argmax)                          */
     int top_k;             /* 0 = off                                       */
@@ -286,10 +289,9 @@ typedef struct ember_sampler_params {
     const ember_allocator *allocator; /* NULL = libc                        */
     /* Added to a token's logit before anything else (-INFINITY: never
      * chosen).  The list is copied at creation. */
-    const struct ember_logit_bias { ember_token token; float bias; } *logit_bias;
+    const ember_logit_bias *logit_bias;
     int n_logit_bias;
 } ember_sampler_params;
-typedef struct ember_logit_bias ember_logit_bias;
 
 EMBER_API ember_sampler_params ember_sampler_default_params(void);
 EMBER_API int ember_sampler_create(const ember_model *model,

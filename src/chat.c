@@ -29,7 +29,7 @@ static void ech_put(ech_buf *b, const char *s, size_t n) {
     if (b->n + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
         while (cap < b->n + n + 1) cap *= 2;
-        char *p = ec_realloc(b->a, b->p, cap);
+        char *p = (char *)ec_realloc(b->a, b->p, cap);
         if (!p) { b->oom = 1; return; }
         b->p = p;
         b->cap = cap;
@@ -704,7 +704,7 @@ static int ech_error(ember_error *err, int code, const char *msg) {
 static char *ech_token_text(const ember_model *model, ember_token t, const ember_allocator *a) {
     int n = t >= 0 ? ember_token_to_piece(model, t, -1, EMBER_TOKENIZE_SPECIAL, NULL, 0) : 0;
     if (n < 0) n = 0;
-    char *s = ec_malloc(a, (size_t)n + 1);
+    char *s = (char *)ec_malloc(a, (size_t)n + 1);
     if (!s) return NULL;
     if (n) ember_token_to_piece(model, t, -1, EMBER_TOKENIZE_SPECIAL, s, (size_t)n);
     s[n] = 0;
@@ -716,7 +716,7 @@ static char *ech_model_template(const ember_model *model, const ember_allocator 
     *missing = 0;
     int n = ember_model_meta(model, "tokenizer.chat_template", NULL, 0);
     if (n <= 0) { *missing = 1; return NULL; }
-    char *s = ec_malloc(a, (size_t)n + 1);
+    char *s = (char *)ec_malloc(a, (size_t)n + 1);
     if (s) ember_model_meta(model, "tokenizer.chat_template", s, (size_t)n + 1);
     return s;
 }
@@ -785,7 +785,7 @@ static int ech_apply(const ember_model *model, const ember_chat_params *params, 
         return ech_error(err, rc, msg);
     }
     if (!j.out.p) {   /* an empty rendering */
-        j.out.p = ec_malloc(a, 1);
+        j.out.p = (char *)ec_malloc(a, 1);
         if (!j.out.p) return ech_error(err, EMBER_ERR_NOMEM, "out of memory");
         j.out.p[0] = 0;
     }
@@ -833,7 +833,7 @@ struct ember_chat {
 static char *ech_dup(const ember_allocator *a, const char *s, int *oom) {
     if (!s) return NULL;
     size_t n = strlen(s);
-    char *d = ec_malloc(a, n + 1);
+    char *d = (char *)ec_malloc(a, n + 1);
     if (!d) { *oom = 1; return NULL; }
     memcpy(d, s, n + 1);
     return d;
@@ -871,7 +871,7 @@ int ember_chat_create(const ember_model *model, ember_context *ctx, const ember_
     int rc = ech_apply(model, &p, &probe, 1, &text, &len, err);
     if (rc != EMBER_OK) return rc;
     ec_free(p.allocator, text);
-    ember_chat *c = ec_calloc(p.allocator, 1, sizeof *c);
+    ember_chat *c = (ember_chat *)ec_calloc(p.allocator, 1, sizeof *c);
     if (!c) return ech_error(err, EMBER_ERR_NOMEM, "out of memory");
     int oom = 0;
     c->model = model;
@@ -912,7 +912,7 @@ int ember_chat_add(ember_chat *chat, const char *role, const char *content) {
     const ember_allocator *a = chat->p.allocator;
     if (chat->n_msgs == chat->cap_msgs) {
         int cap = chat->cap_msgs ? chat->cap_msgs * 2 : 8;
-        ember_chat_message *m = ec_realloc(a, chat->msgs, (size_t)cap * sizeof *m);
+        ember_chat_message *m = (ember_chat_message *)ec_realloc(a, chat->msgs, (size_t)cap * sizeof *m);
         if (!m) return ech_chat_fail(chat, EMBER_ERR_NOMEM, "out of memory");
         chat->msgs = m;
         chat->cap_msgs = cap;
@@ -940,7 +940,7 @@ int ember_chat_erase(ember_chat *chat, int first, int count) {
 static int ech_hold(ember_chat *c, ember_token t) {
     if (c->n_held == c->cap_held) {
         int cap = c->cap_held ? c->cap_held * 2 : 256;
-        ember_token *h = ec_realloc(c->p.allocator, c->held, (size_t)cap * sizeof *h);
+        ember_token *h = (ember_token *)ec_realloc(c->p.allocator, c->held, (size_t)cap * sizeof *h);
         if (!h) { c->oom = 1; return -1; }
         c->held = h;
         c->cap_held = cap;
@@ -952,7 +952,7 @@ static int ech_hold(ember_chat *c, ember_token t) {
 /* Between ember_generate and the caller: remember each token and the reply's
  * text, then pass them on. */
 static int ech_on_token(void *ud, ember_token tok, const char *text, size_t len) {
-    ember_chat *c = ud;
+    ember_chat *c = (ember_chat *)ud;
     if (tok >= 0 && ech_hold(c, tok)) return 1;
     ech_put(&c->reply, text, len);
     if (c->reply.oom) { c->oom = 1; return 1; }
@@ -975,7 +975,7 @@ static int ech_tokenize(ember_chat *c, const char *text, size_t len, ember_token
     }
     int rc = ember_tokenize(c->model, text, len, EMBER_TOKENIZE_SPECIAL, NULL, 0, n);
     if (rc != EMBER_OK && rc != EMBER_ERR_BUFFER_TOO_SMALL) return ech_chat_fail(c, rc, "tokenization failed");
-    *out = ec_malloc(a, (size_t)(*n + 2) * sizeof **out);
+    *out = (ember_token *)ec_malloc(a, (size_t)(*n + 2) * sizeof **out);
     if (!*out) return ech_chat_fail(c, EMBER_ERR_NOMEM, "out of memory");
     rc = ember_tokenize(c->model, text, len, EMBER_TOKENIZE_SPECIAL, *out + add_bos, *n, n);
     if (rc != EMBER_OK) { ec_free(a, *out); *out = NULL; return ech_chat_fail(c, rc, "tokenization failed"); }

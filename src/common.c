@@ -34,7 +34,7 @@ void ec_free(const ember_allocator *a, void *p) {
 void *ec_malloc_aligned(const ember_allocator *a, size_t n) {
     const size_t align = 64;
     if (n > SIZE_MAX - align - sizeof(size_t)) return NULL;
-    unsigned char *raw = ec_malloc(a, n + align + sizeof(size_t));
+    unsigned char *raw = (unsigned char *)ec_malloc(a, n + align + sizeof(size_t));
     if (!raw) return NULL;
     uintptr_t start = (uintptr_t)(raw + sizeof(size_t));
     uintptr_t aligned = (start + align - 1) & ~(uintptr_t)(align - 1);

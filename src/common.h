@@ -8,6 +8,26 @@
 #include <stdarg.h>
 #include "ember.h"
 
+/* Every source also compiles as C++17 (the single file drops into C++
+ * projects): the C11 spellings C++ lacks go through these. */
+#ifdef __cplusplus
+#include <atomic>
+using std::atomic_int;
+using std::atomic_uint;
+using std::memory_order_relaxed;
+using std::memory_order_acquire;
+using std::memory_order_release;
+using std::memory_order_acq_rel;
+#define EC_ALIGNAS(n) alignas(n)
+#define EC_STATIC_ASSERT(cond, msg) static_assert(cond, msg)
+#define EC_RESTRICT __restrict
+#else
+#include <stdatomic.h>
+#define EC_ALIGNAS(n) _Alignas(n)
+#define EC_STATIC_ASSERT(cond, msg) _Static_assert(cond, msg)
+#define EC_RESTRICT restrict
+#endif
+
 /* Allocation through a user hook (a NULL hook means libc). */
 void *ec_malloc(const ember_allocator *a, size_t n);
 void *ec_calloc(const ember_allocator *a, size_t count, size_t size); /* overflow-checked */

@@ -70,16 +70,16 @@ static int ember_model_from_image(const void *data, size_t size, const ember_mod
                                   ember_error *err) {
     const ember_allocator *user = params ? params->allocator : NULL;
     char msg[256] = "";
-    ember_model *model = ec_calloc(user, 1, sizeof *model);
+    ember_model *model = (ember_model *)ec_calloc(user, 1, sizeof *model);
     if (!model) return ember_fail(err, EMBER_ERR_NOMEM, "out of memory");
     if (user) { model->alloc = *user; model->a = &model->alloc; }
-    gguf_file *f = NULL;
-    int rc = gguf_open(data, size, model->a, &f, msg, sizeof msg);
+    egf_file *f = NULL;
+    int rc = egf_open(data, size, model->a, &f, msg, sizeof msg);
     if (rc == EMBER_OK) {
         /* a read-in copy is ours to rearrange; a mapping or the caller's buffer is not */
         rc = em_model_init(&model->m, f, model->a, params ? params->vocab_only : 0, mode == EMBER_LOAD_READ, msg,
                            sizeof msg);
-        if (rc != EMBER_OK) gguf_close(f);
+        if (rc != EMBER_OK) egf_close(f);
     }
     if (rc != EMBER_OK) {
         ec_free(user, model);
@@ -95,10 +95,10 @@ static int ember_model_from_image(const void *data, size_t size, const ember_mod
     model->region = region;
     model->region_size = region_size;
     model->load_mode = mode;
-    gguf_str s;
-    if (gguf_get_str(f, "general.architecture", &s) == EMBER_OK)
+    egf_str s;
+    if (egf_get_str(f, "general.architecture", &s) == EMBER_OK)
         snprintf(model->arch, sizeof model->arch, "%.*s", (int)(s.len < 31 ? s.len : 31), s.ptr);
-    if (gguf_get_str(f, "general.name", &s) == EMBER_OK)
+    if (egf_get_str(f, "general.name", &s) == EMBER_OK)
         snprintf(model->name, sizeof model->name, "%.*s", (int)(s.len < 127 ? s.len : 127), s.ptr);
     if (!model->arch[0]) snprintf(model->arch, sizeof model->arch, "%s", "none");
     snprintf(model->tokenizer, sizeof model->tokenizer, "%s", etok_kind(model->m.tok) == ETOK_SPM ? "llama" : "gpt2");
@@ -120,7 +120,7 @@ int ember_model_open_memory(const void *data, size_t size, const ember_model_par
 static void *ember_alloc_region(size_t size, size_t *region_size) {
     const size_t huge = (size_t)2 << 20;
     size_t n = (size + huge - 1) / huge * huge + huge;
-    char *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char *p = (char *)mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) return NULL;
     char *aligned = (char *)(((uintptr_t)p + huge - 1) & ~(uintptr_t)(huge - 1));
     if (aligned > p) munmap(p, (size_t)(aligned - p));
@@ -261,27 +261,27 @@ static const char *ember_vtype_name(int t) {
 
 int ember_model_meta(const ember_model *model, const char *key, char *buf, size_t size) {
     if (!model || !key || (!buf && size)) return EMBER_ERR_INVALID_ARG;
-    const gguf_kv *kv = gguf_find_kv(model->m.gguf, key);
+    const egf_kv *kv = egf_find_kv(model->m.gguf, key);
     if (!kv) { if (buf && size) buf[0] = 0; return 0; }
-    const gguf_file *f = model->m.gguf;
-    gguf_str s;
+    const egf_file *f = model->m.gguf;
+    egf_str s;
     int64_t iv;
     float fv;
     int bv;
     switch (kv->type) {
     case GGUF_STRING:
-        gguf_get_str(f, key, &s);
+        egf_get_str(f, key, &s);
         return snprintf(buf, size, "%.*s", (int)(s.len > 65536 ? 65536 : s.len), s.ptr);
     case GGUF_FLOAT32: case GGUF_FLOAT64:
-        gguf_get_f32(f, key, &fv);
+        egf_get_f32(f, key, &fv);
         return snprintf(buf, size, "%g", (double)fv);
     case GGUF_BOOL:
-        gguf_get_bool(f, key, &bv);
+        egf_get_bool(f, key, &bv);
         return snprintf(buf, size, "%s", bv ? "true" : "false");
     case GGUF_ARRAY:
         return snprintf(buf, size, "[%s x %llu]", ember_vtype_name(kv->arr_type), (unsigned long long)kv->arr_n);
     default:
-        if (gguf_get_i64(f, key, &iv) == EMBER_OK) return snprintf(buf, size, "%lld", (long long)iv);
+        if (egf_get_i64(f, key, &iv) == EMBER_OK) return snprintf(buf, size, "%lld", (long long)iv);
         return snprintf(buf, size, "(%s)", ember_vtype_name(kv->type));
     }
 }
@@ -370,13 +370,13 @@ int ember_context_create(const ember_model *model, const ember_context_params *p
     if (n_batch > n_ctx) n_batch = n_ctx;
     int n_threads = p.n_threads ? p.n_threads : ember_default_threads();
 
-    ember_context *ctx = ec_calloc(user, 1, sizeof *ctx);
+    ember_context *ctx = (ember_context *)ec_calloc(user, 1, sizeof *ctx);
     if (!ctx) return ember_fail(err, EMBER_ERR_NOMEM, "out of memory");
     if (user) { ctx->alloc = *user; ctx->a = &ctx->alloc; }
     ctx->model = model;
     ctx->stream_cap = (size_t)model->m.max_piece_bytes + 8;
-    ctx->stream = ec_malloc(ctx->a, ctx->stream_cap);
-    ctx->tokens = ec_malloc(ctx->a, (size_t)n_ctx * sizeof *ctx->tokens);
+    ctx->stream = (char *)ec_malloc(ctx->a, ctx->stream_cap);
+    ctx->tokens = (ember_token *)ec_malloc(ctx->a, (size_t)n_ctx * sizeof *ctx->tokens);
     int rc = ctx->stream && ctx->tokens ? em_state_init(&ctx->st, &model->m, n_ctx, n_batch, p.kv_type, n_threads, model->pool, ctx->a)
                                         : EMBER_ERR_NOMEM;
     if (rc != EMBER_OK) {
@@ -504,7 +504,7 @@ int ember_eval_multi(ember_context *const *ctxs, const ember_token *tokens, int 
     int chunk = n < scratch->st.n_batch ? n : scratch->st.n_batch;
     if (chunk > EMBER_MULTI_MAX) chunk = EMBER_MULTI_MAX;
     if (scratch->multi_rows < chunk) {   /* the first call with this many contexts */
-        float *l = ec_realloc(scratch->a, scratch->multi_logits, (size_t)chunk * (size_t)V * sizeof(float));
+        float *l = (float *)ec_realloc(scratch->a, scratch->multi_logits, (size_t)chunk * (size_t)V * sizeof(float));
         if (!l) return ea_ctx_fail(lead, EMBER_ERR_NOMEM, "out of memory for %d rows of logits", chunk);
         scratch->multi_logits = l;
         scratch->multi_rows = chunk;
@@ -561,9 +561,9 @@ int ember_context_set_stop_strings(ember_context *ctx, const char *const *stops,
     }
     /* one block: the strings, NUL-separated; the stream grows to hold a
      * stop string's worth of held-back text beside a token's */
-    char *block = n ? ec_malloc(ctx->a, total) : NULL;
+    char *block = n ? (char *)ec_malloc(ctx->a, total) : NULL;
     size_t cap = (size_t)ctx->model->m.max_piece_bytes + 8 + longest;
-    char *stream = cap > ctx->stream_cap ? ec_realloc(ctx->a, ctx->stream, cap) : ctx->stream;
+    char *stream = cap > ctx->stream_cap ? (char *)ec_realloc(ctx->a, ctx->stream, cap) : ctx->stream;
     if ((n && !block) || !stream) {
         ec_free(ctx->a, block);
         if (stream) ctx->stream = stream;
@@ -712,7 +712,7 @@ static int ember_tokenize_new(ember_context *ctx, const char *text, size_t len, 
     *out = NULL;
     int rc = ember_tokenize(ctx->model, text, len, EMBER_TOKENIZE_ADD_BOS, NULL, 0, n);
     if (rc != EMBER_OK && rc != EMBER_ERR_BUFFER_TOO_SMALL) return ea_ctx_fail(ctx, rc, "tokenization failed");
-    *out = ec_malloc(ctx->a, (size_t)(*n ? *n : 1) * sizeof **out);
+    *out = (ember_token *)ec_malloc(ctx->a, (size_t)(*n ? *n : 1) * sizeof **out);
     if (!*out) return ea_ctx_fail(ctx, EMBER_ERR_NOMEM, "out of memory");
     rc = ember_tokenize(ctx->model, text, len, EMBER_TOKENIZE_ADD_BOS, *out, *n, n);
     if (rc != EMBER_OK) {
@@ -755,7 +755,7 @@ int ember_perplexity(ember_context *ctx, const char *text, size_t len, ember_pro
         return ea_ctx_fail(ctx, EMBER_ERR_TOO_SHORT, "%d tokens is too few: perplexity with a context of %d needs at least %d",
                               n, n_ctx, 2 * n_ctx);
     }
-    float *logits = ec_malloc(ctx->a, (size_t)n_batch * V * sizeof(float));
+    float *logits = (float *)ec_malloc(ctx->a, (size_t)n_batch * V * sizeof(float));
     if (!logits) {
         ec_free(ctx->a, toks);
         return ea_ctx_fail(ctx, EMBER_ERR_NOMEM, "out of memory");

@@ -70,17 +70,17 @@ int ember_sampler_create(const ember_model *model, const ember_sampler_params *p
             p.logit_bias[i].bias == INFINITY)
             return EMBER_ERR_INVALID_ARG;
     const ember_allocator *a = p.allocator;
-    ember_sampler *s = ec_calloc(a, 1, sizeof *s);
+    ember_sampler *s = (ember_sampler *)ec_calloc(a, 1, sizeof *s);
     if (!s) return EMBER_ERR_NOMEM;
     s->p = p;
     s->a = a;
     s->n_vocab = ember_n_vocab(model);
     s->model = model;
-    s->cand = ec_calloc(a, (size_t)s->n_vocab, sizeof *s->cand);
-    s->probs = ec_calloc(a, (size_t)s->n_vocab, sizeof *s->probs);
-    s->stamp = ec_calloc(a, (size_t)s->n_vocab, sizeof *s->stamp);
-    s->history = ec_calloc(a, (size_t)(p.repeat_last_n ? p.repeat_last_n : 1), sizeof *s->history);
-    s->bias = p.n_logit_bias ? ec_calloc(a, (size_t)p.n_logit_bias, sizeof *s->bias) : NULL;
+    s->cand = (es_cand *)ec_calloc(a, (size_t)s->n_vocab, sizeof *s->cand);
+    s->probs = (float *)ec_calloc(a, (size_t)s->n_vocab, sizeof *s->probs);
+    s->stamp = (uint32_t *)ec_calloc(a, (size_t)s->n_vocab, sizeof *s->stamp);
+    s->history = (int32_t *)ec_calloc(a, (size_t)(p.repeat_last_n ? p.repeat_last_n : 1), sizeof *s->history);
+    s->bias = p.n_logit_bias ? (ember_logit_bias *)ec_calloc(a, (size_t)p.n_logit_bias, sizeof *s->bias) : NULL;
     if (s->bias) memcpy(s->bias, p.logit_bias, (size_t)p.n_logit_bias * sizeof *s->bias);
     s->p.logit_bias = s->bias;
     if (!s->cand || !s->probs || !s->stamp || !s->history || (p.n_logit_bias && !s->bias)) {
@@ -137,7 +137,7 @@ int ember_sampler_set_grammar(ember_sampler *s, const ember_grammar *g) {
         eg_matcher_set_grammar(s->gm, g);
         return EMBER_OK;
     }
-    s->allowed = ec_malloc(s->a, (size_t)s->n_vocab);
+    s->allowed = (uint8_t *)ec_malloc(s->a, (size_t)s->n_vocab);
     if (!s->allowed) return EMBER_ERR_NOMEM;
     int rc = eg_matcher_create(g, s->model, s->a, &s->gm);
     if (rc != EMBER_OK) {
@@ -148,7 +148,7 @@ int ember_sampler_set_grammar(ember_sampler *s, const ember_grammar *g) {
 }
 
 static int es_cmp_desc(const void *a, const void *b) {
-    const es_cand *x = a, *y = b;
+    const es_cand *x = (const es_cand *)a, *y = (const es_cand *)b;
     if (x->logit != y->logit) return x->logit < y->logit ? 1 : -1;
     return x->id < y->id ? -1 : x->id > y->id;   /* ties: lower id first (deterministic) */
 }
