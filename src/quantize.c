@@ -86,7 +86,7 @@ static int eq_ends_with(const char *s, const char *tail) {
 }
 
 /* ggml_n_dims: dimensions up to the last one larger than 1 */
-static int eq_n_dims(const gguf_tensor *t) {
+static int eq_n_dims(const egf_tensor *t) {
     for (int i = 3; i >= 1; i--)
         if (t->ne[i] > 1) return i + 1;
     return 1;
@@ -168,7 +168,7 @@ static int eq_layer_of(const eq_rules *r, int counter, const char *name, int *la
 }
 
 /* llama_tensor_get_type_impl for ember's file types (no imatrix). */
-static int eq_mix_type(eq_rules *r, const gguf_tensor *t, const char *name, int cat, int *type, char *err,
+static int eq_mix_type(eq_rules *r, const egf_tensor *t, const char *name, int cat, int *type, char *err,
                        size_t errlen) {
     const int ft = r->ftype;
     int nt = *type, rc = EMBER_OK, il;
@@ -227,7 +227,7 @@ static int eq_mix_type(eq_rules *r, const gguf_tensor *t, const char *name, int 
 
 /* Rows that are not a whole number of the type's blocks: the 32-block type
  * llama.cpp falls back to, else F16. */
-static int eq_fallback(const gguf_tensor *t, const char *name, int type, int *out, char *err, size_t errlen) {
+static int eq_fallback(const egf_tensor *t, const char *name, int type, int *out, char *err, size_t errlen) {
     *out = type;
     if (t->ne[0] % ek_type_get(type)->block_size == 0) return EMBER_OK;
     switch (type) {
@@ -247,7 +247,7 @@ static int eq_fallback(const gguf_tensor *t, const char *name, int type, int *ou
 }
 
 /* The output type of tensor t (llama_tensor_get_type). */
-static int eq_tensor_type(eq_rules *r, const gguf_tensor *t, const char *name, int *out, char *err, size_t errlen) {
+static int eq_tensor_type(eq_rules *r, const egf_tensor *t, const char *name, int *out, char *err, size_t errlen) {
     *out = t->type;
     if (!eq_allows_quantization(name, eq_n_dims(t))) return EMBER_OK;
     int type = r->default_type, rc;
@@ -257,30 +257,30 @@ static int eq_tensor_type(eq_rules *r, const gguf_tensor *t, const char *name, i
 }
 
 /* The model facts the rules read, from the "{arch}." keys. */
-static void eq_rules_init(eq_rules *r, const gguf_file *f, const eq_ftype *ft) {
+static void eq_rules_init(eq_rules *r, const egf_file *f, const eq_ftype *ft) {
     memset(r, 0, sizeof *r);
     r->ftype = ft->ftype;
     r->default_type = ft->type;
-    gguf_str arch = {"", 0};
-    gguf_get_str(f, "general.architecture", &arch);
+    egf_str arch = {"", 0};
+    egf_get_str(f, "general.architecture", &arch);
     char a[64], key[128];
     snprintf(a, sizeof a, "%.*s", (int)(arch.len < 63 ? arch.len : 63), arch.ptr);
     uint32_t n_layer = 0, n_head = 0, n_head_kv = 0, n_expert = 0;
     snprintf(key, sizeof key, "%s.block_count", a);
-    gguf_get_u32(f, key, &n_layer);
+    egf_get_u32(f, key, &n_layer);
     snprintf(key, sizeof key, "%s.expert_count", a);
-    gguf_get_u32(f, key, &n_expert);
+    egf_get_u32(f, key, &n_expert);
     /* head counts may be per layer (arrays): layer 0's, as hparams.n_gqa() */
     const char *heads[2] = {"attention.head_count", "attention.head_count_kv"};
     uint32_t *vals[2] = {&n_head, &n_head_kv};
     int have_kv_heads = 0;
     for (int i = 0; i < 2; i++) {
         snprintf(key, sizeof key, "%s.%s", a, heads[i]);
-        if (i == 1) have_kv_heads = gguf_find_kv(f, key) != NULL;
-        if (gguf_get_u32(f, key, vals[i]) != EMBER_OK) {
-            const gguf_kv *kv = gguf_find_kv(f, key);
+        if (i == 1) have_kv_heads = egf_find_kv(f, key) != NULL;
+        if (egf_get_u32(f, key, vals[i]) != EMBER_OK) {
+            const egf_kv *kv = egf_find_kv(f, key);
             int64_t v;
-            if (kv && kv->type == GGUF_ARRAY && kv->arr_n > 0 && gguf_arr_int(kv, 0, &v) == EMBER_OK && v >= 0 &&
+            if (kv && kv->type == GGUF_ARRAY && kv->arr_n > 0 && egf_arr_int(kv, 0, &v) == EMBER_OK && v >= 0 &&
                 v <= 0x7fffffff)
                 *vals[i] = (uint32_t)v;
         }
@@ -413,7 +413,7 @@ static const uint8_t *eq_skip_values(const uint8_t *p, int t, uint64_t n) {
 }
 
 /* A KV's bytes as the input encodes them: key length, key, type, value. */
-static void eq_put_kv(eq_writer *w, const gguf_kv *kv) {
+static void eq_put_kv(eq_writer *w, const egf_kv *kv) {
     const uint8_t *start = (const uint8_t *)kv->key.ptr - 8;
     const uint8_t *end = kv->type == GGUF_ARRAY ? eq_skip_values(kv->data, kv->arr_type, kv->arr_n)
                                                 : eq_skip_values(kv->data, kv->type, 1);
@@ -429,7 +429,7 @@ static void eq_put_kv_u32(eq_writer *w, const char *key, uint32_t v) {
 /* ---- the plan: every tensor's output type and place ----------------------------- */
 
 typedef struct eq_tensor {
-    const gguf_tensor *t;
+    const egf_tensor *t;
     char name[256];
     int layer;                /* N of "blk.N.", -1 for the others */
     int type;                 /* output type */
@@ -444,14 +444,14 @@ static int eq_tensor_order(const void *pa, const void *pb) {
     return strcmp(a->name, b->name);
 }
 
-static int eq_plan(const gguf_file *f, const eq_ftype *ft, uint32_t align, eq_tensor *ts, char *err, size_t errlen) {
-    const uint64_t n = gguf_n_tensors(f);
+static int eq_plan(const egf_file *f, const eq_ftype *ft, uint32_t align, eq_tensor *ts, char *err, size_t errlen) {
+    const uint64_t n = egf_n_tensors(f);
     eq_rules r;
     eq_rules_init(&r, f, ft);
     r.tied = 1;
     for (uint64_t i = 0; i < n; i++) {
         eq_tensor *e = &ts[i];
-        e->t = gguf_tensor_at(f, i);
+        e->t = egf_tensor_at(f, i);
         if (e->t->name.len >= sizeof e->name)
             return ec_errorf(err, errlen, EMBER_ERR_UNSUPPORTED, "a tensor name of %llu bytes",
                              (unsigned long long)e->t->name.len);
@@ -520,7 +520,7 @@ static void eq_job_run(void *arg, int ith, int nth) {
 
 static int eq_write_tensor(eq_writer *w, const eq_tensor *e, et_pool *pool, uint8_t *buf, size_t buf_size,
                            float *scratch, char *err, size_t errlen) {
-    const gguf_tensor *t = e->t;
+    const egf_tensor *t = e->t;
     if (e->type == t->type) {
         eq_put(w, t->data, (size_t)t->nbytes);
         return EMBER_OK;
@@ -581,7 +581,7 @@ static ember_status eq_status(ember_error *err, int code, const char *msg) {
 typedef struct eq_run {
     const ember_allocator *a;
     eq_input in;
-    gguf_file *f;
+    egf_file *f;
     eq_tensor *ts;
     et_pool *pool;
     uint8_t *buf;
@@ -596,12 +596,12 @@ static void eq_run_free(eq_run *q) {
     ec_free(q->a, q->scratch);
     et_pool_free(q->pool);
     ec_free(q->a, q->ts);
-    gguf_close(q->f);
+    egf_close(q->f);
     eq_input_close(&q->in, q->a);
 }
 
 /* Header, KVs and tensor infos, padded to the alignment. */
-static void eq_write_meta(eq_writer *w, const gguf_file *f, const eq_tensor *ts, uint64_t n, int ftype,
+static void eq_write_meta(eq_writer *w, const egf_file *f, const eq_tensor *ts, uint64_t n, int ftype,
                           uint32_t align) {
     static const char *const replaced[] = {"general.quantization_version", "general.file_type", "split.no",
                                            "split.count", "split.tensors.count"};
@@ -613,10 +613,10 @@ static void eq_write_meta(eq_writer *w, const gguf_file *f, const eq_tensor *ts,
             eq_put_u64(w, n);
             eq_put_u64(w, n_kv);
         }
-        for (uint64_t i = 0; i < gguf_n_kv(f); i++) {
-            const gguf_kv *kv = gguf_kv_at(f, i);
+        for (uint64_t i = 0; i < egf_n_kv(f); i++) {
+            const egf_kv *kv = egf_kv_at(f, i);
             int keep = 1;
-            for (size_t k = 0; k < sizeof replaced / sizeof replaced[0]; k++) keep &= !gguf_str_eq(kv->key, replaced[k]);
+            for (size_t k = 0; k < sizeof replaced / sizeof replaced[0]; k++) keep &= !egf_str_eq(kv->key, replaced[k]);
             if (!keep) continue;
             if (pass == 0) n_kv++;
             else eq_put_kv(w, kv);
@@ -649,14 +649,14 @@ static int eq_quantize(eq_run *q, const char *in_path, const char *out_path, con
     int rc = eq_input_open(&q->in, in_path, q->a, err, errlen);
     if (rc != EMBER_OK) return rc;
     char msg[256] = "";
-    if ((rc = gguf_open(q->in.data, q->in.size, q->a, &q->f, msg, sizeof msg)) != EMBER_OK)
+    if ((rc = egf_open(q->in.data, q->in.size, q->a, &q->f, msg, sizeof msg)) != EMBER_OK)
         return ec_errorf(err, errlen, rc, "%s: %s", in_path, msg);
     uint32_t n_split = 1;
-    if (gguf_get_u32(q->f, "split.count", &n_split) == EMBER_OK && n_split > 1)
+    if (egf_get_u32(q->f, "split.count", &n_split) == EMBER_OK && n_split > 1)
         return ec_errorf(err, errlen, EMBER_ERR_UNSUPPORTED, "%s is one of %u split files; merge them first",
                          in_path, n_split);
-    const uint64_t n = gguf_n_tensors(q->f);
-    const uint32_t align = gguf_alignment(q->f);
+    const uint64_t n = egf_n_tensors(q->f);
+    const uint32_t align = egf_alignment(q->f);
     if (n > INT32_MAX) return ec_errorf(err, errlen, EMBER_ERR_UNSUPPORTED, "too many tensors");
     q->ts = (eq_tensor *)ec_calloc(q->a, n ? (size_t)n : 1, sizeof *q->ts);
     if (!q->ts) return ec_errorf(err, errlen, EMBER_ERR_NOMEM, "out of memory");

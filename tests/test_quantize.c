@@ -142,7 +142,7 @@ static void t_build(gb_buf *b) {
 
 /* ---- reading files back ---------------------------------------------------------- */
 
-typedef struct t_file { uint8_t *p; size_t n; gguf_file *f; } t_file;
+typedef struct t_file { uint8_t *p; size_t n; egf_file *f; } t_file;
 
 static int t_open(t_file *tf, const char *path) {
     memset(tf, 0, sizeof *tf);
@@ -155,14 +155,14 @@ static int t_open(t_file *tf, const char *path) {
     size_t got = fread(tf->p, 1, tf->n, fp);
     fclose(fp);
     char err[256];
-    if (got != tf->n || gguf_open(tf->p, tf->n, NULL, &tf->f, err, sizeof err) != EMBER_OK) {
+    if (got != tf->n || egf_open(tf->p, tf->n, NULL, &tf->f, err, sizeof err) != EMBER_OK) {
         fprintf(stderr, "cannot read back %s: %s\n", path, err);
         return -1;
     }
     return 0;
 }
 
-static void t_close(t_file *tf) { gguf_close(tf->f); free(tf->p); memset(tf, 0, sizeof *tf); }
+static void t_close(t_file *tf) { egf_close(tf->f); free(tf->p); memset(tf, 0, sizeof *tf); }
 
 static int t_files_equal(const char *a, const char *b) {
     t_file x, y;
@@ -175,10 +175,10 @@ static int t_files_equal(const char *a, const char *b) {
 
 /* The bytes of KV i as stored: from its key length to the next KV (or the
  * first tensor info). */
-static void t_kv_span(const gguf_file *f, uint64_t i, const uint8_t **p, size_t *n) {
-    const uint8_t *start = (const uint8_t *)gguf_kv_at(f, i)->key.ptr - 8;
-    const uint8_t *end = i + 1 < gguf_n_kv(f) ? (const uint8_t *)gguf_kv_at(f, i + 1)->key.ptr - 8
-                                               : (const uint8_t *)gguf_tensor_at(f, 0)->name.ptr - 8;
+static void t_kv_span(const egf_file *f, uint64_t i, const uint8_t **p, size_t *n) {
+    const uint8_t *start = (const uint8_t *)egf_kv_at(f, i)->key.ptr - 8;
+    const uint8_t *end = i + 1 < egf_n_kv(f) ? (const uint8_t *)egf_kv_at(f, i + 1)->key.ptr - 8
+                                               : (const uint8_t *)egf_tensor_at(f, 0)->name.ptr - 8;
     *p = start;
     *n = (size_t)(end - start);
 }
@@ -202,18 +202,18 @@ static double t_rms_limit(int type) {
 
 /* ---- the checks ------------------------------------------------------------------- */
 
-static void t_check_output(const char *path, int mix, const gguf_file *in) {
+static void t_check_output(const char *path, int mix, const egf_file *in) {
     t_file o;
     CHECK(t_open(&o, path) == 0, "%s: output readable", t_mixes[mix]);
     if (!o.f) return;
-    const gguf_file *f = o.f;
+    const egf_file *f = o.f;
     /* KVs: the input's in order, general.file_type dropped, then the
      * quantization version and the new file type */
-    CHECK(gguf_n_kv(f) == gguf_n_kv(in) + 1, "%s: %llu KVs", t_mixes[mix], (unsigned long long)gguf_n_kv(f));
+    CHECK(egf_n_kv(f) == egf_n_kv(in) + 1, "%s: %llu KVs", t_mixes[mix], (unsigned long long)egf_n_kv(f));
     uint64_t j = 0;
     int kv_ok = 1;
-    for (uint64_t i = 0; i < gguf_n_kv(in) && j < gguf_n_kv(f); i++) {
-        if (gguf_str_eq(gguf_kv_at(in, i)->key, "general.file_type")) continue;
+    for (uint64_t i = 0; i < egf_n_kv(in) && j < egf_n_kv(f); i++) {
+        if (egf_str_eq(egf_kv_at(in, i)->key, "general.file_type")) continue;
         const uint8_t *a, *b;
         size_t na, nb;
         t_kv_span(in, i, &a, &na);
@@ -222,17 +222,17 @@ static void t_check_output(const char *path, int mix, const gguf_file *in) {
     }
     CHECK(kv_ok, "%s: every KV copied byte for byte", t_mixes[mix]);
     uint32_t qv = 0, ft = 0;
-    CHECK(gguf_get_u32(f, "general.quantization_version", &qv) == EMBER_OK && qv == 2, "%s: quantization_version %u",
+    CHECK(egf_get_u32(f, "general.quantization_version", &qv) == EMBER_OK && qv == 2, "%s: quantization_version %u",
           t_mixes[mix], qv);
-    CHECK(gguf_get_u32(f, "general.file_type", &ft) == EMBER_OK && ft == t_ftypes[mix], "%s: file_type %u",
+    CHECK(egf_get_u32(f, "general.file_type", &ft) == EMBER_OK && ft == t_ftypes[mix], "%s: file_type %u",
           t_mixes[mix], ft);
-    CHECK(gguf_alignment(f) == 64, "%s: alignment %u", t_mixes[mix], gguf_alignment(f));
+    CHECK(egf_alignment(f) == 64, "%s: alignment %u", t_mixes[mix], egf_alignment(f));
     /* tensors: llama-quantize's order (layer, then name), types, bytes */
-    CHECK(gguf_n_tensors(f) == (uint64_t)t_n_specs, "%s: tensor count", t_mixes[mix]);
+    CHECK(egf_n_tensors(f) == (uint64_t)t_n_specs, "%s: tensor count", t_mixes[mix]);
     int prev_layer = -1;
     char prev[64] = "";
-    for (uint64_t k = 0; k < gguf_n_tensors(f); k++) {
-        const gguf_tensor *t = gguf_tensor_at(f, k);
+    for (uint64_t k = 0; k < egf_n_tensors(f); k++) {
+        const egf_tensor *t = egf_tensor_at(f, k);
         char name[64];
         snprintf(name, sizeof name, "%.*s", (int)t->name.len, t->name.ptr);
         int layer = -1;
@@ -248,7 +248,7 @@ static void t_check_output(const char *path, int mix, const gguf_file *in) {
         CHECK(!strcmp(t_type_name(t->type), sp->want[mix]), "%s: %s is %s, want %s", t_mixes[mix], name,
               t_type_name(t->type), sp->want[mix]);
         CHECK(t->n_dims == (sp->ne1 > 1 ? 2 : 1) && t->ne[0] == sp->ne0, "%s: %s shape", t_mixes[mix], name);
-        const gguf_tensor *ti = gguf_find_tensor(in, name);
+        const egf_tensor *ti = egf_find_tensor(in, name);
         if (t->type == ti->type) {
             CHECK(t->nbytes == ti->nbytes && !memcmp(t->data, ti->data, (size_t)t->nbytes), "%s: %s copied",
                   t_mixes[mix], name);
@@ -293,7 +293,7 @@ static int t_progress_cb(void *ud, int tensor, int n_tensors, const char *name) 
 
 static int t_exists(const char *path) { return access(path, F_OK) == 0; }
 
-static void test_mixes(const gguf_file *in) {
+static void test_mixes(const egf_file *in) {
     for (int mix = 0; mix < 3; mix++) {
         ember_quantize_params qp = ember_quantize_default_params();
         qp.type = t_mixes[mix];
@@ -379,13 +379,13 @@ int main(void) {
     gb_buf b = {0};
     t_build(&b);
     CHECK(gb_write_file(&b, t_in) == 0, "write %s", t_in);
-    gguf_file *in = NULL;
+    egf_file *in = NULL;
     char err[256];
-    CHECK(gguf_open(b.p, b.n, NULL, &in, err, sizeof err) == EMBER_OK, "input: %s", err);
+    CHECK(egf_open(b.p, b.n, NULL, &in, err, sizeof err) == EMBER_OK, "input: %s", err);
     if (in) {
         test_mixes(in);
         test_errors();
-        gguf_close(in);
+        egf_close(in);
     }
     gb_free(&b);
     for (int i = 0; i < t_n_specs; i++) free(t_values[i]);
