@@ -441,10 +441,10 @@ static void test_iq4_quantize_by_hand(void) {
 
 /* ---- matmul -------------------------------------------------------------------- */
 
-/* Random weights of a type: quantized from random floats where ember has a
- * quantizer, else (k-quants) and for the IQ4 types (every nibble and every
- * 6-bit scale, which their quantizer does not all make) random bytes with
- * sane fp16 scales. */
+/* Random weights of a type: quantized from random floats for the 32-block
+ * types, random bytes with sane fp16 scales for the k-quants and the IQ4
+ * types (every nibble, level and 6-bit scale, which quantizing random
+ * floats does not all make). */
 static void t_random_weights(int type, void *w, int rows, int n) {
     size_t rb = (size_t)ek_row_bytes(type, (uint64_t)n);
     if (type == EK_Q2_K || type == EK_Q3_K || type == EK_Q4_K || type == EK_Q5_K || type == EK_Q6_K ||
