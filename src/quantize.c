@@ -569,12 +569,13 @@ static int eq_default_threads(void) {
     return n < 1 ? 1 : n > 256 ? 256 : (int)n;
 }
 
-static ember_status eq_status(ember_error *err, int code, const char *msg) {
+static ember_status eq_status(ember_error *err, int rc, const char *msg) {
+    const ember_status code = (ember_status)rc;
     if (err) {
         err->code = code;
         snprintf(err->message, sizeof err->message, "%s", code != EMBER_OK && !*msg ? ember_status_string(code) : msg);
     }
-    return (ember_status)code;
+    return code;
 }
 
 /* Everything a run holds, freed in one place. */
