@@ -65,6 +65,7 @@ static double now_s(void);
 static void usage(FILE *out) {
     fprintf(out,
         "usage: ember [COMMAND] -m MODEL [options]\n"
+        "       ember quantize IN.gguf OUT.gguf TYPE [-t N]   (ember quantize --help lists the types)\n"
         "commands: generate (default), chat, template, perplexity, tokenize, info, bench\n"
         "  -m, --model FILE        GGUF model\n"
         "  -p, --prompt TEXT       prompt (bench: prompt tokens, default 128)\n"
@@ -1033,12 +1034,59 @@ static int cmd_bench(const options *o) {
     return rc ? 1 : 0;
 }
 
+/* ember quantize IN.gguf OUT.gguf TYPE [-t N]: its own arguments (no model
+ * to open); progress, one line per tensor, on stderr. */
+static int quantize_progress(void *user_data, int tensor, int n_tensors, const char *name) {
+    (void)user_data;
+    fprintf(stderr, "[%4d/%4d] %s\n", tensor + 1, n_tensors, name);
+    return 0;
+}
+
+static int cmd_quantize(int argc, char **argv) {
+    const char *pos[3];
+    int n_pos = 0;
+    ember_quantize_params qp = ember_quantize_default_params();
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            printf("usage: ember quantize IN.gguf OUT.gguf TYPE [-t N]\n"
+                   "  IN.gguf holds F32, F16 or BF16 weights; OUT.gguf gets them quantized as llama-quantize\n"
+                   "  would (same type per tensor, same bytes, without an importance matrix).\n"
+                   "  -t, --threads N   threads (default: all cores)\n"
+                   "types:");
+            for (int t = 0; ember_quantize_type_name(t); t++) printf(" %s", ember_quantize_type_name(t));
+            printf("\n");
+            return 0;
+        }
+        if (!strcmp(argv[i], "-t") || !strcmp(argv[i], "--threads")) {
+            if (i + 1 >= argc) return die("%s needs a value", argv[i]);
+            if (parse_int(argv[i + 1], &qp.n_threads) || qp.n_threads < 1 || qp.n_threads > 256)
+                return die("%s %s: must be an integer in 1..256", argv[i], argv[i + 1]);
+            i++;
+        } else if (argv[i][0] == '-' && argv[i][1]) {
+            return die("quantize: unknown option '%s' (see ember quantize --help)", argv[i]);
+        } else if (n_pos == 3) {
+            return die("quantize: unexpected argument '%s' (usage: ember quantize IN.gguf OUT.gguf TYPE [-t N])", argv[i]);
+        } else {
+            pos[n_pos++] = argv[i];
+        }
+    }
+    if (n_pos != 3) return die("usage: ember quantize IN.gguf OUT.gguf TYPE [-t N] (ember quantize --help lists the types)");
+    qp.type = pos[2];
+    qp.progress = quantize_progress;
+    ember_error err;
+    double t0 = now_s();
+    if (ember_quantize(pos[0], pos[1], &qp, &err) != EMBER_OK) return die("quantize: %s", err.message);
+    fprintf(stderr, "ember: wrote %s (%s) in %.2f s\n", pos[1], pos[2], now_s() - t0);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     options o;
 #ifdef _WIN32
     _setmode(_fileno(stdout), _O_BINARY);   /* the same bytes as on POSIX: no "\r\n" */
 #endif
     if (argc < 2) { usage(stderr); return 1; }
+    if (!strcmp(argv[1], "quantize")) return cmd_quantize(argc - 2, argv + 2);
     if (parse_args(argc, argv, &o)) return 1;
     if (!strcmp(o.command, "generate")) return cmd_generate(&o);
     if (!strcmp(o.command, "chat")) return cmd_chat(&o);

@@ -776,6 +776,47 @@ EMBER_API const char *ember_chat_errmsg(const ember_chat *chat);
  * "scalar").  Static storage; thread-safe. */
 EMBER_API const char *ember_cpu_features(void);
 
+/* ---- quantization ------------------------------------------------------------ */
+
+/* ember_quantize writes a copy of a GGUF model of F32, F16 or BF16 weights
+ * with its matrices quantized as llama.cpp's llama-quantize does without an
+ * importance matrix: the same type for each tensor (llama.cpp's rules: the
+ * output head Q6_K, more bits for attn_v / ffn_down in some layers of the
+ * _M mixes, rows that are not a whole number of 256-blocks falling back to a
+ * 32-block type, norms and 1-D tensors kept), the same quantized bytes, and
+ * every KV of the input with general.file_type and
+ * general.quantization_version = 2 set.  The output is written tensor by
+ * tensor (never held in memory whole). */
+typedef struct ember_quantize_params {
+    const char *type;          /* a name from ember_quantize_type_name, any case
+                                  ("q4_k_m", "Q8_0", ...); default "q4_k_m" */
+    int n_threads;             /* <= 0: one per core */
+    /* Called before each tensor is written (tensor = 0 .. n_tensors-1, name
+     * valid during the call), from the calling thread; return nonzero to
+     * stop (EMBER_ERR_CANCELLED, the output file is removed).  May be NULL. */
+    int (*progress)(void *user_data, int tensor, int n_tensors, const char *name);
+    void *user_data;
+    const ember_allocator *allocator;   /* NULL: libc */
+} ember_quantize_params;
+
+EMBER_API ember_quantize_params ember_quantize_default_params(void);
+
+/* Quantize in_path into out_path (created or replaced).  Fails with
+ * EMBER_ERR_INVALID_ARG for an unknown type or out_path naming the input,
+ * EMBER_ERR_UNSUPPORTED for an input whose weights are already quantized
+ * (or a split file), EMBER_ERR_IO if a file cannot be read or written, and
+ * the GGUF reader's codes for a broken input; err (may be NULL) gets the
+ * message.  On failure no partial output file is left.  Thread-safety: any
+ * number of calls may run at once (on different output files). */
+EMBER_API ember_status ember_quantize(const char *in_path, const char *out_path,
+                                     const ember_quantize_params *params, ember_error *err);
+
+/* The i-th type name ember_quantize knows (i = 0, 1, ...), NULL past the
+ * last: q4_0 q4_1 q5_0 q5_1 q8_0 q2_k q3_k_s q3_k_m q3_k_l q3_k q4_k_s
+ * q4_k_m q4_k q5_k_s q5_k_m q5_k q6_k iq4_nl iq4_xs f16 bf16 f32 (q3_k, q4_k
+ * and q5_k are the _m mixes, as in llama-quantize).  Static strings. */
+EMBER_API const char *ember_quantize_type_name(int i);
+
 #ifdef __cplusplus
 }
 #endif

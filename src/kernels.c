@@ -556,6 +556,368 @@ static void ek_quantize_iq4_xs_ref(const float *x, void *dst, int n) {
     }
 }
 
+/* ---- k-quants: ggml's quantize_row_qN_K_ref, which is what llama-quantize
+ * writes without an importance matrix (its quantize_qN_K without weights
+ * calls them).  Each superblock of 256 is fitted in groups (16 or 32
+ * elements) whose scales (and mins) are then quantized to 4, 6 or 8 bits
+ * against one fp16 superblock scale, and the elements re-fitted to the
+ * rounded scales.  The float operations are ggml's, in ggml's order: a
+ * reordered sum rounds differently and moves a level now and then. */
+
+#define EK_GROUP_EPS 1e-15f   /* a group whose largest magnitude is below this is all zero */
+
+static int ek_clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+/* The value of largest magnitude, with its sign (0 for an empty group). */
+static float ek_signed_absmax(const float *x, int n) {
+    float amax = 0, max = 0;
+    for (int i = 0; i < n; i++)
+        if (fabsf(x[i]) > amax) { amax = fabsf(x[i]); max = x[i]; }
+    return max;
+}
+
+/* Signed levels l in [-nmax, nmax) of one group and its scale s (x ~ s l),
+ * weighted by w = x^2: least squares on the levels of each of the 19
+ * inverse scales -(nmax + 0.1 k) / max, k = -9..9, keeping the best fit
+ * (ggml's make_qx_quants with rmse_type 1).  L[i] = l + nmax. */
+static float ek_fit_signed(int n, int nmax, const float *x, int8_t *L) {
+    const float max = ek_signed_absmax(x, n);
+    if (fabsf(max) < EK_GROUP_EPS) { memset(L, 0, (size_t)n); return 0.f; }
+    float iscale = -nmax / max, sumlx = 0, suml2 = 0;
+    for (int i = 0; i < n; i++) {
+        int l = ek_clampi(ek_nearest_int(iscale * x[i]), -nmax, nmax - 1);
+        L[i] = (int8_t)(l + nmax);
+        float w = x[i] * x[i];
+        sumlx += w * x[i] * l;
+        suml2 += w * l * l;
+    }
+    float scale = suml2 ? sumlx / suml2 : 0.0f, best = scale * sumlx;
+    for (int is = -9; is <= 9; is++) {
+        if (is == 0) continue;
+        iscale = -(nmax + 0.1f * is) / max;
+        sumlx = suml2 = 0;
+        for (int i = 0; i < n; i++) {
+            int l = ek_clampi(ek_nearest_int(iscale * x[i]), -nmax, nmax - 1);
+            float w = x[i] * x[i];
+            sumlx += w * x[i] * l;
+            suml2 += w * l * l;
+        }
+        if (suml2 > 0 && sumlx * sumlx > best * suml2) {
+            for (int i = 0; i < n; i++)
+                L[i] = (int8_t)(nmax + ek_clampi(ek_nearest_int(iscale * x[i]), -nmax, nmax - 1));
+            scale = sumlx / suml2;
+            best = scale * sumlx;
+        }
+    }
+    return scale;
+}
+
+/* q3_K's group fit (16 elements, levels -4..3, w = x^2): start from the
+ * levels of scale -max/4, then up to 5 passes that move single levels to
+ * their least-squares value while the fit improves (ggml's make_q3_quants
+ * with do_rmse).  L[i] = l + 4. */
+static float ek_fit_q3(const float *x, int8_t *L) {
+    enum { N = 16, NMAX = 4 };
+    const float max = ek_signed_absmax(x, N);
+    if (fabsf(max) < EK_GROUP_EPS) { memset(L, 0, N); return 0.f; }
+    const float iscale = -NMAX / max;
+    float sumlx = 0, suml2 = 0;
+    for (int i = 0; i < N; i++) {
+        int l = ek_clampi(ek_nearest_int(iscale * x[i]), -NMAX, NMAX - 1);
+        L[i] = (int8_t)l;
+        float w = x[i] * x[i];
+        sumlx += w * x[i] * l;
+        suml2 += w * l * l;
+    }
+    for (int itry = 0; itry < 5; itry++) {
+        int n_changed = 0;
+        for (int i = 0; i < N; i++) {
+            float w = x[i] * x[i], slx = sumlx - w * x[i] * L[i];
+            if (slx <= 0) continue;
+            float sl2 = suml2 - w * L[i] * L[i];
+            int new_l = ek_clampi(ek_nearest_int(x[i] * sl2 / slx), -NMAX, NMAX - 1);
+            if (new_l == L[i]) continue;
+            slx += w * x[i] * new_l;
+            sl2 += w * new_l * new_l;
+            if (sl2 > 0 && slx * slx * suml2 > sumlx * sumlx * sl2) {
+                L[i] = (int8_t)new_l;
+                sumlx = slx;
+                suml2 = sl2;
+                n_changed++;
+            }
+        }
+        if (!n_changed) break;
+    }
+    for (int i = 0; i < N; i++) L[i] = (int8_t)(L[i] + NMAX);
+    return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
+}
+
+/* Levels 0..nmax of one group (n <= 32) with a scale and a min (x ~ s l - m,
+ * m >= 0 returned in *the_min): the levels of the range's scale, then of
+ * nstep + 1 scales (rmin + rdelta k + nmax) / range, each refitted by
+ * weighted least squares (scale and min together), keeping the smallest
+ * weighted error, squared or absolute (use_mad) (ggml's make_qkx2_quants). */
+static float ek_fit_affine(int n, int nmax, const float *x, const float *w, uint8_t *L, float *the_min,
+                           float rmin, float rdelta, int nstep, int use_mad) {
+    uint8_t Laux[32];
+    float min = x[0], max = x[0], sum_w = w[0], sum_x = sum_w * x[0];
+    for (int i = 1; i < n; i++) {
+        if (x[i] < min) min = x[i];
+        if (x[i] > max) max = x[i];
+        sum_w += w[i];
+        sum_x += w[i] * x[i];
+    }
+    if (min > 0) min = 0;
+    if (max == min) {
+        memset(L, 0, (size_t)n);
+        *the_min = -min;
+        return 0.f;
+    }
+    float iscale = nmax / (max - min), scale = 1 / iscale, best_error = 0;
+    for (int i = 0; i < n; i++) {
+        L[i] = (uint8_t)ek_clampi(ek_nearest_int(iscale * (x[i] - min)), 0, nmax);
+        float diff = scale * L[i] + min - x[i];
+        diff = use_mad ? fabsf(diff) : diff * diff;
+        best_error += w[i] * diff;
+    }
+    for (int is = 0; is <= nstep; is++) {
+        iscale = (rmin + rdelta * is + nmax) / (max - min);
+        float sum_l = 0, sum_l2 = 0, sum_xl = 0;
+        for (int i = 0; i < n; i++) {
+            int l = ek_clampi(ek_nearest_int(iscale * (x[i] - min)), 0, nmax);
+            Laux[i] = (uint8_t)l;
+            sum_l += w[i] * l;
+            sum_l2 += w[i] * l * l;
+            sum_xl += w[i] * l * x[i];
+        }
+        float D = sum_w * sum_l2 - sum_l * sum_l;
+        if (D <= 0) continue;
+        float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
+        float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
+        if (this_min > 0) {
+            this_min = 0;
+            this_scale = sum_xl / sum_l2;
+        }
+        float cur_error = 0;
+        for (int i = 0; i < n; i++) {
+            float diff = this_scale * Laux[i] + this_min - x[i];
+            diff = use_mad ? fabsf(diff) : diff * diff;
+            cur_error += w[i] * diff;
+        }
+        if (cur_error < best_error) {
+            memcpy(L, Laux, (size_t)n);
+            best_error = cur_error;
+            scale = this_scale;
+            min = this_min;
+        }
+    }
+    *the_min = -min;
+    return scale;
+}
+
+/* 2-bit fields of 256 levels as q2_K / q3_K store them: byte l of each
+ * 32-byte half holds elements l, l+32, l+64, l+96 of its 128. */
+static void ek_pack_2bit(const uint8_t *L, uint8_t *qs) {
+    for (int j = 0; j < 256; j += 128)
+        for (int l = 0; l < 32; l++)
+            qs[j / 4 + l] = (uint8_t)(L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4) | (L[j + l + 96] << 6));
+}
+
+static void ek_quantize_q2_K_ref(const float *x, void *dst, int n) {
+    ek_block_q2_K *y = (ek_block_q2_K *)dst;
+    const float q4scale = 15.f;
+    uint8_t L[256];
+    float w[16], mins[16], scales[16];
+    for (int i = 0; i < n / 256; i++, x += 256) {
+        float max_scale = 0, max_min = 0;
+        for (int j = 0; j < 16; j++) {
+            for (int l = 0; l < 16; l++) w[l] = fabsf(x[16 * j + l]);
+            scales[j] = ek_fit_affine(16, 3, x + 16 * j, w, L + 16 * j, &mins[j], -0.5f, 0.1f, 15, 1);
+            if (scales[j] > max_scale) max_scale = scales[j];
+            if (mins[j] > max_min) max_min = mins[j];
+        }
+        memset(y[i].scales, 0, 16);
+        y[i].d = ek_fp32_to_fp16(0.f);
+        y[i].dmin = ek_fp32_to_fp16(0.f);
+        if (max_scale > 0) {   /* scales in the low nibbles */
+            const float iscale = q4scale / max_scale;
+            for (int j = 0; j < 16; j++) y[i].scales[j] = (uint8_t)ek_nearest_int(iscale * scales[j]);
+            y[i].d = ek_fp32_to_fp16(max_scale / q4scale);
+        }
+        if (max_min > 0) {     /* mins in the high nibbles */
+            const float iscale = q4scale / max_min;
+            for (int j = 0; j < 16; j++)
+                y[i].scales[j] |= (uint8_t)((unsigned)ek_nearest_int(iscale * mins[j]) << 4);
+            y[i].dmin = ek_fp32_to_fp16(max_min / q4scale);
+        }
+        for (int j = 0; j < 16; j++) {
+            const float d = EK_H2F(y[i].d) * (y[i].scales[j] & 0xF);
+            if (!d) continue;
+            const float dm = EK_H2F(y[i].dmin) * (y[i].scales[j] >> 4);
+            for (int ii = 0; ii < 16; ii++)
+                L[16 * j + ii] = (uint8_t)ek_clampi(ek_nearest_int((x[16 * j + ii] + dm) / d), 0, 3);
+        }
+        ek_pack_2bit(L, y[i].qs);
+    }
+}
+
+static void ek_quantize_q3_K_ref(const float *x, void *dst, int n) {
+    ek_block_q3_K *y = (ek_block_q3_K *)dst;
+    int8_t L[256];
+    float scales[16];
+    for (int i = 0; i < n / 256; i++, x += 256) {
+        float max_scale = 0, amax = 0;
+        for (int j = 0; j < 16; j++) {
+            scales[j] = ek_fit_q3(x + 16 * j, L + 16 * j);
+            if (fabsf(scales[j]) > amax) { amax = fabsf(scales[j]); max_scale = scales[j]; }
+        }
+        /* 6-bit scales (stored + 32): low nibbles in bytes 0..7, top 2 bits in 8..11 */
+        memset(y[i].scales, 0, 12);
+        if (max_scale) {
+            const float iscale = -32.f / max_scale;
+            for (int j = 0; j < 16; j++) {
+                int l = ek_clampi((int8_t)ek_nearest_int(iscale * scales[j]), -32, 31) + 32;
+                if (j < 8) y[i].scales[j] = (uint8_t)(l & 0xF);
+                else y[i].scales[j - 8] |= (uint8_t)((l & 0xF) << 4);
+                y[i].scales[j % 4 + 8] |= (uint8_t)((l >> 4) << (2 * (j / 4)));
+            }
+            y[i].d = ek_fp32_to_fp16(1 / iscale);
+        } else {
+            y[i].d = ek_fp32_to_fp16(0.f);
+        }
+        for (int j = 0; j < 16; j++) {
+            int sc = j < 8 ? y[i].scales[j] & 0xF : y[i].scales[j - 8] >> 4;
+            sc = (sc | (((y[i].scales[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) - 32;
+            const float d = EK_H2F(y[i].d) * sc;
+            if (!d) continue;
+            for (int ii = 0; ii < 16; ii++)
+                L[16 * j + ii] = (int8_t)(ek_clampi(ek_nearest_int(x[16 * j + ii] / d), -4, 3) + 4);
+        }
+        /* the high bit of element j goes to bit j / 32 of hmask[j % 32] */
+        memset(y[i].hmask, 0, 32);
+        uint8_t low[256];
+        for (int j = 0; j < 256; j++) {
+            if (L[j] > 3) y[i].hmask[j % 32] |= (uint8_t)(1 << (j / 32));
+            low[j] = (uint8_t)(L[j] > 3 ? L[j] - 4 : L[j]);
+        }
+        ek_pack_2bit(low, y[i].qs);
+    }
+}
+
+/* q4_K / q5_K: 8 groups of 32 with a scale and a min each, both quantized
+ * to 6 bits against the superblock's d and dmin, packed as ek_scale_min_k4
+ * reads them. */
+static void ek_fit_k_superblock(const float *x, int nmax, float rmin, int nstep, uint16_t *d, uint16_t *dmin,
+                                uint8_t scales_out[12], uint8_t L[256]) {
+    float w[32], mins[8], scales[8], max_scale = 0, max_min = 0;
+    for (int j = 0; j < 8; j++) {
+        const float *xj = x + 32 * j;
+        float sum_x2 = 0;
+        for (int l = 0; l < 32; l++) sum_x2 += xj[l] * xj[l];
+        const float av_x = sqrtf(sum_x2 / 32);
+        for (int l = 0; l < 32; l++) w[l] = av_x + fabsf(xj[l]);
+        scales[j] = ek_fit_affine(32, nmax, xj, w, L + 32 * j, &mins[j], rmin, 0.1f, nstep, 0);
+        if (scales[j] > max_scale) max_scale = scales[j];
+        if (mins[j] > max_min) max_min = mins[j];
+    }
+    const float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f;
+    const float inv_min = max_min > 0 ? 63.f / max_min : 0.f;
+    for (int j = 0; j < 8; j++) {
+        uint8_t ls = (uint8_t)ek_nearest_int(inv_scale * scales[j]), lm = (uint8_t)ek_nearest_int(inv_min * mins[j]);
+        ls = ls < 63 ? ls : 63;
+        lm = lm < 63 ? lm : 63;
+        if (j < 4) {
+            scales_out[j] = ls;
+            scales_out[j + 4] = lm;
+        } else {
+            scales_out[j + 4] = (uint8_t)((ls & 0xF) | ((lm & 0xF) << 4));
+            scales_out[j - 4] |= (uint8_t)((ls >> 4) << 6);
+            scales_out[j] |= (uint8_t)((lm >> 4) << 6);
+        }
+    }
+    *d = ek_fp32_to_fp16(max_scale / 63.f);
+    *dmin = ek_fp32_to_fp16(max_min / 63.f);
+    for (int j = 0; j < 8; j++) {
+        int sc, m;
+        ek_scale_min_k4(j, scales_out, &sc, &m);
+        const float dj = EK_H2F(*d) * sc;
+        if (!dj) continue;
+        const float dm = EK_H2F(*dmin) * m;
+        for (int ii = 0; ii < 32; ii++)
+            L[32 * j + ii] = (uint8_t)ek_clampi(ek_nearest_int((x[32 * j + ii] + dm) / dj), 0, nmax);
+    }
+}
+
+static void ek_quantize_q4_K_ref(const float *x, void *dst, int n) {
+    ek_block_q4_K *y = (ek_block_q4_K *)dst;
+    uint8_t L[256];
+    for (int i = 0; i < n / 256; i++, x += 256) {
+        ek_fit_k_superblock(x, 15, -1.f, 20, &y[i].d, &y[i].dmin, y[i].scales, L);
+        /* 64 elements per 32 bytes: the first 32 in the low nibbles */
+        for (int j = 0; j < 256; j += 64)
+            for (int l = 0; l < 32; l++) y[i].qs[j / 2 + l] = (uint8_t)(L[j + l] | (L[j + l + 32] << 4));
+    }
+}
+
+static void ek_quantize_q5_K_ref(const float *x, void *dst, int n) {
+    ek_block_q5_K *y = (ek_block_q5_K *)dst;
+    uint8_t L[256];
+    for (int i = 0; i < n / 256; i++, x += 256) {
+        ek_fit_k_superblock(x, 31, -0.5f, 15, &y[i].d, &y[i].dmin, y[i].scales, L);
+        /* low 4 bits as q4_K; bit 4 of elements c*64 + l and c*64 + 32 + l in
+         * bits 2c and 2c+1 of qh[l] */
+        memset(y[i].qh, 0, 32);
+        for (int c = 0; c < 4; c++)
+            for (int l = 0; l < 32; l++) {
+                int l1 = L[64 * c + l], l2 = L[64 * c + 32 + l];
+                if (l1 > 15) { l1 -= 16; y[i].qh[l] |= (uint8_t)(1 << (2 * c)); }
+                if (l2 > 15) { l2 -= 16; y[i].qh[l] |= (uint8_t)(2 << (2 * c)); }
+                y[i].qs[32 * c + l] = (uint8_t)(l1 | (l2 << 4));
+            }
+    }
+}
+
+static void ek_quantize_q6_K_ref(const float *x, void *dst, int n) {
+    ek_block_q6_K *y = (ek_block_q6_K *)dst;
+    int8_t L[256];
+    float scales[16];
+    for (int i = 0; i < n / 256; i++, x += 256) {
+        float max_scale = 0, max_abs_scale = 0;
+        for (int ib = 0; ib < 16; ib++) {
+            scales[ib] = ek_fit_signed(16, 32, x + 16 * ib, L + 16 * ib);
+            if (fabsf(scales[ib]) > max_abs_scale) { max_abs_scale = fabsf(scales[ib]); max_scale = scales[ib]; }
+        }
+        if (max_abs_scale < EK_GROUP_EPS) {
+            memset(&y[i], 0, sizeof y[i]);
+            continue;
+        }
+        const float iscale = -128.f / max_scale;
+        y[i].d = ek_fp32_to_fp16(1 / iscale);
+        for (int ib = 0; ib < 16; ib++) {
+            int s = ek_nearest_int(iscale * scales[ib]);
+            y[i].scales[ib] = (int8_t)(s < 127 ? s : 127);
+        }
+        for (int j = 0; j < 16; j++) {
+            const float d = EK_H2F(y[i].d) * y[i].scales[j];
+            if (!d) continue;
+            for (int ii = 0; ii < 16; ii++)
+                L[16 * j + ii] = (int8_t)(ek_clampi(ek_nearest_int(x[16 * j + ii] / d), -32, 31) + 32);
+        }
+        /* per 128: low nibbles of l, l+64 in ql[l], of l+32, l+96 in ql[l+32];
+         * the top 2 bits of all four in qh[l] */
+        for (int h = 0; h < 2; h++) {
+            const int8_t *Lh = L + 128 * h;
+            uint8_t *ql = y[i].ql + 64 * h, *qh = y[i].qh + 32 * h;
+            for (int l = 0; l < 32; l++) {
+                ql[l] = (uint8_t)((Lh[l] & 0xF) | ((Lh[l + 64] & 0xF) << 4));
+                ql[l + 32] = (uint8_t)((Lh[l + 32] & 0xF) | ((Lh[l + 96] & 0xF) << 4));
+                qh[l] = (uint8_t)((Lh[l] >> 4) | ((Lh[l + 32] >> 4) << 2) | ((Lh[l + 64] >> 4) << 4) |
+                                  ((Lh[l + 96] >> 4) << 6));
+            }
+        }
+    }
+}
+
 int ek_quantize_row(int type, const float *src, void *dst, int64_t n) {
     const ek_type_info *t = ek_type_get(type);
     if (!t || n % t->block_size) return -1;
@@ -576,6 +938,11 @@ int ek_quantize_row(int type, const float *src, void *dst, int64_t n) {
     case EK_Q8_K: ek_quantize_q8_K_ref(src, dst, (int)n); return 0;
     case EK_IQ4_NL: ek_quantize_iq4_nl_ref(src, dst, (int)n); return 0;
     case EK_IQ4_XS: ek_quantize_iq4_xs_ref(src, dst, (int)n); return 0;
+    case EK_Q2_K: ek_quantize_q2_K_ref(src, dst, (int)n); return 0;
+    case EK_Q3_K: ek_quantize_q3_K_ref(src, dst, (int)n); return 0;
+    case EK_Q4_K: ek_quantize_q4_K_ref(src, dst, (int)n); return 0;
+    case EK_Q5_K: ek_quantize_q5_K_ref(src, dst, (int)n); return 0;
+    case EK_Q6_K: ek_quantize_q6_K_ref(src, dst, (int)n); return 0;
     default: return -1;
     }
 }

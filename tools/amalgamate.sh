@@ -7,7 +7,7 @@ out=${1:-build/single}
 mkdir -p "$out"
 cp include/ember.h "$out/ember.h"
 headers="src/common.h src/platform.h src/kernels.h src/threads.h src/gguf.h src/unicode_tables.h src/tokenizer.h src/grammar.h src/vocab.h src/model.h src/sampler.h src/api.h"
-sources="src/common.c src/platform.c src/kernels.c src/kernels_x86.c src/kernels_arm.c src/threads.c src/gguf.c src/tokenizer.c src/vocab.c src/model.c src/grammar.c src/grammar_json.c src/sampler.c src/ember.c src/state.c src/chat.c"
+sources="src/common.c src/platform.c src/kernels.c src/kernels_x86.c src/kernels_arm.c src/threads.c src/gguf.c src/tokenizer.c src/vocab.c src/model.c src/grammar.c src/grammar_json.c src/sampler.c src/ember.c src/state.c src/chat.c src/quantize.c"
 for f in $(ls src/*.c src/*.h); do
     case " $headers $sources " in *" $f "*) ;; *) echo "amalgamate.sh: $f is not listed" >&2; exit 1 ;; esac
 done

@@ -2,8 +2,9 @@
 """Convert Llama-family checkpoints (and Qwen2/3, Gemma 2/3, Phi-3, SmolLM3, Granite) to GGUF (numpy only).
 
 usage:
-  convert_weights.py SRC -o OUT.gguf [--type f32|f16|bf16|q8_0|q4_0] [--tokenizer TOK]
+  convert_weights.py SRC -o OUT.gguf [--type f32|f16|bf16|q8_0|q4_0|q4_k|q6_k] [--tokenizer TOK]
                      [--vocab-only] [--name NAME]
+  convert_weights.py SRC -o OUT.gguf --type q4_k_m|q5_k_m|iq4_xs|... [--ember PATH] [-t N]
   convert_weights.py --write-checkpoint random:SPEC --format llama2c|hf -o PATH
                      [--tokenizer TOK] [--ckpt-dtype f32|f16|bf16]
 
@@ -42,6 +43,12 @@ Tensor types (as llama.cpp's convert does for --outtype):
     for ggml and ember but with more rounding error than llama-quantize's search: they
     are for test files; quantize real models with llama-quantize.
 general.file_type: 0 f32, 1 f16, 2 q4_0, 7 q8_0, 14 q4_k (Q4_K_S), 18 q6_k, 32 bf16.
+
+Any other --type that `ember quantize --help` lists (q4_k_m, q5_k_m, q3_k_l, q2_k, q5_0,
+iq4_xs, ...: llama-quantize's file types) converts to an F32 file beside OUT (OUT.f32.tmp,
+removed afterwards) and hands it to `ember quantize`, which chooses each tensor's type
+and quantizes it as llama-quantize does.  The ember binary is --ember PATH, else build/ember
+in this script's repository (run `make` first); -t N is passed on as its thread count.
 """
 
 import argparse
@@ -49,6 +56,7 @@ import json
 import math
 import os
 import struct
+import subprocess
 import sys
 import time
 
@@ -906,6 +914,42 @@ def open_source(src, tokenizer_path=None):
     return s
 
 
+def default_ember():
+    """build/ember of the repository this script is in"""
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "build", "ember")
+
+
+def convert_and_quantize(src_spec, out, type_name, tokenizer=None, name=None, quiet=False, ember=None, threads=None):
+    """Convert to F32 beside out, then `ember quantize` it to type_name (a type the converter
+    does not make itself; ember checks the name)."""
+    ember = ember or default_ember()
+    if not os.access(ember, os.X_OK):
+        raise ConvertError("--type %s needs the ember binary to quantize: %s not found (run make, or pass --ember PATH)"
+                           % (type_name, ember))
+    # the names ember knows, asked before a long conversion rather than after
+    r = subprocess.run([ember, "quantize", "--help"], capture_output=True, text=True)
+    known = [l.split()[1:] for l in r.stdout.splitlines() if l.startswith("types:")]
+    if known and type_name not in known[0]:
+        raise ConvertError("unknown --type %r (choose from %s, or what ember quantizes: %s)"
+                           % (type_name, ", ".join(sorted(TYPES)), ", ".join(known[0])))
+    tmp = out + ".f32.tmp"
+    try:
+        convert(src_spec, tmp, "f32", tokenizer, False, name, quiet)
+        cmd = [ember, "quantize", tmp, out, type_name] + (["-t", str(threads)] if threads else [])
+        r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL if quiet else None)
+        if r.returncode:
+            if quiet:   # the reason was not shown: ask again for it
+                r2 = subprocess.run(cmd, capture_output=True, text=True)
+                msg = (r2.stderr.strip().splitlines() or ["exit status %d" % r.returncode])[-1]
+            else:
+                msg = "exit status %d" % r.returncode
+            raise ConvertError("ember quantize %s failed: %s" % (type_name, msg))
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return out
+
+
 def convert(src_spec, out, type_name="f16", tokenizer=None, vocab_only=False, name=None, quiet=False):
     t0 = time.time()
     if type_name not in TYPES:
@@ -1160,8 +1204,11 @@ def main(argv=None):
         epilog=__doc__[__doc__.index("SRC is one of"):], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("src", nargs="?", help="HF directory, llama2.c .bin, random:SPEC, or (with --vocab-only) a tokenizer")
     ap.add_argument("-o", "--outfile", required=True, help="output .gguf (or checkpoint path with --write-checkpoint)")
-    ap.add_argument("--type", "--outtype", dest="type", default="f16", choices=sorted(TYPES),
-                    help="weight type for 2-D tensors (default f16)")
+    ap.add_argument("--type", "--outtype", dest="type", default="f16", type=str.lower,
+                    help="weight type for 2-D tensors: %s (default f16), or a type of `ember quantize` "
+                         "(q4_k_m, q5_k_m, iq4_xs, ...)" % "|".join(sorted(TYPES)))
+    ap.add_argument("--ember", help="(--type of ember quantize) the ember binary (default: build/ember)")
+    ap.add_argument("-t", "--threads", type=int, help="(--type of ember quantize) threads for ember quantize")
     ap.add_argument("--tokenizer", help="tokenizer file or directory (any supported form)")
     ap.add_argument("--vocab-only", action="store_true", help="write hyperparameters and tokenizer only")
     ap.add_argument("--name", help="general.name (default: derived from SRC)")
@@ -1188,7 +1235,11 @@ def main(argv=None):
             args.src = args.tokenizer   # --vocab-only --tokenizer FILE: the tokenizer is the source
         if not args.src:
             raise ConvertError("SRC is required")
-        convert(args.src, args.outfile, args.type, args.tokenizer, args.vocab_only, args.name, args.quiet)
+        if args.type not in TYPES and not args.vocab_only:
+            convert_and_quantize(args.src, args.outfile, args.type, args.tokenizer, args.name, args.quiet,
+                                 args.ember, args.threads)
+        else:
+            convert(args.src, args.outfile, args.type, args.tokenizer, args.vocab_only, args.name, args.quiet)
         return 0
     except ConvertError as e:
         sys.stderr.write("convert_weights.py: error: %s\n" % e)
