@@ -7,6 +7,7 @@
  *   ember tokenize -m MODEL (-p TEXT | -f FILE)      print token ids
  *   ember info -m MODEL                              hyperparameters, memory
  *   ember bench -m MODEL [-p N] [-n N] [-r R]        speed and bandwidth
+ *   ember help [COMMAND], ember --version            every flag with its default
  *
  * Generated text goes to stdout; everything else goes to stderr. */
 #include "ember.h"
@@ -67,7 +68,7 @@ enum {   /* the commands, as bits of flag_spec.commands */
 
 typedef struct command_spec { const char *name; int bit; const char *synopsis, *about; } command_spec;
 
-static const command_spec commands[] = {
+static const command_spec command_table[] = {
     {"generate", CMD_GENERATE, "-m MODEL [-p PROMPT | -f FILE] [-n N] [flags]", "generate text (the default command)"},
     {"chat", CMD_CHAT, "-m MODEL [--system TEXT] [flags]", "chat in the model's format: stdin lines are user turns; an empty line or EOF ends"},
     {"template", CMD_TEMPLATE, "-m MODEL -f MESSAGES.json [flags]", "print the prompt a conversation ([{\"role\": ..., \"content\": ...}]) renders to"},
@@ -77,7 +78,7 @@ static const command_spec commands[] = {
     {"bench", CMD_BENCH, "-m MODEL [-p N] [-n N] [-r R] [flags]", "prompt and generation speed, memory read bandwidth"},
     {"help", 0, "[COMMAND]", "this help, or one command's"},
 };
-#define N_COMMANDS (int)(sizeof commands / sizeof commands[0])
+#define N_COMMANDS (int)(sizeof command_table / sizeof command_table[0])
 
 typedef enum flag_id {
     F_MODEL, F_PROMPT, F_FILE, F_N_PREDICT, F_CTX, F_BATCH, F_THREADS, F_TEMP, F_TOP_K, F_TOP_P, F_MIN_P,
@@ -108,7 +109,7 @@ typedef struct flag_spec {
 
 /* A flag whose meaning or default differs between commands has one row per
  * meaning; the parser takes the row for the command at hand. */
-static const flag_spec flags[] = {
+static const flag_spec flag_table[] = {
     {F_MODEL, "-m", "--model", "FILE", V_FILE, 0, 0, 0, 0, NULL, CMD_ALL, "the GGUF model file (required)", NULL},
     {F_PROMPT, "-p", "--prompt", "TEXT", V_TEXT, 0, 0, 0, 0, NULL, CMD_GENERATE, "the prompt; none = start from BOS", NULL},
     {F_PROMPT, "-p", "--prompt", "TEXT", V_TEXT, 0, 0, 0, 0, NULL, CMD_PERPLEXITY | CMD_TOKENIZE, "the text", NULL},
@@ -169,11 +170,11 @@ static const flag_spec flags[] = {
     {F_HELP, "-h", "--help", NULL, V_NONE, 0, 0, 0, 0, NULL, CMD_ALL, "this help; ember help COMMAND for one command's", NULL},
     {F_VERSION, NULL, "--version", NULL, V_NONE, 0, 0, 0, 0, NULL, CMD_ALL, "print the version and the CPU kernels in use", NULL},
 };
-#define N_FLAGS (int)(sizeof flags / sizeof flags[0])
+#define N_FLAGS (int)(sizeof flag_table / sizeof flag_table[0])
 
 static const command_spec *find_command(const char *name) {
     for (int i = 0; i < N_COMMANDS; i++)
-        if (!strcmp(commands[i].name, name)) return &commands[i];
+        if (!strcmp(command_table[i].name, name)) return &command_table[i];
     return NULL;
 }
 
@@ -183,10 +184,10 @@ static const command_spec *find_command(const char *name) {
 static const flag_spec *find_flag(const char *name, size_t len, int command) {
     const flag_spec *any = NULL;
     for (int i = 0; i < N_FLAGS; i++) {
-        const char *s = flags[i].short_name, *l = flags[i].long_name;
+        const char *s = flag_table[i].short_name, *l = flag_table[i].long_name;
         if ((s && strlen(s) == len && !strncmp(s, name, len)) || (strlen(l) == len && !strncmp(l, name, len))) {
-            if (flags[i].commands & command) return &flags[i];
-            if (!any) any = &flags[i];
+            if (flag_table[i].commands & command) return &flag_table[i];
+            if (!any) any = &flag_table[i];
         }
     }
     return any;
@@ -231,7 +232,7 @@ static const char *closest(const char *typed, const char *const *names, int n) {
 
 static int unknown_flag(const char *a) {
     const char *names[N_FLAGS];
-    for (int i = 0; i < N_FLAGS; i++) names[i] = flags[i].long_name;
+    for (int i = 0; i < N_FLAGS; i++) names[i] = flag_table[i].long_name;
     const char *s = closest(a, names, N_FLAGS);
     if (s) return die("unknown flag '%s'; did you mean %s?", a, s);
     return die("unknown flag '%s' (ember --help lists them)", a);
@@ -239,7 +240,7 @@ static int unknown_flag(const char *a) {
 
 static int unknown_command(const char *a) {
     const char *names[N_COMMANDS];
-    for (int i = 0; i < N_COMMANDS; i++) names[i] = commands[i].name;
+    for (int i = 0; i < N_COMMANDS; i++) names[i] = command_table[i].name;
     const char *s = closest(a, names, N_COMMANDS);
     if (s) return die("unknown command '%s'; did you mean %s?", a, s);
     size_t n = strlen(a);
@@ -251,7 +252,7 @@ static void commands_of(int bits, char *out, size_t size) {
     size_t n = 0;
     out[0] = 0;
     for (int i = 0; i < N_COMMANDS && n < size; i++)
-        if (bits & commands[i].bit) n += (size_t)snprintf(out + n, size - n, "%s%s", n ? ", " : "", commands[i].name);
+        if (bits & command_table[i].bit) n += (size_t)snprintf(out + n, size - n, "%s%s", n ? ", " : "", command_table[i].name);
 }
 
 /* The flag's default for --help: the sampler's come from the library. */
@@ -293,11 +294,11 @@ static void usage(FILE *out, const command_spec *cmd) {
     } else {
         fprintf(out, "usage: ember [COMMAND] -m MODEL [flags]\n\ncommands:\n");
         for (int i = 0; i < N_COMMANDS; i++)
-            fprintf(out, "  %-11s %s\n  %-11s   %s\n", commands[i].name, commands[i].synopsis, "", commands[i].about);
+            fprintf(out, "  %-11s %s\n  %-11s   %s\n", command_table[i].name, command_table[i].synopsis, "", command_table[i].about);
         fprintf(out, "\nflags, with the commands they apply to (ember help COMMAND: one command's flags):\n");
     }
     for (int i = 0; i < N_FLAGS; i++) {
-        const flag_spec *f = &flags[i];
+        const flag_spec *f = &flag_table[i];
         if (cmd && cmd->bit && !(f->commands & cmd->bit)) continue;
         char names[64], def[64], text[512], cmds[128] = "";
         snprintf(names, sizeof names, "%s%s%s%s%s", f->short_name ? f->short_name : "", f->short_name ? ", " : "",
@@ -479,6 +480,13 @@ static int set_flag(options *o, const flag_spec *f, const char *name, const char
     return 0;
 }
 
+/* A flag's numeric default for a command: its row's def (0 if none). */
+static int default_int(flag_id id, int command) {
+    for (int i = 0; i < N_FLAGS; i++)
+        if (flag_table[i].id == id && (flag_table[i].commands & command) && flag_table[i].def) return atoi(flag_table[i].def);
+    return 0;
+}
+
 /* -h/--help and --version win over everything else on the line (even over
  * errors in it).  Returns 1 if one was handled. */
 static int help_or_version(int argc, char **argv, const command_spec *cmd, int first) {
@@ -496,9 +504,6 @@ static int help_or_version(int argc, char **argv, const command_spec *cmd, int f
 static int parse_args(int argc, char **argv, options *o) {
     memset(o, 0, sizeof *o);
     o->command = "generate";
-    o->n_predict = -2;   /* not given: each command's own default */
-    o->n_prompt_bench = 128;
-    o->repeats = 3;
     o->sp = ember_sampler_default_params();
     int i = 1, seed_given = 0;
     const command_spec *cmd = find_command("generate");
@@ -514,6 +519,10 @@ static int parse_args(int argc, char **argv, options *o) {
         }
     }
     if (help_or_version(argc, argv, i > 1 ? cmd : NULL, i)) return 1;
+    o->n_predict = default_int(F_N_PREDICT, cmd->bit);
+    o->n_prompt_bench = default_int(F_PROMPT, CMD_BENCH);
+    o->repeats = default_int(F_REPEATS, CMD_BENCH);
+    o->n_contexts = default_int(F_CONTEXTS, CMD_BENCH);
     seen_flags seen;
     memset(&seen, 0, sizeof seen);
     char name[64];
@@ -544,7 +553,6 @@ static int parse_args(int argc, char **argv, options *o) {
         if (set_flag(o, f, seen.as[f->id], v, &seed_given)) return -1;
     }
     if (check_options(o, &seen)) return -1;
-    if (o->n_predict == -2) o->n_predict = cmd->bit == CMD_CHAT ? 256 : cmd->bit == CMD_BENCH ? 64 : 128;
     if (!seed_given) o->sp.seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
     return 0;
 }
