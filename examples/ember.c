@@ -581,13 +581,32 @@ static char *read_file(const char *path, size_t *len) {
     return buf;
 }
 
+/* The number of tensors a GGUF v2/v3 file's header declares, or -1 if the
+ * header cannot say: a vocabulary-only file (a tokenizer, as converters and
+ * llama.cpp's tests write them) declares none. */
+static long long gguf_header_tensors(const char *path) {
+    unsigned char h[16];
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    size_t n = fread(h, 1, sizeof h, f);
+    fclose(f);
+    if (n != sizeof h || memcmp(h, "GGUF", 4) || (h[4] != 2 && h[4] != 3) || h[5] || h[6] || h[7]) return -1;
+    unsigned long long count = 0;
+    for (int i = 7; i >= 0; i--) count = count << 8 | h[8 + i];
+    return count > (1ull << 40) ? -1 : (long long)count;
+}
+
 static int open_model_ex(const options *o, int vocab_only, ember_model **m) {
     ember_model_params mp = ember_model_default_params();
     mp.load_mode = o->load_mode;
     mp.vocab_only = vocab_only;
     ember_error err;
-    if (ember_model_open_file(o->model, &mp, m, &err) != EMBER_OK)
+    if (ember_model_open_file(o->model, &mp, m, &err) != EMBER_OK) {
+        if (!vocab_only && gguf_header_tensors(o->model) == 0)
+            return die("cannot load model '%s': it holds a tokenizer and no weights (tokenize, template and info work "
+                       "on it; %s needs the weights): %s", o->model, o->command, err.message);
         return die("cannot load model '%s': %s", o->model, err.message);
+    }
     return 0;
 }
 
@@ -1086,21 +1105,6 @@ static int cmd_tokenize(const options *o) {
 }
 
 /* ---- info ------------------------------------------------------------------ */
-
-/* The number of tensors a GGUF v2/v3 file's header declares, or -1 if the
- * header cannot say: a vocabulary-only file (a tokenizer, as converters and
- * llama.cpp's tests write them) declares none. */
-static long long gguf_header_tensors(const char *path) {
-    unsigned char h[16];
-    FILE *f = fopen(path, "rb");
-    if (!f) return -1;
-    size_t n = fread(h, 1, sizeof h, f);
-    fclose(f);
-    if (n != sizeof h || memcmp(h, "GGUF", 4) || (h[4] != 2 && h[4] != 3) || h[5] || h[6] || h[7]) return -1;
-    unsigned long long count = 0;
-    for (int i = 7; i >= 0; i--) count = count << 8 | h[8 + i];
-    return count > (1ull << 40) ? -1 : (long long)count;
-}
 
 /* A metadata value as text in a new string ("" if absent); NULL if out of memory. */
 static char *meta_dup(const ember_model *m, const char *key) {

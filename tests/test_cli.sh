@@ -248,7 +248,7 @@ toks = md["tokenizer.ggml.tokens"]
 bos, eos = md["tokenizer.ggml.bos_token_id"], md["tokenizer.ggml.eos_token_id"]
 print("weights:        none: a vocabulary-only file (it tokenizes and renders chats; generation needs a model\x27s weights)")
 print("tokenizer:      %s (byte-level BPE), pre-tokenizer %s" % (md["tokenizer.ggml.model"], md["tokenizer.ggml.pre"]))
-print("bos:            %d \x27%s\x27, %s" % (bos, toks[bos], "added before a text" if md.get("tokenizer.ggml.add_bos_token", True) else "not added"))
+print("bos:            %d \x27%s\x27, %s" % (bos, toks[bos], "added before a text" if md["tokenizer.ggml.add_bos_token"] else "not added"))
 print("eos:            %d \x27%s\x27" % (eos, toks[eos]))
 print("chat template:  qwen3 (recognised in tokenizer.chat_template)")
 print("vocabulary:     %d tokens" % len(toks))
@@ -257,6 +257,10 @@ while IFS= read -r line; do
     check "info on a vocab-only GGUF says '$line'" grep -qF -- "$line" "$T/vinfo"
 done <"$T/vinfo.want"
 check "info on a vocab-only GGUF: no hyperparameter lines" sh -c "! grep -q '^layers:' '$T/vinfo'"
+"$EMBER" -m "$CHAT/qwen3-vocab.gguf" -p hi >/dev/null 2>"$T/err"
+rc=$?
+check "generate on a vocab-only GGUF: exit 1, says it has no weights: $(cat "$T/err")" test $rc -eq 1 -a \
+    "$(sed "s/'[^']*'/F/g" "$T/err")" = "ember: cannot load model F: it holds a tokenizer and no weights (tokenize, template and info work on it; generate needs the weights): missing tensor F"
 "$EMBER" info -m "$CHAT/chatml.gguf" >"$T/cinfo" 2>/dev/null
 check "info names a model's chat template" grep -q '^chat template:  chatml ' "$T/cinfo"
 # `ember template` on a vocabulary-only file prints what Jinja renders from the file's own template
