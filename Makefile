@@ -66,7 +66,7 @@ test: all tests
 	PYTHON=$(PYTHON) BUILD=$(BUILD) sh tests/run_all.sh
 
 # The fast subset for the edit-build-test loop: the C unit tests and the
-# quick checks tests/run_all.sh lists (under 2 minutes on 2 cores).
+# quick checks tests/run_all.sh lists (about 40 s of CPU time).
 check: all tests
 	PYTHON=$(PYTHON) BUILD=$(BUILD) sh tests/run_all.sh check
 

@@ -6,7 +6,7 @@
 #   sh tests/run_all.sh        all suites
 #   sh tests/run_all.sh c      only the C test programs (used by `make sanitize`)
 #   sh tests/run_all.sh check  the C test programs and the quick checks below
-#                              (`make check`: under 2 minutes on 2 cores)
+#                              (`make check`: about 40 s of CPU time)
 BUILD=${BUILD:-build}
 PYTHON=${PYTHON:-/usr/bin/python3}
 export BUILD PYTHON
@@ -37,7 +37,7 @@ for t in "$BUILD"/tests/test_*; do
     run "$(basename "$t")" "$t"
 done
 
-# The quick checks of `make check`, each well under 30 s on 2 busy cores.
+# The quick checks of `make check`: each at most ~15 s of CPU time.
 QUICK="tests/test_chat.py tests/test_grammar_cli.py tests/test_pretokenizers.py tests/test_readme.sh"
 
 if [ "$mode" = check ]; then
