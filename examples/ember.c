@@ -615,7 +615,7 @@ static int open_context(const options *o, ember_model *m, int n_ctx, ember_conte
     cp.n_ctx = n_ctx;
     if (o->ctx_given) {   /* -c 0: the model's own length */
         ember_model_info info;
-        ember_model_get_info(m, &info);
+        ember_model_get_info(m, &info, NULL);
         if (n_ctx == 0) cp.n_ctx = info.n_ctx_train;
         if (n_ctx > info.n_ctx_train)
             return die("-c %d: must be at most %d, the model's context length (0 = the model's own)", n_ctx, info.n_ctx_train);
@@ -651,10 +651,13 @@ static int tokenize_all(ember_model *m, const char *text, size_t len, int flags,
     for (int attempt = 0; attempt < 2; attempt++) {
         *out = malloc(((size_t)cap + 1) * sizeof **out);
         if (!*out) return die("out of memory");
-        int rc = ember_tokenize(m, text, len, flags, *out, cap, n);
+        size_t count = 0;
+        ember_error err;
+        ember_status rc = ember_tokenize(m, text, len, flags, *out, (size_t)cap, &count, &err);
+        *n = (int)count;
         if (rc == EMBER_OK) return 0;
         free(*out);
-        if (rc != EMBER_ERR_BUFFER_TOO_SMALL) return die("tokenization failed: %s", ember_status_string(rc));
+        if (rc != EMBER_ERR_BUFFER_TOO_SMALL) return die("tokenization failed: %s", err.message);
         cap = *n;
     }
     return die("tokenization failed");
@@ -727,8 +730,9 @@ static int cmd_generate(const options *o) {
     ember_grammar *g = NULL;
     if (load_grammar(o, &g)) { free(owned); free(toks); ember_model_free(m); return 1; }
     if (open_context(o, m, o->n_ctx, &c) == 0) {
-        if (ember_sampler_create(m, &o->sp, &s) != EMBER_OK) {
-            die("bad sampling parameters");
+        ember_error serr;
+        if (ember_sampler_create(m, &o->sp, &s, &serr) != EMBER_OK) {
+            die("bad sampling parameters: %s", serr.message);
         } else if (g && ember_sampler_set_grammar(s, g) != EMBER_OK) {
             die("out of memory attaching the grammar");
             ember_sampler_free(s);
@@ -803,7 +807,7 @@ static int cmd_chat(const options *o) {
     ember_error err;
     if (open_model(o, &m)) return 1;
     if (open_context(o, m, o->n_ctx, &c)) { ember_model_free(m); return 1; }
-    if (ember_sampler_create(m, &o->sp, &s) != EMBER_OK) { ember_context_free(c); ember_model_free(m); return die("bad sampling parameters"); }
+    if (ember_sampler_create(m, &o->sp, &s, &err) != EMBER_OK) { ember_context_free(c); ember_model_free(m); return die("bad sampling parameters: %s", err.message); }
     ember_chat_params cp = chat_params(o);
     cp.add_generation_prompt = 1;
     if (ember_chat_create(m, c, &cp, &chat, &err) != EMBER_OK) {
@@ -1018,16 +1022,18 @@ static int cmd_template(const options *o) {
     if (open_model_ex(o, 1, &m)) { free_messages(msgs, n); return 1; }   /* the vocabulary is all it needs */
     ember_chat_params cp = chat_params(o);
     ember_error err;
-    int rc = 1, need = ember_chat_apply(m, &cp, msgs, n, NULL, 0, &err);
-    if (need < 0) {
-        if (need == EMBER_ERR_UNSUPPORTED || need == EMBER_ERR_MISSING) die_chat("cannot render the chat", err.message);
+    size_t need = 0;
+    int rc = 1;
+    ember_status st = ember_chat_apply(m, &cp, msgs, n, NULL, 0, &need, &err);
+    if (st != EMBER_OK && st != EMBER_ERR_BUFFER_TOO_SMALL) {
+        if (st == EMBER_ERR_UNSUPPORTED || st == EMBER_ERR_MISSING) die_chat("cannot render the chat", err.message);
         else die("cannot render the chat: %s", err.message);
     } else {
-        char *out = malloc((size_t)need + 1);
+        char *out = malloc(need + 1);
         if (!out) die("out of memory");
         else {
-            ember_chat_apply(m, &cp, msgs, n, out, (size_t)need + 1, &err);
-            fwrite(out, 1, (size_t)need, stdout);
+            ember_chat_apply(m, &cp, msgs, n, out, need + 1, NULL, &err);
+            fwrite(out, 1, need, stdout);
             rc = 0;
             free(out);
         }
@@ -1056,7 +1062,7 @@ static int cmd_perplexity(const options *o) {
     if (open_model(o, &m)) { free(owned); return 1; }
     int n_ctx = o->ctx_given ? o->n_ctx : 512;
     ember_model_info info;
-    ember_model_get_info(m, &info);
+    ember_model_get_info(m, &info, NULL);
     if (!o->ctx_given && n_ctx > info.n_ctx_train) n_ctx = info.n_ctx_train;
     int rc = 1;
     if (open_context(o, m, n_ctx, &c) == 0) {
@@ -1108,20 +1114,22 @@ static int cmd_tokenize(const options *o) {
 
 /* A metadata value as text in a new string ("" if absent); NULL if out of memory. */
 static char *meta_dup(const ember_model *m, const char *key) {
-    int n = ember_model_meta(m, key, NULL, 0);
-    char *s = (char *)malloc(n > 0 ? (size_t)n + 1 : 1);
+    size_t n = 0;
+    ember_status st = ember_model_meta(m, key, NULL, 0, &n, NULL);
+    char *s = (char *)malloc(n + 1);
     if (!s) return NULL;
     s[0] = 0;
-    if (n > 0 && ember_model_meta(m, key, s, (size_t)n + 1) < 0) s[0] = 0;
+    if (st == EMBER_ERR_BUFFER_TOO_SMALL && ember_model_meta(m, key, s, n + 1, NULL, NULL) != EMBER_OK) s[0] = 0;
     return s;
 }
 
 /* A token as "id 'text'" (its bytes, special text included, escaped). */
 static void print_token_text(const ember_model *m, ember_token t) {
     char piece[256];
-    int n = ember_token_to_piece(m, t, -1, EMBER_TOKENIZE_SPECIAL, piece, sizeof piece);
+    size_t n = 0;
+    if (ember_token_to_piece(m, t, -1, EMBER_TOKENIZE_SPECIAL, piece, sizeof piece, &n, NULL) != EMBER_OK) n = 0;
     printf("%d '", t);
-    for (int i = 0; i < n && n < (int)sizeof piece; i++) {
+    for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)piece[i];
         if (c == '\n') printf("\\n");
         else if (c == '\t') printf("\\t");
@@ -1144,14 +1152,16 @@ static void print_chat_template(const ember_model *m) {
 /* `ember info` on a file with a tokenizer and no weights. */
 static int info_vocab_only(const options *o, const ember_model *m) {
     ember_model_info i;
-    ember_model_get_info(m, &i);
+    ember_model_get_info(m, &i, NULL);
     char *kind = meta_dup(m, "tokenizer.ggml.model"), *pre = meta_dup(m, "tokenizer.ggml.pre");
     const int V = ember_n_vocab(m);
     int n_control = 0, n_eog = 0;
     for (ember_token t = 0; t < V; t++) {   /* control tokens: text only when special text is asked for */
         char b[8];
-        if (ember_token_to_piece(m, t, -1, 0, b, sizeof b) == 0 && ember_token_to_piece(m, t, -1, EMBER_TOKENIZE_SPECIAL, b, sizeof b) > 0)
-            n_control++;
+        size_t plain = 0, special = 0;
+        ember_token_to_piece(m, t, -1, 0, b, sizeof b, &plain, NULL);
+        ember_token_to_piece(m, t, -1, EMBER_TOKENIZE_SPECIAL, b, sizeof b, &special, NULL);
+        n_control += plain == 0 && special > 0;
         n_eog += ember_token_is_eog(m, t) != 0;
     }
     printf("model:          %s\n", o->model);
@@ -1210,7 +1220,7 @@ static int cmd_info(const options *o) {
         return rc;
     }
     ember_model_info i;
-    ember_model_get_info(m, &i);
+    ember_model_get_info(m, &i, NULL);
     int n_ctx = o->n_ctx ? o->n_ctx : i.n_ctx_train;
     printf("model:          %s\n", o->model);
     printf("name:           %s\n", i.name);
@@ -1396,7 +1406,7 @@ static int cmd_bench(const options *o) {
     ember_context *c;
     if (open_model(o, &m)) return 1;
     ember_model_info info;
-    ember_model_get_info(m, &info);
+    ember_model_get_info(m, &info, NULL);
     int n_pp = o->n_prompt_bench;
     int n_tg = o->n_predict;
     int n_ctx = n_pp + n_tg + 1;

@@ -174,6 +174,13 @@ int ek_act_type(int wtype);
 typedef void (*ek_matmul_fn)(const void *W, int n, const void *X, int nb,
                              float *Y, int ldy, int r0, int r1);
 
+/* A matmul table (indexed by enum ek_type), one argument per weight type
+ * that has kernels, NULL where a set has none.  The kernel sets spell their
+ * tables through it: C++ has no array designators. */
+#define EK_MATMULS(f32, f16, q4_0, q4_1, q5_0, q5_1, q8_0, q2_K, q3_K, q4_K, q5_K, q6_K, iq4_nl, iq4_xs, bf16) \
+    { f32, f16, q4_0, q4_1, NULL, NULL, q5_0, q5_1, q8_0, NULL, q2_K, q3_K, q4_K, q5_K, q6_K, NULL,            \
+      NULL, NULL, NULL, NULL, iq4_nl, NULL, NULL, iq4_xs, NULL, NULL, NULL, NULL, NULL, NULL, bf16 }
+
 /* A kernel set.  NULL entries fall back to the scalar set's kernel. */
 struct ek_kernels {
     const char *name;

@@ -79,7 +79,7 @@ typedef struct em_layer {
 
 typedef struct em_model {
     const ember_allocator *a;
-    gguf_file *gguf;
+    egf_file *gguf;
     em_hparams hp;
     em_matrix tok_embd, output;                    /* output == tok_embd when tied */
     int tied_output;
@@ -104,7 +104,7 @@ typedef struct em_model {
  * may_pack, the tensor data is the model's own writable copy, and matrices
  * the kernels run faster packed are packed in place.
  * On failure frees nothing of f (the caller closes it). */
-int em_model_init(em_model *m, gguf_file *f, const ember_allocator *a,
+int em_model_init(em_model *m, egf_file *f, const ember_allocator *a,
                   int vocab_only, int may_pack, char *err, size_t errlen);
 void em_model_free(em_model *m);
 
