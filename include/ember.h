@@ -48,11 +48,50 @@
 extern "C" {
 #endif
 
+/* EMBER_API marks the public functions, the only symbols ember exports.
+ *   static library, or the single file: define nothing;
+ *   Windows DLL: the DLL is built with EMBER_BUILD_DLL, and programs that
+ *     use it define EMBER_DLL (__declspec(dllimport));
+ *   the single file included into one .c file of yours: define EMBER_STATIC
+ *     and the ember_* functions are static there too (as stb does);
+ *   elsewhere (ELF, Mach-O) the library is built with -fvisibility=hidden
+ *     and EMBER_API gives the API default visibility. */
 #ifndef EMBER_API
-#define EMBER_API
+#  if defined(EMBER_STATIC) && defined(__GNUC__)
+#    define EMBER_API __attribute__((unused)) static
+#  elif defined(EMBER_STATIC)
+#    define EMBER_API static
+#  elif defined(_WIN32) || defined(__CYGWIN__)
+#    if defined(EMBER_BUILD_DLL)
+#      define EMBER_API __declspec(dllexport)
+#    elif defined(EMBER_DLL)
+#      define EMBER_API __declspec(dllimport)
+#    else
+#      define EMBER_API
+#    endif
+#  elif defined(__GNUC__) && __GNUC__ >= 4
+#    define EMBER_API __attribute__((visibility("default")))
+#  else
+#    define EMBER_API
+#  endif
 #endif
 
-#define EMBER_VERSION "0.1.0"
+/* The version: the numbers here are the only place it is written (the
+ * Makefile reads them for the shared library's name and ember.pc). */
+#define EMBER_VERSION_MAJOR 0
+#define EMBER_VERSION_MINOR 1
+#define EMBER_VERSION_PATCH 0
+#define EMBER_VERSION_STR_(x) #x
+#define EMBER_VERSION_XSTR_(x) EMBER_VERSION_STR_(x)
+/* "0.1.0"; EMBER_VERSION_NUMBER is 100 for 0.1.0 (for #if) */
+#define EMBER_VERSION EMBER_VERSION_XSTR_(EMBER_VERSION_MAJOR) "." \
+    EMBER_VERSION_XSTR_(EMBER_VERSION_MINOR) "." EMBER_VERSION_XSTR_(EMBER_VERSION_PATCH)
+#define EMBER_VERSION_NUMBER \
+    (EMBER_VERSION_MAJOR * 10000 + EMBER_VERSION_MINOR * 100 + EMBER_VERSION_PATCH)
+
+/* The version of the library linked (EMBER_VERSION is the header's), e.g.
+ * "0.1.0"; a static string.  Thread-safe. */
+EMBER_API const char *ember_version(void);
 
 /* ---- status codes ------------------------------------------------------ */
 

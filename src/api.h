@@ -37,7 +37,7 @@ struct ember_context {
 };
 
 /* Set the context's message (printf-style) and return code. */
-ember_status ea_ctx_fail(ember_context *ctx, ember_status code, const char *fmt, ...)
+EMBER_INTERNAL ember_status ea_ctx_fail(ember_context *ctx, ember_status code, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 3, 4)))
 #endif

@@ -8,6 +8,14 @@
 #include <stdarg.h>
 #include "ember.h"
 
+/* The linkage of every internal function and data object: external in the
+ * library (hidden from the shared library's exports by -fvisibility=hidden),
+ * static in the single-file build (tools/amalgamate.sh defines it), so that
+ * ember links beside ggml and others without clashes. */
+#ifndef EMBER_INTERNAL
+#define EMBER_INTERNAL
+#endif
+
 /* Every source also compiles as C++17 (the single file drops into C++
  * projects): the C11 spellings C++ lacks go through these. */
 #ifdef __cplusplus
@@ -29,18 +37,18 @@ using std::memory_order_acq_rel;
 #endif
 
 /* Allocation through a user hook (a NULL hook means libc). */
-void *ec_malloc(const ember_allocator *a, size_t n);
-void *ec_calloc(const ember_allocator *a, size_t count, size_t size); /* overflow-checked */
-void *ec_realloc(const ember_allocator *a, void *p, size_t n);
-void ec_free(const ember_allocator *a, void *p);
+EMBER_INTERNAL void *ec_malloc(const ember_allocator *a, size_t n);
+EMBER_INTERNAL void *ec_calloc(const ember_allocator *a, size_t count, size_t size); /* overflow-checked */
+EMBER_INTERNAL void *ec_realloc(const ember_allocator *a, void *p, size_t n);
+EMBER_INTERNAL void ec_free(const ember_allocator *a, void *p);
 
 /* 64-byte aligned allocation through the hook (stores the offset before
  * the block); free with ec_free_aligned. */
-void *ec_malloc_aligned(const ember_allocator *a, size_t n);
-void ec_free_aligned(const ember_allocator *a, void *p);
+EMBER_INTERNAL void *ec_malloc_aligned(const ember_allocator *a, size_t n);
+EMBER_INTERNAL void ec_free_aligned(const ember_allocator *a, void *p);
 
 /* snprintf into an error buffer (buf may be NULL); returns code. */
-int ec_errorf(char *buf, size_t size, int code, const char *fmt, ...)
+EMBER_INTERNAL int ec_errorf(char *buf, size_t size, int code, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 4, 5)))
 #endif
@@ -75,10 +83,10 @@ static inline int ec_mul_u64(uint64_t a, uint64_t b, uint64_t *out) {
 /* Decode one UTF-8 code point from s[0..n): returns its byte length (1..4)
  * and sets *cp, or returns 0 for an invalid / truncated sequence (then the
  * caller treats s[0] as one byte). Overlongs and surrogates are invalid. */
-int ec_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp);
+EMBER_INTERNAL int ec_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp);
 
 /* Number of bytes at the end of s[0..n) that form an incomplete (but so far
  * valid) UTF-8 sequence, 0..3. */
-size_t ec_utf8_incomplete_tail(const unsigned char *s, size_t n);
+EMBER_INTERNAL size_t ec_utf8_incomplete_tail(const unsigned char *s, size_t n);
 
 #endif

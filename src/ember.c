@@ -19,6 +19,8 @@ static int ember_default_threads(void) {
 
 /* ---- status ---------------------------------------------------------------- */
 
+const char *ember_version(void) { return EMBER_VERSION; }
+
 const char *ember_status_string(ember_status status) {
     switch (status) {
     case EMBER_OK: return "ok";

@@ -39,43 +39,43 @@ typedef struct egf_file egf_file;
 /* Parse and validate a GGUF image.  On error returns an ember_status
  * (EMBER_ERR_BAD_MAGIC, _VERSION, _TRUNCATED, _CORRUPT, _UNSUPPORTED,
  * _NOMEM) and writes a message naming the field into err. */
-int egf_open(const void *data, uint64_t size, const ember_allocator *a,
-              egf_file **out, char *err, size_t errlen);
-void egf_close(egf_file *f);
+EMBER_INTERNAL int egf_open(const void *data, uint64_t size, const ember_allocator *a,
+                             egf_file **out, char *err, size_t errlen);
+EMBER_INTERNAL void egf_close(egf_file *f);
 
-uint32_t egf_version(const egf_file *f);
-uint32_t egf_alignment(const egf_file *f);
+EMBER_INTERNAL uint32_t egf_version(const egf_file *f);
+EMBER_INTERNAL uint32_t egf_alignment(const egf_file *f);
 
-uint64_t egf_n_kv(const egf_file *f);
-const egf_kv *egf_kv_at(const egf_file *f, uint64_t i);
-const egf_kv *egf_find_kv(const egf_file *f, const char *key); /* NULL if absent */
+EMBER_INTERNAL uint64_t egf_n_kv(const egf_file *f);
+EMBER_INTERNAL const egf_kv *egf_kv_at(const egf_file *f, uint64_t i);
+EMBER_INTERNAL const egf_kv *egf_find_kv(const egf_file *f, const char *key); /* NULL if absent */
 
 /* Typed getters: EMBER_OK, EMBER_ERR_MISSING if absent, EMBER_ERR_CORRUPT
  * if the stored type cannot represent the request exactly (any integer type
  * whose value fits is accepted for integers; float32/64 for floats). */
-int egf_get_u32(const egf_file *f, const char *key, uint32_t *out);
-int egf_get_i64(const egf_file *f, const char *key, int64_t *out);
-int egf_get_f32(const egf_file *f, const char *key, float *out);
-int egf_get_bool(const egf_file *f, const char *key, int *out);
-int egf_get_str(const egf_file *f, const char *key, egf_str *out);
+EMBER_INTERNAL int egf_get_u32(const egf_file *f, const char *key, uint32_t *out);
+EMBER_INTERNAL int egf_get_i64(const egf_file *f, const char *key, int64_t *out);
+EMBER_INTERNAL int egf_get_f32(const egf_file *f, const char *key, float *out);
+EMBER_INTERNAL int egf_get_bool(const egf_file *f, const char *key, int *out);
+EMBER_INTERNAL int egf_get_str(const egf_file *f, const char *key, egf_str *out);
 /* 1 if the string s equals the NUL-terminated c. */
-int egf_str_eq(egf_str s, const char *c);
+EMBER_INTERNAL int egf_str_eq(egf_str s, const char *c);
 
 /* Arrays: element i of an array kv.  Numeric elements are returned
  * converted (any integer type for _int, float32/64 for _f32). Strings point
  * into the file.  Indexing is O(1) (string arrays are indexed at open). */
-int egf_arr_str(const egf_file *f, const egf_kv *kv, uint64_t i, egf_str *out);
-int egf_arr_int(const egf_kv *kv, uint64_t i, int64_t *out);
-int egf_arr_f32(const egf_kv *kv, uint64_t i, float *out);
+EMBER_INTERNAL int egf_arr_str(const egf_file *f, const egf_kv *kv, uint64_t i, egf_str *out);
+EMBER_INTERNAL int egf_arr_int(const egf_kv *kv, uint64_t i, int64_t *out);
+EMBER_INTERNAL int egf_arr_f32(const egf_kv *kv, uint64_t i, float *out);
 
-uint64_t egf_n_tensors(const egf_file *f);
-const egf_tensor *egf_tensor_at(const egf_file *f, uint64_t i);
-const egf_tensor *egf_find_tensor(const egf_file *f, const char *name); /* NULL if absent */
+EMBER_INTERNAL uint64_t egf_n_tensors(const egf_file *f);
+EMBER_INTERNAL const egf_tensor *egf_tensor_at(const egf_file *f, uint64_t i);
+EMBER_INTERNAL const egf_tensor *egf_find_tensor(const egf_file *f, const char *name); /* NULL if absent */
 
 /* Where the tensor data section starts in the image, and its size. */
-uint64_t egf_data_offset(const egf_file *f);
-uint64_t egf_data_size(const egf_file *f);
+EMBER_INTERNAL uint64_t egf_data_offset(const egf_file *f);
+EMBER_INTERNAL uint64_t egf_data_size(const egf_file *f);
 /* "uint32", "string", ... for an enum egf_vtype value ("unknown" else). */
-const char *egf_vtype_name(int vtype);
+EMBER_INTERNAL const char *egf_vtype_name(int vtype);
 
 #endif

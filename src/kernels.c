@@ -6,7 +6,6 @@
  * only rounding in a quantized dot product is in the per-block float
  * accumulation. */
 #include "kernels.h"
-#include "common.h"   /* EC_STATIC_ASSERT */
 
 #include <math.h>
 #include <string.h>
@@ -101,7 +100,7 @@ float ek_bf16_to_fp32(uint16_t h) {
 #define EK_H2F(h) ek_fp16_to_fp32(h)
 
 /* The 16 levels of IQ4_NL / IQ4_XS nibbles (ggml's kvalues_iq4nl). */
-const int8_t ek_iq4nl_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+EMBER_INTERNAL const int8_t ek_iq4nl_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 
 /* ---- k-quant decoding --------------------------------------------------------
  * Every k-quant block is decoded into one shape: 256 small integers q, and

@@ -20,7 +20,6 @@
  * run on bf16 tiles (see "AMX-BF16 float matmul"): still the same bits for
  * any row split and any batch of that size, but not those of fewer rows. */
 #include "kernels.h"
-#include "common.h"   /* EC_ALIGNAS */
 
 #if defined(__x86_64__) || defined(_M_X64)
 
