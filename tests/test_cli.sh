@@ -162,8 +162,8 @@ check "tokenize --help = help tokenize" cmp -s "$T/help.tok" "$T/help.tok2"
 check "--help wins over a bad value and shows the command's (bench) defaults" grep -q -- '-p, --prompt N .*(default: 128)' "$T/help.bench"
 "$EMBER" --version >"$T/version" 2>/dev/null
 check "--version exits 0" test $? -eq 0
-v=$(sed -n 's/^#define EMBER_VERSION "\(.*\)"$/\1/p' include/ember.h)
-check "--version prints EMBER_VERSION ($v) and the kernels: $(tr '\n' ' ' <"$T/version")" \
+v=$(awk '$1 == "#define" && $2 ~ /^EMBER_VERSION_(MAJOR|MINOR|PATCH)$/ { v = v (v == "" ? "" : ".") $3 } END { print v }' include/ember.h)
+check "--version prints the version of ember.h's EMBER_VERSION_MAJOR/MINOR/PATCH ($v) and the kernels: $(tr '\n' ' ' <"$T/version")" \
     sh -c "test \"\$(sed -n 1p '$T/version')\" = 'ember $v' && grep -Eq '^cpu kernels: [a-z0-9]+' '$T/version'"
 
 # ---- -n -1, tokenize from stdin --------------------------------------------------
