@@ -563,12 +563,12 @@ static char *read_file(const char *path, size_t *len) {
     FILE *f = is_stdin ? stdin : fopen(path, "rb");
     if (!f) return NULL;
     size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap + 1);
+    char *buf = (char *)malloc(cap + 1);
     while (buf) {
         size_t r = fread(buf + n, 1, cap - n, f);
         n += r;
         if (n < cap) break;
-        char *nb = realloc(buf, cap * 2 + 1);
+        char *nb = (char *)realloc(buf, cap * 2 + 1);
         if (!nb) { free(buf); buf = NULL; break; }
         buf = nb;
         cap *= 2;
@@ -598,7 +598,7 @@ static long long gguf_header_tensors(const char *path) {
 
 static int open_model_ex(const options *o, int vocab_only, ember_model **m) {
     ember_model_params mp = ember_model_default_params();
-    mp.load_mode = o->load_mode;
+    mp.load_mode = (ember_load_mode)o->load_mode;
     mp.vocab_only = vocab_only;
     ember_error err;
     if (ember_model_open_file(o->model, &mp, m, &err) != EMBER_OK) {
@@ -649,7 +649,7 @@ static int tokenize_all(ember_model *m, const char *text, size_t len, int flags,
      * pass suffices almost always; ask for the exact count otherwise. */
     int cap = len < 0x7fff0000u ? (int)len + 8 : 0x7fff0000;
     for (int attempt = 0; attempt < 2; attempt++) {
-        *out = malloc(((size_t)cap + 1) * sizeof **out);
+        *out = (ember_token *)malloc(((size_t)cap + 1) * sizeof **out);
         if (!*out) return die("out of memory");
         size_t count = 0;
         ember_error err;
@@ -746,7 +746,7 @@ static int cmd_generate(const options *o) {
             if (o->echo) fwrite(text, 1, len, stdout);
             ember_generate_result res;
             int n_predict = o->n_predict < 0 ? INT_MAX : o->n_predict;   /* -1: until the context is full */
-            int st = ember_generate(c, s, toks, n, n_predict, print_token, NULL, &res);
+            ember_status st = ember_generate(c, s, toks, n, n_predict, print_token, NULL, &res);
             if (st != EMBER_OK) {
                 die("generation failed: %s (%s)", ember_status_string(st), ember_context_errmsg(c));
             } else if (o->state_save && ember_state_save_file(c, s, o->state_save) != EMBER_OK) {
@@ -900,10 +900,10 @@ static int json_string(json_in *j, char **out) {
     if (j->p >= j->end || *j->p != '"') return json_fail(j, "a string was expected");
     j->p++;
     size_t cap = 64, n = 0;
-    char *s = malloc(cap);
+    char *s = (char *)malloc(cap);
     for (;;) {
         if (!s) return json_fail(j, "out of memory");
-        if (n + 8 > cap) { char *t = realloc(s, cap *= 2); if (!t) { free(s); return json_fail(j, "out of memory"); } s = t; }
+        if (n + 8 > cap) { char *t = (char *)realloc(s, cap *= 2); if (!t) { free(s); return json_fail(j, "out of memory"); } s = t; }
         if (j->p >= j->end) { free(s); return json_fail(j, "the string is not closed"); }
         unsigned char c = (unsigned char)*j->p++;
         if (c == '"') break;
@@ -963,7 +963,7 @@ static int json_messages(json_in *j, ember_chat_message **out, int *n_out) {
     if (j->p < j->end && *j->p == ']') j->p++;
     else for (;;) {
         if (n == cap) {
-            ember_chat_message *t = realloc(m, sizeof *m * (size_t)(cap = cap ? cap * 2 : 8));
+            ember_chat_message *t = (ember_chat_message *)realloc(m, sizeof *m * (size_t)(cap = cap ? cap * 2 : 8));
             if (!t) { free_messages(m, n); return json_fail(j, "out of memory"); }
             m = t;
         }
@@ -1029,7 +1029,7 @@ static int cmd_template(const options *o) {
         if (st == EMBER_ERR_UNSUPPORTED || st == EMBER_ERR_MISSING) die_chat("cannot render the chat", err.message);
         else die("cannot render the chat: %s", err.message);
     } else {
-        char *out = malloc(need + 1);
+        char *out = (char *)malloc(need + 1);
         if (!out) die("out of memory");
         else {
             ember_chat_apply(m, &cp, msgs, n, out, need + 1, NULL, &err);
@@ -1300,7 +1300,7 @@ typedef struct bw_job { const unsigned char *p; size_t n; int streams, prefetch;
 #endif
 
 BW_INLINE void *bw_read_body(void *arg) {
-    bw_job *j = arg;
+    bw_job *j = (bw_job *)arg;
     const size_t len = j->n / (size_t)j->streams / 64 * 64;
     const size_t ahead = (size_t)4096 / (size_t)j->streams;   /* prefetch distance per stream */
     bw_vec a = {0}, b = {0};
@@ -1350,7 +1350,7 @@ static int bw_open(bw_probe *p) {
     madvise(m, p->bytes, MADV_HUGEPAGE);
 #endif
     memset(m, 1, p->bytes);
-    p->buf = m;
+    p->buf = (unsigned char *)m;
     return 0;
 }
 
@@ -1415,7 +1415,7 @@ static int cmd_bench(const options *o) {
     if (!oo.n_batch) oo.n_batch = n_pp < 512 ? n_pp : 512;
     if (open_context(&oo, m, n_ctx, &c)) { ember_model_free(m); return 1; }
     int V = ember_n_vocab(m);
-    ember_token *toks = malloc(sizeof *toks * (size_t)(n_pp > n_tg ? n_pp : n_tg));
+    ember_token *toks = (ember_token *)malloc(sizeof *toks * (size_t)(n_pp > n_tg ? n_pp : n_tg));
     for (int i = 0; i < n_pp; i++) toks[i] = (ember_token)((i * 7919 + 13) % V);
     /* --contexts N: N contexts generate together, one pass per token */
     const int n_cx = o->n_contexts > 1 ? o->n_contexts : 1;
@@ -1426,12 +1426,12 @@ static int cmd_bench(const options *o) {
             free(toks); ember_context_free(c); ember_model_free(m);
             return 1;
         }
-    double *pp = calloc((size_t)o->repeats, sizeof *pp), *tg = calloc((size_t)o->repeats, sizeof *tg);
-    double *bw = calloc((size_t)o->repeats * BW_READERS, sizeof *bw);
+    double *pp = (double *)calloc((size_t)o->repeats, sizeof *pp), *tg = (double *)calloc((size_t)o->repeats, sizeof *tg);
+    double *bw = (double *)calloc((size_t)o->repeats * BW_READERS, sizeof *bw);
     int threads = o->n_threads ? o->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     /* The bandwidth is measured between the repeats, so a machine whose
      * bandwidth drifts (shared hosts) is compared against itself. */
-    bw_probe probe = {0};
+    bw_probe probe = {NULL, 0};
     int have_bw = bw_open(&probe) == 0;
     int rc = 0;
     /* Warm-up pass: first touches of the weights and caches. */

@@ -173,6 +173,12 @@ printf 'hello world' | "$EMBER" tokenize -m "$MODEL" -f - >"$T/tok.stdin" 2>/dev
 "$EMBER" tokenize -m "$MODEL" -p "hello world" >"$T/tok.p" 2>/dev/null
 check "tokenize -f - reads standard input" cmp -s "$T/tok.stdin" "$T/tok.p"
 
+# ---- the CLI's source compiles as C++ too (as the library does) --------------
+if command -v g++ >/dev/null 2>&1; then
+    g++ -x c++ -std=c++17 -Wall -Wextra -Werror -fsyntax-only -Iinclude -D_DEFAULT_SOURCE examples/ember.c >"$T/cxx.log" 2>&1
+    check "examples/ember.c compiles as C++17 without warnings: $(head -n 3 "$T/cxx.log")" test $? -eq 0
+fi
+
 # ---- tokenize ---------------------------------------------------------------
 "$EMBER" tokenize -m "$MODEL" -p "hello world" >"$T/tok" 2>"$T/err"
 check "tokenize exits 0" test $? -eq 0
