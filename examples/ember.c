@@ -7,11 +7,14 @@
  *   ember tokenize -m MODEL (-p TEXT | -f FILE)      print token ids
  *   ember info -m MODEL                              hyperparameters, memory
  *   ember bench -m MODEL [-p N] [-n N] [-r R]        speed and bandwidth
+ *   ember help [COMMAND], ember --version            every flag with its default
  *
  * Generated text goes to stdout; everything else goes to stderr. */
 #include "ember.h"
 
+#include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -62,51 +65,6 @@ typedef struct options {
 
 static double now_s(void);
 
-static void usage(FILE *out) {
-    fprintf(out,
-        "usage: ember [COMMAND] -m MODEL [options]\n"
-        "       ember quantize IN.gguf OUT.gguf TYPE [-t N]   (ember quantize --help lists the types)\n"
-        "commands: generate (default), chat, template, perplexity, tokenize, info, bench\n"
-        "  -m, --model FILE        GGUF model\n"
-        "  -p, --prompt TEXT       prompt (bench: prompt tokens, default 128)\n"
-        "  -f, --file FILE         read the prompt / text from FILE\n"
-        "  -n, --n-predict N       tokens to generate (default 128; bench: 64)\n"
-        "  -c, --ctx-size N        context size (default: the model's up to 4096, 512 for\n"
-        "                          perplexity; 0 = the model's)\n"
-        "  -b, --batch-size N      prompt batch size (default 64)\n"
-        "  -t, --threads N         threads (default: all cores)\n"
-        "  --temp T                temperature, 0 = greedy (default 0.8)\n"
-        "  --top-k K               (default 40, 0 = off)\n"
-        "  --top-p P               (default 0.95, 1 = off)\n"
-        "  --min-p P               (default 0.05, 0 = off)\n"
-        "  --repeat-penalty R      (default 1.0 = off)\n"
-        "  --repeat-last-n N       (default 64)\n"
-        "  -s, --seed S            sampling seed (default: random)\n"
-        "  --echo                  also print the prompt\n"
-        "  --no-bos                (tokenize) do not add BOS\n"
-        "  --special               parse special-token text such as <|eot_id|>\n"
-        "  --mmap / --no-mmap      map the file, or read it into memory (default)\n"
-        "  --kv-f32                F32 KV cache instead of F16\n"
-        "  -r, --repeats N         (bench) repetitions, median reported (default 3)\n"
-        "  --json                  (bench) print a JSON object as the last line\n"
-        "  --contexts N            (bench) step N contexts together in one pass (default 1)\n"
-        "  --stop TEXT             stop when the text appears (repeatable, up to 16)\n"
-        "  --state-save FILE       after generating, save the context and sampler to FILE\n"
-        "  --state-load FILE       before generating, restore them from FILE (then -p is\n"
-        "                          appended without BOS; without -p generation continues)\n"
-        "  -v, --verbose           (tokenize) report the encoding speed on stderr\n"
-        "  --template NAME         (chat, template) chat format instead of the model's\n"
-        "                          tokenizer.chat_template (llama3, chatml, qwen3, ...)\n"
-        "  --system TEXT           (chat) system message\n"
-        "  --no-think              (chat, template) Qwen3: answer without thinking\n"
-        "  --no-generation-prompt  (template) do not end with the assistant's header\n"
-        "  --context-shift         (chat) when the context is full, drop the oldest\n"
-        "                          turns and go on (default: stop with an error)\n"
-        "  --grammar TEXT          (generate) constrain the output to a GBNF grammar (start rule: root)\n"
-        "  --grammar-file FILE     (generate) the same, read from FILE\n"
-        "  --json-schema FILE      (generate) constrain the output to JSON matching the schema in FILE\n");
-}
-
 static int die(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
@@ -117,136 +75,574 @@ static int die(const char *fmt, ...) {
     return 1;
 }
 
-static int parse_int(const char *s, int *out) {
-    char *end;
+/* ---- the command line ------------------------------------------------------
+ * One table says, for every flag, its names, its value and the range it
+ * must lie in, the commands it applies to and its help line: the parser,
+ * the checks and --help all read it.  A bad command line is found before
+ * anything is loaded and ends with exit status 2 (EXIT_USAGE); a failure
+ * while running (a model, a file, generation) with 1. */
+
+#define EXIT_USAGE 2
+
+enum {   /* the commands, as bits of flag_spec.commands */
+    CMD_GENERATE = 1, CMD_CHAT = 2, CMD_TEMPLATE = 4, CMD_PERPLEXITY = 8,
+    CMD_TOKENIZE = 16, CMD_INFO = 32, CMD_BENCH = 64, CMD_ALL = 127
+};
+
+typedef struct command_spec { const char *name; int bit; const char *synopsis, *about; } command_spec;
+
+static const command_spec command_table[] = {
+    {"generate", CMD_GENERATE, "-m MODEL [-p PROMPT | -f FILE] [-n N] [flags]", "generate text (the default command)"},
+    {"chat", CMD_CHAT, "-m MODEL [--system TEXT] [flags]", "chat in the model's format: stdin lines are user turns; an empty line or EOF ends"},
+    {"template", CMD_TEMPLATE, "-m MODEL -f MESSAGES.json [flags]", "print the prompt a conversation ([{\"role\": ..., \"content\": ...}]) renders to"},
+    {"perplexity", CMD_PERPLEXITY, "-m MODEL (-f FILE | -p TEXT) [-c N]", "llama.cpp's perplexity; the last line is \"Final estimate: PPL = <v> +/- <err>\""},
+    {"tokenize", CMD_TOKENIZE, "-m MODEL (-p TEXT | -f FILE) [flags]", "print the token ids as [1, 2, 3]"},
+    {"info", CMD_INFO, "-m MODEL [-c N]", "hyperparameters, types, memory needed; the tokenizer of a vocabulary-only file"},
+    {"bench", CMD_BENCH, "-m MODEL [-p N] [-n N] [-r R] [flags]", "prompt and generation speed, memory read bandwidth"},
+    {"quantize", 128, "IN.gguf OUT.gguf TYPE [-t N]", "quantize F32/F16/BF16 weights as llama-quantize does (ember quantize --help lists the types)"},
+    {"help", 0, "[COMMAND]", "this help, or one command's"},
+};
+#define N_COMMANDS (int)(sizeof command_table / sizeof command_table[0])
+
+typedef enum flag_id {
+    F_MODEL, F_PROMPT, F_FILE, F_N_PREDICT, F_CTX, F_BATCH, F_THREADS, F_TEMP, F_TOP_K, F_TOP_P, F_MIN_P,
+    F_REPEAT_PENALTY, F_REPEAT_LAST_N, F_SEED, F_ECHO, F_NO_BOS, F_SPECIAL, F_STOP, F_GRAMMAR, F_GRAMMAR_FILE,
+    F_JSON_SCHEMA, F_STATE_SAVE, F_STATE_LOAD, F_TEMPLATE, F_SYSTEM, F_NO_THINK, F_NO_GEN_PROMPT,
+    F_CONTEXT_SHIFT, F_MMAP, F_NO_MMAP, F_KV_F32, F_REPEATS, F_JSON, F_CONTEXTS, F_VERBOSE, F_HELP, F_VERSION,
+    F_COUNT
+} flag_id;
+
+typedef enum value_kind { V_NONE, V_TEXT, V_FILE, V_INT, V_FLOAT, V_SEED } value_kind;
+
+#define NO_MAX 1e300   /* flag_spec.hi: no upper bound but the type's */
+
+typedef struct flag_spec {
+    flag_id id;
+    const char *short_name, *long_name, *metavar;   /* short_name may be NULL */
+    value_kind kind;
+    double lo, hi;           /* V_INT, V_FLOAT: the allowed range */
+    int lo_open, hi_open;    /* 1: the bound itself is outside it */
+    const char *special;     /* what special values mean, e.g. "0 = greedy" */
+    int commands;            /* CMD_* bits: the commands it applies to */
+    const char *help;
+    const char *def;         /* the default, for --help (NULL: none or said in help) */
+} flag_spec;
+
+#define SAMPLING (CMD_GENERATE | CMD_CHAT)
+#define LOADING (CMD_GENERATE | CMD_CHAT | CMD_PERPLEXITY | CMD_BENCH)   /* commands that load weights */
+
+/* A flag whose meaning or default differs between commands has one row per
+ * meaning; the parser takes the row for the command at hand. */
+static const flag_spec flag_table[] = {
+    {F_MODEL, "-m", "--model", "FILE", V_FILE, 0, 0, 0, 0, NULL, CMD_ALL, "the GGUF model file (required)", NULL},
+    {F_PROMPT, "-p", "--prompt", "TEXT", V_TEXT, 0, 0, 0, 0, NULL, CMD_GENERATE, "the prompt; none = start from BOS", NULL},
+    {F_PROMPT, "-p", "--prompt", "TEXT", V_TEXT, 0, 0, 0, 0, NULL, CMD_PERPLEXITY | CMD_TOKENIZE, "the text", NULL},
+    {F_PROMPT, "-p", "--prompt", "N", V_INT, 1, NO_MAX, 0, 0, NULL, CMD_BENCH, "the prompt's length in tokens", "128"},
+    {F_FILE, "-f", "--file", "FILE", V_FILE, 0, 0, 0, 0, NULL, CMD_GENERATE | CMD_PERPLEXITY | CMD_TOKENIZE,
+     "read the prompt or text from FILE, byte for byte; - = standard input", NULL},
+    {F_FILE, "-f", "--file", "FILE", V_FILE, 0, 0, 0, 0, NULL, CMD_TEMPLATE,
+     "the messages, a JSON list of {\"role\": ..., \"content\": ...} objects; - = standard input", NULL},
+    {F_N_PREDICT, "-n", "--n-predict", "N", V_INT, -1, NO_MAX, 0, 0, "-1 = until the context is full", CMD_GENERATE,
+     "tokens to generate, -1 = until the context is full", "128"},
+    {F_N_PREDICT, "-n", "--n-predict", "N", V_INT, -1, NO_MAX, 0, 0, "-1 = until the context is full", CMD_CHAT,
+     "tokens to generate per reply, -1 = until the context is full", "256"},
+    {F_N_PREDICT, "-n", "--n-predict", "N", V_INT, 1, NO_MAX, 0, 0, NULL, CMD_BENCH, "tokens to generate", "64"},
+    {F_CTX, "-c", "--ctx-size", "N", V_INT, 0, NO_MAX, 0, 0, "0 = the model's own", CMD_GENERATE | CMD_CHAT,
+     "context size in positions, 0 = the model's own", "the model's, at most 4096"},
+    {F_CTX, "-c", "--ctx-size", "N", V_INT, 0, NO_MAX, 0, 0, "0 = the model's own", CMD_PERPLEXITY,
+     "context size: the tokens in each scored chunk, 0 = the model's own", "512, at most the model's"},
+    {F_CTX, "-c", "--ctx-size", "N", V_INT, 0, NO_MAX, 0, 0, "0 = the model's own", CMD_INFO,
+     "context size the memory needed is given for, 0 = the model's own", "the model's"},
+    {F_BATCH, "-b", "--batch-size", "N", V_INT, 1, NO_MAX, 0, 0, NULL, CMD_GENERATE | CMD_CHAT | CMD_PERPLEXITY | CMD_INFO,
+     "prompt tokens evaluated at once", "64"},
+    {F_BATCH, "-b", "--batch-size", "N", V_INT, 1, NO_MAX, 0, 0, NULL, CMD_BENCH, "prompt tokens evaluated at once",
+     "the prompt's length, at most 512"},
+    {F_THREADS, "-t", "--threads", "N", V_INT, 0, 1024, 0, 0, "0 = all cores", LOADING, "threads, 0 = all cores", "all cores"},
+    {F_TEMP, NULL, "--temp", "T", V_FLOAT, 0, NO_MAX, 0, 0, "0 = greedy", SAMPLING, "temperature, 0 = greedy (always the likeliest token)", NULL},
+    {F_TOP_K, NULL, "--top-k", "K", V_INT, 0, NO_MAX, 0, 0, "0 = off", SAMPLING, "keep the K likeliest tokens, 0 = off", NULL},
+    {F_TOP_P, NULL, "--top-p", "P", V_FLOAT, 0, 1, 1, 0, "1 = off", SAMPLING, "keep the likeliest tokens up to probability P, 1 = off", NULL},
+    {F_MIN_P, NULL, "--min-p", "P", V_FLOAT, 0, 1, 0, 1, "0 = off", SAMPLING, "drop tokens less likely than P times the likeliest, 0 = off", NULL},
+    {F_REPEAT_PENALTY, NULL, "--repeat-penalty", "R", V_FLOAT, 0, NO_MAX, 1, 0, "1 = off", SAMPLING,
+     "penalise the logits of recent tokens by R, 1 = off", NULL},
+    {F_REPEAT_LAST_N, NULL, "--repeat-last-n", "N", V_INT, 0, 1 << 20, 0, 0, NULL, SAMPLING, "how many recent tokens the penalty looks at", NULL},
+    {F_SEED, "-s", "--seed", "S", V_SEED, 0, 0, 0, 0, NULL, SAMPLING, "sampling seed, -1 = random", "random"},
+    {F_ECHO, NULL, "--echo", NULL, V_NONE, 0, 0, 0, 0, NULL, CMD_GENERATE, "also print the prompt", NULL},
+    {F_NO_BOS, NULL, "--no-bos", NULL, V_NONE, 0, 0, 0, 0, NULL, CMD_TOKENIZE, "do not add the BOS (or EOS) the model asks for", NULL},
+    {F_SPECIAL, NULL, "--special", NULL, V_NONE, 0, 0, 0, 0, NULL, CMD_GENERATE | CMD_TOKENIZE,
+     "parse special-token text such as <|eot_id|> into its id", NULL},
+    {F_STOP, NULL, "--stop", "TEXT", V_TEXT, 0, 0, 0, 0, NULL, CMD_GENERATE, "stop when TEXT appears (repeatable, up to 16)", NULL},
+    {F_GRAMMAR, NULL, "--grammar", "TEXT", V_TEXT, 0, 0, 0, 0, NULL, CMD_GENERATE, "constrain the output to a GBNF grammar (start rule: root)", NULL},
+    {F_GRAMMAR_FILE, NULL, "--grammar-file", "FILE", V_FILE, 0, 0, 0, 0, NULL, CMD_GENERATE, "the same, read from FILE", NULL},
+    {F_JSON_SCHEMA, NULL, "--json-schema", "FILE", V_FILE, 0, 0, 0, 0, NULL, CMD_GENERATE, "constrain the output to JSON matching the schema in FILE", NULL},
+    {F_STATE_SAVE, NULL, "--state-save", "FILE", V_FILE, 0, 0, 0, 0, NULL, CMD_GENERATE, "after generating, save the context and sampler to FILE", NULL},
+    {F_STATE_LOAD, NULL, "--state-load", "FILE", V_FILE, 0, 0, 0, 0, NULL, CMD_GENERATE,
+     "before generating, restore them from FILE; -p is then appended without BOS, and without -p generation goes on", NULL},
+    {F_TEMPLATE, NULL, "--template", "NAME", V_TEXT, 0, 0, 0, 0, NULL, CMD_CHAT | CMD_TEMPLATE,
+     "chat format instead of the model's tokenizer.chat_template: llama3, chatml, qwen3, ...", NULL},
+    {F_SYSTEM, NULL, "--system", "TEXT", V_TEXT, 0, 0, 0, 0, NULL, CMD_CHAT, "a system message", NULL},
+    {F_NO_THINK, NULL, "--no-think", NULL, V_NONE, 0, 0, 0, 0, NULL, CMD_CHAT | CMD_TEMPLATE, "Qwen3: answer without thinking", NULL},
+    {F_NO_GEN_PROMPT, NULL, "--no-generation-prompt", NULL, V_NONE, 0, 0, 0, 0, NULL, CMD_TEMPLATE, "do not end with the assistant's header", NULL},
+    {F_CONTEXT_SHIFT, NULL, "--context-shift", NULL, V_NONE, 0, 0, 0, 0, NULL, CMD_CHAT,
+     "when the context is full, drop the oldest turns and go on", "stop with an error"},
+    {F_MMAP, NULL, "--mmap", NULL, V_NONE, 0, 0, 0, 0, NULL, LOADING, "map the file instead of reading it into memory", NULL},
+    {F_NO_MMAP, NULL, "--no-mmap", NULL, V_NONE, 0, 0, 0, 0, NULL, LOADING, "read the file into (huge-page) memory: the default", NULL},
+    {F_KV_F32, NULL, "--kv-f32", NULL, V_NONE, 0, 0, 0, 0, NULL, LOADING, "F32 KV cache instead of F16", NULL},
+    {F_REPEATS, "-r", "--repeats", "N", V_INT, 1, 1000, 0, 0, NULL, CMD_BENCH, "repetitions; the median is reported", "3"},
+    {F_JSON, NULL, "--json", NULL, V_NONE, 0, 0, 0, 0, NULL, CMD_BENCH, "also print a JSON object as the last line", NULL},
+    {F_CONTEXTS, NULL, "--contexts", "N", V_INT, 1, 64, 0, 0, NULL, CMD_BENCH, "step N contexts together in one pass", "1"},
+    {F_VERBOSE, "-v", "--verbose", NULL, V_NONE, 0, 0, 0, 0, NULL, CMD_TOKENIZE, "report the encoding speed on stderr", NULL},
+    {F_HELP, "-h", "--help", NULL, V_NONE, 0, 0, 0, 0, NULL, CMD_ALL, "this help; ember help COMMAND for one command's", NULL},
+    {F_VERSION, NULL, "--version", NULL, V_NONE, 0, 0, 0, 0, NULL, CMD_ALL, "print the version and the CPU kernels in use", NULL},
+};
+#define N_FLAGS (int)(sizeof flag_table / sizeof flag_table[0])
+
+static const command_spec *find_command(const char *name) {
+    for (int i = 0; i < N_COMMANDS; i++)
+        if (!strcmp(command_table[i].name, name)) return &command_table[i];
+    return NULL;
+}
+
+/* The row for the flag name ("-x" or "--long", the first len bytes of
+ * name) and a command (CMD_* bit): the command's own row, else any (one
+ * that does not apply), else NULL. */
+static const flag_spec *find_flag(const char *name, size_t len, int command) {
+    const flag_spec *any = NULL;
+    for (int i = 0; i < N_FLAGS; i++) {
+        const char *s = flag_table[i].short_name, *l = flag_table[i].long_name;
+        if ((s && strlen(s) == len && !strncmp(s, name, len)) || (strlen(l) == len && !strncmp(l, name, len))) {
+            if (flag_table[i].commands & command) return &flag_table[i];
+            if (!any) any = &flag_table[i];
+        }
+    }
+    return any;
+}
+
+/* Edit distance with adjacent transpositions ("--tmep" is one edit from
+ * "--temp"), for suggesting the flag or command meant. */
+static int edit_distance(const char *a, const char *b) {
+    int la = (int)strlen(a), lb = (int)strlen(b);
+    if (la > 40 || lb > 40) return 99;
+    int d[41][41];
+    for (int i = 0; i <= la; i++) d[i][0] = i;
+    for (int j = 0; j <= lb; j++) d[0][j] = j;
+    for (int i = 1; i <= la; i++)
+        for (int j = 1; j <= lb; j++) {
+            int v = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+            if (d[i - 1][j] + 1 < v) v = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < v) v = d[i][j - 1] + 1;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] && d[i - 2][j - 2] + 1 < v) v = d[i - 2][j - 2] + 1;
+            d[i][j] = v;
+        }
+    return d[la][lb];
+}
+
+/* The long flag (or command) closest to a mistyped one: a unique prefix
+ * match ("--ctx" for "--ctx-size"), else one within two edits that are
+ * fewer than half its letters; NULL if none is close. */
+static const char *closest(const char *typed, const char *const *names, int n) {
+    while (*typed == '-') typed++;
+    size_t tl = strlen(typed);
+    const char *best = NULL, *prefix = NULL;
+    int best_d = 3, n_prefix = 0;
+    for (int i = 0; i < n; i++) {
+        const char *name = names[i];
+        while (*name == '-') name++;
+        if (tl >= 2 && !strncmp(name, typed, tl) && (!prefix || strcmp(prefix, names[i]))) { prefix = names[i]; n_prefix++; }
+        int d = edit_distance(typed, name);
+        if (d < best_d && 2 * d < (int)tl) { best = names[i]; best_d = d; }
+    }
+    return best ? best : n_prefix == 1 ? prefix : NULL;
+}
+
+static int unknown_flag(const char *a) {
+    const char *names[N_FLAGS];
+    for (int i = 0; i < N_FLAGS; i++) names[i] = flag_table[i].long_name;
+    const char *s = closest(a, names, N_FLAGS);
+    if (s) return die("unknown flag '%s'; did you mean %s?", a, s);
+    return die("unknown flag '%s' (ember --help lists them)", a);
+}
+
+static int unknown_command(const char *a) {
+    const char *names[N_COMMANDS];
+    for (int i = 0; i < N_COMMANDS; i++) names[i] = command_table[i].name;
+    const char *s = closest(a, names, N_COMMANDS);
+    if (s) return die("unknown command '%s'; did you mean %s?", a, s);
+    size_t n = strlen(a);
+    if (n > 5 && !strcmp(a + n - 5, ".gguf")) return die("unknown command '%s' (the model is given with -m: ember -m %s ...)", a, a);
+    return die("unknown command '%s' (commands: generate, chat, template, perplexity, tokenize, info, bench, help)", a);
+}
+
+static void commands_of(int bits, char *out, size_t size) {
+    size_t n = 0;
+    out[0] = 0;
+    for (int i = 0; i < N_COMMANDS && n < size; i++)
+        if (bits & command_table[i].bit) n += (size_t)snprintf(out + n, size - n, "%s%s", n ? ", " : "", command_table[i].name);
+}
+
+/* The flag's default for --help: the sampler's come from the library. */
+static const char *flag_default(const flag_spec *f, char *buf, size_t size) {
+    const ember_sampler_params d = ember_sampler_default_params();
+    switch (f->id) {
+    case F_TEMP: snprintf(buf, size, "%g", (double)d.temperature); return buf;
+    case F_TOP_K: snprintf(buf, size, "%d", d.top_k); return buf;
+    case F_TOP_P: snprintf(buf, size, "%g", (double)d.top_p); return buf;
+    case F_MIN_P: snprintf(buf, size, "%g", (double)d.min_p); return buf;
+    case F_REPEAT_PENALTY: snprintf(buf, size, "%g", (double)d.repeat_penalty); return buf;
+    case F_REPEAT_LAST_N: snprintf(buf, size, "%d", d.repeat_last_n); return buf;
+    default: return f->def;
+    }
+}
+
+/* Words of text after column col, wrapped at 100 columns; continued lines
+ * start at column indent. */
+static void print_wrapped(FILE *out, const char *text, int col, int indent) {
+    int space = col > 0;
+    while (*text) {
+        const char *sp = strchr(text, ' ');
+        int w = sp ? (int)(sp - text) : (int)strlen(text);
+        if (col + space + w > 100 && col > indent) { fprintf(out, "\n%*s", indent, ""); col = indent; space = 0; }
+        if (space) { fputc(' ', out); col++; }
+        fprintf(out, "%.*s", w, text);
+        col += w;
+        space = 1;
+        text += w;
+        while (*text == ' ') text++;
+    }
+    fputc('\n', out);
+}
+
+/* --help: every command and flag, or (cmd != NULL) one command's. */
+static void usage(FILE *out, const command_spec *cmd) {
+    if (cmd) {
+        fprintf(out, "usage: ember %s %s\n%s\n\nflags:\n", cmd->name, cmd->synopsis, cmd->about);
+    } else {
+        fprintf(out, "usage: ember [COMMAND] -m MODEL [flags]\n\ncommands:\n");
+        for (int i = 0; i < N_COMMANDS; i++)
+            fprintf(out, "  %-11s %s\n  %-11s   %s\n", command_table[i].name, command_table[i].synopsis, "", command_table[i].about);
+        fprintf(out, "\nflags, with the commands they apply to (ember help COMMAND: one command's flags):\n");
+    }
+    for (int i = 0; i < N_FLAGS; i++) {
+        const flag_spec *f = &flag_table[i];
+        if (cmd && cmd->bit && !(f->commands & cmd->bit)) continue;
+        char names[64], def[64], text[512], cmds[128] = "";
+        snprintf(names, sizeof names, "%s%s%s%s%s", f->short_name ? f->short_name : "", f->short_name ? ", " : "",
+                 f->long_name, f->metavar ? " " : "", f->metavar ? f->metavar : "");
+        const char *d = flag_default(f, def, sizeof def);
+        if (!cmd && f->commands != CMD_ALL) commands_of(f->commands, cmds, sizeof cmds);
+        snprintf(text, sizeof text, "%s%s%s%s%s%s%s", f->help, d ? " (default: " : "", d ? d : "", d ? ")" : "",
+                 *cmds ? " [" : "", cmds, *cmds ? "]" : "");
+        fprintf(out, "  %-24s", names);
+        print_wrapped(out, text, 2 + (int)(strlen(names) > 24 ? strlen(names) : 24), 27);
+    }
+    fprintf(out, "\n");
+    print_wrapped(out,
+        "Errors: a flag that does not apply to the command, a flag given twice (but --stop), a value out of "
+        "range, and flags that conflict: -p with -f, two of --grammar, --grammar-file and --json-schema, --mmap "
+        "with --no-mmap, --state-load with -s or a grammar. --long=VALUE works too. Generated text goes to "
+        "stdout, everything else to stderr.", 0, 0);
+    print_wrapped(out,
+        "Exit status: 0 success; 1 a failure while running (model, file, generation); 2 a usage error "
+        "(unknown command or flag, missing or bad value, conflicting flags).", 0, 0);
+}
+
+static void print_version(void) {
+    printf("ember %s\ncpu kernels: %s\n", EMBER_VERSION, ember_cpu_features());
+}
+
+/* "must be >= -1 (-1 = until the context is full)": the flag's range in words. */
+static void range_text(const flag_spec *f, char *buf, size_t size) {
+    const int is_int = f->kind == V_INT;
+    const char *fmt = is_int ? "%.0f" : "%g";
+    char lo[32], hi[32];
+    snprintf(lo, sizeof lo, fmt, f->lo);
+    snprintf(hi, sizeof hi, fmt, f->hi);
+    size_t n;
+    if (f->hi == NO_MAX)
+        n = (size_t)snprintf(buf, size, "must be %s %s", f->lo_open ? ">" : ">=", lo);
+    else if (is_int && !f->lo_open && !f->hi_open)
+        n = (size_t)snprintf(buf, size, "must be between %s and %s", lo, hi);
+    else
+        n = (size_t)snprintf(buf, size, "must be %s %s and %s %s", f->lo_open ? ">" : ">=", lo, f->hi_open ? "<" : "<=", hi);
+    if (f->special && n < size) snprintf(buf + n, size - n, " (%s)", f->special);
+}
+
+/* Parse and range-check one value; prints "ember: NAME VALUE: what is wrong". */
+static int parse_int_value(const flag_spec *f, const char *name, const char *v, int *out) {
+    char *end, why[160];
     errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || *end || end == s || v < -2147483647L || v > 2147483647L) return -1;
-    *out = (int)v;
+    long long x = strtoll(v, &end, 10);
+    if (end == v || *end || (*v != '-' && *v != '+' && (*v < '0' || *v > '9'))) { die("%s %s: not an integer", name, v); return -1; }
+    const int too_large = x > INT_MAX || (errno == ERANGE && x > 0);
+    if (too_large && f->hi == NO_MAX) { die("%s %s: too large (at most %d)", name, v, INT_MAX); return -1; }
+    if (errno == ERANGE || x < INT_MIN || x < f->lo + f->lo_open || x > f->hi - f->hi_open) {
+        range_text(f, why, sizeof why);
+        die("%s %s: %s", name, v, why);
+        return -1;
+    }
+    *out = (int)x;
     return 0;
 }
 
-static int parse_float(const char *s, float *out) {
-    char *end;
+static int parse_float_value(const flag_spec *f, const char *name, const char *v, float *out) {
+    char *end, why[160];
     errno = 0;
-    float v = strtof(s, &end);
-    if (errno || *end || end == s || !isfinite(v)) return -1;
-    *out = v;
+    double x = strtod(v, &end);
+    if (end == v || *end || isspace((unsigned char)*v)) { die("%s %s: not a number", name, v); return -1; }
+    if (!isfinite(x)) { die("%s %s: not a finite number", name, v); return -1; }
+    if (fabs(x) > 3e38) { die("%s %s: too large", name, v); return -1; }
+    if ((f->lo_open ? !(x > f->lo) : !(x >= f->lo)) || (f->hi != NO_MAX && (f->hi_open ? !(x < f->hi) : !(x <= f->hi)))) {
+        range_text(f, why, sizeof why);
+        die("%s %s: %s", name, v, why);
+        return -1;
+    }
+    *out = (float)x;
     return 0;
 }
 
+/* -1 = random, else any unsigned 64-bit number. */
+static int parse_seed_value(const char *name, const char *v, uint64_t *out, int *given) {
+    if (!strcmp(v, "-1")) { *given = 0; return 0; }
+    char *end;
+    errno = 0;
+    unsigned long long s = strtoull(v, &end, 10);
+    if (errno || *end || end == v || *v < '0' || *v > '9') {
+        die("%s %s: must be an integer between 0 and %llu (-1 = random)", name, v, (unsigned long long)UINT64_MAX);
+        return -1;
+    }
+    *out = s;
+    *given = 1;
+    return 0;
+}
+
+/* Where each flag was given (as typed), for "given twice" and conflicts. */
+typedef struct seen_flags { const char *as[F_COUNT]; } seen_flags;
+
+/* An error if both flags a and b were given: "--grammar and --json-schema
+ * cannot be used together: why". */
+static int conflict(const seen_flags *seen, int a, int b, const char *why) {
+    if (!seen->as[a] || !seen->as[b]) return 0;
+    die("%s and %s cannot be used together%s%s", seen->as[a], seen->as[b], why ? ": " : "", why ? why : "");
+    return -1;
+}
+
+/* The checks that need the whole command line. */
+static int check_options(const options *o, const seen_flags *seen) {
+    static const char grammars[] = "give only one of --grammar, --grammar-file, --json-schema";
+    if (conflict(seen, F_PROMPT, F_FILE, "both give the text; use one") ||
+        conflict(seen, F_GRAMMAR, F_GRAMMAR_FILE, grammars) || conflict(seen, F_GRAMMAR, F_JSON_SCHEMA, grammars) ||
+        conflict(seen, F_GRAMMAR_FILE, F_JSON_SCHEMA, grammars) || conflict(seen, F_MMAP, F_NO_MMAP, NULL) ||
+        conflict(seen, F_SEED, F_STATE_LOAD, "the saved state holds the sampler's random state") ||
+        conflict(seen, F_GRAMMAR, F_STATE_LOAD, "a saved state does not hold the grammar's parse state") ||
+        conflict(seen, F_GRAMMAR_FILE, F_STATE_LOAD, "a saved state does not hold the grammar's parse state") ||
+        conflict(seen, F_JSON_SCHEMA, F_STATE_LOAD, "a saved state does not hold the grammar's parse state"))
+        return -1;
+    if (!o->model) { die("no model given (-m MODEL)"); return -1; }
+    const char *cmd = o->command;
+    if (!strcmp(cmd, "tokenize") && !o->prompt && !o->file) {
+        die("tokenize needs the text: -p TEXT or -f FILE (-f - reads standard input)");
+        return -1;
+    }
+    if (!strcmp(cmd, "perplexity") && !o->prompt && !o->file) { die("perplexity needs the text: -f FILE (or -p TEXT)"); return -1; }
+    if (!strcmp(cmd, "template") && !o->file) {
+        die("template needs the messages: -f MESSAGES.json ([{\"role\": \"user\", \"content\": \"...\"}])");
+        return -1;
+    }
+    return 0;
+}
+
+/* Store a parsed value. */
+static int set_flag(options *o, const flag_spec *f, const char *name, const char *v, int *seed_given) {
+    int *ip = NULL;
+    float *fp = NULL;
+    switch (f->id) {
+    case F_MODEL: o->model = v; break;
+    case F_PROMPT:
+        if (f->kind == V_INT) ip = &o->n_prompt_bench;   /* bench: a length */
+        else o->prompt = v;
+        break;
+    case F_FILE: o->file = v; break;
+    case F_N_PREDICT: ip = &o->n_predict; break;
+    case F_CTX: ip = &o->n_ctx; o->ctx_given = 1; break;
+    case F_BATCH: ip = &o->n_batch; break;
+    case F_THREADS: ip = &o->n_threads; break;
+    case F_TEMP: fp = &o->sp.temperature; break;
+    case F_TOP_K: ip = &o->sp.top_k; break;
+    case F_TOP_P: fp = &o->sp.top_p; break;
+    case F_MIN_P: fp = &o->sp.min_p; break;
+    case F_REPEAT_PENALTY: fp = &o->sp.repeat_penalty; break;
+    case F_REPEAT_LAST_N: ip = &o->sp.repeat_last_n; break;
+    case F_SEED: return parse_seed_value(name, v, &o->sp.seed, seed_given);
+    case F_ECHO: o->echo = 1; break;
+    case F_NO_BOS: o->no_bos = 1; break;
+    case F_SPECIAL: o->special = 1; break;
+    case F_STOP:
+        if (!*v) { die("%s: the text is empty", name); return -1; }
+        if (o->n_stops == 16) { die("%s: at most 16 stop strings", name); return -1; }
+        o->stops[o->n_stops++] = v;
+        break;
+    case F_GRAMMAR: o->grammar = v; break;
+    case F_GRAMMAR_FILE: o->grammar_file = v; break;
+    case F_JSON_SCHEMA: o->json_schema = v; break;
+    case F_STATE_SAVE: o->state_save = v; break;
+    case F_STATE_LOAD: o->state_load = v; break;
+    case F_TEMPLATE: o->chat_template = v; break;
+    case F_SYSTEM: o->system = v; break;
+    case F_NO_THINK: o->no_think = 1; break;
+    case F_NO_GEN_PROMPT: o->no_generation_prompt = 1; break;
+    case F_CONTEXT_SHIFT: o->context_shift = 1; break;
+    case F_MMAP: o->load_mode = EMBER_LOAD_MMAP; break;
+    case F_NO_MMAP: o->load_mode = EMBER_LOAD_READ; break;
+    case F_KV_F32: o->kv_f32 = 1; break;
+    case F_REPEATS: ip = &o->repeats; break;
+    case F_JSON: o->json = 1; break;
+    case F_CONTEXTS: ip = &o->n_contexts; break;
+    case F_VERBOSE: o->verbose = 1; break;
+    case F_HELP: case F_VERSION: case F_COUNT: break;
+    }
+    if (ip) return parse_int_value(f, name, v, ip);
+    if (fp) return parse_float_value(f, name, v, fp);
+    return 0;
+}
+
+/* A flag's numeric default for a command: its row's def (0 if none). */
+static int default_int(flag_id id, int command) {
+    for (int i = 0; i < N_FLAGS; i++)
+        if (flag_table[i].id == id && (flag_table[i].commands & command) && flag_table[i].def) return atoi(flag_table[i].def);
+    return 0;
+}
+
+/* -h/--help and --version win over everything else on the line (even over
+ * errors in it).  Returns 1 if one was handled. */
+static int help_or_version(int argc, char **argv, const command_spec *cmd, int first) {
+    for (int i = first; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout, cmd); return 1; }
+        if (!strcmp(a, "--version")) { print_version(); return 1; }
+        const flag_spec *f = a[0] == '-' && !strchr(a, '=') ? find_flag(a, strlen(a), cmd ? cmd->bit : CMD_GENERATE) : NULL;
+        if (f && f->metavar) i++;   /* a value, even one that looks like a flag */
+    }
+    return 0;
+}
+
+/* 0: run o->command; 1: done (help, version); -1: a usage error (reported). */
 static int parse_args(int argc, char **argv, options *o) {
     memset(o, 0, sizeof *o);
     o->command = "generate";
-    o->n_predict = -1;
-    o->n_prompt_bench = 128;
-    o->repeats = 3;
     o->sp = ember_sampler_default_params();
-    o->sp.seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
-    int i = 1;
-    if (argc > 1 && argv[1][0] != '-') o->command = argv[i++];
-    for (; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-#define NEED_VALUE() do { if (!v) { die("option %s needs a value", a); return -1; } i++; } while (0)
-#define INT_OPT(field) do { NEED_VALUE(); if (parse_int(v, &(field))) { die("bad number for %s: '%s'", a, v); return -1; } } while (0)
-#define FLOAT_OPT(field) do { NEED_VALUE(); if (parse_float(v, &(field))) { die("bad number for %s: '%s'", a, v); return -1; } } while (0)
-        if (!strcmp(a, "-m") || !strcmp(a, "--model")) { NEED_VALUE(); o->model = v; }
-        else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) { NEED_VALUE(); o->prompt = v; }
-        else if (!strcmp(a, "-f") || !strcmp(a, "--file")) { NEED_VALUE(); o->file = v; }
-        else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) INT_OPT(o->n_predict);
-        else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) { INT_OPT(o->n_ctx); o->ctx_given = 1; }
-        else if (!strcmp(a, "-b") || !strcmp(a, "--batch-size")) INT_OPT(o->n_batch);
-        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) INT_OPT(o->n_threads);
-        else if (!strcmp(a, "-r") || !strcmp(a, "--repeats")) INT_OPT(o->repeats);
-        else if (!strcmp(a, "--temp")) FLOAT_OPT(o->sp.temperature);
-        else if (!strcmp(a, "--top-k")) INT_OPT(o->sp.top_k);
-        else if (!strcmp(a, "--top-p")) FLOAT_OPT(o->sp.top_p);
-        else if (!strcmp(a, "--min-p")) FLOAT_OPT(o->sp.min_p);
-        else if (!strcmp(a, "--repeat-penalty")) FLOAT_OPT(o->sp.repeat_penalty);
-        else if (!strcmp(a, "--repeat-last-n")) INT_OPT(o->sp.repeat_last_n);
-        else if (!strcmp(a, "-s") || !strcmp(a, "--seed")) {
-            NEED_VALUE();
-            char *end;
-            errno = 0;
-            unsigned long long s = strtoull(v, &end, 10);
-            if (errno || *end || end == v) { die("bad seed '%s'", v); return -1; }
-            o->sp.seed = s;
+    int i = 1, seed_given = 0;
+    const command_spec *cmd = find_command("generate");
+    if (argc > 1 && argv[1][0] != '-') {
+        cmd = find_command(argv[1]);
+        if (!cmd) { unknown_command(argv[1]); return -1; }
+        o->command = argv[i++];
+        if (!strcmp(o->command, "help")) {
+            if (argc > 3) { die("help takes one command name"); return -1; }
+            if (argc == 3 && !find_command(argv[2])) { unknown_command(argv[2]); return -1; }
+            usage(stdout, argc == 3 ? find_command(argv[2]) : NULL);
+            return 1;
         }
-        else if (!strcmp(a, "--grammar")) { NEED_VALUE(); o->grammar = v; }
-        else if (!strcmp(a, "--grammar-file")) { NEED_VALUE(); o->grammar_file = v; }
-        else if (!strcmp(a, "--json-schema")) { NEED_VALUE(); o->json_schema = v; }
-        else if (!strcmp(a, "--echo")) o->echo = 1;
-        else if (!strcmp(a, "--no-bos")) o->no_bos = 1;
-        else if (!strcmp(a, "--special")) o->special = 1;
-        else if (!strcmp(a, "--json")) o->json = 1;
-        else if (!strcmp(a, "--contexts")) INT_OPT(o->n_contexts);
-        else if (!strcmp(a, "--state-save")) { NEED_VALUE(); o->state_save = v; }
-        else if (!strcmp(a, "--state-load")) { NEED_VALUE(); o->state_load = v; }
-        else if (!strcmp(a, "--stop")) {
-            NEED_VALUE();
-            if (o->n_stops == 16) { die("at most 16 --stop strings"); return -1; }
-            if (!*v) { die("--stop needs a non-empty text"); return -1; }
-            o->stops[o->n_stops++] = v;
-        }
-        else if (!strcmp(a, "--kv-f32")) o->kv_f32 = 1;
-        else if (!strcmp(a, "--mmap")) o->load_mode = EMBER_LOAD_MMAP;
-        else if (!strcmp(a, "--no-mmap")) o->load_mode = EMBER_LOAD_READ;
-        else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) o->verbose = 1;
-        else if (!strcmp(a, "--template")) { NEED_VALUE(); o->chat_template = v; }
-        else if (!strcmp(a, "--system")) { NEED_VALUE(); o->system = v; }
-        else if (!strcmp(a, "--no-think")) o->no_think = 1;
-        else if (!strcmp(a, "--no-generation-prompt")) o->no_generation_prompt = 1;
-        else if (!strcmp(a, "--context-shift")) o->context_shift = 1;
-        else if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); exit(0); }
-        else { die("unknown option '%s' (see --help)", a); return -1; }
     }
-    if (!o->model) { die("no model given (-m MODEL)"); return -1; }
-    if (o->n_ctx < 0 || o->n_batch < 0 || o->n_threads < 0 || o->repeats < 1) { die("negative sizes are not allowed"); return -1; }
-    if (o->n_contexts < 0 || o->n_contexts > 64) { die("--contexts %d is not in 1..64", o->n_contexts); return -1; }
+    if (help_or_version(argc, argv, i > 1 ? cmd : NULL, i)) return 1;
+    o->n_predict = default_int(F_N_PREDICT, cmd->bit);
+    o->n_prompt_bench = default_int(F_PROMPT, CMD_BENCH);
+    o->repeats = default_int(F_REPEATS, CMD_BENCH);
+    o->n_contexts = default_int(F_CONTEXTS, CMD_BENCH);
+    seen_flags seen;
+    memset(&seen, 0, sizeof seen);
+    char name[64];
+    for (; i < argc; i++) {
+        const char *a = argv[i], *v = NULL;
+        if (a[0] != '-' || !a[1]) {
+            if (find_command(a)) die("unexpected argument '%s' (the command comes first: ember %s -m MODEL ...)", a, a);
+            else die("unexpected argument '%s' (a flag takes one value: quote a prompt with spaces, -p \"...\")", a);
+            return -1;
+        }
+        const char *eq = a[1] == '-' ? strchr(a, '=') : NULL;   /* --long=value */
+        size_t len = eq ? (size_t)(eq - a) : strlen(a);
+        snprintf(name, sizeof name, "%.*s", (int)(len < 63 ? len : 63), a);
+        const flag_spec *f = find_flag(a, len, cmd->bit);
+        if (!f) { unknown_flag(name); return -1; }
+        if (!(f->commands & cmd->bit)) { die("%s does not apply to %s (see ember help %s)", name, cmd->name, cmd->name); return -1; }
+        if (seen.as[f->id] && f->id != F_STOP) { die("%s is given twice", name); return -1; }
+        seen.as[f->id] = f->short_name && !strcmp(name, f->short_name) ? f->short_name : f->long_name;
+        if (f->metavar) {
+            if (eq) v = eq + 1;
+            else if (i + 1 < argc) v = argv[++i];
+            else { die("%s needs a value: %s %s", name, name, f->metavar); return -1; }
+            if (f->kind == V_FILE && !*v) { die("%s: the file name is empty", name); return -1; }
+        } else if (eq) {
+            die("%s takes no value", name);
+            return -1;
+        }
+        if (set_flag(o, f, seen.as[f->id], v, &seed_given)) return -1;
+    }
+    if (check_options(o, &seen)) return -1;
+    if (!seed_given) o->sp.seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
     return 0;
 }
 
-/* Read a whole file exactly (NUL bytes and all). */
+/* Read a whole file exactly (NUL bytes and all); "-" is standard input. */
 static char *read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
+    const int is_stdin = !strcmp(path, "-");
+    FILE *f = is_stdin ? stdin : fopen(path, "rb");
     if (!f) return NULL;
     size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap + 1);
+    char *buf = (char *)malloc(cap + 1);
     while (buf) {
         size_t r = fread(buf + n, 1, cap - n, f);
         n += r;
         if (n < cap) break;
-        char *nb = realloc(buf, cap * 2 + 1);
+        char *nb = (char *)realloc(buf, cap * 2 + 1);
         if (!nb) { free(buf); buf = NULL; break; }
         buf = nb;
         cap *= 2;
     }
     int bad = ferror(f);
-    fclose(f);
+    if (!is_stdin) fclose(f);
     if (!buf || bad) { free(buf); return NULL; }
     buf[n] = 0;
     *len = n;
     return buf;
 }
 
+/* The number of tensors a GGUF v2/v3 file's header declares, or -1 if the
+ * header cannot say: a vocabulary-only file (a tokenizer, as converters and
+ * llama.cpp's tests write them) declares none. */
+static long long gguf_header_tensors(const char *path) {
+    unsigned char h[16];
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    size_t n = fread(h, 1, sizeof h, f);
+    fclose(f);
+    if (n != sizeof h || memcmp(h, "GGUF", 4) || (h[4] != 2 && h[4] != 3) || h[5] || h[6] || h[7]) return -1;
+    unsigned long long count = 0;
+    for (int i = 7; i >= 0; i--) count = count << 8 | h[8 + i];
+    return count > (1ull << 40) ? -1 : (long long)count;
+}
+
 static int open_model_ex(const options *o, int vocab_only, ember_model **m) {
     ember_model_params mp = ember_model_default_params();
-    mp.load_mode = o->load_mode;
+    mp.load_mode = (ember_load_mode)o->load_mode;
     mp.vocab_only = vocab_only;
     ember_error err;
-    if (ember_model_open_file(o->model, &mp, m, &err) != EMBER_OK)
+    if (ember_model_open_file(o->model, &mp, m, &err) != EMBER_OK) {
+        if (!vocab_only && gguf_header_tensors(o->model) == 0)
+            return die("cannot load model '%s': it holds a tokenizer and no weights (tokenize, template and info work "
+                       "on it; %s needs the weights): %s", o->model, o->command, err.message);
         return die("cannot load model '%s': %s", o->model, err.message);
+    }
     return 0;
 }
 
 static int open_context(const options *o, ember_model *m, int n_ctx, ember_context **c) {
     ember_context_params cp = ember_context_default_params();
     cp.n_ctx = n_ctx;
-    if (n_ctx == 0 && o->ctx_given) {   /* -c 0: the model's own length */
+    if (o->ctx_given) {   /* -c 0: the model's own length */
         ember_model_info info;
         ember_model_get_info(m, &info, NULL);
-        cp.n_ctx = info.n_ctx_train;
+        if (n_ctx == 0) cp.n_ctx = info.n_ctx_train;
+        if (n_ctx > info.n_ctx_train)
+            return die("-c %d: must be at most %d, the model's context length (0 = the model's own)", n_ctx, info.n_ctx_train);
     }
     cp.n_batch = o->n_batch;
     cp.n_threads = o->n_threads;
@@ -277,7 +673,7 @@ static int tokenize_all(ember_model *m, const char *text, size_t len, int flags,
      * pass suffices almost always; ask for the exact count otherwise. */
     int cap = len < 0x7fff0000u ? (int)len + 8 : 0x7fff0000;
     for (int attempt = 0; attempt < 2; attempt++) {
-        *out = malloc(((size_t)cap + 1) * sizeof **out);
+        *out = (ember_token *)malloc(((size_t)cap + 1) * sizeof **out);
         if (!*out) return die("out of memory");
         size_t count = 0;
         ember_error err;
@@ -373,8 +769,8 @@ static int cmd_generate(const options *o) {
         } else {
             if (o->echo) fwrite(text, 1, len, stdout);
             ember_generate_result res;
-            int n_predict = o->n_predict < 0 ? 128 : o->n_predict;
-            int st = ember_generate(c, s, toks, n, n_predict, print_token, NULL, &res);
+            int n_predict = o->n_predict < 0 ? INT_MAX : o->n_predict;   /* -1: until the context is full */
+            ember_status st = ember_generate(c, s, toks, n, n_predict, print_token, NULL, &res);
             if (st != EMBER_OK) {
                 die("generation failed: %s (%s)", ember_status_string(st), ember_context_errmsg(c));
             } else if (o->state_save && ember_state_save_file(c, s, o->state_save) != EMBER_OK) {
@@ -447,7 +843,7 @@ static int cmd_chat(const options *o) {
     if (tty) fprintf(stderr, "ember chat: type a message, an empty line or EOF ends the chat.\n");
     char *line = NULL;
     size_t cap = 0;
-    int n_predict = o->n_predict < 0 ? 256 : o->n_predict;
+    int n_predict = o->n_predict < 0 ? INT_MAX : o->n_predict;
     while (!rc) {
         if (tty) fprintf(stderr, "> ");
         ssize_t l = getline(&line, &cap, stdin);
@@ -528,10 +924,10 @@ static int json_string(json_in *j, char **out) {
     if (j->p >= j->end || *j->p != '"') return json_fail(j, "a string was expected");
     j->p++;
     size_t cap = 64, n = 0;
-    char *s = malloc(cap);
+    char *s = (char *)malloc(cap);
     for (;;) {
         if (!s) return json_fail(j, "out of memory");
-        if (n + 8 > cap) { char *t = realloc(s, cap *= 2); if (!t) { free(s); return json_fail(j, "out of memory"); } s = t; }
+        if (n + 8 > cap) { char *t = (char *)realloc(s, cap *= 2); if (!t) { free(s); return json_fail(j, "out of memory"); } s = t; }
         if (j->p >= j->end) { free(s); return json_fail(j, "the string is not closed"); }
         unsigned char c = (unsigned char)*j->p++;
         if (c == '"') break;
@@ -591,7 +987,7 @@ static int json_messages(json_in *j, ember_chat_message **out, int *n_out) {
     if (j->p < j->end && *j->p == ']') j->p++;
     else for (;;) {
         if (n == cap) {
-            ember_chat_message *t = realloc(m, sizeof *m * (size_t)(cap = cap ? cap * 2 : 8));
+            ember_chat_message *t = (ember_chat_message *)realloc(m, sizeof *m * (size_t)(cap = cap ? cap * 2 : 8));
             if (!t) { free_messages(m, n); return json_fail(j, "out of memory"); }
             m = t;
         }
@@ -657,7 +1053,7 @@ static int cmd_template(const options *o) {
         if (st == EMBER_ERR_UNSUPPORTED || st == EMBER_ERR_MISSING) die_chat("cannot render the chat", err.message);
         else die("cannot render the chat: %s", err.message);
     } else {
-        char *out = malloc(need + 1);
+        char *out = (char *)malloc(need + 1);
         if (!out) die("out of memory");
         else {
             ember_chat_apply(m, &cp, msgs, n, out, need + 1, NULL, &err);
@@ -688,10 +1084,10 @@ static int cmd_perplexity(const options *o) {
     size_t len;
     if (get_text(o, &owned, &text, &len)) return 1;
     if (open_model(o, &m)) { free(owned); return 1; }
-    int n_ctx = o->n_ctx ? o->n_ctx : 512;
+    int n_ctx = o->ctx_given ? o->n_ctx : 512;
     ember_model_info info;
     ember_model_get_info(m, &info, NULL);
-    if (n_ctx > info.n_ctx_train) n_ctx = info.n_ctx_train;
+    if (!o->ctx_given && n_ctx > info.n_ctx_train) n_ctx = info.n_ctx_train;
     int rc = 1;
     if (open_context(o, m, n_ctx, &c) == 0) {
         ember_perplexity_result r;
@@ -699,7 +1095,7 @@ static int cmd_perplexity(const options *o) {
         if (st != EMBER_OK) {
             die("perplexity failed: %s", ember_context_errmsg(c));
         } else {
-            printf("chunks %d, context %d, tokens scored %d\n", r.n_chunks, n_ctx, r.n_scored);
+            printf("chunks %d, context %d, tokens scored %d\n", r.n_chunks, ember_context_n_ctx(c), r.n_scored);
             printf("Final estimate: PPL = %.4f +/- %.5f\n", r.ppl, r.ppl_err);
             rc = 0;
         }
@@ -740,11 +1136,113 @@ static int cmd_tokenize(const options *o) {
 
 /* ---- info ------------------------------------------------------------------ */
 
+/* A metadata value as text in a new string ("" if absent); NULL if out of memory. */
+static char *meta_dup(const ember_model *m, const char *key) {
+    size_t n = 0;
+    ember_status st = ember_model_meta(m, key, NULL, 0, &n, NULL);
+    char *s = (char *)malloc(n + 1);
+    if (!s) return NULL;
+    s[0] = 0;
+    if (st == EMBER_ERR_BUFFER_TOO_SMALL && ember_model_meta(m, key, s, n + 1, NULL, NULL) != EMBER_OK) s[0] = 0;
+    return s;
+}
+
+/* A token as "id 'text'" (its bytes, special text included, escaped). */
+static void print_token_text(const ember_model *m, ember_token t) {
+    char piece[256];
+    size_t n = 0;
+    if (ember_token_to_piece(m, t, -1, EMBER_TOKENIZE_SPECIAL, piece, sizeof piece, &n, NULL) != EMBER_OK) n = 0;
+    printf("%d '", t);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)piece[i];
+        if (c == '\n') printf("\\n");
+        else if (c == '\t') printf("\\t");
+        else if (c == '\'' || c == '\\') printf("\\%c", c);
+        else if (c < 0x20 || c == 0x7f) printf("\\x%02x", c);
+        else putchar(c);
+    }
+    putchar('\'');
+}
+
+static void print_chat_template(const ember_model *m) {
+    char *tpl = meta_dup(m, "tokenizer.chat_template");
+    const char *name = tpl && *tpl ? ember_chat_template_detect(tpl) : NULL;
+    if (!tpl || !*tpl) printf("chat template:  none (chat and template need --template NAME)\n");
+    else if (name) printf("chat template:  %s (recognised in tokenizer.chat_template)\n", name);
+    else printf("chat template:  one ember does not recognise (chat and template need --template NAME)\n");
+    free(tpl);
+}
+
+/* `ember info` on a file with a tokenizer and no weights. */
+static int info_vocab_only(const options *o, const ember_model *m) {
+    ember_model_info i;
+    ember_model_get_info(m, &i, NULL);
+    char *kind = meta_dup(m, "tokenizer.ggml.model"), *pre = meta_dup(m, "tokenizer.ggml.pre");
+    const int V = ember_n_vocab(m);
+    int n_control = 0, n_eog = 0;
+    for (ember_token t = 0; t < V; t++) {   /* control tokens: text only when special text is asked for */
+        char b[8];
+        size_t plain = 0, special = 0;
+        ember_token_to_piece(m, t, -1, 0, b, sizeof b, &plain, NULL);
+        ember_token_to_piece(m, t, -1, EMBER_TOKENIZE_SPECIAL, b, sizeof b, &special, NULL);
+        n_control += plain == 0 && special > 0;
+        n_eog += ember_token_is_eog(m, t) != 0;
+    }
+    printf("model:          %s\n", o->model);
+    printf("name:           %s\n", i.name);
+    printf("architecture:   %s\n", i.architecture);
+    printf("weights:        none: a vocabulary-only file (it tokenizes and renders chats; generation needs a model's weights)\n");
+    printf("tokenizer:      %s (%s), pre-tokenizer %s\n", kind && *kind ? kind : i.tokenizer,
+           !strcmp(i.tokenizer, "llama") ? "SentencePiece BPE" : "byte-level BPE", pre && *pre ? pre : "default");
+    printf("vocabulary:     %d tokens, %d of them control tokens\n", V, n_control);
+    ember_token *toks = NULL;
+    int n = 0, added = tokenize_all((ember_model *)m, "", 0, EMBER_TOKENIZE_ADD_BOS, &toks, &n) == 0 && n > 0 &&
+                           toks[0] == ember_token_bos(m);
+    free(toks);
+    printf("bos:            ");
+    if (ember_token_bos(m) < 0) printf("none");
+    else { print_token_text(m, ember_token_bos(m)); printf(", %s", added ? "added before a text" : "not added"); }
+    printf("\neos:            ");
+    if (ember_token_eos(m) < 0) printf("none");
+    else print_token_text(m, ember_token_eos(m));
+    printf("\nend of text:    %d token%s:", n_eog, n_eog == 1 ? "" : "s");
+    for (ember_token t = 0, shown = 0; t < V && shown < 8; t++)
+        if (ember_token_is_eog(m, t)) { printf(shown++ ? ", " : " "); print_token_text(m, t); }
+    printf("%s\n", n_eog > 8 ? ", ..." : "");
+    static const char *const others[] = {"unknown", "padding", "eot", "eom", "sep", "cls", "mask"};
+    for (int k = 0; k < (int)(sizeof others / sizeof others[0]); k++) {
+        char key[64];
+        snprintf(key, sizeof key, "tokenizer.ggml.%s_token_id", others[k]);
+        char *id = meta_dup(m, key), *end = NULL, label[24];
+        long t = id && *id ? strtol(id, &end, 10) : -1;
+        if (end && !*end && t >= 0 && t < V) {
+            snprintf(label, sizeof label, "%s:", others[k]);
+            printf("%-16s", label);
+            print_token_text(m, (ember_token)t);
+            putchar('\n');
+        }
+        free(id);
+    }
+    print_chat_template(m);
+    free(kind);
+    free(pre);
+    return 0;
+}
+
 static int cmd_info(const options *o) {
     ember_model *m;
-    options mapped = *o;
-    mapped.load_mode = EMBER_LOAD_MMAP;   /* nothing is computed: mapping is instant and reads little */
-    if (open_model(&mapped, &m)) return 1;
+    ember_model_params mp = ember_model_default_params();
+    mp.load_mode = EMBER_LOAD_MMAP;   /* nothing is computed: mapping is instant and reads little */
+    ember_error err;
+    if (ember_model_open_file(o->model, &mp, &m, &err) != EMBER_OK) {
+        if (gguf_header_tensors(o->model) != 0) return die("cannot load model '%s': %s", o->model, err.message);
+        mp.vocab_only = 1;   /* no tensors: a tokenizer to describe */
+        if (ember_model_open_file(o->model, &mp, &m, &err) != EMBER_OK)
+            return die("cannot load the tokenizer of '%s' (a file without tensors): %s", o->model, err.message);
+        int rc = info_vocab_only(o, m);
+        ember_model_free(m);
+        return rc;
+    }
     ember_model_info i;
     ember_model_get_info(m, &i, NULL);
     int n_ctx = o->n_ctx ? o->n_ctx : i.n_ctx_train;
@@ -769,6 +1267,7 @@ static int cmd_info(const options *o) {
     uint64_t kv16 = ember_context_memory_needed(m, n_ctx, EMBER_KV_F16, o->n_batch);
     printf("context memory: %.2f MiB for %d positions (F16 KV cache and scratch)\n", kv16 / 1048576.0, n_ctx);
     printf("total memory:   %.2f MiB\n", (i.weight_bytes + kv16) / 1048576.0);
+    print_chat_template(m);
     printf("cpu kernels:    %s\n", ember_cpu_features());
     ember_model_free(m);
     return 0;
@@ -825,7 +1324,7 @@ typedef struct bw_job { const unsigned char *p; size_t n; int streams, prefetch;
 #endif
 
 BW_INLINE void *bw_read_body(void *arg) {
-    bw_job *j = arg;
+    bw_job *j = (bw_job *)arg;
     const size_t len = j->n / (size_t)j->streams / 64 * 64;
     const size_t ahead = (size_t)4096 / (size_t)j->streams;   /* prefetch distance per stream */
     bw_vec a = {0}, b = {0};
@@ -880,7 +1379,7 @@ static int bw_open(bw_probe *p) {
 #endif
 #endif
     memset(m, 1, p->bytes);
-    p->buf = m;
+    p->buf = (unsigned char *)m;
     return 0;
 }
 
@@ -937,16 +1436,15 @@ static int cmd_bench(const options *o) {
     if (open_model(o, &m)) return 1;
     ember_model_info info;
     ember_model_get_info(m, &info, NULL);
-    int n_pp = o->prompt ? atoi(o->prompt) : o->n_prompt_bench;
-    int n_tg = o->n_predict < 0 ? 64 : o->n_predict;
-    if (n_pp < 1) n_pp = 1;
+    int n_pp = o->n_prompt_bench;
+    int n_tg = o->n_predict;
     int n_ctx = n_pp + n_tg + 1;
     if (n_ctx > info.n_ctx_train) { ember_model_free(m); return die("-p + -n exceeds the model's context (%d)", info.n_ctx_train); }
     options oo = *o;
     if (!oo.n_batch) oo.n_batch = n_pp < 512 ? n_pp : 512;
     if (open_context(&oo, m, n_ctx, &c)) { ember_model_free(m); return 1; }
     int V = ember_n_vocab(m);
-    ember_token *toks = malloc(sizeof *toks * (size_t)(n_pp > n_tg ? n_pp : n_tg));
+    ember_token *toks = (ember_token *)malloc(sizeof *toks * (size_t)(n_pp > n_tg ? n_pp : n_tg));
     for (int i = 0; i < n_pp; i++) toks[i] = (ember_token)((i * 7919 + 13) % V);
     /* --contexts N: N contexts generate together, one pass per token */
     const int n_cx = o->n_contexts > 1 ? o->n_contexts : 1;
@@ -957,8 +1455,8 @@ static int cmd_bench(const options *o) {
             free(toks); ember_context_free(c); ember_model_free(m);
             return 1;
         }
-    double *pp = calloc((size_t)o->repeats, sizeof *pp), *tg = calloc((size_t)o->repeats, sizeof *tg);
-    double *bw = calloc((size_t)o->repeats * BW_READERS, sizeof *bw);
+    double *pp = (double *)calloc((size_t)o->repeats, sizeof *pp), *tg = (double *)calloc((size_t)o->repeats, sizeof *tg);
+    double *bw = (double *)calloc((size_t)o->repeats * BW_READERS, sizeof *bw);
 #ifdef _WIN32
     const char *ncpu = getenv("NUMBER_OF_PROCESSORS");
     int threads = o->n_threads ? o->n_threads : ncpu && atoi(ncpu) > 0 ? atoi(ncpu) : 1;
@@ -967,7 +1465,7 @@ static int cmd_bench(const options *o) {
 #endif
     /* The bandwidth is measured between the repeats, so a machine whose
      * bandwidth drifts (shared hosts) is compared against itself. */
-    bw_probe probe = {0};
+    bw_probe probe = {NULL, 0};
     int have_bw = bw_open(&probe) == 0;
     int rc = 0;
     /* Warm-up pass: first touches of the weights and caches. */
@@ -1058,19 +1556,21 @@ static int cmd_quantize(int argc, char **argv) {
             return 0;
         }
         if (!strcmp(argv[i], "-t") || !strcmp(argv[i], "--threads")) {
-            if (i + 1 >= argc) return die("%s needs a value", argv[i]);
-            if (parse_int(argv[i + 1], &qp.n_threads) || qp.n_threads < 1 || qp.n_threads > 256)
-                return die("%s %s: must be an integer in 1..256", argv[i], argv[i + 1]);
+            if (i + 1 >= argc) return die("%s needs a value", argv[i]), EXIT_USAGE;
+            const flag_spec *tf = NULL;   /* -t's spec: the same range and message as elsewhere */
+            for (int k = 0; k < N_FLAGS; k++)
+                if (!strcmp(flag_table[k].long_name, "--threads")) tf = &flag_table[k];
+            if (!tf || parse_int_value(tf, argv[i], argv[i + 1], &qp.n_threads)) return EXIT_USAGE;
             i++;
         } else if (argv[i][0] == '-' && argv[i][1]) {
-            return die("quantize: unknown option '%s' (see ember quantize --help)", argv[i]);
+            return die("quantize: unknown option '%s' (see ember quantize --help)", argv[i]), EXIT_USAGE;
         } else if (n_pos == 3) {
-            return die("quantize: unexpected argument '%s' (usage: ember quantize IN.gguf OUT.gguf TYPE [-t N])", argv[i]);
+            return die("quantize: unexpected argument '%s' (usage: ember quantize IN.gguf OUT.gguf TYPE [-t N])", argv[i]), EXIT_USAGE;
         } else {
             pos[n_pos++] = argv[i];
         }
     }
-    if (n_pos != 3) return die("usage: ember quantize IN.gguf OUT.gguf TYPE [-t N] (ember quantize --help lists the types)");
+    if (n_pos != 3) return die("usage: ember quantize IN.gguf OUT.gguf TYPE [-t N] (ember quantize --help lists the types)"), EXIT_USAGE;
     qp.type = pos[2];
     qp.progress = quantize_progress;
     ember_error err;
@@ -1083,11 +1583,18 @@ static int cmd_quantize(int argc, char **argv) {
 int main(int argc, char **argv) {
     options o;
 #ifdef _WIN32
-    _setmode(_fileno(stdout), _O_BINARY);   /* the same bytes as on POSIX: no "\r\n" */
+    _setmode(_fileno(stdout), _O_BINARY);   /* the same bytes as on POSIX: no "
+" */
 #endif
-    if (argc < 2) { usage(stderr); return 1; }
+    if (argc < 2) { usage(stderr, NULL); return EXIT_USAGE; }
+    /* quantize has its own arguments: two files and a type, no model to open */
     if (!strcmp(argv[1], "quantize")) return cmd_quantize(argc - 2, argv + 2);
-    if (parse_args(argc, argv, &o)) return 1;
+    if (argc == 3 && !strcmp(argv[1], "help") && !strcmp(argv[2], "quantize")) {
+        char help[] = "--help", *hv[] = {help};
+        return cmd_quantize(1, hv);
+    }
+    int parsed = parse_args(argc, argv, &o);
+    if (parsed) return parsed > 0 ? 0 : EXIT_USAGE;
     if (!strcmp(o.command, "generate")) return cmd_generate(&o);
     if (!strcmp(o.command, "chat")) return cmd_chat(&o);
     if (!strcmp(o.command, "template")) return cmd_template(&o);

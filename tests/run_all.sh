@@ -5,6 +5,8 @@
 # the total: a fresh clone has no ../shared and still passes).
 #   sh tests/run_all.sh        all suites
 #   sh tests/run_all.sh c      only the C test programs (used by `make sanitize`)
+#   sh tests/run_all.sh check  the C test programs and the quick checks below
+#                              (`make check`: about 40 s of CPU time)
 BUILD=${BUILD:-build}
 PYTHON=${PYTHON:-/usr/bin/python3}
 export BUILD PYTHON
@@ -34,6 +36,18 @@ for t in "$BUILD"/tests/test_*; do
     [ -x "$t" ] || continue
     run "$(basename "$t")" "$t"
 done
+
+# The quick checks of `make check`: each at most ~15 s of CPU time.
+QUICK="tests/test_chat.py tests/test_grammar_cli.py tests/test_pretokenizers.py tests/test_readme.sh"
+
+if [ "$mode" = check ]; then
+    for t in $QUICK; do
+        case $t in
+        *.py) run "$(basename "$t" .py).py" "$PYTHON" "$t" ;;
+        *.sh) run "$(basename "$t" .sh).sh" sh "$t" ;;
+        esac
+    done
+fi
 
 if [ "$mode" = all ]; then
     for t in tests/test_*.py; do

@@ -70,12 +70,114 @@ expect_error "garbage model (info)" info -m "$T/garbage.gguf"
 expect_error "garbage model (tokenize)" tokenize -m "$T/garbage.gguf" -p hi
 expect_error "missing text file" tokenize -m "$MODEL" -f "$T/nope.txt"
 expect_error "context larger than the model's" -m "$MODEL" -p hi -c 100000
-expect_error "bad sampling parameters" -m "$MODEL" -p hi --top-p 0
 expect_error "perplexity on too little text" perplexity -m "$MODEL" -p "hello world" -c 64
 "$EMBER" -m "$T/does-not-exist.gguf" -p hello 2>"$T/err" >/dev/null
 check "missing model: message names the file" grep -q "does-not-exist.gguf" "$T/err"
 "$EMBER" --help >"$T/out" 2>&1
 check "--help exits 0 with usage" grep -q "^usage: ember" "$T/out"
+
+# ---- flag checks: usage errors name the flag and value, exit 2 --------------
+expect_usage() {  # expect_usage 'EXACT MESSAGE' ARGS...: one stderr line "ember: MESSAGE", exit 2, no stdout
+    want="ember: $1"; shift
+    "$EMBER" "$@" >"$T/out" 2>"$T/err" </dev/null
+    rc=$?
+    if [ $rc -eq 2 ] && [ "$(cat "$T/err")" = "$want" ] && [ ! -s "$T/out" ]; then ok
+    else fail "ember $*: want exit 2 and '$want', got exit $rc and '$(head -c 300 "$T/err")'"; fi
+}
+expect_usage "-n -5: must be >= -1 (-1 = until the context is full)" -m "$MODEL" -n -5
+expect_usage "--temp -1: must be >= 0 (0 = greedy)" -m "$MODEL" --temp -1
+expect_usage "--top-p 0: must be > 0 and <= 1 (1 = off)" -m "$MODEL" --top-p 0
+expect_usage "--min-p 1: must be >= 0 and < 1 (0 = off)" -m "$MODEL" --min-p 1
+expect_usage "--repeat-penalty 0: must be > 0 (1 = off)" -m "$MODEL" --repeat-penalty 0
+expect_usage "-t 5000: must be between 0 and 1024 (0 = all cores)" -m "$MODEL" -t 5000
+expect_usage "--contexts 65: must be between 1 and 64" bench -m "$MODEL" --contexts 65
+expect_usage "-n abc: not an integer" -m "$MODEL" -n abc
+expect_usage "-n 12x: not an integer" -m "$MODEL" -n 12x
+expect_usage "-n 99999999999: too large (at most 2147483647)" -m "$MODEL" -n 99999999999
+expect_usage "--temp hot: not a number" -m "$MODEL" --temp hot
+expect_usage "--temp inf: not a finite number" -m "$MODEL" --temp inf
+expect_usage "-s x1: must be an integer between 0 and 18446744073709551615 (-1 = random)" -m "$MODEL" -s x1
+expect_usage "-n needs a value: -n N" -m "$MODEL" -n
+expect_usage "--model: the file name is empty" --model ""
+expect_usage "--stop: the text is empty" -m "$MODEL" --stop ""
+expect_usage "--echo takes no value" -m "$MODEL" --echo=yes
+expect_usage "--temp 0.5x: not a number" -m "$MODEL" --temp=0.5x
+expect_usage "unknown flag '--tmep'; did you mean --temp?" -m "$MODEL" --tmep 0.5
+expect_usage "unknown flag '--ctx'; did you mean --ctx-size?" -m "$MODEL" --ctx 64
+expect_usage "unknown flag '--frobnicate' (ember --help lists them)" -m "$MODEL" --frobnicate 3
+expect_usage "unknown command 'tokenise'; did you mean tokenize?" tokenise -m "$MODEL" -p hi
+expect_usage "unknown command 'model.gguf' (the model is given with -m: ember -m model.gguf ...)" model.gguf -p hi
+expect_usage "unexpected argument 'world' (a flag takes one value: quote a prompt with spaces, -p \"...\")" -m "$MODEL" -p hello world
+expect_usage "--temp does not apply to tokenize (see ember help tokenize)" tokenize -m "$MODEL" -p hi --temp 1
+expect_usage "--contexts does not apply to generate (see ember help generate)" -m "$MODEL" --contexts 2
+expect_usage "-n is given twice" -m "$MODEL" -n 5 -n 6
+expect_usage "-p and -f cannot be used together: both give the text; use one" -m "$MODEL" -p hi -f "$T/bytes.txt"
+expect_usage "-p and -f cannot be used together: both give the text; use one" tokenize -m "$MODEL" -f "$T/bytes.txt" -p hi
+expect_usage "--grammar and --grammar-file cannot be used together: give only one of --grammar, --grammar-file, --json-schema" \
+    -m "$MODEL" --grammar 'root ::= "a"' --grammar-file g.gbnf
+expect_usage "--grammar-file and --json-schema cannot be used together: give only one of --grammar, --grammar-file, --json-schema" \
+    -m "$MODEL" --json-schema s.json --grammar-file g.gbnf
+expect_usage "--mmap and --no-mmap cannot be used together" -m "$MODEL" --mmap --no-mmap
+expect_usage "-s and --state-load cannot be used together: the saved state holds the sampler's random state" \
+    -m "$MODEL" --state-load st -s 1
+expect_usage "--grammar and --state-load cannot be used together: a saved state does not hold the grammar's parse state" \
+    -m "$MODEL" --state-load st --grammar 'root ::= "a"'
+expect_usage "tokenize needs the text: -p TEXT or -f FILE (-f - reads standard input)" tokenize -m "$MODEL"
+expect_usage "perplexity needs the text: -f FILE (or -p TEXT)" perplexity -m "$MODEL"
+expect_usage "-p abc: not an integer" bench -m "$MODEL" -p abc
+expect_usage "-n 0: must be >= 1" bench -m "$MODEL" -n 0
+expect_usage "no model given (-m MODEL)" -p hello
+expect_usage "unknown command 'nope' (commands: generate, chat, template, perplexity, tokenize, info, bench, help)" help nope
+"$EMBER" -m "$MODEL" -p hi -c 100000 >/dev/null 2>"$T/err"
+check "-c beyond the model's context: exit 1, named: $(cat "$T/err")" \
+    test $? -eq 1 -a "$(cat "$T/err")" = "ember: -c 100000: must be at most 256, the model's context length (0 = the model's own)"
+"$EMBER" >/dev/null 2>"$T/err"
+check "no arguments: exit 2 with the usage on stderr" test $? -eq 2 -a "$(head -n 1 "$T/err")" = "usage: ember [COMMAND] -m MODEL [flags]"
+
+# ---- --help, help COMMAND, --version ------------------------------------------
+"$EMBER" --help >"$T/help" 2>"$T/err"
+check "--help exits 0 and prints to stdout only" test $? -eq 0 -a ! -s "$T/err"
+for c in generate chat template perplexity tokenize info bench help; do
+    check "--help lists the command $c" grep -q "^  $c " "$T/help"
+done
+for f in --model --prompt --file --n-predict --ctx-size --batch-size --threads --temp --top-k --top-p --min-p \
+         --repeat-penalty --repeat-last-n --seed --echo --no-bos --special --stop --grammar --grammar-file --json-schema \
+         --state-save --state-load --template --system --no-think --no-generation-prompt --context-shift --mmap \
+         --no-mmap --kv-f32 --repeats --json --contexts --verbose --help --version; do
+    check "--help lists $f" grep -Eq "^  (-[a-z], )?$f( |$)" "$T/help"
+done
+# defaults in the help are the library's (src/sampler.c's ember_sampler_default_params)
+for fd in "--temp:temperature = 0.8f" "--top-k:top_k = 40" "--top-p:top_p = 0.95f" "--min-p:min_p = 0.05f" "--repeat-last-n:repeat_last_n = 64"; do
+    f=${fd%%:*}
+    d=$(grep -o "p\.${fd#*:}" src/sampler.c | sed 's/.* = //; s/f$//')
+    check "--help: $f's default is the library's ($d)" sh -c "grep -A1 -- '^  $f ' '$T/help' | tr '\n' ' ' | tr -s ' ' | grep -q '(default: $d)'"
+done
+check "--help documents the exit statuses" grep -q "2 a usage error" "$T/help"
+"$EMBER" help tokenize >"$T/help.tok" 2>/dev/null
+check "help tokenize: exit 0" test $? -eq 0
+check "help tokenize: its flags, not others" sh -c "grep -q -- '--no-bos' '$T/help.tok' && ! grep -q -- '--temp' '$T/help.tok'"
+"$EMBER" tokenize --help >"$T/help.tok2" 2>/dev/null
+check "tokenize --help = help tokenize" cmp -s "$T/help.tok" "$T/help.tok2"
+"$EMBER" bench -m "$MODEL" -n abc --help >"$T/help.bench" 2>/dev/null
+check "--help wins over a bad value and shows the command's (bench) defaults" grep -q -- '-p, --prompt N .*(default: 128)' "$T/help.bench"
+"$EMBER" --version >"$T/version" 2>/dev/null
+check "--version exits 0" test $? -eq 0
+v=$(awk '$1 == "#define" && $2 ~ /^EMBER_VERSION_(MAJOR|MINOR|PATCH)$/ { v = v (v == "" ? "" : ".") $3 } END { print v }' include/ember.h)
+check "--version prints the version of ember.h's EMBER_VERSION_MAJOR/MINOR/PATCH ($v) and the kernels: $(tr '\n' ' ' <"$T/version")" \
+    sh -c "test \"\$(sed -n 1p '$T/version')\" = 'ember $v' && grep -Eq '^cpu kernels: [a-z0-9]+' '$T/version'"
+
+# ---- -n -1, tokenize from stdin --------------------------------------------------
+"$EMBER" -m "$MODEL" -p "hello world" -n -1 -c 24 --temp 0 >/dev/null 2>"$T/n1.err"
+check "-n -1 generates until the context is full: $(tail -n 1 "$T/n1.err")" grep -q 'stop: context full' "$T/n1.err"
+printf 'hello world' | "$EMBER" tokenize -m "$MODEL" -f - >"$T/tok.stdin" 2>/dev/null
+"$EMBER" tokenize -m "$MODEL" -p "hello world" >"$T/tok.p" 2>/dev/null
+check "tokenize -f - reads standard input" cmp -s "$T/tok.stdin" "$T/tok.p"
+
+# ---- the CLI's source compiles as C++ too (as the library does) --------------
+if command -v g++ >/dev/null 2>&1; then
+    g++ -x c++ -std=c++17 -Wall -Wextra -Werror -fsyntax-only -Iinclude -D_DEFAULT_SOURCE examples/ember.c >"$T/cxx.log" 2>&1
+    check "examples/ember.c compiles as C++17 without warnings: $(head -n 3 "$T/cxx.log")" test $? -eq 0
+fi
 
 # ---- tokenize ---------------------------------------------------------------
 "$EMBER" tokenize -m "$MODEL" -p "hello world" >"$T/tok" 2>"$T/err"
@@ -137,6 +239,36 @@ cat >"$T/msgs.json" <<'JSON'
   {"role": "user", "content": "Again?"}
 ]
 JSON
+# `ember info` on a vocabulary-only GGUF describes its tokenizer; the expected
+# lines come from the file's metadata as tools/gguf_reader.py reads it
+"$EMBER" info -m "$CHAT/qwen3-vocab.gguf" >"$T/vinfo" 2>"$T/err"
+check "info on a vocab-only GGUF exits 0: $(head -c 200 "$T/err")" test $? -eq 0
+"$PYTHON" -c '
+import sys
+sys.path.insert(0, "tools")
+import gguf_reader
+r = gguf_reader.GGUFReader(sys.argv[1])
+md = r.metadata
+assert not r.tensors, "the file has tensors"
+toks = md["tokenizer.ggml.tokens"]
+bos, eos = md["tokenizer.ggml.bos_token_id"], md["tokenizer.ggml.eos_token_id"]
+print("weights:        none: a vocabulary-only file (it tokenizes and renders chats; generation needs a model\x27s weights)")
+print("tokenizer:      %s (byte-level BPE), pre-tokenizer %s" % (md["tokenizer.ggml.model"], md["tokenizer.ggml.pre"]))
+print("bos:            %d \x27%s\x27, %s" % (bos, toks[bos], "added before a text" if md["tokenizer.ggml.add_bos_token"] else "not added"))
+print("eos:            %d \x27%s\x27" % (eos, toks[eos]))
+print("chat template:  qwen3 (recognised in tokenizer.chat_template)")
+print("vocabulary:     %d tokens" % len(toks))
+' "$CHAT/qwen3-vocab.gguf" >"$T/vinfo.want" 2>"$T/err" || fail "reading $CHAT/qwen3-vocab.gguf in Python: $(tail -n 1 "$T/err")"
+while IFS= read -r line; do
+    check "info on a vocab-only GGUF says '$line'" grep -qF -- "$line" "$T/vinfo"
+done <"$T/vinfo.want"
+check "info on a vocab-only GGUF: no hyperparameter lines" sh -c "! grep -q '^layers:' '$T/vinfo'"
+"$EMBER" -m "$CHAT/qwen3-vocab.gguf" -p hi >/dev/null 2>"$T/err"
+rc=$?
+check "generate on a vocab-only GGUF: exit 1, says it has no weights: $(cat "$T/err")" test $rc -eq 1 -a \
+    "$(sed "s/'[^']*'/F/g" "$T/err")" = "ember: cannot load model F: it holds a tokenizer and no weights (tokenize, template and info work on it; generate needs the weights): missing tensor F"
+"$EMBER" info -m "$CHAT/chatml.gguf" >"$T/cinfo" 2>/dev/null
+check "info names a model's chat template" grep -q '^chat template:  chatml ' "$T/cinfo"
 # `ember template` on a vocabulary-only file prints what Jinja renders from the file's own template
 for flags in "" "--no-think" "--no-generation-prompt" "--no-think --no-generation-prompt"; do
     # shellcheck disable=SC2086
@@ -220,7 +352,7 @@ cat "$T/part1" "$T/part2" >"$T/parts"
 check "a run split by --state-save/--state-load prints the uninterrupted text" cmp -s "$T/whole" "$T/parts"
 "$EMBER" -m "$MODEL" -p "hello world" -n 12 --temp 0.9 -s 3 --repeat-penalty 1.2 >"$T/swhole" 2>/dev/null
 "$EMBER" -m "$MODEL" -p "hello world" -n 5 --temp 0.9 -s 3 --repeat-penalty 1.2 --state-save "$T/st2" >"$T/sp1" 2>/dev/null
-"$EMBER" -m "$MODEL" -n 7 --temp 0.9 -s 99 --repeat-penalty 1.2 --state-load "$T/st2" >"$T/sp2" 2>/dev/null
+"$EMBER" -m "$MODEL" -n 7 --temp 0.9 --repeat-penalty 1.2 --state-load "$T/st2" >"$T/sp2" 2>/dev/null
 cat "$T/sp1" "$T/sp2" >"$T/sparts"
 check "sampled: the saved sampler (random state, history) continues the same" cmp -s "$T/swhole" "$T/sparts"
 head -c 20 "$T/st" >"$T/st.cut"
