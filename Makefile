@@ -38,7 +38,7 @@ EXAMPLE_BINS = $(patsubst examples/%.c,$(BUILD)/examples/%,$(EXAMPLE_SRCS))
 
 all: lib cli examples
 
-lib: $(BUILD)/libember.a $(BUILD)/libember.so
+lib: $(BUILD)/libember.a $(BUILD)/libember.so $(BUILD)/obj/libember-internal.a
 cli: $(BUILD)/ember
 examples: $(EXAMPLE_BINS)
 tests: $(TEST_BINS) $(TOOL_BINS)
