@@ -34,7 +34,7 @@ TOOL_BINS  = $(patsubst tests/%.c,$(BUILD)/tests/%,$(TOOL_SRCS))
 EXAMPLE_SRCS = $(filter-out examples/ember.c,$(wildcard examples/*.c))
 EXAMPLE_BINS = $(patsubst examples/%.c,$(BUILD)/examples/%,$(EXAMPLE_SRCS))
 
-.PHONY: all lib cli examples tests test check sanitize single run bench fuzz version install uninstall clean
+.PHONY: all lib cli examples tests test check sanitize single run bench fuzz version install uninstall clean win test-win
 
 all: lib cli examples
 
@@ -150,6 +150,47 @@ sanitize:
 single: $(BUILD)/single/ember.c
 $(BUILD)/single/ember.c: $(LIB_SRCS) $(LIB_HDRS) tools/amalgamate.sh
 	sh tools/amalgamate.sh $(BUILD)/single
+
+# Windows x86-64, cross-built with MinGW-w64 into build/win: libember.a,
+# ember.dll (exporting the ember_* functions) with its import library
+# libember.dll.a, ember.exe, the C tests and the examples (linked statically,
+# so they run without MinGW's DLLs).  `make test-win` runs them under wine.
+WIN_CC  ?= x86_64-w64-mingw32-gcc
+WIN_AR  ?= x86_64-w64-mingw32-ar
+WIN_NM  ?= x86_64-w64-mingw32-nm
+WIN     = build/win
+WIN_CFLAGS = -std=c11 -Wall -Wextra -Iinclude -O2
+WIN_LIB_CFLAGS = $(WIN_CFLAGS) -Wshadow -Wno-unused-parameter -Isrc
+# MinGW's POSIX threads, for the CLI's bench, npc.c's clock and test_threads
+# (the library itself uses Win32 threads)
+WIN_LDLIBS = -lpthread
+WIN_OBJS = $(patsubst src/%.c,$(WIN)/obj/%.o,$(LIB_SRCS))
+WIN_TESTS = $(patsubst tests/%.c,$(WIN)/tests/%.exe,$(TEST_SRCS) $(TOOL_SRCS))
+WIN_EXAMPLES = $(patsubst examples/%.c,$(WIN)/examples/%.exe,$(EXAMPLE_SRCS))
+win: $(WIN)/libember.a $(WIN)/ember.dll $(WIN)/ember.exe $(WIN_TESTS) $(WIN_EXAMPLES) $(WIN)/simple-dll.exe
+$(WIN)/obj/%.o: src/%.c $(LIB_HDRS)
+	@mkdir -p $(dir $@)
+	$(WIN_CC) $(WIN_LIB_CFLAGS) -c $< -o $@
+$(WIN)/libember.a: $(WIN_OBJS)
+	@rm -f $@
+	$(WIN_AR) rcs $@ $^
+$(WIN)/ember.def: $(WIN)/libember.a
+	{ echo EXPORTS; $(WIN_NM) -g --defined-only $< | awk '$$2 == "T" && $$3 ~ /^ember_/ { print "    " $$3 }' | sort -u; } > $@
+$(WIN)/ember.dll: $(WIN)/ember.def $(WIN_OBJS)
+	$(WIN_CC) -shared -static-libgcc -o $@ $(WIN_OBJS) $(WIN)/ember.def -Wl,--out-implib,$(WIN)/libember.dll.a
+# examples/simple.c against the DLL (beside it, where Windows looks first)
+$(WIN)/simple-dll.exe: examples/simple.c include/ember.h $(WIN)/ember.dll
+	$(WIN_CC) $(WIN_CFLAGS) -o $@ $< -L$(WIN) -lember.dll
+$(WIN)/ember.exe: examples/ember.c include/ember.h $(WIN)/libember.a
+	$(WIN_CC) $(WIN_CFLAGS) -static -o $@ $< $(WIN)/libember.a $(WIN_LDLIBS)
+$(WIN)/examples/%.exe: examples/%.c include/ember.h $(WIN)/libember.a
+	@mkdir -p $(dir $@)
+	$(WIN_CC) $(WIN_CFLAGS) -static -o $@ $< $(WIN)/libember.a $(WIN_LDLIBS)
+$(WIN)/tests/%.exe: tests/%.c $(TEST_DEPS) $(LIB_HDRS) $(WIN)/libember.a
+	@mkdir -p $(dir $@)
+	$(WIN_CC) $(WIN_LIB_CFLAGS) -static -o $@ $< $(WIN)/libember.a $(WIN_LDLIBS)
+test-win: cli
+	BUILD=$(BUILD) sh tests/test_win.sh
 
 run: all
 	./$(BUILD)/ember -m models/ember-demo.gguf -p "The meaning of life is" -n 64 --temp 0.8 --seed 42

@@ -19,8 +19,31 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <sys/mman.h>
 #include <unistd.h>
+#ifdef _WIN32
+#include <fcntl.h>
+#include <io.h>
+/* POSIX getline for the chat loop (the Windows C library has none) */
+static ssize_t cli_getline(char **line, size_t *cap, FILE *f) {
+    size_t n = 0;
+    for (int ch; (ch = fgetc(f)) != EOF;) {
+        if (n + 2 > *cap) {
+            size_t c = *cap ? *cap * 2 : 256;
+            char *p = (char *)realloc(*line, c);
+            if (!p) return -1;
+            *line = p, *cap = c;
+        }
+        (*line)[n++] = (char)ch;
+        if (ch == '\n') break;
+    }
+    if (n == 0) return -1;
+    (*line)[n] = 0;
+    return (ssize_t)n;
+}
+#define getline cli_getline
+#else
+#include <sys/mman.h>
+#endif
 
 typedef struct options {
     const char *command, *model, *prompt, *file;
@@ -221,7 +244,7 @@ static int open_context(const options *o, ember_model *m, int n_ctx, ember_conte
     cp.n_ctx = n_ctx;
     if (n_ctx == 0 && o->ctx_given) {   /* -c 0: the model's own length */
         ember_model_info info;
-        ember_model_get_info(m, &info);
+        ember_model_get_info(m, &info, NULL);
         cp.n_ctx = info.n_ctx_train;
     }
     cp.n_batch = o->n_batch;
@@ -255,10 +278,13 @@ static int tokenize_all(ember_model *m, const char *text, size_t len, int flags,
     for (int attempt = 0; attempt < 2; attempt++) {
         *out = malloc(((size_t)cap + 1) * sizeof **out);
         if (!*out) return die("out of memory");
-        int rc = ember_tokenize(m, text, len, flags, *out, cap, n);
+        size_t count = 0;
+        ember_error err;
+        ember_status rc = ember_tokenize(m, text, len, flags, *out, (size_t)cap, &count, &err);
+        *n = (int)count;
         if (rc == EMBER_OK) return 0;
         free(*out);
-        if (rc != EMBER_ERR_BUFFER_TOO_SMALL) return die("tokenization failed: %s", ember_status_string(rc));
+        if (rc != EMBER_ERR_BUFFER_TOO_SMALL) return die("tokenization failed: %s", err.message);
         cap = *n;
     }
     return die("tokenization failed");
@@ -331,8 +357,9 @@ static int cmd_generate(const options *o) {
     ember_grammar *g = NULL;
     if (load_grammar(o, &g)) { free(owned); free(toks); ember_model_free(m); return 1; }
     if (open_context(o, m, o->n_ctx, &c) == 0) {
-        if (ember_sampler_create(m, &o->sp, &s) != EMBER_OK) {
-            die("bad sampling parameters");
+        ember_error serr;
+        if (ember_sampler_create(m, &o->sp, &s, &serr) != EMBER_OK) {
+            die("bad sampling parameters: %s", serr.message);
         } else if (g && ember_sampler_set_grammar(s, g) != EMBER_OK) {
             die("out of memory attaching the grammar");
             ember_sampler_free(s);
@@ -407,7 +434,7 @@ static int cmd_chat(const options *o) {
     ember_error err;
     if (open_model(o, &m)) return 1;
     if (open_context(o, m, o->n_ctx, &c)) { ember_model_free(m); return 1; }
-    if (ember_sampler_create(m, &o->sp, &s) != EMBER_OK) { ember_context_free(c); ember_model_free(m); return die("bad sampling parameters"); }
+    if (ember_sampler_create(m, &o->sp, &s, &err) != EMBER_OK) { ember_context_free(c); ember_model_free(m); return die("bad sampling parameters: %s", err.message); }
     ember_chat_params cp = chat_params(o);
     cp.add_generation_prompt = 1;
     if (ember_chat_create(m, c, &cp, &chat, &err) != EMBER_OK) {
@@ -622,16 +649,18 @@ static int cmd_template(const options *o) {
     if (open_model_ex(o, 1, &m)) { free_messages(msgs, n); return 1; }   /* the vocabulary is all it needs */
     ember_chat_params cp = chat_params(o);
     ember_error err;
-    int rc = 1, need = ember_chat_apply(m, &cp, msgs, n, NULL, 0, &err);
-    if (need < 0) {
-        if (need == EMBER_ERR_UNSUPPORTED || need == EMBER_ERR_MISSING) die_chat("cannot render the chat", err.message);
+    size_t need = 0;
+    int rc = 1;
+    ember_status st = ember_chat_apply(m, &cp, msgs, n, NULL, 0, &need, &err);
+    if (st != EMBER_OK && st != EMBER_ERR_BUFFER_TOO_SMALL) {
+        if (st == EMBER_ERR_UNSUPPORTED || st == EMBER_ERR_MISSING) die_chat("cannot render the chat", err.message);
         else die("cannot render the chat: %s", err.message);
     } else {
-        char *out = malloc((size_t)need + 1);
+        char *out = malloc(need + 1);
         if (!out) die("out of memory");
         else {
-            ember_chat_apply(m, &cp, msgs, n, out, (size_t)need + 1, &err);
-            fwrite(out, 1, (size_t)need, stdout);
+            ember_chat_apply(m, &cp, msgs, n, out, need + 1, NULL, &err);
+            fwrite(out, 1, need, stdout);
             rc = 0;
             free(out);
         }
@@ -660,7 +689,7 @@ static int cmd_perplexity(const options *o) {
     if (open_model(o, &m)) { free(owned); return 1; }
     int n_ctx = o->n_ctx ? o->n_ctx : 512;
     ember_model_info info;
-    ember_model_get_info(m, &info);
+    ember_model_get_info(m, &info, NULL);
     if (n_ctx > info.n_ctx_train) n_ctx = info.n_ctx_train;
     int rc = 1;
     if (open_context(o, m, n_ctx, &c) == 0) {
@@ -716,7 +745,7 @@ static int cmd_info(const options *o) {
     mapped.load_mode = EMBER_LOAD_MMAP;   /* nothing is computed: mapping is instant and reads little */
     if (open_model(&mapped, &m)) return 1;
     ember_model_info i;
-    ember_model_get_info(m, &i);
+    ember_model_get_info(m, &i, NULL);
     int n_ctx = o->n_ctx ? o->n_ctx : i.n_ctx_train;
     printf("model:          %s\n", o->model);
     printf("name:           %s\n", i.name);
@@ -839,10 +868,15 @@ typedef struct bw_probe { unsigned char *buf; size_t bytes; } bw_probe;
 
 static int bw_open(bw_probe *p) {
     p->bytes = (size_t)1 << 30;
+#ifdef _WIN32
+    void *m = malloc(p->bytes);
+    if (!m) return -1;
+#else
     void *m = mmap(NULL, p->bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED) return -1;
 #ifdef MADV_HUGEPAGE
     madvise(m, p->bytes, MADV_HUGEPAGE);
+#endif
 #endif
     memset(m, 1, p->bytes);
     p->buf = m;
@@ -901,7 +935,7 @@ static int cmd_bench(const options *o) {
     ember_context *c;
     if (open_model(o, &m)) return 1;
     ember_model_info info;
-    ember_model_get_info(m, &info);
+    ember_model_get_info(m, &info, NULL);
     int n_pp = o->prompt ? atoi(o->prompt) : o->n_prompt_bench;
     int n_tg = o->n_predict < 0 ? 64 : o->n_predict;
     if (n_pp < 1) n_pp = 1;
@@ -924,7 +958,12 @@ static int cmd_bench(const options *o) {
         }
     double *pp = calloc((size_t)o->repeats, sizeof *pp), *tg = calloc((size_t)o->repeats, sizeof *tg);
     double *bw = calloc((size_t)o->repeats * BW_READERS, sizeof *bw);
+#ifdef _WIN32
+    const char *ncpu = getenv("NUMBER_OF_PROCESSORS");
+    int threads = o->n_threads ? o->n_threads : ncpu && atoi(ncpu) > 0 ? atoi(ncpu) : 1;
+#else
     int threads = o->n_threads ? o->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+#endif
     /* The bandwidth is measured between the repeats, so a machine whose
      * bandwidth drifts (shared hosts) is compared against itself. */
     bw_probe probe = {0};
@@ -951,7 +990,11 @@ static int cmd_bench(const options *o) {
         tg[r] = n_tg / (now_s() - t0);   /* per context */
         if (have_bw) bw_measure(&probe, threads, bw + (size_t)r * BW_READERS);
     }
+#ifdef _WIN32
+    if (have_bw) free(probe.buf);
+#else
     if (have_bw) munmap(probe.buf, probe.bytes);
+#endif
     if (rc) { die("evaluation failed: %s", ember_context_errmsg(c)); }
     else {
         double pp_m = median(pp, o->repeats), tg_m = median(tg, o->repeats);
@@ -992,6 +1035,9 @@ static int cmd_bench(const options *o) {
 
 int main(int argc, char **argv) {
     options o;
+#ifdef _WIN32
+    _setmode(_fileno(stdout), _O_BINARY);   /* the same bytes as on POSIX: no "\r\n" */
+#endif
     if (argc < 2) { usage(stderr); return 1; }
     if (parse_args(argc, argv, &o)) return 1;
     if (!strcmp(o.command, "generate")) return cmd_generate(&o);

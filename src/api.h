@@ -6,13 +6,13 @@
 
 #include "model.h"
 #include "sampler.h"
+#include "platform.h"
 
 struct ember_model {
     em_model m;
     ember_allocator alloc;          /* copy of the caller's hook */
     const ember_allocator *a;       /* &alloc, or NULL for libc */
-    void *region;                   /* mapping or anonymous memory we own */
-    size_t region_size;
+    ep_region region;               /* the file's mapping or read-in copy, if we own one */
     int load_mode;
     char arch[32], name[128], tokenizer[16];
     et_pool *pool;                  /* threads every context of the model shares */
@@ -37,6 +37,13 @@ struct ember_context {
 };
 
 /* Set the context's message (printf-style) and return code. */
-EMBER_INTERNAL int ea_ctx_fail(ember_context *ctx, int code, const char *fmt, ...);
+EMBER_INTERNAL ember_status ea_ctx_fail(ember_context *ctx, ember_status code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+/* At the entry of every context function that can fail: a success leaves
+ * the message "", so it never describes an older call. */
+static inline void ea_ctx_begin(ember_context *ctx) { ctx->errmsg[0] = 0; }
 
 #endif

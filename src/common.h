@@ -54,6 +54,25 @@ EMBER_INTERNAL int ec_errorf(char *buf, size_t size, int code, const char *fmt, 
 #endif
     ;
 
+/* The error contract's two halves for functions that take an ember_error
+ * (err may be NULL): ec_fail fills it with code and a printf-style message
+ * naming the problem and returns code; ec_ok marks success (EMBER_OK, "")
+ * so an earlier message never survives a successful call. */
+EMBER_INTERNAL ember_status ec_fail(ember_error *err, ember_status code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+EMBER_INTERNAL ember_status ec_ok(ember_error *err);
+
+/* The one convention for text output: n bytes of src into buf of size
+ * bytes, at most size-1 of them and always a NUL when size > 0 (buf may be
+ * NULL when size is 0); *out_len (may be NULL) = n.  EMBER_OK when all of
+ * it fit, else EMBER_ERR_BUFFER_TOO_SMALL with err saying how much is
+ * needed.  what names the text in that message. */
+EMBER_INTERNAL ember_status ec_put_text(const char *src, size_t n, char *buf, size_t size, size_t *out_len, const char *what,
+                         ember_error *err);
+
 /* a * b without overflow: returns 0 and sets *out, or -1 on overflow. */
 static inline int ec_mul_u64(uint64_t a, uint64_t b, uint64_t *out) {
     if (a != 0 && b > UINT64_MAX / a) return -1;

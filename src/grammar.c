@@ -474,14 +474,11 @@ static void eg_line_col(const char *s, size_t pos, int *line, int *col) {
 
 static int eg_expand_initial(const ember_grammar *g, const ember_allocator *a);
 
-int ember_grammar_parse(const char *text, size_t len, const char *root, const ember_allocator *allocator,
-                        ember_grammar **out, ember_error *err) {
-    if (err) { err->code = 0; err->message[0] = 0; }
-    if (!out || (!text && len)) {
-        if (err) err->code = ec_errorf(err->message, sizeof err->message, EMBER_ERR_INVALID_ARG, "invalid argument");
-        return EMBER_ERR_INVALID_ARG;
-    }
+ember_status ember_grammar_parse(const char *text, size_t len, const char *root, const ember_allocator *allocator,
+                                 ember_grammar **out, ember_error *err) {
+    if (!out) return ec_fail(err, EMBER_ERR_INVALID_ARG, "out is NULL");
     *out = NULL;
+    if (!text && len) return ec_fail(err, EMBER_ERR_INVALID_ARG, "text is NULL but len is %zu", len);
     if (!root) root = "root";
     eg_parser p;
     memset(&p, 0, sizeof p);
@@ -553,39 +550,27 @@ int ember_grammar_parse(const char *text, size_t len, const char *root, const em
     ec_free(allocator, p.ranges);
     ec_free(allocator, p.named);
     if (p.rc) {
-        if (err) {
-            int line, col;
-            eg_line_col(p.s, p.err_pos < p.n ? p.err_pos : p.n, &line, &col);
-            err->code = ec_errorf(err->message, sizeof err->message, p.rc, "grammar line %d, column %d: %s", line, col, p.msg);
-        }
-        return p.rc;
+        int line, col;
+        eg_line_col(p.s, p.err_pos < p.n ? p.err_pos : p.n, &line, &col);
+        return ec_fail(err, (ember_status)p.rc, "grammar line %d, column %d: %s", line, col, p.msg);
     }
     *out = g;
-    return EMBER_OK;
+    return ec_ok(err);
 }
 
 /* "one of these strings": root ::= "a" | "b" | ... */
-int ember_grammar_from_strings(const char *const *strings, int n, const ember_allocator *allocator,
-                               ember_grammar **out, ember_error *err) {
-    if (err) { err->code = 0; err->message[0] = 0; }
+ember_status ember_grammar_from_strings(const char *const *strings, int n, const ember_allocator *allocator,
+                                        ember_grammar **out, ember_error *err) {
     if (out) *out = NULL;
-    if (!out || n <= 0 || !strings) {
-        if (err) err->code = ec_errorf(err->message, sizeof err->message, EMBER_ERR_INVALID_ARG, "no strings given");
-        return EMBER_ERR_INVALID_ARG;
-    }
+    if (!out) return ec_fail(err, EMBER_ERR_INVALID_ARG, "out is NULL");
+    if (n <= 0 || !strings) return ec_fail(err, EMBER_ERR_INVALID_ARG, "no strings given (n %d)", n);
     size_t need = 16;
     for (int i = 0; i < n; i++) {
-        if (!strings[i]) {
-            if (err) err->code = ec_errorf(err->message, sizeof err->message, EMBER_ERR_INVALID_ARG, "string %d is NULL", i);
-            return EMBER_ERR_INVALID_ARG;
-        }
+        if (!strings[i]) return ec_fail(err, EMBER_ERR_INVALID_ARG, "string %d is NULL", i);
         need += 8 + 4 * strlen(strings[i]);
     }
     char *t = (char *)ec_malloc(allocator, need), *w = t;
-    if (!t) {
-        if (err) err->code = ec_errorf(err->message, sizeof err->message, EMBER_ERR_NOMEM, "out of memory");
-        return EMBER_ERR_NOMEM;
-    }
+    if (!t) return ec_fail(err, EMBER_ERR_NOMEM, "out of memory for the grammar's text (%zu bytes)", need);
     w += sprintf(w, "root ::=");
     for (int i = 0; i < n; i++) {
         w += sprintf(w, "%s\"", i ? " | " : " ");
@@ -597,7 +582,7 @@ int ember_grammar_from_strings(const char *const *strings, int n, const ember_al
         *w++ = '"';
     }
     *w++ = '\n';
-    int rc = ember_grammar_parse(t, (size_t)(w - t), "root", allocator, out, err);
+    ember_status rc = ember_grammar_parse(t, (size_t)(w - t), "root", allocator, out, err);
     ec_free(allocator, t);
     return rc;
 }
@@ -1227,16 +1212,18 @@ static int eg_expand_initial(const ember_grammar *g, const ember_allocator *a) {
     return rc;
 }
 
-int ember_grammar_accepts(const ember_grammar *g, const char *text, size_t len) {
-    if (!g || (!text && len)) return EMBER_ERR_INVALID_ARG;
+ember_status ember_grammar_accepts(const ember_grammar *g, const char *text, size_t len, int *accepted) {
+    if (accepted) *accepted = 0;
+    if (!g || (!text && len) || !accepted) return EMBER_ERR_INVALID_ARG;
     eg_matcher m;
     int rc = eg_bare_matcher(&m, g, g->a);
     if (rc == EMBER_OK) {
         int32_t s = m.cur >= 0 ? eg_read(&m, m.cur, (const uint8_t *)text, len, &m.acc, &m.need, &m.seq_len) : -1;
-        rc = m.overflow ? (int)EMBER_ERR_NOMEM : s >= 0 && !m.need && eg_set_accepting(&m, s);
+        if (m.overflow) rc = EMBER_ERR_NOMEM;
+        else *accepted = s >= 0 && !m.need && eg_set_accepting(&m, s);
     }
     eg_matcher_release(&m);
-    return rc;
+    return (ember_status)rc;
 }
 
 /* ---- the vocabulary side -------------------------------------------------- */
@@ -1354,13 +1341,16 @@ int eg_matcher_create(const ember_grammar *g, const ember_model *model, const em
             m->n_eog++;
             continue;
         }
-        if (eg_grow(a, (void **)&m->text, &text_cap, used + 256, 1)) goto fail;
-        int n = ember_token_to_piece(model, t, t, 0, (char *)m->text + used, 256);
-        if (n > 256) {
-            if (eg_grow(a, (void **)&m->text, &text_cap, used + (uint32_t)n, 1)) goto fail;
-            n = ember_token_to_piece(model, t, t, 0, (char *)m->text + used, (size_t)n);
+        /* room for the piece's NUL too (overwritten by the next piece) */
+        if (eg_grow(a, (void **)&m->text, &text_cap, used + 257, 1)) goto fail;
+        size_t n = 0;
+        ember_status st = ember_token_to_piece(model, t, t, 0, (char *)m->text + used, 257, &n, NULL);
+        if (st == EMBER_ERR_BUFFER_TOO_SMALL) {
+            if (n > UINT32_MAX - 1 - used || eg_grow(a, (void **)&m->text, &text_cap, used + (uint32_t)n + 1, 1))
+                goto fail;
+            st = ember_token_to_piece(model, t, t, 0, (char *)m->text + used, n + 1, &n, NULL);
         }
-        if (n < 0) { rc = n; goto fail; }
+        if (st != EMBER_OK) { rc = st; goto fail; }
         used += (uint32_t)n;
     }
     m->toff[V] = used;

@@ -489,7 +489,7 @@ static int ej_convert(const char *schema, size_t len, const ember_allocator *a, 
     ec_free(a, j.names.v);
     if (j.rc) {
         ec_free(a, j.out.v);
-        if (err) err->code = ec_errorf(err->message, sizeof err->message, j.rc, "%s", j.msg);
+        ec_fail(err, (ember_status)j.rc, "%s", j.msg);
         return j.rc;
     }
     *out = j.out.v;
@@ -497,33 +497,31 @@ static int ej_convert(const char *schema, size_t len, const ember_allocator *a, 
     return EMBER_OK;
 }
 
-int ember_json_schema_to_gbnf(const char *schema, size_t len, char *buf, size_t size, ember_error *err) {
-    if (err) { err->code = 0; err->message[0] = 0; }
-    if ((!schema && len) || (!buf && size)) return EMBER_ERR_INVALID_ARG;
+ember_status ember_json_schema_to_gbnf(const char *schema, size_t len, char *buf, size_t size, size_t *out_len,
+                                       ember_error *err) {
+    if (out_len) *out_len = 0;
+    if (!buf && size) return ec_fail(err, EMBER_ERR_INVALID_ARG, "buf is NULL but size is %zu", size);
+    if (size) buf[0] = 0;
+    if (!schema && len) return ec_fail(err, EMBER_ERR_INVALID_ARG, "schema is NULL but len is %zu", len);
     char *g;
     size_t n;
     int rc = ej_convert(schema, len, NULL, &g, &n, err);
-    if (rc != EMBER_OK) return rc;
-    if (size) {
-        size_t k = n < size - 1 ? n : size - 1;
-        memcpy(buf, g, k);
-        buf[k] = 0;
-    }
+    if (rc != EMBER_OK) return (ember_status)rc;
+    ember_status st = ec_put_text(g, n, buf, size, out_len, "the grammar", err);
     ec_free(NULL, g);
-    if (n > 0x7FFFFFFF) return EMBER_ERR_NOMEM;
-    return (int)n;
+    return st;
 }
 
-int ember_grammar_from_json_schema(const char *schema, size_t len, const ember_allocator *allocator,
-                                   ember_grammar **out, ember_error *err) {
-    if (err) { err->code = 0; err->message[0] = 0; }
+ember_status ember_grammar_from_json_schema(const char *schema, size_t len, const ember_allocator *allocator,
+                                            ember_grammar **out, ember_error *err) {
     if (out) *out = NULL;
-    if (!out || (!schema && len)) return EMBER_ERR_INVALID_ARG;
+    if (!out) return ec_fail(err, EMBER_ERR_INVALID_ARG, "out is NULL");
+    if (!schema && len) return ec_fail(err, EMBER_ERR_INVALID_ARG, "schema is NULL but len is %zu", len);
     char *g;
     size_t n;
     int rc = ej_convert(schema, len, allocator, &g, &n, err);
-    if (rc != EMBER_OK) return rc;
-    rc = ember_grammar_parse(g, n, "root", allocator, out, err);
+    if (rc != EMBER_OK) return (ember_status)rc;
+    ember_status st = ember_grammar_parse(g, n, "root", allocator, out, err);
     ec_free(allocator, g);
-    return rc;
+    return st;
 }

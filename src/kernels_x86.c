@@ -33,47 +33,108 @@
 #endif
 
 #include <immintrin.h>
+#if defined(__GNUC__) || defined(__clang__)
 #include <cpuid.h>
+#else
+#include <intrin.h>
+#endif
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* The AMX set is compiled in unless EMBER_NO_AMX is defined.  Windows
+ * builds leave it out unless EMBER_AMX is defined: Windows enables the tile
+ * state itself (no permission request), but that path is untested, and
+ * under wine the process would get Linux's XCR0 without Linux's permission. */
+#if defined(_WIN32) && !defined(EMBER_AMX) && !defined(EMBER_NO_AMX)
+#define EMBER_NO_AMX
+#endif
+
 #define EKX_T_AVX2 "avx2,fma,f16c"
 #define EKX_T_AVX512 "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c"
-#define EKX_AVX2 __attribute__((target(EKX_T_AVX2)))
-#define EKX_AVX2_INLINE static inline __attribute__((always_inline, target(EKX_T_AVX2)))
-#define EKX_AVX512 __attribute__((target(EKX_T_AVX512)))
-#define EKX_AVX512_INLINE static inline __attribute__((always_inline, target(EKX_T_AVX512)))
 #define EKX_T_AMX EKX_T_AVX512 ",amx-tile,amx-int8,amx-bf16,avx512bf16"
-#define EKX_AMX __attribute__((target(EKX_T_AMX)))
-#define EKX_AMX_INLINE static inline __attribute__((always_inline, target(EKX_T_AMX)))
-
+#if defined(__GNUC__) || defined(__clang__)
+#define EKX_TARGET(t) __attribute__((target(t)))
+#define EKX_TARGET_INLINE(t) static inline __attribute__((always_inline, target(t)))
 /* Fully unroll the small loops over a tile's rows and activation rows, so
  * the accumulator arrays live in registers. */
 #define EKX_UNROLL _Pragma("GCC unroll 8")
 #define EKX_UNROLL16 _Pragma("GCC unroll 16")
+#else
+/* MSVC compiles every instruction set's intrinsics without target flags */
+#define EKX_TARGET(t)
+#define EKX_TARGET_INLINE(t) static __forceinline
+#define EKX_UNROLL
+#define EKX_UNROLL16
+#endif
+#define EKX_AVX2 EKX_TARGET(EKX_T_AVX2)
+#define EKX_AVX2_INLINE EKX_TARGET_INLINE(EKX_T_AVX2)
+#define EKX_AVX512 EKX_TARGET(EKX_T_AVX512)
+#define EKX_AVX512_INLINE EKX_TARGET_INLINE(EKX_T_AVX512)
+#define EKX_AMX EKX_TARGET(EKX_T_AMX)
+#define EKX_AMX_INLINE EKX_TARGET_INLINE(EKX_T_AMX)
+
+#if !defined(EMBER_NO_AMX) && defined(_WIN32) && defined(__GNUC__) && !defined(__clang__)
+/* GCC's amxtileintrin.h passes the stride as a long, 32 bits on LLP64
+ * Windows, which makes the (base, index) address mix 64- and 32-bit
+ * registers; the same instructions with a 64-bit stride. */
+#undef _tile_loadd
+#undef _tile_stored
+#define _tile_loadd(dst, base, stride)                                                         \
+    __asm__ volatile("{tileloadd\t(%0,%1,1), %%tmm" #dst "|tileloadd\t%%tmm" #dst ", [%0+%1*1]}" \
+                     ::"r"((const void *)(base)), "r"((long long)(stride)))
+#define _tile_stored(dst, base, stride)                                                          \
+    __asm__ volatile("{tilestored\t%%tmm" #dst ", (%0,%1,1)|tilestored\t[%0+%1*1], %%tmm" #dst "}" \
+                     ::"r"((void *)(base)), "r"((long long)(stride))                             \
+                     : "memory")
+#endif
 
 /* ---- CPU features ---------------------------------------------------------------- */
 
+/* CPUID leaf/subleaf into r[0..3] = eax, ebx, ecx, edx; 0 if the CPU has no
+ * such leaf. */
+static int ekx_cpuid(unsigned leaf, unsigned sub, unsigned r[4]) {
+#if defined(__GNUC__) || defined(__clang__)
+    return __get_cpuid_count(leaf, sub, &r[0], &r[1], &r[2], &r[3]);
+#else
+    int v[4];
+    __cpuid(v, (int)(leaf & 0x80000000u));
+    if ((unsigned)v[0] < leaf) return 0;
+    __cpuidex(v, (int)leaf, (int)sub);
+    for (int i = 0; i < 4; i++) r[i] = (unsigned)v[i];
+    return 1;
+#endif
+}
+
 static uint64_t ekx_xgetbv0(void) {
+#if defined(__GNUC__) || defined(__clang__)
     uint32_t lo, hi;
     __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
     return ((uint64_t)hi << 32) | lo;
+#else
+    return (uint64_t)_xgetbv(0);
+#endif
 }
 
-#if defined(__linux__)
+#if defined(EMBER_NO_AMX) || !(defined(__linux__) || defined(_WIN32))
+static int ekx_amx_permit(void) { return 0; }
+#else
+#ifdef __linux__
 #include <sys/syscall.h>
 #include <unistd.h>
+#endif
 static int ekx_amx_permit(void) {
     /* EMBER_NO_AMX=1 skips the request (e.g. under a seccomp filter that
      * kills on unknown arch_prctl codes) */
     const char *no = getenv("EMBER_NO_AMX");
     if (no && *no && *no != '0') return 0;
+#ifdef _WIN32
+    return 1; /* Windows grants the tile state to every process whose XCR0 shows it */
+#else
     /* ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA */
     return syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+#endif
 }
-#else
-static int ekx_amx_permit(void) { return 0; }
 #endif
 
 /* bit 0: avx2+fma+f16c usable; bit 1: avx512 f/bw/dq/vl/vnni usable; bit 2:
@@ -81,12 +142,14 @@ static int ekx_amx_permit(void) { return 0; }
 static int ekx_features(void) {
     static int cached = -1;
     if (cached >= 0) return cached;
-    unsigned a, b, c, d, f = 0;
-    if (__get_cpuid(1, &a, &b, &c, &d)) {
+    unsigned r[4], a, b, c, d, f = 0;
+    if (ekx_cpuid(1, 0, r)) {
+        c = r[2];
         int fma = (c >> 12) & 1, osxsave = (c >> 27) & 1, avx = (c >> 28) & 1, f16c = (c >> 29) & 1;
         uint64_t xcr0 = osxsave ? ekx_xgetbv0() : 0;
         int os_ymm = (xcr0 & 0x6) == 0x6, os_zmm = (xcr0 & 0xe6) == 0xe6;
-        if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) {
+        if (ekx_cpuid(7, 0, r)) {
+            b = r[1], c = r[2], d = r[3];
             int avx2 = (b >> 5) & 1, f512 = (b >> 16) & 1, dq = (b >> 17) & 1, bw = (b >> 30) & 1,
                 vl = (b >> 31) & 1, vnni = (c >> 11) & 1;
             if (avx && avx2 && fma && f16c && os_ymm) f |= 1;
@@ -94,7 +157,7 @@ static int ekx_features(void) {
             /* AMX: CPUID, the OS's XCR0 bits for the tile state, and the
              * process's permission to use it (Linux asks for it once) */
             int amx_tile = (d >> 24) & 1, amx_int8 = (d >> 25) & 1, amx_bf16 = (d >> 22) & 1, avx512_bf16 = 0;
-            if (__get_cpuid_count(7, 1, &a, &b, &c, &d)) avx512_bf16 = (a >> 5) & 1;
+            if (ekx_cpuid(7, 1, r)) a = r[0], avx512_bf16 = (a >> 5) & 1;
             if ((f & 2) && amx_tile && amx_int8 && amx_bf16 && avx512_bf16 && (xcr0 & 0x60000) == 0x60000 &&
                 ekx_amx_permit())
                 f |= 4;
@@ -2102,6 +2165,7 @@ static EKX_AVX512 void ekx_matmul_q3_K_packed_avx512(const void *W, int n, const
     ekx_matmul_kq512(EKX_Q3_K, 1, W, n, X, nb, Y, ldy, r0, r1);
 }
 
+#ifndef EMBER_NO_AMX
 /* ---- AMX quantized matmul (Q4_0, Q8_0 weights; Q8_0 activations) --------------------------------
  * Same chain as above, with isum from AMX tiles (exact int32, so the same
  * bits again).  Roles swap for the signedness of tdpbusd (A unsigned, B
@@ -2456,6 +2520,8 @@ static EKX_AMX void ekx_matmul_bf16_amx(const void *W, int n, const void *X, int
     ekx_matmul_float_amx(EKX_W_BF16, W, n, X, nb, Y, ldy, r0, r1);
 }
 
+#endif /* EMBER_NO_AMX */
+
 /* ---- AVX-512 set ------------------------------------------------------------------------------ */
 
 /* the packed matmuls of both sets: Q4_0 and Q8_0 given, the k-quants shared */
@@ -2483,6 +2549,7 @@ static const ek_kernels ekx_avx512_set = {
     .bf16_tiles_min_nb = 0, .convert_bf16_tiles = NULL,
 };
 
+#ifndef EMBER_NO_AMX
 static const ek_kernels ekx_amx_set = {
     .name = "amx",
     .matmul = EKX_AVX512_MATMULS(ekx_matmul_f16_amx, ekx_matmul_q4_0_amx, ekx_matmul_q8_0_amx,
@@ -2491,10 +2558,15 @@ static const ek_kernels ekx_amx_set = {
     EKX_AVX2_COMMON,
     .bf16_tiles_min_nb = EKX_AMX_MIN, .convert_bf16_tiles = ekx_convert_bf16_tiles,
 };
+#endif
 
 const ek_kernels *ekx_kernels_avx2(void) { return (ekx_features() & 1) ? &ekx_avx2_set : NULL; }
 const ek_kernels *ekx_kernels_avx512(void) { return (ekx_features() & 2) ? &ekx_avx512_set : NULL; }
+#ifdef EMBER_NO_AMX
+const ek_kernels *ekx_kernels_amx(void) { return NULL; }
+#else
 const ek_kernels *ekx_kernels_amx(void) { return (ekx_features() & 4) ? &ekx_amx_set : NULL; }
+#endif
 
 #if defined(__cplusplus) && defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop

@@ -114,9 +114,11 @@ size_t ember_state_size(const ember_context *ctx, const ember_sampler *sampler) 
     return ctx ? st_size(ctx, sampler) : 0;
 }
 
-int ember_state_save(ember_context *ctx, const ember_sampler *sampler, void *buf, size_t size, size_t *written) {
+ember_status ember_state_save(ember_context *ctx, const ember_sampler *sampler, void *buf, size_t size,
+                              size_t *written) {
     if (written) *written = 0;
     if (!ctx) return EMBER_ERR_INVALID_ARG;
+    ea_ctx_begin(ctx);
     if (!buf && size) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "buf is NULL");
     size_t need = st_size(ctx, sampler);
     if (written) *written = need;
@@ -128,10 +130,11 @@ int ember_state_save(ember_context *ctx, const ember_sampler *sampler, void *buf
     return EMBER_OK;
 }
 
-int ember_state_save_file(ember_context *ctx, const ember_sampler *sampler, const char *path) {
+ember_status ember_state_save_file(ember_context *ctx, const ember_sampler *sampler, const char *path) {
     if (!ctx) return EMBER_ERR_INVALID_ARG;
+    ea_ctx_begin(ctx);
     if (!path) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "path is NULL");
-    FILE *f = fopen(path, "wb");
+    FILE *f = ep_fopen(path, "wb");
     if (!f) return ea_ctx_fail(ctx, EMBER_ERR_IO, "cannot create '%s'", path);
     st_out o = {NULL, f, 0, 0, 0};
     st_write(ctx, sampler, &o);
@@ -168,7 +171,7 @@ typedef struct st_parts {
 } st_parts;
 
 /* Check everything a load will use; fill parts.  The context is untouched. */
-static int st_check(ember_context *ctx, const void *buf, size_t size, st_parts *pt) {
+static ember_status st_check(ember_context *ctx, const void *buf, size_t size, st_parts *pt) {
     const em_state *s = &ctx->st;
     const em_model *m = &ctx->model->m;
     const size_t rb = em_kv_row_bytes(s);
@@ -235,11 +238,12 @@ static int st_check(ember_context *ctx, const void *buf, size_t size, st_parts *
     return EMBER_OK;
 }
 
-int ember_state_load(ember_context *ctx, ember_sampler *sampler, const void *buf, size_t size) {
+ember_status ember_state_load(ember_context *ctx, ember_sampler *sampler, const void *buf, size_t size) {
     if (!ctx) return EMBER_ERR_INVALID_ARG;
+    ea_ctx_begin(ctx);
     if (!buf && size) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "buf is NULL");
     st_parts pt = {0, 0, 0, 0, 0, 0, 0};
-    int rc = st_check(ctx, buf, size, &pt);
+    ember_status rc = st_check(ctx, buf, size, &pt);
     if (rc != EMBER_OK) return rc;
     const uint8_t *b = (const uint8_t *)buf;
     if (sampler && (pt.flags & ST_HAS_SAMPLER)) {
@@ -267,14 +271,15 @@ int ember_state_load(ember_context *ctx, ember_sampler *sampler, const void *buf
     return EMBER_OK;
 }
 
-int ember_state_load_file(ember_context *ctx, ember_sampler *sampler, const char *path) {
+ember_status ember_state_load_file(ember_context *ctx, ember_sampler *sampler, const char *path) {
     if (!ctx) return EMBER_ERR_INVALID_ARG;
+    ea_ctx_begin(ctx);
     if (!path) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "path is NULL");
-    FILE *f = fopen(path, "rb");
+    FILE *f = ep_fopen(path, "rb");
     if (!f) return ea_ctx_fail(ctx, EMBER_ERR_IO, "cannot open '%s'", path);
     size_t cap = 1 << 16, n = 0;
     uint8_t *buf = (uint8_t *)ec_malloc(ctx->a, cap);
-    int rc = buf ? EMBER_OK : EMBER_ERR_NOMEM;
+    ember_status rc = buf ? EMBER_OK : EMBER_ERR_NOMEM;
     while (rc == EMBER_OK) {
         if (n == cap) {
             uint8_t *bigger = cap <= SIZE_MAX / 2 ? (uint8_t *)ec_realloc(ctx->a, buf, cap * 2) : NULL;
@@ -295,8 +300,9 @@ int ember_state_load_file(ember_context *ctx, ember_sampler *sampler, const char
 
 /* ---- sharing a prefix ----------------------------------------------------- */
 
-int ember_context_copy_prefix(ember_context *dst, const ember_context *src, int n) {
+ember_status ember_context_copy_prefix(ember_context *dst, const ember_context *src, int n) {
     if (!dst) return EMBER_ERR_INVALID_ARG;
+    ea_ctx_begin(dst);
     if (!src) return ea_ctx_fail(dst, EMBER_ERR_INVALID_ARG, "src is NULL");
     if (src == dst) return ea_ctx_fail(dst, EMBER_ERR_INVALID_ARG, "src and dst are the same context");
     if (src->model->m.fingerprint != dst->model->m.fingerprint)

@@ -30,13 +30,52 @@ void et_pool_run(et_pool *p, et_task_fn fn, void *arg, int nth) {
     fn(arg, omp_get_thread_num(), omp_get_num_threads());
 }
 
-#else /* POSIX threads */
+#else /* native threads: Win32 or POSIX (atomics from common.h: C11 or C++) */
+
+/* The few thread primitives the pool needs, on Win32 (slim reader/writer
+ * locks, condition variables, CreateThread) or POSIX threads. */
+#ifdef _WIN32
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN
+#endif
+#ifndef NOMINMAX
+#define NOMINMAX
+#endif
+#include <windows.h>
+typedef SRWLOCK et_mutex;
+typedef CONDITION_VARIABLE et_cond;
+typedef HANDLE et_thread;
+static int et_mutex_init(et_mutex *m) { InitializeSRWLock(m); return 0; }
+static void et_mutex_destroy(et_mutex *m) { (void)m; }
+static void et_lock(et_mutex *m) { AcquireSRWLockExclusive(m); }
+static void et_unlock(et_mutex *m) { ReleaseSRWLockExclusive(m); }
+static int et_cond_init(et_cond *c) { InitializeConditionVariable(c); return 0; }
+static void et_cond_destroy(et_cond *c) { (void)c; }
+static void et_cond_wait(et_cond *c, et_mutex *m) { SleepConditionVariableSRW(c, m, INFINITE, 0); }
+static void et_cond_broadcast(et_cond *c) { WakeAllConditionVariable(c); }
+static void et_yield(void) { SwitchToThread(); }
+#else
 #include <pthread.h>
 #include <sched.h>
+typedef pthread_mutex_t et_mutex;
+typedef pthread_cond_t et_cond;
+typedef pthread_t et_thread;
+static int et_mutex_init(et_mutex *m) { return pthread_mutex_init(m, NULL); }
+static void et_mutex_destroy(et_mutex *m) { pthread_mutex_destroy(m); }
+static void et_lock(et_mutex *m) { pthread_mutex_lock(m); }
+static void et_unlock(et_mutex *m) { pthread_mutex_unlock(m); }
+static int et_cond_init(et_cond *c) { return pthread_cond_init(c, NULL); }
+static void et_cond_destroy(et_cond *c) { pthread_cond_destroy(c); }
+static void et_cond_wait(et_cond *c, et_mutex *m) { pthread_cond_wait(c, m); }
+static void et_cond_broadcast(et_cond *c) { pthread_cond_broadcast(c); }
+static void et_yield(void) { sched_yield(); }
+#endif
 
-#if defined(__x86_64__) || defined(__i386__)
+#if defined(__x86_64__) || defined(__i386__) || defined(_M_X64) || defined(_M_IX86)
 #include <immintrin.h>
 #define ET_PAUSE() _mm_pause()
+#elif defined(_M_ARM64)
+#define ET_PAUSE() __yield()
 #elif defined(__aarch64__)
 #define ET_PAUSE() __asm__ __volatile__("yield")
 #else
@@ -49,7 +88,7 @@ void et_pool_run(et_pool *p, et_task_fn fn, void *arg, int nth) {
  * then sleep. */
 enum { ET_SPIN_ITERS = 1 << 11, ET_YIELD_ITERS = 1 << 8 };
 
-typedef struct et_worker { struct et_pool *pool; int index; pthread_t thread; } et_worker;
+typedef struct et_worker { struct et_pool *pool; int index; et_thread thread; } et_worker;
 
 struct et_pool {
     const ember_allocator *a;
@@ -62,9 +101,9 @@ struct et_pool {
     et_task_fn fn;
     void *arg;
     int nth;
-    pthread_mutex_t mutex;
-    pthread_cond_t wake;
-    pthread_mutex_t run_lock;   /* one et_pool_run at a time (contexts share pools) */
+    et_mutex mutex;
+    et_cond wake;
+    et_mutex run_lock;   /* one et_pool_run at a time (contexts share pools) */
 };
 
 static unsigned et_wait_generation(struct et_pool *p, unsigned seen) {
@@ -72,18 +111,17 @@ static unsigned et_wait_generation(struct et_pool *p, unsigned seen) {
         unsigned g = atomic_load_explicit(&p->generation, memory_order_acquire);
         if (g != seen) return g;
         if (i < ET_SPIN_ITERS) ET_PAUSE();
-        else sched_yield();
+        else et_yield();
     }
-    pthread_mutex_lock(&p->mutex);
+    et_lock(&p->mutex);
     unsigned g;
     while ((g = atomic_load_explicit(&p->generation, memory_order_acquire)) == seen)
-        pthread_cond_wait(&p->wake, &p->mutex);
-    pthread_mutex_unlock(&p->mutex);
+        et_cond_wait(&p->wake, &p->mutex);
+    et_unlock(&p->mutex);
     return g;
 }
 
-static void *et_worker_main(void *arg) {
-    et_worker *w = (et_worker *)arg;
+static void et_worker_loop(et_worker *w) {
     struct et_pool *p = w->pool;
     unsigned seen = 0;
     for (;;) {
@@ -95,14 +133,35 @@ static void *et_worker_main(void *arg) {
         if (w->index < p->nth) p->fn(p->arg, w->index, p->nth);
         atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel);
     }
-    return NULL;
 }
 
+#ifdef _WIN32
+static DWORD WINAPI et_worker_main(LPVOID arg) {
+    et_worker_loop((et_worker *)arg);
+    return 0;
+}
+static int et_thread_start(et_worker *w) {
+    w->thread = CreateThread(NULL, 0, et_worker_main, w, 0, NULL);
+    return w->thread ? 0 : -1;
+}
+static void et_thread_join(et_worker *w) {
+    WaitForSingleObject(w->thread, INFINITE);
+    CloseHandle(w->thread);
+}
+#else
+static void *et_worker_main(void *arg) {
+    et_worker_loop((et_worker *)arg);
+    return NULL;
+}
+static int et_thread_start(et_worker *w) { return pthread_create(&w->thread, NULL, et_worker_main, w); }
+static void et_thread_join(et_worker *w) { pthread_join(w->thread, NULL); }
+#endif
+
 static void et_broadcast(struct et_pool *p) {
-    pthread_mutex_lock(&p->mutex);
+    et_lock(&p->mutex);
     atomic_fetch_add_explicit(&p->generation, 1, memory_order_acq_rel);
-    pthread_cond_broadcast(&p->wake);
-    pthread_mutex_unlock(&p->mutex);
+    et_cond_broadcast(&p->wake);
+    et_unlock(&p->mutex);
 }
 
 int et_pool_create(const ember_allocator *a, int n_threads, et_pool **out) {
@@ -115,15 +174,15 @@ int et_pool_create(const ember_allocator *a, int n_threads, et_pool **out) {
     atomic_init(&p->generation, 0);
     atomic_init(&p->pending, 0);
     atomic_init(&p->stop, 0);
-    if (pthread_mutex_init(&p->mutex, NULL) != 0) { ec_free(a, p); return EMBER_ERR_NOMEM; }
-    if (pthread_cond_init(&p->wake, NULL) != 0) {
-        pthread_mutex_destroy(&p->mutex);
+    if (et_mutex_init(&p->mutex) != 0) { ec_free(a, p); return EMBER_ERR_NOMEM; }
+    if (et_cond_init(&p->wake) != 0) {
+        et_mutex_destroy(&p->mutex);
         ec_free(a, p);
         return EMBER_ERR_NOMEM;
     }
-    if (pthread_mutex_init(&p->run_lock, NULL) != 0) {
-        pthread_cond_destroy(&p->wake);
-        pthread_mutex_destroy(&p->mutex);
+    if (et_mutex_init(&p->run_lock) != 0) {
+        et_cond_destroy(&p->wake);
+        et_mutex_destroy(&p->mutex);
         ec_free(a, p);
         return EMBER_ERR_NOMEM;
     }
@@ -134,7 +193,7 @@ int et_pool_create(const ember_allocator *a, int n_threads, et_pool **out) {
             et_worker *w = &p->workers[i - 1];
             w->pool = p;
             w->index = i;
-            if (pthread_create(&w->thread, NULL, et_worker_main, w) != 0) {
+            if (et_thread_start(w) != 0) {
                 et_pool_free(p);
                 return EMBER_ERR_NOMEM;
             }
@@ -150,11 +209,11 @@ void et_pool_free(et_pool *p) {
     if (p->n_started > 0) {
         atomic_store_explicit(&p->stop, 1, memory_order_release);
         et_broadcast(p);
-        for (int i = 0; i < p->n_started; i++) pthread_join(p->workers[i].thread, NULL);
+        for (int i = 0; i < p->n_started; i++) et_thread_join(&p->workers[i]);
     }
-    pthread_cond_destroy(&p->wake);
-    pthread_mutex_destroy(&p->mutex);
-    pthread_mutex_destroy(&p->run_lock);
+    et_cond_destroy(&p->wake);
+    et_mutex_destroy(&p->mutex);
+    et_mutex_destroy(&p->run_lock);
     ec_free(p->a, p->workers);
     ec_free(p->a, p);
 }
@@ -164,7 +223,7 @@ int et_pool_size(const et_pool *p) { return p->n; }
 void et_pool_run(et_pool *p, et_task_fn fn, void *arg, int nth) {
     if (nth > p->n) nth = p->n;
     if (nth <= 1) { fn(arg, 0, 1); return; }
-    pthread_mutex_lock(&p->run_lock);
+    et_lock(&p->run_lock);
     p->fn = fn;
     p->arg = arg;
     p->nth = nth;
@@ -173,8 +232,8 @@ void et_pool_run(et_pool *p, et_task_fn fn, void *arg, int nth) {
     fn(arg, 0, nth);
     for (int i = 0; atomic_load_explicit(&p->pending, memory_order_acquire) > 0; i++) {
         if (i < ET_SPIN_ITERS) ET_PAUSE();
-        else sched_yield();
+        else et_yield();
     }
-    pthread_mutex_unlock(&p->run_lock);
+    et_unlock(&p->run_lock);
 }
 #endif

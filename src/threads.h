@@ -1,4 +1,4 @@
-/* threads.h - a tiny fork/join thread pool (POSIX threads, or OpenMP when
+/* threads.h - a tiny fork/join thread pool (Win32 or POSIX threads, or OpenMP when
  * built with -fopenmp).  Knows nothing of models. */
 #ifndef EMBER_THREADS_H
 #define EMBER_THREADS_H

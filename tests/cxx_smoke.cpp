@@ -45,8 +45,8 @@ int main(int argc, char **argv) {
     }
     ember_sampler_params sp = ember_sampler_default_params();
     sp.temperature = 0.0f;  // greedy: the same tokens as `ember --temp 0`
-    if (ember_sampler_create(h.model, &sp, &h.sampler) != EMBER_OK) {
-        std::fprintf(stderr, "cannot create a sampler\n");
+    if (ember_sampler_create(h.model, &sp, &h.sampler, &err) != EMBER_OK) {
+        std::fprintf(stderr, "cannot create a sampler: %s\n", err.message);
         return 1;
     }
     std::string text;

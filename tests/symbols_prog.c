@@ -86,7 +86,7 @@ int main(int argc, char **argv) {
     if (ember_context_create(model, NULL, &ctx, &err) != EMBER_OK) { fprintf(stderr, "context: %s\n", err.message); return 1; }
     ember_sampler_params sp = ember_sampler_default_params();
     sp.temperature = 0.0f;
-    if (ember_sampler_create(model, &sp, &smp) != EMBER_OK) { fprintf(stderr, "sampler\n"); return 1; }
+    if (ember_sampler_create(model, &sp, &smp, NULL) != EMBER_OK) { fprintf(stderr, "sampler\n"); return 1; }
     static char text[1 << 16];
     if (ember_generate_text(ctx, smp, argv[2], atoi(argv[3]), append_piece, text, NULL) != EMBER_OK) {
         fprintf(stderr, "generate: %s\n", ember_context_errmsg(ctx)); return 1;

@@ -49,6 +49,39 @@ static inline const char *test_shared_dir(void) {
     return d;
 }
 
+/* A fresh, empty file for a test to write, its name in path[size]: under
+ * /tmp (mkstemp) on POSIX, under %TEMP% on Windows.  0 on success.  Remove
+ * it with remove(). */
+#ifdef _WIN32
+#include <process.h>
+static inline const char *test_temp_dir(void) {
+    const char *d = getenv("TEMP");
+    if (!d || !*d) d = getenv("TMP");
+    return d && *d ? d : ".";
+}
+static inline int test_temp_file(char *path, size_t size, const char *tag) {
+    static unsigned counter;
+    for (int tries = 0; tries < 100; tries++) {
+        snprintf(path, size, "%s\\%s_%d_%u", test_temp_dir(), tag, _getpid(), counter++);
+        FILE *f = fopen(path, "rb");
+        if (f) { fclose(f); continue; }   /* taken */
+        f = fopen(path, "wb");
+        if (f) { fclose(f); return 0; }
+    }
+    return -1;
+}
+#else
+#include <unistd.h>
+static inline const char *test_temp_dir(void) { return "/tmp"; }
+static inline int test_temp_file(char *path, size_t size, const char *tag) {
+    snprintf(path, size, "/tmp/%s_XXXXXX", tag);
+    int fd = mkstemp(path);
+    if (fd < 0) return -1;
+    close(fd);
+    return 0;
+}
+#endif
+
 static inline int test_summary(const char *name) {
     printf("%s: %d passed, %d failed, %d skipped\n", name, test_passed, test_failed, test_skipped);
     return test_failed ? 1 : 0;

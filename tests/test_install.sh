@@ -59,7 +59,7 @@ int main(int argc, char **argv) {
     if (ember_context_create(m, NULL, &c, &e) != EMBER_OK) { fprintf(stderr, "%s\n", e.message); return 1; }
     ember_sampler_params sp = ember_sampler_default_params();
     sp.temperature = 0.0f;
-    if (ember_sampler_create(m, &sp, &s) != EMBER_OK) return 1;
+    if (ember_sampler_create(m, &sp, &s, NULL) != EMBER_OK) return 1;
     if (ember_generate_text(c, s, argv[2], atoi(argv[3]), piece, NULL, NULL) != EMBER_OK) return 1;
     printf("%s %s\n", ember_version(), text);
     ember_sampler_free(s); ember_context_free(c); ember_model_free(m);

@@ -9,7 +9,6 @@
 
 #include "gguf.h"
 
-#include <unistd.h>
 
 /* The image of a model of 256-wide matrices (every type's rows are whole
  * blocks) with the weights of seed 5 in type wtype. */
@@ -51,16 +50,14 @@ static int dequantize_into(gb_buf *f, const gb_buf *q) {
 
 /* model from an image: read into memory from a file, or mapped */
 static ember_model *open_image(const gb_buf *img, int mode, const char *what) {
-    char path[] = "/tmp/ember_test_iq4_XXXXXX";
-    int fd = mkstemp(path);
-    CHECK(fd >= 0 && gb_write_file(img, path) == 0, "write model");
-    if (fd >= 0) close(fd);
+    char path[1024];
+    CHECK(test_temp_file(path, sizeof path, "ember_test_iq4") == 0 && gb_write_file(img, path) == 0, "write model");
     ember_model_params p = ember_model_default_params();
     ember_model *m = NULL;
     ember_error err;
     p.load_mode = mode;
     CHECK(ember_model_open_file(path, &p, &m, &err) == EMBER_OK, "%s model: %s", what, err.message);
-    unlink(path);
+    remove(path);
     return m;
 }
 
@@ -91,7 +88,7 @@ int main(void) {
         const int V = ember_n_vocab(mr);
         float *ref = malloc(sizeof(float) * V), *a = malloc(sizeof(float) * V), *b = malloc(sizeof(float) * V);
         ember_model_info ir;
-        ember_model_get_info(mr, &ir);
+        ember_model_get_info(mr, &ir, NULL);
         CHECK(ir.n_packed == 0, "%s: %d matrices packed, the type has no packed layout", name, ir.n_packed);
         static const int nbs[] = {1, 40, 40, 7}, ths[] = {1, 1, 2, 2};
         int ok = eval_last(mp, toks, 40, 1, 1, a) == EMBER_OK && eval_last(mf, toks, 40, 1, 1, ref) == EMBER_OK;

@@ -6,8 +6,8 @@ set -eu
 out=${1:-build/single}
 mkdir -p "$out"
 cp include/ember.h "$out/ember.h"
-headers="src/common.h src/kernels.h src/threads.h src/gguf.h src/unicode_tables.h src/tokenizer.h src/grammar.h src/vocab.h src/model.h src/sampler.h src/api.h"
-sources="src/common.c src/kernels.c src/kernels_x86.c src/kernels_arm.c src/threads.c src/gguf.c src/tokenizer.c src/vocab.c src/model.c src/grammar.c src/grammar_json.c src/sampler.c src/ember.c src/state.c src/chat.c"
+headers="src/common.h src/platform.h src/kernels.h src/threads.h src/gguf.h src/unicode_tables.h src/tokenizer.h src/grammar.h src/vocab.h src/model.h src/sampler.h src/api.h"
+sources="src/common.c src/platform.c src/kernels.c src/kernels_x86.c src/kernels_arm.c src/threads.c src/gguf.c src/tokenizer.c src/vocab.c src/model.c src/grammar.c src/grammar_json.c src/sampler.c src/ember.c src/state.c src/chat.c"
 for f in $(ls src/*.c src/*.h); do
     case " $headers $sources " in *" $f "*) ;; *) echo "amalgamate.sh: $f is not listed" >&2; exit 1 ;; esac
 done
@@ -37,7 +37,7 @@ done
         echo ""
         echo "/* ==== $f ==== */"
         # Internal includes ("name.h" other than ember.h) are inlined above.
-        sed -e '/^[[:space:]]*#[[:space:]]*include[[:space:]]*"\(common\|kernels\|threads\|gguf\|unicode_tables\|tokenizer\|grammar\|vocab\|model\|sampler\|api\)\.h"/d' "$f"
+        sed -e '/^[[:space:]]*#[[:space:]]*include[[:space:]]*"\(common\|platform\|kernels\|threads\|gguf\|unicode_tables\|tokenizer\|grammar\|vocab\|model\|sampler\|api\)\.h"/d' "$f"
     done
 } > "$out/ember.c"
 echo "wrote $out/ember.c ($(wc -l < "$out/ember.c") lines) and $out/ember.h"
