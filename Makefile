@@ -38,7 +38,7 @@ EXAMPLE_BINS = $(patsubst examples/%.c,$(BUILD)/examples/%,$(EXAMPLE_SRCS))
 
 all: lib cli examples
 
-lib: $(BUILD)/libember.a $(BUILD)/libember.so
+lib: $(BUILD)/libember.a $(BUILD)/libember.so $(BUILD)/obj/libember-internal.a
 cli: $(BUILD)/ember
 examples: $(EXAMPLE_BINS)
 tests: $(TEST_BINS) $(TOOL_BINS)
@@ -65,7 +65,7 @@ $(BUILD)/obj/libember-internal.a: $(LIB_OBJS)
 ifeq ($(PRELINK),1)
 $(BUILD)/libember.a: $(LIB_OBJS)
 	@rm -f $@
-	$(CC) -r -nostdlib $(LDFLAGS) -o $(BUILD)/obj/ember-prelinked.o $^
+	$(CC) -r -nostdlib -o $(BUILD)/obj/ember-prelinked.o $^
 	$(OBJCOPY) --localize-hidden $(BUILD)/obj/ember-prelinked.o
 	ar rcs $@ $(BUILD)/obj/ember-prelinked.o
 else

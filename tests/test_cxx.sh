@@ -35,7 +35,7 @@ fi
 
 model=models/ember-demo.gguf
 prompt="Once upon a time"
-want=$("./$BUILD/ember" -m "$model" -p "$prompt" -n 16 --temp 0 2>/dev/null)
+want=$("$BUILD/ember" -m "$model" -p "$prompt" -n 16 --temp 0 2>/dev/null)
 [ -n "$want" ] || bad "the C CLI generated nothing"
 
 if $CXX $CXXFLAGS -Iinclude tests/cxx_smoke.cpp "$BUILD/libember.a" -o "$out/cxx_smoke" -lm -lpthread 2> "$out/err.txt"; then

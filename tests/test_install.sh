@@ -68,7 +68,7 @@ int main(int argc, char **argv) {
 PROG
 model=$PWD/models/ember-demo.gguf
 prompt="Once upon a time"
-cli=$("./$BUILD/ember" -m "$model" -p "$prompt" -n 16 --temp 0 2>/dev/null)
+cli=$("$BUILD/ember" -m "$model" -p "$prompt" -n 16 --temp 0 2>/dev/null)
 want="$version $cli"
 [ -n "$cli" ] || bad "the C CLI generated nothing"
 

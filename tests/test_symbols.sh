@@ -47,7 +47,7 @@ fi
 
 model=models/ember-demo.gguf
 prompt="Once upon a time"
-want=$("./$BUILD/ember" -m "$model" -p "$prompt" -n 16 --temp 0 2>/dev/null)
+want=$("$BUILD/ember" -m "$model" -p "$prompt" -n 16 --temp 0 2>/dev/null)
 [ -n "$want" ] || bad "the C CLI generated nothing"
 check() {  # check LABEL BINARY: runs it and compares with the CLI
     got=$(LD_LIBRARY_PATH=$BUILD "$2" "$model" "$prompt" 16)

@@ -1,5 +1,5 @@
 /* bench_grammar.c - what a grammar costs per token on a real vocabulary.
- *   make && cc -O2 -Iinclude -Isrc tools/bench_grammar.c build/libember.a -lm -lpthread -o build/bench_grammar
+ *   make && cc -O2 -Iinclude -Isrc tools/bench_grammar.c build/obj/libember-internal.a -lm -lpthread -o build/bench_grammar
  *   ./build/bench_grammar VOCAB.gguf [GRAMMAR.gbnf TEXT-FILE]
  * VOCAB.gguf may be vocabulary-only (convert_weights.py --vocab-only).
  * Without a grammar file: a JSON Schema grammar and a JSON document, and
