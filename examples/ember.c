@@ -29,6 +29,7 @@ typedef struct options {
     int ctx_given;                     /* -c was given: 0 then means the model's own */
     int n_contexts;                    /* bench: contexts stepped together */
     const char *state_save, *state_load;
+    const char *kernels;               /* --kernels: NULL = auto */
     const char *stops[16];
     int n_stops;
     const char *chat_template, *system;                 /* chat, template */
@@ -62,6 +63,7 @@ static void usage(FILE *out) {
         "  --no-bos                (tokenize) do not add BOS\n"
         "  --special               parse special-token text such as <|eot_id|>\n"
         "  --mmap / --no-mmap      map the file, or read it into memory (default)\n"
+        "  --kernels NAME          kernel set: auto (default), scalar, avx2, avx512, amx, neon\n"
         "  --kv-f32                F32 KV cache instead of F16\n"
         "  -r, --repeats N         (bench) repetitions, median reported (default 3)\n"
         "  --json                  (bench) print a JSON object as the last line\n"
@@ -168,6 +170,7 @@ static int parse_args(int argc, char **argv, options *o) {
         else if (!strcmp(a, "--kv-f32")) o->kv_f32 = 1;
         else if (!strcmp(a, "--mmap")) o->load_mode = EMBER_LOAD_MMAP;
         else if (!strcmp(a, "--no-mmap")) o->load_mode = EMBER_LOAD_READ;
+        else if (!strcmp(a, "--kernels")) { NEED_VALUE(); o->kernels = v; }
         else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) o->verbose = 1;
         else if (!strcmp(a, "--template")) { NEED_VALUE(); o->chat_template = v; }
         else if (!strcmp(a, "--system")) { NEED_VALUE(); o->system = v; }
@@ -210,6 +213,7 @@ static int open_model_ex(const options *o, int vocab_only, ember_model **m) {
     ember_model_params mp = ember_model_default_params();
     mp.load_mode = o->load_mode;
     mp.vocab_only = vocab_only;
+    mp.kernels = o->kernels;
     ember_error err;
     if (ember_model_open_file(o->model, &mp, m, &err) != EMBER_OK)
         return die("cannot load model '%s': %s", o->model, err.message);
@@ -739,7 +743,7 @@ static int cmd_info(const options *o) {
     uint64_t kv16 = ember_context_memory_needed(m, n_ctx, EMBER_KV_F16, o->n_batch);
     printf("context memory: %.2f MiB for %d positions (F16 KV cache and scratch)\n", kv16 / 1048576.0, n_ctx);
     printf("total memory:   %.2f MiB\n", (i.weight_bytes + kv16) / 1048576.0);
-    printf("cpu kernels:    %s\n", ember_cpu_features());
+    printf("cpu kernels:    %s (best on this CPU: %s)\n", i.kernels, ember_cpu_features());
     ember_model_free(m);
     return 0;
 }
@@ -960,7 +964,7 @@ static int cmd_bench(const options *o) {
         const char *type = ember_type_name(info.file_type) ? ember_type_name(info.file_type) : "?";
         fprintf(stderr, "model %s (%s, %.1f MiB, %s, %d matrices packed), %d threads, kernels %s\n", o->model, type,
                 info.weight_bytes / 1048576.0, info.load_mode == EMBER_LOAD_MMAP ? "mapped" : "read in", info.n_packed,
-                threads, ember_cpu_features());
+                threads, info.kernels);
         printf("pp%d: %.2f tok/s   tg%d: %.2f tok/s   (median of %d)\n", n_pp, pp_m, n_tg, tg_m, o->repeats);
         if (n_cx > 1)
             printf("%d contexts in one pass: %.2f tok/s in total, %.2f tok/s each\n", n_cx, tg_m * n_cx, tg_m);
@@ -976,7 +980,7 @@ static int cmd_bench(const options *o) {
                    "\"mem_gbps\": %.3f, \"kernels\": \"%s\", \"n_packed\": %d, \"contexts\": %d, "
                    "\"tg_tok_s_total\": %.3f}\n",
                    info.load_mode == EMBER_LOAD_MMAP ? "mmap" : "read", type, threads, n_pp, n_tg, pp_m, tg_m,
-                   (unsigned long long)info.bytes_per_token, tg_gbps, mem, ember_cpu_features(), info.n_packed, n_cx,
+                   (unsigned long long)info.bytes_per_token, tg_gbps, mem, info.kernels, info.n_packed, n_cx,
                    tg_m * n_cx);
         }
     }
