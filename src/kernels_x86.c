@@ -373,9 +373,10 @@ EKX_AVX2_INLINE __m256i ekx_kquant_piece(int kind, const uint8_t *blk, int p) {
         __m256i v = _mm256_loadu_si256((const __m256i *)qs);
         __m256i q = (p & 1) ? _mm256_and_si256(_mm256_srli_epi16(v, 4), m4) : _mm256_and_si256(v, m4);
         if (kind == EKX_Q5_K) {
-            __m256i qh = _mm256_loadu_si256((const __m256i *)(blk + 16));
-            __m256i bit = _mm256_set1_epi8((char)(1 << p));
-            __m256i hb = _mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit);
+            /* bit p of each qh byte to bit 4 (16-bit shifts: the mask drops
+             * what crosses between the two bytes) */
+            const __m256i qh = _mm256_loadu_si256((const __m256i *)(blk + 16));
+            const __m256i hb = p < 4 ? _mm256_slli_epi16(qh, 4 - p) : p > 4 ? _mm256_srli_epi16(qh, p - 4) : qh;
             q = _mm256_or_si256(q, _mm256_and_si256(hb, _mm256_set1_epi8(0x10)));
         }
         return q;
@@ -395,39 +396,49 @@ EKX_AVX2_INLINE __m256i ekx_kquant_piece(int kind, const uint8_t *blk, int p) {
     return _mm256_or_si256(lo, _mm256_and_si256(hi, _mm256_set1_epi8(0x30)));
 }
 
-/* The 16 group scales (as int16) and the integer offset term of a
- * superblock: value = d * scale_g * q - dmin * min_g (q4_K, q5_K), or
- * d * scale_g * (q - 32) (q6_K).  Returns the scale to apply to sum_g
- * off_g * bsum_g, which is accumulated separately. */
-EKX_AVX2_INLINE void ekx_kquant_scales(int kind, const uint8_t *blk, int16_t sc[16], int16_t off[16],
-                                        float *d, float *dmin) {
+/* The scales of a superblock: value = d * scale_g * q - dmin * off_g for
+ * 16-element group g (q4_K, q5_K, q2_K: off = the group's min; q6_K and
+ * q3_K: off = 32 * scale, 4 * scale, with dmin = 32 d, 4 d).  *scv gets the
+ * 16 scales as int16 arranged for ekx_kquant_scale_of: groups 0, 2, .., 14
+ * in the low 128-bit lane, 1, 3, .., 15 in the high one (a piece's two
+ * groups); *offv gets off_0..15 in order, beside Q8_K's bsums. */
+EKX_AVX2_INLINE void ekx_kquant_scales(int kind, const uint8_t *blk, __m256i *scv, __m256i *offv, float *d,
+                                        float *dmin) {
     uint16_t h;
+    /* bytes 0..15 -> even bytes, then odd bytes */
+    const __m128i evod = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
     if (kind == EKX_Q2_K) {
         memcpy(&h, blk + 80, 2);
         *d = ekx_h2f(h);
         memcpy(&h, blk + 82, 2);
         *dmin = ekx_h2f(h);
-        for (int g = 0; g < 16; g++) { sc[g] = blk[g] & 0xF; off[g] = blk[g] >> 4; }
+        const __m128i v = _mm_loadu_si128((const __m128i *)blk);
+        *scv = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(_mm_and_si128(v, _mm_set1_epi8(15)), evod));
+        *offv = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(v, 4), _mm_set1_epi8(15)));
         return;
     }
     if (kind == EKX_Q3_K) {
-        /* value = d * scale_g * ((q + 4) - 4) */
         memcpy(&h, blk + 108, 2);
         *d = ekx_h2f(h);
         *dmin = *d * 4.0f;
         const uint8_t *s3 = blk + 96;
+        int8_t sc[16];
         for (int g = 0; g < 16; g++) {
             const int lo = g < 8 ? (s3[g] & 0xF) : (s3[g - 8] >> 4), hi = (s3[8 + (g & 3)] >> (2 * (g >> 2))) & 3;
-            sc[g] = (int16_t)((lo | (hi << 4)) - 32);
-            off[g] = sc[g];
+            sc[g] = (int8_t)((lo | (hi << 4)) - 32);
         }
+        const __m128i v = _mm_loadu_si128((const __m128i *)sc);
+        *scv = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(v, evod));
+        *offv = _mm256_cvtepi8_epi16(v);
         return;
     }
     if (kind == EKX_Q6_K) {
         memcpy(&h, blk + 208, 2);
         *d = ekx_h2f(h);
         *dmin = *d * 32.0f;
-        for (int g = 0; g < 16; g++) { sc[g] = (int8_t)blk[192 + g]; off[g] = sc[g]; }
+        const __m128i v = _mm_loadu_si128((const __m128i *)(blk + 192));
+        *scv = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(v, evod));
+        *offv = _mm256_cvtepi8_epi16(v);
         return;
     }
     memcpy(&h, blk, 2);
@@ -443,62 +454,73 @@ EKX_AVX2_INLINE void ekx_kquant_scales(int kind, const uint8_t *blk, int16_t sc[
     const __m128i hi = _mm_or_si128(_mm_and_si128(_mm_srlv_epi32(pv, _mm_setr_epi32(0, 0, 0, 4)), _mm_set1_epi8(15)),
                                     _mm_and_si128(_mm_srli_epi32(qv, 2), _mm_set1_epi8(0x30)));
     const __m128i r = _mm_blend_epi32(lo, hi, 0xA);   /* bytes: scales 0-7, mins 0-7 */
-    const __m128i sc2 = _mm_shuffle_epi8(r, _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7));
-    const __m128i m2 = _mm_shuffle_epi8(r, _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15));
-    _mm256_storeu_si256((__m256i *)sc, _mm256_cvtepu8_epi16(sc2));
-    _mm256_storeu_si256((__m256i *)off, _mm256_cvtepu8_epi16(m2));
+    /* a 32-element sub-block is groups 2p and 2p + 1, one scale */
+    *scv = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(r, _mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7)));
+    *offv = _mm256_cvtepu8_epi16(
+        _mm_shuffle_epi8(r, _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15)));
+}
+
+/* The scales of piece p (groups 2p and 2p + 1) in the 8 int16 pairs of
+ * each lane: one byte shuffle of the arranged scales. */
+EKX_AVX2_INLINE __m256i ekx_kquant_scale_of(__m256i scv, int p) {
+    const __m256i ctl = _mm256_set1_epi16((short)((2 * p) | ((2 * p + 1) << 8)));
+    return _mm256_shuffle_epi8(scv, ctl);
 }
 
 #define EKX_KRT 4
 #define EKX_KBT 2
 
+/* Per output, one float vector chain: per superblock
+ * acc += float(sum of scaled piece products) * (d * d_x), then the offset
+ * acc -= float(off . bsums) * (dmin * d_x) (for q6_K and q3_K, whose dmin
+ * is 32 d and 4 d, the offset joins the integer sum instead: exact). */
 EKX_AVX2_INLINE void ekx_tile_k(int kind, int RT, int BT, const uint8_t *W, size_t wrow, int wbs, const uint8_t *X,
                                 size_t xrow, int nsb, float *Y, int ldy, int r, int b) {
     __m256 acc[EKX_KRT][EKX_KBT];
-    float offs[EKX_KRT][EKX_KBT];
     EKX_UNROLL
     for (int i = 0; i < RT; i++)
         EKX_UNROLL
-        for (int j = 0; j < BT; j++) { acc[i][j] = _mm256_setzero_ps(); offs[i][j] = 0.0f; }
+        for (int j = 0; j < BT; j++) acc[i][j] = _mm256_setzero_ps();
+    const int int_off = kind == EKX_Q6_K || kind == EKX_Q3_K;
     for (int k = 0; k < nsb; k++) {
         EKX_UNROLL
         for (int i = 0; i < RT; i++) {
             const uint8_t *blk = W + (size_t)(r + i) * wrow + (size_t)k * wbs;
-            int16_t sc[16], off[16];
+            __m256i scv, offv;
             float d, dmin;
-            ekx_kquant_scales(kind, blk, sc, off, &d, &dmin);
+            ekx_kquant_scales(kind, blk, &scv, &offv, &d, &dmin);
             __m256i isum[EKX_KBT];
             EKX_UNROLL
             for (int j = 0; j < BT; j++) isum[j] = _mm256_setzero_si256();
             EKX_UNROLL
             for (int p = 0; p < 8; p++) {
                 const __m256i q = ekx_kquant_piece(kind, blk, p);
-                const __m256i scv = _mm256_inserti128_si256(_mm256_set1_epi16(sc[2 * p]), _mm_set1_epi16(sc[2 * p + 1]), 1);
+                const __m256i sp = ekx_kquant_scale_of(scv, p);
                 EKX_UNROLL
                 for (int j = 0; j < BT; j++) {
                     const ek_block_q8_K *xb = (const ek_block_q8_K *)(X + (size_t)(b + j) * xrow) + k;
                     __m256i x = _mm256_loadu_si256((const __m256i *)(xb->qs + 32 * p));
-                    isum[j] = _mm256_add_epi32(isum[j], _mm256_madd_epi16(_mm256_maddubs_epi16(q, x), scv));
+                    isum[j] = _mm256_add_epi32(isum[j], _mm256_madd_epi16(_mm256_maddubs_epi16(q, x), sp));
                 }
             }
             EKX_UNROLL
             for (int j = 0; j < BT; j++) {
                 const ek_block_q8_K *xb = (const ek_block_q8_K *)(X + (size_t)(b + j) * xrow) + k;
-                const __m256i o8 = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)off),
-                                                     _mm256_loadu_si256((const __m256i *)xb->bsums));
-                __m128i o4 = _mm_add_epi32(_mm256_castsi256_si128(o8), _mm256_extracti128_si256(o8, 1));
-                o4 = _mm_add_epi32(o4, _mm_shuffle_epi32(o4, 0x4e));
-                o4 = _mm_add_epi32(o4, _mm_shuffle_epi32(o4, 0xb1));
-                const int osum = _mm_cvtsi128_si32(o4);
-                acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[j]), _mm256_set1_ps(d * xb->d), acc[i][j]);
-                offs[i][j] += dmin * xb->d * (float)osum;
+                const __m256i o8 = _mm256_madd_epi16(offv, _mm256_loadu_si256((const __m256i *)xb->bsums));
+                if (int_off) {
+                    const __m256i t = _mm256_sub_epi32(isum[j], _mm256_slli_epi32(o8, kind == EKX_Q6_K ? 5 : 2));
+                    acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t), _mm256_set1_ps(d * xb->d), acc[i][j]);
+                } else {
+                    acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[j]), _mm256_set1_ps(d * xb->d), acc[i][j]);
+                    acc[i][j] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(o8), _mm256_set1_ps(dmin * xb->d), acc[i][j]);
+                }
             }
         }
     }
     EKX_UNROLL
     for (int i = 0; i < RT; i++)
         EKX_UNROLL
-        for (int j = 0; j < BT; j++) Y[(size_t)(b + j) * ldy + r + i] = ekx_hsum(acc[i][j]) - offs[i][j];
+        for (int j = 0; j < BT; j++) Y[(size_t)(b + j) * ldy + r + i] = ekx_hsum(acc[i][j]);
 }
 
 EKX_AVX2_INLINE void ekx_matmul_k(int kind, const void *W, int n, const void *X, int nb, float *Y, int ldy,
