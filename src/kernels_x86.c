@@ -322,9 +322,6 @@ EKX_AVX2_INLINE void ekx_matmul_q(int kind, const void *W, int n, const void *X,
     }
 }
 
-static EKX_AVX2 void ekx_matmul_q4_0_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
-    ekx_matmul_q(EKX_Q4_0, W, n, X, nb, Y, ldy, r0, r1);
-}
 static EKX_AVX2 void ekx_matmul_q8_0_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
     ekx_matmul_q(EKX_Q8_0, W, n, X, nb, Y, ldy, r0, r1);
 }
@@ -336,6 +333,193 @@ static EKX_AVX2 void ekx_matmul_q5_0_avx2(const void *W, int n, const void *X, i
 }
 static EKX_AVX2 void ekx_matmul_q5_1_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
     ekx_matmul_q(EKX_Q5_1, W, n, X, nb, Y, ldy, r0, r1);
+}
+
+/* ---- AVX2 Q4_0 matmul: exact block dot products, packed or not -----------------------
+ * Y[b][r] is one float chain over the blocks k in order,
+ *     acc = fma(float(idot_k), d_w * d_x, acc),   idot_k = sum (q - 8) x, exact,
+ * whichever tile, layout (packed, kernels.h) or batch computes it, so the
+ * packed kernel gives the unpacked kernel's bits.  The packed kernel holds
+ * 8 rows in the 8 int32 lanes: a 32-byte load is dword m of 8 rows (4 low
+ * nibbles: elements 4m..4m+3; 4 high: 16+4m..), multiplied by that dword of
+ * the activations broadcast, so nothing is reduced across lanes and the 8
+ * rows' scales are one fp16 load.  The -8 offset is taken out as
+ * 8 * sum(x) per activation block, computed once per call where it fits. */
+
+#define EKX_Q4_SUMS 4096   /* ints of activation block sums kept on the stack */
+#define EKX_Q4_NBB 16      /* activation rows per pass over a packed group */
+
+/* 8 * the sum of the 32 quants of a Q8_0 block */
+EKX_AVX2_INLINE int32_t ekx_q8_0_sum8(const uint8_t *xb) {
+    const __m256i x = _mm256_loadu_si256((const __m256i *)(xb + 2));
+    const __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(8), x), _mm256_set1_epi16(1));
+    __m128i t = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+    t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4e));
+    t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xb1));
+    return _mm_cvtsi128_si32(t);
+}
+
+EKX_AVX2_INLINE __m256i ekx_bcast32_avx2(const uint8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+
+/* The activation sums of rows b..b+nbb: sums[j * nblk + k]; 0 if they do
+ * not fit (then the kernels compute them per block). */
+EKX_AVX2_INLINE int ekx_q4_0_sums(const uint8_t *X, size_t xrow, int nblk, int b, int nbb, int32_t *sums) {
+    if ((size_t)nbb * nblk > EKX_Q4_SUMS) return 0;
+    for (int j = 0; j < nbb; j++)
+        for (int k = 0; k < nblk; k++) sums[j * nblk + k] = ekx_q8_0_sum8(X + (size_t)(b + j) * xrow + (size_t)k * 34);
+    return 1;
+}
+
+#define EKX_Q4BT 2 /* activation rows per packed tile (16 weight rows) */
+
+/* 16 packed rows (group G of nblk blocks) x BT activation rows from b. */
+EKX_AVX2_INLINE void ekx_tile_q4_0_packed(int BT, const uint8_t *G, int nblk, const uint8_t *X, size_t xrow,
+                                          const int32_t *sums, float *Y, int ldy, int r, int b, int prefetch) {
+    __m256 acc[2][EKX_Q4BT];
+    EKX_UNROLL
+    for (int h = 0; h < 2; h++)
+        EKX_UNROLL
+        for (int j = 0; j < BT; j++) acc[h][j] = _mm256_setzero_ps();
+    const uint8_t *S = G + (size_t)nblk * 256;
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int k = 0; k < nblk; k++) {
+        const uint8_t *q = G + (size_t)k * 256;
+        /* generation: the next group's bytes at this group's pace */
+        if (prefetch) {
+            _mm_prefetch((const char *)q + (size_t)nblk * 288, _MM_HINT_T0);
+            _mm_prefetch((const char *)q + (size_t)nblk * 288 + 64, _MM_HINT_T0);
+            _mm_prefetch((const char *)q + (size_t)nblk * 288 + 128, _MM_HINT_T0);
+            _mm_prefetch((const char *)q + (size_t)nblk * 288 + 192, _MM_HINT_T0);
+        }
+        __m256i s16[2][EKX_Q4BT];
+        EKX_UNROLL
+        for (int h = 0; h < 2; h++)
+            EKX_UNROLL
+            for (int j = 0; j < BT; j++) s16[h][j] = _mm256_setzero_si256();
+        /* int16 lanes: 8 maddubs of pairs <= 2 * 15 * 127 stay below 2^15 */
+        EKX_UNROLL
+        for (int m = 0; m < 4; m++)
+            EKX_UNROLL
+            for (int h = 0; h < 2; h++) {
+                const __m256i v = _mm256_loadu_si256((const __m256i *)(q + 64 * m + 32 * h));
+                const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+                EKX_UNROLL
+                for (int j = 0; j < BT; j++) {
+                    const uint8_t *xq = X + (size_t)(b + j) * xrow + (size_t)k * 34 + 2;
+                    s16[h][j] = _mm256_add_epi16(s16[h][j],
+                                                 _mm256_add_epi16(_mm256_maddubs_epi16(lo, ekx_bcast32_avx2(xq + 4 * m)),
+                                                                  _mm256_maddubs_epi16(hi, ekx_bcast32_avx2(xq + 16 + 4 * m))));
+                }
+            }
+        EKX_UNROLL
+        for (int j = 0; j < BT; j++) {
+            const uint8_t *xb = X + (size_t)(b + j) * xrow + (size_t)k * 34;
+            uint16_t dh;
+            memcpy(&dh, xb, 2);
+            const __m256 dx = _mm256_set1_ps(ekx_h2f(dh));
+            const __m256i corr = _mm256_set1_epi32(sums ? sums[j * nblk + k] : ekx_q8_0_sum8(xb));
+            EKX_UNROLL
+            for (int h = 0; h < 2; h++) {
+                const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(S + 32 * k + 16 * h)));
+                const __m256i idot = _mm256_sub_epi32(_mm256_madd_epi16(s16[h][j], _mm256_set1_epi16(1)), corr);
+                acc[h][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(idot), _mm256_mul_ps(dw, dx), acc[h][j]);
+            }
+        }
+    }
+    EKX_UNROLL
+    for (int h = 0; h < 2; h++)
+        EKX_UNROLL
+        for (int j = 0; j < BT; j++) _mm256_storeu_ps(Y + (size_t)(b + j) * ldy + r + 8 * h, acc[h][j]);
+}
+
+static EKX_AVX2 void ekx_matmul_q4_0_packed_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy,
+                                                 int r0, int r1) {
+    const int nblk = n / 32;
+    const size_t wrow = (size_t)nblk * 18, xrow = (size_t)nblk * 34;
+    int32_t sums[EKX_Q4_SUMS];
+    for (int bb = 0; bb < nb; bb += EKX_Q4_NBB) {
+        const int nbb = nb - bb < EKX_Q4_NBB ? nb - bb : EKX_Q4_NBB;
+        const int have = ekx_q4_0_sums((const uint8_t *)X, xrow, nblk, bb, nbb, sums);
+        for (int r = r0; r < r1; r += 16) {
+            const uint8_t *G = (const uint8_t *)W + (size_t)r * wrow;
+            int j = 0;
+            for (; j + EKX_Q4BT <= nbb; j += EKX_Q4BT)
+                ekx_tile_q4_0_packed(EKX_Q4BT, G, nblk, (const uint8_t *)X, xrow, have ? sums + j * nblk : NULL, Y,
+                                     ldy, r, bb + j, 0);
+            for (; j < nbb; j++)
+                ekx_tile_q4_0_packed(1, G, nblk, (const uint8_t *)X, xrow, have ? sums + j * nblk : NULL, Y, ldy, r,
+                                     bb + j, nb == 1 && r + 32 <= r1);
+        }
+    }
+}
+
+/* Unpacked rows: per row a block's 8 int32 lanes of products; 8 rows'
+ * lanes are summed across (exact) into one vector, which then takes the
+ * packed kernel's float steps.  Fewer than 8 rows: the same steps, scalar. */
+EKX_AVX2_INLINE __m256i ekx_q4_0_idot_lanes(const uint8_t *wb, __m256i xq) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(ekx_unpack_q4(wb + 2), xq), _mm256_set1_epi16(1));
+}
+
+static EKX_AVX2 void ekx_matmul_q4_0_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0,
+                                          int r1) {
+    const int nblk = n / 32;
+    const size_t wrow = (size_t)nblk * 18, xrow = (size_t)nblk * 34;
+    const uint8_t *Wb = (const uint8_t *)W, *Xb = (const uint8_t *)X;
+    int32_t sums[EKX_Q4_SUMS];
+    for (int bb = 0; bb < nb; bb += EKX_Q4_NBB) {
+        const int nbb = nb - bb < EKX_Q4_NBB ? nb - bb : EKX_Q4_NBB;
+        const int have = ekx_q4_0_sums(Xb, xrow, nblk, bb, nbb, sums);
+        int r = r0;
+        for (; r + 8 <= r1; r += 8)
+            for (int j = 0; j < nbb; j++) {
+                __m256 acc = _mm256_setzero_ps();
+                for (int k = 0; k < nblk; k++) {
+                    const uint8_t *xb = Xb + (size_t)(bb + j) * xrow + (size_t)k * 34;
+                    const __m256i xq = _mm256_loadu_si256((const __m256i *)(xb + 2));
+                    __m256i p[8];
+                    uint16_t dw[8], dh;
+                    EKX_UNROLL
+                    for (int i = 0; i < 8; i++) {
+                        const uint8_t *wb = Wb + (size_t)(r + i) * wrow + (size_t)k * 18;
+                        p[i] = ekx_q4_0_idot_lanes(wb, xq);
+                        memcpy(&dw[i], wb, 2);
+                    }
+                    /* lanes -> rows: hadd pairs, then the two 128-bit halves */
+                    const __m256i a = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+                    const __m256i c = _mm256_hadd_epi32(_mm256_hadd_epi32(p[4], p[5]), _mm256_hadd_epi32(p[6], p[7]));
+                    const __m256i t = _mm256_add_epi32(_mm256_permute2x128_si256(a, c, 0x20),
+                                                       _mm256_permute2x128_si256(a, c, 0x31));
+                    memcpy(&dh, xb, 2);
+                    const __m256i corr = _mm256_set1_epi32(have ? sums[j * nblk + k] : ekx_q8_0_sum8(xb));
+                    const __m256 d = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)dw)),
+                                                   _mm256_set1_ps(ekx_h2f(dh)));
+                    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(t, corr)), d, acc);
+                }
+                _mm256_storeu_ps(Y + (size_t)(bb + j) * ldy + r, acc);
+            }
+        for (; r < r1; r++)
+            for (int j = 0; j < nbb; j++) {
+                float acc = 0.0f;
+                for (int k = 0; k < nblk; k++) {
+                    const uint8_t *xb = Xb + (size_t)(bb + j) * xrow + (size_t)k * 34;
+                    const uint8_t *wb = Wb + (size_t)r * wrow + (size_t)k * 18;
+                    const __m256i s = ekx_q4_0_idot_lanes(wb, _mm256_loadu_si256((const __m256i *)(xb + 2)));
+                    __m128i t = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+                    t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4e));
+                    t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xb1));
+                    const int32_t idot = _mm_cvtsi128_si32(t) - (have ? sums[j * nblk + k] : ekx_q8_0_sum8(xb));
+                    uint16_t hw, hx;
+                    memcpy(&hw, wb, 2);
+                    memcpy(&hx, xb, 2);
+                    acc = ekx_fma1((float)idot, ekx_h2f(hw) * ekx_h2f(hx), acc);
+                }
+                Y[(size_t)(bb + j) * ldy + r] = acc;
+            }
+    }
 }
 
 /* ---- AVX2 k-quant matmul (Q4_K, Q5_K, Q6_K weights; Q8_K activations) --------------------
@@ -981,6 +1165,7 @@ static const ek_kernels ekx_avx2_set = {
         [EK_Q2_K] = ekx_matmul_q2_K_avx2, [EK_Q3_K] = ekx_matmul_q3_K_avx2,
         [EK_IQ4_NL] = ekx_matmul_iq4_nl_avx2, [EK_IQ4_XS] = ekx_matmul_iq4_xs_avx2,
     },
+    .matmul_packed = {[EK_Q4_0] = ekx_matmul_q4_0_packed_avx2},
     EKX_AVX2_COMMON,
 };
 
