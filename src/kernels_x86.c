@@ -39,6 +39,10 @@
 #define EKX_AMX __attribute__((target(EKX_T_AMX)))
 #define EKX_AMX_INLINE static inline __attribute__((always_inline, target(EKX_T_AMX)))
 
+/* The value v in a register here: keeps the compiler from regrouping a
+ * chain of integer adds into a tree of many live products (which spills). */
+#define EKX_KEEP(v) __asm__("" : "+x"(v))
+
 /* Fully unroll the small loops over a tile's rows and activation rows, so
  * the accumulator arrays live in registers. */
 #define EKX_UNROLL _Pragma("GCC unroll 8")
@@ -410,9 +414,9 @@ EKX_AVX2_INLINE void ekx_tile_q4_0_packed(int BT, const uint8_t *G, int nblk, co
                 EKX_UNROLL
                 for (int j = 0; j < BT; j++) {
                     const uint8_t *xq = X + (size_t)(b + j) * xrow + (size_t)k * 34 + 2;
-                    s16[h][j] = _mm256_add_epi16(s16[h][j],
-                                                 _mm256_add_epi16(_mm256_maddubs_epi16(lo, ekx_bcast32_avx2(xq + 4 * m)),
-                                                                  _mm256_maddubs_epi16(hi, ekx_bcast32_avx2(xq + 16 + 4 * m))));
+                    s16[h][j] = _mm256_add_epi16(s16[h][j], _mm256_maddubs_epi16(lo, ekx_bcast32_avx2(xq + 4 * m)));
+                    s16[h][j] = _mm256_add_epi16(s16[h][j], _mm256_maddubs_epi16(hi, ekx_bcast32_avx2(xq + 16 + 4 * m)));
+                    EKX_KEEP(s16[h][j]);
                 }
             }
         EKX_UNROLL
