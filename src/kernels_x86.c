@@ -689,6 +689,7 @@ EKX_AVX2_INLINE void ekx_tile_k(int kind, int RT, int BT, const uint8_t *W, size
                     const ek_block_q8_K *xb = (const ek_block_q8_K *)(X + (size_t)(b + j) * xrow) + k;
                     __m256i x = _mm256_loadu_si256((const __m256i *)(xb->qs + 32 * p));
                     isum[j] = _mm256_add_epi32(isum[j], _mm256_madd_epi16(_mm256_maddubs_epi16(q, x), sp));
+                    EKX_KEEP(isum[j]);
                 }
             }
             EKX_UNROLL
