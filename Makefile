@@ -17,6 +17,13 @@ LDLIBS_OMP = -fopenmp
 endif
 LDLIBS = -lm -lpthread $(LDLIBS_OMP)
 
+# The version, read from include/ember.h (its only place).
+ember_version_part = $(shell sed -n 's/^\#define EMBER_VERSION_$(1) \([0-9][0-9]*\).*/\1/p' include/ember.h)
+VERSION_MAJOR := $(call ember_version_part,MAJOR)
+VERSION_MINOR := $(call ember_version_part,MINOR)
+VERSION_PATCH := $(call ember_version_part,PATCH)
+VERSION := $(VERSION_MAJOR).$(VERSION_MINOR).$(VERSION_PATCH)
+
 LIB_SRCS   = $(wildcard src/*.c)
 LIB_HDRS   = include/ember.h $(wildcard src/*.h)
 LIB_OBJS   = $(patsubst src/%.c,$(BUILD)/obj/%.o,$(LIB_SRCS))
@@ -27,7 +34,7 @@ TOOL_BINS  = $(patsubst tests/%.c,$(BUILD)/tests/%,$(TOOL_SRCS))
 EXAMPLE_SRCS = $(filter-out examples/ember.c,$(wildcard examples/*.c))
 EXAMPLE_BINS = $(patsubst examples/%.c,$(BUILD)/examples/%,$(EXAMPLE_SRCS))
 
-.PHONY: all lib cli examples tests test check sanitize single run bench fuzz clean
+.PHONY: all lib cli examples tests test check sanitize single run bench fuzz version install uninstall clean
 
 all: lib cli examples
 
@@ -36,16 +43,76 @@ cli: $(BUILD)/ember
 examples: $(EXAMPLE_BINS)
 tests: $(TEST_BINS) $(TOOL_BINS)
 
+# ---- symbols: only the ember_* API is visible -----------------------------
+# The library objects are built with hidden visibility, so libember.so
+# exports only what ember.h marks EMBER_API.  libember.a is one prelinked
+# object whose internal symbols are made local (ld -r, then objcopy
+# --localize-hidden), so a program linking it may define gguf_*, ggml_*, ...
+# itself; PRELINK=0, or no objcopy, makes a plain archive of the objects.
+# The white-box tests link the plain archive obj/libember-internal.a.
+OBJCOPY ?= objcopy
+PRELINK ?= $(if $(shell command -v $(OBJCOPY) 2>/dev/null),1,0)
+LIB_VIS_CFLAGS = -fvisibility=hidden
+
 $(BUILD)/obj/%.o: src/%.c $(LIB_HDRS)
 	@mkdir -p $(dir $@)
-	$(CC) $(EMBER_CFLAGS) $(CFLAGS) $(OBJ_CFLAGS_$*) -c $< -o $@
+	$(CC) $(EMBER_CFLAGS) $(LIB_VIS_CFLAGS) $(CFLAGS) $(OBJ_CFLAGS_$*) -c $< -o $@
 
-$(BUILD)/libember.a: $(LIB_OBJS)
+$(BUILD)/obj/libember-internal.a: $(LIB_OBJS)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/libember.so: $(LIB_OBJS)
-	$(CC) -shared $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+ifeq ($(PRELINK),1)
+$(BUILD)/libember.a: $(LIB_OBJS)
+	@rm -f $@
+	$(CC) -r -nostdlib $(LDFLAGS) -o $(BUILD)/obj/ember-prelinked.o $^
+	$(OBJCOPY) --localize-hidden $(BUILD)/obj/ember-prelinked.o
+	ar rcs $@ $(BUILD)/obj/ember-prelinked.o
+else
+$(BUILD)/libember.a: $(LIB_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+endif
+
+# ---- shared library (SONAME), install ------------------------------------
+# libember.so.MAJOR.MINOR.PATCH with SONAME libember.so.MAJOR, and the links
+# libember.so.MAJOR and libember.so beside it (build/ and the install alike).
+SONAME  = libember.so.$(VERSION_MAJOR)
+SO_REAL = libember.so.$(VERSION)
+$(BUILD)/$(SO_REAL): $(LIB_OBJS)
+	$(CC) -shared $(CFLAGS) $(LDFLAGS) -Wl,-soname,$(SONAME) -o $@ $^ $(LDLIBS)
+$(BUILD)/libember.so: $(BUILD)/$(SO_REAL)
+	ln -sf $(SO_REAL) $(BUILD)/$(SONAME)
+	ln -sf $(SONAME) $@
+
+# make install PREFIX=/usr/local DESTDIR= ; make uninstall removes exactly
+# what install wrote.  ember.pc is written for PREFIX/LIBDIR/INCLUDEDIR.
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+BINDIR     ?= $(PREFIX)/bin
+LIBDIR     ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+pc_path = $(patsubst $(PREFIX)/%,$${prefix}/%,$(1))
+INSTALLED = $(INCLUDEDIR)/ember.h $(LIBDIR)/libember.a $(LIBDIR)/$(SO_REAL) $(LIBDIR)/$(SONAME) \
+            $(LIBDIR)/libember.so $(PKGCONFIGDIR)/ember.pc $(BINDIR)/ember
+
+install: lib cli
+	install -d $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(BINDIR)
+	install -m 644 include/ember.h $(DESTDIR)$(INCLUDEDIR)/ember.h
+	install -m 644 $(BUILD)/libember.a $(DESTDIR)$(LIBDIR)/libember.a
+	install -m 755 $(BUILD)/$(SO_REAL) $(DESTDIR)$(LIBDIR)/$(SO_REAL)
+	ln -sf $(SO_REAL) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libember.so
+	install -m 755 $(BUILD)/ember $(DESTDIR)$(BINDIR)/ember
+	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(call pc_path,$(LIBDIR))' \
+		'includedir=$(call pc_path,$(INCLUDEDIR))' '' 'Name: ember' \
+		'Description: run GGUF language models on a CPU' 'Version: $(VERSION)' \
+		'Libs: -L$${libdir} -lember' 'Libs.private: $(strip $(LDLIBS))' 'Cflags: -I$${includedir}' \
+		> $(DESTDIR)$(PKGCONFIGDIR)/ember.pc
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
 
 # The CLI and the examples see only the public header.
 $(BUILD)/ember: examples/ember.c include/ember.h $(BUILD)/libember.a
@@ -57,9 +124,9 @@ $(BUILD)/examples/%: examples/%.c include/ember.h $(BUILD)/libember.a
 
 # Tests may include internal headers (white-box).
 TEST_DEPS = $(wildcard tests/*.h) tests/test_hostile_model.c
-$(BUILD)/tests/%: tests/%.c $(TEST_DEPS) $(LIB_HDRS) $(BUILD)/libember.a
+$(BUILD)/tests/%: tests/%.c $(TEST_DEPS) $(LIB_HDRS) $(BUILD)/obj/libember-internal.a
 	@mkdir -p $(dir $@)
-	$(CC) $(EMBER_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libember.a $(LDLIBS)
+	$(CC) $(EMBER_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/obj/libember-internal.a $(LDLIBS)
 
 # The whole suite.  Prints "N passed, M failed" last.
 test: all tests
@@ -94,6 +161,9 @@ bench: all
 FUZZ_SECONDS ?= 60
 fuzz:
 	sh tests/fuzz/run.sh $(FUZZ_SECONDS)
+
+version:
+	@echo $(VERSION)
 
 clean:
 	rm -rf build

@@ -46,7 +46,12 @@ int main(int argc, char **argv) {
         ember_model_free(model);
         return 1;
     }
-    ember_sampler_create(model, NULL, &sampler);   /* default sampling */
+    if (ember_sampler_create(model, NULL, &sampler, &err) != EMBER_OK) {   /* default sampling */
+        fprintf(stderr, "cannot create a sampler: %s\n", err.message);
+        ember_context_free(ctx);
+        ember_model_free(model);
+        return 1;
+    }
     ember_chat_params params = ember_chat_default_params();
     params.template_name = argc > 3 ? argv[3] : NULL;   /* NULL: the model's own template */
     if (ember_chat_create(model, ctx, &params, &chat, &err) != EMBER_OK) {

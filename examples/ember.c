@@ -225,7 +225,7 @@ static int open_context(const options *o, ember_model *m, int n_ctx, ember_conte
     cp.n_ctx = n_ctx;
     if (n_ctx == 0 && o->ctx_given) {   /* -c 0: the model's own length */
         ember_model_info info;
-        ember_model_get_info(m, &info);
+        ember_model_get_info(m, &info, NULL);
         cp.n_ctx = info.n_ctx_train;
     }
     cp.n_batch = o->n_batch;
@@ -259,10 +259,13 @@ static int tokenize_all(ember_model *m, const char *text, size_t len, int flags,
     for (int attempt = 0; attempt < 2; attempt++) {
         *out = malloc(((size_t)cap + 1) * sizeof **out);
         if (!*out) return die("out of memory");
-        int rc = ember_tokenize(m, text, len, flags, *out, cap, n);
+        size_t count = 0;
+        ember_error err;
+        ember_status rc = ember_tokenize(m, text, len, flags, *out, (size_t)cap, &count, &err);
+        *n = (int)count;
         if (rc == EMBER_OK) return 0;
         free(*out);
-        if (rc != EMBER_ERR_BUFFER_TOO_SMALL) return die("tokenization failed: %s", ember_status_string(rc));
+        if (rc != EMBER_ERR_BUFFER_TOO_SMALL) return die("tokenization failed: %s", err.message);
         cap = *n;
     }
     return die("tokenization failed");
@@ -335,8 +338,9 @@ static int cmd_generate(const options *o) {
     ember_grammar *g = NULL;
     if (load_grammar(o, &g)) { free(owned); free(toks); ember_model_free(m); return 1; }
     if (open_context(o, m, o->n_ctx, &c) == 0) {
-        if (ember_sampler_create(m, &o->sp, &s) != EMBER_OK) {
-            die("bad sampling parameters");
+        ember_error serr;
+        if (ember_sampler_create(m, &o->sp, &s, &serr) != EMBER_OK) {
+            die("bad sampling parameters: %s", serr.message);
         } else if (g && ember_sampler_set_grammar(s, g) != EMBER_OK) {
             die("out of memory attaching the grammar");
             ember_sampler_free(s);
@@ -411,7 +415,7 @@ static int cmd_chat(const options *o) {
     ember_error err;
     if (open_model(o, &m)) return 1;
     if (open_context(o, m, o->n_ctx, &c)) { ember_model_free(m); return 1; }
-    if (ember_sampler_create(m, &o->sp, &s) != EMBER_OK) { ember_context_free(c); ember_model_free(m); return die("bad sampling parameters"); }
+    if (ember_sampler_create(m, &o->sp, &s, &err) != EMBER_OK) { ember_context_free(c); ember_model_free(m); return die("bad sampling parameters: %s", err.message); }
     ember_chat_params cp = chat_params(o);
     cp.add_generation_prompt = 1;
     if (ember_chat_create(m, c, &cp, &chat, &err) != EMBER_OK) {
@@ -626,16 +630,18 @@ static int cmd_template(const options *o) {
     if (open_model_ex(o, 1, &m)) { free_messages(msgs, n); return 1; }   /* the vocabulary is all it needs */
     ember_chat_params cp = chat_params(o);
     ember_error err;
-    int rc = 1, need = ember_chat_apply(m, &cp, msgs, n, NULL, 0, &err);
-    if (need < 0) {
-        if (need == EMBER_ERR_UNSUPPORTED || need == EMBER_ERR_MISSING) die_chat("cannot render the chat", err.message);
+    size_t need = 0;
+    int rc = 1;
+    ember_status st = ember_chat_apply(m, &cp, msgs, n, NULL, 0, &need, &err);
+    if (st != EMBER_OK && st != EMBER_ERR_BUFFER_TOO_SMALL) {
+        if (st == EMBER_ERR_UNSUPPORTED || st == EMBER_ERR_MISSING) die_chat("cannot render the chat", err.message);
         else die("cannot render the chat: %s", err.message);
     } else {
-        char *out = malloc((size_t)need + 1);
+        char *out = malloc(need + 1);
         if (!out) die("out of memory");
         else {
-            ember_chat_apply(m, &cp, msgs, n, out, (size_t)need + 1, &err);
-            fwrite(out, 1, (size_t)need, stdout);
+            ember_chat_apply(m, &cp, msgs, n, out, need + 1, NULL, &err);
+            fwrite(out, 1, need, stdout);
             rc = 0;
             free(out);
         }
@@ -664,7 +670,7 @@ static int cmd_perplexity(const options *o) {
     if (open_model(o, &m)) { free(owned); return 1; }
     int n_ctx = o->n_ctx ? o->n_ctx : 512;
     ember_model_info info;
-    ember_model_get_info(m, &info);
+    ember_model_get_info(m, &info, NULL);
     if (n_ctx > info.n_ctx_train) n_ctx = info.n_ctx_train;
     int rc = 1;
     if (open_context(o, m, n_ctx, &c) == 0) {
@@ -720,7 +726,7 @@ static int cmd_info(const options *o) {
     mapped.load_mode = EMBER_LOAD_MMAP;   /* nothing is computed: mapping is instant and reads little */
     if (open_model(&mapped, &m)) return 1;
     ember_model_info i;
-    ember_model_get_info(m, &i);
+    ember_model_get_info(m, &i, NULL);
     int n_ctx = o->n_ctx ? o->n_ctx : i.n_ctx_train;
     printf("model:          %s\n", o->model);
     printf("name:           %s\n", i.name);
@@ -905,7 +911,7 @@ static int cmd_bench(const options *o) {
     ember_context *c;
     if (open_model(o, &m)) return 1;
     ember_model_info info;
-    ember_model_get_info(m, &info);
+    ember_model_get_info(m, &info, NULL);
     int n_pp = o->prompt ? atoi(o->prompt) : o->n_prompt_bench;
     int n_tg = o->n_predict < 0 ? 64 : o->n_predict;
     if (n_pp < 1) n_pp = 1;

@@ -54,17 +54,19 @@ static int choose_tokens(const ember_model *m, npc *npcs, ember_context **ctxs, 
         npc *c = &npcs[i];
         if (c->done) continue;
         const int pos = ember_context_pos(c->ctx);
-        ember_token t = ember_sampler_sample(c->smp, ember_get_logits(c->ctx));
-        ember_sampler_accept(c->smp, t);
+        ember_token t;
         char piece[256];
-        int len = ember_token_to_piece(m, t, ember_context_tokens(c->ctx)[pos - 1], 0, piece, sizeof piece);
-        if (ember_token_is_eog(m, t) || len < 0 || pos >= ember_context_n_ctx(c->ctx) ||
-            c->len + (size_t)len >= sizeof c->said) {
+        size_t len = 0;
+        if (ember_sampler_sample(c->smp, ember_get_logits(c->ctx), &t) != EMBER_OK ||
+            ember_sampler_accept(c->smp, t) != EMBER_OK || ember_token_is_eog(m, t) ||
+            ember_token_to_piece(m, t, ember_context_tokens(c->ctx)[pos - 1], 0, piece, sizeof piece, &len, NULL) !=
+                EMBER_OK ||
+            pos >= ember_context_n_ctx(c->ctx) || c->len + len >= sizeof c->said) {
             c->done = 1;
             continue;
         }
-        for (int j = 0; j < len; j++) c->said[c->len++] = piece[j] == '\n' ? ' ' : piece[j];
-        if (memchr(piece, '.', (size_t)len)) c->done = 1;   /* one sentence each */
+        for (size_t j = 0; j < len; j++) c->said[c->len++] = piece[j] == '\n' ? ' ' : piece[j];
+        if (memchr(piece, '.', len)) c->done = 1;   /* one sentence each */
         ctxs[n] = c->ctx;
         toks[n++] = t;
     }
@@ -88,9 +90,10 @@ int main(int argc, char **argv) {
     ember_context *scene_ctx;
     if (ember_context_create(model, &cp, &scene_ctx, &err) != EMBER_OK) return fail("context", err.message);
     ember_token toks[256];
-    int n;
-    ember_tokenize(model, scene, strlen(scene), EMBER_TOKENIZE_ADD_BOS, toks, 256, &n);
-    ember_eval(scene_ctx, toks, n, NULL);
+    size_t n = 0;
+    if (ember_tokenize(model, scene, strlen(scene), EMBER_TOKENIZE_ADD_BOS, toks, 256, &n, &err) != EMBER_OK)
+        return fail("tokenizing", err.message);
+    ember_eval(scene_ctx, toks, (int)n, NULL);
     const int scene_len = ember_context_pos(scene_ctx);
 
     ember_sampler_params sp = ember_sampler_default_params();
@@ -98,10 +101,11 @@ int main(int argc, char **argv) {
         npc *c = &npcs[i];
         sp.seed = 1000 + i;
         if (ember_context_create(model, &cp, &c->ctx, &err) != EMBER_OK) return fail("context", err.message);
-        ember_sampler_create(model, &sp, &c->smp);
+        if (ember_sampler_create(model, &sp, &c->smp, &err) != EMBER_OK) return fail("sampler", err.message);
         ember_context_copy_prefix(c->ctx, scene_ctx, scene_len);      /* copied, not recomputed */
-        ember_tokenize(model, c->line, strlen(c->line), 0, toks, 256, &n);
-        ember_eval(c->ctx, toks, n, NULL);
+        if (ember_tokenize(model, c->line, strlen(c->line), 0, toks, 256, &n, &err) != EMBER_OK)
+            return fail("tokenizing", err.message);
+        ember_eval(c->ctx, toks, (int)n, NULL);
     }
 
     /* The game loop: each frame spends at most its budget on the characters
@@ -130,12 +134,13 @@ int main(int argc, char **argv) {
         ember_grammar *g;
         ember_sampler *gs;
         if (ember_grammar_from_strings(choices, 3, NULL, &g, &err) != EMBER_OK) return fail("grammar", err.message);
-        ember_sampler_create(model, &sp, &gs);
-        ember_sampler_set_grammar(gs, g);
+        if (ember_sampler_create(model, &sp, &gs, &err) != EMBER_OK) return fail("sampler", err.message);
+        if (ember_sampler_set_grammar(gs, g) != EMBER_OK) return fail("grammar", ember_sampler_errmsg(gs));
         const char *ask = " Then the guard decided to";
-        ember_tokenize(model, ask, strlen(ask), 0, toks, 256, &n);
+        if (ember_tokenize(model, ask, strlen(ask), 0, toks, 256, &n, &err) != EMBER_OK)
+            return fail("tokenizing", err.message);
         decision d = {{0}, 0};
-        if (ember_generate(npcs[0].ctx, gs, toks, n, 8, collect, &d, NULL) != EMBER_OK)
+        if (ember_generate(npcs[0].ctx, gs, toks, (int)n, 8, collect, &d, NULL) != EMBER_OK)
             return fail("deciding", ember_context_errmsg(npcs[0].ctx));
         printf("the guard decides to:%.*s\n", (int)d.len, d.text);
         ember_sampler_free(gs);
@@ -152,7 +157,7 @@ int main(int argc, char **argv) {
     ember_context *loaded;
     ember_sampler *lsmp;
     ember_context_create(model, &cp, &loaded, NULL);
-    ember_sampler_create(model, &sp, &lsmp);
+    ember_sampler_create(model, &sp, &lsmp, NULL);
     if (ember_state_load_file(loaded, lsmp, "npc-1.state") != EMBER_OK)
         return fail("loading", ember_context_errmsg(loaded));
     printf("restored %s at position %d:", npcs[1].name, ember_context_pos(loaded));

@@ -76,7 +76,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < 2; i++) {
         ember_context_create(model, &cp, &ctx[i], NULL);
         sp.seed = 100 + i;
-        ember_sampler_create(model, &sp, &smp[i]);
+        ember_sampler_create(model, &sp, &smp[i], NULL);
     }
 
     size_t before = stats.calls;

@@ -39,7 +39,12 @@ int main(int argc, char **argv) {
     sp.temperature = 0.7f;
     sp.seed = 1234;                 /* same seed, same text */
     ember_sampler *sampler;
-    ember_sampler_create(model, &sp, &sampler);
+    if (ember_sampler_create(model, &sp, &sampler, &err) != EMBER_OK) {
+        fprintf(stderr, "cannot create a sampler: %s\n", err.message);
+        ember_context_free(ctx);
+        ember_model_free(model);
+        return 1;
+    }
 
     printf("%s", prompt);
     ember_generate_result result;

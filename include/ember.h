@@ -3,15 +3,36 @@
  *
  * One model (immutable after open, shareable between threads) serves any
  * number of contexts; each context owns one KV cache and its scratch memory
- * and is used by one thread at a time.  Every function that can fail returns
- * an ember_status (0 = EMBER_OK, negative = error); ember_status_string()
- * describes a code and the ember_error / ember_context_errmsg() carry a
- * message naming the problem.  The library never prints, exits or aborts.
+ * and is used by one thread at a time.  The library never prints, exits or
+ * aborts.
+ *
+ * Errors, one contract for every function:
+ *   - Every function that can fail returns an ember_status (0 = EMBER_OK,
+ *     negative = error); ember_status_string() describes a code.
+ *   - Every failure also leaves a message naming the problem: in the
+ *     trailing ember_error (may be NULL) of functions that create an object
+ *     or work on the shared model; else in the object's own message
+ *     (ember_context_errmsg, ember_sampler_errmsg, ember_chat_errmsg).  A
+ *     call that succeeds clears it (""), so a message always describes the
+ *     last call that can fail.  A NULL handle gives EMBER_ERR_INVALID_ARG
+ *     (and the errmsg functions given NULL say which handle was NULL).
+ *   - Text and array outputs work as snprintf: f(..., buf, size, &len, ...)
+ *     writes at most size-1 bytes and always a NUL when size > 0 (buf may
+ *     be NULL when size is 0), sets len (may be NULL) to the full length
+ *     without the NUL, and returns EMBER_ERR_BUFFER_TOO_SMALL when size <
+ *     len + 1 (the output was cut; always for size 0).  So: ask with
+ *     (NULL, 0, &len), then allocate len + 1.  Token arrays likewise, in
+ *     ids and without a NUL (ember_tokenize).
+ *
+ * Thread-safety, unless a function says otherwise: functions on a model
+ * only read it, so any number of threads may call them on one shared model
+ * at once; a context, sampler or chat is used by one thread at a time
+ * (different objects by different threads freely).
  *
  *   ember_model *m; ember_context *c; ember_sampler *s;
  *   ember_model_open_file("model.gguf", NULL, &m, NULL);
  *   ember_context_create(m, NULL, &c, NULL);
- *   ember_sampler_create(m, NULL, &s);
+ *   ember_sampler_create(m, NULL, &s, NULL);
  *   ember_generate_text(c, s, "Once upon a time", 64, print_cb, NULL, NULL);
  *   ember_sampler_free(s); ember_context_free(c); ember_model_free(m);
  *
@@ -27,11 +48,50 @@
 extern "C" {
 #endif
 
+/* EMBER_API marks the public functions, the only symbols ember exports.
+ *   static library, or the single file: define nothing;
+ *   Windows DLL: the DLL is built with EMBER_BUILD_DLL, and programs that
+ *     use it define EMBER_DLL (__declspec(dllimport));
+ *   the single file included into one .c file of yours: define EMBER_STATIC
+ *     and the ember_* functions are static there too (as stb does);
+ *   elsewhere (ELF, Mach-O) the library is built with -fvisibility=hidden
+ *     and EMBER_API gives the API default visibility. */
 #ifndef EMBER_API
-#define EMBER_API
+#  if defined(EMBER_STATIC) && defined(__GNUC__)
+#    define EMBER_API __attribute__((unused)) static
+#  elif defined(EMBER_STATIC)
+#    define EMBER_API static
+#  elif defined(_WIN32) || defined(__CYGWIN__)
+#    if defined(EMBER_BUILD_DLL)
+#      define EMBER_API __declspec(dllexport)
+#    elif defined(EMBER_DLL)
+#      define EMBER_API __declspec(dllimport)
+#    else
+#      define EMBER_API
+#    endif
+#  elif defined(__GNUC__) && __GNUC__ >= 4
+#    define EMBER_API __attribute__((visibility("default")))
+#  else
+#    define EMBER_API
+#  endif
 #endif
 
-#define EMBER_VERSION "0.1.0"
+/* The version: the numbers here are the only place it is written (the
+ * Makefile reads them for the shared library's name and ember.pc). */
+#define EMBER_VERSION_MAJOR 0
+#define EMBER_VERSION_MINOR 1
+#define EMBER_VERSION_PATCH 0
+#define EMBER_VERSION_STR_(x) #x
+#define EMBER_VERSION_XSTR_(x) EMBER_VERSION_STR_(x)
+/* "0.1.0"; EMBER_VERSION_NUMBER is 100 for 0.1.0 (for #if) */
+#define EMBER_VERSION EMBER_VERSION_XSTR_(EMBER_VERSION_MAJOR) "." \
+    EMBER_VERSION_XSTR_(EMBER_VERSION_MINOR) "." EMBER_VERSION_XSTR_(EMBER_VERSION_PATCH)
+#define EMBER_VERSION_NUMBER \
+    (EMBER_VERSION_MAJOR * 10000 + EMBER_VERSION_MINOR * 100 + EMBER_VERSION_PATCH)
+
+/* The version of the library linked (EMBER_VERSION is the header's), e.g.
+ * "0.1.0"; a static string.  Thread-safe. */
+EMBER_API const char *ember_version(void);
 
 /* ---- status codes ------------------------------------------------------ */
 
@@ -55,18 +115,21 @@ typedef enum ember_status {
     EMBER_ERR_BUFFER_TOO_SMALL = -14, /* output buffer too small; the needed
                                      size is reported through the out param  */
     EMBER_ERR_CANCELLED = -15,    /* a callback asked to stop                */
-    EMBER_ERR_TOO_SHORT = -16     /* too little text for the request
+    EMBER_ERR_TOO_SHORT = -16,    /* too little text for the request
                                      (e.g. perplexity needs 2 contexts)      */
+    EMBER_ERR_GRAMMAR = -17       /* a sampler's grammar allows no token of
+                                     the vocabulary                          */
 } ember_status;
 
 /* A static English description of a status code ("unknown status" if the
- * code is not one of the above). */
-EMBER_API const char *ember_status_string(int status);
+ * code is not one of the above).  Static storage; thread-safe. */
+EMBER_API const char *ember_status_string(ember_status status);
 
-/* Filled by the functions that create objects, so a failure to create one
- * can still be explained.  May be passed as NULL. */
+/* Filled by the functions that create objects or work on the shared model,
+ * so a failure can be explained without an object to hold the message.
+ * May be passed as NULL.  On success: code EMBER_OK and message "". */
 typedef struct ember_error {
-    int code;             /* the returned status                         */
+    ember_status code;    /* the returned status                         */
     char message[256];    /* NUL-terminated, names the field or problem  */
 } ember_error;
 
@@ -108,22 +171,28 @@ typedef struct ember_model_params {
                          the logits (each is tested against "scalar"). */
 } ember_model_params;
 
+/* Thread-safe. */
 EMBER_API ember_model_params ember_model_default_params(void);
 
 /* Open a GGUF model file.  params may be NULL for defaults.  On success
- * *out_model is set and EMBER_OK returned; on failure *out_model is NULL. */
-EMBER_API int ember_model_open_file(const char *path,
-                                    const ember_model_params *params,
-                                    ember_model **out_model, ember_error *err);
+ * *out_model is set and EMBER_OK returned; on failure *out_model is NULL
+ * and err says why.  The caller owns the model: free it with
+ * ember_model_free() after every context, sampler and chat made from it.
+ * Thread-safe (no shared state). */
+EMBER_API ember_status ember_model_open_file(const char *path,
+                                             const ember_model_params *params,
+                                             ember_model **out_model, ember_error *err);
 
 /* Open a model from a GGUF image in memory.  The buffer is used in place
  * (no copy) and must stay valid and unchanged until ember_model_free().
  * Tensor data must be aligned as the file says relative to data; a buffer
- * from malloc (16-byte aligned) or better is fine. */
-EMBER_API int ember_model_open_memory(const void *data, size_t size,
-                                      const ember_model_params *params,
-                                      ember_model **out_model, ember_error *err);
+ * from malloc (16-byte aligned) or better is fine.  Thread-safe. */
+EMBER_API ember_status ember_model_open_memory(const void *data, size_t size,
+                                               const ember_model_params *params,
+                                               ember_model **out_model, ember_error *err);
 
+/* Free a model (NULL is allowed).  Thread-safety: no other call may be
+ * using the model, or anything made from it, at the same time. */
 EMBER_API void ember_model_free(ember_model *model);
 
 /* Hyperparameters and facts about an open model. */
@@ -150,25 +219,35 @@ typedef struct ember_model_info {
     const char *kernels;       /* the kernel set in use ("avx2", ...)       */
 } ember_model_info;
 
-EMBER_API int ember_model_get_info(const ember_model *model, ember_model_info *out);
+/* Fill *out.  Its strings belong to the model: valid until
+ * ember_model_free().  Thread-safe on a shared model. */
+EMBER_API ember_status ember_model_get_info(const ember_model *model, ember_model_info *out,
+                                            ember_error *err);
 
-/* Name of a ggml tensor type id ("q4_0"), or NULL if unknown. */
+/* Name of a ggml tensor type id ("q4_0"), or NULL if unknown.  Static
+ * storage; thread-safe. */
 EMBER_API const char *ember_type_name(int type);
 
 /* Bytes of memory a context with n_ctx positions needs (KV cache and
- * scratch), for a given KV type (see ember_context_params). */
+ * scratch), for a given KV type (see ember_context_params); 0 if model is
+ * NULL.  Thread-safe on a shared model. */
 EMBER_API uint64_t ember_context_memory_needed(const ember_model *model,
                                                int n_ctx, int kv_type,
                                                int n_batch);
 
-/* Read a metadata value as text ("" if absent), e.g. for `ember info`.
- * Numbers are formatted, arrays summarised.  Returns the length the full
- * text would need (snprintf-like), or a negative status. */
-EMBER_API int ember_model_meta(const ember_model *model, const char *key,
-                               char *buf, size_t size);
+/* Read a metadata value as text, e.g. for `ember info`.  Numbers are
+ * formatted, arrays summarised ("[string x 32000]").  The text convention
+ * (see the top: buf, size, *out_len, EMBER_ERR_BUFFER_TOO_SMALL); a key
+ * the file does not have gives EMBER_ERR_MISSING with buf = "" and
+ * *out_len = 0.  Thread-safe on a shared model. */
+EMBER_API ember_status ember_model_meta(const ember_model *model, const char *key,
+                                        char *buf, size_t size, size_t *out_len,
+                                        ember_error *err);
 
 /* ---- tokens --------------------------------------------------------------- */
 
+/* Getters that cannot fail (0 / -1 for a NULL model).  Thread-safe on a
+ * shared model. */
 EMBER_API int ember_n_vocab(const ember_model *model);
 EMBER_API ember_token ember_token_bos(const ember_model *model); /* -1 if none */
 EMBER_API ember_token ember_token_eos(const ember_model *model); /* -1 if none */
@@ -186,27 +265,32 @@ enum {
 };
 
 /* Tokenize len bytes of text (any bytes; invalid UTF-8 is handled as the
- * reference tokenizer does).  Writes up to cap ids to out and the count to
- * *n_out.  If cap is too small returns EMBER_ERR_BUFFER_TOO_SMALL with
- * *n_out = the count needed.  Thread-safe on a shared model. */
-EMBER_API int ember_tokenize(const ember_model *model, const char *text,
-                             size_t len, int flags, ember_token *out, int cap,
-                             int *n_out);
+ * reference tokenizer does).  Writes at most cap ids to out (out may be
+ * NULL when cap is 0) and sets *n_out (may be NULL) to the count of the
+ * whole text; EMBER_ERR_BUFFER_TOO_SMALL if cap is less.  So: ask with
+ * (NULL, 0, &n), then allocate n ids.  Thread-safe on a shared model. */
+EMBER_API ember_status ember_tokenize(const ember_model *model, const char *text,
+                                      size_t len, int flags, ember_token *out, size_t cap,
+                                      size_t *n_out, ember_error *err);
 
-/* The bytes a token contributes to text, written to buf (not NUL-terminated
- * unless room remains).  prev is the preceding token, or -1 at the start of
- * the text (SentencePiece drops the space a first word carries).  Control
- * tokens give no bytes unless flags has EMBER_TOKENIZE_SPECIAL.  Returns the
- * byte length (which may exceed size: then nothing useful was written), or a
- * negative status.  A piece may be part of a UTF-8 character. */
-EMBER_API int ember_token_to_piece(const ember_model *model, ember_token token,
-                                   ember_token prev, int flags, char *buf,
-                                   size_t size);
+/* The bytes a token contributes to text, by the text convention (buf,
+ * size, *out_len, EMBER_ERR_BUFFER_TOO_SMALL; a NUL after them).  prev is
+ * the preceding token, or -1 at the start of the text (SentencePiece drops
+ * the space a first word carries).  Control tokens give no bytes unless
+ * flags has EMBER_TOKENIZE_SPECIAL.  A piece may be part of a UTF-8
+ * character, and a byte token may be a 0 byte: use *out_len, not strlen.
+ * EMBER_ERR_BAD_TOKEN for a token outside the vocabulary.  Thread-safe on
+ * a shared model. */
+EMBER_API ember_status ember_token_to_piece(const ember_model *model, ember_token token,
+                                            ember_token prev, int flags, char *buf,
+                                            size_t size, size_t *out_len, ember_error *err);
 
-/* Decode a whole token sequence into text (snprintf-like: returns the full
- * length, writes at most size-1 bytes and a NUL). */
-EMBER_API int ember_detokenize(const ember_model *model, const ember_token *tokens,
-                               int n_tokens, int flags, char *buf, size_t size);
+/* Decode a whole token sequence into text, by the text convention (buf,
+ * size, *out_len, EMBER_ERR_BUFFER_TOO_SMALL).  Thread-safe on a shared
+ * model. */
+EMBER_API ember_status ember_detokenize(const ember_model *model, const ember_token *tokens,
+                                        int n_tokens, int flags, char *buf, size_t size,
+                                        size_t *out_len, ember_error *err);
 
 /* ---- context -------------------------------------------------------------- */
 
@@ -229,18 +313,31 @@ typedef struct ember_context_params {
     void *abort_user_data;
 } ember_context_params;
 
+/* Thread-safe. */
 EMBER_API ember_context_params ember_context_default_params(void);
 
 /* Create a context for model.  All memory the context will ever need is
- * allocated here: evaluating and generating allocate nothing. */
-EMBER_API int ember_context_create(const ember_model *model,
-                                   const ember_context_params *params,
-                                   ember_context **out_ctx, ember_error *err);
+ * allocated here: evaluating and generating allocate nothing.  On failure
+ * *out_ctx is NULL and err says why.  The caller owns the context (free it
+ * with ember_context_free() before the model).  Thread-safe on a shared
+ * model.
+ *
+ * Every function below taking an ember_context reports its failures in the
+ * context's message.  Thread-safety (all of them): one thread at a time per
+ * context; different contexts of one model on different threads freely. */
+EMBER_API ember_status ember_context_create(const ember_model *model,
+                                            const ember_context_params *params,
+                                            ember_context **out_ctx, ember_error *err);
+/* NULL is allowed.  Thread-safety: nothing else may use the context. */
 EMBER_API void ember_context_free(ember_context *ctx);
 
-/* The message for the context's last failure ("" if none). */
+/* The message for the context's last call that can fail: "" if it
+ * succeeded.  Owned by the context: valid until the next call on it.
+ * Given NULL, a static "context is NULL".  Thread-safety: as the context. */
 EMBER_API const char *ember_context_errmsg(const ember_context *ctx);
 
+/* Getters that cannot fail (0 for a NULL context).  Thread-safety: as the
+ * context. */
 EMBER_API int ember_context_n_ctx(const ember_context *ctx);
 /* Number of positions filled in the KV cache. */
 EMBER_API int ember_context_pos(const ember_context *ctx);
@@ -248,10 +345,14 @@ EMBER_API int ember_context_pos(const ember_context *ctx);
  * ember_get_logits() returns the logits that predict the token at pos (the
  * token at pos - 1 is run again for them).  Models with sliding-window
  * layers keep only the last window + n_batch positions of those layers:
- * going back further fails with EMBER_ERR_INVALID_ARG (nothing changed). */
-EMBER_API int ember_context_set_pos(ember_context *ctx, int pos);
-/* The tokens the context holds (ember_context_pos() of them); valid until
- * the context changes.  Thread-safety: as the context. */
+ * going back further fails with EMBER_ERR_INVALID_ARG (nothing changed).
+ * Thread-safety: as the context. */
+EMBER_API ember_status ember_context_set_pos(ember_context *ctx, int pos);
+/* The tokens the context holds (ember_context_pos() of them), or NULL for
+ * a NULL context.  Owned by the context: valid until the next call that
+ * changes it (eval, set_pos, generate, step, state_load, copy_prefix,
+ * perplexity, a chat reply) or ember_context_free.  Thread-safety: as the
+ * context. */
 EMBER_API const ember_token *ember_context_tokens(const ember_context *ctx);
 
 /* Append n tokens to the context and run the model over them.  Afterwards
@@ -259,9 +360,10 @@ EMBER_API const ember_token *ember_context_tokens(const ember_context *ctx);
  * last one.  If all_logits is non-NULL it receives n * n_vocab floats: row i
  * predicts the token after tokens[i].  Fails with EMBER_ERR_CONTEXT_FULL
  * (nothing changed) if the tokens do not fit, EMBER_ERR_NONFINITE if a
- * logit is NaN or Inf. */
-EMBER_API int ember_eval(ember_context *ctx, const ember_token *tokens, int n,
-                         float *all_logits);
+ * logit is NaN or Inf.  Thread-safety: as the context (it uses the
+ * model's thread pool, which contexts of one model share safely). */
+EMBER_API ember_status ember_eval(ember_context *ctx, const ember_token *tokens, int n,
+                                  float *all_logits);
 
 /* Evaluate one token for each of n contexts of the same model in one pass
  * over the weights (generation is memory-bound: n characters cost little
@@ -273,15 +375,24 @@ EMBER_API int ember_eval(ember_context *ctx, const ember_token *tokens, int n,
  * allocates their rows of logits; later calls allocate nothing).  Errors
  * are reported in ctxs[0]'s message: nothing is changed by a bad argument
  * (EMBER_ERR_INVALID_ARG, EMBER_ERR_BAD_TOKEN, EMBER_ERR_CONTEXT_FULL for a
- * full context). */
-EMBER_API int ember_eval_multi(ember_context *const *ctxs, const ember_token *tokens, int n);
+ * full context); a context whose logits are not finite also has its own
+ * message.  Thread-safety: every context listed, one thread at a time. */
+EMBER_API ember_status ember_eval_multi(ember_context *const *ctxs, const ember_token *tokens, int n);
 
-/* Logits (n_vocab floats) after the last ember_eval(), or NULL. */
+/* Logits (n_vocab floats) that predict the token after the last one the
+ * context holds, or NULL if there are none (nothing evaluated, or after
+ * set_pos(0)).  Owned by the context: valid until the next call that
+ * changes it (eval, eval_multi, set_pos, generate, step, state_load,
+ * copy_prefix, perplexity, a chat reply) or ember_context_free.
+ * Thread-safety: as the context. */
 EMBER_API const float *ember_get_logits(const ember_context *ctx);
 
 /* ---- sampling ------------------------------------------------------------- */
 
 typedef struct ember_sampler ember_sampler;
+
+/* A bias added to one token's logit (see ember_sampler_params). */
+typedef struct ember_logit_bias { ember_token token; float bias; } ember_logit_bias;
 
 typedef struct ember_sampler_params {
     float temperature;     /* 0 = greedy (argmax)                          */
@@ -294,25 +405,41 @@ typedef struct ember_sampler_params {
     const ember_allocator *allocator; /* NULL = libc                        */
     /* Added to a token's logit before anything else (-INFINITY: never
      * chosen).  The list is copied at creation. */
-    const struct ember_logit_bias { ember_token token; float bias; } *logit_bias;
+    const ember_logit_bias *logit_bias;
     int n_logit_bias;
 } ember_sampler_params;
-typedef struct ember_logit_bias ember_logit_bias;
 
+/* Thread-safe. */
 EMBER_API ember_sampler_params ember_sampler_default_params(void);
-EMBER_API int ember_sampler_create(const ember_model *model,
-                                   const ember_sampler_params *params,
-                                   ember_sampler **out_sampler);
+/* Create a sampler for model's vocabulary (params NULL = defaults).  A bad
+ * parameter fails with EMBER_ERR_INVALID_ARG and err naming it and its
+ * value; *out_sampler is then NULL.  The caller owns the sampler (free it
+ * before the model).  Thread-safe on a shared model.
+ *
+ * The functions below taking an ember_sampler report failures in the
+ * sampler's message.  Thread-safety (all of them): one thread at a time per
+ * sampler. */
+EMBER_API ember_status ember_sampler_create(const ember_model *model,
+                                            const ember_sampler_params *params,
+                                            ember_sampler **out_sampler, ember_error *err);
+/* NULL is allowed.  Thread-safety: nothing else may use the sampler. */
 EMBER_API void ember_sampler_free(ember_sampler *sampler);
-/* Forget the token history and reseed. */
+/* The message for the sampler's last call that can fail: "" if it
+ * succeeded.  Owned by the sampler: valid until the next call on it.
+ * Given NULL, a static "sampler is NULL". */
+EMBER_API const char *ember_sampler_errmsg(const ember_sampler *sampler);
+/* Forget the token history, reseed, restart an attached grammar.  Cannot
+ * fail (a NULL sampler is ignored). */
 EMBER_API void ember_sampler_reset(ember_sampler *sampler, uint64_t seed);
-/* Choose a token from logits (n_vocab floats; not modified).  -1 if an
- * attached grammar allows no token (see ember_sampler_set_grammar). */
-EMBER_API ember_token ember_sampler_sample(ember_sampler *sampler,
-                                           const float *logits);
+/* Choose a token from logits (n_vocab floats; not modified) into *out.
+ * EMBER_ERR_GRAMMAR if an attached grammar allows no token of the
+ * vocabulary (see ember_sampler_set_grammar); *out is then -1. */
+EMBER_API ember_status ember_sampler_sample(ember_sampler *sampler,
+                                            const float *logits, ember_token *out);
 /* Record a token in the history used by the repetition penalty (and
- * advance the attached grammar over it). */
-EMBER_API void ember_sampler_accept(ember_sampler *sampler, ember_token token);
+ * advance the attached grammar over it).  EMBER_ERR_BAD_TOKEN (nothing
+ * recorded) for a token outside the vocabulary. */
+EMBER_API ember_status ember_sampler_accept(ember_sampler *sampler, ember_token token);
 
 /* ---- grammars (constrained output) ------------------------------------------ */
 
@@ -330,40 +457,46 @@ typedef struct ember_grammar ember_grammar;
  * "grammar line L, column C: what" (EMBER_ERR_INVALID_ARG) for a syntax
  * error, an undefined rule, left recursion, an empty language or too large
  * a grammar (repeats count at most 10000; a grammar at most 2^20 elements).
- * Thread-safe (no shared state). */
-EMBER_API int ember_grammar_parse(const char *text, size_t len, const char *root,
-                                  const ember_allocator *allocator,
-                                  ember_grammar **out, ember_error *err);
+ * The caller owns the grammar (free it with ember_grammar_free() after
+ * detaching it from every sampler).  Thread-safe (no shared state). */
+EMBER_API ember_status ember_grammar_parse(const char *text, size_t len, const char *root,
+                                           const ember_allocator *allocator,
+                                           ember_grammar **out, ember_error *err);
 
 /* A grammar accepting exactly one of n NUL-terminated strings (UTF-8), e.g.
  * {"attack", "flee", "talk"}.  The strings are copied.  Thread-safe. */
-EMBER_API int ember_grammar_from_strings(const char *const *strings, int n,
-                                         const ember_allocator *allocator,
-                                         ember_grammar **out, ember_error *err);
+EMBER_API ember_status ember_grammar_from_strings(const char *const *strings, int n,
+                                                  const ember_allocator *allocator,
+                                                  ember_grammar **out, ember_error *err);
 
 /* Convert a JSON Schema (len bytes of JSON) to GBNF text, the way llama.cpp's
  * json-schema-to-grammar shapes it (optional whitespace between tokens).
  * The subset: type object (properties, required; other properties are not
  * allowed), array (items, minItems, maxItems), string (minLength,
  * maxLength), number, integer, boolean, null, enum, const, anyOf/oneOf,
- * nested to any depth; a schema of {} or true is any JSON value.  Writes
- * at most size-1 bytes and a NUL to buf; returns the full length (as
- * snprintf), or a negative status with err's message naming the problem.
+ * nested to any depth; a schema of {} or true is any JSON value.  The
+ * text convention (buf, size, *out_len, EMBER_ERR_BUFFER_TOO_SMALL); a
+ * schema outside the subset fails with err's message naming the problem.
  * Thread-safe. */
-EMBER_API int ember_json_schema_to_gbnf(const char *schema, size_t len,
-                                        char *buf, size_t size, ember_error *err);
+EMBER_API ember_status ember_json_schema_to_gbnf(const char *schema, size_t len,
+                                                 char *buf, size_t size, size_t *out_len,
+                                                 ember_error *err);
 
-/* ember_json_schema_to_gbnf, then ember_grammar_parse. */
-EMBER_API int ember_grammar_from_json_schema(const char *schema, size_t len,
-                                             const ember_allocator *allocator,
-                                             ember_grammar **out, ember_error *err);
+/* ember_json_schema_to_gbnf, then ember_grammar_parse.  Thread-safe. */
+EMBER_API ember_status ember_grammar_from_json_schema(const char *schema, size_t len,
+                                                      const ember_allocator *allocator,
+                                                      ember_grammar **out, ember_error *err);
 
-/* 1 if the grammar accepts the whole text, 0 if not, or a negative status.
- * Thread-safe (allocates its own parse state). */
-EMBER_API int ember_grammar_accepts(const ember_grammar *grammar,
-                                    const char *text, size_t len);
+/* *accepted = 1 if the grammar accepts the whole text, 0 if not.  Fails
+ * with EMBER_ERR_INVALID_ARG (a NULL argument) or EMBER_ERR_NOMEM (also
+ * for a text too ambiguous for the parse's limits); a grammar has no
+ * message of its own, so the status is all there is.  Thread-safe
+ * (allocates its own parse state). */
+EMBER_API ember_status ember_grammar_accepts(const ember_grammar *grammar,
+                                             const char *text, size_t len, int *accepted);
 
-/* Free a grammar; no sampler may still have it attached. */
+/* Free a grammar (NULL is allowed); no sampler may still have it attached.
+ * Thread-safety: no other thread may be using the grammar. */
 EMBER_API void ember_grammar_free(ember_grammar *grammar);
 
 /* Attach grammar to sampler (NULL detaches), starting from the grammar's
@@ -374,9 +507,9 @@ EMBER_API void ember_grammar_free(ember_grammar *grammar);
  *   ember_sampler_sample  picks only tokens the grammar allows, with the
  *       same distribution as masking every other token first, then applying
  *       top-k / top-p / min-p / temperature; it returns an end-of-generation
- *       token once the text is complete and nothing may follow, and -1 when
- *       no token of the vocabulary is allowed (or a grammar too ambiguous
- *       exceeded its work limit);
+ *       token once the text is complete and nothing may follow, and fails
+ *       with EMBER_ERR_GRAMMAR when no token of the vocabulary is allowed
+ *       (or a grammar too ambiguous exceeded its work limit);
  *   ember_sampler_accept  advances the grammar over the token (a token the
  *       grammar does not allow leaves it allowing nothing until a reset);
  *   ember_sampler_reset   restarts the grammar.
@@ -387,8 +520,8 @@ EMBER_API void ember_grammar_free(ember_grammar *grammar);
  * masked (a walk of the trie) only when they are rejected, or for every
  * token when temperature > 0 and top_k = 0.  Thread-safety: as the
  * sampler (one thread at a time); the grammar may be shared. */
-EMBER_API int ember_sampler_set_grammar(ember_sampler *sampler,
-                                        const ember_grammar *grammar);
+EMBER_API ember_status ember_sampler_set_grammar(ember_sampler *sampler,
+                                                 const ember_grammar *grammar);
 
 /* ---- saved state and shared prefixes ---------------------------------------- */
 
@@ -397,39 +530,43 @@ EMBER_API int ember_sampler_set_grammar(ember_sampler *sampler,
  * sampler is given, its random state and repetition history.  The size
  * grows with the positions held, not with n_ctx.  The bytes name the model
  * they belong to (a fingerprint of its hyperparameters and tensor table),
- * the KV type, and end in a checksum.  Thread-safety: as the context (and
- * the sampler) passed. */
+ * the KV type, and end in a checksum.  Failures of these functions are in
+ * the context's message.  Thread-safety: as the context (and the sampler)
+ * passed.  ember_state_size: 0 for a NULL context. */
 EMBER_API size_t ember_state_size(const ember_context *ctx, const ember_sampler *sampler);
-/* Save into buf of size bytes; *written (may be NULL) = the state's size.
- * EMBER_ERR_BUFFER_TOO_SMALL if size is less. */
-EMBER_API int ember_state_save(ember_context *ctx, const ember_sampler *sampler,
-                               void *buf, size_t size, size_t *written);
+/* Save into buf of size bytes (buf may be NULL when size is 0); *written
+ * (may be NULL) = the state's size.  Bytes, not text: no NUL.
+ * EMBER_ERR_BUFFER_TOO_SMALL (nothing written) if size is less. */
+EMBER_API ember_status ember_state_save(ember_context *ctx, const ember_sampler *sampler,
+                                        void *buf, size_t size, size_t *written);
 /* Restore into a context of the same model and KV type with room for the
  * positions (any n_batch, n_threads), and into sampler unless it is NULL.
  * The whole state is checked before anything changes: a truncated, damaged
  * or foreign state fails (EMBER_ERR_TRUNCATED, EMBER_ERR_CORRUPT,
  * EMBER_ERR_INVALID_ARG for another model or KV type, EMBER_ERR_CONTEXT_FULL)
  * with the context and sampler as they were. */
-EMBER_API int ember_state_load(ember_context *ctx, ember_sampler *sampler,
-                               const void *buf, size_t size);
-EMBER_API int ember_state_save_file(ember_context *ctx, const ember_sampler *sampler,
-                                    const char *path);
-EMBER_API int ember_state_load_file(ember_context *ctx, ember_sampler *sampler,
-                                    const char *path);
+EMBER_API ember_status ember_state_load(ember_context *ctx, ember_sampler *sampler,
+                                        const void *buf, size_t size);
+EMBER_API ember_status ember_state_save_file(ember_context *ctx, const ember_sampler *sampler,
+                                             const char *path);
+EMBER_API ember_status ember_state_load_file(ember_context *ctx, ember_sampler *sampler,
+                                             const char *path);
 
 /* Make dst hold the first n positions of src (contexts of the same model
  * and KV type): a shared system prompt is evaluated once and copied to
  * every character.  dst's logits are src's when n is all src holds, else
  * none until dst evaluates.  Thread-safety: src is only read (other threads
- * may read it too); dst is written. */
-EMBER_API int ember_context_copy_prefix(ember_context *dst, const ember_context *src, int n);
+ * may read it too); dst is written.  Failures are in dst's message. */
+EMBER_API ember_status ember_context_copy_prefix(ember_context *dst, const ember_context *src, int n);
 
 /* ---- generation ----------------------------------------------------------- */
 
 /* Called for each generated token.  text holds the bytes that became
  * complete UTF-8 with this token (possibly 0 bytes).  Return nonzero to stop.
  * If generation ends with bytes that never formed a complete character, one
- * last call passes them with token = -1, so no byte is lost. */
+ * last call passes them with token = -1, so no byte is lost.  text is not
+ * NUL-terminated and is valid only during the call.  Called from the
+ * thread that called ember_generate. */
 typedef int (*ember_token_callback)(void *user_data, ember_token token,
                                     const char *text, size_t len);
 
@@ -454,11 +591,14 @@ typedef struct ember_generate_result {
  * n_prompt may be 0 if the context already holds tokens.  The end token is
  * not passed to cb.  A prompt that does not fit fails with
  * EMBER_ERR_CONTEXT_FULL; reaching the end of the context during
- * generation stops with EMBER_STOP_CONTEXT_FULL and returns EMBER_OK. */
-EMBER_API int ember_generate(ember_context *ctx, ember_sampler *sampler,
-                             const ember_token *prompt, int n_prompt,
-                             int n_predict, ember_token_callback cb,
-                             void *user_data, ember_generate_result *result);
+ * generation stops with EMBER_STOP_CONTEXT_FULL and returns EMBER_OK.  A
+ * sampler's failure (EMBER_ERR_GRAMMAR) ends generation with that status,
+ * its message copied to the context's.  result may be NULL.
+ * Thread-safety: as the context and the sampler. */
+EMBER_API ember_status ember_generate(ember_context *ctx, ember_sampler *sampler,
+                                      const ember_token *prompt, int n_prompt,
+                                      int n_predict, ember_token_callback cb,
+                                      void *user_data, ember_generate_result *result);
 
 /* Stop strings for ember_generate and ember_step (copied; n = 0 clears).
  * Generation stops when the text contains one, matched across token
@@ -468,14 +608,17 @@ EMBER_API int ember_generate(ember_context *ctx, ember_sampler *sampler,
  * generation held-back bytes are passed with token = -1.  The strings are
  * copied (the caller keeps ownership of stops).  Thread-safety: as the
  * context (one thread at a time). */
-EMBER_API int ember_context_set_stop_strings(ember_context *ctx, const char *const *stops, int n);
+EMBER_API ember_status ember_context_set_stop_strings(ember_context *ctx, const char *const *stops, int n);
 
 /* One generation step for a game loop: sample the next token from the
  * context's logits, accept it, and unless it ends generation, evaluate it.
- * text (size >= ember_step_text_size(ctx)) receives the bytes that became
- * final with this token (complete UTF-8, stop strings held back), not NUL-
- * terminated.  The context must hold logits (a prompt evaluated).
- * Thread-safety: as the context and sampler. */
+ * text receives the bytes that became final with this token (complete
+ * UTF-8, stop strings held back) and a NUL; out->len is their count.  As a
+ * step cannot be taken back, size must be at least ember_step_text_size()
+ * (else EMBER_ERR_BUFFER_TOO_SMALL before anything happens), so the text is
+ * never cut.  The context must hold logits (a prompt evaluated).
+ * Thread-safety: as the context and sampler.  ember_step_text_size: 0 for a
+ * NULL context; it grows with ember_context_set_stop_strings. */
 typedef struct ember_step_result {
     ember_token token;       /* the token chosen                              */
     ember_stop_reason stop;  /* EMBER_STOP_NONE: go on; EOG, STRING or
@@ -483,14 +626,15 @@ typedef struct ember_step_result {
     size_t len;              /* bytes written to text                         */
 } ember_step_result;
 EMBER_API size_t ember_step_text_size(const ember_context *ctx);
-EMBER_API int ember_step(ember_context *ctx, ember_sampler *sampler, char *text, size_t size,
-                         ember_step_result *out);
+EMBER_API ember_status ember_step(ember_context *ctx, ember_sampler *sampler, char *text,
+                                  size_t size, ember_step_result *out);
 
-/* Convenience: tokenize text (with BOS; "" = BOS only) and ember_generate(). */
-EMBER_API int ember_generate_text(ember_context *ctx, ember_sampler *sampler,
-                                  const char *prompt, int n_predict,
-                                  ember_token_callback cb, void *user_data,
-                                  ember_generate_result *result);
+/* Convenience: tokenize text (with BOS; "" = BOS only) and ember_generate().
+ * Thread-safety: as ember_generate. */
+EMBER_API ember_status ember_generate_text(ember_context *ctx, ember_sampler *sampler,
+                                           const char *prompt, int n_predict,
+                                           ember_token_callback cb, void *user_data,
+                                           ember_generate_result *result);
 
 /* ---- perplexity ----------------------------------------------------------- */
 
@@ -502,7 +646,8 @@ typedef struct ember_perplexity_result {
     int n_scored;      /* tokens scored                                     */
 } ember_perplexity_result;
 
-/* Called after each chunk; return nonzero to cancel. */
+/* Called after each chunk, from the calling thread; return nonzero to
+ * cancel. */
 typedef int (*ember_progress_callback)(void *user_data, int chunk,
                                        int n_chunks, double ppl_so_far);
 
@@ -510,10 +655,10 @@ typedef int (*ember_progress_callback)(void *user_data, int chunk,
  * tokenize with BOS, cut into chunks of n_ctx (the context's size) tokens,
  * make each chunk's first token BOS, score the second half of each chunk.
  * Needs at least 2 * n_ctx tokens (else EMBER_ERR_TOO_SHORT).  Clears the
- * context's KV cache. */
-EMBER_API int ember_perplexity(ember_context *ctx, const char *text, size_t len,
-                               ember_progress_callback cb, void *user_data,
-                               ember_perplexity_result *result);
+ * context's KV cache.  Thread-safety: as the context. */
+EMBER_API ember_status ember_perplexity(ember_context *ctx, const char *text, size_t len,
+                                        ember_progress_callback cb, void *user_data,
+                                        ember_perplexity_result *result);
 
 /* ---- chat ------------------------------------------------------------------- */
 
@@ -561,16 +706,15 @@ EMBER_API ember_chat_params ember_chat_default_params(void);
  * requires them, a system message for Gemma 2) fails with
  * EMBER_ERR_INVALID_ARG.  model may be NULL if template_name is given (then
  * BOS/EOS text come from params or are "").  Works on vocab_only models.
- * Like ember_detokenize: returns the full length and writes at most size-1
- * bytes and a NUL (buf may be NULL when size is 0), or a negative status
- * with err's message.  The output holds special-token text ("<|im_start|>",
+ * The text convention (buf, size, *out_len, EMBER_ERR_BUFFER_TOO_SMALL),
+ * failures in err.  The output holds special-token text ("<|im_start|>",
  * the BOS text...): tokenize it with EMBER_TOKENIZE_SPECIAL, and put BOS
  * first only if the model asks for one and the text does not start with it
  * (never EOS at the end: ember_chat does this).
  * Thread-safe (reads the model only). */
-EMBER_API int ember_chat_apply(const ember_model *model, const ember_chat_params *params,
-                               const ember_chat_message *messages, int n_messages,
-                               char *buf, size_t size, ember_error *err);
+EMBER_API ember_status ember_chat_apply(const ember_model *model, const ember_chat_params *params,
+                                        const ember_chat_message *messages, int n_messages,
+                                        char *buf, size_t size, size_t *out_len, ember_error *err);
 
 /* The built-in format a Jinja template text is recognised as ("qwen3"), or
  * NULL.  Static strings.  Thread-safe. */
@@ -591,23 +735,28 @@ typedef struct ember_chat ember_chat;
  * may be NULL (defaults); its strings are copied, so they need not outlive
  * the call; the model and the context must outlive the chat.  Fails at once
  * (and sets *out_chat to NULL) if the template cannot be rendered.  Memory
- * comes from params->allocator.  Thread-safe on a shared model; the chat is
- * then used like its context, by one thread at a time. */
-EMBER_API int ember_chat_create(const ember_model *model, ember_context *ctx,
-                                const ember_chat_params *params,
-                                ember_chat **out_chat, ember_error *err);
+ * comes from params->allocator.  The caller owns the chat.  Thread-safe on
+ * a shared model; the chat is then used like its context, by one thread at
+ * a time, and reports failures in its own message (ember_chat_errmsg). */
+EMBER_API ember_status ember_chat_create(const ember_model *model, ember_context *ctx,
+                                         const ember_chat_params *params,
+                                         ember_chat **out_chat, ember_error *err);
 /* Free the chat and its messages (not the model, context or sampler).
- * NULL is allowed. */
+ * NULL is allowed.  Thread-safety: nothing else may use the chat. */
 EMBER_API void ember_chat_free(ember_chat *chat);
 
-/* Append a message (role and content are copied).  The functions below use
- * the chat (and respond its context) from one thread at a time. */
-EMBER_API int ember_chat_add(ember_chat *chat, const char *role, const char *content);
+/* Append a message (role and content are copied).  Thread-safety, for this
+ * and the functions below: one thread at a time per chat (and, for
+ * ember_chat_respond, its context). */
+EMBER_API ember_status ember_chat_add(ember_chat *chat, const char *role, const char *content);
 /* Remove count messages from index first (e.g. the oldest turns when the
  * context is full).  The next reply re-evaluates from the first change. */
-EMBER_API int ember_chat_erase(ember_chat *chat, int first, int count);
+EMBER_API ember_status ember_chat_erase(ember_chat *chat, int first, int count);
+/* Getters that cannot fail (0 / NULL for a NULL chat).  Thread-safety: as
+ * the chat. */
 EMBER_API int ember_chat_n_messages(const ember_chat *chat);
-/* Message i (0-based), or NULL; valid until the chat changes. */
+/* Message i (0-based), or NULL.  Owned by the chat: valid until the chat
+ * changes (add, erase, respond) or is freed. */
 EMBER_API const ember_chat_message *ember_chat_message_at(const ember_chat *chat, int i);
 
 /* Generate the assistant's reply to the conversation (streamed through cb,
@@ -618,17 +767,21 @@ EMBER_API const ember_chat_message *ember_chat_message_at(const ember_chat *chat
  * EMBER_ERR_CONTEXT_FULL and changes nothing: erase earlier turns and call
  * again.  A reply cut by a full context stops with
  * result->stop = EMBER_STOP_CONTEXT_FULL (and is appended as far as it
- * got).  Errors are described by ember_chat_errmsg(). */
-EMBER_API int ember_chat_respond(ember_chat *chat, ember_sampler *sampler, int n_predict,
-                                 ember_token_callback cb, void *user_data,
-                                 ember_generate_result *result);
-/* The message for the chat's last failure ("" if none). */
+ * got).  Errors are described by ember_chat_errmsg() (a failure of the
+ * context or sampler with their message).  Thread-safety: as the chat, its
+ * context and the sampler. */
+EMBER_API ember_status ember_chat_respond(ember_chat *chat, ember_sampler *sampler, int n_predict,
+                                          ember_token_callback cb, void *user_data,
+                                          ember_generate_result *result);
+/* The message for the chat's last call that can fail: "" if it succeeded.
+ * Owned by the chat: valid until the next call on it.  Given NULL, a
+ * static "chat is NULL". */
 EMBER_API const char *ember_chat_errmsg(const ember_chat *chat);
 
 /* ---- system ----------------------------------------------------------------- */
 
 /* The SIMD kernel set ember uses on this CPU ("avx512", "avx2", "neon",
- * "scalar"). */
+ * "scalar").  Static storage; thread-safe. */
 EMBER_API const char *ember_cpu_features(void);
 
 #ifdef __cplusplus

@@ -37,6 +37,13 @@ struct ember_context {
 };
 
 /* Set the context's message (printf-style) and return code. */
-int ea_ctx_fail(ember_context *ctx, int code, const char *fmt, ...);
+EMBER_INTERNAL ember_status ea_ctx_fail(ember_context *ctx, ember_status code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+/* At the entry of every context function that can fail: a success leaves
+ * the message "", so it never describes an older call. */
+static inline void ea_ctx_begin(ember_context *ctx) { ctx->errmsg[0] = 0; }
 
 #endif

@@ -29,7 +29,7 @@ static void ech_put(ech_buf *b, const char *s, size_t n) {
     if (b->n + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
         while (cap < b->n + n + 1) cap *= 2;
-        char *p = ec_realloc(b->a, b->p, cap);
+        char *p = (char *)ec_realloc(b->a, b->p, cap);
         if (!p) { b->oom = 1; return; }
         b->p = p;
         b->cap = cap;
@@ -692,37 +692,36 @@ ember_chat_params ember_chat_default_params(void) {
     return p;
 }
 
-static int ech_error(ember_error *err, int code, const char *msg) {
-    if (err) {
-        err->code = code;
-        snprintf(err->message, sizeof err->message, "%s", msg && *msg ? msg : ember_status_string(code));
-    }
-    return code;
+static ember_status ech_error(ember_error *err, int code, const char *msg) {
+    return ec_fail(err, (ember_status)code, "%s", msg ? msg : "");
 }
 
-/* The text of a special token (BOS/EOS) as templates print it. */
+/* The text of a special token (BOS/EOS) as templates print it ("" for
+ * none). */
 static char *ech_token_text(const ember_model *model, ember_token t, const ember_allocator *a) {
-    int n = t >= 0 ? ember_token_to_piece(model, t, -1, EMBER_TOKENIZE_SPECIAL, NULL, 0) : 0;
-    if (n < 0) n = 0;
-    char *s = ec_malloc(a, (size_t)n + 1);
+    size_t n = 0;
+    if (t >= 0 && ember_token_to_piece(model, t, -1, EMBER_TOKENIZE_SPECIAL, NULL, 0, &n, NULL) != EMBER_ERR_BUFFER_TOO_SMALL)
+        n = 0;
+    char *s = (char *)ec_malloc(a, n + 1);
     if (!s) return NULL;
-    if (n) ember_token_to_piece(model, t, -1, EMBER_TOKENIZE_SPECIAL, s, (size_t)n);
-    s[n] = 0;
+    s[0] = 0;
+    if (n) ember_token_to_piece(model, t, -1, EMBER_TOKENIZE_SPECIAL, s, n + 1, NULL, NULL);
     return s;
 }
 
 /* The model's tokenizer.chat_template, or NULL (with *missing set) if none. */
 static char *ech_model_template(const ember_model *model, const ember_allocator *a, int *missing) {
     *missing = 0;
-    int n = ember_model_meta(model, "tokenizer.chat_template", NULL, 0);
-    if (n <= 0) { *missing = 1; return NULL; }
-    char *s = ec_malloc(a, (size_t)n + 1);
-    if (s) ember_model_meta(model, "tokenizer.chat_template", s, (size_t)n + 1);
+    size_t n = 0;
+    ember_model_meta(model, "tokenizer.chat_template", NULL, 0, &n, NULL);
+    if (n == 0) { *missing = 1; return NULL; }
+    char *s = (char *)ec_malloc(a, n + 1);
+    if (s) ember_model_meta(model, "tokenizer.chat_template", s, n + 1, NULL, NULL);
     return s;
 }
 
 /* Render into a new buffer (from a): *out and *len on success. */
-static int ech_apply(const ember_model *model, const ember_chat_params *params, const ember_chat_message *msgs,
+static ember_status ech_apply(const ember_model *model, const ember_chat_params *params, const ember_chat_message *msgs,
                      int n_msgs, char **out, size_t *len, ember_error *err) {
     ember_chat_params p = params ? *params : ember_chat_default_params();
     const ember_allocator *a = p.allocator;
@@ -785,31 +784,28 @@ static int ech_apply(const ember_model *model, const ember_chat_params *params, 
         return ech_error(err, rc, msg);
     }
     if (!j.out.p) {   /* an empty rendering */
-        j.out.p = ec_malloc(a, 1);
+        j.out.p = (char *)ec_malloc(a, 1);
         if (!j.out.p) return ech_error(err, EMBER_ERR_NOMEM, "out of memory");
         j.out.p[0] = 0;
     }
     *out = j.out.p;
     *len = j.out.n;
-    if (err) { err->code = EMBER_OK; err->message[0] = 0; }
-    return EMBER_OK;
+    return ec_ok(err);
 }
 
-int ember_chat_apply(const ember_model *model, const ember_chat_params *params, const ember_chat_message *messages,
-                     int n_messages, char *buf, size_t size, ember_error *err) {
+ember_status ember_chat_apply(const ember_model *model, const ember_chat_params *params,
+                              const ember_chat_message *messages, int n_messages, char *buf, size_t size,
+                              size_t *out_len, ember_error *err) {
+    if (out_len) *out_len = 0;
     if (!buf && size) return ech_error(err, EMBER_ERR_INVALID_ARG, "buf is NULL");
+    if (size) buf[0] = 0;
     char *text;
     size_t len;
-    int rc = ech_apply(model, params, messages, n_messages, &text, &len, err);
+    ember_status rc = ech_apply(model, params, messages, n_messages, &text, &len, err);
     if (rc != EMBER_OK) return rc;
-    if (size) {
-        size_t k = len < size ? len : size - 1;
-        memcpy(buf, text, k);
-        buf[k] = 0;
-    }
+    rc = ec_put_text(text, len, buf, size, out_len, "the rendered prompt", err);
     ec_free(params ? params->allocator : NULL, text);
-    if (len > INT32_MAX) return ech_error(err, EMBER_ERR_BUFFER_TOO_SMALL, "the rendered prompt exceeds 2 GB");
-    return (int)len;
+    return rc;
 }
 
 /* ---- conversations ------------------------------------------------------------ */
@@ -833,7 +829,7 @@ struct ember_chat {
 static char *ech_dup(const ember_allocator *a, const char *s, int *oom) {
     if (!s) return NULL;
     size_t n = strlen(s);
-    char *d = ec_malloc(a, n + 1);
+    char *d = (char *)ec_malloc(a, n + 1);
     if (!d) { *oom = 1; return NULL; }
     memcpy(d, s, n + 1);
     return d;
@@ -858,8 +854,8 @@ void ember_chat_free(ember_chat *chat) {
     ec_free(a, chat);
 }
 
-int ember_chat_create(const ember_model *model, ember_context *ctx, const ember_chat_params *params,
-                      ember_chat **out, ember_error *err) {
+ember_status ember_chat_create(const ember_model *model, ember_context *ctx, const ember_chat_params *params,
+                               ember_chat **out, ember_error *err) {
     if (!out) return ech_error(err, EMBER_ERR_INVALID_ARG, "out_chat is NULL");
     *out = NULL;
     if (!model || !ctx) return ech_error(err, EMBER_ERR_INVALID_ARG, "model or context is NULL");
@@ -868,10 +864,10 @@ int ember_chat_create(const ember_model *model, ember_context *ctx, const ember_
     ember_chat_message probe = {"user", "hi"};
     char *text;
     size_t len;
-    int rc = ech_apply(model, &p, &probe, 1, &text, &len, err);
+    ember_status rc = ech_apply(model, &p, &probe, 1, &text, &len, err);
     if (rc != EMBER_OK) return rc;
     ec_free(p.allocator, text);
-    ember_chat *c = ec_calloc(p.allocator, 1, sizeof *c);
+    ember_chat *c = (ember_chat *)ec_calloc(p.allocator, 1, sizeof *c);
     if (!c) return ech_error(err, EMBER_ERR_NOMEM, "out of memory");
     int oom = 0;
     c->model = model;
@@ -888,11 +884,15 @@ int ember_chat_create(const ember_model *model, ember_context *ctx, const ember_
     c->reply.a = p.allocator;
     if (oom) { ember_chat_free(c); return ech_error(err, EMBER_ERR_NOMEM, "out of memory"); }
     *out = c;
-    if (err) { err->code = EMBER_OK; err->message[0] = 0; }
-    return EMBER_OK;
+    return ec_ok(err);
 }
 
-static int ech_chat_fail(ember_chat *c, int code, const char *fmt, ...) {
+static ember_status ech_chat_fail(ember_chat *c, ember_status code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+static ember_status ech_chat_fail(ember_chat *c, ember_status code, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(c->errmsg, sizeof c->errmsg, fmt, ap);
@@ -907,12 +907,14 @@ const ember_chat_message *ember_chat_message_at(const ember_chat *chat, int i) {
     return chat && i >= 0 && i < chat->n_msgs ? &chat->msgs[i] : NULL;
 }
 
-int ember_chat_add(ember_chat *chat, const char *role, const char *content) {
-    if (!chat || !role || !content) return EMBER_ERR_INVALID_ARG;
+ember_status ember_chat_add(ember_chat *chat, const char *role, const char *content) {
+    if (!chat) return EMBER_ERR_INVALID_ARG;
+    chat->errmsg[0] = 0;
+    if (!role || !content) return ech_chat_fail(chat, EMBER_ERR_INVALID_ARG, "%s is NULL", role ? "content" : "role");
     const ember_allocator *a = chat->p.allocator;
     if (chat->n_msgs == chat->cap_msgs) {
         int cap = chat->cap_msgs ? chat->cap_msgs * 2 : 8;
-        ember_chat_message *m = ec_realloc(a, chat->msgs, (size_t)cap * sizeof *m);
+        ember_chat_message *m = (ember_chat_message *)ec_realloc(a, chat->msgs, (size_t)cap * sizeof *m);
         if (!m) return ech_chat_fail(chat, EMBER_ERR_NOMEM, "out of memory");
         chat->msgs = m;
         chat->cap_msgs = cap;
@@ -926,8 +928,12 @@ int ember_chat_add(ember_chat *chat, const char *role, const char *content) {
     return EMBER_OK;
 }
 
-int ember_chat_erase(ember_chat *chat, int first, int count) {
-    if (!chat || first < 0 || count < 0 || first + count > chat->n_msgs) return EMBER_ERR_INVALID_ARG;
+ember_status ember_chat_erase(ember_chat *chat, int first, int count) {
+    if (!chat) return EMBER_ERR_INVALID_ARG;
+    chat->errmsg[0] = 0;
+    if (first < 0 || count < 0 || first > chat->n_msgs || count > chat->n_msgs - first)
+        return ech_chat_fail(chat, EMBER_ERR_INVALID_ARG, "messages %d..%d are not in the chat's %d", first,
+                             first + count - 1, chat->n_msgs);
     for (int i = first; i < first + count; i++) {
         ec_free(chat->p.allocator, (void *)chat->msgs[i].role);
         ec_free(chat->p.allocator, (void *)chat->msgs[i].content);
@@ -940,7 +946,7 @@ int ember_chat_erase(ember_chat *chat, int first, int count) {
 static int ech_hold(ember_chat *c, ember_token t) {
     if (c->n_held == c->cap_held) {
         int cap = c->cap_held ? c->cap_held * 2 : 256;
-        ember_token *h = ec_realloc(c->p.allocator, c->held, (size_t)cap * sizeof *h);
+        ember_token *h = (ember_token *)ec_realloc(c->p.allocator, c->held, (size_t)cap * sizeof *h);
         if (!h) { c->oom = 1; return -1; }
         c->held = h;
         c->cap_held = cap;
@@ -952,7 +958,7 @@ static int ech_hold(ember_chat *c, ember_token t) {
 /* Between ember_generate and the caller: remember each token and the reply's
  * text, then pass them on. */
 static int ech_on_token(void *ud, ember_token tok, const char *text, size_t len) {
-    ember_chat *c = ud;
+    ember_chat *c = (ember_chat *)ud;
     if (tok >= 0 && ech_hold(c, tok)) return 1;
     ech_put(&c->reply, text, len);
     if (c->reply.oom) { c->oom = 1; return 1; }
@@ -962,38 +968,47 @@ static int ech_on_token(void *ud, ember_token tok, const char *text, size_t len)
 /* Tokenize the rendered conversation: special-token text becomes its id;
  * BOS goes first if the model wants one and the template did not write it.
  * Never EOS: the prompt ends where the assistant is to begin. */
-static int ech_tokenize(ember_chat *c, const char *text, size_t len, ember_token **out, int *n) {
+static ember_status ech_tokenize(ember_chat *c, const char *text, size_t len, ember_token **out, int *n) {
     const ember_allocator *a = c->p.allocator;
     ember_token bos = ember_token_bos(c->model), first[2];
-    int n_special = 0, add_bos = 0;
-    if (bos >= 0 && ember_tokenize(c->model, "", 0, EMBER_TOKENIZE_ADD_BOS, first, 2, &n_special) == EMBER_OK &&
+    size_t n_special = 0, count = 0;
+    int add_bos = 0;
+    ember_error err;
+    *out = NULL;
+    *n = 0;
+    if (bos >= 0 && ember_tokenize(c->model, "", 0, EMBER_TOKENIZE_ADD_BOS, first, 2, &n_special, NULL) == EMBER_OK &&
         n_special > 0 && first[0] == bos) {   /* the model asks for BOS (add_bos_token) */
         char *bos_text = ech_token_text(c->model, bos, a);
         if (!bos_text) return ech_chat_fail(c, EMBER_ERR_NOMEM, "out of memory");
         add_bos = !(bos_text[0] && !strncmp(text, bos_text, strlen(bos_text)));
         ec_free(a, bos_text);
     }
-    int rc = ember_tokenize(c->model, text, len, EMBER_TOKENIZE_SPECIAL, NULL, 0, n);
-    if (rc != EMBER_OK && rc != EMBER_ERR_BUFFER_TOO_SMALL) return ech_chat_fail(c, rc, "tokenization failed");
-    *out = ec_malloc(a, (size_t)(*n + 2) * sizeof **out);
+    ember_status rc = ember_tokenize(c->model, text, len, EMBER_TOKENIZE_SPECIAL, NULL, 0, &count, &err);
+    if (rc != EMBER_OK && rc != EMBER_ERR_BUFFER_TOO_SMALL) return ech_chat_fail(c, rc, "%s", err.message);
+    if (count >= (size_t)INT32_MAX) return ech_chat_fail(c, EMBER_ERR_INVALID_ARG, "the conversation is %zu tokens", count);
+    *out = (ember_token *)ec_malloc(a, (count + 2) * sizeof **out);
     if (!*out) return ech_chat_fail(c, EMBER_ERR_NOMEM, "out of memory");
-    rc = ember_tokenize(c->model, text, len, EMBER_TOKENIZE_SPECIAL, *out + add_bos, *n, n);
-    if (rc != EMBER_OK) { ec_free(a, *out); *out = NULL; return ech_chat_fail(c, rc, "tokenization failed"); }
+    rc = ember_tokenize(c->model, text, len, EMBER_TOKENIZE_SPECIAL, *out + add_bos, count, &count, &err);
+    if (rc != EMBER_OK) { ec_free(a, *out); *out = NULL; return ech_chat_fail(c, rc, "%s", err.message); }
+    *n = (int)count;
     if (add_bos) { (*out)[0] = bos; (*n)++; }
     return EMBER_OK;
 }
 
-int ember_chat_respond(ember_chat *c, ember_sampler *sampler, int n_predict, ember_token_callback cb, void *ud,
-                       ember_generate_result *result) {
+ember_status ember_chat_respond(ember_chat *c, ember_sampler *sampler, int n_predict, ember_token_callback cb,
+                                void *ud, ember_generate_result *result) {
     if (result) memset(result, 0, sizeof *result);
-    if (!c || !sampler || n_predict < 0) return EMBER_ERR_INVALID_ARG;
+    if (!c) return EMBER_ERR_INVALID_ARG;
+    c->errmsg[0] = 0;
+    if (!sampler) return ech_chat_fail(c, EMBER_ERR_INVALID_ARG, "sampler is NULL");
+    if (n_predict < 0) return ech_chat_fail(c, EMBER_ERR_INVALID_ARG, "n_predict %d is negative", n_predict);
     const ember_allocator *a = c->p.allocator;
     ember_error err;
     char *text;
     size_t len;
     ember_chat_params p = c->p;
     p.add_generation_prompt = 1;
-    int rc = ech_apply(c->model, &p, c->msgs, c->n_msgs, &text, &len, &err);
+    ember_status rc = ech_apply(c->model, &p, c->msgs, c->n_msgs, &text, &len, &err);
     if (rc != EMBER_OK) return ech_chat_fail(c, rc, "%s", err.message);
     ember_token *toks;
     int n;

@@ -34,7 +34,7 @@ void ec_free(const ember_allocator *a, void *p) {
 void *ec_malloc_aligned(const ember_allocator *a, size_t n) {
     const size_t align = 64;
     if (n > SIZE_MAX - align - sizeof(size_t)) return NULL;
-    unsigned char *raw = ec_malloc(a, n + align + sizeof(size_t));
+    unsigned char *raw = (unsigned char *)ec_malloc(a, n + align + sizeof(size_t));
     if (!raw) return NULL;
     uintptr_t start = (uintptr_t)(raw + sizeof(size_t));
     uintptr_t aligned = (start + align - 1) & ~(uintptr_t)(align - 1);
@@ -58,6 +58,42 @@ int ec_errorf(char *buf, size_t size, int code, const char *fmt, ...) {
         va_end(ap);
     }
     return code;
+}
+
+ember_status ec_fail(ember_error *err, ember_status code, const char *fmt, ...) {
+    if (err) {
+        err->code = code;
+        err->message[0] = 0;
+        if (fmt) {
+            va_list ap;
+            va_start(ap, fmt);
+            vsnprintf(err->message, sizeof err->message, fmt, ap);
+            va_end(ap);
+        }
+        if (!err->message[0]) snprintf(err->message, sizeof err->message, "%s", ember_status_string(code));
+    }
+    return code;
+}
+
+ember_status ec_ok(ember_error *err) {
+    if (err) {
+        err->code = EMBER_OK;
+        err->message[0] = 0;
+    }
+    return EMBER_OK;
+}
+
+ember_status ec_put_text(const char *src, size_t n, char *buf, size_t size, size_t *out_len, const char *what,
+                         ember_error *err) {
+    if (out_len) *out_len = n;
+    if (size) {
+        size_t k = n < size ? n : size - 1;
+        if (k) memcpy(buf, src, k);
+        buf[k] = 0;
+    }
+    if (n < size) return ec_ok(err);
+    return ec_fail(err, EMBER_ERR_BUFFER_TOO_SMALL, "%s needs %zu bytes (%zu and the NUL), the buffer holds %zu", what,
+                   n + 1, n, size);
 }
 
 int ec_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp) {

@@ -19,7 +19,9 @@ static int ember_default_threads(void) {
 
 /* ---- status ---------------------------------------------------------------- */
 
-const char *ember_status_string(int status) {
+const char *ember_version(void) { return EMBER_VERSION; }
+
+const char *ember_status_string(ember_status status) {
     switch (status) {
     case EMBER_OK: return "ok";
     case EMBER_ERR_INVALID_ARG: return "invalid argument";
@@ -38,20 +40,13 @@ const char *ember_status_string(int status) {
     case EMBER_ERR_BUFFER_TOO_SMALL: return "buffer too small";
     case EMBER_ERR_CANCELLED: return "cancelled";
     case EMBER_ERR_TOO_SHORT: return "input too short";
+    case EMBER_ERR_GRAMMAR: return "the grammar allows no token";
     default: return "unknown status";
     }
 }
 
-static int ember_fail(ember_error *err, int code, const char *msg) {
-    if (err) {
-        err->code = code;
-        const char *m = msg && *msg ? msg : ember_status_string(code);
-        size_t n = strlen(m);
-        if (n >= sizeof err->message) n = sizeof err->message - 1;
-        memcpy(err->message, m, n);
-        err->message[n] = 0;
-    }
-    return code;
+static ember_status ember_fail(ember_error *err, ember_status code, const char *msg) {
+    return ec_fail(err, code, "%s", msg ? msg : "");
 }
 
 /* ---- model ----------------------------------------------------------------- */
@@ -65,7 +60,7 @@ ember_model_params ember_model_default_params(void) {
 
 /* The kernel set params ask for (ember_model_params.kernels), or an error
  * naming it and the sets this CPU runs. */
-static int ember_pick_kernels(const ember_model_params *params, const ek_kernels **k, ember_error *err) {
+static ember_status ember_pick_kernels(const ember_model_params *params, const ek_kernels **k, ember_error *err) {
     const char *name = params ? params->kernels : NULL;
     int known;
     *k = ek_kernels_find(name, &known);
@@ -84,52 +79,51 @@ static int ember_pick_kernels(const ember_model_params *params, const ek_kernels
 
 /* Take a GGUF image that is already in memory; on success the model owns
  * region (if any). */
-static int ember_model_from_image(const void *data, size_t size, const ember_model_params *params,
-                                  void *region, size_t region_size, int mode, ember_model **out,
-                                  ember_error *err) {
+static ember_status ember_model_from_image(const void *data, size_t size, const ember_model_params *params,
+                                           void *region, size_t region_size, int mode, ember_model **out,
+                                           ember_error *err) {
     const ember_allocator *user = params ? params->allocator : NULL;
     char msg[256] = "";
     const ek_kernels *kernels;
-    int rk = ember_pick_kernels(params, &kernels, err);
+    ember_status rk = ember_pick_kernels(params, &kernels, err);
     if (rk != EMBER_OK) return rk;
-    ember_model *model = ec_calloc(user, 1, sizeof *model);
+    ember_model *model = (ember_model *)ec_calloc(user, 1, sizeof *model);
     if (!model) return ember_fail(err, EMBER_ERR_NOMEM, "out of memory");
     if (user) { model->alloc = *user; model->a = &model->alloc; }
-    gguf_file *f = NULL;
-    int rc = gguf_open(data, size, model->a, &f, msg, sizeof msg);
+    egf_file *f = NULL;
+    int rc = egf_open(data, size, model->a, &f, msg, sizeof msg);
     if (rc == EMBER_OK) {
         /* a read-in copy is ours to rearrange; a mapping or the caller's buffer is not */
         rc = em_model_init(&model->m, f, model->a, kernels, params ? params->vocab_only : 0, mode == EMBER_LOAD_READ, msg,
                            sizeof msg);
-        if (rc != EMBER_OK) gguf_close(f);
+        if (rc != EMBER_OK) egf_close(f);
     }
     if (rc != EMBER_OK) {
         ec_free(user, model);
-        return ember_fail(err, rc, msg);
+        return ember_fail(err, (ember_status)rc, msg);
     }
     /* One pool of threads for every context of the model: N contexts must
      * not start N pools. */
     if (!model->m.vocab_only && (rc = et_pool_create(model->a, ember_default_threads(), &model->pool)) != EMBER_OK) {
         em_model_free(&model->m);
         ec_free(user, model);
-        return ember_fail(err, rc, "out of memory starting threads");
+        return ember_fail(err, (ember_status)rc, "out of memory starting threads");
     }
     model->region = region;
     model->region_size = region_size;
     model->load_mode = mode;
-    gguf_str s;
-    if (gguf_get_str(f, "general.architecture", &s) == EMBER_OK)
+    egf_str s;
+    if (egf_get_str(f, "general.architecture", &s) == EMBER_OK)
         snprintf(model->arch, sizeof model->arch, "%.*s", (int)(s.len < 31 ? s.len : 31), s.ptr);
-    if (gguf_get_str(f, "general.name", &s) == EMBER_OK)
+    if (egf_get_str(f, "general.name", &s) == EMBER_OK)
         snprintf(model->name, sizeof model->name, "%.*s", (int)(s.len < 127 ? s.len : 127), s.ptr);
     if (!model->arch[0]) snprintf(model->arch, sizeof model->arch, "%s", "none");
     snprintf(model->tokenizer, sizeof model->tokenizer, "%s", etok_kind(model->m.tok) == ETOK_SPM ? "llama" : "gpt2");
     *out = model;
-    if (err) { err->code = EMBER_OK; err->message[0] = 0; }
-    return EMBER_OK;
+    return ec_ok(err);
 }
 
-int ember_model_open_memory(const void *data, size_t size, const ember_model_params *params,
+ember_status ember_model_open_memory(const void *data, size_t size, const ember_model_params *params,
                             ember_model **out, ember_error *err) {
     if (!out) return ember_fail(err, EMBER_ERR_INVALID_ARG, "out_model is NULL");
     *out = NULL;
@@ -142,7 +136,7 @@ int ember_model_open_memory(const void *data, size_t size, const ember_model_par
 static void *ember_alloc_region(size_t size, size_t *region_size) {
     const size_t huge = (size_t)2 << 20;
     size_t n = (size + huge - 1) / huge * huge + huge;
-    char *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char *p = (char *)mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) return NULL;
     char *aligned = (char *)(((uintptr_t)p + huge - 1) & ~(uintptr_t)(huge - 1));
     if (aligned > p) munmap(p, (size_t)(aligned - p));
@@ -155,7 +149,7 @@ static void *ember_alloc_region(size_t size, size_t *region_size) {
     return aligned;
 }
 
-int ember_model_open_file(const char *path, const ember_model_params *params, ember_model **out,
+ember_status ember_model_open_file(const char *path, const ember_model_params *params, ember_model **out,
                           ember_error *err) {
     char msg[300];
     if (!out) return ember_fail(err, EMBER_ERR_INVALID_ARG, "out_model is NULL");
@@ -166,7 +160,7 @@ int ember_model_open_file(const char *path, const ember_model_params *params, em
     if (mode != EMBER_LOAD_MMAP && mode != EMBER_LOAD_READ)
         return ember_fail(err, EMBER_ERR_INVALID_ARG, "unknown load mode");
     const ek_kernels *kernels;   /* an unusable set fails before the file is read */
-    int rk = ember_pick_kernels(params, &kernels, err);
+    ember_status rk = ember_pick_kernels(params, &kernels, err);
     if (rk != EMBER_OK) return rk;
 
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -211,7 +205,7 @@ int ember_model_open_file(const char *path, const ember_model_params *params, em
         }
     }
     close(fd);
-    int rc = ember_model_from_image(region, size, params, region, region_size, mode, out, err);
+    ember_status rc = ember_model_from_image(region, size, params, region, region_size, mode, out, err);
     if (rc != EMBER_OK) munmap(region, region_size);
     return rc;
 }
@@ -227,8 +221,8 @@ void ember_model_free(ember_model *model) {
     ec_free(a, model);
 }
 
-int ember_model_get_info(const ember_model *model, ember_model_info *out) {
-    if (!model || !out) return EMBER_ERR_INVALID_ARG;
+ember_status ember_model_get_info(const ember_model *model, ember_model_info *out, ember_error *err) {
+    if (!model || !out) return ec_fail(err, EMBER_ERR_INVALID_ARG, "%s is NULL", model ? "out" : "model");
     const em_hparams *hp = &model->m.hp;
     memset(out, 0, sizeof *out);
     out->architecture = model->arch;
@@ -255,7 +249,7 @@ int ember_model_get_info(const ember_model *model, ember_model_info *out) {
     out->kernels = ek_kernels_name(model->m.kernels);
     out->n_swa = hp->n_swa;
     for (int l = 0; l < hp->n_layer && model->m.layers; l++) out->n_swa_layers += model->m.layers[l].swa;
-    return EMBER_OK;
+    return ec_ok(err);
 }
 
 const char *ember_type_name(int type) {
@@ -285,31 +279,40 @@ static const char *ember_vtype_name(int t) {
     return t >= 0 && t <= 12 ? names[t] : "?";
 }
 
-int ember_model_meta(const ember_model *model, const char *key, char *buf, size_t size) {
-    if (!model || !key || (!buf && size)) return EMBER_ERR_INVALID_ARG;
-    const gguf_kv *kv = gguf_find_kv(model->m.gguf, key);
-    if (!kv) { if (buf && size) buf[0] = 0; return 0; }
-    const gguf_file *f = model->m.gguf;
-    gguf_str s;
+ember_status ember_model_meta(const ember_model *model, const char *key, char *buf, size_t size, size_t *out_len,
+                              ember_error *err) {
+    if (out_len) *out_len = 0;
+    if (!model || !key || (!buf && size))
+        return ec_fail(err, EMBER_ERR_INVALID_ARG, "%s is NULL", !model ? "model" : !key ? "key" : "buf");
+    if (size) buf[0] = 0;
+    const egf_kv *kv = egf_find_kv(model->m.gguf, key);
+    if (!kv) return ec_fail(err, EMBER_ERR_MISSING, "the model has no metadata key '%.200s'", key);
+    const egf_file *f = model->m.gguf;
+    egf_str s;
     int64_t iv;
     float fv;
     int bv;
+    char num[64];
     switch (kv->type) {
-    case GGUF_STRING:
-        gguf_get_str(f, key, &s);
-        return snprintf(buf, size, "%.*s", (int)(s.len > 65536 ? 65536 : s.len), s.ptr);
+    case GGUF_STRING:   /* the one value that may be long: straight from the file */
+        egf_get_str(f, key, &s);
+        return ec_put_text(s.ptr, s.len, buf, size, out_len, "the value", err);
     case GGUF_FLOAT32: case GGUF_FLOAT64:
-        gguf_get_f32(f, key, &fv);
-        return snprintf(buf, size, "%g", (double)fv);
+        egf_get_f32(f, key, &fv);
+        snprintf(num, sizeof num, "%g", (double)fv);
+        break;
     case GGUF_BOOL:
-        gguf_get_bool(f, key, &bv);
-        return snprintf(buf, size, "%s", bv ? "true" : "false");
+        egf_get_bool(f, key, &bv);
+        snprintf(num, sizeof num, "%s", bv ? "true" : "false");
+        break;
     case GGUF_ARRAY:
-        return snprintf(buf, size, "[%s x %llu]", ember_vtype_name(kv->arr_type), (unsigned long long)kv->arr_n);
+        snprintf(num, sizeof num, "[%s x %llu]", ember_vtype_name(kv->arr_type), (unsigned long long)kv->arr_n);
+        break;
     default:
-        if (gguf_get_i64(f, key, &iv) == EMBER_OK) return snprintf(buf, size, "%lld", (long long)iv);
-        return snprintf(buf, size, "(%s)", ember_vtype_name(kv->type));
+        if (egf_get_i64(f, key, &iv) == EMBER_OK) snprintf(num, sizeof num, "%lld", (long long)iv);
+        else snprintf(num, sizeof num, "(%s)", ember_vtype_name(kv->type));
     }
+    return ec_put_text(num, strlen(num), buf, size, out_len, "the value", err);
 }
 
 /* ---- tokens ---------------------------------------------------------------- */
@@ -319,50 +322,86 @@ ember_token ember_token_bos(const ember_model *model) { return model ? etok_bos(
 ember_token ember_token_eos(const ember_model *model) { return model ? etok_eos(model->m.tok) : -1; }
 int ember_token_is_eog(const ember_model *model, ember_token t) { return model ? etok_is_eog(model->m.tok, t) : 0; }
 
-int ember_tokenize(const ember_model *model, const char *text, size_t len, int flags, ember_token *out, int cap,
-                   int *n_out) {
-    if (!model || (!text && len) || (!out && cap > 0) || cap < 0 || !n_out) return EMBER_ERR_INVALID_ARG;
+ember_status ember_tokenize(const ember_model *model, const char *text, size_t len, int flags, ember_token *out,
+                            size_t cap, size_t *n_out, ember_error *err) {
+    if (n_out) *n_out = 0;
+    if (!model) return ec_fail(err, EMBER_ERR_INVALID_ARG, "model is NULL");
+    if (!text && len) return ec_fail(err, EMBER_ERR_INVALID_ARG, "text is NULL but len is %zu", len);
+    if (!out && cap) return ec_fail(err, EMBER_ERR_INVALID_ARG, "out is NULL but cap is %zu", cap);
     /* BOS only where the model asks for it (tokenizer.ggml.add_bos_token),
      * as llama.cpp's add_special. */
     int tf = ((flags & EMBER_TOKENIZE_ADD_BOS) && etok_add_bos(model->m.tok) ? ETOK_ADD_BOS : 0) |
              ((flags & EMBER_TOKENIZE_SPECIAL) ? ETOK_PARSE_SPECIAL : 0);
+    const int32_t room = cap > (size_t)INT32_MAX ? INT32_MAX : (int32_t)cap;
     int32_t n = 0;
-    int rc = etok_encode(model->m.tok, text ? text : "", len, tf, out, cap, &n);
+    int rc = etok_encode(model->m.tok, text ? text : "", len, tf, out, room, &n);
     /* EOS after the text where the model asks for it (add_eos_token), also
      * as llama.cpp's add_special */
     const ember_token eos = etok_eos(model->m.tok);
     if ((flags & EMBER_TOKENIZE_ADD_BOS) && etok_add_eos(model->m.tok) && eos >= 0 &&
         (rc == EMBER_OK || rc == EMBER_ERR_BUFFER_TOO_SMALL)) {
-        if (rc == EMBER_OK && n < cap) out[n] = eos;
+        if (rc == EMBER_OK && n < room) out[n] = eos;
         else rc = EMBER_ERR_BUFFER_TOO_SMALL;
         n++;
     }
-    *n_out = n;
-    return rc;
+    if (rc != EMBER_OK && rc != EMBER_ERR_BUFFER_TOO_SMALL)
+        return ec_fail(err, (ember_status)rc, "tokenizing %zu bytes failed: %s", len,
+                       ember_status_string((ember_status)rc));
+    if (n_out) *n_out = (size_t)n;
+    if (rc == EMBER_ERR_BUFFER_TOO_SMALL)
+        return ec_fail(err, EMBER_ERR_BUFFER_TOO_SMALL, "the text is %d tokens, the array holds %zu", (int)n, cap);
+    return ec_ok(err);
 }
 
-int ember_token_to_piece(const ember_model *model, ember_token token, ember_token prev, int flags, char *buf,
-                         size_t size) {
-    if (!model || (!buf && size)) return EMBER_ERR_INVALID_ARG;
-    if (token < 0 || token >= model->m.hp.n_vocab) return EMBER_ERR_BAD_TOKEN;
-    return etok_piece(model->m.tok, token, prev, (flags & EMBER_TOKENIZE_SPECIAL) ? ETOK_PARSE_SPECIAL : 0, buf,
-                      size);
+ember_status ember_token_to_piece(const ember_model *model, ember_token token, ember_token prev, int flags,
+                                  char *buf, size_t size, size_t *out_len, ember_error *err) {
+    if (out_len) *out_len = 0;
+    if (!model || (!buf && size))
+        return ec_fail(err, EMBER_ERR_INVALID_ARG, "%s is NULL", model ? "buf" : "model");
+    if (size) buf[0] = 0;
+    if (token < 0 || token >= model->m.hp.n_vocab)
+        return ec_fail(err, EMBER_ERR_BAD_TOKEN, "token %d is outside the vocabulary (0..%d)", (int)token,
+                       model->m.hp.n_vocab - 1);
+    /* the piece's first size-1 bytes, then the NUL */
+    int n = etok_piece(model->m.tok, token, prev, (flags & EMBER_TOKENIZE_SPECIAL) ? ETOK_PARSE_SPECIAL : 0,
+                       size > 1 ? buf : NULL, size ? size - 1 : 0);
+    if (n < 0) return ec_fail(err, (ember_status)n, "token %d has no text", (int)token);
+    if (size) buf[(size_t)n < size ? (size_t)n : size - 1] = 0;
+    if (out_len) *out_len = (size_t)n;
+    if ((size_t)n < size) return ec_ok(err);
+    return ec_fail(err, EMBER_ERR_BUFFER_TOO_SMALL, "the piece needs %d bytes (%d and the NUL), the buffer holds %zu",
+                   n + 1, n, size);
 }
 
-int ember_detokenize(const ember_model *model, const ember_token *tokens, int n, int flags, char *buf,
-                     size_t size) {
-    if (!model || (!tokens && n) || n < 0 || (!buf && size)) return EMBER_ERR_INVALID_ARG;
+ember_status ember_detokenize(const ember_model *model, const ember_token *tokens, int n, int flags, char *buf,
+                              size_t size, size_t *out_len, ember_error *err) {
+    if (out_len) *out_len = 0;
+    if (!model || (!tokens && n) || (!buf && size))
+        return ec_fail(err, EMBER_ERR_INVALID_ARG, "%s is NULL", !model ? "model" : !buf && size ? "buf" : "tokens");
+    if (n < 0) return ec_fail(err, EMBER_ERR_INVALID_ARG, "n_tokens %d is negative", n);
+    if (size) buf[0] = 0;
+    for (int i = 0; i < n; i++)   /* before writing: a failure leaves "" */
+        if (tokens[i] < 0 || tokens[i] >= model->m.hp.n_vocab)
+            return ec_fail(err, EMBER_ERR_BAD_TOKEN, "token %d at index %d is outside the vocabulary (0..%d)",
+                           (int)tokens[i], i, model->m.hp.n_vocab - 1);
     size_t total = 0;
     ember_token prev = -1;
     for (int i = 0; i < n; i++) {
-        size_t room = total < size ? size - total : 0;
-        int len = ember_token_to_piece(model, tokens[i], prev, flags, room ? buf + total : NULL, room);
-        if (len < 0) return len;
+        size_t room = total + 1 < size ? size - 1 - total : 0;   /* what fits before the NUL */
+        int len = etok_piece(model->m.tok, tokens[i], prev, (flags & EMBER_TOKENIZE_SPECIAL) ? ETOK_PARSE_SPECIAL : 0,
+                             room ? buf + total : NULL, room);
+        if (len < 0) {
+            if (size) buf[0] = 0;
+            return ec_fail(err, (ember_status)len, "token %d at index %d has no text", (int)tokens[i], i);
+        }
         total += (size_t)len;
         prev = tokens[i];
     }
     if (size) buf[total < size ? total : size - 1] = 0;
-    return total > INT32_MAX ? EMBER_ERR_BUFFER_TOO_SMALL : (int)total;
+    if (out_len) *out_len = total;
+    if (total < size) return ec_ok(err);
+    return ec_fail(err, EMBER_ERR_BUFFER_TOO_SMALL, "the text needs %zu bytes (%zu and the NUL), the buffer holds %zu",
+                   total + 1, total, size);
 }
 
 /* ---- context --------------------------------------------------------------- */
@@ -374,8 +413,8 @@ ember_context_params ember_context_default_params(void) {
     return p;
 }
 
-int ember_context_create(const ember_model *model, const ember_context_params *params, ember_context **out,
-                         ember_error *err) {
+ember_status ember_context_create(const ember_model *model, const ember_context_params *params, ember_context **out,
+                                  ember_error *err) {
     if (!out) return ember_fail(err, EMBER_ERR_INVALID_ARG, "out_ctx is NULL");
     *out = NULL;
     if (!model) return ember_fail(err, EMBER_ERR_INVALID_ARG, "model is NULL");
@@ -383,9 +422,12 @@ int ember_context_create(const ember_model *model, const ember_context_params *p
         return ember_fail(err, EMBER_ERR_INVALID_ARG, "the model was opened with vocab_only: it has no weights");
     ember_context_params p = params ? *params : ember_context_default_params();
     const ember_allocator *user = p.allocator ? p.allocator : model->a;
-    if (p.n_ctx < 0 || p.n_batch < 0 || p.n_threads < 0 || p.n_threads > 1024 ||
-        (p.kv_type != EMBER_KV_F16 && p.kv_type != EMBER_KV_F32))
-        return ember_fail(err, EMBER_ERR_INVALID_ARG, "invalid context parameters");
+    if (p.n_ctx < 0) return ec_fail(err, EMBER_ERR_INVALID_ARG, "n_ctx %d is negative", p.n_ctx);
+    if (p.n_batch < 0) return ec_fail(err, EMBER_ERR_INVALID_ARG, "n_batch %d is negative", p.n_batch);
+    if (p.n_threads < 0 || p.n_threads > 1024)
+        return ec_fail(err, EMBER_ERR_INVALID_ARG, "n_threads %d is not in 0..1024", p.n_threads);
+    if (p.kv_type != EMBER_KV_F16 && p.kv_type != EMBER_KV_F32)
+        return ec_fail(err, EMBER_ERR_INVALID_ARG, "kv_type %d is neither EMBER_KV_F16 nor EMBER_KV_F32", (int)p.kv_type);
     int n_ctx = p.n_ctx ? p.n_ctx : ember_default_n_ctx(model);
     if (n_ctx > model->m.hp.n_ctx_train) {
         char msg[128];
@@ -396,26 +438,25 @@ int ember_context_create(const ember_model *model, const ember_context_params *p
     if (n_batch > n_ctx) n_batch = n_ctx;
     int n_threads = p.n_threads ? p.n_threads : ember_default_threads();
 
-    ember_context *ctx = ec_calloc(user, 1, sizeof *ctx);
+    ember_context *ctx = (ember_context *)ec_calloc(user, 1, sizeof *ctx);
     if (!ctx) return ember_fail(err, EMBER_ERR_NOMEM, "out of memory");
     if (user) { ctx->alloc = *user; ctx->a = &ctx->alloc; }
     ctx->model = model;
     ctx->stream_cap = (size_t)model->m.max_piece_bytes + 8;
-    ctx->stream = ec_malloc(ctx->a, ctx->stream_cap);
-    ctx->tokens = ec_malloc(ctx->a, (size_t)n_ctx * sizeof *ctx->tokens);
+    ctx->stream = (char *)ec_malloc(ctx->a, ctx->stream_cap);
+    ctx->tokens = (ember_token *)ec_malloc(ctx->a, (size_t)n_ctx * sizeof *ctx->tokens);
     int rc = ctx->stream && ctx->tokens ? em_state_init(&ctx->st, &model->m, n_ctx, n_batch, p.kv_type, n_threads, model->pool, ctx->a)
                                         : EMBER_ERR_NOMEM;
     if (rc != EMBER_OK) {
         ec_free(ctx->a, ctx->tokens);
         ec_free(ctx->a, ctx->stream);
         ec_free(user, ctx);
-        return ember_fail(err, rc, "out of memory for the context (KV cache and scratch)");
+        return ember_fail(err, (ember_status)rc, "out of memory for the context (KV cache and scratch)");
     }
     ctx->st.abort_cb = p.abort_callback;
     ctx->st.abort_ud = p.abort_user_data;
     *out = ctx;
-    if (err) { err->code = EMBER_OK; err->message[0] = 0; }
-    return EMBER_OK;
+    return ec_ok(err);
 }
 
 void ember_context_free(ember_context *ctx) {
@@ -430,7 +471,7 @@ void ember_context_free(ember_context *ctx) {
     ec_free(a, ctx);
 }
 
-int ea_ctx_fail(ember_context *ctx, int code, const char *fmt, ...) {
+ember_status ea_ctx_fail(ember_context *ctx, ember_status code, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(ctx->errmsg, sizeof ctx->errmsg, fmt, ap);
@@ -446,7 +487,7 @@ const ember_token *ember_context_tokens(const ember_context *ctx) { return ctx ?
 /* Run tokens at ctx->pos in batches; on success the context holds them and
  * their logits.  A batch the abort callback stops leaves every position
  * before it as it was. */
-static int ember_run(ember_context *ctx, const ember_token *tokens, int n, float *all_logits) {
+static ember_status ember_run(ember_context *ctx, const ember_token *tokens, int n, float *all_logits) {
     const int V = ctx->model->m.hp.n_vocab;
     for (int i = 0; i < n; i += ctx->st.n_batch) {
         int nb = n - i < ctx->st.n_batch ? n - i : ctx->st.n_batch;
@@ -460,14 +501,20 @@ static int ember_run(ember_context *ctx, const ember_token *tokens, int n, float
     return EMBER_OK;
 }
 
-int ember_context_set_pos(ember_context *ctx, int pos) {
+/* Forget every position (cannot fail, leaves the message alone). */
+static void ember_clear(ember_context *ctx) {
+    em_state_clear(&ctx->st);
+    ctx->pos = 0;
+    ctx->has_logits = 0;
+}
+
+ember_status ember_context_set_pos(ember_context *ctx, int pos) {
     if (!ctx) return EMBER_ERR_INVALID_ARG;
+    ea_ctx_begin(ctx);
     if (pos < 0 || pos > ctx->pos) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "position %d is not in 0..%d", pos, ctx->pos);
     if (pos == ctx->pos) return EMBER_OK;
     if (pos == 0) {
-        em_state_clear(&ctx->st);
-        ctx->pos = 0;
-        ctx->has_logits = 0;
+        ember_clear(ctx);
         return EMBER_OK;
     }
     /* The logits at pos come from running the token at pos - 1 again. */
@@ -486,9 +533,11 @@ static int ember_all_finite(const float *x, size_t n) {
     return 1;
 }
 
-int ember_eval(ember_context *ctx, const ember_token *tokens, int n, float *all_logits) {
+ember_status ember_eval(ember_context *ctx, const ember_token *tokens, int n, float *all_logits) {
     if (!ctx) return EMBER_ERR_INVALID_ARG;
-    if (n <= 0 || !tokens) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "no tokens to evaluate");
+    ea_ctx_begin(ctx);
+    if (n <= 0 || !tokens) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "no tokens to evaluate (n %d, tokens %s)", n,
+                                              tokens ? "given" : "NULL");
     const int V = ctx->model->m.hp.n_vocab;
     for (int i = 0; i < n; i++)
         if (tokens[i] < 0 || tokens[i] >= V)
@@ -497,16 +546,18 @@ int ember_eval(ember_context *ctx, const ember_token *tokens, int n, float *all_
     if (n > ctx->st.n_ctx - ctx->pos)
         return ea_ctx_fail(ctx, EMBER_ERR_CONTEXT_FULL, "%d tokens do not fit: %d of %d positions are used", n,
                               ctx->pos, ctx->st.n_ctx);
-    int rc = ember_run(ctx, tokens, n, all_logits);
+    ember_status rc = ember_run(ctx, tokens, n, all_logits);
     if (rc != EMBER_OK) return rc;
     if (!ember_all_finite(ctx->st.logits, (size_t)V))
         return ea_ctx_fail(ctx, EMBER_ERR_NONFINITE, "the model produced NaN or infinite logits");
     return EMBER_OK;
 }
 
-int ember_eval_multi(ember_context *const *ctxs, const ember_token *tokens, int n) {
-    if (!ctxs || n <= 0 || !tokens || !ctxs[0]) return EMBER_ERR_INVALID_ARG;
+ember_status ember_eval_multi(ember_context *const *ctxs, const ember_token *tokens, int n) {
+    if (!ctxs || n <= 0 || !ctxs[0]) return EMBER_ERR_INVALID_ARG;   /* no context to hold a message */
     ember_context *lead = ctxs[0];
+    ea_ctx_begin(lead);
+    if (!tokens) return ea_ctx_fail(lead, EMBER_ERR_INVALID_ARG, "tokens is NULL");
     const ember_model *model = lead->model;
     const int V = model->m.hp.n_vocab;
     for (int i = 0; i < n; i++) {
@@ -530,14 +581,14 @@ int ember_eval_multi(ember_context *const *ctxs, const ember_token *tokens, int 
     int chunk = n < scratch->st.n_batch ? n : scratch->st.n_batch;
     if (chunk > EMBER_MULTI_MAX) chunk = EMBER_MULTI_MAX;
     if (scratch->multi_rows < chunk) {   /* the first call with this many contexts */
-        float *l = ec_realloc(scratch->a, scratch->multi_logits, (size_t)chunk * (size_t)V * sizeof(float));
+        float *l = (float *)ec_realloc(scratch->a, scratch->multi_logits, (size_t)chunk * (size_t)V * sizeof(float));
         if (!l) return ea_ctx_fail(lead, EMBER_ERR_NOMEM, "out of memory for %d rows of logits", chunk);
         scratch->multi_logits = l;
         scratch->multi_rows = chunk;
     }
     em_state *states[EMBER_MULTI_MAX];
     int pos[EMBER_MULTI_MAX];
-    int rc = EMBER_OK;
+    ember_status rc = EMBER_OK;
     for (int i = 0; i < n; i += chunk) {
         const int nb = n - i < chunk ? n - i : chunk;
         for (int b = 0; b < nb; b++) {
@@ -574,8 +625,9 @@ static double ember_now(void) {
 
 /* ---- streaming text and stop strings ---------------------------------------- */
 
-int ember_context_set_stop_strings(ember_context *ctx, const char *const *stops, int n) {
+ember_status ember_context_set_stop_strings(ember_context *ctx, const char *const *stops, int n) {
     if (!ctx) return EMBER_ERR_INVALID_ARG;
+    ea_ctx_begin(ctx);
     if (n < 0 || (n && !stops)) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "bad stop string list");
     size_t total = 0, longest = 0;
     for (int i = 0; i < n; i++) {
@@ -587,9 +639,9 @@ int ember_context_set_stop_strings(ember_context *ctx, const char *const *stops,
     }
     /* one block: the strings, NUL-separated; the stream grows to hold a
      * stop string's worth of held-back text beside a token's */
-    char *block = n ? ec_malloc(ctx->a, total) : NULL;
+    char *block = n ? (char *)ec_malloc(ctx->a, total) : NULL;
     size_t cap = (size_t)ctx->model->m.max_piece_bytes + 8 + longest;
-    char *stream = cap > ctx->stream_cap ? ec_realloc(ctx->a, ctx->stream, cap) : ctx->stream;
+    char *stream = cap > ctx->stream_cap ? (char *)ec_realloc(ctx->a, ctx->stream, cap) : ctx->stream;
     if ((n && !block) || !stream) {
         ec_free(ctx->a, block);
         if (stream) ctx->stream = stream;
@@ -653,19 +705,29 @@ static void ember_stream_consume(ember_context *ctx, size_t n, int stopped) {
 
 /* ---- generation ---------------------------------------------------------------- */
 
-int ember_generate(ember_context *ctx, ember_sampler *sampler, const ember_token *prompt, int n_prompt,
-                   int n_predict, ember_token_callback cb, void *ud, ember_generate_result *result) {
+/* Sample the next token and accept it; a sampler's failure becomes the
+ * context's. */
+static ember_status ember_next_token(ember_context *ctx, ember_sampler *sampler, ember_token *tok) {
+    ember_status rc = ember_sampler_sample(sampler, ctx->st.logits, tok);
+    if (rc == EMBER_OK) rc = ember_sampler_accept(sampler, *tok);
+    if (rc != EMBER_OK) return ea_ctx_fail(ctx, rc, "sampling failed: %s", ember_sampler_errmsg(sampler));
+    return EMBER_OK;
+}
+
+ember_status ember_generate(ember_context *ctx, ember_sampler *sampler, const ember_token *prompt, int n_prompt,
+                            int n_predict, ember_token_callback cb, void *ud, ember_generate_result *result) {
     ember_generate_result res;
     memset(&res, 0, sizeof res);
     if (result) *result = res;
     if (!ctx) return EMBER_ERR_INVALID_ARG;
+    ea_ctx_begin(ctx);
     if (!sampler) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "sampler is NULL");
     if (n_prompt < 0 || (n_prompt && !prompt)) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "bad prompt (n_prompt %d)", n_prompt);
     if (n_predict < 0) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "n_predict %d is negative", n_predict);
     const em_model *m = &ctx->model->m;
     double t0 = ember_now();
     if (n_prompt > 0) {
-        int rc = ember_eval(ctx, prompt, n_prompt, NULL);
+        ember_status rc = ember_eval(ctx, prompt, n_prompt, NULL);
         if (rc != EMBER_OK) return rc;
         res.n_prompt = n_prompt;
     } else if (!ctx->has_logits) {
@@ -675,12 +737,11 @@ int ember_generate(ember_context *ctx, ember_sampler *sampler, const ember_token
     res.prompt_seconds = t1 - t0;
     ctx->stream_len = 0;
     ember_token prev = ctx->pos ? ctx->tokens[ctx->pos - 1] : -1;
-    int rc = EMBER_OK;
+    ember_status rc = EMBER_OK;
     for (;;) {
         if (res.n_generated >= n_predict) { res.stop = EMBER_STOP_LENGTH; break; }
-        ember_token tok = ember_sampler_sample(sampler, ctx->st.logits);
-        if (tok < 0) { rc = ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "the sampler's grammar allows no token here"); break; }
-        ember_sampler_accept(sampler, tok);
+        ember_token tok;
+        if ((rc = ember_next_token(ctx, sampler, &tok)) != EMBER_OK) break;
         if (etok_is_eog(m->tok, tok)) { res.stop = EMBER_STOP_EOG; break; }
         res.n_generated++;
         size_t emit;
@@ -701,19 +762,23 @@ int ember_generate(ember_context *ctx, ember_sampler *sampler, const ember_token
     return rc;
 }
 
-size_t ember_step_text_size(const ember_context *ctx) { return ctx ? ctx->stream_cap : 0; }
+/* the stream's bytes and a NUL */
+size_t ember_step_text_size(const ember_context *ctx) { return ctx ? ctx->stream_cap + 1 : 0; }
 
-int ember_step(ember_context *ctx, ember_sampler *sampler, char *text, size_t size, ember_step_result *out) {
-    if (!ctx) return EMBER_ERR_INVALID_ARG;
+ember_status ember_step(ember_context *ctx, ember_sampler *sampler, char *text, size_t size, ember_step_result *out) {
     if (out) memset(out, 0, sizeof *out);
-    if (!sampler || !out) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "sampler or result is NULL");
-    if (!text || size < ctx->stream_cap)
-        return ea_ctx_fail(ctx, EMBER_ERR_BUFFER_TOO_SMALL, "the text buffer must hold ember_step_text_size() = %zu bytes",
-                           ctx->stream_cap);
+    if (!ctx) return EMBER_ERR_INVALID_ARG;
+    ea_ctx_begin(ctx);
+    if (!sampler || !out) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "%s is NULL", sampler ? "out" : "sampler");
+    if (!text && size) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "text is NULL");
+    if (size < ctx->stream_cap + 1)
+        return ea_ctx_fail(ctx, EMBER_ERR_BUFFER_TOO_SMALL,
+                           "the text buffer holds %zu bytes, it must hold ember_step_text_size() = %zu", size,
+                           ctx->stream_cap + 1);
     if (!ctx->has_logits) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "nothing to continue: evaluate a prompt first");
-    ember_token tok = ember_sampler_sample(sampler, ctx->st.logits);
-    if (tok < 0) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "the sampler's grammar allows no token here");
-    ember_sampler_accept(sampler, tok);
+    ember_token tok;
+    ember_status rc = ember_next_token(ctx, sampler, &tok);
+    if (rc != EMBER_OK) return rc;
     out->token = tok;
     size_t emit = 0;
     int stopped = 0;
@@ -726,6 +791,7 @@ int ember_step(ember_context *ctx, ember_sampler *sampler, char *text, size_t si
         else if (ctx->pos >= ctx->st.n_ctx) { out->stop = EMBER_STOP_CONTEXT_FULL; emit = ctx->stream_len; }
     }
     memcpy(text, ctx->stream, emit);
+    text[emit] = 0;
     out->len = emit;
     ember_stream_consume(ctx, emit, stopped || out->stop);
     if (out->stop == EMBER_STOP_EOG || out->stop == EMBER_STOP_CONTEXT_FULL) return EMBER_OK;
@@ -734,26 +800,37 @@ int ember_step(ember_context *ctx, ember_sampler *sampler, char *text, size_t si
 
 /* Tokenize into a new array from the context's allocator (free with
  * ec_free).  Returns a status; the message is set on failure. */
-static int ember_tokenize_new(ember_context *ctx, const char *text, size_t len, ember_token **out, int *n) {
+static ember_status ember_tokenize_new(ember_context *ctx, const char *text, size_t len, ember_token **out, int *n) {
     *out = NULL;
-    int rc = ember_tokenize(ctx->model, text, len, EMBER_TOKENIZE_ADD_BOS, NULL, 0, n);
-    if (rc != EMBER_OK && rc != EMBER_ERR_BUFFER_TOO_SMALL) return ea_ctx_fail(ctx, rc, "tokenization failed");
-    *out = ec_malloc(ctx->a, (size_t)(*n ? *n : 1) * sizeof **out);
-    if (!*out) return ea_ctx_fail(ctx, EMBER_ERR_NOMEM, "out of memory");
-    rc = ember_tokenize(ctx->model, text, len, EMBER_TOKENIZE_ADD_BOS, *out, *n, n);
+    *n = 0;
+    ember_error err;
+    size_t count = 0;
+    ember_status rc = ember_tokenize(ctx->model, text, len, EMBER_TOKENIZE_ADD_BOS, NULL, 0, &count, &err);
+    if (rc != EMBER_OK && rc != EMBER_ERR_BUFFER_TOO_SMALL) return ea_ctx_fail(ctx, rc, "%s", err.message);
+    if (count > (size_t)INT32_MAX) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "the text is %zu tokens", count);
+    *out = (ember_token *)ec_malloc(ctx->a, (count ? count : 1) * sizeof **out);
+    if (!*out) return ea_ctx_fail(ctx, EMBER_ERR_NOMEM, "out of memory for %zu tokens", count);
+    rc = ember_tokenize(ctx->model, text, len, EMBER_TOKENIZE_ADD_BOS, *out, count, &count, &err);
     if (rc != EMBER_OK) {
         ec_free(ctx->a, *out);
         *out = NULL;
-        return ea_ctx_fail(ctx, rc, "tokenization failed");
+        return ea_ctx_fail(ctx, rc, "%s", err.message);
     }
+    *n = (int)count;
     return EMBER_OK;
 }
 
-int ember_generate_text(ember_context *ctx, ember_sampler *sampler, const char *prompt, int n_predict,
-                        ember_token_callback cb, void *ud, ember_generate_result *result) {
-    if (!ctx || !prompt) return EMBER_ERR_INVALID_ARG;
+ember_status ember_generate_text(ember_context *ctx, ember_sampler *sampler, const char *prompt, int n_predict,
+                                 ember_token_callback cb, void *ud, ember_generate_result *result) {
+    if (result) memset(result, 0, sizeof *result);
+    if (!ctx) return EMBER_ERR_INVALID_ARG;
+    ea_ctx_begin(ctx);
+    if (!prompt) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "prompt is NULL");
+    if (!sampler) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "sampler is NULL");
+    if (n_predict < 0) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "n_predict %d is negative", n_predict);
     ember_token *toks;
-    int n, rc = ember_tokenize_new(ctx, prompt, strlen(prompt), &toks, &n);
+    int n;
+    ember_status rc = ember_tokenize_new(ctx, prompt, strlen(prompt), &toks, &n);
     if (rc != EMBER_OK) return rc;
     if (n == 0) {   /* no BOS and no text: nothing to condition on */
         ec_free(ctx->a, toks);
@@ -766,22 +843,26 @@ int ember_generate_text(ember_context *ctx, ember_sampler *sampler, const char *
 
 /* ---- perplexity ------------------------------------------------------------ */
 
-int ember_perplexity(ember_context *ctx, const char *text, size_t len, ember_progress_callback cb, void *ud,
-                     ember_perplexity_result *result) {
-    if (!ctx || (!text && len) || !result) return EMBER_ERR_INVALID_ARG;
-    memset(result, 0, sizeof *result);
+ember_status ember_perplexity(ember_context *ctx, const char *text, size_t len, ember_progress_callback cb, void *ud,
+                              ember_perplexity_result *result) {
+    if (result) memset(result, 0, sizeof *result);
+    if (!ctx) return EMBER_ERR_INVALID_ARG;
+    ea_ctx_begin(ctx);
+    if (!text && len) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "text is NULL but len is %zu", len);
+    if (!result) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "result is NULL");
     const ember_model *model = ctx->model;
     const int n_ctx = ctx->st.n_ctx, V = model->m.hp.n_vocab, n_batch = ctx->st.n_batch;
     if (n_ctx < 3) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "perplexity needs a context of at least 3 tokens (it scores the second half of each chunk)");
     ember_token *toks;
-    int n, rc = ember_tokenize_new(ctx, text, len, &toks, &n);
+    int n;
+    ember_status rc = ember_tokenize_new(ctx, text, len, &toks, &n);
     if (rc != EMBER_OK) return rc;
     if (n < 2 * n_ctx) {
         ec_free(ctx->a, toks);
         return ea_ctx_fail(ctx, EMBER_ERR_TOO_SHORT, "%d tokens is too few: perplexity with a context of %d needs at least %d",
                               n, n_ctx, 2 * n_ctx);
     }
-    float *logits = ec_malloc(ctx->a, (size_t)n_batch * V * sizeof(float));
+    float *logits = (float *)ec_malloc(ctx->a, (size_t)n_batch * V * sizeof(float));
     if (!logits) {
         ec_free(ctx->a, toks);
         return ea_ctx_fail(ctx, EMBER_ERR_NOMEM, "out of memory");
@@ -792,7 +873,7 @@ int ember_perplexity(ember_context *ctx, const char *text, size_t len, ember_pro
     long count = 0;
     for (int c = 0; c < n_chunks && rc == EMBER_OK; c++) {
         const int start = c * n_ctx;
-        ember_context_set_pos(ctx, 0);
+        ember_clear(ctx);
         for (int i = 0; i < n_ctx && rc == EMBER_OK; i += n_batch) {
             int nb = n_ctx - i < n_batch ? n_ctx - i : n_batch;
             ember_token saved = toks[start + i];
@@ -817,7 +898,7 @@ int ember_perplexity(ember_context *ctx, const char *text, size_t len, ember_pro
         if (rc == EMBER_OK && cb && cb(ud, c + 1, n_chunks, exp(nll / (double)count)))
             rc = ea_ctx_fail(ctx, EMBER_ERR_CANCELLED, "cancelled by the progress callback");
     }
-    ember_context_set_pos(ctx, 0);
+    ember_clear(ctx);
     ec_free(ctx->a, toks);
     ec_free(ctx->a, logits);
     if (rc != EMBER_OK) return rc;

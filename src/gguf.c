@@ -25,7 +25,7 @@
  *    no two tensors' data overlap (they need not be in offset order or
  *    contiguous, unlike llama.cpp which insists on its own layout).
  *
- * Memory: one gguf_file, one kv array, one tensor array, two sorted
+ * Memory: one egf_file, one kv array, one tensor array, two sorted
  * indices (4 bytes per kv / tensor) and one index of string-array elements (8 bytes per element, each of
  * which occupies at least 8 bytes of the file) - O(n_kv + n_tensors +
  * string elements), under 4 bytes per byte of the file (a kv takes at least
@@ -51,20 +51,20 @@
 #define GGUF_MIN_KV_SIZE 14u      /* key len 8 + 1 byte key + type 4 + 1 byte value */
 #define GGUF_MIN_TI_SIZE 33u      /* name len 8 + 1 + n_dims 4 + ne 8 + type 4 + offset 8 */
 
-typedef struct gguf_kvi {
-    gguf_kv pub;
-    uint64_t str_first;           /* first index into gguf_file.str_off (string arrays) */
-} gguf_kvi;
+typedef struct egf_kvi {
+    egf_kv pub;
+    uint64_t str_first;           /* first index into egf_file.str_off (string arrays) */
+} egf_kvi;
 
-struct gguf_file {
+struct egf_file {
     const ember_allocator *alloc;
     const uint8_t *base;
     uint64_t size;
     uint32_t version;
     uint32_t alignment;
     uint64_t n_kv, n_tensors;
-    gguf_kvi *kvs;
-    gguf_tensor *tensors;
+    egf_kvi *kvs;
+    egf_tensor *tensors;
     uint64_t *str_off;            /* image offset of each string-array element */
     uint64_t n_str;
     uint32_t *kv_order, *t_order; /* indices sorted by key / tensor name */
@@ -73,22 +73,22 @@ struct gguf_file {
 
 /* ---- cursor ------------------------------------------------------------- */
 
-typedef struct gguf_cur {
+typedef struct egf_cur {
     const uint8_t *base;
     uint64_t size, pos;
     char *err;
     size_t errlen;
-} gguf_cur;
+} egf_cur;
 
-static uint64_t gguf_left(const gguf_cur *c) { return c->size - c->pos; }
+static uint64_t egf_left(const egf_cur *c) { return c->size - c->pos; }
 
-static uint16_t gguf_ld16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
-static uint32_t gguf_ld32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
-static uint64_t gguf_ld64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+static uint16_t egf_ld16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+static uint32_t egf_ld32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static uint64_t egf_ld64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
 
 /* Reads n bytes' worth of a field; fails with TRUNCATED naming what. */
-static int gguf_need(gguf_cur *c, uint64_t n, const char *what, const char *who) {
-    if (n > gguf_left(c))
+static int egf_need(egf_cur *c, uint64_t n, const char *what, const char *who) {
+    if (n > egf_left(c))
         return ec_errorf(c->err, c->errlen, EMBER_ERR_TRUNCATED,
                          "%s%s: needs %" PRIu64 " bytes at offset %" PRIu64
                          " but the file ends at %" PRIu64,
@@ -96,24 +96,24 @@ static int gguf_need(gguf_cur *c, uint64_t n, const char *what, const char *who)
     return EMBER_OK;
 }
 
-static int gguf_rd32(gguf_cur *c, uint32_t *v, const char *what, const char *who) {
-    int rc = gguf_need(c, 4, what, who);
+static int egf_rd32(egf_cur *c, uint32_t *v, const char *what, const char *who) {
+    int rc = egf_need(c, 4, what, who);
     if (rc) return rc;
-    *v = gguf_ld32(c->base + c->pos);
+    *v = egf_ld32(c->base + c->pos);
     c->pos += 4;
     return EMBER_OK;
 }
 
-static int gguf_rd64(gguf_cur *c, uint64_t *v, const char *what, const char *who) {
-    int rc = gguf_need(c, 8, what, who);
+static int egf_rd64(egf_cur *c, uint64_t *v, const char *what, const char *who) {
+    int rc = egf_need(c, 8, what, who);
     if (rc) return rc;
-    *v = gguf_ld64(c->base + c->pos);
+    *v = egf_ld64(c->base + c->pos);
     c->pos += 8;
     return EMBER_OK;
 }
 
 /* A printable, bounded rendering of untrusted bytes for messages. */
-static const char *gguf_quote(char *buf, size_t cap, const char *s, uint64_t n) {
+static const char *egf_quote(char *buf, size_t cap, const char *s, uint64_t n) {
     size_t o = 0;
     uint64_t i;
     for (i = 0; i < n && o + 4 < cap; i++) {
@@ -126,15 +126,15 @@ static const char *gguf_quote(char *buf, size_t cap, const char *s, uint64_t n) 
 }
 
 /* Reads a GGUF string (uint64 length + bytes). */
-static int gguf_rdstr(gguf_cur *c, gguf_str *s, const char *what, const char *who) {
+static int egf_rdstr(egf_cur *c, egf_str *s, const char *what, const char *who) {
     uint64_t len;
-    int rc = gguf_rd64(c, &len, what, who);
+    int rc = egf_rd64(c, &len, what, who);
     if (rc) return rc;
-    if (len > gguf_left(c))
+    if (len > egf_left(c))
         return ec_errorf(c->err, c->errlen, EMBER_ERR_TRUNCATED,
                          "%s%s: string length %" PRIu64 " at offset %" PRIu64
                          " exceeds the %" PRIu64 " bytes left in the file",
-                         who, what, len, c->pos - 8, gguf_left(c));
+                         who, what, len, c->pos - 8, egf_left(c));
     s->ptr = (const char *)c->base + c->pos;
     s->len = len;
     c->pos += len;
@@ -142,7 +142,7 @@ static int gguf_rdstr(gguf_cur *c, gguf_str *s, const char *what, const char *wh
 }
 
 /* Keys and tensor names: non-empty, no NUL, valid UTF-8. */
-static int gguf_check_name(gguf_cur *c, gguf_str s, uint64_t at, const char *what) {
+static int egf_check_name(egf_cur *c, egf_str s, uint64_t at, const char *what) {
     char q[80];
     if (s.len == 0)
         return ec_errorf(c->err, c->errlen, EMBER_ERR_CORRUPT,
@@ -156,7 +156,7 @@ static int gguf_check_name(gguf_cur *c, gguf_str s, uint64_t at, const char *wha
         if (l == 0 || cp == 0)
             return ec_errorf(c->err, c->errlen, EMBER_ERR_CORRUPT,
                              "%s '%s' at offset %" PRIu64 " has %s at byte %" PRIu64,
-                             what, gguf_quote(q, sizeof q, s.ptr, s.len), at,
+                             what, egf_quote(q, sizeof q, s.ptr, s.len), at,
                              l == 0 ? "invalid UTF-8" : "a NUL byte", i);
         i += (uint64_t)l;
     }
@@ -165,17 +165,17 @@ static int gguf_check_name(gguf_cur *c, gguf_str s, uint64_t at, const char *wha
 
 /* ---- value types ---------------------------------------------------------- */
 
-static const char *gguf_vtype_names[13] = {
+static const char *egf_vtype_names[13] = {
     "uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "bool",
     "string", "array", "uint64", "int64", "float64"
 };
 
-const char *gguf_vtype_name(int t) {
-    return (t >= 0 && t <= GGUF_FLOAT64) ? gguf_vtype_names[t] : "unknown";
+const char *egf_vtype_name(int t) {
+    return (t >= 0 && t <= GGUF_FLOAT64) ? egf_vtype_names[t] : "unknown";
 }
 
 /* Size of a fixed-size value, 0 for string/array/unknown. */
-static uint64_t gguf_fixed_size(uint32_t t) {
+static uint64_t egf_fixed_size(uint32_t t) {
     switch (t) {
     case GGUF_UINT8: case GGUF_INT8: case GGUF_BOOL: return 1;
     case GGUF_UINT16: case GGUF_INT16: return 2;
@@ -186,25 +186,25 @@ static uint64_t gguf_fixed_size(uint32_t t) {
 }
 
 /* Least bytes one element of type t can occupy (t already known valid). */
-static uint64_t gguf_min_size(uint32_t t) {
+static uint64_t egf_min_size(uint32_t t) {
     if (t == GGUF_STRING) return 8;
     if (t == GGUF_ARRAY) return 12;
-    return gguf_fixed_size(t);
+    return egf_fixed_size(t);
 }
 
-typedef struct gguf_ctx {
-    gguf_cur c;
+typedef struct egf_ctx {
+    egf_cur c;
     const char *keyq;       /* quoted key, for messages */
     char who[128];          /* "key '...'", for messages */
     uint64_t n_str;         /* string-array elements counted / stored */
     uint64_t *str_off;      /* NULL during the counting pass */
-} gguf_ctx;
+} egf_ctx;
 
 /* Skips/validates one value of type t at the cursor.  depth = array nesting
  * of this value.  For a top-level string array in the filling pass, records
  * element offsets. */
-static int gguf_value(gguf_ctx *x, uint32_t t, int depth, int index_strings) {
-    gguf_cur *c = &x->c;
+static int egf_value(egf_ctx *x, uint32_t t, int depth, int index_strings) {
+    egf_cur *c = &x->c;
     const char *who = x->who;
     int rc;
     if (t > GGUF_FLOAT64)
@@ -212,12 +212,12 @@ static int gguf_value(gguf_ctx *x, uint32_t t, int depth, int index_strings) {
                          "key '%s': unknown value type %" PRIu32 " at offset %" PRIu64,
                          x->keyq, t, c->pos);
     if (t == GGUF_STRING) {
-        gguf_str s;
-        return gguf_rdstr(c, &s, " string value", who);
+        egf_str s;
+        return egf_rdstr(c, &s, " string value", who);
     }
     if (t != GGUF_ARRAY) {
-        uint64_t n = gguf_fixed_size(t);
-        if ((rc = gguf_need(c, n, " value", who))) return rc;
+        uint64_t n = egf_fixed_size(t);
+        if ((rc = egf_need(c, n, " value", who))) return rc;
         if (t == GGUF_BOOL && c->base[c->pos] > 1)
             return ec_errorf(c->err, c->errlen, EMBER_ERR_CORRUPT,
                              "key '%s': bool value %u at offset %" PRIu64 " is not 0 or 1",
@@ -232,30 +232,30 @@ static int gguf_value(gguf_ctx *x, uint32_t t, int depth, int index_strings) {
                          x->keyq, GGUF_MAX_DEPTH, c->pos);
     uint32_t et;
     uint64_t n;
-    if ((rc = gguf_rd32(c, &et, " array element type", who))) return rc;
+    if ((rc = egf_rd32(c, &et, " array element type", who))) return rc;
     if (et > GGUF_FLOAT64)
         return ec_errorf(c->err, c->errlen, EMBER_ERR_CORRUPT,
                          "key '%s': unknown array element type %" PRIu32 " at offset %" PRIu64,
                          x->keyq, et, c->pos - 4);
-    if ((rc = gguf_rd64(c, &n, " array length", who))) return rc;
-    uint64_t esz = gguf_min_size(et);
-    if (n > gguf_left(c) / esz)
+    if ((rc = egf_rd64(c, &n, " array length", who))) return rc;
+    uint64_t esz = egf_min_size(et);
+    if (n > egf_left(c) / esz)
         return ec_errorf(c->err, c->errlen, EMBER_ERR_CORRUPT,
                          "key '%s': array of %" PRIu64 " %s elements at offset %" PRIu64
                          " cannot fit in the %" PRIu64 " bytes left in the file",
-                         x->keyq, n, gguf_vtype_name((int)et), c->pos - 8, gguf_left(c));
+                         x->keyq, n, egf_vtype_name((int)et), c->pos - 8, egf_left(c));
     if (et == GGUF_STRING) {
         for (uint64_t i = 0; i < n; i++) {
-            gguf_str s;
+            egf_str s;
             if (index_strings && x->str_off) x->str_off[x->n_str] = c->pos;
-            if ((rc = gguf_rdstr(c, &s, " string array element", who))) return rc;
+            if ((rc = egf_rdstr(c, &s, " string array element", who))) return rc;
             if (index_strings) x->n_str++;
         }
         return EMBER_OK;
     }
     if (et == GGUF_ARRAY) {
         for (uint64_t i = 0; i < n; i++)
-            if ((rc = gguf_value(x, GGUF_ARRAY, depth + 1, 0))) return rc;
+            if ((rc = egf_value(x, GGUF_ARRAY, depth + 1, 0))) return rc;
         return EMBER_OK;
     }
     /* fixed-size elements: n * esz <= left, checked above */
@@ -272,22 +272,22 @@ static int gguf_value(gguf_ctx *x, uint32_t t, int depth, int index_strings) {
 }
 
 /* One key/value pair.  If kv is non-NULL it is filled. */
-static int gguf_one_kv(gguf_ctx *x, uint64_t i, gguf_kvi *kv) {
-    gguf_cur *c = &x->c;
+static int egf_one_kv(egf_ctx *x, uint64_t i, egf_kvi *kv) {
+    egf_cur *c = &x->c;
     char who[48], q[80];
-    gguf_str key;
+    egf_str key;
     uint32_t t;
     int rc;
     uint64_t at = c->pos;
     snprintf(who, sizeof who, "kv %" PRIu64, i);
-    if ((rc = gguf_rdstr(c, &key, " key", who))) return rc;
-    if ((rc = gguf_check_name(c, key, at, "key"))) return rc;
-    x->keyq = gguf_quote(q, sizeof q, key.ptr, key.len);
+    if ((rc = egf_rdstr(c, &key, " key", who))) return rc;
+    if ((rc = egf_check_name(c, key, at, "key"))) return rc;
+    x->keyq = egf_quote(q, sizeof q, key.ptr, key.len);
     snprintf(x->who, sizeof x->who, "key '%s'", x->keyq);
-    if ((rc = gguf_rd32(c, &t, " value type", x->who))) return rc;
+    if ((rc = egf_rd32(c, &t, " value type", x->who))) return rc;
     uint64_t vstart = c->pos;
     uint64_t sfirst = x->n_str;
-    if ((rc = gguf_value(x, t, 0, 1))) return rc;
+    if ((rc = egf_value(x, t, 0, 1))) return rc;
     if (kv) {
         kv->pub.key = key;
         kv->pub.type = (int)t;
@@ -296,8 +296,8 @@ static int gguf_one_kv(gguf_ctx *x, uint64_t i, gguf_kvi *kv) {
         kv->pub.data = c->base + vstart;
         kv->str_first = sfirst;
         if (t == GGUF_ARRAY) {
-            kv->pub.arr_type = (int)gguf_ld32(c->base + vstart);
-            kv->pub.arr_n = gguf_ld64(c->base + vstart + 4);
+            kv->pub.arr_type = (int)egf_ld32(c->base + vstart);
+            kv->pub.arr_n = egf_ld64(c->base + vstart + 4);
             kv->pub.data = c->base + vstart + 12;
         }
     }
@@ -307,32 +307,32 @@ static int gguf_one_kv(gguf_ctx *x, uint64_t i, gguf_kvi *kv) {
 /* ---- sorted indices -------------------------------------------------------- */
 
 /* Byte-wise order of names (a prefix sorts first). */
-static int gguf_name_cmp(gguf_str a, gguf_str b) {
+static int egf_name_cmp(egf_str a, egf_str b) {
     uint64_t n = a.len < b.len ? a.len : b.len;
     int c = n ? memcmp(a.ptr, b.ptr, (size_t)n) : 0;
     if (c) return c;
     return a.len < b.len ? -1 : a.len > b.len;
 }
 
-typedef int (*gguf_less_fn)(const gguf_file *f, uint32_t a, uint32_t b);
+typedef int (*egf_less_fn)(const egf_file *f, uint32_t a, uint32_t b);
 
 /* Total orders (ties broken by index, so equal names end up adjacent with
  * the first occurrence first). */
-static int gguf_kv_less(const gguf_file *f, uint32_t a, uint32_t b) {
-    int c = gguf_name_cmp(f->kvs[a].pub.key, f->kvs[b].pub.key);
+static int egf_kv_less(const egf_file *f, uint32_t a, uint32_t b) {
+    int c = egf_name_cmp(f->kvs[a].pub.key, f->kvs[b].pub.key);
     return c < 0 || (c == 0 && a < b);
 }
-static int gguf_tname_less(const gguf_file *f, uint32_t a, uint32_t b) {
-    int c = gguf_name_cmp(f->tensors[a].name, f->tensors[b].name);
+static int egf_tname_less(const egf_file *f, uint32_t a, uint32_t b) {
+    int c = egf_name_cmp(f->tensors[a].name, f->tensors[b].name);
     return c < 0 || (c == 0 && a < b);
 }
-static int gguf_toff_less(const gguf_file *f, uint32_t a, uint32_t b) {
+static int egf_toff_less(const egf_file *f, uint32_t a, uint32_t b) {
     uint64_t x = f->tensors[a].offset, y = f->tensors[b].offset;
     return x < y || (x == y && a < b);
 }
 
 /* Heap sort: no allocation, no recursion, O(n log n) worst case. */
-static void gguf_sift(const gguf_file *f, uint32_t *ix, uint64_t root, uint64_t n, gguf_less_fn less) {
+static void egf_sift(const egf_file *f, uint32_t *ix, uint64_t root, uint64_t n, egf_less_fn less) {
     for (;;) {
         uint64_t child = 2 * root + 1;
         if (child >= n) return;
@@ -343,19 +343,19 @@ static void gguf_sift(const gguf_file *f, uint32_t *ix, uint64_t root, uint64_t 
     }
 }
 
-static void gguf_heapsort(const gguf_file *f, uint32_t *ix, uint64_t n, gguf_less_fn less) {
+static void egf_heapsort(const egf_file *f, uint32_t *ix, uint64_t n, egf_less_fn less) {
     for (uint64_t i = 0; i < n; i++) ix[i] = (uint32_t)i;
     if (n < 2) return;
-    for (uint64_t i = n / 2; i-- > 0;) gguf_sift(f, ix, i, n, less);
+    for (uint64_t i = n / 2; i-- > 0;) egf_sift(f, ix, i, n, less);
     for (uint64_t end = n - 1; end > 0; end--) {
         uint32_t tmp = ix[0]; ix[0] = ix[end]; ix[end] = tmp;
-        gguf_sift(f, ix, 0, end, less);
+        egf_sift(f, ix, 0, end, less);
     }
 }
 
 /* ---- open ------------------------------------------------------------------- */
 
-void gguf_close(gguf_file *f) {
+void egf_close(egf_file *f) {
     if (!f) return;
     const ember_allocator *a = f->alloc;
     ec_free(a, f->kvs);
@@ -366,30 +366,30 @@ void gguf_close(gguf_file *f) {
     ec_free(a, f);
 }
 
-static int gguf_nomem(char *err, size_t errlen, const char *what, uint64_t n) {
+static int egf_nomem(char *err, size_t errlen, const char *what, uint64_t n) {
     return ec_errorf(err, errlen, EMBER_ERR_NOMEM,
                      "out of memory allocating %s (%" PRIu64 " entries)", what, n);
 }
 
-static void *gguf_alloc_array(const ember_allocator *a, uint64_t n, size_t sz) {
+static void *egf_alloc_array(const ember_allocator *a, uint64_t n, size_t sz) {
     if (n > SIZE_MAX) return NULL;
     return ec_calloc(a, (size_t)(n ? n : 1), sz);
 }
 
-static int gguf_tensor_info(gguf_file *f, gguf_cur *c, uint64_t i) {
-    gguf_tensor *t = &f->tensors[i];
+static int egf_tensor_info(egf_file *f, egf_cur *c, uint64_t i) {
+    egf_tensor *t = &f->tensors[i];
     char who[48], q[80];
-    gguf_str name;
+    egf_str name;
     uint32_t nd, type;
     int rc;
     uint64_t at = c->pos;
     snprintf(who, sizeof who, "tensor %" PRIu64, i);
-    if ((rc = gguf_rdstr(c, &name, " name", who))) return rc;
-    if ((rc = gguf_check_name(c, name, at, "tensor name"))) return rc;
-    gguf_quote(q, sizeof q, name.ptr, name.len);
+    if ((rc = egf_rdstr(c, &name, " name", who))) return rc;
+    if ((rc = egf_check_name(c, name, at, "tensor name"))) return rc;
+    egf_quote(q, sizeof q, name.ptr, name.len);
     snprintf(who, sizeof who, "tensor '%.36s'", q);
     t->name = name;
-    if ((rc = gguf_rd32(c, &nd, " n_dims", who))) return rc;
+    if ((rc = egf_rd32(c, &nd, " n_dims", who))) return rc;
     if (nd < 1 || nd > 4)
         return ec_errorf(c->err, c->errlen, EMBER_ERR_CORRUPT,
                          "tensor '%s': n_dims %" PRIu32 " is not in 1..4", q, nd);
@@ -397,15 +397,15 @@ static int gguf_tensor_info(gguf_file *f, gguf_cur *c, uint64_t i) {
     for (int d = 0; d < 4; d++) t->ne[d] = 1;
     for (uint32_t d = 0; d < nd; d++) {
         uint64_t ne;
-        if ((rc = gguf_rd64(c, &ne, " dimension", who))) return rc;
+        if ((rc = egf_rd64(c, &ne, " dimension", who))) return rc;
         if (ne < 1 || ne > (uint64_t)INT64_MAX)
             return ec_errorf(c->err, c->errlen, EMBER_ERR_CORRUPT,
                              "tensor '%s': ne[%" PRIu32 "] = %" PRId64 " is not positive",
                              q, d, (int64_t)ne);
         t->ne[d] = (int64_t)ne;
     }
-    if ((rc = gguf_rd32(c, &type, " type", who))) return rc;
-    if ((rc = gguf_rd64(c, &t->offset, " offset", who))) return rc;
+    if ((rc = egf_rd32(c, &type, " type", who))) return rc;
+    if ((rc = egf_rd64(c, &t->offset, " offset", who))) return rc;
     t->type = (int)(type & 0x7fffffff);
     const ek_type_info *ti = type < 0x10000 ? ek_type_get((int)type) : NULL;
     if (!ti || ti->block_size <= 0 || ti->type_size <= 0)
@@ -442,18 +442,18 @@ static int gguf_tensor_info(gguf_file *f, gguf_cur *c, uint64_t i) {
     return EMBER_OK;
 }
 
-int gguf_open(const void *data, uint64_t size, const ember_allocator *a,
-              gguf_file **out, char *err, size_t errlen) {
+int egf_open(const void *data, uint64_t size, const ember_allocator *a,
+              egf_file **out, char *err, size_t errlen) {
     if (err && errlen) err[0] = 0;
     if (out) *out = NULL;
     if (!out || (!data && size))
-        return ec_errorf(err, errlen, EMBER_ERR_INVALID_ARG, "gguf_open: NULL argument");
+        return ec_errorf(err, errlen, EMBER_ERR_INVALID_ARG, "egf_open: NULL argument");
     if (a && (!a->malloc_fn || !a->realloc_fn || !a->free_fn))
-        return ec_errorf(err, errlen, EMBER_ERR_INVALID_ARG, "gguf_open: allocator has NULL functions");
+        return ec_errorf(err, errlen, EMBER_ERR_INVALID_ARG, "egf_open: allocator has NULL functions");
 
-    gguf_ctx x;
+    egf_ctx x;
     memset(&x, 0, sizeof x);
-    gguf_cur *c = &x.c;
+    egf_cur *c = &x.c;
     c->base = (const uint8_t *)data;
     c->size = size;
     c->err = err;
@@ -468,7 +468,7 @@ int gguf_open(const void *data, uint64_t size, const ember_allocator *a,
         if (n && memcmp(data, magic, (size_t)n) != 0)
             return ec_errorf(err, errlen, EMBER_ERR_BAD_MAGIC,
                              "not a GGUF file: magic '%s', expected 'GGUF'",
-                             gguf_quote(q, sizeof q, (const char *)data, n));
+                             egf_quote(q, sizeof q, (const char *)data, n));
         if (n < 4)
             return ec_errorf(err, errlen, EMBER_ERR_TRUNCATED,
                              "file of %" PRIu64 " bytes is too short for the GGUF magic", size);
@@ -476,7 +476,7 @@ int gguf_open(const void *data, uint64_t size, const ember_allocator *a,
     }
     uint32_t version;
     uint64_t n_tensors, n_kv;
-    if ((rc = gguf_rd32(c, &version, "version", ""))) return rc;
+    if ((rc = egf_rd32(c, &version, "version", ""))) return rc;
     if (version != 2 && version != 3) {
         if ((version & 0xffff) == 0 && version != 0)
             return ec_errorf(err, errlen, EMBER_ERR_VERSION,
@@ -485,10 +485,10 @@ int gguf_open(const void *data, uint64_t size, const ember_allocator *a,
         return ec_errorf(err, errlen, EMBER_ERR_VERSION,
                          "GGUF version %" PRIu32 " is not supported (only 2 and 3)", version);
     }
-    if ((rc = gguf_rd64(c, &n_tensors, "n_tensors", ""))) return rc;
-    if ((rc = gguf_rd64(c, &n_kv, "n_kv", ""))) return rc;
+    if ((rc = egf_rd64(c, &n_tensors, "n_tensors", ""))) return rc;
+    if ((rc = egf_rd64(c, &n_kv, "n_kv", ""))) return rc;
     {
-        uint64_t left = gguf_left(c);
+        uint64_t left = egf_left(c);
         if (n_kv > GGUF_MAX_COUNT || n_kv > left / GGUF_MIN_KV_SIZE)
             return ec_errorf(err, errlen, EMBER_ERR_CORRUPT,
                              "n_kv = %" PRIu64 " key/value pairs cannot fit in the %" PRIu64
@@ -507,17 +507,17 @@ int gguf_open(const void *data, uint64_t size, const ember_allocator *a,
 
     /* pass 1: validate the key/value section, count string-array elements */
     for (uint64_t i = 0; i < n_kv; i++)
-        if ((rc = gguf_one_kv(&x, i, NULL))) return rc;
+        if ((rc = egf_one_kv(&x, i, NULL))) return rc;
     uint64_t n_str = x.n_str;
     uint64_t ti_start = c->pos;
-    if (n_tensors > gguf_left(c) / GGUF_MIN_TI_SIZE)
+    if (n_tensors > egf_left(c) / GGUF_MIN_TI_SIZE)
         return ec_errorf(err, errlen, EMBER_ERR_CORRUPT,
                          "n_tensors = %" PRIu64 " tensor infos cannot fit in the %" PRIu64
-                         " bytes left after the key/value pairs", n_tensors, gguf_left(c));
+                         " bytes left after the key/value pairs", n_tensors, egf_left(c));
 
     /* allocate everything */
-    gguf_file *f = ec_calloc(a, 1, sizeof *f);
-    if (!f) return gguf_nomem(err, errlen, "the GGUF file object", 1);
+    egf_file *f = (egf_file *)ec_calloc(a, 1, sizeof *f);
+    if (!f) return egf_nomem(err, errlen, "the GGUF file object", 1);
     f->alloc = a;
     f->base = c->base;
     f->size = size;
@@ -526,20 +526,20 @@ int gguf_open(const void *data, uint64_t size, const ember_allocator *a,
     f->n_kv = n_kv;
     f->n_tensors = n_tensors;
     f->n_str = n_str;
-    if (!(f->kvs = gguf_alloc_array(a, n_kv, sizeof *f->kvs))) {
-        rc = gguf_nomem(err, errlen, "key/value pairs", n_kv); goto fail;
+    if (!(f->kvs = (egf_kvi *)egf_alloc_array(a, n_kv, sizeof *f->kvs))) {
+        rc = egf_nomem(err, errlen, "key/value pairs", n_kv); goto fail;
     }
-    if (!(f->str_off = gguf_alloc_array(a, n_str, sizeof *f->str_off))) {
-        rc = gguf_nomem(err, errlen, "the string array index", n_str); goto fail;
+    if (!(f->str_off = (uint64_t *)egf_alloc_array(a, n_str, sizeof *f->str_off))) {
+        rc = egf_nomem(err, errlen, "the string array index", n_str); goto fail;
     }
-    if (!(f->kv_order = gguf_alloc_array(a, n_kv, sizeof *f->kv_order))) {
-        rc = gguf_nomem(err, errlen, "the key index", n_kv); goto fail;
+    if (!(f->kv_order = (uint32_t *)egf_alloc_array(a, n_kv, sizeof *f->kv_order))) {
+        rc = egf_nomem(err, errlen, "the key index", n_kv); goto fail;
     }
-    if (!(f->tensors = gguf_alloc_array(a, n_tensors, sizeof *f->tensors))) {
-        rc = gguf_nomem(err, errlen, "tensor infos", n_tensors); goto fail;
+    if (!(f->tensors = (egf_tensor *)egf_alloc_array(a, n_tensors, sizeof *f->tensors))) {
+        rc = egf_nomem(err, errlen, "tensor infos", n_tensors); goto fail;
     }
-    if (!(f->t_order = gguf_alloc_array(a, n_tensors, sizeof *f->t_order))) {
-        rc = gguf_nomem(err, errlen, "the tensor index", n_tensors); goto fail;
+    if (!(f->t_order = (uint32_t *)egf_alloc_array(a, n_tensors, sizeof *f->t_order))) {
+        rc = egf_nomem(err, errlen, "the tensor index", n_tensors); goto fail;
     }
 
     /* pass 2: fill the kv table (the section was validated by pass 1) */
@@ -547,17 +547,17 @@ int gguf_open(const void *data, uint64_t size, const ember_allocator *a,
     x.n_str = 0;
     x.str_off = f->str_off;
     for (uint64_t i = 0; i < n_kv; i++) {
-        gguf_kvi *kv = &f->kvs[i];
-        if ((rc = gguf_one_kv(&x, i, kv))) goto fail;
+        egf_kvi *kv = &f->kvs[i];
+        if ((rc = egf_one_kv(&x, i, kv))) goto fail;
     }
-    gguf_heapsort(f, f->kv_order, n_kv, gguf_kv_less);
+    egf_heapsort(f, f->kv_order, n_kv, egf_kv_less);
     for (uint64_t k = 1; k < n_kv; k++) {
-        const gguf_kvi *p = &f->kvs[f->kv_order[k - 1]], *kv = &f->kvs[f->kv_order[k]];
-        if (gguf_name_cmp(p->pub.key, kv->pub.key) == 0) {
+        const egf_kvi *p = &f->kvs[f->kv_order[k - 1]], *kv = &f->kvs[f->kv_order[k]];
+        if (egf_name_cmp(p->pub.key, kv->pub.key) == 0) {
             char q[80];
             rc = ec_errorf(err, errlen, EMBER_ERR_CORRUPT,
                            "kv %" PRIu32 ": duplicate key '%s' (also kv %" PRIu32 ")",
-                           f->kv_order[k], gguf_quote(q, sizeof q, kv->pub.key.ptr, kv->pub.key.len),
+                           f->kv_order[k], egf_quote(q, sizeof q, kv->pub.key.ptr, kv->pub.key.len),
                            f->kv_order[k - 1]);
             goto fail;
         }
@@ -565,15 +565,15 @@ int gguf_open(const void *data, uint64_t size, const ember_allocator *a,
 
     /* alignment */
     {
-        const gguf_kv *al = gguf_find_kv(f, "general.alignment");
+        const egf_kv *al = egf_find_kv(f, "general.alignment");
         if (al) {
             if (al->type != GGUF_UINT32) {
                 rc = ec_errorf(err, errlen, EMBER_ERR_CORRUPT,
                                "general.alignment has type %s, expected uint32",
-                               gguf_vtype_name(al->type));
+                               egf_vtype_name(al->type));
                 goto fail;
             }
-            uint32_t v = gguf_ld32(al->data);
+            uint32_t v = egf_ld32(al->data);
             if (v == 0 || (v & (v - 1)) != 0) {
                 rc = ec_errorf(err, errlen, EMBER_ERR_CORRUPT,
                                "general.alignment = %" PRIu32 " is not a nonzero power of two", v);
@@ -586,7 +586,7 @@ int gguf_open(const void *data, uint64_t size, const ember_allocator *a,
     /* tensor infos */
     c->pos = ti_start;
     for (uint64_t i = 0; i < n_tensors; i++)
-        if ((rc = gguf_tensor_info(f, c, i))) goto fail;
+        if ((rc = egf_tensor_info(f, c, i))) goto fail;
 
     /* data section */
     {
@@ -609,40 +609,40 @@ int gguf_open(const void *data, uint64_t size, const ember_allocator *a,
         }
     }
     for (uint64_t i = 0; i < n_tensors; i++) {
-        gguf_tensor *t = &f->tensors[i];
+        egf_tensor *t = &f->tensors[i];
         if (t->offset > f->data_size || t->nbytes > f->data_size - t->offset) {
             char q[80];
             rc = ec_errorf(err, errlen, EMBER_ERR_TRUNCATED,
                            "tensor '%s': offset %" PRIu64 " + %" PRIu64
                            " bytes exceeds the data section (%" PRIu64 " bytes)",
-                           gguf_quote(q, sizeof q, t->name.ptr, t->name.len),
+                           egf_quote(q, sizeof q, t->name.ptr, t->name.len),
                            t->offset, t->nbytes, f->data_size);
             goto fail;
         }
         t->data = f->base + f->data_offset + t->offset;
     }
     /* overlaps: sort by offset, compare neighbours */
-    gguf_heapsort(f, f->t_order, n_tensors, gguf_toff_less);
+    egf_heapsort(f, f->t_order, n_tensors, egf_toff_less);
     for (uint64_t k = 1; k < n_tensors; k++) {
-        const gguf_tensor *p = &f->tensors[f->t_order[k - 1]], *t = &f->tensors[f->t_order[k]];
+        const egf_tensor *p = &f->tensors[f->t_order[k - 1]], *t = &f->tensors[f->t_order[k]];
         if (p->offset + p->nbytes > t->offset) {
             char q1[80], q2[80];
             rc = ec_errorf(err, errlen, EMBER_ERR_CORRUPT,
                            "tensor '%s' (offset %" PRIu64 ", %" PRIu64 " bytes) overlaps tensor '%s' (offset %" PRIu64 ")",
-                           gguf_quote(q1, sizeof q1, p->name.ptr, p->name.len), p->offset, p->nbytes,
-                           gguf_quote(q2, sizeof q2, t->name.ptr, t->name.len), t->offset);
+                           egf_quote(q1, sizeof q1, p->name.ptr, p->name.len), p->offset, p->nbytes,
+                           egf_quote(q2, sizeof q2, t->name.ptr, t->name.len), t->offset);
             goto fail;
         }
     }
     /* unique names: sort by name (the index then serves lookups) */
-    gguf_heapsort(f, f->t_order, n_tensors, gguf_tname_less);
+    egf_heapsort(f, f->t_order, n_tensors, egf_tname_less);
     for (uint64_t k = 1; k < n_tensors; k++) {
-        const gguf_tensor *p = &f->tensors[f->t_order[k - 1]], *t = &f->tensors[f->t_order[k]];
-        if (gguf_name_cmp(p->name, t->name) == 0) {
+        const egf_tensor *p = &f->tensors[f->t_order[k - 1]], *t = &f->tensors[f->t_order[k]];
+        if (egf_name_cmp(p->name, t->name) == 0) {
             char q[80];
             rc = ec_errorf(err, errlen, EMBER_ERR_CORRUPT,
                            "tensor %" PRIu32 ": duplicate tensor name '%s' (also tensor %" PRIu32 ")",
-                           f->t_order[k], gguf_quote(q, sizeof q, t->name.ptr, t->name.len),
+                           f->t_order[k], egf_quote(q, sizeof q, t->name.ptr, t->name.len),
                            f->t_order[k - 1]);
             goto fail;
         }
@@ -650,56 +650,56 @@ int gguf_open(const void *data, uint64_t size, const ember_allocator *a,
     *out = f;
     return EMBER_OK;
 fail:
-    gguf_close(f);
+    egf_close(f);
     return rc;
 }
 
 /* ---- accessors ------------------------------------------------------------ */
 
-uint32_t gguf_version(const gguf_file *f) { return f ? f->version : 0; }
-uint32_t gguf_alignment(const gguf_file *f) { return f ? f->alignment : 0; }
-uint64_t gguf_data_offset(const gguf_file *f) { return f ? f->data_offset : 0; }
-uint64_t gguf_data_size(const gguf_file *f) { return f ? f->data_size : 0; }
-uint64_t gguf_n_kv(const gguf_file *f) { return f ? f->n_kv : 0; }
-uint64_t gguf_n_tensors(const gguf_file *f) { return f ? f->n_tensors : 0; }
+uint32_t egf_version(const egf_file *f) { return f ? f->version : 0; }
+uint32_t egf_alignment(const egf_file *f) { return f ? f->alignment : 0; }
+uint64_t egf_data_offset(const egf_file *f) { return f ? f->data_offset : 0; }
+uint64_t egf_data_size(const egf_file *f) { return f ? f->data_size : 0; }
+uint64_t egf_n_kv(const egf_file *f) { return f ? f->n_kv : 0; }
+uint64_t egf_n_tensors(const egf_file *f) { return f ? f->n_tensors : 0; }
 
-const gguf_kv *gguf_kv_at(const gguf_file *f, uint64_t i) {
+const egf_kv *egf_kv_at(const egf_file *f, uint64_t i) {
     return (f && i < f->n_kv) ? &f->kvs[i].pub : NULL;
 }
 
-const gguf_tensor *gguf_tensor_at(const gguf_file *f, uint64_t i) {
+const egf_tensor *egf_tensor_at(const egf_file *f, uint64_t i) {
     return (f && i < f->n_tensors) ? &f->tensors[i] : NULL;
 }
 
 /* Binary search of a sorted index; returns the item index or -1. */
-static int64_t gguf_bsearch(const gguf_file *f, const uint32_t *ix, uint64_t n,
+static int64_t egf_bsearch(const egf_file *f, const uint32_t *ix, uint64_t n,
                             const char *name, int tensors) {
     if (!ix || !name) return -1;
-    gguf_str k = { name, strlen(name) };
+    egf_str k = { name, strlen(name) };
     uint64_t lo = 0, hi = n;
     while (lo < hi) {
         uint64_t mid = lo + (hi - lo) / 2;
-        gguf_str m = tensors ? f->tensors[ix[mid]].name : f->kvs[ix[mid]].pub.key;
-        int c = gguf_name_cmp(m, k);
+        egf_str m = tensors ? f->tensors[ix[mid]].name : f->kvs[ix[mid]].pub.key;
+        int c = egf_name_cmp(m, k);
         if (c == 0) return ix[mid];
         if (c < 0) lo = mid + 1; else hi = mid;
     }
     return -1;
 }
 
-const gguf_kv *gguf_find_kv(const gguf_file *f, const char *key) {
+const egf_kv *egf_find_kv(const egf_file *f, const char *key) {
     if (!f) return NULL;
-    int64_t i = gguf_bsearch(f, f->kv_order, f->n_kv, key, 0);
+    int64_t i = egf_bsearch(f, f->kv_order, f->n_kv, key, 0);
     return i < 0 ? NULL : &f->kvs[i].pub;
 }
 
-const gguf_tensor *gguf_find_tensor(const gguf_file *f, const char *name) {
+const egf_tensor *egf_find_tensor(const egf_file *f, const char *name) {
     if (!f) return NULL;
-    int64_t i = gguf_bsearch(f, f->t_order, f->n_tensors, name, 1);
+    int64_t i = egf_bsearch(f, f->t_order, f->n_tensors, name, 1);
     return i < 0 ? NULL : &f->tensors[i];
 }
 
-int gguf_str_eq(gguf_str s, const char *c) {
+int egf_str_eq(egf_str s, const char *c) {
     if (!c) return 0;
     size_t n = strlen(c);
     return s.len == n && (n == 0 || memcmp(s.ptr, c, n) == 0);
@@ -707,17 +707,17 @@ int gguf_str_eq(gguf_str s, const char *c) {
 
 /* Integer value of type t at p: returns 0 and sets *neg and *mag = abs(value),
  * or -1 if t is not an integer type. */
-static int gguf_load_int(int t, const uint8_t *p, int *neg, uint64_t *mag) {
+static int egf_load_int(int t, const uint8_t *p, int *neg, uint64_t *mag) {
     int64_t s;
     switch (t) {
     case GGUF_UINT8: *neg = 0; *mag = p[0]; return 0;
-    case GGUF_UINT16: *neg = 0; *mag = gguf_ld16(p); return 0;
-    case GGUF_UINT32: *neg = 0; *mag = gguf_ld32(p); return 0;
-    case GGUF_UINT64: *neg = 0; *mag = gguf_ld64(p); return 0;
+    case GGUF_UINT16: *neg = 0; *mag = egf_ld16(p); return 0;
+    case GGUF_UINT32: *neg = 0; *mag = egf_ld32(p); return 0;
+    case GGUF_UINT64: *neg = 0; *mag = egf_ld64(p); return 0;
     case GGUF_INT8: s = (int8_t)p[0]; break;
-    case GGUF_INT16: s = (int16_t)gguf_ld16(p); break;
-    case GGUF_INT32: s = (int32_t)gguf_ld32(p); break;
-    case GGUF_INT64: s = (int64_t)gguf_ld64(p); break;
+    case GGUF_INT16: s = (int16_t)egf_ld16(p); break;
+    case GGUF_INT32: s = (int32_t)egf_ld32(p); break;
+    case GGUF_INT64: s = (int64_t)egf_ld64(p); break;
     default: return -1;
     }
     *neg = s < 0;
@@ -725,10 +725,10 @@ static int gguf_load_int(int t, const uint8_t *p, int *neg, uint64_t *mag) {
     return 0;
 }
 
-static int gguf_to_i64(int t, const uint8_t *p, int64_t *out) {
+static int egf_to_i64(int t, const uint8_t *p, int64_t *out) {
     int neg;
     uint64_t mag;
-    if (gguf_load_int(t, p, &neg, &mag)) return EMBER_ERR_CORRUPT;
+    if (egf_load_int(t, p, &neg, &mag)) return EMBER_ERR_CORRUPT;
     if (neg) {
         if (mag > (uint64_t)INT64_MAX + 1) return EMBER_ERR_CORRUPT;
         *out = mag == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)mag;
@@ -739,7 +739,7 @@ static int gguf_to_i64(int t, const uint8_t *p, int64_t *out) {
     return EMBER_OK;
 }
 
-static int gguf_to_f32(int t, const uint8_t *p, float *out) {
+static int egf_to_f32(int t, const uint8_t *p, float *out) {
     if (t == GGUF_FLOAT32) {
         memcpy(out, p, 4);
         return EMBER_OK;
@@ -757,34 +757,34 @@ static int gguf_to_f32(int t, const uint8_t *p, float *out) {
     return EMBER_ERR_CORRUPT;
 }
 
-int gguf_get_u32(const gguf_file *f, const char *key, uint32_t *out) {
-    const gguf_kv *kv = gguf_find_kv(f, key);
+int egf_get_u32(const egf_file *f, const char *key, uint32_t *out) {
+    const egf_kv *kv = egf_find_kv(f, key);
     int neg;
     uint64_t mag;
     if (!out) return EMBER_ERR_INVALID_ARG;
     if (!kv) return EMBER_ERR_MISSING;
-    if (gguf_load_int(kv->type, kv->data, &neg, &mag) || neg || mag > UINT32_MAX)
+    if (egf_load_int(kv->type, kv->data, &neg, &mag) || neg || mag > UINT32_MAX)
         return EMBER_ERR_CORRUPT;
     *out = (uint32_t)mag;
     return EMBER_OK;
 }
 
-int gguf_get_i64(const gguf_file *f, const char *key, int64_t *out) {
-    const gguf_kv *kv = gguf_find_kv(f, key);
+int egf_get_i64(const egf_file *f, const char *key, int64_t *out) {
+    const egf_kv *kv = egf_find_kv(f, key);
     if (!out) return EMBER_ERR_INVALID_ARG;
     if (!kv) return EMBER_ERR_MISSING;
-    return gguf_to_i64(kv->type, kv->data, out);
+    return egf_to_i64(kv->type, kv->data, out);
 }
 
-int gguf_get_f32(const gguf_file *f, const char *key, float *out) {
-    const gguf_kv *kv = gguf_find_kv(f, key);
+int egf_get_f32(const egf_file *f, const char *key, float *out) {
+    const egf_kv *kv = egf_find_kv(f, key);
     if (!out) return EMBER_ERR_INVALID_ARG;
     if (!kv) return EMBER_ERR_MISSING;
-    return gguf_to_f32(kv->type, kv->data, out);
+    return egf_to_f32(kv->type, kv->data, out);
 }
 
-int gguf_get_bool(const gguf_file *f, const char *key, int *out) {
-    const gguf_kv *kv = gguf_find_kv(f, key);
+int egf_get_bool(const egf_file *f, const char *key, int *out) {
+    const egf_kv *kv = egf_find_kv(f, key);
     if (!out) return EMBER_ERR_INVALID_ARG;
     if (!kv) return EMBER_ERR_MISSING;
     if (kv->type != GGUF_BOOL) return EMBER_ERR_CORRUPT;
@@ -792,45 +792,45 @@ int gguf_get_bool(const gguf_file *f, const char *key, int *out) {
     return EMBER_OK;
 }
 
-int gguf_get_str(const gguf_file *f, const char *key, gguf_str *out) {
-    const gguf_kv *kv = gguf_find_kv(f, key);
+int egf_get_str(const egf_file *f, const char *key, egf_str *out) {
+    const egf_kv *kv = egf_find_kv(f, key);
     if (!out) return EMBER_ERR_INVALID_ARG;
     if (!kv) return EMBER_ERR_MISSING;
     if (kv->type != GGUF_STRING) return EMBER_ERR_CORRUPT;
-    out->len = gguf_ld64(kv->data);
+    out->len = egf_ld64(kv->data);
     out->ptr = (const char *)kv->data + 8;
     return EMBER_OK;
 }
 
-int gguf_arr_str(const gguf_file *f, const gguf_kv *kv, uint64_t i, gguf_str *out) {
+int egf_arr_str(const egf_file *f, const egf_kv *kv, uint64_t i, egf_str *out) {
     if (!f || !kv || !out || !f->kvs) return EMBER_ERR_INVALID_ARG;
     uintptr_t p = (uintptr_t)kv, b = (uintptr_t)f->kvs;
     if (p < b || p >= b + f->n_kv * sizeof *f->kvs || (p - b) % sizeof *f->kvs != 0)
         return EMBER_ERR_INVALID_ARG;          /* not one of f's kvs */
-    const gguf_kvi *kvi = &f->kvs[(p - b) / sizeof *f->kvs];
+    const egf_kvi *kvi = &f->kvs[(p - b) / sizeof *f->kvs];
     if (kv->type != GGUF_ARRAY || kv->arr_type != GGUF_STRING) return EMBER_ERR_CORRUPT;
     if (i >= kv->arr_n) return EMBER_ERR_INVALID_ARG;
     uint64_t off = f->str_off[kvi->str_first + i];
-    out->len = gguf_ld64(f->base + off);
+    out->len = egf_ld64(f->base + off);
     out->ptr = (const char *)f->base + off + 8;
     return EMBER_OK;
 }
 
-int gguf_arr_int(const gguf_kv *kv, uint64_t i, int64_t *out) {
+int egf_arr_int(const egf_kv *kv, uint64_t i, int64_t *out) {
     if (!kv || !out) return EMBER_ERR_INVALID_ARG;
     if (kv->type != GGUF_ARRAY) return EMBER_ERR_CORRUPT;
-    uint64_t esz = gguf_fixed_size((uint32_t)kv->arr_type);
+    uint64_t esz = egf_fixed_size((uint32_t)kv->arr_type);
     if (esz == 0 || kv->arr_type == GGUF_BOOL || kv->arr_type == GGUF_FLOAT32 ||
         kv->arr_type == GGUF_FLOAT64)
         return EMBER_ERR_CORRUPT;
     if (i >= kv->arr_n) return EMBER_ERR_INVALID_ARG;
-    return gguf_to_i64(kv->arr_type, kv->data + i * esz, out);
+    return egf_to_i64(kv->arr_type, kv->data + i * esz, out);
 }
 
-int gguf_arr_f32(const gguf_kv *kv, uint64_t i, float *out) {
+int egf_arr_f32(const egf_kv *kv, uint64_t i, float *out) {
     if (!kv || !out) return EMBER_ERR_INVALID_ARG;
     if (kv->type != GGUF_ARRAY) return EMBER_ERR_CORRUPT;
     if (kv->arr_type != GGUF_FLOAT32 && kv->arr_type != GGUF_FLOAT64) return EMBER_ERR_CORRUPT;
     if (i >= kv->arr_n) return EMBER_ERR_INVALID_ARG;
-    return gguf_to_f32(kv->arr_type, kv->data + i * gguf_fixed_size((uint32_t)kv->arr_type), out);
+    return egf_to_f32(kv->arr_type, kv->data + i * egf_fixed_size((uint32_t)kv->arr_type), out);
 }

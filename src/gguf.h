@@ -7,75 +7,75 @@
 
 #include "common.h"
 
-enum gguf_vtype {
+enum egf_vtype {
     GGUF_UINT8 = 0, GGUF_INT8 = 1, GGUF_UINT16 = 2, GGUF_INT16 = 3,
     GGUF_UINT32 = 4, GGUF_INT32 = 5, GGUF_FLOAT32 = 6, GGUF_BOOL = 7,
     GGUF_STRING = 8, GGUF_ARRAY = 9, GGUF_UINT64 = 10, GGUF_INT64 = 11,
     GGUF_FLOAT64 = 12
 };
 
-typedef struct gguf_str { const char *ptr; uint64_t len; } gguf_str; /* not NUL-terminated */
+typedef struct egf_str { const char *ptr; uint64_t len; } egf_str; /* not NUL-terminated */
 
-typedef struct gguf_kv {
-    gguf_str key;
-    int type;               /* enum gguf_vtype */
+typedef struct egf_kv {
+    egf_str key;
+    int type;               /* enum egf_vtype */
     int arr_type;           /* element type when type == GGUF_ARRAY */
     uint64_t arr_n;         /* element count when type == GGUF_ARRAY */
     const uint8_t *data;    /* the raw value / first array element (unaligned, little-endian) */
-} gguf_kv;
+} egf_kv;
 
-typedef struct gguf_tensor {
-    gguf_str name;
+typedef struct egf_tensor {
+    egf_str name;
     int n_dims;             /* 1..4 */
     int64_t ne[4];          /* ne[0] = row length; unused dims are 1 */
     int type;               /* ggml type id (enum ek_type) */
     uint64_t offset;        /* relative to the data section */
     uint64_t nbytes;
     const void *data;       /* aligned as the file says */
-} gguf_tensor;
+} egf_tensor;
 
-typedef struct gguf_file gguf_file;
+typedef struct egf_file egf_file;
 
 /* Parse and validate a GGUF image.  On error returns an ember_status
  * (EMBER_ERR_BAD_MAGIC, _VERSION, _TRUNCATED, _CORRUPT, _UNSUPPORTED,
  * _NOMEM) and writes a message naming the field into err. */
-int gguf_open(const void *data, uint64_t size, const ember_allocator *a,
-              gguf_file **out, char *err, size_t errlen);
-void gguf_close(gguf_file *f);
+EMBER_INTERNAL int egf_open(const void *data, uint64_t size, const ember_allocator *a,
+                             egf_file **out, char *err, size_t errlen);
+EMBER_INTERNAL void egf_close(egf_file *f);
 
-uint32_t gguf_version(const gguf_file *f);
-uint32_t gguf_alignment(const gguf_file *f);
+EMBER_INTERNAL uint32_t egf_version(const egf_file *f);
+EMBER_INTERNAL uint32_t egf_alignment(const egf_file *f);
 
-uint64_t gguf_n_kv(const gguf_file *f);
-const gguf_kv *gguf_kv_at(const gguf_file *f, uint64_t i);
-const gguf_kv *gguf_find_kv(const gguf_file *f, const char *key); /* NULL if absent */
+EMBER_INTERNAL uint64_t egf_n_kv(const egf_file *f);
+EMBER_INTERNAL const egf_kv *egf_kv_at(const egf_file *f, uint64_t i);
+EMBER_INTERNAL const egf_kv *egf_find_kv(const egf_file *f, const char *key); /* NULL if absent */
 
 /* Typed getters: EMBER_OK, EMBER_ERR_MISSING if absent, EMBER_ERR_CORRUPT
  * if the stored type cannot represent the request exactly (any integer type
  * whose value fits is accepted for integers; float32/64 for floats). */
-int gguf_get_u32(const gguf_file *f, const char *key, uint32_t *out);
-int gguf_get_i64(const gguf_file *f, const char *key, int64_t *out);
-int gguf_get_f32(const gguf_file *f, const char *key, float *out);
-int gguf_get_bool(const gguf_file *f, const char *key, int *out);
-int gguf_get_str(const gguf_file *f, const char *key, gguf_str *out);
+EMBER_INTERNAL int egf_get_u32(const egf_file *f, const char *key, uint32_t *out);
+EMBER_INTERNAL int egf_get_i64(const egf_file *f, const char *key, int64_t *out);
+EMBER_INTERNAL int egf_get_f32(const egf_file *f, const char *key, float *out);
+EMBER_INTERNAL int egf_get_bool(const egf_file *f, const char *key, int *out);
+EMBER_INTERNAL int egf_get_str(const egf_file *f, const char *key, egf_str *out);
 /* 1 if the string s equals the NUL-terminated c. */
-int gguf_str_eq(gguf_str s, const char *c);
+EMBER_INTERNAL int egf_str_eq(egf_str s, const char *c);
 
 /* Arrays: element i of an array kv.  Numeric elements are returned
  * converted (any integer type for _int, float32/64 for _f32). Strings point
  * into the file.  Indexing is O(1) (string arrays are indexed at open). */
-int gguf_arr_str(const gguf_file *f, const gguf_kv *kv, uint64_t i, gguf_str *out);
-int gguf_arr_int(const gguf_kv *kv, uint64_t i, int64_t *out);
-int gguf_arr_f32(const gguf_kv *kv, uint64_t i, float *out);
+EMBER_INTERNAL int egf_arr_str(const egf_file *f, const egf_kv *kv, uint64_t i, egf_str *out);
+EMBER_INTERNAL int egf_arr_int(const egf_kv *kv, uint64_t i, int64_t *out);
+EMBER_INTERNAL int egf_arr_f32(const egf_kv *kv, uint64_t i, float *out);
 
-uint64_t gguf_n_tensors(const gguf_file *f);
-const gguf_tensor *gguf_tensor_at(const gguf_file *f, uint64_t i);
-const gguf_tensor *gguf_find_tensor(const gguf_file *f, const char *name); /* NULL if absent */
+EMBER_INTERNAL uint64_t egf_n_tensors(const egf_file *f);
+EMBER_INTERNAL const egf_tensor *egf_tensor_at(const egf_file *f, uint64_t i);
+EMBER_INTERNAL const egf_tensor *egf_find_tensor(const egf_file *f, const char *name); /* NULL if absent */
 
 /* Where the tensor data section starts in the image, and its size. */
-uint64_t gguf_data_offset(const gguf_file *f);
-uint64_t gguf_data_size(const gguf_file *f);
-/* "uint32", "string", ... for an enum gguf_vtype value ("unknown" else). */
-const char *gguf_vtype_name(int vtype);
+EMBER_INTERNAL uint64_t egf_data_offset(const egf_file *f);
+EMBER_INTERNAL uint64_t egf_data_size(const egf_file *f);
+/* "uint32", "string", ... for an enum egf_vtype value ("unknown" else). */
+EMBER_INTERNAL const char *egf_vtype_name(int vtype);
 
 #endif

@@ -411,9 +411,9 @@ static void eg_fixpoint(const eg_parser *p, uint8_t *flag, int productive) {
  * (the chain of rules can be long). */
 static void eg_check_left_recursion(eg_parser *p, const uint8_t *nullable) {
     uint32_t n = p->n_rules;
-    uint8_t *color = ec_calloc(p->a, n, 1);
-    uint32_t *st_rule = ec_calloc(p->a, n, sizeof *st_rule), *st_idx = ec_calloc(p->a, n, sizeof *st_idx);
-    uint8_t *st_left = ec_calloc(p->a, n, 1);
+    uint8_t *color = (uint8_t *)ec_calloc(p->a, n, 1);
+    uint32_t *st_rule = (uint32_t *)ec_calloc(p->a, n, sizeof *st_rule), *st_idx = (uint32_t *)ec_calloc(p->a, n, sizeof *st_idx);
+    uint8_t *st_left = (uint8_t *)ec_calloc(p->a, n, 1);
     if (!color || !st_rule || !st_idx || !st_left) { eg_nomem(p); goto done; }
     for (uint32_t start = 0; start < n && !p->rc; start++) {
         if (color[start]) continue;
@@ -474,14 +474,11 @@ static void eg_line_col(const char *s, size_t pos, int *line, int *col) {
 
 static int eg_expand_initial(const ember_grammar *g, const ember_allocator *a);
 
-int ember_grammar_parse(const char *text, size_t len, const char *root, const ember_allocator *allocator,
-                        ember_grammar **out, ember_error *err) {
-    if (err) { err->code = 0; err->message[0] = 0; }
-    if (!out || (!text && len)) {
-        if (err) err->code = ec_errorf(err->message, sizeof err->message, EMBER_ERR_INVALID_ARG, "invalid argument");
-        return EMBER_ERR_INVALID_ARG;
-    }
+ember_status ember_grammar_parse(const char *text, size_t len, const char *root, const ember_allocator *allocator,
+                                 ember_grammar **out, ember_error *err) {
+    if (!out) return ec_fail(err, EMBER_ERR_INVALID_ARG, "out is NULL");
     *out = NULL;
+    if (!text && len) return ec_fail(err, EMBER_ERR_INVALID_ARG, "text is NULL but len is %zu", len);
     if (!root) root = "root";
     eg_parser p;
     memset(&p, 0, sizeof p);
@@ -498,7 +495,7 @@ int ember_grammar_parse(const char *text, size_t len, const char *root, const em
             root_id = i;
     }
     if (!p.rc && root_id == UINT32_MAX) eg_fail_at(&p, p.n, EMBER_ERR_INVALID_ARG, "no rule named '%s'", root, strlen(root));
-    uint8_t *flag = p.rc ? NULL : ec_calloc(allocator, p.n_rules, 1);
+    uint8_t *flag = p.rc ? NULL : (uint8_t *)ec_calloc(allocator, p.n_rules, 1);
     if (!p.rc && !flag) eg_nomem(&p);
     if (!p.rc) {
         eg_fixpoint(&p, flag, 1);
@@ -514,16 +511,16 @@ int ember_grammar_parse(const char *text, size_t len, const char *root, const em
 
     ember_grammar *g = NULL;
     if (!p.rc) {
-        g = ec_calloc(allocator, 1, sizeof *g);
+        g = (ember_grammar *)ec_calloc(allocator, 1, sizeof *g);
         if (g) {
             if (allocator) { g->al = *allocator; g->a = &g->al; }
             g->n_rules = p.n_rules;
             g->n_elems = p.total + 1;
             g->root = root_id;
-            g->elems = ec_calloc(g->a, g->n_elems, sizeof *g->elems);
-            g->rule_start = ec_calloc(g->a, p.n_rules, sizeof *g->rule_start);
+            g->elems = (eg_elem *)ec_calloc(g->a, g->n_elems, sizeof *g->elems);
+            g->rule_start = (uint32_t *)ec_calloc(g->a, p.n_rules, sizeof *g->rule_start);
             g->n_ranges = p.n_ranges;
-            g->ranges = ec_calloc(g->a, p.n_ranges ? p.n_ranges : 1, sizeof *g->ranges);
+            g->ranges = (eg_range *)ec_calloc(g->a, p.n_ranges ? p.n_ranges : 1, sizeof *g->ranges);
         }
         if (!g || !g->elems || !g->rule_start || !g->ranges) {
             ember_grammar_free(g);
@@ -553,39 +550,27 @@ int ember_grammar_parse(const char *text, size_t len, const char *root, const em
     ec_free(allocator, p.ranges);
     ec_free(allocator, p.named);
     if (p.rc) {
-        if (err) {
-            int line, col;
-            eg_line_col(p.s, p.err_pos < p.n ? p.err_pos : p.n, &line, &col);
-            err->code = ec_errorf(err->message, sizeof err->message, p.rc, "grammar line %d, column %d: %s", line, col, p.msg);
-        }
-        return p.rc;
+        int line, col;
+        eg_line_col(p.s, p.err_pos < p.n ? p.err_pos : p.n, &line, &col);
+        return ec_fail(err, (ember_status)p.rc, "grammar line %d, column %d: %s", line, col, p.msg);
     }
     *out = g;
-    return EMBER_OK;
+    return ec_ok(err);
 }
 
 /* "one of these strings": root ::= "a" | "b" | ... */
-int ember_grammar_from_strings(const char *const *strings, int n, const ember_allocator *allocator,
-                               ember_grammar **out, ember_error *err) {
-    if (err) { err->code = 0; err->message[0] = 0; }
+ember_status ember_grammar_from_strings(const char *const *strings, int n, const ember_allocator *allocator,
+                                        ember_grammar **out, ember_error *err) {
     if (out) *out = NULL;
-    if (!out || n <= 0 || !strings) {
-        if (err) err->code = ec_errorf(err->message, sizeof err->message, EMBER_ERR_INVALID_ARG, "no strings given");
-        return EMBER_ERR_INVALID_ARG;
-    }
+    if (!out) return ec_fail(err, EMBER_ERR_INVALID_ARG, "out is NULL");
+    if (n <= 0 || !strings) return ec_fail(err, EMBER_ERR_INVALID_ARG, "no strings given (n %d)", n);
     size_t need = 16;
     for (int i = 0; i < n; i++) {
-        if (!strings[i]) {
-            if (err) err->code = ec_errorf(err->message, sizeof err->message, EMBER_ERR_INVALID_ARG, "string %d is NULL", i);
-            return EMBER_ERR_INVALID_ARG;
-        }
+        if (!strings[i]) return ec_fail(err, EMBER_ERR_INVALID_ARG, "string %d is NULL", i);
         need += 8 + 4 * strlen(strings[i]);
     }
-    char *t = ec_malloc(allocator, need), *w = t;
-    if (!t) {
-        if (err) err->code = ec_errorf(err->message, sizeof err->message, EMBER_ERR_NOMEM, "out of memory");
-        return EMBER_ERR_NOMEM;
-    }
+    char *t = (char *)ec_malloc(allocator, need), *w = t;
+    if (!t) return ec_fail(err, EMBER_ERR_NOMEM, "out of memory for the grammar's text (%zu bytes)", need);
     w += sprintf(w, "root ::=");
     for (int i = 0; i < n; i++) {
         w += sprintf(w, "%s\"", i ? " | " : " ");
@@ -597,7 +582,7 @@ int ember_grammar_from_strings(const char *const *strings, int n, const ember_al
         *w++ = '"';
     }
     *w++ = '\n';
-    int rc = ember_grammar_parse(t, (size_t)(w - t), "root", allocator, out, err);
+    ember_status rc = ember_grammar_parse(t, (size_t)(w - t), "root", allocator, out, err);
     ec_free(allocator, t);
     return rc;
 }
@@ -615,6 +600,9 @@ int ember_grammar_from_strings(const char *const *strings, int n, const ember_al
 #define EG_UNKNOWN (-2)
 #define EG_PARTIAL_KEY 0x80000000u
 #define EG_MASKS 8
+
+/* A cached mask: the tokens allowed at (set, pending bytes). */
+struct eg_mask_entry { int32_t set; uint32_t pending; int count; uint32_t used; uint8_t *mask; };
 
 struct eg_matcher {
     const ember_allocator *a;
@@ -654,7 +642,7 @@ struct eg_matcher {
     uint32_t tcap, tn;
     /* the last masks made, by (set, pending bytes): a parse position
      * recurs often (inside a string, between JSON values) */
-    struct eg_mask_entry { int32_t set; uint32_t pending; int count; uint32_t used; uint8_t *mask; } masks[EG_MASKS];
+    struct eg_mask_entry masks[EG_MASKS];
     uint32_t mask_clock;
     long walk_budget;      /* trie nodes the current walk may still visit */
     /* the parse position */
@@ -695,7 +683,7 @@ static int eg_ar_reserve(eg_matcher *m, size_t extra) {
     if (m->ar_n + extra <= m->ar_cap) return 0;
     size_t c = m->ar_cap ? m->ar_cap : 1024;
     while (c < m->ar_n + extra) c *= 2;
-    uint32_t *q = ec_realloc(m->a, m->ar, c * sizeof *q);
+    uint32_t *q = (uint32_t *)ec_realloc(m->a, m->ar, c * sizeof *q);
     if (!q) { m->overflow = 1; return -1; }
     m->ar = q;
     m->ar_cap = c;
@@ -827,7 +815,7 @@ static int32_t eg_intern(eg_matcher *m, const uint32_t *w, size_t n) {
     if (n == 0) return -1;
     if (m->n_sets + 1 > m->stab_cap / 2) {   /* grow the hash to keep it half empty */
         uint32_t cap = m->stab_cap ? m->stab_cap * 2 : 1024;
-        uint32_t *t = ec_calloc(m->a, cap, sizeof *t);
+        uint32_t *t = (uint32_t *)ec_calloc(m->a, cap, sizeof *t);
         if (!t) { m->overflow = 1; return -1; }
         for (uint32_t i = 0; i < m->n_sets; i++) {
             uint32_t h = eg_hash_words(m->sd + m->soff[i], m->slen[i]) & (cap - 1);
@@ -845,11 +833,11 @@ static int32_t eg_intern(eg_matcher *m, const uint32_t *w, size_t n) {
     }
     if (m->n_sets + 1 > m->cap_sets) {
         uint32_t cap = m->cap_sets ? m->cap_sets * 2 : 256;
-        size_t *so = ec_realloc(m->a, m->soff, (size_t)cap * sizeof *so);
+        size_t *so = (size_t *)ec_realloc(m->a, m->soff, (size_t)cap * sizeof *so);
         if (so) m->soff = so;
-        uint32_t *sl = so ? ec_realloc(m->a, m->slen, (size_t)cap * sizeof *sl) : NULL;
+        uint32_t *sl = so ? (uint32_t *)ec_realloc(m->a, m->slen, (size_t)cap * sizeof *sl) : NULL;
         if (sl) m->slen = sl;
-        int32_t **as = sl ? ec_realloc(m->a, m->ascii, (size_t)cap * sizeof *as) : NULL;
+        int32_t **as = sl ? (int32_t **)ec_realloc(m->a, m->ascii, (size_t)cap * sizeof *as) : NULL;
         if (!as) { m->overflow = 1; return -1; }
         m->ascii = as;
         m->cap_sets = cap;
@@ -857,7 +845,7 @@ static int32_t eg_intern(eg_matcher *m, const uint32_t *w, size_t n) {
     if (m->sd_n + n > m->sd_cap) {
         size_t c = m->sd_cap ? m->sd_cap : 4096;
         while (c < m->sd_n + n) c *= 2;
-        uint32_t *q = ec_realloc(m->a, m->sd, c * sizeof *q);
+        uint32_t *q = (uint32_t *)ec_realloc(m->a, m->sd, c * sizeof *q);
         if (!q) { m->overflow = 1; return -1; }
         m->sd = q;
         m->sd_cap = c;
@@ -875,8 +863,8 @@ static int32_t eg_intern(eg_matcher *m, const uint32_t *w, size_t n) {
 static int32_t *eg_tr_slot(eg_matcher *m, uint64_t key, int *found) {
     if (m->tn + 1 > m->tcap / 2) {
         uint32_t cap = m->tcap ? m->tcap * 2 : 4096;
-        uint64_t *k = ec_malloc(m->a, (size_t)cap * sizeof *k);
-        int32_t *v = ec_malloc(m->a, (size_t)cap * sizeof *v);
+        uint64_t *k = (uint64_t *)ec_malloc(m->a, (size_t)cap * sizeof *k);
+        int32_t *v = (int32_t *)ec_malloc(m->a, (size_t)cap * sizeof *v);
         if (!k || !v) { ec_free(m->a, k); ec_free(m->a, v); m->overflow = 1; return NULL; }
         memset(k, 0xFF, (size_t)cap * sizeof *k);
         for (uint32_t i = 0; i < m->tcap; i++) {
@@ -949,7 +937,7 @@ static int32_t eg_transition(eg_matcher *m, int32_t s, uint32_t cp) {
 static int32_t *eg_byte_table(eg_matcher *m, int32_t s) {
     int32_t *t = m->ascii[s];
     if (!t) {
-        t = m->ascii[s] = ec_malloc(m->a, 256 * sizeof *t);
+        t = m->ascii[s] = (int32_t *)ec_malloc(m->a, 256 * sizeof *t);
         if (!t) { m->overflow = 1; return NULL; }
         for (int i = 0; i < 256; i++) t[i] = i < 0x80 || (i >= 0xC2 && i <= 0xF4) ? EG_UNKNOWN : -1;
     }
@@ -1150,7 +1138,7 @@ int eg_matcher_mask_within(eg_matcher *m, uint8_t *allowed, long max_nodes) {
     if (m->walk_budget < 0) return EG_MASK_UNFINISHED;
     if (eg_accepting(m))
         for (int i = 0; i < m->n_eog; i++) { allowed[m->eogs[i]] = 1; count++; }
-    if (!e->mask) e->mask = ec_malloc(m->a, (size_t)m->n_vocab);
+    if (!e->mask) e->mask = (uint8_t *)ec_malloc(m->a, (size_t)m->n_vocab);
     if (e->mask) {   /* no memory for the cache: just no caching */
         memcpy(e->mask, allowed, (size_t)m->n_vocab);
         e->set = m->cur;
@@ -1210,7 +1198,7 @@ static int eg_bare_matcher(eg_matcher *m, const ember_grammar *g, const ember_al
     memset(m, 0, sizeof *m);
     m->a = a;
     m->g = g;
-    m->tmp = ec_malloc(a, (EG_MAX_STACK + 2) * sizeof *m->tmp);
+    m->tmp = (uint32_t *)ec_malloc(a, (EG_MAX_STACK + 2) * sizeof *m->tmp);
     if (!m->tmp) return EMBER_ERR_NOMEM;
     eg_matcher_reset(m);
     return EMBER_OK;
@@ -1224,16 +1212,18 @@ static int eg_expand_initial(const ember_grammar *g, const ember_allocator *a) {
     return rc;
 }
 
-int ember_grammar_accepts(const ember_grammar *g, const char *text, size_t len) {
-    if (!g || (!text && len)) return EMBER_ERR_INVALID_ARG;
+ember_status ember_grammar_accepts(const ember_grammar *g, const char *text, size_t len, int *accepted) {
+    if (accepted) *accepted = 0;
+    if (!g || (!text && len) || !accepted) return EMBER_ERR_INVALID_ARG;
     eg_matcher m;
     int rc = eg_bare_matcher(&m, g, g->a);
     if (rc == EMBER_OK) {
         int32_t s = m.cur >= 0 ? eg_read(&m, m.cur, (const uint8_t *)text, len, &m.acc, &m.need, &m.seq_len) : -1;
-        rc = m.overflow ? EMBER_ERR_NOMEM : s >= 0 && !m.need && eg_set_accepting(&m, s);
+        if (m.overflow) rc = EMBER_ERR_NOMEM;
+        else *accepted = s >= 0 && !m.need && eg_set_accepting(&m, s);
     }
     eg_matcher_release(&m);
-    return rc;
+    return (ember_status)rc;
 }
 
 /* ---- the vocabulary side -------------------------------------------------- */
@@ -1262,13 +1252,15 @@ static void eg_sort_tokens(const eg_matcher *m, int32_t *ids, int32_t *tmp, uint
  * token shares the path of its common prefix with the previous one. */
 static int eg_build_trie(eg_matcher *m) {
     const int V = m->n_vocab;
-    int32_t *ids = ec_malloc(m->a, (size_t)V * sizeof *ids), *tmp = ec_malloc(m->a, (size_t)V * sizeof *tmp);
+    int32_t *ids = (int32_t *)ec_malloc(m->a, (size_t)V * sizeof *ids), *tmp = (int32_t *)ec_malloc(m->a, (size_t)V * sizeof *tmp);
     uint32_t max_nodes = m->toff[V] + 1, max_len = 0, n = 0;
-    m->tbyte = ec_malloc(m->a, max_nodes);
-    m->tsize = ec_malloc(m->a, (size_t)max_nodes * sizeof *m->tsize);
-    m->ttok = ec_malloc(m->a, (size_t)max_nodes * sizeof *m->ttok);
+    m->tbyte = (uint8_t *)ec_malloc(m->a, max_nodes);
+    m->tsize = (uint32_t *)ec_malloc(m->a, (size_t)max_nodes * sizeof *m->tsize);
+    m->ttok = (int32_t *)ec_malloc(m->a, (size_t)max_nodes * sizeof *m->ttok);
     int rc = EMBER_ERR_NOMEM;
     uint32_t *path = NULL;
+    uint32_t depth = 0;
+    int32_t prev = -1;
     if (!ids || !tmp || !m->tbyte || !m->tsize || !m->ttok) goto done;
     for (int t = 0; t < V; t++) {
         uint32_t len = m->toff[t + 1] - m->toff[t];
@@ -1277,14 +1269,12 @@ static int eg_build_trie(eg_matcher *m) {
         if (len > max_len) max_len = len;
     }
     eg_sort_tokens(m, ids, tmp, n);
-    path = ec_malloc(m->a, ((size_t)max_len + 1) * sizeof *path);
+    path = (uint32_t *)ec_malloc(m->a, ((size_t)max_len + 1) * sizeof *path);
     if (!path) goto done;
     m->n_nodes = 1;
     m->tbyte[0] = 0;
     m->ttok[0] = -1;
     path[0] = 0;
-    uint32_t depth = 0;
-    int32_t prev = -1;
     for (uint32_t i = 0; i < n; i++) {
         int32_t t = ids[i];
         const uint8_t *s = m->text + m->toff[t];
@@ -1330,21 +1320,20 @@ void eg_matcher_free(eg_matcher *m) {
 
 int eg_matcher_create(const ember_grammar *g, const ember_model *model, const ember_allocator *a, eg_matcher **out) {
     *out = NULL;
-    eg_matcher *m = ec_calloc(a, 1, sizeof *m);
+    eg_matcher *m = (eg_matcher *)ec_calloc(a, 1, sizeof *m);
     if (!m) return EMBER_ERR_NOMEM;
     m->a = a;
     m->g = g;
     const int V = m->n_vocab = ember_n_vocab(model);
-    m->toff = ec_calloc(a, (size_t)V + 1, sizeof *m->toff);
-    m->is_eog = ec_calloc(a, (size_t)V, 1);
-    m->tok_next = ec_calloc(a, (size_t)V, sizeof *m->tok_next);
-    m->tmp = ec_malloc(a, (EG_MAX_STACK + 2) * sizeof *m->tmp);
-    uint32_t text_cap = 0;
+    m->toff = (uint32_t *)ec_calloc(a, (size_t)V + 1, sizeof *m->toff);
+    m->is_eog = (uint8_t *)ec_calloc(a, (size_t)V, 1);
+    m->tok_next = (int32_t *)ec_calloc(a, (size_t)V, sizeof *m->tok_next);
+    m->tmp = (uint32_t *)ec_malloc(a, (EG_MAX_STACK + 2) * sizeof *m->tmp);
+    uint32_t text_cap = 0, used = 0;
     int rc = EMBER_ERR_NOMEM;
     if (!m->toff || !m->is_eog || !m->tok_next || !m->tmp) goto fail;
     /* Token texts as they read in the middle of a text (prev = the token
      * itself: not -1 or BOS, so SentencePiece keeps a leading space). */
-    uint32_t used = 0;
     for (int t = 0; t < V; t++) {
         m->toff[t] = used;
         if (ember_token_is_eog(model, t)) {
@@ -1352,17 +1341,20 @@ int eg_matcher_create(const ember_grammar *g, const ember_model *model, const em
             m->n_eog++;
             continue;
         }
-        if (eg_grow(a, (void **)&m->text, &text_cap, used + 256, 1)) goto fail;
-        int n = ember_token_to_piece(model, t, t, 0, (char *)m->text + used, 256);
-        if (n > 256) {
-            if (eg_grow(a, (void **)&m->text, &text_cap, used + (uint32_t)n, 1)) goto fail;
-            n = ember_token_to_piece(model, t, t, 0, (char *)m->text + used, (size_t)n);
+        /* room for the piece's NUL too (overwritten by the next piece) */
+        if (eg_grow(a, (void **)&m->text, &text_cap, used + 257, 1)) goto fail;
+        size_t n = 0;
+        ember_status st = ember_token_to_piece(model, t, t, 0, (char *)m->text + used, 257, &n, NULL);
+        if (st == EMBER_ERR_BUFFER_TOO_SMALL) {
+            if (n > UINT32_MAX - 1 - used || eg_grow(a, (void **)&m->text, &text_cap, used + (uint32_t)n + 1, 1))
+                goto fail;
+            st = ember_token_to_piece(model, t, t, 0, (char *)m->text + used, n + 1, &n, NULL);
         }
-        if (n < 0) { rc = n; goto fail; }
+        if (st != EMBER_OK) { rc = st; goto fail; }
         used += (uint32_t)n;
     }
     m->toff[V] = used;
-    m->eogs = ec_calloc(a, (size_t)(m->n_eog ? m->n_eog : 1), sizeof *m->eogs);
+    m->eogs = (int32_t *)ec_calloc(a, (size_t)(m->n_eog ? m->n_eog : 1), sizeof *m->eogs);
     if (!m->eogs) goto fail;
     for (int t = 0, k = 0; t < V; t++)
         if (m->is_eog[t]) m->eogs[k++] = t;

@@ -42,7 +42,7 @@ static void ej_putn(ej *j, ej_str *o, const char *s, size_t n) {
     if (o->n + n + 1 > o->cap) {
         size_t c = o->cap ? o->cap : 256;
         while (c < o->n + n + 1) c *= 2;
-        char *q = ec_realloc(j->a, o->v, c);
+        char *q = (char *)ec_realloc(j->a, o->v, c);
         if (!q) { ej_fail(j, EMBER_ERR_NOMEM, 0, "out of memory"); return; }
         o->v = q;
         o->cap = c;
@@ -250,7 +250,7 @@ static void ej_type(ej *j, size_t p, size_t type, const char *hint, ej_str *e, i
         size_t items = ej_get(j, p, "\"items\"");
         long lo = ej_int(j, ej_get(j, p, "\"minItems\""), 0), hi = ej_int(j, ej_get(j, p, "\"maxItems\""), -1);
         if (hi >= 0 && hi < lo) { ej_fail(j, EMBER_ERR_INVALID_ARG, p, "maxItems below minItems"); return; }
-        ej_str item = {0}, body = {0};
+        ej_str item = {NULL, 0, 0}, body = {NULL, 0, 0};
         snprintf(sub, sizeof sub, "%s-item", hint);
         if (items) ej_visit(j, items, sub, &item, depth + 1);
         else { j->need |= EJ_P_VALUE; ej_puts(j, &item, "value"); }
@@ -281,7 +281,7 @@ static void ej_type(ej *j, size_t p, size_t type, const char *hint, ej_str *e, i
         if (req && j->s[req] != '[') { ej_fail(j, EMBER_ERR_INVALID_ARG, req, "required must be an array"); return; }
         ej_name(j, hint, name, sizeof name);
         /* one rule per property: "key" space ":" space value */
-        ej_str body = {0}, opt = {0};
+        ej_str body = {NULL, 0, 0}, opt = {NULL, 0, 0};
         int n_req = 0, n_opt = 0;
         char kv[128];
         size_t it = props, key = 0, v;
@@ -305,7 +305,7 @@ static void ej_type(ej *j, size_t p, size_t type, const char *hint, ej_str *e, i
                 memcpy(kh, j->s + key + 1, kl);
                 kh[kl] = 0;
                 snprintf(sub, sizeof sub, "%s-%s", name, kh);
-                ej_str val = {0}, kvb = {0};
+                ej_str val = {NULL, 0, 0}, kvb = {NULL, 0, 0};
                 ej_visit(j, v, sub, &val, depth + 1);
                 ej_literal(j, &kvb, key);
                 ej_puts(j, &kvb, " space \":\" space ");
@@ -329,7 +329,7 @@ static void ej_type(ej *j, size_t p, size_t type, const char *hint, ej_str *e, i
         if (n_opt && !j->rc) {
             /* T_i ::= O_i ("," space T_{i+1})? | T_{i+1}: any ordered
              * non-empty subset of the optional properties, unambiguously */
-            char (*t)[128] = ec_calloc(j->a, (size_t)n_opt, sizeof *t);
+            char (*t)[128] = (char (*)[128])ec_calloc(j->a, (size_t)n_opt, sizeof *t);
             if (!t) { ej_fail(j, EMBER_ERR_NOMEM, 0, "out of memory"); }
             for (int i = 0; t && i < n_opt && !j->rc; i++) {
                 snprintf(sub, sizeof sub, "%s-rest", name);
@@ -339,7 +339,7 @@ static void ej_type(ej *j, size_t p, size_t type, const char *hint, ej_str *e, i
             for (int i = 0; t && i < n_opt && !j->rc; i++) {
                 size_t end = line;
                 while (opt.v[end] != '\n') end++;
-                ej_str tb = {0};
+                ej_str tb = {NULL, 0, 0};
                 ej_putn(j, &tb, opt.v + line, end - line);
                 if (i + 1 < n_opt) {
                     ej_puts(j, &tb, " (\",\" space ");
@@ -480,7 +480,7 @@ static int ej_convert(const char *schema, size_t len, const ember_allocator *a, 
     j.n = schema ? len : 0;
     size_t end = ej_ws(&j, ej_skip(&j, 0, 0));
     if (!j.rc && end != j.n) ej_fail(&j, EMBER_ERR_INVALID_ARG, end, "text after the schema");
-    ej_str root = {0};
+    ej_str root = {NULL, 0, 0};
     if (!j.rc) ej_visit(&j, 0, "root", &root, 0);
     /* root is a rule of its own unless the schema made one named root */
     if (!j.rc && !(root.n == 4 && memcmp(root.v, "root", 4) == 0)) ej_rule(&j, "root", &root);
@@ -489,7 +489,7 @@ static int ej_convert(const char *schema, size_t len, const ember_allocator *a, 
     ec_free(a, j.names.v);
     if (j.rc) {
         ec_free(a, j.out.v);
-        if (err) err->code = ec_errorf(err->message, sizeof err->message, j.rc, "%s", j.msg);
+        ec_fail(err, (ember_status)j.rc, "%s", j.msg);
         return j.rc;
     }
     *out = j.out.v;
@@ -497,33 +497,31 @@ static int ej_convert(const char *schema, size_t len, const ember_allocator *a, 
     return EMBER_OK;
 }
 
-int ember_json_schema_to_gbnf(const char *schema, size_t len, char *buf, size_t size, ember_error *err) {
-    if (err) { err->code = 0; err->message[0] = 0; }
-    if ((!schema && len) || (!buf && size)) return EMBER_ERR_INVALID_ARG;
+ember_status ember_json_schema_to_gbnf(const char *schema, size_t len, char *buf, size_t size, size_t *out_len,
+                                       ember_error *err) {
+    if (out_len) *out_len = 0;
+    if (!buf && size) return ec_fail(err, EMBER_ERR_INVALID_ARG, "buf is NULL but size is %zu", size);
+    if (size) buf[0] = 0;
+    if (!schema && len) return ec_fail(err, EMBER_ERR_INVALID_ARG, "schema is NULL but len is %zu", len);
     char *g;
     size_t n;
     int rc = ej_convert(schema, len, NULL, &g, &n, err);
-    if (rc != EMBER_OK) return rc;
-    if (size) {
-        size_t k = n < size - 1 ? n : size - 1;
-        memcpy(buf, g, k);
-        buf[k] = 0;
-    }
+    if (rc != EMBER_OK) return (ember_status)rc;
+    ember_status st = ec_put_text(g, n, buf, size, out_len, "the grammar", err);
     ec_free(NULL, g);
-    if (n > 0x7FFFFFFF) return EMBER_ERR_NOMEM;
-    return (int)n;
+    return st;
 }
 
-int ember_grammar_from_json_schema(const char *schema, size_t len, const ember_allocator *allocator,
-                                   ember_grammar **out, ember_error *err) {
-    if (err) { err->code = 0; err->message[0] = 0; }
+ember_status ember_grammar_from_json_schema(const char *schema, size_t len, const ember_allocator *allocator,
+                                            ember_grammar **out, ember_error *err) {
     if (out) *out = NULL;
-    if (!out || (!schema && len)) return EMBER_ERR_INVALID_ARG;
+    if (!out) return ec_fail(err, EMBER_ERR_INVALID_ARG, "out is NULL");
+    if (!schema && len) return ec_fail(err, EMBER_ERR_INVALID_ARG, "schema is NULL but len is %zu", len);
     char *g;
     size_t n;
     int rc = ej_convert(schema, len, allocator, &g, &n, err);
-    if (rc != EMBER_OK) return rc;
-    rc = ember_grammar_parse(g, n, "root", allocator, out, err);
+    if (rc != EMBER_OK) return (ember_status)rc;
+    ember_status st = ember_grammar_parse(g, n, "root", allocator, out, err);
     ec_free(allocator, g);
-    return rc;
+    return st;
 }

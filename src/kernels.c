@@ -12,25 +12,26 @@
 
 /* ---- type table ------------------------------------------------------------ */
 
+/* Indexed by ggml type id, in order (C++ has no array designators); the
+ * ids between are unused or removed from ggml. */
 static const ek_type_info ek_types[EK_TYPE_COUNT] = {
-    [EK_F32]  = {"f32", 1, 4},     [EK_F16]  = {"f16", 1, 2},
-    [EK_Q4_0] = {"q4_0", 32, 18},  [EK_Q4_1] = {"q4_1", 32, 20},
-    [EK_Q5_0] = {"q5_0", 32, 22},  [EK_Q5_1] = {"q5_1", 32, 24},
-    [EK_Q8_0] = {"q8_0", 32, 34},  [EK_Q8_1] = {"q8_1", 32, 36},
-    [EK_Q2_K] = {"q2_K", 256, 84}, [EK_Q3_K] = {"q3_K", 256, 110},
-    [EK_Q4_K] = {"q4_K", 256, 144}, [EK_Q5_K] = {"q5_K", 256, 176},
-    [EK_Q6_K] = {"q6_K", 256, 210}, [EK_Q8_K] = {"q8_K", 256, 292},
-    [16] = {"iq2_xxs", 256, 66},   [17] = {"iq2_xs", 256, 74},
-    [18] = {"iq3_xxs", 256, 98},   [19] = {"iq1_s", 256, 50},
-    [EK_IQ4_NL] = {"iq4_nl", 32, 18}, [21] = {"iq3_s", 256, 110},
-    [22] = {"iq2_s", 256, 82},     [EK_IQ4_XS] = {"iq4_xs", 256, 136},
-    [EK_I8]  = {"i8", 1, 1},       [EK_I16] = {"i16", 1, 2},
-    [EK_I32] = {"i32", 1, 4},      [EK_I64] = {"i64", 1, 8},
-    [EK_F64] = {"f64", 1, 8},      [29] = {"iq1_m", 256, 56},
-    [EK_BF16] = {"bf16", 1, 2},
-    [34] = {"tq1_0", 256, 54},     [35] = {"tq2_0", 256, 66},
-    [39] = {"mxfp4", 32, 17},
+    {"f32", 1, 4},          {"f16", 1, 2},          {"q4_0", 32, 18},      {"q4_1", 32, 20},    /*  0.. 3 */
+    {NULL, 0, 0},           {NULL, 0, 0},           {"q5_0", 32, 22},      {"q5_1", 32, 24},    /*  4.. 7 */
+    {"q8_0", 32, 34},       {"q8_1", 32, 36},       {"q2_K", 256, 84},     {"q3_K", 256, 110},  /*  8..11 */
+    {"q4_K", 256, 144},     {"q5_K", 256, 176},     {"q6_K", 256, 210},    {"q8_K", 256, 292},  /* 12..15 */
+    {"iq2_xxs", 256, 66},   {"iq2_xs", 256, 74},    {"iq3_xxs", 256, 98},  {"iq1_s", 256, 50},  /* 16..19 */
+    {"iq4_nl", 32, 18},     {"iq3_s", 256, 110},    {"iq2_s", 256, 82},    {"iq4_xs", 256, 136}, /* 20..23 */
+    {"i8", 1, 1},           {"i16", 1, 2},          {"i32", 1, 4},         {"i64", 1, 8},       /* 24..27 */
+    {"f64", 1, 8},          {"iq1_m", 256, 56},     {"bf16", 1, 2},        {NULL, 0, 0},        /* 28..31 */
+    {NULL, 0, 0},           {NULL, 0, 0},           {"tq1_0", 256, 54},    {"tq2_0", 256, 66},  /* 32..35 */
+    {NULL, 0, 0},           {NULL, 0, 0},           {NULL, 0, 0},          {"mxfp4", 32, 17},   /* 36..39 */
 };
+/* the ids the table and EK_MATMULS (kernels.h) place by position */
+EC_STATIC_ASSERT(EK_F32 == 0 && EK_F16 == 1 && EK_Q4_0 == 2 && EK_Q4_1 == 3 && EK_Q5_0 == 6 && EK_Q5_1 == 7 &&
+                 EK_Q8_0 == 8 && EK_Q8_1 == 9 && EK_Q2_K == 10 && EK_Q3_K == 11 && EK_Q4_K == 12 &&
+                 EK_Q5_K == 13 && EK_Q6_K == 14 && EK_Q8_K == 15 && EK_IQ4_NL == 20 && EK_IQ4_XS == 23 &&
+                 EK_I8 == 24 && EK_I16 == 25 && EK_I32 == 26 && EK_I64 == 27 && EK_F64 == 28 &&
+                 EK_BF16 == 30 && EK_TYPE_COUNT == 40, "enum ek_type is ggml's type ids");
 
 const ek_type_info *ek_type_get(int type) {
     if (type < 0 || type >= EK_TYPE_COUNT || !ek_types[type].name) return NULL;
@@ -99,7 +100,7 @@ float ek_bf16_to_fp32(uint16_t h) {
 #define EK_H2F(h) ek_fp16_to_fp32(h)
 
 /* The 16 levels of IQ4_NL / IQ4_XS nibbles (ggml's kvalues_iq4nl). */
-const int8_t ek_iq4nl_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+EMBER_INTERNAL const int8_t ek_iq4nl_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 
 /* ---- k-quant decoding --------------------------------------------------------
  * Every k-quant block is decoded into one shape: 256 small integers q, and
@@ -223,12 +224,12 @@ static void ek_decode_iq4_xs(const ek_block_iq4_xs *b, ek_kblock *o) {
 
 static int ek_decode_kblock(int type, const void *blk, ek_kblock *o) {
     switch (type) {
-    case EK_Q2_K: ek_decode_q2_K(blk, o); return 0;
-    case EK_Q3_K: ek_decode_q3_K(blk, o); return 0;
-    case EK_Q4_K: ek_decode_q4_K(blk, o); return 0;
-    case EK_Q5_K: ek_decode_q5_K(blk, o); return 0;
-    case EK_Q6_K: ek_decode_q6_K(blk, o); return 0;
-    case EK_IQ4_XS: ek_decode_iq4_xs(blk, o); return 0;
+    case EK_Q2_K: ek_decode_q2_K((const ek_block_q2_K *)blk, o); return 0;
+    case EK_Q3_K: ek_decode_q3_K((const ek_block_q3_K *)blk, o); return 0;
+    case EK_Q4_K: ek_decode_q4_K((const ek_block_q4_K *)blk, o); return 0;
+    case EK_Q5_K: ek_decode_q5_K((const ek_block_q5_K *)blk, o); return 0;
+    case EK_Q6_K: ek_decode_q6_K((const ek_block_q6_K *)blk, o); return 0;
+    case EK_IQ4_XS: ek_decode_iq4_xs((const ek_block_iq4_xs *)blk, o); return 0;
     default: return -1;
     }
 }
@@ -241,21 +242,21 @@ static void ek_decode_block32(int type, const void *blk, int q[32], float *d, fl
     *m = 0.0f;
     switch (type) {
     case EK_Q4_0: {
-        const ek_block_q4_0 *b = blk;
+        const ek_block_q4_0 *b = (const ek_block_q4_0 *)blk;
         *d = EK_H2F(b->d);
         for (int j = 0; j < 16; j++) { q[j] = (b->qs[j] & 0xF) - 8; q[j + 16] = (b->qs[j] >> 4) - 8; }
         break;
     }
     case EK_Q4_1: {
-        const ek_block_q4_1 *b = blk;
+        const ek_block_q4_1 *b = (const ek_block_q4_1 *)blk;
         *d = EK_H2F(b->d); *m = EK_H2F(b->m);
         for (int j = 0; j < 16; j++) { q[j] = b->qs[j] & 0xF; q[j + 16] = b->qs[j] >> 4; }
         break;
     }
     case EK_Q5_0: case EK_Q5_1: {
         const uint8_t *qh4, *qs;
-        if (type == EK_Q5_0) { const ek_block_q5_0 *b = blk; *d = EK_H2F(b->d); qh4 = b->qh; qs = b->qs; }
-        else { const ek_block_q5_1 *b = blk; *d = EK_H2F(b->d); *m = EK_H2F(b->m); qh4 = b->qh; qs = b->qs; }
+        if (type == EK_Q5_0) { const ek_block_q5_0 *b = (const ek_block_q5_0 *)blk; *d = EK_H2F(b->d); qh4 = b->qh; qs = b->qs; }
+        else { const ek_block_q5_1 *b = (const ek_block_q5_1 *)blk; *d = EK_H2F(b->d); *m = EK_H2F(b->m); qh4 = b->qh; qs = b->qs; }
         uint32_t qh;
         memcpy(&qh, qh4, 4);                 /* bit j: 5th bit of element j (little-endian) */
         int off = type == EK_Q5_0 ? 16 : 0;
@@ -266,19 +267,19 @@ static void ek_decode_block32(int type, const void *blk, int q[32], float *d, fl
         break;
     }
     case EK_Q8_0: {
-        const ek_block_q8_0 *b = blk;
+        const ek_block_q8_0 *b = (const ek_block_q8_0 *)blk;
         *d = EK_H2F(b->d);
         for (int j = 0; j < 32; j++) q[j] = b->qs[j];
         break;
     }
     case EK_Q8_1: {
-        const ek_block_q8_1 *b = blk;
+        const ek_block_q8_1 *b = (const ek_block_q8_1 *)blk;
         *d = EK_H2F(b->d);
         for (int j = 0; j < 32; j++) q[j] = b->qs[j];
         break;
     }
     case EK_IQ4_NL: {
-        const ek_block_iq4_nl *b = blk;
+        const ek_block_iq4_nl *b = (const ek_block_iq4_nl *)blk;
         *d = EK_H2F(b->d);
         for (int j = 0; j < 16; j++) { q[j] = ek_iq4nl_values[b->qs[j] & 0xF]; q[j + 16] = ek_iq4nl_values[b->qs[j] >> 4]; }
         break;
@@ -300,7 +301,7 @@ int ek_type_supported(int type) {
 }
 
 void ek_dequant_row(int type, const void *src, float *dst, int64_t n) {
-    const uint8_t *p = src;
+    const uint8_t *p = (const uint8_t *)src;
     switch (type) {
     case EK_F32: memcpy(dst, src, (size_t)n * 4); return;
     case EK_F16:
@@ -342,7 +343,7 @@ void ek_dequant_row(int type, const void *src, float *dst, int64_t n) {
 /* ---- reference quantizers (byte-identical to ggml's *_ref) ------------------- */
 
 static void ek_quantize_q8_0_ref(const float *x, void *dst, int n) {
-    ek_block_q8_0 *y = dst;
+    ek_block_q8_0 *y = (ek_block_q8_0 *)dst;
     for (int i = 0; i < n / 32; i++, x += 32) {
         float amax = 0.0f;
         for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[j]));
@@ -353,7 +354,7 @@ static void ek_quantize_q8_0_ref(const float *x, void *dst, int n) {
 }
 
 static void ek_quantize_q4_0_ref(const float *x, void *dst, int n) {
-    ek_block_q4_0 *y = dst;
+    ek_block_q4_0 *y = (ek_block_q4_0 *)dst;
     for (int i = 0; i < n / 32; i++, x += 32) {
         float amax = 0.0f, max = 0.0f;       /* the value of largest magnitude, with its sign */
         for (int j = 0; j < 32; j++)
@@ -370,7 +371,7 @@ static void ek_quantize_q4_0_ref(const float *x, void *dst, int n) {
 }
 
 static void ek_quantize_q4_1_ref(const float *x, void *dst, int n) {
-    ek_block_q4_1 *y = dst;
+    ek_block_q4_1 *y = (ek_block_q4_1 *)dst;
     for (int i = 0; i < n / 32; i++, x += 32) {
         float min = INFINITY, max = -INFINITY;
         for (int j = 0; j < 32; j++) { if (x[j] < min) min = x[j]; if (x[j] > max) max = x[j]; }
@@ -387,7 +388,7 @@ static void ek_quantize_q4_1_ref(const float *x, void *dst, int n) {
 }
 
 static void ek_quantize_q5_0_ref(const float *x, void *dst, int n) {
-    ek_block_q5_0 *y = dst;
+    ek_block_q5_0 *y = (ek_block_q5_0 *)dst;
     for (int i = 0; i < n / 32; i++, x += 32) {
         float amax = 0.0f, max = 0.0f;
         for (int j = 0; j < 32; j++)
@@ -408,7 +409,7 @@ static void ek_quantize_q5_0_ref(const float *x, void *dst, int n) {
 }
 
 static void ek_quantize_q5_1_ref(const float *x, void *dst, int n) {
-    ek_block_q5_1 *y = dst;
+    ek_block_q5_1 *y = (ek_block_q5_1 *)dst;
     for (int i = 0; i < n / 32; i++, x += 32) {
         float min = x[0], max = x[0];
         for (int j = 1; j < 32; j++) { if (x[j] < min) min = x[j]; if (x[j] > max) max = x[j]; }
@@ -435,7 +436,7 @@ static int ek_nearest_int(float f) {
 }
 
 static void ek_quantize_q8_K_ref(const float *x, void *dst, int n) {
-    ek_block_q8_K *y = dst;
+    ek_block_q8_K *y = (ek_block_q8_K *)dst;
     for (int i = 0; i < n / 256; i++, x += 256) {
         float max = 0, amax = 0;
         for (int j = 0; j < 256; j++)
@@ -520,7 +521,7 @@ static void ek_iq4_pack(const float *x, float id, uint8_t *qs) {
 }
 
 static void ek_quantize_iq4_nl_ref(const float *x, void *dst, int n) {
-    ek_block_iq4_nl *y = dst;
+    ek_block_iq4_nl *y = (ek_block_iq4_nl *)dst;
     for (int i = 0; i < n / 32; i++, x += 32) {
         const float d = ek_iq4_block_scale(x);
         y[i].d = ek_fp32_to_fp16(d);
@@ -532,7 +533,7 @@ static void ek_quantize_iq4_nl_ref(const float *x, void *dst, int n) {
  * largest magnitude) / 32 and 6-bit ls - 32 = nearest(scale / d) in -32..31;
  * levels again for d * (ls - 32), d in float (not its fp16). */
 static void ek_quantize_iq4_xs_ref(const float *x, void *dst, int n) {
-    ek_block_iq4_xs *y = dst;
+    ek_block_iq4_xs *y = (ek_block_iq4_xs *)dst;
     for (int i = 0; i < n / 256; i++, x += 256) {
         float sc[8], amax = 0, max = 0;
         for (int ib = 0; ib < 8; ib++) {
@@ -558,7 +559,7 @@ static void ek_quantize_iq4_xs_ref(const float *x, void *dst, int n) {
 int ek_quantize_row(int type, const float *src, void *dst, int64_t n) {
     const ek_type_info *t = ek_type_get(type);
     if (!t || n % t->block_size) return -1;
-    uint8_t *p = dst;
+    uint8_t *p = (uint8_t *)dst;
     switch (type) {
     case EK_F32: memcpy(dst, src, (size_t)n * 4); return 0;
     case EK_F16:
@@ -636,19 +637,19 @@ static float ek_dot_f32_scalar(const float *w, const float *x, int n) {
     return s;
 }
 
-static float ek_vdot_f32(const void *w, const void *x, int n) { return ek_dot_f32_scalar(w, x, n); }
+static float ek_vdot_f32(const void *w, const void *x, int n) { return ek_dot_f32_scalar((const float *)w, (const float *)x, n); }
 
 static float ek_vdot_f16(const void *w, const void *x, int n) {
-    const uint8_t *p = w;
-    const float *xf = x;
+    const uint8_t *p = (const uint8_t *)w;
+    const float *xf = (const float *)x;
     float s = 0.0f;
     for (int i = 0; i < n; i++) { uint16_t h; memcpy(&h, p + 2 * i, 2); s += ek_fp16_to_fp32(h) * xf[i]; }
     return s;
 }
 
 static float ek_vdot_bf16(const void *w, const void *x, int n) {
-    const uint8_t *p = w;
-    const float *xf = x;
+    const uint8_t *p = (const uint8_t *)w;
+    const float *xf = (const float *)x;
     float s = 0.0f;
     for (int i = 0; i < n; i++) { uint16_t h; memcpy(&h, p + 2 * i, 2); s += ek_bf16_to_fp32(h) * xf[i]; }
     return s;
@@ -670,8 +671,8 @@ static float ek_block32_step(int type, const void *wblk, const ek_block_q8_0 *xb
 }
 
 static float ek_vdot_block32(int type, const void *w, const void *x, int n) {
-    const uint8_t *wp = w;
-    const ek_block_q8_0 *xb = x;
+    const uint8_t *wp = (const uint8_t *)w;
+    const ek_block_q8_0 *xb = (const ek_block_q8_0 *)x;
     int bs = ek_types[type].type_size;
     float s = 0.0f;
     for (int i = 0; i < n / 32; i++) s = ek_block32_step(type, wp + i * bs, xb + i, s);
@@ -688,8 +689,8 @@ static float ek_vdot_iq4_nl(const void *w, const void *x, int n) { return ek_vdo
 /* k-quants against Q8_K activations: per block
  *   d_x * (d * sum_g scale_g * dot_g(q, q_x) - dmin * sum_g min_g * bsum_g). */
 static float ek_vdot_kquant_strided(int type, const void *w, size_t stride, const void *x, int n) {
-    const uint8_t *wp = w;
-    const ek_block_q8_K *xb = x;
+    const uint8_t *wp = (const uint8_t *)w;
+    const ek_block_q8_K *xb = (const ek_block_q8_K *)x;
     ek_kblock kb;
     float s = 0.0f;
     for (int i = 0; i < n / 256; i++) {
@@ -786,7 +787,7 @@ int ek_pack_rows(int wtype, void *W, int n, int rows, void *scratch) {
     const int nblk = n / 32, q = ek_types[wtype].type_size - 2, bs = ek_types[wtype].type_size;
     for (int g = 0; g < rows / EK_PACK_ROWS; g++) {
         uint8_t *G = (uint8_t *)W + (size_t)g * EK_PACK_ROWS * wrow;
-        const uint8_t *R = scratch;
+        const uint8_t *R = (const uint8_t *)scratch;
         memcpy(scratch, G, EK_PACK_ROWS * wrow);
         if (ek_is_kquant(wtype)) {
             for (int j = 0; j < EK_PACK_ROWS; j++)
@@ -888,20 +889,16 @@ static void ek_store_f16_scalar(uint16_t *dst, const float *src, int n) {
 
 static const ek_kernels ek_scalar_set = {
     .name = "scalar",
-    .matmul = {
-        [EK_F32] = ek_matmul_f32_scalar, [EK_F16] = ek_matmul_f16_scalar,
-        [EK_BF16] = ek_matmul_bf16_scalar, [EK_Q4_0] = ek_matmul_q4_0_scalar,
-        [EK_Q4_1] = ek_matmul_q4_1_scalar, [EK_Q5_0] = ek_matmul_q5_0_scalar,
-        [EK_Q5_1] = ek_matmul_q5_1_scalar, [EK_Q8_0] = ek_matmul_q8_0_scalar,
-        [EK_Q2_K] = ek_matmul_q2_K_scalar, [EK_Q3_K] = ek_matmul_q3_K_scalar,
-        [EK_Q4_K] = ek_matmul_q4_K_scalar, [EK_Q5_K] = ek_matmul_q5_K_scalar,
-        [EK_Q6_K] = ek_matmul_q6_K_scalar, [EK_IQ4_NL] = ek_matmul_iq4_nl_scalar,
-        [EK_IQ4_XS] = ek_matmul_iq4_xs_scalar,
-    },
-    .matmul_packed = {[EK_Q4_0] = ek_matmul_q4_0_packed_scalar, [EK_Q8_0] = ek_matmul_q8_0_packed_scalar,
-                      [EK_Q2_K] = ek_matmul_q2_K_packed_scalar, [EK_Q3_K] = ek_matmul_q3_K_packed_scalar,
-                      [EK_Q4_K] = ek_matmul_q4_K_packed_scalar, [EK_Q5_K] = ek_matmul_q5_K_packed_scalar,
-                      [EK_Q6_K] = ek_matmul_q6_K_packed_scalar},
+    .matmul = EK_MATMULS(ek_matmul_f32_scalar, ek_matmul_f16_scalar, ek_matmul_q4_0_scalar,
+                         ek_matmul_q4_1_scalar, ek_matmul_q5_0_scalar, ek_matmul_q5_1_scalar,
+                         ek_matmul_q8_0_scalar, ek_matmul_q2_K_scalar, ek_matmul_q3_K_scalar,
+                         ek_matmul_q4_K_scalar, ek_matmul_q5_K_scalar, ek_matmul_q6_K_scalar,
+                         ek_matmul_iq4_nl_scalar, ek_matmul_iq4_xs_scalar, ek_matmul_bf16_scalar),
+    .matmul_packed = EK_MATMULS(NULL, NULL, ek_matmul_q4_0_packed_scalar, NULL, NULL, NULL,
+                                ek_matmul_q8_0_packed_scalar, ek_matmul_q2_K_packed_scalar,
+                                ek_matmul_q3_K_packed_scalar, ek_matmul_q4_K_packed_scalar,
+                                ek_matmul_q5_K_packed_scalar, ek_matmul_q6_K_packed_scalar,
+                                NULL, NULL, NULL),
     .quantize_q8_0 = ek_quantize_q8_0_ref,
     .quantize_q8_K = ek_quantize_q8_K_ref,
     .rmsnorm = ek_rmsnorm_scalar,
@@ -913,6 +910,8 @@ static const ek_kernels ek_scalar_set = {
     .axpy_f32 = ek_axpy_f32_scalar,
     .axpy_f16 = ek_axpy_f16_scalar,
     .store_f16 = ek_store_f16_scalar,
+    .kv_scores_f16 = NULL, .kv_mix_f16 = NULL,
+    .bf16_tiles_min_nb = 0, .convert_bf16_tiles = NULL,
 };
 
 /* ---- kernel sets and dispatch ------------------------------------------------------ */
@@ -1057,17 +1056,17 @@ void ek_rope(float *x, int n_heads, int head_dim, int pos, const ek_rope_params 
 
 void ek_kv_store(const ek_kernels *k, int kv_type, void *dst, const float *src, int n) {
     if (kv_type == 1) memcpy(dst, src, (size_t)n * 4);
-    else EK_PICK(k, store_f16)(dst, src, n);
+    else EK_PICK(k, store_f16)((uint16_t *)dst, src, n);
 }
 
 float ek_kv_dot(const ek_kernels *k, int kv_type, const float *q, const void *krow, int n) {
-    return kv_type == 1 ? EK_PICK(k, dot_f32)(q, krow, n) : EK_PICK(k, dot_f16)(q, krow, n);
+    return kv_type == 1 ? EK_PICK(k, dot_f32)(q, (const float *)krow, n) : EK_PICK(k, dot_f16)(q, (const uint16_t *)krow, n);
 }
 
 void ek_kv_scores(const ek_kernels *k, int kv_type, const float *q, const void *rows, size_t stride, int n_pos,
                   int n, float scale, float *s) {
     if (kv_type != 1 && k && k->kv_scores_f16) {
-        k->kv_scores_f16(q, rows, stride, n_pos, n, scale, s);
+        k->kv_scores_f16(q, (const uint16_t *)rows, stride, n_pos, n, scale, s);
         return;
     }
     const size_t esz = kv_type == 1 ? 4 : 2;
@@ -1077,7 +1076,7 @@ void ek_kv_scores(const ek_kernels *k, int kv_type, const float *q, const void *
 void ek_kv_mix(const ek_kernels *k, int kv_type, const float *p, const void *rows, size_t stride, int n_pos, int n,
                float *out) {
     if (kv_type != 1 && k && k->kv_mix_f16) {
-        k->kv_mix_f16(p, rows, stride, n_pos, n, out);
+        k->kv_mix_f16(p, (const uint16_t *)rows, stride, n_pos, n, out);
         return;
     }
     const size_t esz = kv_type == 1 ? 4 : 2;
@@ -1086,6 +1085,6 @@ void ek_kv_mix(const ek_kernels *k, int kv_type, const float *p, const void *row
 }
 
 void ek_kv_axpy(const ek_kernels *k, int kv_type, float *y, float a, const void *vrow, int n) {
-    if (kv_type == 1) EK_PICK(k, axpy_f32)(y, a, vrow, n);
-    else EK_PICK(k, axpy_f16)(y, a, vrow, n);
+    if (kv_type == 1) EK_PICK(k, axpy_f32)(y, a, (const float *)vrow, n);
+    else EK_PICK(k, axpy_f16)(y, a, (const uint16_t *)vrow, n);
 }

@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "common.h"   /* EMBER_INTERNAL, the C/C++ spellings */
 
 /* Tensor types, numbered as ggml numbers them (GGUF stores these ids). */
 enum ek_type {
@@ -27,60 +28,60 @@ typedef struct ek_type_info {
 } ek_type_info;
 
 /* NULL for ids that are not ggml types (or are deprecated/removed ids). */
-const ek_type_info *ek_type_get(int type);
+EMBER_INTERNAL const ek_type_info *ek_type_get(int type);
 /* Bytes of a row of n elements; 0 if the type is unknown or n is not a
  * multiple of its block size. */
-uint64_t ek_row_bytes(int type, uint64_t n);
+EMBER_INTERNAL uint64_t ek_row_bytes(int type, uint64_t n);
 
-uint16_t ek_fp32_to_fp16(float f);   /* round to nearest even */
-float ek_fp16_to_fp32(uint16_t h);
-uint16_t ek_fp32_to_bf16(float f);   /* round to nearest even, NaN kept */
-float ek_bf16_to_fp32(uint16_t h);
+EMBER_INTERNAL uint16_t ek_fp32_to_fp16(float f);   /* round to nearest even */
+EMBER_INTERNAL float ek_fp16_to_fp32(uint16_t h);
+EMBER_INTERNAL uint16_t ek_fp32_to_bf16(float f);   /* round to nearest even, NaN kept */
+EMBER_INTERNAL float ek_bf16_to_fp32(uint16_t h);
 
 /* A kernel set: one per instruction set, static and immutable. */
 typedef struct ek_kernels ek_kernels;
 
-const ek_kernels *ek_kernels_scalar(void);
+EMBER_INTERNAL const ek_kernels *ek_kernels_scalar(void);
 /* The best set this CPU runs (CPUID on x86-64); never NULL. */
-const ek_kernels *ek_kernels_best(void);
+EMBER_INTERNAL const ek_kernels *ek_kernels_best(void);
 /* All sets this CPU can run, best last; for tests. Returns the count. */
-int ek_kernels_available(const ek_kernels **out, int cap);
-const char *ek_kernels_name(const ek_kernels *k);
+EMBER_INTERNAL int ek_kernels_available(const ek_kernels **out, int cap);
+EMBER_INTERNAL const char *ek_kernels_name(const ek_kernels *k);
 /* The set called name ("scalar", "avx2", "avx512", "amx", "neon",
  * "neon_dotprod"; NULL, "" or "auto": ek_kernels_best()).  NULL if this CPU
  * or build cannot run it; *known (if not NULL) is then 1 for a name of a
  * set that exists somewhere, 0 for a name that is no set at all. */
-const ek_kernels *ek_kernels_find(const char *name, int *known);
+EMBER_INTERNAL const ek_kernels *ek_kernels_find(const char *name, int *known);
 
 /* 1 if weights of this type can be used in ek_matmul / ek_dequant_row. */
-int ek_type_supported(int type);
+EMBER_INTERNAL int ek_type_supported(int type);
 
 /* Dequantize n elements (a whole number of blocks) to floats. */
-void ek_dequant_row(int type, const void *src, float *dst, int64_t n);
+EMBER_INTERNAL void ek_dequant_row(int type, const void *src, float *dst, int64_t n);
 /* Reference quantization of n floats into type (byte-identical to ggml's
  * reference quantizers; for IQ4_NL and IQ4_XS to what llama-quantize writes
  * without an importance matrix); returns 0, or -1 if the type cannot be made. */
-int ek_quantize_row(int type, const float *src, void *dst, int64_t n);
+EMBER_INTERNAL int ek_quantize_row(int type, const float *src, void *dst, int64_t n);
 
 /* Matrix products.  Activations are first converted, row by row, into the
  * format the weight type's dot product wants (floats for F32, Q8_0 blocks
  * for Q4_0/Q8_0, ...).  ek_act_row_bytes gives the converted row size. */
-size_t ek_act_row_bytes(int wtype, int n);
-void ek_convert_act(const ek_kernels *k, int wtype, const float *x, void *xa, int n);
+EMBER_INTERNAL size_t ek_act_row_bytes(int wtype, int n);
+EMBER_INTERNAL void ek_convert_act(const ek_kernels *k, int wtype, const float *x, void *xa, int n);
 
 /* A batch: nb rows of n floats as ek_matmul with set k takes them.  That
  * is nb converted rows, ek_act_row_bytes apart, except where set k runs
  * the batch on tiles (the amx set's F16/BF16 prompts), which want their
  * own layout.  ek_batch_bytes gives its size, never less than nb rows. */
-size_t ek_batch_bytes(const ek_kernels *k, int wtype, int n, int nb);
-void ek_convert_batch(const ek_kernels *k, int wtype, const float *x, int nb, void *xa, int n);
+EMBER_INTERNAL size_t ek_batch_bytes(const ek_kernels *k, int wtype, int n, int nb);
+EMBER_INTERNAL void ek_convert_batch(const ek_kernels *k, int wtype, const float *x, int nb, void *xa, int n);
 
 /* Y[b*ldy + r] = dot(row r of W, row b of X) for r in [r0, r1), b in
  * [0, nb).  W has rows of n elements of type wtype, ek_row_bytes(wtype, n)
  * bytes apart; X is the batch of nb rows ek_convert_batch made for set k.
  * Threads call this on disjoint row ranges. */
-void ek_matmul(const ek_kernels *k, int wtype, const void *W, int n,
-               const void *X, int nb, float *Y, int ldy, int r0, int r1);
+EMBER_INTERNAL void ek_matmul(const ek_kernels *k, int wtype, const void *W, int n,
+                              const void *X, int nb, float *Y, int ldy, int r0, int r1);
 
 /* Packed weights.  A kernel set may run Q4_0, Q8_0 and k-quant matrices
  * faster with their rows interleaved in groups of EK_PACK_ROWS: one group's
@@ -96,28 +97,28 @@ void ek_matmul(const ek_kernels *k, int wtype, const void *W, int n,
 #define EK_PACK_ROWS 16
 
 /* 1 if set k has a packed kernel for wtype and rows is a multiple of 16. */
-int ek_pack_wanted(const ek_kernels *k, int wtype, int rows);
+EMBER_INTERNAL int ek_pack_wanted(const ek_kernels *k, int wtype, int rows);
 /* Bytes of scratch ek_pack_rows needs (one group) for rows of n elements. */
-size_t ek_pack_scratch_bytes(int wtype, int n);
+EMBER_INTERNAL size_t ek_pack_scratch_bytes(int wtype, int n);
 /* Pack rows (a multiple of 16) rows of W in place; 0, or -1 if wtype, n or
  * rows cannot be packed. */
-int ek_pack_rows(int wtype, void *W, int n, int rows, void *scratch);
+EMBER_INTERNAL int ek_pack_rows(int wtype, void *W, int n, int rows, void *scratch);
 /* As ek_matmul on packed W; r0 and r1 are multiples of 16.  Same bits as
  * ek_matmul on the unpacked W with the set whose kernel runs (set k where it
  * has a packed kernel for wtype, the scalar set otherwise). */
-void ek_matmul_packed(const ek_kernels *k, int wtype, const void *W, int n,
-                      const void *X, int nb, float *Y, int ldy, int r0, int r1);
+EMBER_INTERNAL void ek_matmul_packed(const ek_kernels *k, int wtype, const void *W, int n,
+                                     const void *X, int nb, float *Y, int ldy, int r0, int r1);
 
 /* Vector operations of a transformer layer. */
-void ek_rmsnorm(const ek_kernels *k, float *out, const float *x,
-                const float *weight, int n, float eps);
-void ek_softmax(float *x, int n);                    /* in place, stable */
-void ek_swiglu(const ek_kernels *k, float *gate, const float *up, int n); /* gate = silu(gate) * up */
-void ek_add(const ek_kernels *k, float *y, const float *x, int n);       /* y += x */
+EMBER_INTERNAL void ek_rmsnorm(const ek_kernels *k, float *out, const float *x,
+                               const float *weight, int n, float eps);
+EMBER_INTERNAL void ek_softmax(float *x, int n);                    /* in place, stable */
+EMBER_INTERNAL void ek_swiglu(const ek_kernels *k, float *gate, const float *up, int n); /* gate = silu(gate) * up */
+EMBER_INTERNAL void ek_add(const ek_kernels *k, float *y, const float *x, int n);       /* y += x */
 
-void ek_geglu(const ek_kernels *k, float *gate, const float *up, int n); /* gate = gelu_tanh(gate) * up */
-void ek_softcap(float *x, int n, float cap);         /* x = cap * tanh(x / cap) */
-void ek_scale(float *x, int n, float s);             /* x *= s */
+EMBER_INTERNAL void ek_geglu(const ek_kernels *k, float *gate, const float *up, int n); /* gate = gelu_tanh(gate) * up */
+EMBER_INTERNAL void ek_softcap(float *x, int n, float cap);         /* x = cap * tanh(x / cap) */
+EMBER_INTERNAL void ek_scale(float *x, int n, float s);             /* x *= s */
 
 /* RoPE of one kind of layer.  Pair i < n_rot/2 of each head, (x[2i],
  * x[2i+1]) or with neox (x[i], x[i + n_rot/2]), turns by the angle
@@ -130,20 +131,20 @@ typedef struct ek_rope_params {
     const float *freq_factors;   /* n_rot/2 divisors, or NULL */
 } ek_rope_params;
 /* x holds n_heads heads of head_dim floats. */
-void ek_rope(float *x, int n_heads, int head_dim, int pos, const ek_rope_params *p);
+EMBER_INTERNAL void ek_rope(float *x, int n_heads, int head_dim, int pos, const ek_rope_params *p);
 
 /* KV cache rows are F32 (kv_type 1) or F16 (kv_type 0), as ember_kv_type. */
-void ek_kv_store(const ek_kernels *k, int kv_type, void *dst, const float *src, int n);
-float ek_kv_dot(const ek_kernels *k, int kv_type, const float *q, const void *krow, int n);
-void ek_kv_axpy(const ek_kernels *k, int kv_type, float *y, float a, const void *vrow, int n); /* y += a * v */
+EMBER_INTERNAL void ek_kv_store(const ek_kernels *k, int kv_type, void *dst, const float *src, int n);
+EMBER_INTERNAL float ek_kv_dot(const ek_kernels *k, int kv_type, const float *q, const void *krow, int n);
+EMBER_INTERNAL void ek_kv_axpy(const ek_kernels *k, int kv_type, float *y, float a, const void *vrow, int n); /* y += a * v */
 /* Attention over n_pos cache rows of n elements, stride elements apart:
  *   ek_kv_scores: s[t] = dot(q, row t) * scale
  *   ek_kv_mix:    out = sum over t in order of p[t] * row t (out overwritten),
  *                 each element's sum the same as ek_kv_axpy's one row at a time */
-void ek_kv_scores(const ek_kernels *k, int kv_type, const float *q, const void *rows, size_t stride, int n_pos,
-                  int n, float scale, float *s);
-void ek_kv_mix(const ek_kernels *k, int kv_type, const float *p, const void *rows, size_t stride, int n_pos, int n,
-               float *out);
+EMBER_INTERNAL void ek_kv_scores(const ek_kernels *k, int kv_type, const float *q, const void *rows, size_t stride, int n_pos,
+                                 int n, float scale, float *s);
+EMBER_INTERNAL void ek_kv_mix(const ek_kernels *k, int kv_type, const float *p, const void *rows, size_t stride, int n_pos, int n,
+                              float *out);
 
 /* ---- inside the kernel modules (kernels.c, kernels_x86.c, kernels_arm.c) --
  * Everything below is for the kernel sources and white-box tests only. */
@@ -168,16 +169,28 @@ typedef struct { float d; int8_t qs[256]; int16_t bsums[16]; } ek_block_q8_K; /*
  * bits: bits 2ib..2ib+1 of scales_h); value = d * (ls - 32) * table value. */
 typedef struct { uint16_t d; uint8_t qs[16]; } ek_block_iq4_nl;              /* 18 */
 typedef struct { uint16_t d, scales_h; uint8_t scales_l[4]; uint8_t qs[128]; } ek_block_iq4_xs; /* 136 */
-extern const int8_t ek_iq4nl_values[16];   /* ggml's kvalues_iq4nl */
+/* ggml's kvalues_iq4nl.  The single-file build makes it static (C++ has no
+ * static forward declaration of data): there its definition in kernels.c
+ * comes before every use. */
+#ifndef EMBER_SINGLE_FILE
+extern const int8_t ek_iq4nl_values[16];
+#endif
 
 /* The activation format a weight type's dot product wants (EK_F32,
  * EK_Q8_0 or EK_Q8_K), or -1 if the type has no matmul.  IQ4_NL takes Q8_0
  * and IQ4_XS Q8_K, as in ggml. */
-int ek_act_type(int wtype);
+EMBER_INTERNAL int ek_act_type(int wtype);
 
 /* One matmul kernel: same contract as ek_matmul for one weight type. */
 typedef void (*ek_matmul_fn)(const void *W, int n, const void *X, int nb,
                              float *Y, int ldy, int r0, int r1);
+
+/* A matmul table (indexed by enum ek_type), one argument per weight type
+ * that has kernels, NULL where a set has none.  The kernel sets spell their
+ * tables through it: C++ has no array designators. */
+#define EK_MATMULS(f32, f16, q4_0, q4_1, q5_0, q5_1, q8_0, q2_K, q3_K, q4_K, q5_K, q6_K, iq4_nl, iq4_xs, bf16) \
+    { f32, f16, q4_0, q4_1, NULL, NULL, q5_0, q5_1, q8_0, NULL, q2_K, q3_K, q4_K, q5_K, q6_K, NULL,            \
+      NULL, NULL, NULL, NULL, iq4_nl, NULL, NULL, iq4_xs, NULL, NULL, NULL, NULL, NULL, NULL, bf16 }
 
 /* A kernel set.  NULL entries fall back to the scalar set's kernel. */
 struct ek_kernels {
@@ -206,11 +219,16 @@ struct ek_kernels {
     void (*convert_bf16_tiles)(const float *x, int nb, void *xa, int n);
 };
 
-/* The per-ISA sets (NULL when the CPU or the build lacks them). */
-const ek_kernels *ekx_kernels_avx2(void);
-const ek_kernels *ekx_kernels_avx512(void);
-const ek_kernels *ekx_kernels_amx(void);   /* avx512 + AMX tiles for Q4_0/Q8_0/F16/BF16 prompts */
-const ek_kernels *eka_kernels_neon(void);
-const ek_kernels *eka_kernels_neon_dotprod(void);
+/* The per-ISA sets (NULL when the CPU or the build lacks them), declared
+ * only where they are defined (static in the single-file build). */
+#if defined(__x86_64__) || defined(_M_X64)
+EMBER_INTERNAL const ek_kernels *ekx_kernels_avx2(void);
+EMBER_INTERNAL const ek_kernels *ekx_kernels_avx512(void);
+EMBER_INTERNAL const ek_kernels *ekx_kernels_amx(void);   /* avx512 + AMX tiles for Q4_0/Q8_0/F16/BF16 prompts */
+#endif
+#if defined(__aarch64__)
+EMBER_INTERNAL const ek_kernels *eka_kernels_neon(void);
+EMBER_INTERNAL const ek_kernels *eka_kernels_neon_dotprod(void);
+#endif
 
 #endif

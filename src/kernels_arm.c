@@ -378,27 +378,27 @@ static void eka_store_f16(uint16_t *dst, const float *src, int n) {
     for (; i < n; i++) dst[i] = ek_fp32_to_fp16(src[i]);
 }
 
+/* every field after matmul, in declaration order (C++ wants it) */
 #define EKA_COMMON                                                                               \
-    .rmsnorm = eka_rmsnorm, .add = eka_add, .dot_f32 = eka_dot_f32, .dot_f16 = eka_dot_f16,       \
-    .axpy_f32 = eka_axpy_f32, .axpy_f16 = eka_axpy_f16, .store_f16 = eka_store_f16
+    .matmul_packed = {NULL}, .quantize_q8_0 = NULL, .quantize_q8_K = NULL,                         \
+    .rmsnorm = eka_rmsnorm, .swiglu = NULL, .geglu = NULL,                                         \
+    .add = eka_add, .dot_f32 = eka_dot_f32, .dot_f16 = eka_dot_f16,                                \
+    .axpy_f32 = eka_axpy_f32, .axpy_f16 = eka_axpy_f16, .store_f16 = eka_store_f16,                \
+    .kv_scores_f16 = NULL, .kv_mix_f16 = NULL, .bf16_tiles_min_nb = 0, .convert_bf16_tiles = NULL
 
 static const ek_kernels eka_neon_set = {
     .name = "neon",
-    .matmul = {
-        [EK_F32] = eka_matmul_f32, [EK_F16] = eka_matmul_f16, [EK_BF16] = eka_matmul_bf16,
-        [EK_Q4_0] = eka_matmul_q4_0_neon, [EK_Q8_0] = eka_matmul_q8_0_neon,
-        [EK_IQ4_NL] = eka_matmul_iq4_nl_neon, [EK_IQ4_XS] = eka_matmul_iq4_xs_neon,
-    },
+    .matmul = EK_MATMULS(eka_matmul_f32, eka_matmul_f16, eka_matmul_q4_0_neon, NULL, NULL, NULL,
+                         eka_matmul_q8_0_neon, NULL, NULL, NULL, NULL, NULL,
+                         eka_matmul_iq4_nl_neon, eka_matmul_iq4_xs_neon, eka_matmul_bf16),
     EKA_COMMON,
 };
 
 static const ek_kernels eka_dotprod_set = {
     .name = "neon_dotprod",
-    .matmul = {
-        [EK_F32] = eka_matmul_f32, [EK_F16] = eka_matmul_f16, [EK_BF16] = eka_matmul_bf16,
-        [EK_Q4_0] = eka_matmul_q4_0_dotprod, [EK_Q8_0] = eka_matmul_q8_0_dotprod,
-        [EK_IQ4_NL] = eka_matmul_iq4_nl_dotprod, [EK_IQ4_XS] = eka_matmul_iq4_xs_dotprod,
-    },
+    .matmul = EK_MATMULS(eka_matmul_f32, eka_matmul_f16, eka_matmul_q4_0_dotprod, NULL, NULL, NULL,
+                         eka_matmul_q8_0_dotprod, NULL, NULL, NULL, NULL, NULL,
+                         eka_matmul_iq4_nl_dotprod, eka_matmul_iq4_xs_dotprod, eka_matmul_bf16),
     EKA_COMMON,
 };
 

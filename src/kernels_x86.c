@@ -23,6 +23,15 @@
 
 #if defined(__x86_64__) || defined(_M_X64)
 
+/* g++ 12 flags the deliberately undefined vectors inside its own AVX-512
+ * intrinsics (_mm512_undefined_*) as maybe-uninitialized (GCC bug 105593);
+ * popped at the end of the file so the single-file build keeps the check
+ * elsewhere. */
+#if defined(__cplusplus) && defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
 #include <immintrin.h>
 #include <cpuid.h>
 #include <math.h>
@@ -183,13 +192,13 @@ EKX_AVX2_INLINE void ekx_matmul_float(int kind, const void *W, int n, const void
     int r = r0;
     for (; r + EKX_FRT <= r1; r += EKX_FRT) {
         int b = 0;
-        for (; b + EKX_FBT <= nb; b += EKX_FBT) ekx_tile_float(kind, EKX_FRT, EKX_FBT, W, wrow, esz, X, n, Y, ldy, r, b, 0);
-        for (; b < nb; b++) ekx_tile_float(kind, EKX_FRT, 1, W, wrow, esz, X, n, Y, ldy, r, b, r + 2 * EKX_FRT <= r1);
+        for (; b + EKX_FBT <= nb; b += EKX_FBT) ekx_tile_float(kind, EKX_FRT, EKX_FBT, (const uint8_t *)W, wrow, esz, (const float *)X, n, Y, ldy, r, b, 0);
+        for (; b < nb; b++) ekx_tile_float(kind, EKX_FRT, 1, (const uint8_t *)W, wrow, esz, (const float *)X, n, Y, ldy, r, b, r + 2 * EKX_FRT <= r1);
     }
     for (; r < r1; r++) {
         int b = 0;
-        for (; b + EKX_FBT <= nb; b += EKX_FBT) ekx_tile_float(kind, 1, EKX_FBT, W, wrow, esz, X, n, Y, ldy, r, b, 0);
-        for (; b < nb; b++) ekx_tile_float(kind, 1, 1, W, wrow, esz, X, n, Y, ldy, r, b, 0);
+        for (; b + EKX_FBT <= nb; b += EKX_FBT) ekx_tile_float(kind, 1, EKX_FBT, (const uint8_t *)W, wrow, esz, (const float *)X, n, Y, ldy, r, b, 0);
+        for (; b < nb; b++) ekx_tile_float(kind, 1, 1, (const uint8_t *)W, wrow, esz, (const float *)X, n, Y, ldy, r, b, 0);
     }
 }
 
@@ -316,13 +325,13 @@ EKX_AVX2_INLINE void ekx_matmul_q(int kind, const void *W, int n, const void *X,
     int r = r0;
     for (; r + EKX_QRT <= r1; r += EKX_QRT) {
         int b = 0;
-        for (; b + EKX_QBT <= nb; b += EKX_QBT) ekx_tile_q(kind, EKX_QRT, EKX_QBT, W, wrow, X, xrow, nblk, Y, ldy, r, b);
-        for (; b < nb; b++) ekx_tile_q(kind, EKX_QRT, 1, W, wrow, X, xrow, nblk, Y, ldy, r, b);
+        for (; b + EKX_QBT <= nb; b += EKX_QBT) ekx_tile_q(kind, EKX_QRT, EKX_QBT, (const uint8_t *)W, wrow, (const uint8_t *)X, xrow, nblk, Y, ldy, r, b);
+        for (; b < nb; b++) ekx_tile_q(kind, EKX_QRT, 1, (const uint8_t *)W, wrow, (const uint8_t *)X, xrow, nblk, Y, ldy, r, b);
     }
     for (; r < r1; r++) {
         int b = 0;
-        for (; b + EKX_QBT <= nb; b += EKX_QBT) ekx_tile_q(kind, 1, EKX_QBT, W, wrow, X, xrow, nblk, Y, ldy, r, b);
-        for (; b < nb; b++) ekx_tile_q(kind, 1, 1, W, wrow, X, xrow, nblk, Y, ldy, r, b);
+        for (; b + EKX_QBT <= nb; b += EKX_QBT) ekx_tile_q(kind, 1, EKX_QBT, (const uint8_t *)W, wrow, (const uint8_t *)X, xrow, nblk, Y, ldy, r, b);
+        for (; b < nb; b++) ekx_tile_q(kind, 1, 1, (const uint8_t *)W, wrow, (const uint8_t *)X, xrow, nblk, Y, ldy, r, b);
     }
 }
 
@@ -719,13 +728,13 @@ EKX_AVX2_INLINE void ekx_matmul_k(int kind, const void *W, int n, const void *X,
     int r = r0;
     for (; r + EKX_KRT <= r1; r += EKX_KRT) {
         int b = 0;
-        for (; b + EKX_KBT <= nb; b += EKX_KBT) ekx_tile_k(kind, EKX_KRT, EKX_KBT, W, wrow, wbs, X, xrow, nsb, Y, ldy, r, b);
-        for (; b < nb; b++) ekx_tile_k(kind, EKX_KRT, 1, W, wrow, wbs, X, xrow, nsb, Y, ldy, r, b);
+        for (; b + EKX_KBT <= nb; b += EKX_KBT) ekx_tile_k(kind, EKX_KRT, EKX_KBT, (const uint8_t *)W, wrow, wbs, (const uint8_t *)X, xrow, nsb, Y, ldy, r, b);
+        for (; b < nb; b++) ekx_tile_k(kind, EKX_KRT, 1, (const uint8_t *)W, wrow, wbs, (const uint8_t *)X, xrow, nsb, Y, ldy, r, b);
     }
     for (; r < r1; r++) {
         int b = 0;
-        for (; b + EKX_KBT <= nb; b += EKX_KBT) ekx_tile_k(kind, 1, EKX_KBT, W, wrow, wbs, X, xrow, nsb, Y, ldy, r, b);
-        for (; b < nb; b++) ekx_tile_k(kind, 1, 1, W, wrow, wbs, X, xrow, nsb, Y, ldy, r, b);
+        for (; b + EKX_KBT <= nb; b += EKX_KBT) ekx_tile_k(kind, 1, EKX_KBT, (const uint8_t *)W, wrow, wbs, (const uint8_t *)X, xrow, nsb, Y, ldy, r, b);
+        for (; b < nb; b++) ekx_tile_k(kind, 1, 1, (const uint8_t *)W, wrow, wbs, (const uint8_t *)X, xrow, nsb, Y, ldy, r, b);
     }
 }
 
@@ -828,13 +837,13 @@ static EKX_AVX2 void ekx_matmul_iq4_xs_avx2(const void *W, int n, const void *X,
     int r = r0;
     for (; r + EKX_XRT <= r1; r += EKX_XRT) {
         int b = 0;
-        for (; b + EKX_XBT <= nb; b += EKX_XBT) ekx_tile_iq4_xs(EKX_XRT, EKX_XBT, W, wrow, X, xrow, nsb, Y, ldy, r, b);
-        for (; b < nb; b++) ekx_tile_iq4_xs(EKX_XRT, 1, W, wrow, X, xrow, nsb, Y, ldy, r, b);
+        for (; b + EKX_XBT <= nb; b += EKX_XBT) ekx_tile_iq4_xs(EKX_XRT, EKX_XBT, (const uint8_t *)W, wrow, (const uint8_t *)X, xrow, nsb, Y, ldy, r, b);
+        for (; b < nb; b++) ekx_tile_iq4_xs(EKX_XRT, 1, (const uint8_t *)W, wrow, (const uint8_t *)X, xrow, nsb, Y, ldy, r, b);
     }
     for (; r < r1; r++) {
         int b = 0;
-        for (; b + EKX_XBT <= nb; b += EKX_XBT) ekx_tile_iq4_xs(1, EKX_XBT, W, wrow, X, xrow, nsb, Y, ldy, r, b);
-        for (; b < nb; b++) ekx_tile_iq4_xs(1, 1, W, wrow, X, xrow, nsb, Y, ldy, r, b);
+        for (; b + EKX_XBT <= nb; b += EKX_XBT) ekx_tile_iq4_xs(1, EKX_XBT, (const uint8_t *)W, wrow, (const uint8_t *)X, xrow, nsb, Y, ldy, r, b);
+        for (; b < nb; b++) ekx_tile_iq4_xs(1, 1, (const uint8_t *)W, wrow, (const uint8_t *)X, xrow, nsb, Y, ldy, r, b);
     }
 }
 
@@ -901,13 +910,13 @@ static EKX_AVX2 void ekx_matmul_iq4_nl_avx2(const void *W, int n, const void *X,
     int r = r0;
     for (; r + EKX_XRT <= r1; r += EKX_XRT) {
         int b = 0;
-        for (; b + EKX_XBT <= nb; b += EKX_XBT) ekx_tile_iq4_nl(EKX_XRT, EKX_XBT, W, wrow, X, xrow, nblk, Y, ldy, r, b);
-        for (; b < nb; b++) ekx_tile_iq4_nl(EKX_XRT, 1, W, wrow, X, xrow, nblk, Y, ldy, r, b);
+        for (; b + EKX_XBT <= nb; b += EKX_XBT) ekx_tile_iq4_nl(EKX_XRT, EKX_XBT, (const uint8_t *)W, wrow, (const uint8_t *)X, xrow, nblk, Y, ldy, r, b);
+        for (; b < nb; b++) ekx_tile_iq4_nl(EKX_XRT, 1, (const uint8_t *)W, wrow, (const uint8_t *)X, xrow, nblk, Y, ldy, r, b);
     }
     for (; r < r1; r++) {
         int b = 0;
-        for (; b + EKX_XBT <= nb; b += EKX_XBT) ekx_tile_iq4_nl(1, EKX_XBT, W, wrow, X, xrow, nblk, Y, ldy, r, b);
-        for (; b < nb; b++) ekx_tile_iq4_nl(1, 1, W, wrow, X, xrow, nblk, Y, ldy, r, b);
+        for (; b + EKX_XBT <= nb; b += EKX_XBT) ekx_tile_iq4_nl(1, EKX_XBT, (const uint8_t *)W, wrow, (const uint8_t *)X, xrow, nblk, Y, ldy, r, b);
+        for (; b < nb; b++) ekx_tile_iq4_nl(1, 1, (const uint8_t *)W, wrow, (const uint8_t *)X, xrow, nblk, Y, ldy, r, b);
     }
 }
 
@@ -932,7 +941,7 @@ EKX_AVX2_INLINE __m256i ekx_pack32_epi8(__m256i a, __m256i b, __m256i c, __m256i
 }
 
 static EKX_AVX2 void ekx_quantize_q8_0_avx2(const float *x, void *dst, int n) {
-    ek_block_q8_0 *y = dst;
+    ek_block_q8_0 *y = (ek_block_q8_0 *)dst;
     const __m256 sign = _mm256_set1_ps(-0.0f);
     for (int i = 0; i < n / 32; i++, x += 32) {
         __m256 v[4], m = _mm256_setzero_ps();
@@ -1152,8 +1161,10 @@ static EKX_AVX2 void ekx_store_f16_avx2(uint16_t *dst, const float *src, int n) 
     for (; i < n; i++) dst[i] = ek_fp32_to_fp16(src[i]);
 }
 
+/* every field after matmul_packed, in declaration order (C++ wants it) */
 #define EKX_AVX2_COMMON                                                                 \
-    .quantize_q8_0 = ekx_quantize_q8_0_avx2, .rmsnorm = ekx_rmsnorm_avx2,               \
+    .quantize_q8_0 = ekx_quantize_q8_0_avx2, .quantize_q8_K = NULL,                     \
+    .rmsnorm = ekx_rmsnorm_avx2,                                                        \
     .swiglu = ekx_swiglu_avx2, .geglu = ekx_geglu_avx2, .add = ekx_add_avx2,            \
     .dot_f32 = ekx_dot_f32_avx2,                                                         \
     .dot_f16 = ekx_dot_f16_avx2, .axpy_f32 = ekx_axpy_f32_avx2,                          \
@@ -1162,16 +1173,14 @@ static EKX_AVX2 void ekx_store_f16_avx2(uint16_t *dst, const float *src, int n) 
 
 static const ek_kernels ekx_avx2_set = {
     .name = "avx2",
-    .matmul = {
-        [EK_F32] = ekx_matmul_f32_avx2, [EK_F16] = ekx_matmul_f16_avx2, [EK_BF16] = ekx_matmul_bf16_avx2,
-        [EK_Q4_0] = ekx_matmul_q4_0_avx2, [EK_Q8_0] = ekx_matmul_q8_0_avx2,
-        [EK_Q4_1] = ekx_matmul_q4_1_avx2, [EK_Q5_0] = ekx_matmul_q5_0_avx2, [EK_Q5_1] = ekx_matmul_q5_1_avx2,
-        [EK_Q4_K] = ekx_matmul_q4_K_avx2, [EK_Q5_K] = ekx_matmul_q5_K_avx2, [EK_Q6_K] = ekx_matmul_q6_K_avx2,
-        [EK_Q2_K] = ekx_matmul_q2_K_avx2, [EK_Q3_K] = ekx_matmul_q3_K_avx2,
-        [EK_IQ4_NL] = ekx_matmul_iq4_nl_avx2, [EK_IQ4_XS] = ekx_matmul_iq4_xs_avx2,
-    },
+    .matmul = EK_MATMULS(ekx_matmul_f32_avx2, ekx_matmul_f16_avx2, ekx_matmul_q4_0_avx2,
+                         ekx_matmul_q4_1_avx2, ekx_matmul_q5_0_avx2, ekx_matmul_q5_1_avx2,
+                         ekx_matmul_q8_0_avx2, ekx_matmul_q2_K_avx2, ekx_matmul_q3_K_avx2,
+                         ekx_matmul_q4_K_avx2, ekx_matmul_q5_K_avx2, ekx_matmul_q6_K_avx2,
+                         ekx_matmul_iq4_nl_avx2, ekx_matmul_iq4_xs_avx2, ekx_matmul_bf16_avx2),
     .matmul_packed = {[EK_Q4_0] = ekx_matmul_q4_0_packed_avx2},
     EKX_AVX2_COMMON,
+    .bf16_tiles_min_nb = 0, .convert_bf16_tiles = NULL,
 };
 
 /* ---- AVX-512 float matmul: as the AVX2 one, 16 lanes and 4 x 4 tiles ------------------ */
@@ -1273,10 +1282,10 @@ EKX_AVX512_INLINE void ekx_matmul_float512_blocked(int kind, const void *Wv, int
                                                    float *Y, int ldy, int r0, int r1) {
     const int esz = kind == EKX_W_F32 ? 4 : 2;
     const size_t wrow = (size_t)n * esz;
-    const uint8_t *W = Wv;
+    const uint8_t *W = (const uint8_t *)Wv;
     const int n16 = n & ~15;
-    _Alignas(64) float wp[EKX_ZRB * EKX_ZKC];
-    _Alignas(64) __m512 zacc[EKX_ZRB * EKX_ZBB];
+    EC_ALIGNAS(64) float wp[EKX_ZRB * EKX_ZKC];
+    EC_ALIGNAS(64) __m512 zacc[EKX_ZRB * EKX_ZBB];
     for (int rb = r0; rb < r1; rb += EKX_ZRB) {
         const int nr = r1 - rb < EKX_ZRB ? r1 - rb : EKX_ZRB;
         for (int bb = 0; bb < nb; bb += EKX_ZBB) {
@@ -1336,7 +1345,7 @@ EKX_AVX512_INLINE void ekx_matmul_float512_blocked(int kind, const void *Wv, int
 EKX_AVX512_INLINE void ekx_matmul_float512(int kind, const void *W, int n, const void *X, int nb,
                                            float *Y, int ldy, int r0, int r1) {
     if (nb >= EKX_ZBLK_MIN) {
-        ekx_matmul_float512_blocked(kind, W, n, X, nb, Y, ldy, r0, r1);
+        ekx_matmul_float512_blocked(kind, W, n, (const float *)X, nb, Y, ldy, r0, r1);
         return;
     }
     const int esz = kind == EKX_W_F32 ? 4 : 2;
@@ -1344,13 +1353,13 @@ EKX_AVX512_INLINE void ekx_matmul_float512(int kind, const void *W, int n, const
     int r = r0;
     for (; r + EKX_ZRT <= r1; r += EKX_ZRT) {
         int b = 0;
-        for (; b + EKX_ZBT <= nb; b += EKX_ZBT) ekx_tile_float512(kind, EKX_ZRT, EKX_ZBT, W, wrow, esz, X, n, Y, ldy, r, b, 0);
-        for (; b < nb; b++) ekx_tile_float512(kind, EKX_ZRT, 1, W, wrow, esz, X, n, Y, ldy, r, b, r + 2 * EKX_ZRT <= r1);
+        for (; b + EKX_ZBT <= nb; b += EKX_ZBT) ekx_tile_float512(kind, EKX_ZRT, EKX_ZBT, (const uint8_t *)W, wrow, esz, (const float *)X, n, Y, ldy, r, b, 0);
+        for (; b < nb; b++) ekx_tile_float512(kind, EKX_ZRT, 1, (const uint8_t *)W, wrow, esz, (const float *)X, n, Y, ldy, r, b, r + 2 * EKX_ZRT <= r1);
     }
     for (; r < r1; r++) {
         int b = 0;
-        for (; b + EKX_ZBT <= nb; b += EKX_ZBT) ekx_tile_float512(kind, 1, EKX_ZBT, W, wrow, esz, X, n, Y, ldy, r, b, 0);
-        for (; b < nb; b++) ekx_tile_float512(kind, 1, 1, W, wrow, esz, X, n, Y, ldy, r, b, 0);
+        for (; b + EKX_ZBT <= nb; b += EKX_ZBT) ekx_tile_float512(kind, 1, EKX_ZBT, (const uint8_t *)W, wrow, esz, (const float *)X, n, Y, ldy, r, b, 0);
+        for (; b < nb; b++) ekx_tile_float512(kind, 1, 1, (const uint8_t *)W, wrow, esz, (const float *)X, n, Y, ldy, r, b, 0);
     }
 }
 
@@ -1666,7 +1675,7 @@ EKX_AVX512_INLINE void ekx_q_panel(int BG, const __m512i *buf, int kc, const uin
 /* packed: W is packed (kernels.h) and r0, r1 are multiples of 16 */
 EKX_AVX512_INLINE void ekx_matmul_q512(int kind, int packed, const void *Wv, int n, const void *Xv, int nb, float *Y,
                                        int ldy, int r0, int r1) {
-    const uint8_t *W = Wv, *X = Xv;
+    const uint8_t *W = (const uint8_t *)Wv, *X = (const uint8_t *)Xv;
     const int nblk = n / 32;
     const size_t wrow = (size_t)nblk * EKX_WBS(kind), xrow = (size_t)nblk * 34;
     const int r16 = r0 + (r1 - r0) / 16 * 16;
@@ -1704,7 +1713,7 @@ EKX_AVX512_INLINE void ekx_matmul_q512(int kind, int packed, const void *Wv, int
         }
         return;
     }
-    _Alignas(64) __m512i buf[9 * EKX_KCP];
+    EC_ALIGNAS(64) __m512i buf[9 * EKX_KCP];
     float dx[EKX_PBMAX * EKX_KCP];
     int32_t bias[EKX_PBMAX * EKX_KCP];
     for (int b0 = 0; b0 < nb; b0 += EKX_PBMAX) {
@@ -2096,7 +2105,7 @@ EKX_AVX512_INLINE void ekx_kq16(int kind, const uint8_t *W, size_t rs, size_t ks
             msum = _mm512_add_epi32(msum, _mm512_madd_epi16(_mm512_and_si512(mhi, w16), _mm512_set1_epi32(bp[2])));
             msum = _mm512_add_epi32(msum, _mm512_madd_epi16(_mm512_and_si512(_mm512_srli_epi32(mhi, 8), w16), _mm512_set1_epi32(bp[3])));
             /* each row's 8 scale bytes as one qword */
-            _Alignas(64) uint64_t scq[16];
+            EC_ALIGNAS(64) uint64_t scq[16];
             _mm512_store_si512((void *)scq, _mm512_unpacklo_epi32(sclo, schi));
             _mm512_store_si512((void *)(scq + 8), _mm512_unpackhi_epi32(sclo, schi));
             /* unpacklo holds rows 4L, 4L+1 at qwords 2L, 2L+1; unpackhi rows 4L+2, 4L+3 */
@@ -2131,9 +2140,9 @@ typedef struct {
 
 /* decode superblock k of rows r .. r+15 (W at row r; strides as ekx_kq16's) */
 EKX_AVX512_INLINE void ekx_kq_unpack16(int kind, const uint8_t *W, size_t rs, size_t ks, int k, ekx_kpanel *p) {
-    _Alignas(64) uint8_t t[16][256];
-    _Alignas(64) int32_t sc[16][16], mp[4][16];
-    _Alignas(64) float d[16], dmin[16];
+    EC_ALIGNAS(64) uint8_t t[16][256];
+    EC_ALIGNAS(64) int32_t sc[16][16], mp[4][16];
+    EC_ALIGNAS(64) float d[16], dmin[16];
     const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
     for (int j = 0; j < 16; j++) {
         const uint8_t *blk = W + (size_t)j * rs + (size_t)k * ks;
@@ -2240,14 +2249,14 @@ EKX_AVX512_INLINE __m512 ekx_kq_panel_row(int kind, const ekx_kpanel *pb, int kc
 
 EKX_AVX512_INLINE void ekx_matmul_kq512(int kind, int packed, const void *Wv, int n, const void *Xv, int nb, float *Y,
                                         int ldy, int r0, int r1) {
-    const uint8_t *W = Wv, *X = Xv;
+    const uint8_t *W = (const uint8_t *)Wv, *X = (const uint8_t *)Xv;
     const int nsb = n / 256, wbs = EKX_KWBS(kind);
     const size_t wrow = (size_t)nsb * wbs, xrow = (size_t)nsb * sizeof(ek_block_q8_K);
     /* superblock k of row i of a 16-row group: stored, or packed (kernels.h) */
     const size_t rs = packed ? (size_t)wbs : wrow, ks = packed ? (size_t)16 * wbs : (size_t)wbs;
     int r = r0;
     if (nb >= EKX_KPANEL_MIN && (kind == EKX_Q4_K || kind == EKX_Q5_K || kind == EKX_Q6_K)) {
-        _Alignas(64) ekx_kpanel pb[EKX_KSC];
+        EC_ALIGNAS(64) ekx_kpanel pb[EKX_KSC];
         for (; r + 16 <= r1; r += 16)
             for (int k0 = 0; k0 < nsb; k0 += EKX_KSC) {
                 const int kc = nsb - k0 < EKX_KSC ? nsb - k0 : EKX_KSC;
@@ -2343,7 +2352,7 @@ EKX_AMX_INLINE void ekx_matmul_q_amx(int kind, int packed, const void *Wv, int n
         ekx_matmul_q512(kind, packed, Wv, n, Xv, nb, Y, ldy, r0, r1);
         return;
     }
-    const uint8_t *W = Wv, *X = Xv;
+    const uint8_t *W = (const uint8_t *)Wv, *X = (const uint8_t *)Xv;
     const int nblk = n / 32;
     const size_t wrow = (size_t)nblk * (kind == EKX_Q4_0 ? 18 : 34), xrow = (size_t)nblk * 34;
     const int r16 = r0 + (r1 - r0) / 16 * 16;
@@ -2356,9 +2365,9 @@ EKX_AMX_INLINE void ekx_matmul_q_amx(int kind, int packed, const void *Wv, int n
         cfg.rows[4 + t] = 8; cfg.colsb[4 + t] = 64;   /* B: 8 dwords x 16 weight rows */
     }
     _tile_loadconfig(&cfg);
-    _Alignas(64) __m512i buf[10 * EKX_AKC];
-    _Alignas(64) int8_t abuf[EKX_PBMAX / 16][EKX_AKC][16][32];   /* activation tiles */
-    _Alignas(64) int32_t cbuf[EKX_AKC][16][16];
+    EC_ALIGNAS(64) __m512i buf[10 * EKX_AKC];
+    EC_ALIGNAS(64) int8_t abuf[EKX_PBMAX / 16][EKX_AKC][16][32];   /* activation tiles */
+    EC_ALIGNAS(64) int32_t cbuf[EKX_AKC][16][16];
     float dx[EKX_PBMAX * EKX_AKC];
     const __m512i flip = _mm512_set1_epi8((char)0x80);
     for (int b0 = 0; b0 < nb; b0 += EKX_PBMAX) {
@@ -2516,7 +2525,7 @@ EKX_AVX512_INLINE __mmask16 ekx_mask16(int rem) {
  * step (zeros after column n), the high then the low parts as A tiles. */
 static EKX_AMX void ekx_convert_bf16_tiles(const float *x, int nb, void *xa, int n) {
     const int nsteps = (n + 31) / 32, nrows = (nb + 31) / 32 * 32;
-    uint16_t(*a)[2][16][32] = xa;   /* [group * nsteps + step][high/low] */
+    uint16_t(*a)[2][16][32] = (uint16_t (*)[2][16][32])xa;   /* [group * nsteps + step][high/low] */
     for (int b = 0; b < nrows; b++)
         for (int s = 0; s < nsteps; s++) {
             __m512i hi = _mm512_setzero_si512(), lo = hi;
@@ -2583,8 +2592,8 @@ EKX_AMX_INLINE void ekx_matmul_float_amx(int kind, const void *Wv, int n, const 
         ekx_matmul_float512(kind, Wv, n, Xv, nb, Y, ldy, r0, r1);
         return;
     }
-    const uint8_t *W = Wv;
-    const uint16_t(*X)[2][16][32] = Xv;
+    const uint8_t *W = (const uint8_t *)Wv;
+    const uint16_t(*X)[2][16][32] = (const uint16_t (*)[2][16][32])Xv;
     const size_t wrow = (size_t)n * 2, ys = (size_t)ldy * sizeof(float);
     const int nsteps = (n + 31) / 32, npair = (nb + 31) / 32;
     ekx_tilecfg cfg;
@@ -2592,8 +2601,8 @@ EKX_AMX_INLINE void ekx_matmul_float_amx(int kind, const void *Wv, int n, const 
     cfg.palette = 1;
     for (int t = 0; t < 8; t++) cfg.rows[t] = 16, cfg.colsb[t] = 64;   /* C 0-3, A 4-5, B 6-7 */
     _tile_loadconfig(&cfg);
-    _Alignas(64) __m512i wbuf[2][EKX_FKC][2][16];
-    _Alignas(64) float cbuf[32][32];
+    EC_ALIGNAS(64) __m512i wbuf[2][EKX_FKC][2][16];
+    EC_ALIGNAS(64) float cbuf[32][32];
     for (int r = r0; r < r1; r += 32) {
         const int nr = r1 - r < 32 ? r1 - r : 32;
         for (int s0 = 0; s0 < nsteps; s0 += EKX_FKC) {
@@ -2660,50 +2669,47 @@ static EKX_AMX void ekx_matmul_bf16_amx(const void *W, int n, const void *X, int
 
 /* ---- AVX-512 set ------------------------------------------------------------------------------ */
 
-/* the packed k-quant matmuls of both sets */
-#define EKX_AVX512_KQ_PACKED                                                                                \
-    [EK_Q4_K] = ekx_matmul_q4_K_packed_avx512, [EK_Q5_K] = ekx_matmul_q5_K_packed_avx512,                 \
-    [EK_Q6_K] = ekx_matmul_q6_K_packed_avx512, [EK_Q2_K] = ekx_matmul_q2_K_packed_avx512,                 \
-    [EK_Q3_K] = ekx_matmul_q3_K_packed_avx512
+/* the packed matmuls of both sets: Q4_0 and Q8_0 given, the k-quants shared */
+#define EKX_AVX512_PACKED(q4_0, q8_0)                                                                      \
+    EK_MATMULS(NULL, NULL, q4_0, NULL, NULL, NULL, q8_0,                                                    \
+               ekx_matmul_q2_K_packed_avx512, ekx_matmul_q3_K_packed_avx512, ekx_matmul_q4_K_packed_avx512, \
+               ekx_matmul_q5_K_packed_avx512, ekx_matmul_q6_K_packed_avx512, NULL, NULL, NULL)
 
-/* the AVX-512 matmuls of every type but Q4_0 and Q8_0, which the amx set replaces.
+/* the matmuls of both sets: F16, BF16, Q4_0 and Q8_0 given (the amx set
+ * replaces them), the AVX-512 ones of every other type.
  * IQ4_NL and IQ4_XS run the AVX2 kernels here: an AVX-512 variant could not
  * be run (and so tested) on the machine they were written on. */
-#define EKX_AVX512_OTHER_MATMULS                                                                                  \
-    [EK_F32] = ekx_matmul_f32_avx512,                                                                             \
-    [EK_IQ4_NL] = ekx_matmul_iq4_nl_avx2, [EK_IQ4_XS] = ekx_matmul_iq4_xs_avx2,                                   \
-    [EK_Q4_K] = ekx_matmul_q4_K_avx512, [EK_Q5_K] = ekx_matmul_q5_K_avx512, [EK_Q6_K] = ekx_matmul_q6_K_avx512, \
-    [EK_Q4_1] = ekx_matmul_q4_1_avx512, [EK_Q5_0] = ekx_matmul_q5_0_avx512, [EK_Q5_1] = ekx_matmul_q5_1_avx512, \
-    [EK_Q2_K] = ekx_matmul_q2_K_avx512, [EK_Q3_K] = ekx_matmul_q3_K_avx512
+#define EKX_AVX512_MATMULS(f16, q4_0, q8_0, bf16)                                                           \
+    EK_MATMULS(ekx_matmul_f32_avx512, f16, q4_0, ekx_matmul_q4_1_avx512, ekx_matmul_q5_0_avx512,            \
+               ekx_matmul_q5_1_avx512, q8_0, ekx_matmul_q2_K_avx512, ekx_matmul_q3_K_avx512,                \
+               ekx_matmul_q4_K_avx512, ekx_matmul_q5_K_avx512, ekx_matmul_q6_K_avx512,                      \
+               ekx_matmul_iq4_nl_avx2, ekx_matmul_iq4_xs_avx2, bf16)
 
 static const ek_kernels ekx_avx512_set = {
     .name = "avx512",
-    .matmul = {
-        EKX_AVX512_OTHER_MATMULS,
-        [EK_F16] = ekx_matmul_f16_avx512, [EK_BF16] = ekx_matmul_bf16_avx512,
-        [EK_Q4_0] = ekx_matmul_q4_0_avx512, [EK_Q8_0] = ekx_matmul_q8_0_avx512,
-    },
-    .matmul_packed = {[EK_Q4_0] = ekx_matmul_q4_0_packed_avx512, [EK_Q8_0] = ekx_matmul_q8_0_packed_avx512,
-                      EKX_AVX512_KQ_PACKED},
+    .matmul = EKX_AVX512_MATMULS(ekx_matmul_f16_avx512, ekx_matmul_q4_0_avx512, ekx_matmul_q8_0_avx512,
+                                 ekx_matmul_bf16_avx512),
+    .matmul_packed = EKX_AVX512_PACKED(ekx_matmul_q4_0_packed_avx512, ekx_matmul_q8_0_packed_avx512),
     EKX_AVX2_COMMON,
+    .bf16_tiles_min_nb = 0, .convert_bf16_tiles = NULL,
 };
 
 static const ek_kernels ekx_amx_set = {
     .name = "amx",
-    .matmul = {
-        EKX_AVX512_OTHER_MATMULS,
-        [EK_F16] = ekx_matmul_f16_amx, [EK_BF16] = ekx_matmul_bf16_amx,
-        [EK_Q4_0] = ekx_matmul_q4_0_amx, [EK_Q8_0] = ekx_matmul_q8_0_amx,
-    },
-    .bf16_tiles_min_nb = EKX_AMX_MIN, .convert_bf16_tiles = ekx_convert_bf16_tiles,
-    .matmul_packed = {[EK_Q4_0] = ekx_matmul_q4_0_packed_amx, [EK_Q8_0] = ekx_matmul_q8_0_packed_amx,
-                      EKX_AVX512_KQ_PACKED},
+    .matmul = EKX_AVX512_MATMULS(ekx_matmul_f16_amx, ekx_matmul_q4_0_amx, ekx_matmul_q8_0_amx,
+                                 ekx_matmul_bf16_amx),
+    .matmul_packed = EKX_AVX512_PACKED(ekx_matmul_q4_0_packed_amx, ekx_matmul_q8_0_packed_amx),
     EKX_AVX2_COMMON,
+    .bf16_tiles_min_nb = EKX_AMX_MIN, .convert_bf16_tiles = ekx_convert_bf16_tiles,
 };
 
 const ek_kernels *ekx_kernels_avx2(void) { return (ekx_features() & 1) ? &ekx_avx2_set : NULL; }
 const ek_kernels *ekx_kernels_avx512(void) { return (ekx_features() & 2) ? &ekx_avx512_set : NULL; }
 const ek_kernels *ekx_kernels_amx(void) { return (ekx_features() & 4) ? &ekx_amx_set : NULL; }
+
+#if defined(__cplusplus) && defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 #else
 typedef int ekx_no_x86; /* ISO C wants a non-empty translation unit */

@@ -8,8 +8,6 @@
 #include "model.h"
 #include "vocab.h"
 
-#include <stdatomic.h>
-
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -19,10 +17,10 @@
 #define EM_MAX_LAYERS 4096
 #define EM_MAX_DIM (1 << 20)
 
-static int em_get_dim(const gguf_file *f, const char *key, int required,
+static int em_get_dim(const egf_file *f, const char *key, int required,
                       int fallback, int *out, char *err, size_t errlen) {
     uint32_t v;
-    int rc = gguf_get_u32(f, key, &v);
+    int rc = egf_get_u32(f, key, &v);
     if (rc == EMBER_ERR_MISSING && !required) { *out = fallback; return EMBER_OK; }
     if (rc == EMBER_ERR_MISSING)
         return ec_errorf(err, errlen, rc, "missing metadata key '%s'", key);
@@ -35,9 +33,9 @@ static int em_get_dim(const gguf_file *f, const char *key, int required,
 }
 
 /* A positive float key (or fallback when absent); with zero_ok, 0 too. */
-static int em_get_float(const gguf_file *f, const char *key, float fallback, int zero_ok,
+static int em_get_float(const egf_file *f, const char *key, float fallback, int zero_ok,
                         float *out, char *err, size_t errlen) {
-    int rc = gguf_get_f32(f, key, out);
+    int rc = egf_get_f32(f, key, out);
     if (rc == EMBER_ERR_MISSING) { *out = fallback; return EMBER_OK; }
     if (rc != EMBER_OK)
         return ec_errorf(err, errlen, rc, "metadata '%s' is not a float", key);
@@ -60,9 +58,9 @@ static const em_arch em_archs[] = {
     {"granite", EM_SCALES, 0, 0, 0},
 };
 
-static const em_arch *em_find_arch(gguf_str name) {
+static const em_arch *em_find_arch(egf_str name) {
     for (size_t i = 0; i < sizeof em_archs / sizeof em_archs[0]; i++)
-        if (gguf_str_eq(name, em_archs[i].name)) return &em_archs[i];
+        if (egf_str_eq(name, em_archs[i].name)) return &em_archs[i];
     return NULL;
 }
 
@@ -72,7 +70,7 @@ static const char *em_key(char *buf, size_t size, const em_hparams *hp, const ch
     return buf;
 }
 
-static int em_read_scales(em_hparams *hp, const gguf_file *f, char *err, size_t errlen) {
+static int em_read_scales(em_hparams *hp, const egf_file *f, char *err, size_t errlen) {
     const unsigned fl = hp->arch->flags;
     char key[96];
     int rc;
@@ -99,13 +97,13 @@ static int em_read_scales(em_hparams *hp, const gguf_file *f, char *err, size_t 
 }
 
 /* Local layers: the window and which layers have it. */
-static int em_read_swa(em_hparams *hp, const gguf_file *f, char *err, size_t errlen) {
+static int em_read_swa(em_hparams *hp, const egf_file *f, char *err, size_t errlen) {
     const unsigned fl = hp->arch->flags;
     char key[96];
     int rc;
     hp->n_swa = hp->swa_period = 0;
     if (!(fl & (EM_SWA_DEFAULT | EM_SWA_KEY))) return EMBER_OK;
-    int has_key = gguf_find_kv(f, em_key(key, sizeof key, hp, "attention.sliding_window")) != NULL;
+    int has_key = egf_find_kv(f, em_key(key, sizeof key, hp, "attention.sliding_window")) != NULL;
     if (!has_key && !(fl & EM_SWA_DEFAULT)) return EMBER_OK;
     if ((rc = em_get_dim(f, key, 0, 4096, &hp->n_swa, err, errlen))) return rc;
     if ((rc = em_get_dim(f, em_key(key, sizeof key, hp, "attention.sliding_window_pattern"), 0, hp->arch->swa_period,
@@ -123,9 +121,9 @@ static int em_layer_is_swa(const em_hparams *hp, int l) {
     return hp->n_swa > 0 && (hp->swa_period <= 1 || l % hp->swa_period < hp->swa_period - 1);
 }
 
-static int em_read_hparams(em_hparams *hp, const gguf_file *f, char *err, size_t errlen) {
-    gguf_str arch;
-    if (gguf_get_str(f, "general.architecture", &arch) != EMBER_OK)
+static int em_read_hparams(em_hparams *hp, const egf_file *f, char *err, size_t errlen) {
+    egf_str arch;
+    if (egf_get_str(f, "general.architecture", &arch) != EMBER_OK)
         return ec_errorf(err, errlen, EMBER_ERR_MISSING, "missing metadata key 'general.architecture'");
     hp->arch = em_find_arch(arch);
     if (!hp->arch)
@@ -161,7 +159,7 @@ static int em_read_hparams(em_hparams *hp, const gguf_file *f, char *err, size_t
     if (vlen != hp->head_dim)
         return ec_errorf(err, errlen, EMBER_ERR_UNSUPPORTED,
                          "attention.value_length %d differs from key_length %d", vlen, hp->head_dim);
-    if (!gguf_find_kv(f, EM_KEY("attention.key_length")) && hp->n_embd % hp->n_head != 0)
+    if (!egf_find_kv(f, EM_KEY("attention.key_length")) && hp->n_embd % hp->n_head != 0)
         return ec_errorf(err, errlen, EMBER_ERR_SHAPE,
                          "embedding_length %d is not a multiple of head_count %d", hp->n_embd, hp->n_head);
     if (hp->head_dim % 2 != 0)
@@ -177,10 +175,10 @@ static int em_read_hparams(em_hparams *hp, const gguf_file *f, char *err, size_t
         (rc = em_get_float(f, EM_KEY("rope.freq_base"), 10000.0f, 0, &hp->rope_freq_base, err, errlen)))
         return rc;
     hp->rope_freq_scale = 1.0f;
-    gguf_str scaling;
-    if (gguf_get_str(f, EM_KEY("rope.scaling.type"), &scaling) == EMBER_OK &&
-        !gguf_str_eq(scaling, "none")) {
-        if (!gguf_str_eq(scaling, "linear") && !((hp->arch->flags & EM_LONGROPE) && gguf_str_eq(scaling, "longrope")))
+    egf_str scaling;
+    if (egf_get_str(f, EM_KEY("rope.scaling.type"), &scaling) == EMBER_OK &&
+        !egf_str_eq(scaling, "none")) {
+        if (!egf_str_eq(scaling, "linear") && !((hp->arch->flags & EM_LONGROPE) && egf_str_eq(scaling, "longrope")))
             return ec_errorf(err, errlen, EMBER_ERR_UNSUPPORTED, "rope scaling type '%.*s' is not supported",
                              (int)(scaling.len > 32 ? 32 : scaling.len), scaling.ptr);
     }
@@ -198,9 +196,9 @@ static int em_read_hparams(em_hparams *hp, const gguf_file *f, char *err, size_t
 }
 
 /* Find a 2-D weight of n_out rows of n_in elements. */
-static int em_get_matrix(const gguf_file *f, const char *name, int n_in, int n_out,
+static int em_get_matrix(const egf_file *f, const char *name, int n_in, int n_out,
                          int required, em_matrix *out, char *err, size_t errlen) {
-    const gguf_tensor *t = gguf_find_tensor(f, name);
+    const egf_tensor *t = egf_find_tensor(f, name);
     memset(out, 0, sizeof *out);
     if (!t) {
         if (!required) return EMBER_OK;
@@ -225,9 +223,9 @@ static int em_get_matrix(const gguf_file *f, const char *name, int n_in, int n_o
 
 /* Copy a 1-D tensor of n elements into owned F32 memory (norm weights are
  * tiny; copying also frees us from their storage type and alignment). */
-static int em_get_vector(const gguf_file *f, const char *name, int n, int required, const ember_allocator *a,
+static int em_get_vector(const egf_file *f, const char *name, int n, int required, const ember_allocator *a,
                          float **out, char *err, size_t errlen) {
-    const gguf_tensor *t = gguf_find_tensor(f, name);
+    const egf_tensor *t = egf_find_tensor(f, name);
     *out = NULL;
     if (!t && !required) return EMBER_OK;
     if (!t) return ec_errorf(err, errlen, EMBER_ERR_MISSING, "missing tensor '%s'", name);
@@ -236,7 +234,7 @@ static int em_get_vector(const gguf_file *f, const char *name, int n, int requir
                          name, t->n_dims, (long long)t->ne[0], n);
     if (!ek_type_supported(t->type))
         return ec_errorf(err, errlen, EMBER_ERR_UNSUPPORTED, "tensor '%s' has an unsupported type", name);
-    float *v = ec_malloc_aligned(a, (size_t)n * sizeof(float));
+    float *v = (float *)ec_malloc_aligned(a, (size_t)n * sizeof(float));
     if (!v) return ec_errorf(err, errlen, EMBER_ERR_NOMEM, "out of memory copying '%s'", name);
     ek_dequant_row(t->type, t->data, v, n);
     *out = v;
@@ -285,7 +283,7 @@ static int em_pack_matrices(em_model *m, char *err, size_t errlen) {
 }
 
 /* A per-pair RoPE factor vector (n_rot/2 positive numbers), or none. */
-static int em_get_rope_factors(const gguf_file *f, const char *name, int n, const ember_allocator *a, float **out,
+static int em_get_rope_factors(const egf_file *f, const char *name, int n, const ember_allocator *a, float **out,
                                char *err, size_t errlen) {
     int rc = em_get_vector(f, name, n, 0, a, out, err, errlen);
     if (rc || !*out) return rc;
@@ -299,7 +297,7 @@ static int em_get_rope_factors(const gguf_file *f, const char *name, int n, cons
  * with EM_QK_NORM, post norms with EM_POST_NORMS; attention either fused
  * (attn_qkv) or apart, FFN either gated or fused (ffn_up rows gate | up,
  * as Phi-3 stores it); biases wherever the file has them. */
-static int em_load_layer(em_model *m, const gguf_file *f, int l, char *err, size_t errlen) {
+static int em_load_layer(em_model *m, const egf_file *f, int l, char *err, size_t errlen) {
     const em_hparams *hp = &m->hp;
     const ember_allocator *a = m->a;
     const unsigned fl = hp->arch->flags;
@@ -329,7 +327,7 @@ static int em_load_layer(em_model *m, const gguf_file *f, int l, char *err, size
         (rc = EM_MAT(w_gate, "ffn_gate.weight", n_embd, n_ff, 0)))
         return rc;
     /* without ffn_gate, ffn_up must be the fused gate | up */
-    const gguf_tensor *up = gguf_find_tensor(f, EM_NAME("ffn_up.weight"));
+    const egf_tensor *up = egf_find_tensor(f, EM_NAME("ffn_up.weight"));
     if (!L->w_gate.data && up && up->ne[1] == n_ff)
         return ec_errorf(err, errlen, EMBER_ERR_MISSING, "missing tensor '%s'", EM_NAME("ffn_gate.weight"));
     if ((rc = EM_MAT(w_up, "ffn_up.weight", n_embd, L->w_gate.data ? n_ff : 2 * n_ff, 1)) ||
@@ -353,12 +351,12 @@ static int em_load_layer(em_model *m, const gguf_file *f, int l, char *err, size
 /* FNV-1a over the hyperparameters and every tensor's name, type and
  * shape: a saved state belongs to models with the same fingerprint. */
 static uint64_t em_fnv(uint64_t h, const void *p, size_t n) {
-    const unsigned char *b = p;
+    const unsigned char *b = (const unsigned char *)p;
     for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
     return h;
 }
 
-static uint64_t em_fingerprint(const em_model *m, const gguf_file *f) {
+static uint64_t em_fingerprint(const em_model *m, const egf_file *f) {
     const em_hparams *hp = &m->hp;
     uint64_t h = em_fnv(0xcbf29ce484222325ull, hp->arch->name, strlen(hp->arch->name));
     const int dims[] = {hp->n_vocab, hp->n_ctx_train, hp->n_embd, hp->n_layer, hp->n_head, hp->n_head_kv,
@@ -367,8 +365,8 @@ static uint64_t em_fingerprint(const em_model *m, const gguf_file *f) {
                           hp->residual_scale, hp->logit_scale, hp->attn_softcap, hp->final_softcap};
     h = em_fnv(h, dims, sizeof dims);
     h = em_fnv(h, vals, sizeof vals);
-    for (uint64_t i = 0; i < gguf_n_tensors(f); i++) {
-        const gguf_tensor *t = gguf_tensor_at(f, i);
+    for (uint64_t i = 0; i < egf_n_tensors(f); i++) {
+        const egf_tensor *t = egf_tensor_at(f, i);
         h = em_fnv(h, t->name.ptr, (size_t)t->name.len);
         h = em_fnv(h, &t->type, sizeof t->type);
         h = em_fnv(h, t->ne, sizeof t->ne);
@@ -376,7 +374,7 @@ static uint64_t em_fingerprint(const em_model *m, const gguf_file *f) {
     return h;
 }
 
-int em_model_init(em_model *m, gguf_file *f, const ember_allocator *a, const ek_kernels *kernels, int vocab_only,
+int em_model_init(em_model *m, egf_file *f, const ember_allocator *a, const ek_kernels *kernels, int vocab_only,
                   int may_pack, char *err, size_t errlen) {
     memset(m, 0, sizeof *m);
     m->a = a;
@@ -394,13 +392,13 @@ int em_model_init(em_model *m, gguf_file *f, const ember_allocator *a, const ek_
     if (rc) return rc;
 
     /* The vocabulary size is the embedding's row count; the tokenizer must agree. */
-    const gguf_tensor *te = gguf_find_tensor(f, "token_embd.weight");
+    const egf_tensor *te = egf_find_tensor(f, "token_embd.weight");
     if (!te) return ec_errorf(err, errlen, EMBER_ERR_MISSING, "missing tensor 'token_embd.weight'");
     if (te->ne[1] < 1 || te->ne[1] > (1 << 24))
         return ec_errorf(err, errlen, EMBER_ERR_SHAPE, "token_embd.weight has %lld rows", (long long)te->ne[1]);
     hp->n_vocab = (int)te->ne[1];
 
-    const int n_embd = hp->n_embd;
+    const int n_embd = hp->n_embd, n_pairs = hp->rope_dim / 2;
     if ((rc = em_get_matrix(f, "token_embd.weight", n_embd, hp->n_vocab, 1, &m->tok_embd, err, errlen)) ||
         (rc = em_get_matrix(f, "output.weight", n_embd, hp->n_vocab, 0, &m->output, err, errlen)))
         goto fail;
@@ -409,7 +407,7 @@ int em_model_init(em_model *m, gguf_file *f, const ember_allocator *a, const ek_
         (rc = em_get_vector(f, "output.bias", hp->n_vocab, 0, a, &m->output_bias, err, errlen)))
         goto fail;
 
-    m->layers = ec_calloc(a, (size_t)hp->n_layer, sizeof *m->layers);
+    m->layers = (em_layer *)ec_calloc(a, (size_t)hp->n_layer, sizeof *m->layers);
     if (!m->layers) { rc = ec_errorf(err, errlen, EMBER_ERR_NOMEM, "out of memory"); goto fail; }
     for (int l = 0; l < hp->n_layer; l++)
         if ((rc = em_load_layer(m, f, l, err, errlen))) goto fail;
@@ -417,19 +415,18 @@ int em_model_init(em_model *m, gguf_file *f, const ember_allocator *a, const ek_
 
     /* Per-pair RoPE frequency factors: rope_freqs (Llama 3.1), or LongRoPE's
      * long and short sets (the context size picks one). */
-    const int n_pairs = hp->rope_dim / 2;
     if ((rc = em_get_rope_factors(f, "rope_freqs.weight", n_pairs, a, &m->rope_freqs, err, errlen)) ||
         (rc = em_get_rope_factors(f, "rope_factors_long.weight", n_pairs, a, &m->rope_long, err, errlen)) ||
         (rc = em_get_rope_factors(f, "rope_factors_short.weight", n_pairs, a, &m->rope_short, err, errlen)))
         goto fail;
 
-    for (uint64_t i = 0; i < gguf_n_tensors(f); i++) {
-        const gguf_tensor *t = gguf_tensor_at(f, i);
+    for (uint64_t i = 0; i < egf_n_tensors(f); i++) {
+        const egf_tensor *t = egf_tensor_at(f, i);
         m->n_params += (uint64_t)t->ne[0] * (uint64_t)t->ne[1] * (uint64_t)t->ne[2] * (uint64_t)t->ne[3];
         m->weight_bytes += t->nbytes;
     }
     uint32_t ft;
-    m->file_type = gguf_get_u32(f, "general.file_type", &ft) == EMBER_OK ? (int)ft : -1;
+    m->file_type = egf_get_u32(f, "general.file_type", &ft) == EMBER_OK ? (int)ft : -1;
     m->fingerprint = em_fingerprint(m, f);
 
     if ((rc = em_vocab_load(f, a, &m->tok, &m->max_piece_bytes, err, errlen))) goto fail;
@@ -464,7 +461,7 @@ void em_model_free(em_model *m) {
     ec_free_aligned(m->a, m->rope_long);
     ec_free_aligned(m->a, m->rope_short);
     etok_free(m->tok);
-    gguf_close(m->gguf);
+    egf_close(m->gguf);
     memset(m, 0, sizeof *m);
 }
 
@@ -576,9 +573,9 @@ int em_state_init(em_state *s, const em_model *m, int n_ctx, int n_batch, int kv
     if (kv_total > SIZE_MAX / 2) return EMBER_ERR_NOMEM;
     s->k_cache = ec_malloc_aligned(a, (size_t)kv_total);
     s->v_cache = ec_malloc_aligned(a, (size_t)kv_total);
-    s->kv_off = ec_malloc(a, (size_t)m->hp.n_layer * sizeof *s->kv_off);
-    s->rows = ec_malloc(a, (size_t)n_batch * sizeof *s->rows);
-    float *fl = ec_malloc_aligned(a, (size_t)z.floats * sizeof(float));
+    s->kv_off = (size_t *)ec_malloc(a, (size_t)m->hp.n_layer * sizeof *s->kv_off);
+    s->rows = (em_row *)ec_malloc(a, (size_t)n_batch * sizeof *s->rows);
+    float *fl = (float *)ec_malloc_aligned(a, (size_t)z.floats * sizeof(float));
     s->xa = ec_malloc_aligned(a, (size_t)z.xa);
     if (!s->k_cache || !s->v_cache || !s->kv_off || !s->rows || !fl || !s->xa) {
         ec_free_aligned(a, fl);
@@ -659,7 +656,7 @@ const void *em_kv_row(const em_state *s, int l, int which, int p) {
 }
 
 void em_kv_put(em_state *s, int l, int which, int p, const void *row) {
-    char *base = which ? s->v_cache : s->k_cache;
+    char *base = (char *)(which ? s->v_cache : s->k_cache);
     const size_t rb = em_kv_row_bytes(s);
     memcpy(base + em_kv_at(s, l, p), row, rb);
     if (s->m->layers[l].swa && s->swa_rows) memcpy(base + em_kv_at(s, l, p) + (size_t)s->swa_rows * rb, row, rb);
@@ -678,7 +675,7 @@ void em_state_restored(em_state *s, int pos) {
 /* Row ranges handed to threads start at multiples of this, so kernels can
  * work on whole tiles. */
 #define EM_ROW_ALIGN 16
-_Static_assert(EM_ROW_ALIGN % EK_PACK_ROWS == 0, "thread row ranges must split packed matrices between groups");
+EC_STATIC_ASSERT(EM_ROW_ALIGN % EK_PACK_ROWS == 0, "thread row ranges must split packed matrices between groups");
 
 /* Chunks of rows per thread: threads take chunks from a shared counter, so
  * when one core is slowed (another process, an interrupt) the other takes
@@ -715,7 +712,7 @@ static void em_mm_rows(const em_mm_job *j, int lo, int hi) {
 }
 
 static void em_mm_task(void *arg, int ith, int nth) {
-    em_mm_job *j = arg;
+    em_mm_job *j = (em_mm_job *)arg;
     const int n_chunks = (j->total_rows + j->chunk_rows - 1) / j->chunk_rows;
     /* chunk ith first (no contention at the start), then whatever is left */
     for (int c = ith; c < n_chunks; c = atomic_fetch_add_explicit(&j->next_chunk, 1, memory_order_relaxed)) {
@@ -739,7 +736,7 @@ static void em_matmul(em_state *s, const float *x, int nb, const em_matrix *cons
         const em_matrix *w0 = ws[i];
         ek_convert_batch(k, w0->type, x, nb, s->xa, w0->n_in);
         em_mm_job j;
-        memset(&j, 0, sizeof j);
+        memset((void *)&j, 0, sizeof j);   /* C++: j holds an atomic */
         j.k = k;
         j.n_w = g - i;
         uint64_t work = 0;
@@ -778,7 +775,7 @@ typedef struct em_attn_job {
  * cache of its own context (s->rows[b]).  A local layer's token reads only
  * the last n_swa positions (itself included). */
 static void em_attn_task(void *arg, int ith, int nth) {
-    em_attn_job *j = arg;
+    em_attn_job *j = (em_attn_job *)arg;
     em_state *s = j->s;
     const em_hparams *hp = &s->m->hp;
     const ek_kernels *k = s->m->kernels;

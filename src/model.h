@@ -79,7 +79,7 @@ typedef struct em_layer {
 
 typedef struct em_model {
     const ember_allocator *a;
-    gguf_file *gguf;
+    egf_file *gguf;
     em_hparams hp;
     em_matrix tok_embd, output;                    /* output == tok_embd when tied */
     int tied_output;
@@ -105,9 +105,9 @@ typedef struct em_model {
  * the kernels run faster packed are packed in place.  kernels is the set
  * the model runs (NULL: the best this CPU has).
  * On failure frees nothing of f (the caller closes it). */
-int em_model_init(em_model *m, gguf_file *f, const ember_allocator *a, const ek_kernels *kernels,
-                  int vocab_only, int may_pack, char *err, size_t errlen);
-void em_model_free(em_model *m);
+EMBER_INTERNAL int em_model_init(em_model *m, egf_file *f, const ember_allocator *a, const ek_kernels *kernels,
+                                 int vocab_only, int may_pack, char *err, size_t errlen);
+EMBER_INTERNAL void em_model_free(em_model *m);
 
 /* A row of a batch: a position of a context. */
 typedef struct em_row { struct em_state *s; int pos; } em_row;
@@ -134,43 +134,43 @@ typedef struct em_state {
     void *abort_ud;
 } em_state;
 
-uint64_t em_state_bytes(const em_model *m, int n_ctx, int kv_type, int n_batch, int n_threads);
+EMBER_INTERNAL uint64_t em_state_bytes(const em_model *m, int n_ctx, int kv_type, int n_batch, int n_threads);
 /* shared: a pool to use when it has n_threads threads (else one of its own). */
-int em_state_init(em_state *s, const em_model *m, int n_ctx, int n_batch,
-                  int kv_type, int n_threads, et_pool *shared, const ember_allocator *a);
-void em_state_free(em_state *s);
+EMBER_INTERNAL int em_state_init(em_state *s, const em_model *m, int n_ctx, int n_batch,
+                                 int kv_type, int n_threads, et_pool *shared, const ember_allocator *a);
+EMBER_INTERNAL void em_state_free(em_state *s);
 /* 1 if the cache can go back to position pos: local layers keep only the
  * last positions, so a rewind must leave every window it needs intact. */
-int em_state_can_rewind(const em_state *s, int pos);
+EMBER_INTERNAL int em_state_can_rewind(const em_state *s, int pos);
 /* The cache holds nothing any more (position 0). */
-void em_state_clear(em_state *s);
+EMBER_INTERNAL void em_state_clear(em_state *s);
 
 /* Saving, restoring and copying caches.  Continuing at position pos needs,
  * of layer l, the rows of positions em_kv_first(s, l, pos) .. pos - 1 (all
  * of them, or a local layer's window). */
-int em_kv_first(const em_state *s, int l, int pos);
-size_t em_kv_row_bytes(const em_state *s);
+EMBER_INTERNAL int em_kv_first(const em_state *s, int l, int pos);
+EMBER_INTERNAL size_t em_kv_row_bytes(const em_state *s);
 /* Row of position p of layer l's K (which 0) or V (which 1) cache. */
-const void *em_kv_row(const em_state *s, int l, int which, int p);
-void em_kv_put(em_state *s, int l, int which, int p, const void *row);
+EMBER_INTERNAL const void *em_kv_row(const em_state *s, int l, int which, int p);
+EMBER_INTERNAL void em_kv_put(em_state *s, int l, int which, int p, const void *row);
 /* After em_kv_put of every needed row for position pos (cache cleared
  * before): the rewind bounds of what is now held. */
-void em_state_restored(em_state *s, int pos);
+EMBER_INTERNAL void em_state_restored(em_state *s, int pos);
 /* Bytes of KV cache a context of n_ctx positions and n_batch holds. */
-uint64_t em_kv_bytes(const em_model *m, int n_ctx, int kv_type, int n_batch);
+EMBER_INTERNAL uint64_t em_kv_bytes(const em_model *m, int n_ctx, int kv_type, int n_batch);
 
 /* Run tokens[0..n) at positions pos..pos+n-1 (n <= n_batch, pos + n <=
  * n_ctx, ids already validated).  Writes the logits of the last token to
  * s->logits, and of every token to all_logits (n * n_vocab) if non-NULL.
  * Returns 0, or 1 if the abort callback stopped it (then the cache rows of
  * these positions are undefined, s->logits unchanged). */
-int em_forward(em_state *s, const int32_t *tokens, int n, int pos, float *all_logits);
+EMBER_INTERNAL int em_forward(em_state *s, const int32_t *tokens, int n, int pos, float *all_logits);
 /* One token for each of nb contexts of the model in one pass over the
  * weights: tokens[b] at position pos[b] of states[b] (distinct states; nb
  * <= s->n_batch; every states[b]->n_ctx <= s->n_ctx, so s's scratch fits
  * their windows).  s (one of them or not) lends its scratch and threads.
  * Logits of row b into logits + b * n_vocab.  Same bits as each alone. */
-int em_forward_multi(em_state *s, em_state *const *states, const int *pos, const int32_t *tokens, int nb,
-                     float *logits);
+EMBER_INTERNAL int em_forward_multi(em_state *s, em_state *const *states, const int *pos, const int32_t *tokens, int nb,
+                                    float *logits);
 
 #endif

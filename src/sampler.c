@@ -11,6 +11,8 @@
 
 #include <float.h>
 #include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,7 +33,24 @@ struct ember_sampler {
     const ember_model *model;
     eg_matcher *gm;      /* the attached grammar's parse state, or NULL */
     uint8_t *allowed;    /* n_vocab: the grammar's mask */
+    char errmsg[256];    /* the last call's failure, "" after a success */
 };
+
+/* Set the sampler's message (printf-style) and return code. */
+static ember_status es_fail(ember_sampler *s, ember_status code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+static ember_status es_fail(ember_sampler *s, ember_status code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->errmsg, sizeof s->errmsg, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+const char *ember_sampler_errmsg(const ember_sampler *s) { return s ? s->errmsg : "sampler is NULL"; }
 
 ember_sampler_params ember_sampler_default_params(void) {
     ember_sampler_params p;
@@ -56,40 +75,60 @@ static uint64_t es_next(uint64_t *state) {
 
 static double es_uniform(uint64_t *state) { return (double)(es_next(state) >> 11) * (1.0 / 9007199254740992.0); }
 
-int ember_sampler_create(const ember_model *model, const ember_sampler_params *params, ember_sampler **out) {
-    if (!out) return EMBER_ERR_INVALID_ARG;
+/* The first parameter out of its range, named with its value in err. */
+static ember_status es_check_params(const ember_sampler_params *p, int n_vocab, ember_error *err) {
+    const ember_status bad = EMBER_ERR_INVALID_ARG;
+    if (!(p->temperature >= 0)) return ec_fail(err, bad, "temperature %g: must be >= 0", (double)p->temperature);
+    if (p->top_k < 0) return ec_fail(err, bad, "top_k %d: must be >= 0", p->top_k);
+    if (!(p->top_p > 0 && p->top_p <= 1)) return ec_fail(err, bad, "top_p %g: must be in (0, 1]", (double)p->top_p);
+    if (!(p->min_p >= 0 && p->min_p < 1)) return ec_fail(err, bad, "min_p %g: must be in [0, 1)", (double)p->min_p);
+    if (!(p->repeat_penalty > 0))
+        return ec_fail(err, bad, "repeat_penalty %g: must be > 0", (double)p->repeat_penalty);
+    if (p->repeat_last_n < 0 || p->repeat_last_n > (1 << 20))
+        return ec_fail(err, bad, "repeat_last_n %d: must be in 0..%d", p->repeat_last_n, 1 << 20);
+    if (p->n_logit_bias < 0) return ec_fail(err, bad, "n_logit_bias %d: must be >= 0", p->n_logit_bias);
+    if (p->n_logit_bias && !p->logit_bias)
+        return ec_fail(err, bad, "logit_bias is NULL but n_logit_bias is %d", p->n_logit_bias);
+    for (int i = 0; i < p->n_logit_bias; i++) {
+        if (p->logit_bias[i].token < 0 || p->logit_bias[i].token >= n_vocab)
+            return ec_fail(err, bad, "logit_bias[%d]: token %d is outside the vocabulary (0..%d)", i,
+                           (int)p->logit_bias[i].token, n_vocab - 1);
+        if (isnan(p->logit_bias[i].bias) || p->logit_bias[i].bias == INFINITY)
+            return ec_fail(err, bad, "logit_bias[%d]: bias %g: must be a number or -INFINITY", i,
+                           (double)p->logit_bias[i].bias);
+    }
+    return EMBER_OK;
+}
+
+ember_status ember_sampler_create(const ember_model *model, const ember_sampler_params *params, ember_sampler **out,
+                                  ember_error *err) {
+    if (!out) return ec_fail(err, EMBER_ERR_INVALID_ARG, "out_sampler is NULL");
     *out = NULL;
-    if (!model) return EMBER_ERR_INVALID_ARG;
+    if (!model) return ec_fail(err, EMBER_ERR_INVALID_ARG, "model is NULL");
     ember_sampler_params p = params ? *params : ember_sampler_default_params();
-    if (!(p.temperature >= 0) || p.top_k < 0 || !(p.top_p > 0 && p.top_p <= 1) || !(p.min_p >= 0 && p.min_p < 1) ||
-        !(p.repeat_penalty > 0) || p.repeat_last_n < 0 || p.repeat_last_n > (1 << 20) || p.n_logit_bias < 0 ||
-        (p.n_logit_bias && !p.logit_bias))
-        return EMBER_ERR_INVALID_ARG;
-    for (int i = 0; i < p.n_logit_bias; i++)
-        if (p.logit_bias[i].token < 0 || p.logit_bias[i].token >= ember_n_vocab(model) || isnan(p.logit_bias[i].bias) ||
-            p.logit_bias[i].bias == INFINITY)
-            return EMBER_ERR_INVALID_ARG;
+    ember_status rc = es_check_params(&p, ember_n_vocab(model), err);
+    if (rc != EMBER_OK) return rc;
     const ember_allocator *a = p.allocator;
-    ember_sampler *s = ec_calloc(a, 1, sizeof *s);
-    if (!s) return EMBER_ERR_NOMEM;
+    ember_sampler *s = (ember_sampler *)ec_calloc(a, 1, sizeof *s);
+    if (!s) return ec_fail(err, EMBER_ERR_NOMEM, "out of memory for the sampler");
     s->p = p;
     s->a = a;
     s->n_vocab = ember_n_vocab(model);
     s->model = model;
-    s->cand = ec_calloc(a, (size_t)s->n_vocab, sizeof *s->cand);
-    s->probs = ec_calloc(a, (size_t)s->n_vocab, sizeof *s->probs);
-    s->stamp = ec_calloc(a, (size_t)s->n_vocab, sizeof *s->stamp);
-    s->history = ec_calloc(a, (size_t)(p.repeat_last_n ? p.repeat_last_n : 1), sizeof *s->history);
-    s->bias = p.n_logit_bias ? ec_calloc(a, (size_t)p.n_logit_bias, sizeof *s->bias) : NULL;
+    s->cand = (es_cand *)ec_calloc(a, (size_t)s->n_vocab, sizeof *s->cand);
+    s->probs = (float *)ec_calloc(a, (size_t)s->n_vocab, sizeof *s->probs);
+    s->stamp = (uint32_t *)ec_calloc(a, (size_t)s->n_vocab, sizeof *s->stamp);
+    s->history = (int32_t *)ec_calloc(a, (size_t)(p.repeat_last_n ? p.repeat_last_n : 1), sizeof *s->history);
+    s->bias = p.n_logit_bias ? (ember_logit_bias *)ec_calloc(a, (size_t)p.n_logit_bias, sizeof *s->bias) : NULL;
     if (s->bias) memcpy(s->bias, p.logit_bias, (size_t)p.n_logit_bias * sizeof *s->bias);
     s->p.logit_bias = s->bias;
     if (!s->cand || !s->probs || !s->stamp || !s->history || (p.n_logit_bias && !s->bias)) {
         ember_sampler_free(s);
-        return EMBER_ERR_NOMEM;
+        return ec_fail(err, EMBER_ERR_NOMEM, "out of memory for the sampler's %d candidates", ember_n_vocab(model));
     }
     ember_sampler_reset(s, p.seed);
     *out = s;
-    return EMBER_OK;
+    return ec_ok(err);
 }
 
 void ember_sampler_free(ember_sampler *s) {
@@ -118,14 +157,19 @@ static void es_history_push(ember_sampler *s, ember_token token) {
     if (s->hist_len < s->p.repeat_last_n) s->hist_len++;
 }
 
-void ember_sampler_accept(ember_sampler *s, ember_token token) {
-    if (!s) return;
+ember_status ember_sampler_accept(ember_sampler *s, ember_token token) {
+    if (!s) return EMBER_ERR_INVALID_ARG;
+    s->errmsg[0] = 0;
+    if (token < 0 || token >= s->n_vocab)
+        return es_fail(s, EMBER_ERR_BAD_TOKEN, "token %d is outside the vocabulary (0..%d)", (int)token, s->n_vocab - 1);
     es_history_push(s, token);
     if (s->gm) eg_matcher_accept(s->gm, token);
+    return EMBER_OK;
 }
 
-int ember_sampler_set_grammar(ember_sampler *s, const ember_grammar *g) {
+ember_status ember_sampler_set_grammar(ember_sampler *s, const ember_grammar *g) {
     if (!s) return EMBER_ERR_INVALID_ARG;
+    s->errmsg[0] = 0;
     if (!g) {
         eg_matcher_free(s->gm);
         ec_free(s->a, s->allowed);
@@ -137,18 +181,21 @@ int ember_sampler_set_grammar(ember_sampler *s, const ember_grammar *g) {
         eg_matcher_set_grammar(s->gm, g);
         return EMBER_OK;
     }
-    s->allowed = ec_malloc(s->a, (size_t)s->n_vocab);
-    if (!s->allowed) return EMBER_ERR_NOMEM;
+    s->allowed = (uint8_t *)ec_malloc(s->a, (size_t)s->n_vocab);
+    if (!s->allowed) return es_fail(s, EMBER_ERR_NOMEM, "out of memory for the grammar's mask");
     int rc = eg_matcher_create(g, s->model, s->a, &s->gm);
     if (rc != EMBER_OK) {
         ec_free(s->a, s->allowed);
         s->allowed = NULL;
+        return es_fail(s, (ember_status)rc, "attaching the grammar failed: %s", ember_status_string((ember_status)rc));
     }
-    return rc;
+    return EMBER_OK;
 }
 
+static ember_token es_sample(ember_sampler *s, const float *logits);
+
 static int es_cmp_desc(const void *a, const void *b) {
-    const es_cand *x = a, *y = b;
+    const es_cand *x = (const es_cand *)a, *y = (const es_cand *)b;
     if (x->logit != y->logit) return x->logit < y->logit ? 1 : -1;
     return x->id < y->id ? -1 : x->id > y->id;   /* ties: lower id first (deterministic) */
 }
@@ -228,8 +275,20 @@ static int es_grammar_filter(ember_sampler *s, es_cand *c, int V) {
     return kept;
 }
 
-ember_token ember_sampler_sample(ember_sampler *s, const float *logits) {
-    if (!s || !logits) return -1;
+ember_status ember_sampler_sample(ember_sampler *s, const float *logits, ember_token *out) {
+    if (out) *out = -1;
+    if (!s) return EMBER_ERR_INVALID_ARG;
+    s->errmsg[0] = 0;
+    if (!logits || !out) return es_fail(s, EMBER_ERR_INVALID_ARG, "%s is NULL", logits ? "out" : "logits");
+    *out = es_sample(s, logits);
+    if (*out < 0)
+        return es_fail(s, EMBER_ERR_GRAMMAR, "no token of the vocabulary is allowed by the grammar%s",
+                       eg_matcher_complete(s->gm) ? " (the text is complete and the model has no end token)" : "");
+    return EMBER_OK;
+}
+
+/* The chain; -1 when an attached grammar allows no token. */
+static ember_token es_sample(ember_sampler *s, const float *logits) {
     const int V = s->n_vocab;
     es_cand *c = s->cand;
     /* Non-finite logits would break the comparisons below (NaN: the

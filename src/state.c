@@ -25,7 +25,7 @@
 enum { ST_HAS_LOGITS = 1, ST_HAS_SAMPLER = 2 };
 
 static uint64_t st_fnv(uint64_t h, const void *p, size_t n) {
-    const unsigned char *b = p;
+    const unsigned char *b = (const unsigned char *)p;
     for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
     return h;
 }
@@ -100,7 +100,7 @@ static void st_write(const ember_context *ctx, const ember_sampler *smp, st_out 
             es_state_write(smp, tmp);
             st_put(o, tmp, n);
         } else {   /* long repetition histories: through the context's allocator */
-            uint8_t *big = ec_malloc(ctx->a, n);
+            uint8_t *big = (uint8_t *)ec_malloc(ctx->a, n);
             if (!big) { o->failed = 2; return; }
             es_state_write(smp, big);
             st_put(o, big, n);
@@ -114,22 +114,25 @@ size_t ember_state_size(const ember_context *ctx, const ember_sampler *sampler) 
     return ctx ? st_size(ctx, sampler) : 0;
 }
 
-int ember_state_save(ember_context *ctx, const ember_sampler *sampler, void *buf, size_t size, size_t *written) {
+ember_status ember_state_save(ember_context *ctx, const ember_sampler *sampler, void *buf, size_t size,
+                              size_t *written) {
     if (written) *written = 0;
     if (!ctx) return EMBER_ERR_INVALID_ARG;
+    ea_ctx_begin(ctx);
     if (!buf && size) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "buf is NULL");
     size_t need = st_size(ctx, sampler);
     if (written) *written = need;
     if (size < need)
         return ea_ctx_fail(ctx, EMBER_ERR_BUFFER_TOO_SMALL, "the state takes %zu bytes, the buffer holds %zu", need, size);
-    st_out o = {buf, NULL, 0, 0, 0};
+    st_out o = {(uint8_t *)buf, NULL, 0, 0, 0};
     st_write(ctx, sampler, &o);
     if (o.failed) return ea_ctx_fail(ctx, EMBER_ERR_NOMEM, "out of memory saving the sampler's history");
     return EMBER_OK;
 }
 
-int ember_state_save_file(ember_context *ctx, const ember_sampler *sampler, const char *path) {
+ember_status ember_state_save_file(ember_context *ctx, const ember_sampler *sampler, const char *path) {
     if (!ctx) return EMBER_ERR_INVALID_ARG;
+    ea_ctx_begin(ctx);
     if (!path) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "path is NULL");
     FILE *f = fopen(path, "wb");
     if (!f) return ea_ctx_fail(ctx, EMBER_ERR_IO, "cannot create '%s'", path);
@@ -168,15 +171,15 @@ typedef struct st_parts {
 } st_parts;
 
 /* Check everything a load will use; fill parts.  The context is untouched. */
-static int st_check(ember_context *ctx, const void *buf, size_t size, st_parts *pt) {
+static ember_status st_check(ember_context *ctx, const void *buf, size_t size, st_parts *pt) {
     const em_state *s = &ctx->st;
     const em_model *m = &ctx->model->m;
     const size_t rb = em_kv_row_bytes(s);
-    st_in in = {buf, size, 0};
+    st_in in = {(const uint8_t *)buf, size, 0};
     if (size < 8 || memcmp(buf, ST_MAGIC, 8) != 0)
         return ea_ctx_fail(ctx, EMBER_ERR_CORRUPT, "not an ember state (bad magic)");
     if (size < ST_HEADER + 8) return ea_ctx_fail(ctx, EMBER_ERR_TRUNCATED, "the state ends inside its header");
-    st_in tail = {buf, size, size - 8};
+    st_in tail = {(const uint8_t *)buf, size, size - 8};
     const uint64_t sum = st_get64(&tail);
     in.at = 8;
     uint32_t version = st_get32(&in), kv_type = st_get32(&in);
@@ -235,13 +238,14 @@ static int st_check(ember_context *ctx, const void *buf, size_t size, st_parts *
     return EMBER_OK;
 }
 
-int ember_state_load(ember_context *ctx, ember_sampler *sampler, const void *buf, size_t size) {
+ember_status ember_state_load(ember_context *ctx, ember_sampler *sampler, const void *buf, size_t size) {
     if (!ctx) return EMBER_ERR_INVALID_ARG;
+    ea_ctx_begin(ctx);
     if (!buf && size) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "buf is NULL");
     st_parts pt = {0, 0, 0, 0, 0, 0, 0};
-    int rc = st_check(ctx, buf, size, &pt);
+    ember_status rc = st_check(ctx, buf, size, &pt);
     if (rc != EMBER_OK) return rc;
-    const uint8_t *b = buf;
+    const uint8_t *b = (const uint8_t *)buf;
     if (sampler && (pt.flags & ST_HAS_SAMPLER)) {
         /* the sampler checks its own part; it is the one thing that can
          * still fail, so it goes first */
@@ -267,17 +271,18 @@ int ember_state_load(ember_context *ctx, ember_sampler *sampler, const void *buf
     return EMBER_OK;
 }
 
-int ember_state_load_file(ember_context *ctx, ember_sampler *sampler, const char *path) {
+ember_status ember_state_load_file(ember_context *ctx, ember_sampler *sampler, const char *path) {
     if (!ctx) return EMBER_ERR_INVALID_ARG;
+    ea_ctx_begin(ctx);
     if (!path) return ea_ctx_fail(ctx, EMBER_ERR_INVALID_ARG, "path is NULL");
     FILE *f = fopen(path, "rb");
     if (!f) return ea_ctx_fail(ctx, EMBER_ERR_IO, "cannot open '%s'", path);
     size_t cap = 1 << 16, n = 0;
-    uint8_t *buf = ec_malloc(ctx->a, cap);
-    int rc = buf ? EMBER_OK : EMBER_ERR_NOMEM;
+    uint8_t *buf = (uint8_t *)ec_malloc(ctx->a, cap);
+    ember_status rc = buf ? EMBER_OK : EMBER_ERR_NOMEM;
     while (rc == EMBER_OK) {
         if (n == cap) {
-            uint8_t *bigger = cap <= SIZE_MAX / 2 ? ec_realloc(ctx->a, buf, cap * 2) : NULL;
+            uint8_t *bigger = cap <= SIZE_MAX / 2 ? (uint8_t *)ec_realloc(ctx->a, buf, cap * 2) : NULL;
             if (!bigger) { rc = EMBER_ERR_NOMEM; break; }
             buf = bigger;
             cap *= 2;
@@ -295,8 +300,9 @@ int ember_state_load_file(ember_context *ctx, ember_sampler *sampler, const char
 
 /* ---- sharing a prefix ----------------------------------------------------- */
 
-int ember_context_copy_prefix(ember_context *dst, const ember_context *src, int n) {
+ember_status ember_context_copy_prefix(ember_context *dst, const ember_context *src, int n) {
     if (!dst) return EMBER_ERR_INVALID_ARG;
+    ea_ctx_begin(dst);
     if (!src) return ea_ctx_fail(dst, EMBER_ERR_INVALID_ARG, "src is NULL");
     if (src == dst) return ea_ctx_fail(dst, EMBER_ERR_INVALID_ARG, "src and dst are the same context");
     if (src->model->m.fingerprint != dst->model->m.fingerprint)

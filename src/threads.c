@@ -12,7 +12,7 @@ struct et_pool { const ember_allocator *a; int n; };
 
 int et_pool_create(const ember_allocator *a, int n_threads, et_pool **out) {
     *out = NULL;
-    et_pool *p = ec_malloc(a, sizeof *p);
+    et_pool *p = (et_pool *)ec_malloc(a, sizeof *p);
     if (!p) return EMBER_ERR_NOMEM;
     p->a = a;
     p->n = n_threads < 1 ? 1 : n_threads;
@@ -32,7 +32,6 @@ void et_pool_run(et_pool *p, et_task_fn fn, void *arg, int nth) {
 
 #else /* POSIX threads */
 #include <pthread.h>
-#include <stdatomic.h>
 #include <sched.h>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -84,7 +83,7 @@ static unsigned et_wait_generation(struct et_pool *p, unsigned seen) {
 }
 
 static void *et_worker_main(void *arg) {
-    et_worker *w = arg;
+    et_worker *w = (et_worker *)arg;
     struct et_pool *p = w->pool;
     unsigned seen = 0;
     for (;;) {
@@ -109,7 +108,7 @@ static void et_broadcast(struct et_pool *p) {
 int et_pool_create(const ember_allocator *a, int n_threads, et_pool **out) {
     *out = NULL;
     if (n_threads < 1) n_threads = 1;
-    struct et_pool *p = ec_calloc(a, 1, sizeof *p);
+    struct et_pool *p = (et_pool *)ec_calloc(a, 1, sizeof *p);
     if (!p) return EMBER_ERR_NOMEM;
     p->a = a;
     p->n = n_threads;
@@ -129,7 +128,7 @@ int et_pool_create(const ember_allocator *a, int n_threads, et_pool **out) {
         return EMBER_ERR_NOMEM;
     }
     if (n_threads > 1) {
-        p->workers = ec_calloc(a, (size_t)n_threads - 1, sizeof *p->workers);
+        p->workers = (et_worker *)ec_calloc(a, (size_t)n_threads - 1, sizeof *p->workers);
         if (!p->workers) { et_pool_free(p); return EMBER_ERR_NOMEM; }
         for (int i = 1; i < n_threads; i++) {
             et_worker *w = &p->workers[i - 1];

@@ -428,7 +428,7 @@ typedef struct etok_rnode {
 } etok_rnode;
 
 static etok_rnode *etok_rn_new(etok_rparse *P, int kind) {
-    etok_rnode *n = ec_calloc(P->a, 1, sizeof *n);
+    etok_rnode *n = (etok_rnode *)ec_calloc(P->a, 1, sizeof *n);
     if (!n) { P->err = "out of memory"; return NULL; }
     n->kind = kind;
     return n;
@@ -456,7 +456,7 @@ static int etok_re_grow(etok_rparse *P, void **p, int64_t *cap, int64_t need, si
 static void etok_cr_add(etok_rparse *P, uint32_t lo, uint32_t hi) {
     if (P->cr_n + 2 > P->cr_cap) {
         size_t nc = P->cr_cap ? P->cr_cap * 2 : 32;
-        uint32_t *q = ec_realloc(P->a, P->cr, nc * sizeof(uint32_t));
+        uint32_t *q = (uint32_t *)ec_realloc(P->a, P->cr, nc * sizeof(uint32_t));
         if (!q) { P->err = "out of memory"; return; }
         P->cr = q; P->cr_cap = nc;
     }
@@ -480,7 +480,7 @@ static void etok_cr_add_fold(etok_rparse *P, uint32_t c) {
 }
 
 static int etok_u32cmp(const void *a, const void *b) {
-    const uint32_t *x = a, *y = b;
+    const uint32_t *x = (const uint32_t *)a, *y = (const uint32_t *)b;
     return x[0] < y[0] ? -1 : x[0] > y[0];
 }
 
@@ -986,7 +986,7 @@ static const char *etok_re_compile(const ember_allocator *a, const char *pat, si
 
 static int etok_rgrow(etok_rsub *s) {
     size_t nc = s->st_cap ? s->st_cap * 2 : 64;
-    etok_rframe *q = ec_realloc(s->a, s->st, nc * sizeof *q);
+    etok_rframe *q = (etok_rframe *)ec_realloc(s->a, s->st, nc * sizeof *q);
     if (!q) { s->nomem = 1; return 0; }
     s->st = q; s->st_cap = nc;
     return 1;
@@ -1287,7 +1287,7 @@ static int etok_pre_build(etok *t, int general, char *err, size_t errlen) {
     const ember_allocator *a = t->a;
     int n = 0;
     while (n < 6 && pd->steps[n]) n++;
-    t->re = ec_calloc(a, (size_t)(n ? n : 1), sizeof(etok_re));
+    t->re = (etok_re *)ec_calloc(a, (size_t)(n ? n : 1), sizeof(etok_re));
     if (!t->re) return ec_errorf(err, errlen, EMBER_ERR_NOMEM, "tokenizer: out of memory");
     t->n_steps = n;
     t->byte_from = n;
@@ -1309,7 +1309,7 @@ static int etok_pre_build(etok *t, int general, char *err, size_t errlen) {
     }
     t->nfc = pd->nfc;
     if (t->nfc) {
-        t->comp = ec_malloc(a, UT_DECOMP_N * sizeof(int32_t));
+        t->comp = (int32_t *)ec_malloc(a, UT_DECOMP_N * sizeof(int32_t));
         if (!t->comp) return ec_errorf(err, errlen, EMBER_ERR_NOMEM, "tokenizer: out of memory");
         for (int32_t i = 0; i < UT_DECOMP_N; i++)
             if (ut_decomp[i] & 1) t->comp[t->n_comp++] = i;
@@ -1330,10 +1330,10 @@ int64_t etok_split_test(const char *pattern, const char *text, size_t len, size_
     etok_re re;
     const char *e = etok_re_compile(NULL, pattern, strlen(pattern), &re);
     if (e) { ec_errorf(err, errlen, EMBER_ERR_UNSUPPORTED, "%s", e); return -1; }
-    uint32_t *cp = ec_malloc(NULL, (len + 1) * sizeof(uint32_t));
-    uint8_t *cb = ec_malloc(NULL, len + 1);
-    size_t *off = ec_malloc(NULL, (len + 1) * sizeof(size_t));
-    etok_rrun *rt = ec_calloc(NULL, (size_t)re.n_ins, sizeof(etok_rrun));
+    uint32_t *cp = (uint32_t *)ec_malloc(NULL, (len + 1) * sizeof(uint32_t));
+    uint8_t *cb = (uint8_t *)ec_malloc(NULL, len + 1);
+    size_t *off = (size_t *)ec_malloc(NULL, (len + 1) * sizeof(size_t));
+    etok_rrun *rt = (etok_rrun *)ec_calloc(NULL, (size_t)re.n_ins, sizeof(etok_rrun));
     int64_t np = -2;
     if (cp && cb && off && rt) {
         size_t nc = 0;
@@ -1438,12 +1438,14 @@ int etok_create(const etok_desc *d, const ember_allocator *a, etok **out,
             return ec_errorf(err, errlen, EMBER_ERR_CORRUPT, "tokenizer: %s id %d outside the vocabulary (%d tokens)",
                              spn[i], (int)sp[i], (int)n);
 
-    etok *t = ec_calloc(a, 1, sizeof *t);
+    etok *t = (etok *)ec_calloc(a, 1, sizeof *t);
     if (!t) return ec_errorf(err, errlen, EMBER_ERR_NOMEM, "tokenizer: out of memory");
     if (a) { t->alloc = *a; t->a = &t->alloc; }
     a = t->a;
     int rc = EMBER_ERR_NOMEM;
     char *scratch = NULL;
+    uint64_t total = 0;     /* token text bytes */
+    size_t maxlen = 0;
     t->kind = d->kind;
     t->pre = d->kind == ETOK_BPE ? d->pre : ETOK_PRE_DEFAULT;
     t->add_eos = d->add_eos != 0;
@@ -1453,14 +1455,12 @@ int etok_create(const etok_desc *d, const ember_allocator *a, etok **out,
     t->add_space_prefix = d->add_space_prefix != 0;
     if (d->kind == ETOK_BPE && (rc = etok_pre_build(t, d->general_split, err, errlen)) != EMBER_OK) goto fail;
     rc = EMBER_ERR_NOMEM;
-    t->type = ec_malloc(a, (size_t)n);
-    t->score = ec_malloc(a, (size_t)n * sizeof(float));
-    t->doff = ec_malloc(a, ((size_t)n + 1) * sizeof(uint32_t));
+    t->type = (uint8_t *)ec_malloc(a, (size_t)n);
+    t->score = (float *)ec_malloc(a, (size_t)n * sizeof(float));
+    t->doff = (uint32_t *)ec_malloc(a, ((size_t)n + 1) * sizeof(uint32_t));
     if (!t->type || !t->score || !t->doff) goto fail;
 
     /* types, scores, total text size */
-    uint64_t total = 0;
-    size_t maxlen = 0;
     for (int32_t i = 0; i < n; i++) {
         int ty = d->token_type ? d->token_type(d->ud, i) : ETOK_T_NORMAL;
         if (ty == 0) ty = ETOK_T_NORMAL;
@@ -1488,16 +1488,16 @@ int etok_create(const etok_desc *d, const ember_allocator *a, etok **out,
         rc = ec_errorf(err, errlen, EMBER_ERR_CORRUPT, "tokenizer: token texts too long");
         goto fail;
     }
-    scratch = ec_malloc(a, 2 * maxlen + 16);
+    scratch = (char *)ec_malloc(a, 2 * maxlen + 16);
     if (!scratch) goto fail;
 
     /* decoded pieces (and keys) */
     /* SPM: decoded <= text + 1 for unknown (" \u2047 " is 5 bytes) */
-    t->dbuf = ec_malloc(a, (size_t)total + (size_t)n * 5 + 1);
+    t->dbuf = (char *)ec_malloc(a, (size_t)total + (size_t)n * 5 + 1);
     if (!t->dbuf) goto fail;
     if (d->kind == ETOK_SPM) {
-        t->kbuf = ec_malloc(a, (size_t)total + 1);
-        t->koff = ec_malloc(a, ((size_t)n + 1) * sizeof(uint32_t));
+        t->kbuf = (char *)ec_malloc(a, (size_t)total + 1);
+        t->koff = (uint32_t *)ec_malloc(a, ((size_t)n + 1) * sizeof(uint32_t));
         if (!t->kbuf || !t->koff) goto fail;
     }
     for (int i = 0; i < 256; i++) t->byte_tok[i] = -1;
@@ -1549,7 +1549,7 @@ int etok_create(const etok_desc *d, const ember_allocator *a, etok **out,
     /* key map: mergeable tokens first (lowest id wins), then the rest
      * (BPE: CONTROL tokens are never matched as text) */
     t->smask = etok_pow2_above((uint64_t)n * 2) - 1;
-    t->smap = ec_calloc(a, (size_t)t->smask + 1, sizeof(etok_slot));
+    t->smap = (etok_slot *)ec_calloc(a, (size_t)t->smask + 1, sizeof(etok_slot));
     if (!t->smap) goto fail;
     for (int32_t i = 0; i < n; i++)
         if (etok_is_mergeable(t->type[i])) etok_insert(t, i);
@@ -1575,9 +1575,9 @@ int etok_create(const etok_desc *d, const ember_allocator *a, etok **out,
     /* merges */
     if (d->kind == ETOK_BPE && d->n_merges > 0) {
         t->pmask = etok_pow2_above((uint64_t)d->n_merges * 2) - 1;
-        t->pkey = ec_malloc(a, ((size_t)t->pmask + 1) * sizeof(uint64_t));
-        t->prank = ec_malloc(a, ((size_t)t->pmask + 1) * sizeof(int32_t));
-        t->pres = ec_malloc(a, ((size_t)t->pmask + 1) * sizeof(int32_t));
+        t->pkey = (uint64_t *)ec_malloc(a, ((size_t)t->pmask + 1) * sizeof(uint64_t));
+        t->prank = (int32_t *)ec_malloc(a, ((size_t)t->pmask + 1) * sizeof(int32_t));
+        t->pres = (int32_t *)ec_malloc(a, ((size_t)t->pmask + 1) * sizeof(int32_t));
         if (!t->pkey || !t->prank || !t->pres) goto fail;
         memset(t->pkey, 0xFF, ((size_t)t->pmask + 1) * sizeof(uint64_t));
         char *mbuf = NULL; size_t mcap = 0;
@@ -1594,7 +1594,7 @@ int etok_create(const etok_desc *d, const ember_allocator *a, etok **out,
             if (l > mcap) {
                 ec_free(a, mbuf);
                 mcap = l * 2;
-                mbuf = ec_malloc(a, mcap);
+                mbuf = (char *)ec_malloc(a, mcap);
                 if (!mbuf) goto fail;
             }
             size_t la = etok_unalpha(p, sp1, mbuf);
@@ -1629,9 +1629,9 @@ int etok_create(const etok_desc *d, const ember_allocator *a, etok **out,
         if (nodes > 1) {
             if (nodes > 0x7FFFFFF) { rc = ec_errorf(err, errlen, EMBER_ERR_CORRUPT, "tokenizer: too many special tokens"); goto fail; }
             t->tmask = etok_pow2_above(nodes * 2) - 1;
-            t->tkey = ec_malloc(a, ((size_t)t->tmask + 1) * sizeof(uint64_t));
-            t->tchild = ec_malloc(a, ((size_t)t->tmask + 1) * sizeof(int32_t));
-            t->tterm = ec_malloc(a, (size_t)nodes * sizeof(int32_t));
+            t->tkey = (uint64_t *)ec_malloc(a, ((size_t)t->tmask + 1) * sizeof(uint64_t));
+            t->tchild = (int32_t *)ec_malloc(a, ((size_t)t->tmask + 1) * sizeof(int32_t));
+            t->tterm = (int32_t *)ec_malloc(a, (size_t)nodes * sizeof(int32_t));
             if (!t->tkey || !t->tchild || !t->tterm) goto fail;
             memset(t->tkey, 0xFF, ((size_t)t->tmask + 1) * sizeof(uint64_t));
             t->n_nodes = 1;
@@ -1674,7 +1674,7 @@ int etok_create(const etok_desc *d, const ember_allocator *a, etok **out,
 
     /* SPM: the pieces made of two ASCII / U+2581 characters, by table */
     if (d->kind == ETOK_SPM) {
-        t->spm_pair = ec_malloc(a, 129 * 129 * sizeof(int32_t));
+        t->spm_pair = (int32_t *)ec_malloc(a, 129 * 129 * sizeof(int32_t));
         if (!t->spm_pair) goto fail;
         for (int x = 0; x < 129; x++)
             for (int y = 0; y < 129; y++) {
@@ -1689,7 +1689,7 @@ int etok_create(const etok_desc *d, const ember_allocator *a, etok **out,
             char c = (char)x;
             t->spm_leaf[x] = x == 128 ? etok_lookup(t, "\xE2\x96\x81", 3) : etok_lookup(t, &c, 1);
         }
-        t->skey = ec_malloc(a, (size_t)n * sizeof(uint32_t));
+        t->skey = (uint32_t *)ec_malloc(a, (size_t)n * sizeof(uint32_t));
         if (!t->skey) goto fail;
         for (int32_t i = 0; i < n; i++) {
             t->skey[i] = etok_is_mergeable(t->type[i]) ? etok_score_key(t->score[i]) : UINT32_MAX;
@@ -2406,7 +2406,7 @@ static void etok_bpe_text(const etok *t, etok_work *w, const char *text, size_t 
     }
     for (int k = 0; k < t->n_steps; k++)
         if (!x->rt[k]) {
-            x->rt[k] = ec_calloc(w->a, (size_t)t->re[k].n_ins, sizeof(etok_rrun));
+            x->rt[k] = (etok_rrun *)ec_calloc(w->a, (size_t)t->re[k].n_ins, sizeof(etok_rrun));
             if (!x->rt[k]) { w->nomem = 1; return; }
         }
     x->rs.a = w->a;

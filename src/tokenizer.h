@@ -51,20 +51,20 @@ typedef struct etok etok;
  * split; no released model names it).  Unicode 14 (unicode_tables.h):
  * general categories, White_Space, simple case folding, NFC. */
 /* The etok_pre of a tokenizer.ggml.pre name (len bytes), or -1. */
-int etok_pre_lookup(const char *name, size_t len);
+EMBER_INTERNAL int etok_pre_lookup(const char *name, size_t len);
 /* Split pattern number step of pre-tokenizer pre (NULL past the last; a
  * leading \x01 marks a step on the byte-level text).  For tests. */
-const char *etok_pre_pattern(int pre, int step);
+EMBER_INTERNAL const char *etok_pre_pattern(int pre, int step);
 /* Compile pattern and split text with it as Hugging Face's Split(Isolated)
  * does: writes the byte offsets where pieces end to ends (up to cap),
  * returns the piece count, or -1 with a message in err for a pattern the
  * matcher does not support, -2 when out of memory.  For tests. */
-int64_t etok_split_test(const char *pattern, const char *text, size_t len, size_t *ends, size_t cap,
-                        char *err, size_t errlen);
+EMBER_INTERNAL int64_t etok_split_test(const char *pattern, const char *text, size_t len, size_t *ends, size_t cap,
+                                       char *err, size_t errlen);
 
-int etok_create(const etok_desc *d, const ember_allocator *a, etok **out,
-                char *err, size_t errlen);
-void etok_free(etok *t);
+EMBER_INTERNAL int etok_create(const etok_desc *d, const ember_allocator *a, etok **out,
+                               char *err, size_t errlen);
+EMBER_INTERNAL void etok_free(etok *t);
 
 enum { ETOK_ADD_BOS = 1, ETOK_PARSE_SPECIAL = 2 };
 
@@ -83,8 +83,8 @@ enum { ETOK_ADD_BOS = 1, ETOK_PARSE_SPECIAL = 2 };
  * sentencepiece does); byte-level BPE treats an invalid byte as a one-byte
  * character that is neither letter, number nor space, so decoding gives the
  * input back exactly. */
-int etok_encode(const etok *t, const char *text, size_t len, int flags,
-                int32_t *out, int32_t cap, int32_t *n_out);
+EMBER_INTERNAL int etok_encode(const etok *t, const char *text, size_t len, int flags,
+                               int32_t *out, int32_t cap, int32_t *n_out);
 
 /* Bytes token id contributes to decoded text (prev = previous token id or
  * -1 at the start).  Returns the length (may exceed size; nothing is
@@ -94,17 +94,17 @@ int etok_encode(const etok *t, const char *text, size_t len, int flags,
  * (sentencepiece's surface), and the leading space of a piece is dropped
  * when prev is -1 or BOS and the dummy prefix is on.  BPE: the GPT-2 byte
  * alphabet undone; user-defined tokens give their text. */
-int etok_piece(const etok *t, int32_t id, int32_t prev, int flags, char *buf, size_t size);
+EMBER_INTERNAL int etok_piece(const etok *t, int32_t id, int32_t prev, int flags, char *buf, size_t size);
 
-int32_t etok_n_vocab(const etok *t);
-int32_t etok_bos(const etok *t);
-int32_t etok_eos(const etok *t);
-int etok_add_bos(const etok *t);
-int etok_add_eos(const etok *t);
+EMBER_INTERNAL int32_t etok_n_vocab(const etok *t);
+EMBER_INTERNAL int32_t etok_bos(const etok *t);
+EMBER_INTERNAL int32_t etok_eos(const etok *t);
+EMBER_INTERNAL int etok_add_bos(const etok *t);
+EMBER_INTERNAL int etok_add_eos(const etok *t);
 /* End of generation: eos, eot, eom, and the tokens whose text llama.cpp
  * stops at (<|im_end|>, <end_of_turn>, <|eot_id|>, <|endoftext|>, fim
  * pad/repo/separator tokens, ...; see etok_create). */
-int etok_is_eog(const etok *t, int32_t id);
-int etok_kind(const etok *t);
+EMBER_INTERNAL int etok_is_eog(const etok *t, int32_t id);
+EMBER_INTERNAL int etok_kind(const etok *t);
 
 #endif

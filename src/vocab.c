@@ -7,49 +7,49 @@
 #include <string.h>
 
 typedef struct em_vocab_src {
-    const gguf_file *f;
-    const gguf_kv *tokens, *scores, *types, *merges;
+    const egf_file *f;
+    const egf_kv *tokens, *scores, *types, *merges;
 } em_vocab_src;
 
 static void em_vocab_text(void *ud, int32_t id, const char **p, size_t *n) {
-    em_vocab_src *v = ud;
-    gguf_str s = {"", 0};
-    gguf_arr_str(v->f, v->tokens, (uint64_t)id, &s);
+    em_vocab_src *v = (em_vocab_src *)ud;
+    egf_str s = {"", 0};
+    egf_arr_str(v->f, v->tokens, (uint64_t)id, &s);
     *p = s.ptr;
     *n = (size_t)s.len;
 }
 
 static float em_vocab_score(void *ud, int32_t id) {
-    em_vocab_src *v = ud;
+    em_vocab_src *v = (em_vocab_src *)ud;
     float x = 0;
-    gguf_arr_f32(v->scores, (uint64_t)id, &x);
+    egf_arr_f32(v->scores, (uint64_t)id, &x);
     return x;
 }
 
 static int em_vocab_type(void *ud, int32_t id) {
-    em_vocab_src *v = ud;
+    em_vocab_src *v = (em_vocab_src *)ud;
     int64_t x = ETOK_T_NORMAL;
-    gguf_arr_int(v->types, (uint64_t)id, &x);
+    egf_arr_int(v->types, (uint64_t)id, &x);
     return (int)x;
 }
 
 static void em_vocab_merge(void *ud, int32_t i, const char **p, size_t *n) {
-    em_vocab_src *v = ud;
-    gguf_str s = {"", 0};
-    gguf_arr_str(v->f, v->merges, (uint64_t)i, &s);
+    em_vocab_src *v = (em_vocab_src *)ud;
+    egf_str s = {"", 0};
+    egf_arr_str(v->f, v->merges, (uint64_t)i, &s);
     *p = s.ptr;
     *n = (size_t)s.len;
 }
 
-static int32_t em_token_id(const gguf_file *f, const char *key, int32_t n_vocab) {
+static int32_t em_token_id(const egf_file *f, const char *key, int32_t n_vocab) {
     uint32_t v;
-    if (gguf_get_u32(f, key, &v) != EMBER_OK || v >= (uint32_t)n_vocab) return -1;
+    if (egf_get_u32(f, key, &v) != EMBER_OK || v >= (uint32_t)n_vocab) return -1;
     return (int32_t)v;
 }
 
-static int em_array_kv(const gguf_file *f, const char *key, int elem_kind, uint64_t n_expect,
-                       int required, const gguf_kv **out, char *err, size_t errlen) {
-    const gguf_kv *kv = gguf_find_kv(f, key);
+static int em_array_kv(const egf_file *f, const char *key, int elem_kind, uint64_t n_expect,
+                       int required, const egf_kv **out, char *err, size_t errlen) {
+    const egf_kv *kv = egf_find_kv(f, key);
     *out = NULL;
     if (!kv) {
         if (required) return ec_errorf(err, errlen, EMBER_ERR_MISSING, "missing metadata key '%s'", key);
@@ -69,12 +69,12 @@ static int em_array_kv(const gguf_file *f, const char *key, int elem_kind, uint6
     return EMBER_OK;
 }
 
-int em_vocab_load(const gguf_file *f, const ember_allocator *a, etok **out, int *max_piece_bytes,
+int em_vocab_load(const egf_file *f, const ember_allocator *a, etok **out, int *max_piece_bytes,
                   char *err, size_t errlen) {
-    gguf_str model_name, pre = {"default", 7};
-    if (gguf_get_str(f, "tokenizer.ggml.model", &model_name) != EMBER_OK)
+    egf_str model_name, pre = {"default", 7};
+    if (egf_get_str(f, "tokenizer.ggml.model", &model_name) != EMBER_OK)
         return ec_errorf(err, errlen, EMBER_ERR_MISSING, "missing metadata key 'tokenizer.ggml.model'");
-    gguf_get_str(f, "tokenizer.ggml.pre", &pre);
+    egf_get_str(f, "tokenizer.ggml.pre", &pre);
 
     etok_desc d;
     memset(&d, 0, sizeof d);
@@ -89,12 +89,12 @@ int em_vocab_load(const gguf_file *f, const ember_allocator *a, etok **out, int 
         (rc = em_array_kv(f, "tokenizer.ggml.token_type", 'i', src.tokens->arr_n, 0, &src.types, err, errlen)))
         return rc;
 
-    if (gguf_str_eq(model_name, "llama")) {
+    if (egf_str_eq(model_name, "llama")) {
         d.kind = ETOK_SPM;
         d.pre = ETOK_PRE_DEFAULT;
         d.add_bos = 1;
         d.add_space_prefix = 1;
-    } else if (gguf_str_eq(model_name, "gpt2")) {
+    } else if (egf_str_eq(model_name, "gpt2")) {
         d.kind = ETOK_BPE;
         int id = etok_pre_lookup(pre.ptr, (size_t)pre.len);
         if (id < 0)
@@ -125,9 +125,9 @@ int em_vocab_load(const gguf_file *f, const ember_allocator *a, etok **out, int 
     d.pad = em_token_id(f, "tokenizer.ggml.padding_token_id", d.n_vocab);
     d.eom_plus1 = em_token_id(f, "tokenizer.ggml.eom_token_id", d.n_vocab) + 1;
     int b;
-    if (gguf_get_bool(f, "tokenizer.ggml.add_bos_token", &b) == EMBER_OK) d.add_bos = b;
-    if (gguf_get_bool(f, "tokenizer.ggml.add_eos_token", &b) == EMBER_OK) d.add_eos = b;
-    if (gguf_get_bool(f, "tokenizer.ggml.add_space_prefix", &b) == EMBER_OK) d.add_space_prefix = b;
+    if (egf_get_bool(f, "tokenizer.ggml.add_bos_token", &b) == EMBER_OK) d.add_bos = b;
+    if (egf_get_bool(f, "tokenizer.ggml.add_eos_token", &b) == EMBER_OK) d.add_eos = b;
+    if (egf_get_bool(f, "tokenizer.ggml.add_space_prefix", &b) == EMBER_OK) d.add_space_prefix = b;
 
     rc = etok_create(&d, a, out, err, errlen);
     if (rc != EMBER_OK) return rc;

@@ -6,7 +6,7 @@
  *   gb_kv_str(&b, "general.architecture", "llama");
  *   gb_tensor t[] = {GB_TENSOR("tok_embd.weight", 2, EK_F32, 64, 10)};
  *   gb_tensors(&b, t, 1, 32);   // infos (contiguous offsets), padding, data
- *   ... gguf_open(b.p, b.n, ...) ...
+ *   ... egf_open(b.p, b.n, ...) ...
  *   gb_free(&b);
  *
  * Every writer appends to the buffer; b.n before a call is the offset the
@@ -33,7 +33,7 @@ typedef struct gb_buf {
     size_t n, cap;
 } gb_buf;
 
-/* GGUF value type ids (as enum gguf_vtype in src/gguf.h). */
+/* GGUF value type ids (as enum egf_vtype in src/gguf.h). */
 enum {
     GB_UINT8 = 0, GB_INT8 = 1, GB_UINT16 = 2, GB_INT16 = 3, GB_UINT32 = 4,
     GB_INT32 = 5, GB_FLOAT32 = 6, GB_BOOL = 7, GB_STRING = 8, GB_ARRAY = 9,

@@ -25,10 +25,17 @@ static ember_model *open_spec(const tm_spec *s, gb_buf *img, const ember_allocat
 }
 
 static int tokenize(ember_model *m, const char *text, ember_token *out, int cap) {
-    int n = 0;
-    int rc = ember_tokenize(m, text, strlen(text), EMBER_TOKENIZE_ADD_BOS, out, cap, &n);
-    CHECK(rc == EMBER_OK, "tokenize '%s': %d", text, rc);
-    return rc == EMBER_OK ? n : 0;
+    size_t n = 0;
+    ember_error err;
+    int rc = ember_tokenize(m, text, strlen(text), EMBER_TOKENIZE_ADD_BOS, out, (size_t)cap, &n, &err);
+    CHECK(rc == EMBER_OK, "tokenize '%s': %d (%s)", text, rc, err.message);
+    return rc == EMBER_OK ? (int)n : 0;
+}
+
+/* The sampler's choice, or -1 if it failed. */
+static ember_token sample(ember_sampler *s, const float *logits) {
+    ember_token t = -1;
+    return ember_sampler_sample(s, logits, &t) == EMBER_OK ? t : -1;
 }
 
 typedef struct rec {
@@ -60,15 +67,16 @@ static int rec_cb(void *ud, ember_token tok, const char *text, size_t len) {
 /* ---- status strings and NULL arguments ---------------------------------- */
 
 static void test_status_strings(void) {
-    const char *seen[17];
-    for (int code = 0; code >= -16; code--) {
-        const char *s = ember_status_string(code);
+    const char *seen[18];
+    for (int code = 0; code >= -17; code--) {
+        const char *s = ember_status_string((ember_status)code);
         CHECK(s && s[0] && strcmp(s, "unknown status"), "status %d has no description", code);
         seen[-code] = s;
         for (int j = 0; j < -code; j++) CHECK(strcmp(seen[j], s), "status %d shares its text with %d", code, -j);
     }
-    int unknown[] = {1, -17, 100, INT_MIN, INT_MAX};
-    for (int i = 0; i < 5; i++) CHECK(!strcmp(ember_status_string(unknown[i]), "unknown status"), "code %d", unknown[i]);
+    int unknown[] = {1, -18, 100, INT_MIN, INT_MAX};
+    for (int i = 0; i < 5; i++)
+        CHECK(!strcmp(ember_status_string((ember_status)unknown[i]), "unknown status"), "code %d", unknown[i]);
     CHECK(ember_cpu_features() && ember_cpu_features()[0], "cpu features");
     CHECK(ember_type_name(EK_Q8_0) && !strcmp(ember_type_name(EK_Q8_0), "q8_0"), "type name q8_0");
     CHECK(ember_type_name(-1) == NULL && ember_type_name(5) == NULL && ember_type_name(1000) == NULL, "bad type names");
@@ -96,49 +104,60 @@ static void test_null_args(ember_model *m) {
     CHECK(rc == EMBER_ERR_BAD_MAGIC && err.message[0], "open_memory(garbage): %d", rc);
     ember_model_free(NULL);
     ember_model_info info;
-    CHECK(ember_model_get_info(NULL, &info) == EMBER_ERR_INVALID_ARG, "get_info(NULL)");
-    CHECK(ember_model_get_info(m, NULL) == EMBER_ERR_INVALID_ARG, "get_info(m, NULL)");
+    CHECK(ember_model_get_info(NULL, &info, NULL) == EMBER_ERR_INVALID_ARG, "get_info(NULL)");
+    CHECK(ember_model_get_info(m, NULL, NULL) == EMBER_ERR_INVALID_ARG, "get_info(m, NULL)");
     CHECK(ember_context_memory_needed(NULL, 16, 0, 0) == 0, "memory_needed(NULL)");
     CHECK(ember_context_memory_needed(m, 16, 0, 0) > 0, "memory_needed");
     char buf[64];
-    CHECK(ember_model_meta(NULL, "general.name", buf, sizeof buf) == EMBER_ERR_INVALID_ARG, "meta(NULL)");
-    CHECK(ember_model_meta(m, NULL, buf, sizeof buf) == EMBER_ERR_INVALID_ARG, "meta(NULL key)");
-    CHECK(ember_model_meta(m, "general.name", NULL, 10) == EMBER_ERR_INVALID_ARG, "meta(NULL buf, size 10)");
-    CHECK(ember_model_meta(m, "no.such.key", NULL, 10) == EMBER_ERR_INVALID_ARG, "meta(missing key, NULL buf, size 10)");
-    CHECK(ember_model_meta(m, "general.name", NULL, 0) == (int)strlen("tiny test model"), "meta length query");
+    size_t len = 99;
+    CHECK(ember_model_meta(NULL, "general.name", buf, sizeof buf, &len, NULL) == EMBER_ERR_INVALID_ARG, "meta(NULL)");
+    CHECK(ember_model_meta(m, NULL, buf, sizeof buf, &len, NULL) == EMBER_ERR_INVALID_ARG, "meta(NULL key)");
+    CHECK(ember_model_meta(m, "general.name", NULL, 10, &len, NULL) == EMBER_ERR_INVALID_ARG, "meta(NULL buf, size 10)");
+    CHECK(ember_model_meta(m, "no.such.key", NULL, 10, &len, NULL) == EMBER_ERR_INVALID_ARG,
+          "meta(missing key, NULL buf, size 10)");
+    CHECK(ember_model_meta(m, "general.name", NULL, 0, &len, NULL) == EMBER_ERR_BUFFER_TOO_SMALL &&
+          len == strlen("tiny test model"), "meta length query: %zu", len);
     buf[0] = 'x';
-    CHECK(ember_model_meta(m, "no.such.key", buf, sizeof buf) == 0 && buf[0] == 0, "meta missing key");
-    CHECK(ember_model_meta(m, "general.name", buf, 5) == 15 && !strcmp(buf, "tiny"), "meta truncated: '%s'", buf);
-    CHECK(ember_model_meta(m, "llama.block_count", buf, sizeof buf) > 0 && !strcmp(buf, "2"), "meta u32: '%s'", buf);
-    CHECK(ember_model_meta(m, "tokenizer.ggml.tokens", buf, sizeof buf) > 0 && strstr(buf, "string"), "meta array: '%s'", buf);
+    CHECK(ember_model_meta(m, "no.such.key", buf, sizeof buf, &len, NULL) == EMBER_ERR_MISSING && buf[0] == 0 &&
+          len == 0, "meta missing key");
+    CHECK(ember_model_meta(m, "general.name", buf, 5, &len, NULL) == EMBER_ERR_BUFFER_TOO_SMALL && len == 15 &&
+          !strcmp(buf, "tiny"), "meta truncated: '%s'", buf);
+    CHECK(ember_model_meta(m, "llama.block_count", buf, sizeof buf, &len, NULL) == EMBER_OK && !strcmp(buf, "2") &&
+          len == 1, "meta u32: '%s'", buf);
+    CHECK(ember_model_meta(m, "tokenizer.ggml.tokens", buf, sizeof buf, NULL, NULL) == EMBER_OK && strstr(buf, "string"),
+          "meta array: '%s'", buf);
     /* tokens */
     CHECK(ember_n_vocab(NULL) == 0 && ember_token_bos(NULL) == -1 && ember_token_eos(NULL) == -1 &&
           ember_token_is_eog(NULL, 2) == 0, "token queries on NULL");
     CHECK(ember_token_is_eog(m, -1) == 0 && ember_token_is_eog(m, INT_MAX) == 0 && ember_token_is_eog(m, TM_EOS) == 1,
           "is_eog");
     ember_token toks[16];
-    int n = 5;
-    CHECK(ember_tokenize(NULL, "a", 1, 0, toks, 16, &n) == EMBER_ERR_INVALID_ARG, "tokenize(NULL model)");
-    CHECK(ember_tokenize(m, NULL, 1, 0, toks, 16, &n) == EMBER_ERR_INVALID_ARG, "tokenize(NULL text, len 1)");
-    CHECK(ember_tokenize(m, NULL, 0, EMBER_TOKENIZE_ADD_BOS, toks, 16, &n) == EMBER_OK && n == 1 && toks[0] == TM_BOS,
-          "tokenize(NULL, 0) = BOS");
-    CHECK(ember_tokenize(m, "a", 1, 0, NULL, 16, &n) == EMBER_ERR_INVALID_ARG, "tokenize(NULL out, cap 16)");
-    CHECK(ember_tokenize(m, "a", 1, 0, toks, -1, &n) == EMBER_ERR_INVALID_ARG, "tokenize(cap -1)");
-    CHECK(ember_tokenize(m, "a", 1, 0, toks, 16, NULL) == EMBER_ERR_INVALID_ARG, "tokenize(NULL n_out)");
-    rc = ember_tokenize(m, "hello world", 11, EMBER_TOKENIZE_ADD_BOS, toks, 1, &n);
-    CHECK(rc == EMBER_ERR_BUFFER_TOO_SMALL && n == 3, "tokenize cap 1: %d n %d", rc, n);
-    rc = ember_tokenize(m, "hello world", 11, EMBER_TOKENIZE_ADD_BOS, NULL, 0, &n);
-    CHECK(rc == EMBER_ERR_BUFFER_TOO_SMALL && n == 3, "tokenize count: %d n %d", rc, n);
-    CHECK(ember_token_to_piece(NULL, 5, -1, 0, buf, sizeof buf) == EMBER_ERR_INVALID_ARG, "to_piece(NULL)");
-    CHECK(ember_token_to_piece(m, 5, -1, 0, NULL, 10) == EMBER_ERR_INVALID_ARG, "to_piece(NULL buf)");
-    CHECK(ember_token_to_piece(m, TM_BYTE('A'), -1, 0, NULL, 0) == 1, "to_piece length query");
-    CHECK(ember_token_to_piece(m, TM_BOS, -1, 0, buf, sizeof buf) == 0, "control token has no text");
-    CHECK(ember_token_to_piece(m, TM_BOS, -1, EMBER_TOKENIZE_SPECIAL, buf, sizeof buf) == 3, "control text with SPECIAL");
-    CHECK(ember_detokenize(NULL, toks, 1, 0, buf, sizeof buf) == EMBER_ERR_INVALID_ARG, "detokenize(NULL)");
-    CHECK(ember_detokenize(m, NULL, 1, 0, buf, sizeof buf) == EMBER_ERR_INVALID_ARG, "detokenize(NULL tokens)");
-    CHECK(ember_detokenize(m, toks, -1, 0, buf, sizeof buf) == EMBER_ERR_INVALID_ARG, "detokenize(n -1)");
-    CHECK(ember_detokenize(m, toks, 1, 0, NULL, 5) == EMBER_ERR_INVALID_ARG, "detokenize(NULL buf)");
-    CHECK(ember_detokenize(m, NULL, 0, 0, buf, sizeof buf) == 0 && buf[0] == 0, "detokenize nothing");
+    size_t n = 5;
+    CHECK(ember_tokenize(NULL, "a", 1, 0, toks, 16, &n, NULL) == EMBER_ERR_INVALID_ARG, "tokenize(NULL model)");
+    CHECK(ember_tokenize(m, NULL, 1, 0, toks, 16, &n, NULL) == EMBER_ERR_INVALID_ARG, "tokenize(NULL text, len 1)");
+    CHECK(ember_tokenize(m, NULL, 0, EMBER_TOKENIZE_ADD_BOS, toks, 16, &n, NULL) == EMBER_OK && n == 1 &&
+          toks[0] == TM_BOS, "tokenize(NULL, 0) = BOS");
+    CHECK(ember_tokenize(m, "a", 1, 0, NULL, 16, &n, NULL) == EMBER_ERR_INVALID_ARG, "tokenize(NULL out, cap 16)");
+    CHECK(ember_tokenize(m, "a", 1, 0, toks, 16, NULL, NULL) == EMBER_OK, "tokenize(NULL n_out) is allowed");
+    rc = ember_tokenize(m, "hello world", 11, EMBER_TOKENIZE_ADD_BOS, toks, 1, &n, NULL);
+    CHECK(rc == EMBER_ERR_BUFFER_TOO_SMALL && n == 3, "tokenize cap 1: %d n %zu", rc, n);
+    rc = ember_tokenize(m, "hello world", 11, EMBER_TOKENIZE_ADD_BOS, NULL, 0, &n, NULL);
+    CHECK(rc == EMBER_ERR_BUFFER_TOO_SMALL && n == 3, "tokenize count: %d n %zu", rc, n);
+    CHECK(ember_token_to_piece(NULL, 5, -1, 0, buf, sizeof buf, &len, NULL) == EMBER_ERR_INVALID_ARG, "to_piece(NULL)");
+    CHECK(ember_token_to_piece(m, 5, -1, 0, NULL, 10, &len, NULL) == EMBER_ERR_INVALID_ARG, "to_piece(NULL buf)");
+    CHECK(ember_token_to_piece(m, TM_BYTE('A'), -1, 0, NULL, 0, &len, NULL) == EMBER_ERR_BUFFER_TOO_SMALL && len == 1,
+          "to_piece length query");
+    CHECK(ember_token_to_piece(m, TM_BOS, -1, 0, buf, sizeof buf, &len, NULL) == EMBER_OK && len == 0 && !buf[0],
+          "control token has no text");
+    CHECK(ember_token_to_piece(m, TM_BOS, -1, EMBER_TOKENIZE_SPECIAL, buf, sizeof buf, &len, NULL) == EMBER_OK &&
+          len == 3, "control text with SPECIAL");
+    CHECK(ember_detokenize(NULL, toks, 1, 0, buf, sizeof buf, &len, NULL) == EMBER_ERR_INVALID_ARG, "detokenize(NULL)");
+    CHECK(ember_detokenize(m, NULL, 1, 0, buf, sizeof buf, &len, NULL) == EMBER_ERR_INVALID_ARG,
+          "detokenize(NULL tokens)");
+    CHECK(ember_detokenize(m, toks, -1, 0, buf, sizeof buf, &len, NULL) == EMBER_ERR_INVALID_ARG, "detokenize(n -1)");
+    CHECK(ember_detokenize(m, toks, 1, 0, NULL, 5, &len, NULL) == EMBER_ERR_INVALID_ARG, "detokenize(NULL buf)");
+    CHECK(ember_detokenize(m, NULL, 0, 0, buf, sizeof buf, &len, NULL) == EMBER_OK && buf[0] == 0 && len == 0,
+          "detokenize nothing");
     /* context */
     ember_context *c = (ember_context *)1;
     CHECK(ember_context_create(NULL, NULL, &c, &err) == EMBER_ERR_INVALID_ARG && c == NULL && err.message[0], "ctx(NULL model)");
@@ -173,26 +192,28 @@ static void test_null_args(ember_model *m) {
     }
     /* sampler */
     ember_sampler *s = (ember_sampler *)1;
-    CHECK(ember_sampler_create(NULL, NULL, &s) == EMBER_ERR_INVALID_ARG && s == NULL, "sampler(NULL model)");
-    CHECK(ember_sampler_create(m, NULL, NULL) == EMBER_ERR_INVALID_ARG, "sampler(NULL out)");
+    CHECK(ember_sampler_create(NULL, NULL, &s, NULL) == EMBER_ERR_INVALID_ARG && s == NULL, "sampler(NULL model)");
+    CHECK(ember_sampler_create(m, NULL, NULL, NULL) == EMBER_ERR_INVALID_ARG, "sampler(NULL out)");
     ember_sampler_params sp[8];
     for (int i = 0; i < 8; i++) sp[i] = ember_sampler_default_params();
     sp[0].temperature = NAN; sp[1].temperature = -1; sp[2].top_k = -1; sp[3].top_p = 0; sp[4].top_p = 1.5f;
     sp[5].min_p = 1; sp[6].repeat_penalty = 0; sp[7].repeat_last_n = -1;
     for (int i = 0; i < 8; i++) {
         s = (ember_sampler *)1;
-        CHECK(ember_sampler_create(m, &sp[i], &s) == EMBER_ERR_INVALID_ARG && s == NULL, "bad sampler params %d", i);
+        CHECK(ember_sampler_create(m, &sp[i], &s, NULL) == EMBER_ERR_INVALID_ARG && s == NULL, "bad sampler params %d", i);
     }
     ember_sampler_free(NULL);
     ember_sampler_reset(NULL, 1);
-    ember_sampler_accept(NULL, 1);
+    CHECK(ember_sampler_accept(NULL, 1) == EMBER_ERR_INVALID_ARG, "accept(NULL)");
     float logits[4] = {0};
-    CHECK(ember_sampler_sample(NULL, logits) == -1, "sample(NULL)");
+    ember_token picked = 7;
+    CHECK(ember_sampler_sample(NULL, logits, &picked) == EMBER_ERR_INVALID_ARG && picked == -1, "sample(NULL)");
     s = NULL;
-    CHECK(ember_sampler_create(m, NULL, &s) == EMBER_OK, "default sampler");
-    CHECK(ember_sampler_sample(s, NULL) == -1, "sample(NULL logits)");
-    ember_sampler_accept(s, -5);
-    ember_sampler_accept(s, INT_MAX);   /* ignored, no out-of-range write */
+    CHECK(ember_sampler_create(m, NULL, &s, NULL) == EMBER_OK, "default sampler");
+    CHECK(ember_sampler_sample(s, NULL, &picked) == EMBER_ERR_INVALID_ARG && ember_sampler_errmsg(s)[0],
+          "sample(NULL logits)");
+    CHECK(ember_sampler_accept(s, -5) == EMBER_ERR_BAD_TOKEN, "accept(-5)");
+    CHECK(ember_sampler_accept(s, INT_MAX) == EMBER_ERR_BAD_TOKEN, "accept(INT_MAX)");   /* no out-of-range write */
     /* generation */
     ember_generate_result res;
     memset(&res, 0x7f, sizeof res);
@@ -246,7 +267,7 @@ static void test_files(const gb_buf *img) {
         CHECK(rc == EMBER_OK, "open file mode %d: %s", mode, err.message);
         if (rc == EMBER_OK) {
             ember_model_info info;
-            CHECK(ember_model_get_info(m, &info) == EMBER_OK && info.n_layer == 2 && info.n_embd == 64 &&
+            CHECK(ember_model_get_info(m, &info, NULL) == EMBER_OK && info.n_layer == 2 && info.n_embd == 64 &&
                   !strcmp(info.architecture, "llama") && !strcmp(info.tokenizer, "llama") &&
                   !strcmp(info.name, "tiny test model"), "info");
             ember_model_free(m);
@@ -298,7 +319,7 @@ static void test_packed_load(void) {
         unlink(path);
         if (mr && mp) {
             ember_model_info ir, ip, im;
-            ember_model_get_info(mr, &ir); ember_model_get_info(mp, &ip); ember_model_get_info(mm, &im);
+            ember_model_get_info(mr, &ir, NULL); ember_model_get_info(mp, &ip, NULL); ember_model_get_info(mm, &im, NULL);
             /* 7 matrices per layer, rows 256, 64, 64, 256, 512, 512, 256: all
              * packable; the output head (vocab rows) only if a multiple of 16 */
             int want = (spec.n_layer * 7 + (ember_n_vocab(mr) % 16 == 0));
@@ -439,7 +460,7 @@ static int gen_tokens(ember_context *c, ember_sampler *smp, int n, ember_token *
     for (int i = 0; i < n; i++) {
         const float *l = ember_get_logits(c);
         if (!l) return -1;
-        out[i] = ember_sampler_sample(smp, l);
+        out[i] = sample(smp, l);
         ember_sampler_accept(smp, out[i]);
         if (ember_eval(c, &out[i], 1, NULL) != EMBER_OK) return -1;
     }
@@ -457,9 +478,9 @@ static void test_state_roundtrip(ember_model *m, const char *what, int n_ctx_a, 
     sp.temperature = 1.5f; sp.top_k = 0; sp.top_p = 1; sp.min_p = 0; sp.repeat_penalty = 1.3f; sp.repeat_last_n = 8;
     sp.seed = 77;
     ember_sampler *sa = NULL, *sb = NULL;
-    ember_sampler_create(m, &sp, &sa);
+    ember_sampler_create(m, &sp, &sa, NULL);
     sp.seed = 1;   /* replaced by the saved state */
-    ember_sampler_create(m, &sp, &sb);
+    ember_sampler_create(m, &sp, &sb, NULL);
     ember_context *a = make_ctx(m, n_ctx_a, n_batch_a, 1), *b = make_ctx(m, n_ctx_b, n_batch_b, 2);
     if (!a || !b || !sa || !sb) goto out;
     CHECK(ember_eval(a, toks, 30, NULL) == EMBER_OK, "%s: eval", what);
@@ -643,7 +664,7 @@ static ember_stop_reason gen_text(ember_model *m, const char *const *stops, int 
     ember_sampler_params sp = ember_sampler_default_params();
     sp.temperature = 0;
     ember_sampler *s = NULL;
-    ember_sampler_create(m, &sp, &s);
+    ember_sampler_create(m, &sp, &s, NULL);
     ember_generate_result r;
     memset(&r, 0, sizeof r);
     if (c && s) {
@@ -693,7 +714,7 @@ static void test_stop_strings(ember_model *m) {
         ember_sampler_params sp = ember_sampler_default_params();
         sp.temperature = 0;
         ember_sampler *s = NULL;
-        ember_sampler_create(m, &sp, &s);
+        ember_sampler_create(m, &sp, &s, NULL);
         if (!c || !s) { ember_context_free(c); ember_sampler_free(s); return; }
         if (with_stop) ember_context_set_stop_strings(c, list, 2);
         ember_token toks[64];
@@ -734,13 +755,13 @@ static void test_add_eos(void) {
     ember_model *m = open_spec(&spec, &img, NULL);
     if (m) {
         ember_token t[64], plain[64];
-        int n = 0, np = 0;
-        CHECK(ember_tokenize(m, "hello", 5, EMBER_TOKENIZE_ADD_BOS, t, 64, &n) == EMBER_OK, "tokenize");
-        CHECK(ember_tokenize(m, "hello", 5, 0, plain, 64, &np) == EMBER_OK, "tokenize plain");
+        size_t n = 0, np = 0;
+        CHECK(ember_tokenize(m, "hello", 5, EMBER_TOKENIZE_ADD_BOS, t, 64, &n, NULL) == EMBER_OK, "tokenize");
+        CHECK(ember_tokenize(m, "hello", 5, 0, plain, 64, &np, NULL) == EMBER_OK, "tokenize plain");
         CHECK(n == np + 2 && t[0] == ember_token_bos(m) && t[n - 1] == ember_token_eos(m) &&
-              !memcmp(t + 1, plain, sizeof(ember_token) * np), "BOS + text + EOS: %d vs %d", n, np);
-        CHECK(ember_tokenize(m, "hello", 5, EMBER_TOKENIZE_ADD_BOS, t, n - 1, &np) == EMBER_ERR_BUFFER_TOO_SMALL &&
-              np == n, "a buffer one short: %d, want %d", np, n);
+              !memcmp(t + 1, plain, sizeof(ember_token) * np), "BOS + text + EOS: %zu vs %zu", n, np);
+        CHECK(ember_tokenize(m, "hello", 5, EMBER_TOKENIZE_ADD_BOS, t, n - 1, &np, NULL) == EMBER_ERR_BUFFER_TOO_SMALL &&
+              np == n, "a buffer one short: %zu, want %zu", np, n);
     }
     ember_model_free(m);
     gb_free(&img);
@@ -757,21 +778,21 @@ static void test_logit_bias(ember_model *m) {
     ember_logit_bias lb[2] = {{5, 100.0f}, {12, -INFINITY}};
     sp.logit_bias = lb; sp.n_logit_bias = 1;
     ember_sampler *s = NULL;
-    CHECK(ember_sampler_create(m, &sp, &s) == EMBER_OK && ember_sampler_sample(s, l) == 5, "a +100 bias wins");
+    CHECK(ember_sampler_create(m, &sp, &s, NULL) == EMBER_OK && sample(s, l) == 5, "a +100 bias wins");
     ember_sampler_free(s);
     sp.logit_bias = lb + 1;   /* 12 is the first argmax: banned, 25 next */
-    CHECK(ember_sampler_create(m, &sp, &s) == EMBER_OK && ember_sampler_sample(s, l) == 25, "a banned token");
+    CHECK(ember_sampler_create(m, &sp, &s, NULL) == EMBER_OK && sample(s, l) == 25, "a banned token");
     sp.temperature = 5; sp.top_k = 0; sp.top_p = 1; sp.min_p = 0;
     int seen = 0;
     ember_sampler_free(s);
-    ember_sampler_create(m, &sp, &s);
-    for (int i = 0; i < 2000 && s; i++) seen += ember_sampler_sample(s, l) == 12;
+    ember_sampler_create(m, &sp, &s, NULL);
+    for (int i = 0; i < 2000 && s; i++) seen += sample(s, l) == 12;
     CHECK(seen == 0, "a banned token sampled %d times at temperature 5", seen);
     ember_sampler_free(s);
     lb[0].token = V;
     sp.logit_bias = lb;
     s = (ember_sampler *)0x1;
-    CHECK(ember_sampler_create(m, &sp, &s) == EMBER_ERR_INVALID_ARG && !s, "a bias for a token outside the vocabulary");
+    CHECK(ember_sampler_create(m, &sp, &s, NULL) == EMBER_ERR_INVALID_ARG && !s, "a bias for a token outside the vocabulary");
     free(l);
 }
 
@@ -888,7 +909,7 @@ static void test_context_limits(ember_model *m) {
     ember_sampler_params sp = ember_sampler_default_params();
     sp.seed = 3;
     ember_sampler *s = NULL;
-    ember_sampler_create(m, &sp, &s);
+    ember_sampler_create(m, &sp, &s, NULL);
     rec r;
     memset(&r, 0, sizeof r);
     ember_generate_result res;
@@ -964,17 +985,20 @@ static void test_bad_tokens(ember_model *m) {
         CHECK(rc == EMBER_ERR_BAD_TOKEN && ember_context_pos(c) == 0 && ember_context_errmsg(c)[0],
               "eval bad token %d: %d pos %d", bad[i], rc, ember_context_pos(c));
         char buf[16];
-        CHECK(ember_token_to_piece(m, bad[i], -1, 0, buf, sizeof buf) == EMBER_ERR_BAD_TOKEN, "to_piece %d", bad[i]);
-        CHECK(ember_detokenize(m, toks, 3, 0, buf, sizeof buf) == EMBER_ERR_BAD_TOKEN, "detokenize %d", bad[i]);
+        CHECK(ember_token_to_piece(m, bad[i], -1, 0, buf, sizeof buf, NULL, NULL) == EMBER_ERR_BAD_TOKEN, "to_piece %d",
+              bad[i]);
+        CHECK(ember_detokenize(m, toks, 3, 0, buf, sizeof buf, NULL, NULL) == EMBER_ERR_BAD_TOKEN, "detokenize %d", bad[i]);
         ember_sampler *s = NULL;
-        ember_sampler_create(m, NULL, &s);
+        ember_sampler_create(m, NULL, &s, NULL);
         int rc2 = ember_generate(c, s, toks, 3, 4, NULL, NULL, NULL);
         CHECK(rc2 == EMBER_ERR_BAD_TOKEN && ember_context_pos(c) == 0, "generate with bad token %d: %d", bad[i], rc2);
         ember_sampler_free(s);
     }
     /* prev out of range is harmless */
     char buf[16];
-    CHECK(ember_token_to_piece(m, TM_FIRST_PIECE + 1, INT_MIN, 0, buf, sizeof buf) == 1, "to_piece with prev INT_MIN");
+    size_t len = 0;
+    CHECK(ember_token_to_piece(m, TM_FIRST_PIECE + 1, INT_MIN, 0, buf, sizeof buf, &len, NULL) == EMBER_OK && len == 1,
+          "to_piece with prev INT_MIN");
     ember_context_free(c);
 }
 
@@ -1002,9 +1026,9 @@ static void sample_nan_child(void *arg) {
     sp.top_k = nc->top_k;
     sp.temperature = nc->temp;
     ember_sampler *s = NULL;
-    if (ember_sampler_create(nc->m, &sp, &s) != EMBER_OK) _exit(3);
+    if (ember_sampler_create(nc->m, &sp, &s, NULL) != EMBER_OK) _exit(3);
     for (int k = 0; k < 20; k++) {
-        ember_token t = ember_sampler_sample(s, l);
+        ember_token t = sample(s, l);
         if (t < 0 || t >= V) _exit(2);
     }
     ember_sampler_free(s);
@@ -1025,7 +1049,7 @@ static void test_nonfinite(void) {
         int rc = ember_eval(c, toks, 4, NULL);
         CHECK(rc == EMBER_ERR_NONFINITE && ember_context_errmsg(c)[0], "%s weights: eval %d", kind == 1 ? "NaN" : "Inf", rc);
         ember_sampler *s = NULL;
-        ember_sampler_create(m, NULL, &s);
+        ember_sampler_create(m, NULL, &s, NULL);
         ember_context_set_pos(c, 0);
         rec r;
         memset(&r, 0, sizeof r);
@@ -1068,16 +1092,16 @@ static void test_sampler_nan(ember_model *m) {
     /* Infinite logits: a valid token */
     ember_sampler *s = NULL;
     ember_sampler_params sp = ember_sampler_default_params();
-    ember_sampler_create(m, &sp, &s);
+    ember_sampler_create(m, &sp, &s, NULL);
     float *l = calloc((size_t)V, sizeof(float));
     l[17] = INFINITY;
-    ember_token t = ember_sampler_sample(s, l);
+    ember_token t = sample(s, l);
     CHECK(t >= 0 && t < V, "+Inf logit: token %d", t);
     for (int i = 0; i < V; i++) l[i] = -INFINITY;
-    t = ember_sampler_sample(s, l);
+    t = sample(s, l);
     CHECK(t >= 0 && t < V, "all -Inf logits: token %d", t);
     for (int i = 0; i < V; i++) l[i] = i == 40 ? 1e30f : -1e30f;
-    t = ember_sampler_sample(s, l);
+    t = sample(s, l);
     CHECK(t == 40, "huge logits: token %d", t);
     free(l);
     ember_sampler_free(s);
@@ -1098,7 +1122,7 @@ static void test_zero_alloc(const tm_spec *spec) {
     sp.allocator = &al;
     sp.repeat_penalty = 1.1f;
     ember_sampler *s = NULL;
-    ember_sampler_create(m, &sp, &s);
+    ember_sampler_create(m, &sp, &s, NULL);
     CHECK(ca.calls > after_open + 2, "the hook is used for context and sampler (%ld calls)", ca.calls - after_open);
     ember_token toks[40];
     int n = tokenize(m, "hello world, the state of the art is here", toks, 40);
@@ -1114,12 +1138,12 @@ static void test_zero_alloc(const tm_spec *spec) {
     ember_generate_result res;
     int rc = ember_generate(c, s, toks, n, 12, rec_cb, &r, &res);
     rc |= ember_generate(c, s, NULL, 0, 6, rec_cb, &r, &res);
-    ember_token t = ember_sampler_sample(s, ember_get_logits(c));
+    ember_token t = sample(s, ember_get_logits(c));
     ember_sampler_accept(s, t);
     ember_sampler_reset(s, 5);
     char buf[256];
-    ember_detokenize(m, r.toks, r.n, 0, buf, sizeof buf);
-    ember_token_to_piece(m, toks[1], toks[0], 0, buf, sizeof buf);
+    ember_detokenize(m, r.toks, r.n, 0, buf, sizeof buf, NULL, NULL);
+    ember_token_to_piece(m, toks[1], toks[0], 0, buf, sizeof buf, NULL, NULL);
     CHECK(rc == EMBER_OK, "generation failed");
     CHECK(ca.calls == base, "%ld allocations while evaluating / generating / sampling", ca.calls - base);
     /* context to the end: still nothing */
@@ -1205,7 +1229,7 @@ static int op_sampler(void *st, const ember_allocator *al) {
     ember_sampler_params sp = ember_sampler_default_params();
     sp.allocator = al;
     ember_sampler *s = NULL;
-    int rc = ember_sampler_create(o->m, &sp, &s);
+    int rc = ember_sampler_create(o->m, &sp, &s, NULL);
     if (rc != EMBER_OK && s) return -999;
     ember_sampler_free(s);
     return rc;
@@ -1215,8 +1239,8 @@ static int op_tokenize(void *st, const ember_allocator *al) {
     op_state *o = st;
     (void)al;
     ember_token toks[4096];
-    int n = 0;
-    int rc = ember_tokenize(o->m, o->text, o->len, EMBER_TOKENIZE_ADD_BOS | EMBER_TOKENIZE_SPECIAL, toks, 4096, &n);
+    size_t n = 0;
+    int rc = ember_tokenize(o->m, o->text, o->len, EMBER_TOKENIZE_ADD_BOS | EMBER_TOKENIZE_SPECIAL, toks, 4096, &n, NULL);
     if (rc == EMBER_OK && n < 10) return -999;
     return rc;
 }
@@ -1234,7 +1258,7 @@ static int op_generate_text(void *st, const ember_allocator *al) {
     op_state *o = st;
     (void)al;
     ember_sampler *s = NULL;
-    ember_sampler_create(o->m, NULL, &s);
+    ember_sampler_create(o->m, NULL, &s, NULL);
     ember_context_set_pos(o->c, 0);
     int rc = ember_generate_text(o->c, s, "hello world", 4, NULL, NULL, NULL);
     ember_sampler_free(s);
@@ -1295,7 +1319,7 @@ static void run_gen(ember_model *m, int n_threads, int n_batch, uint64_t seed, f
     sp.temperature = temp;
     sp.repeat_penalty = 1.05f;
     ember_sampler *s = NULL;
-    ember_sampler_create(m, &sp, &s);
+    ember_sampler_create(m, &sp, &s, NULL);
     ember_token toks[64];
     int n = tokenize(m, "hello world, the state of the art. de st", toks, 64);
     if (logits_out) {
@@ -1334,26 +1358,26 @@ static void test_determinism(ember_model *m) {
     ember_sampler_params sp = ember_sampler_default_params();
     sp.temperature = 1.5f; sp.top_k = 0; sp.top_p = 1; sp.min_p = 0; sp.seed = 7; sp.repeat_penalty = 1.3f;
     ember_sampler *s1 = NULL, *s2 = NULL;
-    ember_sampler_create(m, &sp, &s1);
-    ember_sampler_create(m, &sp, &s2);
+    ember_sampler_create(m, &sp, &s1, NULL);
+    ember_sampler_create(m, &sp, &s2, NULL);
     ember_token x[40], y[40], z[40];
-    for (int i = 0; i < 40; i++) { x[i] = ember_sampler_sample(s1, l0); ember_sampler_accept(s1, x[i]); }
-    for (int i = 0; i < 40; i++) { y[i] = ember_sampler_sample(s2, l0); ember_sampler_accept(s2, y[i]); }
+    for (int i = 0; i < 40; i++) { x[i] = sample(s1, l0); ember_sampler_accept(s1, x[i]); }
+    for (int i = 0; i < 40; i++) { y[i] = sample(s2, l0); ember_sampler_accept(s2, y[i]); }
     CHECK(!memcmp(x, y, sizeof x), "two samplers with one seed differ");
     ember_sampler_reset(s1, 7);
-    for (int i = 0; i < 40; i++) { z[i] = ember_sampler_sample(s1, l0); ember_sampler_accept(s1, z[i]); }
+    for (int i = 0; i < 40; i++) { z[i] = sample(s1, l0); ember_sampler_accept(s1, z[i]); }
     CHECK(!memcmp(x, z, sizeof x), "reset(seed) does not replay (history not forgotten or rng not reseeded)");
     ember_sampler_reset(s1, 8);
-    for (int i = 0; i < 40; i++) { z[i] = ember_sampler_sample(s1, l0); ember_sampler_accept(s1, z[i]); }
+    for (int i = 0; i < 40; i++) { z[i] = sample(s1, l0); ember_sampler_accept(s1, z[i]); }
     CHECK(memcmp(x, z, sizeof x), "reset(8) replays seed 7");
     /* greedy picks the argmax */
     sp = ember_sampler_default_params();
     sp.temperature = 0;
     ember_sampler *g = NULL;
-    ember_sampler_create(m, &sp, &g);
+    ember_sampler_create(m, &sp, &g, NULL);
     int best = 0;
     for (int i = 1; i < V; i++) if (l0[i] > l0[best]) best = i;
-    CHECK(ember_sampler_sample(g, l0) == best, "greedy != argmax");
+    CHECK(sample(g, l0) == best, "greedy != argmax");
     ember_sampler_free(g);
     ember_sampler_free(s1);
     ember_sampler_free(s2);
@@ -1397,7 +1421,7 @@ static void test_streaming(void) {
         spp.temperature = variant == 0 ? 0.0f : 1.0f;
         spp.seed = (uint64_t)variant;
         ember_sampler *s = NULL;
-        ember_sampler_create(m, &spp, &s);
+        ember_sampler_create(m, &spp, &s, NULL);
         rec r;
         memset(&r, 0, sizeof r);
         ember_generate_result res;
@@ -1421,8 +1445,9 @@ static void test_streaming(void) {
         all[0] = TM_BOS;
         memcpy(all + 1, r.toks, (size_t)r.n * sizeof(ember_token));
         char buf[512];
-        int len = ember_detokenize(m, all, r.n + 1, 0, buf, sizeof buf);
-        CHECK(len == (int)r.len && !memcmp(buf, r.text, r.len), "detokenize '%s' != streamed", buf);
+        size_t len = 0;
+        CHECK(ember_detokenize(m, all, r.n + 1, 0, buf, sizeof buf, &len, NULL) == EMBER_OK && len == r.len &&
+              !memcmp(buf, r.text, r.len), "detokenize '%s' != streamed", buf);
         /* stop by length in the middle of a character: the held byte is flushed */
         ember_context_set_pos(c, 0);
         memset(&r, 0, sizeof r);
@@ -1459,7 +1484,7 @@ static void test_streaming(void) {
     ember_sampler *s = NULL;
     ember_sampler_params spp = ember_sampler_default_params();
     spp.temperature = 0;
-    ember_sampler_create(m, &spp, &s);
+    ember_sampler_create(m, &spp, &s, NULL);
     rec r;
     memset(&r, 0, sizeof r);
     int rc = ember_generate_text(c, s, "", 3, rec_cb, &r, NULL);
@@ -1493,8 +1518,9 @@ static void test_perplexity(ember_model *m) {
     }
     const int n_ctx = 16;
     ember_token *toks = malloc(4000 * sizeof *toks);
-    int n = 0;
-    ember_tokenize(m, text, len, EMBER_TOKENIZE_ADD_BOS, toks, 4000, &n);
+    size_t n_toks = 0;
+    ember_tokenize(m, text, len, EMBER_TOKENIZE_ADD_BOS, toks, 4000, &n_toks, NULL);
+    int n = (int)n_toks;
     int V = ember_n_vocab(m);
     float *logits = malloc((size_t)n_ctx * V * sizeof(float));
     ember_context *ref = make_ctx(m, n_ctx, 64, 1);

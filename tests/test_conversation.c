@@ -32,15 +32,17 @@ static int collect(void *ud, ember_token tok, const char *t, size_t n) {
  * text does not already start with it, no EOS. */
 static ember_token *tokenize_prompt(ember_model *m, const char *s, int *n) {
     ember_token bos = ember_token_bos(m), first[2];
-    int n0 = 0;
+    size_t n0 = 0, count = 0;
     char bos_text[64] = "";
-    int bl = bos >= 0 ? ember_token_to_piece(m, bos, -1, EMBER_TOKENIZE_SPECIAL, bos_text, sizeof bos_text - 1) : 0;
-    bos_text[bl > 0 && bl < 64 ? bl : 0] = 0;
-    int wants_bos = ember_tokenize(m, "", 0, EMBER_TOKENIZE_ADD_BOS, first, 2, &n0) == EMBER_OK && n0 > 0 && first[0] == bos;
+    if (bos < 0 || ember_token_to_piece(m, bos, -1, EMBER_TOKENIZE_SPECIAL, bos_text, sizeof bos_text, NULL, NULL))
+        bos_text[0] = 0;
+    int wants_bos = ember_tokenize(m, "", 0, EMBER_TOKENIZE_ADD_BOS, first, 2, &n0, NULL) == EMBER_OK && n0 > 0 &&
+                    first[0] == bos;
     int add = wants_bos && !(bos_text[0] && !strncmp(s, bos_text, strlen(bos_text)));
-    ember_tokenize(m, s, strlen(s), EMBER_TOKENIZE_SPECIAL, NULL, 0, n);
-    ember_token *t = malloc(sizeof *t * (size_t)(*n + 2));
-    ember_tokenize(m, s, strlen(s), EMBER_TOKENIZE_SPECIAL, t + add, *n, n);
+    ember_tokenize(m, s, strlen(s), EMBER_TOKENIZE_SPECIAL, NULL, 0, &count, NULL);
+    ember_token *t = malloc(sizeof *t * (count + 2));
+    ember_tokenize(m, s, strlen(s), EMBER_TOKENIZE_SPECIAL, t + add, count, &count, NULL);
+    *n = (int)count;
     if (add) { t[0] = bos; (*n)++; }
     return t;
 }
@@ -52,8 +54,9 @@ static void fresh_reply(ember_model *m, const ember_chat_params *cp, const ember
     for (int i = 0; i < n_msgs; i++) msgs[i] = *ember_chat_message_at(chat, i);
     char prompt[8192];
     ember_error err;
-    int len = ember_chat_apply(m, cp, msgs, n_msgs, prompt, sizeof prompt, &err);
-    CHECK(len > 0 && len < (int)sizeof prompt, "render: %s", err.message);
+    size_t len = 0;
+    CHECK(ember_chat_apply(m, cp, msgs, n_msgs, prompt, sizeof prompt, &len, &err) == EMBER_OK && len > 0,
+          "render: %s", err.message);
     *toks = tokenize_prompt(m, prompt, n_toks);
     out->n = 0;
     out->n_ids = 0;
@@ -66,7 +69,7 @@ static void fresh_reply(ember_model *m, const ember_chat_params *cp, const ember
     ember_sampler_params sp = ember_sampler_default_params();
     sp.temperature = 0;
     ember_sampler *s;
-    ember_sampler_create(m, &sp, &s);
+    ember_sampler_create(m, &sp, &s, NULL);
     ember_generate_result r;
     int rc = ember_generate(c, s, *toks, *n_toks, n_predict, collect, out, &r);
     CHECK(rc == EMBER_OK, "fresh generate: %s", ember_context_errmsg(c));
@@ -97,7 +100,7 @@ static void test_turns(ember_model *m, const char *format, int think) {
     ember_sampler_params sp = ember_sampler_default_params();
     sp.temperature = 0;
     ember_sampler *s;
-    ember_sampler_create(m, &sp, &s);
+    ember_sampler_create(m, &sp, &s, NULL);
     const char *users[] = {"Cats?", "And dogs?", "A fortune."};
     ember_token *held = NULL;   /* what the context holds after the previous turn */
     int n_held = 0, rolled_back = 0;
@@ -164,7 +167,7 @@ static void test_full(ember_model *m) {
     ember_sampler_params sp = ember_sampler_default_params();
     sp.temperature = 0;
     ember_sampler *s;
-    ember_sampler_create(m, &sp, &s);
+    ember_sampler_create(m, &sp, &s, NULL);
     int full = 0;
     for (int turn = 0; turn < 10 && !full; turn++) {
         ember_chat_add(chat, "user", "Say something about the weather today, please.");
@@ -195,12 +198,12 @@ static void test_errors(ember_model *m) {
     ember_error err;
     ember_chat_message msg = {"user", "hi"};
     char buf[256];
-    int rc = ember_chat_apply(m, NULL, &msg, 1, buf, sizeof buf, &err);
+    int rc = ember_chat_apply(m, NULL, &msg, 1, buf, sizeof buf, NULL, &err);
     CHECK(rc == EMBER_ERR_MISSING && strstr(err.message, "no chat template"), "the demo model has no template: %d %s", rc,
           err.message);
     ember_chat_params cp = ember_chat_default_params();
     cp.template_name = "nonesuch";
-    rc = ember_chat_apply(m, &cp, &msg, 1, buf, sizeof buf, &err);
+    rc = ember_chat_apply(m, &cp, &msg, 1, buf, sizeof buf, NULL, &err);
     CHECK(rc == EMBER_ERR_UNSUPPORTED && strstr(err.message, "nonesuch"), "unknown name: %s", err.message);
     ember_context *ctx;
     ember_context_create(m, NULL, &ctx, NULL);
@@ -208,18 +211,21 @@ static void test_errors(ember_model *m) {
     rc = ember_chat_create(m, ctx, &cp, &chat, &err);
     CHECK(rc == EMBER_ERR_UNSUPPORTED && chat == NULL, "create refuses an unknown template");
     ember_context_free(ctx);
-    /* buffer convention: needed length returned, output truncated with a NUL */
+    /* buffer convention: needed length reported, output truncated with a NUL */
     cp.template_name = "chatml";
-    int need = ember_chat_apply(m, &cp, &msg, 1, NULL, 0, &err);
-    CHECK(need == (int)strlen("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"), "length %d", need);
+    size_t need = 0, got = 0;
+    rc = ember_chat_apply(m, &cp, &msg, 1, NULL, 0, &need, &err);
+    CHECK(rc == EMBER_ERR_BUFFER_TOO_SMALL && need == strlen("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"),
+          "length %zu", need);
     char small[8];
-    rc = ember_chat_apply(m, &cp, &msg, 1, small, sizeof small, &err);
-    CHECK(rc == need && !strcmp(small, "<|im_st"), "truncated: %d '%s'", rc, small);
+    rc = ember_chat_apply(m, &cp, &msg, 1, small, sizeof small, &got, &err);
+    CHECK(rc == EMBER_ERR_BUFFER_TOO_SMALL && got == need && !strcmp(small, "<|im_st") && err.message[0],
+          "truncated: %d '%s'", rc, small);
     ember_chat_message bad = {NULL, "x"};
-    CHECK(ember_chat_apply(m, &cp, &bad, 1, buf, sizeof buf, &err) == EMBER_ERR_INVALID_ARG, "NULL role");
+    CHECK(ember_chat_apply(m, &cp, &bad, 1, buf, sizeof buf, NULL, &err) == EMBER_ERR_INVALID_ARG, "NULL role");
     /* BOS/EOS text comes from the model's tokens */
     cp.template_name = "zephyr";
-    ember_chat_apply(m, &cp, &msg, 1, buf, sizeof buf, &err);
+    ember_chat_apply(m, &cp, &msg, 1, buf, sizeof buf, NULL, &err);
     CHECK(!strcmp(buf, "<|user|>\nhi<|endoftext|>\n<|assistant|>\n"), "zephyr with the model's EOS: '%s'", buf);
 }
 
@@ -240,8 +246,9 @@ int main(void) {
     cp.template_name = "llama3";
     ember_chat_message msg = {"user", "hi"};
     char a[256], b[256];
-    ember_chat_apply(m, &cp, &msg, 1, a, sizeof a, NULL);
-    CHECK(ember_chat_apply(v, &cp, &msg, 1, b, sizeof b, NULL) > 0 && !strcmp(a, b), "vocab-only model renders the same");
+    ember_chat_apply(m, &cp, &msg, 1, a, sizeof a, NULL, NULL);
+    CHECK(ember_chat_apply(v, &cp, &msg, 1, b, sizeof b, NULL, NULL) == EMBER_OK && a[0] && !strcmp(a, b),
+          "vocab-only model renders the same");
     ember_model_free(v);
     ember_model_free(m);
     return test_summary("test_conversation");

@@ -68,35 +68,35 @@ static void c_free(void *u, void *q) {
 
 /* ---- walking an open file (every accessor on every item) ------------------ */
 
-static uint64_t walk(const gguf_file *f) {
+static uint64_t walk(const egf_file *f) {
     uint64_t h = 0;
-    for (uint64_t i = 0; i < gguf_n_kv(f); i++) {
-        const gguf_kv *kv = gguf_kv_at(f, i);
+    for (uint64_t i = 0; i < egf_n_kv(f); i++) {
+        const egf_kv *kv = egf_kv_at(f, i);
         char key[512];
         size_t n = kv->key.len < sizeof key - 1 ? (size_t)kv->key.len : sizeof key - 1;
         memcpy(key, kv->key.ptr, n);
         key[n] = 0;
-        if (n == kv->key.len) CHECK(gguf_find_kv(f, key) == kv, "find_kv('%s') is not kv %llu", key, (unsigned long long)i);
-        uint32_t u; int64_t v; float x; int b; gguf_str s;
-        if (gguf_get_u32(f, key, &u) == 0) h += u;
-        if (gguf_get_i64(f, key, &v) == 0) h += (uint64_t)v;
-        if (gguf_get_f32(f, key, &x) == 0) h += (uint64_t)(x == x);
-        if (gguf_get_bool(f, key, &b) == 0) h += (uint64_t)b;
-        if (gguf_get_str(f, key, &s) == 0) for (uint64_t k = 0; k < s.len; k++) h += (unsigned char)s.ptr[k];
+        if (n == kv->key.len) CHECK(egf_find_kv(f, key) == kv, "find_kv('%s') is not kv %llu", key, (unsigned long long)i);
+        uint32_t u; int64_t v; float x; int b; egf_str s;
+        if (egf_get_u32(f, key, &u) == 0) h += u;
+        if (egf_get_i64(f, key, &v) == 0) h += (uint64_t)v;
+        if (egf_get_f32(f, key, &x) == 0) h += (uint64_t)(x == x);
+        if (egf_get_bool(f, key, &b) == 0) h += (uint64_t)b;
+        if (egf_get_str(f, key, &s) == 0) for (uint64_t k = 0; k < s.len; k++) h += (unsigned char)s.ptr[k];
         if (kv->type == GGUF_ARRAY) {
             for (uint64_t e = 0; e < kv->arr_n; e++) {
-                if (gguf_arr_str(f, kv, e, &s) == 0) {
+                if (egf_arr_str(f, kv, e, &s) == 0) {
                     for (uint64_t k = 0; k < s.len; k++) h += (unsigned char)s.ptr[k];
-                } else if (gguf_arr_int(kv, e, &v) == 0) {
+                } else if (egf_arr_int(kv, e, &v) == 0) {
                     h += (uint64_t)v;
-                } else if (gguf_arr_f32(kv, e, &x) == 0) {
+                } else if (egf_arr_f32(kv, e, &x) == 0) {
                     h += (uint64_t)(x == x);
                 } else break;
             }
         }
     }
-    for (uint64_t i = 0; i < gguf_n_tensors(f); i++) {
-        const gguf_tensor *t = gguf_tensor_at(f, i);
+    for (uint64_t i = 0; i < egf_n_tensors(f); i++) {
+        const egf_tensor *t = egf_tensor_at(f, i);
         const unsigned char *d = t->data;
         for (uint64_t k = 0; k < t->nbytes; k += 61) h += d[k];
         if (t->nbytes) h += d[t->nbytes - 1];
@@ -110,12 +110,12 @@ static uint64_t walk(const gguf_file *f) {
 static int try_open(const uint8_t *p, size_t n, char *err, size_t errlen) {
     uint8_t *copy = malloc(n ? n : 1);
     if (n) memcpy(copy, p, n);
-    gguf_file *f = (gguf_file *)1;
+    egf_file *f = (egf_file *)1;
     err[0] = 0;
-    int rc = gguf_open(copy, n, NULL, &f, err, errlen);
+    int rc = egf_open(copy, n, NULL, &f, err, errlen);
     if (rc == EMBER_OK) {
         walk(f);
-        gguf_close(f);
+        egf_close(f);
     } else if (f != NULL) {
         CHECK(0, "failed open left *out set (%s)", st(rc));
     }
@@ -234,109 +234,109 @@ static void test_roundtrip(uint32_t version, uint32_t align) {
     layout L;
     make_full(&b, version, align, &L);
     char err[256];
-    gguf_file *f = NULL;
-    int rc = gguf_open(b.p, b.n, NULL, &f, err, sizeof err);
+    egf_file *f = NULL;
+    int rc = egf_open(b.p, b.n, NULL, &f, err, sizeof err);
     CHECK(rc == EMBER_OK, "v%u align %u: %s (%s)", version, align, st(rc), err);
     if (rc) { gb_free(&b); return; }
     uint32_t al = align ? align : 32;
-    CHECK(gguf_version(f) == version, "version %u", gguf_version(f));
-    CHECK(gguf_alignment(f) == al, "alignment %u", gguf_alignment(f));
-    CHECK(gguf_n_kv(f) == (uint64_t)L.n_kv, "n_kv %llu", (unsigned long long)gguf_n_kv(f));
-    CHECK(gguf_data_offset(f) == L.data_at, "data offset %llu vs %zu",
-          (unsigned long long)gguf_data_offset(f), L.data_at);
-    CHECK(gguf_data_offset(f) % al == 0, "data section aligned");
+    CHECK(egf_version(f) == version, "version %u", egf_version(f));
+    CHECK(egf_alignment(f) == al, "alignment %u", egf_alignment(f));
+    CHECK(egf_n_kv(f) == (uint64_t)L.n_kv, "n_kv %llu", (unsigned long long)egf_n_kv(f));
+    CHECK(egf_data_offset(f) == L.data_at, "data offset %llu vs %zu",
+          (unsigned long long)egf_data_offset(f), L.data_at);
+    CHECK(egf_data_offset(f) % al == 0, "data section aligned");
 
-    uint32_t u; int64_t v; float x; int bo; gguf_str s;
-    CHECK(gguf_get_str(f, "general.architecture", &s) == 0 && gguf_str_eq(s, "llama"), "arch");
+    uint32_t u; int64_t v; float x; int bo; egf_str s;
+    CHECK(egf_get_str(f, "general.architecture", &s) == 0 && egf_str_eq(s, "llama"), "arch");
     CHECK(s.ptr == (const char *)b.p + L.arch_len_at + 8, "string points into the image");
-    CHECK(gguf_get_u32(f, "t.u8", &u) == 0 && u == 200, "u8 %u", u);
-    CHECK(gguf_get_i64(f, "t.u8", &v) == 0 && v == 200, "u8 as i64");
-    CHECK(gguf_get_u32(f, "t.i8", &u) == EMBER_ERR_CORRUPT, "negative i8 as u32");
-    CHECK(gguf_get_i64(f, "t.i8", &v) == 0 && v == -5, "i8");
-    CHECK(gguf_get_u32(f, "t.i8pos", &u) == 0 && u == 7, "positive i8 as u32");
-    CHECK(gguf_get_u32(f, "t.u16", &u) == 0 && u == 60000, "u16");
-    CHECK(gguf_get_i64(f, "t.i16", &v) == 0 && v == -30000, "i16");
-    CHECK(gguf_get_u32(f, "t.u32", &u) == 0 && u == 4000000000u, "u32");
-    CHECK(gguf_get_i64(f, "t.i32", &v) == 0 && v == -2000000000, "i32");
-    CHECK(gguf_get_u32(f, "t.i32", &u) == EMBER_ERR_CORRUPT, "negative i32 as u32");
-    CHECK(gguf_get_f32(f, "t.f32", &x) == 0 && x == 1.5f, "f32");
-    CHECK(gguf_get_f32(f, "t.f64", &x) == 0 && x == 2.25f, "f64 as f32");
-    CHECK(gguf_get_f32(f, "t.u32", &x) == EMBER_ERR_CORRUPT, "u32 as f32");
-    CHECK(gguf_get_i64(f, "t.f32", &v) == EMBER_ERR_CORRUPT, "f32 as i64");
-    CHECK(gguf_get_bool(f, "t.bool", &bo) == 0 && bo == 1, "bool");
-    CHECK(gguf_get_bool(f, "t.u8", &bo) == EMBER_ERR_CORRUPT, "u8 as bool");
-    CHECK(gguf_get_u32(f, "t.bool", &u) == EMBER_ERR_CORRUPT, "bool as u32");
-    CHECK(gguf_get_u32(f, "t.u64", &u) == EMBER_ERR_CORRUPT, "2^40 as u32");
-    CHECK(gguf_get_i64(f, "t.u64", &v) == 0 && v == (int64_t)1 << 40, "u64");
-    CHECK(gguf_get_i64(f, "t.i64", &v) == 0 && v == -((int64_t)1 << 40), "i64");
-    CHECK(gguf_get_i64(f, "t.u64big", &v) == EMBER_ERR_CORRUPT, "2^63 as i64");
-    CHECK(gguf_get_str(f, "t.u32", &s) == EMBER_ERR_CORRUPT, "u32 as string");
-    CHECK(gguf_get_str(f, "t.str_empty", &s) == 0 && s.len == 0 && gguf_str_eq(s, ""), "empty string");
-    CHECK(gguf_get_u32(f, "no.such.key", &u) == EMBER_ERR_MISSING, "missing u32");
-    CHECK(gguf_get_i64(f, "no.such.key", &v) == EMBER_ERR_MISSING, "missing i64");
-    CHECK(gguf_get_f32(f, "no.such.key", &x) == EMBER_ERR_MISSING, "missing f32");
-    CHECK(gguf_get_bool(f, "no.such.key", &bo) == EMBER_ERR_MISSING, "missing bool");
-    CHECK(gguf_get_str(f, "no.such.key", &s) == EMBER_ERR_MISSING, "missing str");
-    CHECK(gguf_get_u32(f, "t.u32", NULL) == EMBER_ERR_INVALID_ARG, "NULL out");
-    CHECK(gguf_find_kv(f, "") == NULL && gguf_find_kv(f, "t.u3") == NULL &&
-          gguf_find_kv(f, "t.u322") == NULL && gguf_find_kv(f, NULL) == NULL, "near misses");
-    CHECK(gguf_str_eq(s, "x") == 0, "str_eq length");
+    CHECK(egf_get_u32(f, "t.u8", &u) == 0 && u == 200, "u8 %u", u);
+    CHECK(egf_get_i64(f, "t.u8", &v) == 0 && v == 200, "u8 as i64");
+    CHECK(egf_get_u32(f, "t.i8", &u) == EMBER_ERR_CORRUPT, "negative i8 as u32");
+    CHECK(egf_get_i64(f, "t.i8", &v) == 0 && v == -5, "i8");
+    CHECK(egf_get_u32(f, "t.i8pos", &u) == 0 && u == 7, "positive i8 as u32");
+    CHECK(egf_get_u32(f, "t.u16", &u) == 0 && u == 60000, "u16");
+    CHECK(egf_get_i64(f, "t.i16", &v) == 0 && v == -30000, "i16");
+    CHECK(egf_get_u32(f, "t.u32", &u) == 0 && u == 4000000000u, "u32");
+    CHECK(egf_get_i64(f, "t.i32", &v) == 0 && v == -2000000000, "i32");
+    CHECK(egf_get_u32(f, "t.i32", &u) == EMBER_ERR_CORRUPT, "negative i32 as u32");
+    CHECK(egf_get_f32(f, "t.f32", &x) == 0 && x == 1.5f, "f32");
+    CHECK(egf_get_f32(f, "t.f64", &x) == 0 && x == 2.25f, "f64 as f32");
+    CHECK(egf_get_f32(f, "t.u32", &x) == EMBER_ERR_CORRUPT, "u32 as f32");
+    CHECK(egf_get_i64(f, "t.f32", &v) == EMBER_ERR_CORRUPT, "f32 as i64");
+    CHECK(egf_get_bool(f, "t.bool", &bo) == 0 && bo == 1, "bool");
+    CHECK(egf_get_bool(f, "t.u8", &bo) == EMBER_ERR_CORRUPT, "u8 as bool");
+    CHECK(egf_get_u32(f, "t.bool", &u) == EMBER_ERR_CORRUPT, "bool as u32");
+    CHECK(egf_get_u32(f, "t.u64", &u) == EMBER_ERR_CORRUPT, "2^40 as u32");
+    CHECK(egf_get_i64(f, "t.u64", &v) == 0 && v == (int64_t)1 << 40, "u64");
+    CHECK(egf_get_i64(f, "t.i64", &v) == 0 && v == -((int64_t)1 << 40), "i64");
+    CHECK(egf_get_i64(f, "t.u64big", &v) == EMBER_ERR_CORRUPT, "2^63 as i64");
+    CHECK(egf_get_str(f, "t.u32", &s) == EMBER_ERR_CORRUPT, "u32 as string");
+    CHECK(egf_get_str(f, "t.str_empty", &s) == 0 && s.len == 0 && egf_str_eq(s, ""), "empty string");
+    CHECK(egf_get_u32(f, "no.such.key", &u) == EMBER_ERR_MISSING, "missing u32");
+    CHECK(egf_get_i64(f, "no.such.key", &v) == EMBER_ERR_MISSING, "missing i64");
+    CHECK(egf_get_f32(f, "no.such.key", &x) == EMBER_ERR_MISSING, "missing f32");
+    CHECK(egf_get_bool(f, "no.such.key", &bo) == EMBER_ERR_MISSING, "missing bool");
+    CHECK(egf_get_str(f, "no.such.key", &s) == EMBER_ERR_MISSING, "missing str");
+    CHECK(egf_get_u32(f, "t.u32", NULL) == EMBER_ERR_INVALID_ARG, "NULL out");
+    CHECK(egf_find_kv(f, "") == NULL && egf_find_kv(f, "t.u3") == NULL &&
+          egf_find_kv(f, "t.u322") == NULL && egf_find_kv(f, NULL) == NULL, "near misses");
+    CHECK(egf_str_eq(s, "x") == 0, "str_eq length");
     if (align) {
-        CHECK(gguf_get_u32(f, "general.alignment", &u) == 0 && u == align, "alignment kv");
+        CHECK(egf_get_u32(f, "general.alignment", &u) == 0 && u == align, "alignment kv");
     }
 
-    const gguf_kv *kv = gguf_find_kv(f, "tokenizer.ggml.tokens");
+    const egf_kv *kv = egf_find_kv(f, "tokenizer.ggml.tokens");
     CHECK(kv && kv->type == GGUF_ARRAY && kv->arr_type == GGUF_STRING && kv->arr_n == 5, "tokens kv");
     if (kv) {
         for (int i = 0; i < 5; i++) {
-            int r = gguf_arr_str(f, kv, (uint64_t)i, &s);
-            CHECK(r == 0 && gguf_str_eq(s, k_tokens[i]), "token %d", i);
+            int r = egf_arr_str(f, kv, (uint64_t)i, &s);
+            CHECK(r == 0 && egf_str_eq(s, k_tokens[i]), "token %d", i);
         }
-        CHECK(gguf_arr_str(f, kv, 5, &s) == EMBER_ERR_INVALID_ARG, "token index past end");
-        CHECK(gguf_arr_int(kv, 0, &v) == EMBER_ERR_CORRUPT, "string array as int");
-        CHECK(gguf_arr_f32(kv, 0, &x) == EMBER_ERR_CORRUPT, "string array as f32");
+        CHECK(egf_arr_str(f, kv, 5, &s) == EMBER_ERR_INVALID_ARG, "token index past end");
+        CHECK(egf_arr_int(kv, 0, &v) == EMBER_ERR_CORRUPT, "string array as int");
+        CHECK(egf_arr_f32(kv, 0, &x) == EMBER_ERR_CORRUPT, "string array as f32");
     }
-    kv = gguf_find_kv(f, "t.arr_str2");
-    CHECK(kv && gguf_arr_str(f, kv, 0, &s) == 0 && gguf_str_eq(s, "x") &&
-          gguf_arr_str(f, kv, 1, &s) == 0 && gguf_str_eq(s, "yz"), "second string array");
+    kv = egf_find_kv(f, "t.arr_str2");
+    CHECK(kv && egf_arr_str(f, kv, 0, &s) == 0 && egf_str_eq(s, "x") &&
+          egf_arr_str(f, kv, 1, &s) == 0 && egf_str_eq(s, "yz"), "second string array");
     {   /* a kv that is not f's */
-        gguf_kv fake = *kv;
-        CHECK(gguf_arr_str(f, &fake, 0, &s) == EMBER_ERR_INVALID_ARG, "foreign kv");
+        egf_kv fake = *kv;
+        CHECK(egf_arr_str(f, &fake, 0, &s) == EMBER_ERR_INVALID_ARG, "foreign kv");
     }
-    kv = gguf_find_kv(f, "tokenizer.ggml.scores");
+    kv = egf_find_kv(f, "tokenizer.ggml.scores");
     CHECK(kv && kv->arr_type == GGUF_FLOAT32 && kv->arr_n == 5, "scores kv");
     for (int i = 0; kv && i < 5; i++)
-        CHECK(gguf_arr_f32(kv, (uint64_t)i, &x) == 0 && x == k_scores[i], "score %d", i);
-    CHECK(kv && gguf_arr_int(kv, 0, &v) == EMBER_ERR_CORRUPT, "f32 array as int");
-    CHECK(gguf_arr_str(f, kv, 0, &s) == EMBER_ERR_CORRUPT, "f32 array as strings");
-    kv = gguf_find_kv(f, "t.arr_i32");
-    CHECK(kv && gguf_arr_int(kv, 0, &v) == 0 && v == 1 && gguf_arr_int(kv, 1, &v) == 0 && v == -2 &&
-          gguf_arr_int(kv, 2, &v) == 0 && v == 3, "i32 array");
-    CHECK(kv && gguf_arr_int(kv, 3, &v) == EMBER_ERR_INVALID_ARG, "i32 array past end");
-    CHECK(kv && gguf_arr_int(kv, UINT64_MAX, &v) == EMBER_ERR_INVALID_ARG, "index 2^64-1");
-    kv = gguf_find_kv(f, "t.arr_u8");
-    CHECK(kv && gguf_arr_int(kv, 2, &v) == 0 && v == 255, "u8 array");
-    kv = gguf_find_kv(f, "t.arr_i16");
-    CHECK(kv && gguf_arr_int(kv, 0, &v) == 0 && v == -7 && gguf_arr_int(kv, 1, &v) == 0 && v == 9, "i16 array");
-    kv = gguf_find_kv(f, "t.arr_f64");
-    CHECK(kv && gguf_arr_f32(kv, 1, &x) == 0 && x == -0.25f, "f64 array");
-    kv = gguf_find_kv(f, "t.arr_bool");
+        CHECK(egf_arr_f32(kv, (uint64_t)i, &x) == 0 && x == k_scores[i], "score %d", i);
+    CHECK(kv && egf_arr_int(kv, 0, &v) == EMBER_ERR_CORRUPT, "f32 array as int");
+    CHECK(egf_arr_str(f, kv, 0, &s) == EMBER_ERR_CORRUPT, "f32 array as strings");
+    kv = egf_find_kv(f, "t.arr_i32");
+    CHECK(kv && egf_arr_int(kv, 0, &v) == 0 && v == 1 && egf_arr_int(kv, 1, &v) == 0 && v == -2 &&
+          egf_arr_int(kv, 2, &v) == 0 && v == 3, "i32 array");
+    CHECK(kv && egf_arr_int(kv, 3, &v) == EMBER_ERR_INVALID_ARG, "i32 array past end");
+    CHECK(kv && egf_arr_int(kv, UINT64_MAX, &v) == EMBER_ERR_INVALID_ARG, "index 2^64-1");
+    kv = egf_find_kv(f, "t.arr_u8");
+    CHECK(kv && egf_arr_int(kv, 2, &v) == 0 && v == 255, "u8 array");
+    kv = egf_find_kv(f, "t.arr_i16");
+    CHECK(kv && egf_arr_int(kv, 0, &v) == 0 && v == -7 && egf_arr_int(kv, 1, &v) == 0 && v == 9, "i16 array");
+    kv = egf_find_kv(f, "t.arr_f64");
+    CHECK(kv && egf_arr_f32(kv, 1, &x) == 0 && x == -0.25f, "f64 array");
+    kv = egf_find_kv(f, "t.arr_bool");
     CHECK(kv && kv->arr_type == GGUF_BOOL && kv->arr_n == 2 && kv->data[0] == 1 && kv->data[1] == 0, "bool array");
-    kv = gguf_find_kv(f, "t.arr_empty");
-    CHECK(kv && kv->arr_n == 0 && gguf_arr_int(kv, 0, &v) == EMBER_ERR_INVALID_ARG, "empty array");
-    kv = gguf_find_kv(f, "t.nested");
+    kv = egf_find_kv(f, "t.arr_empty");
+    CHECK(kv && kv->arr_n == 0 && egf_arr_int(kv, 0, &v) == EMBER_ERR_INVALID_ARG, "empty array");
+    kv = egf_find_kv(f, "t.nested");
     CHECK(kv && kv->arr_type == GGUF_ARRAY && kv->arr_n == 2 &&
-          gguf_arr_int(kv, 0, &v) == EMBER_ERR_CORRUPT, "nested array");
-    kv = gguf_find_kv(f, "t.arr_u64");
-    CHECK(kv && gguf_arr_int(kv, 0, &v) == EMBER_ERR_CORRUPT, "2^63 element as int64");
-    kv = gguf_find_kv(f, "t.u32");
-    CHECK(kv && gguf_arr_int(kv, 0, &v) == EMBER_ERR_CORRUPT, "scalar as array");
-    CHECK(gguf_kv_at(f, gguf_n_kv(f)) == NULL, "kv_at past end");
+          egf_arr_int(kv, 0, &v) == EMBER_ERR_CORRUPT, "nested array");
+    kv = egf_find_kv(f, "t.arr_u64");
+    CHECK(kv && egf_arr_int(kv, 0, &v) == EMBER_ERR_CORRUPT, "2^63 element as int64");
+    kv = egf_find_kv(f, "t.u32");
+    CHECK(kv && egf_arr_int(kv, 0, &v) == EMBER_ERR_CORRUPT, "scalar as array");
+    CHECK(egf_kv_at(f, egf_n_kv(f)) == NULL, "kv_at past end");
 
-    CHECK(gguf_n_tensors(f) == 4, "n_tensors");
+    CHECK(egf_n_tensors(f) == 4, "n_tensors");
     for (int k = 0; k < 4; k++) {
-        const gguf_tensor *t = gguf_find_tensor(f, L.t[k].name);
-        CHECK(t == gguf_tensor_at(f, (uint64_t)k), "find tensor %s", L.t[k].name);
+        const egf_tensor *t = egf_find_tensor(f, L.t[k].name);
+        CHECK(t == egf_tensor_at(f, (uint64_t)k), "find tensor %s", L.t[k].name);
         if (!t) continue;
         CHECK(t->n_dims == L.t[k].n_dims && t->type == L.t[k].type, "tensor %d dims/type", k);
         for (int d = 0; d < 4; d++)
@@ -347,9 +347,9 @@ static void test_roundtrip(uint32_t version, uint32_t align) {
         CHECK(((const uint8_t *)t->data)[1] == (uint8_t)(k * 31 + 1), "tensor %d data", k);
     }
     CHECK(L.t[0].nbytes == 4 * 18 * 2 && L.t[3].nbytes == 2 * 144, "builder sizes");
-    CHECK(gguf_find_tensor(f, "token_embd") == NULL && gguf_find_tensor(f, "") == NULL, "absent tensor");
-    CHECK(gguf_tensor_at(f, 4) == NULL, "tensor_at past end");
-    gguf_close(f);
+    CHECK(egf_find_tensor(f, "token_embd") == NULL && egf_find_tensor(f, "") == NULL, "absent tensor");
+    CHECK(egf_tensor_at(f, 4) == NULL, "tensor_at past end");
+    egf_close(f);
     gb_free(&b);
 }
 
@@ -365,11 +365,11 @@ static void test_small_valid(void) {
             gb_header(&b, v, 0, 1);
             gb_kv_str(&b, "general.name", "empty");
             if (pad) gb_pad(&b, 32);
-            gguf_file *f = NULL;
+            egf_file *f = NULL;
             char err[256];
-            int rc = gguf_open(b.p, b.n, NULL, &f, err, sizeof err);
-            CHECK(rc == 0 && gguf_n_tensors(f) == 0 && gguf_version(f) == v, "0 tensors v%u pad %d: %s", v, pad, err);
-            gguf_close(f);
+            int rc = egf_open(b.p, b.n, NULL, &f, err, sizeof err);
+            CHECK(rc == 0 && egf_n_tensors(f) == 0 && egf_version(f) == v, "0 tensors v%u pad %d: %s", v, pad, err);
+            egf_close(f);
             gb_free(&b);
         }
     }
@@ -403,13 +403,13 @@ static void test_small_valid(void) {
     EXPECT("invalid UTF-8 value", &b, EMBER_OK);
     gb_free(&b);
     /* NULL arguments */
-    gguf_file *f = NULL;
+    egf_file *f = NULL;
     char err[64];
-    CHECK(gguf_open(NULL, 10, NULL, &f, err, sizeof err) == EMBER_ERR_INVALID_ARG, "NULL data");
-    CHECK(gguf_open("GGUF", 4, NULL, NULL, err, sizeof err) == EMBER_ERR_INVALID_ARG, "NULL out");
-    CHECK(gguf_open(NULL, 0, NULL, &f, NULL, 0) == EMBER_ERR_TRUNCATED, "empty, no err buffer");
-    gguf_close(NULL);
-    CHECK(gguf_n_kv(NULL) == 0 && gguf_find_kv(NULL, "x") == NULL && gguf_find_tensor(NULL, "x") == NULL, "NULL file");
+    CHECK(egf_open(NULL, 10, NULL, &f, err, sizeof err) == EMBER_ERR_INVALID_ARG, "NULL data");
+    CHECK(egf_open("GGUF", 4, NULL, NULL, err, sizeof err) == EMBER_ERR_INVALID_ARG, "NULL out");
+    CHECK(egf_open(NULL, 0, NULL, &f, NULL, 0) == EMBER_ERR_TRUNCATED, "empty, no err buffer");
+    egf_close(NULL);
+    CHECK(egf_n_kv(NULL) == 0 && egf_find_kv(NULL, "x") == NULL && egf_find_tensor(NULL, "x") == NULL, "NULL file");
 }
 
 /* ---- hostile images --------------------------------------------------------------- */
@@ -749,17 +749,17 @@ static void test_duplicate_tensor(void) {
     }
     gb_pad(&b, 32);
     gb_zeros(&b, 2000 * 32);
-    gguf_file *f = NULL;
+    egf_file *f = NULL;
     char err[256];
-    int rc = gguf_open(b.p, b.n, NULL, &f, err, sizeof err);
+    int rc = egf_open(b.p, b.n, NULL, &f, err, sizeof err);
     CHECK(rc == 0, "2000 tensors: %s", err);
     int found = 0;
     for (int i = 0; rc == 0 && i < 2000; i++) {
-        const gguf_tensor *t1 = gguf_find_tensor(f, names[i]);
+        const egf_tensor *t1 = egf_find_tensor(f, names[i]);
         found += t1 && t1->offset == (uint64_t)(1999 - i) * 32;
     }
     CHECK(found == 2000, "found %d of 2000", found);
-    gguf_close(f);
+    egf_close(f);
     n_hostile++;
     gb_free(&b);
 }
@@ -775,13 +775,13 @@ static void test_alloc_failure(void) {
         counter c = {0};
         c.fail_at = n;
         ember_allocator a = {c_malloc, c_realloc, c_free, &c};
-        gguf_file *f = NULL;
+        egf_file *f = NULL;
         char err[256] = "";
-        int rc = gguf_open(b.p, b.n, &a, &f, err, sizeof err);
+        int rc = egf_open(b.p, b.n, &a, &f, err, sizeof err);
         if (rc == EMBER_OK) {
             CHECK(c.n_calls < n, "succeeded although allocation %ld failed", n);
             walk(f);
-            gguf_close(f);
+            egf_close(f);
             CHECK(c.live == 0 && c.bytes == 0, "leak after success: %ld blocks", c.live);
             opened = 1;
             break;
@@ -800,10 +800,10 @@ static void test_alloc_failure(void) {
 static uint64_t peak_of(const gb_buf *b, int *rc_out) {
     counter c = {0};
     ember_allocator a = {c_malloc, c_realloc, c_free, &c};
-    gguf_file *f = NULL;
+    egf_file *f = NULL;
     char err[256];
-    int rc = gguf_open(b->p, b->n, &a, &f, err, sizeof err);
-    if (rc == 0) { walk(f); gguf_close(f); }
+    int rc = egf_open(b->p, b->n, &a, &f, err, sizeof err);
+    if (rc == 0) { walk(f); egf_close(f); }
     CHECK(c.live == 0, "leak");
     *rc_out = rc;
     return c.peak;
@@ -878,23 +878,23 @@ static void test_large_vocab(void) {
     gb_kv_arr(&b, "tokenizer.ggml.tokens", GB_STRING, NV);
     char tok[32];
     for (int i = 0; i < NV; i++) { snprintf(tok, sizeof tok, "tok%d", i); gb_str(&b, tok); }
-    gguf_file *f = NULL;
+    egf_file *f = NULL;
     char err[256];
-    int rc = gguf_open(b.p, b.n, NULL, &f, err, sizeof err);
+    int rc = egf_open(b.p, b.n, NULL, &f, err, sizeof err);
     CHECK(rc == 0, "128k tokens: %s", err);
     if (rc == 0) {
-        const gguf_kv *kv = gguf_find_kv(f, "tokenizer.ggml.tokens");
+        const egf_kv *kv = egf_find_kv(f, "tokenizer.ggml.tokens");
         int ok = 1;
         for (int i = 0; i < NV; i += 997) {
-            gguf_str s;
+            egf_str s;
             snprintf(tok, sizeof tok, "tok%d", i);
-            ok &= gguf_arr_str(f, kv, (uint64_t)i, &s) == 0 && gguf_str_eq(s, tok);
+            ok &= egf_arr_str(f, kv, (uint64_t)i, &s) == 0 && egf_str_eq(s, tok);
         }
-        gguf_str s;
+        egf_str s;
         snprintf(tok, sizeof tok, "tok%d", NV - 1);
-        ok &= gguf_arr_str(f, kv, NV - 1, &s) == 0 && gguf_str_eq(s, tok);
+        ok &= egf_arr_str(f, kv, NV - 1, &s) == 0 && egf_str_eq(s, tok);
         CHECK(ok, "token lookups");
-        gguf_close(f);
+        egf_close(f);
     }
     gb_free(&b);
 }
@@ -917,28 +917,28 @@ static void test_many_names(void) {
         gb_tensor_info(&b, name, 1, ne, EK_I8, (uint64_t)i);
     }
     gb_zeros(&b, NT);
-    gguf_file *f = NULL;
+    egf_file *f = NULL;
     char err[256];
-    int rc = gguf_open(b.p, b.n, NULL, &f, err, sizeof err);
+    int rc = egf_open(b.p, b.n, NULL, &f, err, sizeof err);
     CHECK(rc == 0, "%d kvs / %d tensors: %s", NK, NT, err);
     if (rc == 0) {
         int bad = 0;
         for (int i = 0; i < NK; i++) {
             uint32_t u = 0;
             snprintf(name, sizeof name, "k.%048d.%d", 0, i);
-            bad += gguf_get_u32(f, name, &u) != 0 || u != (uint32_t)i;
+            bad += egf_get_u32(f, name, &u) != 0 || u != (uint32_t)i;
         }
         for (int i = 0; i < NT; i++) {
             snprintf(name, sizeof name, "blk.%040d.%d", 0, i);
-            const gguf_tensor *t = gguf_find_tensor(f, name);
+            const egf_tensor *t = egf_find_tensor(f, name);
             bad += !t || t->offset != (uint64_t)(NT - 1 - i);
         }
         snprintf(name, sizeof name, "blk.%040d.", 0);
-        bad += gguf_find_tensor(f, name) != NULL;
-        bad += gguf_find_tensor(f, "blk") != NULL || gguf_find_kv(f, "k") != NULL;
-        bad += gguf_find_kv(f, "k.") != NULL || gguf_find_kv(f, "\x7f") != NULL;
+        bad += egf_find_tensor(f, name) != NULL;
+        bad += egf_find_tensor(f, "blk") != NULL || egf_find_kv(f, "k") != NULL;
+        bad += egf_find_kv(f, "k.") != NULL || egf_find_kv(f, "\x7f") != NULL;
         CHECK(bad == 0, "%d lookups failed", bad);
-        gguf_close(f);
+        egf_close(f);
     }
     gb_free(&b);
 }

@@ -19,7 +19,26 @@ static ember_grammar *parse(const char *text, ember_error *err) {
     return g;
 }
 
-static int accepts(const ember_grammar *g, const char *s) { return ember_grammar_accepts(g, s, strlen(s)); }
+/* 1 if g accepts s, 0 if not, or the failing status. */
+static int accepts(const ember_grammar *g, const char *s) {
+    int yes = -1;
+    ember_status rc = ember_grammar_accepts(g, s, strlen(s), &yes);
+    return rc == EMBER_OK ? yes : rc;
+}
+
+/* A token's text as read mid-text (its first size-1 bytes if longer) and
+ * its full length, or -1. */
+static int piece_of(const ember_model *m, ember_token t, char *buf, size_t size) {
+    size_t len = 0;
+    ember_status rc = ember_token_to_piece(m, t, t, 0, buf, size, &len, NULL);
+    return rc == EMBER_OK || rc == EMBER_ERR_BUFFER_TOO_SMALL ? (int)len : -1;
+}
+
+/* The sampler's choice, or -1 if it failed. */
+static ember_token sample(ember_sampler *s, const float *logits) {
+    ember_token t = -1;
+    return ember_sampler_sample(s, logits, &t) == EMBER_OK ? t : -1;
+}
 
 typedef struct { const char *grammar; const char *yes[8]; const char *no[8]; } accept_case;
 
@@ -115,7 +134,8 @@ static void test_errors(void) {
     CHECK(g && accepts(g, "a") == 1, "named start");
     ember_grammar_free(g);
     CHECK(ember_grammar_parse(NULL, 3, NULL, NULL, &g, NULL) == EMBER_ERR_INVALID_ARG, "NULL text");
-    CHECK(ember_grammar_accepts(NULL, "a", 1) == EMBER_ERR_INVALID_ARG, "NULL grammar");
+    int yes = 7;
+    CHECK(ember_grammar_accepts(NULL, "a", 1, &yes) == EMBER_ERR_INVALID_ARG && yes == 0, "NULL grammar");
 }
 
 static char *read_file(const char *path, size_t *n) {
@@ -214,10 +234,12 @@ static void test_strings_and_schema(void) {
 
     /* the text itself, snprintf-like */
     char small[8];
-    int n = ember_json_schema_to_gbnf("{\"type\": \"string\"}", 18, small, sizeof small, &err);
-    CHECK(n > 8 && strlen(small) == 7, "gbnf length %d", n);
-    char *full = malloc((size_t)n + 1);
-    CHECK(ember_json_schema_to_gbnf("{\"type\": \"string\"}", 18, full, (size_t)n + 1, &err) == n, "again");
+    size_t n = 0, again = 0;
+    CHECK(ember_json_schema_to_gbnf("{\"type\": \"string\"}", 18, small, sizeof small, &n, &err) ==
+              EMBER_ERR_BUFFER_TOO_SMALL && n > 8 && strlen(small) == 7, "gbnf length %zu", n);
+    char *full = malloc(n + 1);
+    CHECK(ember_json_schema_to_gbnf("{\"type\": \"string\"}", 18, full, n + 1, &again, &err) == EMBER_OK && again == n,
+          "again");
     CHECK(strstr(full, "root ::= string") && strstr(full, "space ::= | \" \" | \"\\n\"{1,2} [ \\t]{0,20}"), "shape: %s", full);
     free(full);
 
@@ -299,7 +321,7 @@ static void test_generation(uint64_t seed) {
         sp.top_p = trial % 2 ? 1.0f : 0.9f;
         sp.min_p = 0;
         ember_sampler *s = NULL;
-        CHECK(ember_sampler_create(m, &sp, &s) == EMBER_OK, "sampler");
+        CHECK(ember_sampler_create(m, &sp, &s, NULL) == EMBER_OK, "sampler");
         if (!s) continue;
         ember_grammar *g = trial % 2 ? gd : gw;
         CHECK(ember_sampler_set_grammar(s, g) == EMBER_OK, "attach");
@@ -314,7 +336,10 @@ static void test_generation(uint64_t seed) {
             complete += is_word(c.buf);
         } else {
             /* cut at the length limit: a prefix of the language; at EOG: all of it */
-            CHECK(ember_grammar_accepts(g, c.buf, c.n) == (res.stop == EMBER_STOP_EOG) || res.stop == EMBER_STOP_LENGTH,
+            int accepted = -1;
+            CHECK((ember_grammar_accepts(g, c.buf, c.n, &accepted) == EMBER_OK &&
+                   accepted == (res.stop == EMBER_STOP_EOG)) ||
+                      res.stop == EMBER_STOP_LENGTH,
                   "trial %d: \"%s\" stop %d", trial, c.buf, res.stop);
             if (res.stop == EMBER_STOP_EOG) { CHECK(is_digits_list(c.buf), "trial %d: \"%s\"", trial, c.buf); eog_stops++; }
             else {
@@ -358,28 +383,30 @@ static void test_impossible(void) {
     ember_grammar *gi = NULL;
     CHECK(ember_grammar_parse(impossible, strlen(impossible), NULL, NULL, &gi, &err) == EMBER_OK, "%s", err.message);
     ember_sampler *s = NULL;
-    ember_sampler_create(m, NULL, &s);
+    ember_sampler_create(m, NULL, &s, NULL);
     if (s && gi && ctx) {
         CHECK(ember_sampler_set_grammar(s, gi) == EMBER_OK, "attach");
         ember_context_set_pos(ctx, 0);
         ember_token bos = ember_token_bos(m) >= 0 ? ember_token_bos(m) : 0;
         ember_eval(ctx, &bos, 1, NULL);
-        ember_token t = ember_sampler_sample(s, ember_get_logits(ctx));
-        CHECK(t == -1, "no token allowed: %d", t);
+        ember_token t = 7;
+        CHECK(ember_sampler_sample(s, ember_get_logits(ctx), &t) == EMBER_ERR_GRAMMAR && t == -1 &&
+              strstr(ember_sampler_errmsg(s), "grammar"), "no token allowed: %d", t);
         ember_generate_result res;
         int rc = ember_generate_text(ctx, s, "", 10, NULL, NULL, &res);
-        CHECK(rc != EMBER_OK, "generation with no token allowed fails: rc %d, %d generated", rc, res.n_generated);
+        CHECK(rc == EMBER_ERR_GRAMMAR && strstr(ember_context_errmsg(ctx), "grammar"),
+              "generation with no token allowed fails: rc %d, %d generated", rc, res.n_generated);
         /* a token the grammar rejects leaves it allowing nothing */
         ember_token a = -1;
         for (ember_token k = 0; k < ember_n_vocab(m); k++) {
             char piece[16];
-            if (ember_token_to_piece(m, k, k, 0, piece, sizeof piece) >= 1 && piece[0] == 'a') { a = k; break; }
+            if (piece_of(m, k, piece, sizeof piece) >= 1 && piece[0] == 'a') { a = k; break; }
         }
         if (a >= 0) {
-            ember_sampler_accept(s, a);
-            CHECK(ember_sampler_sample(s, ember_get_logits(ctx)) == -1, "dead grammar");
+            CHECK(ember_sampler_accept(s, a) == EMBER_OK, "accept");
+            CHECK(ember_sampler_sample(s, ember_get_logits(ctx), &t) == EMBER_ERR_GRAMMAR, "dead grammar");
         }
-        CHECK(ember_sampler_set_grammar(s, NULL) == EMBER_OK && ember_sampler_sample(s, ember_get_logits(ctx)) >= 0,
+        CHECK(ember_sampler_set_grammar(s, NULL) == EMBER_OK && sample(s, ember_get_logits(ctx)) >= 0,
               "detached");
     }
     ember_sampler_free(s);
@@ -410,7 +437,7 @@ static void test_distribution(void) {
     int *count = calloc((size_t)V, sizeof *count);
     for (int t = 0; t < V; t++) {
         char piece[8];
-        int n = ember_token_to_piece(m, t, t, 0, piece, sizeof piece);
+        int n = piece_of(m, t, piece, sizeof piece);
         if (n == 1 && piece[0] >= 'a' && piece[0] <= 'e') { want[t] = exp(logits[t]); z += want[t]; }
     }
     CHECK(z > 0, "letters in the vocabulary");
@@ -434,12 +461,12 @@ static void test_distribution(void) {
         sp.top_p = 1.0f;
         sp.min_p = 0;
         ember_sampler *s = NULL;
-        ember_sampler_create(m, &sp, &s);
+        ember_sampler_create(m, &sp, &s, NULL);
         ember_sampler_set_grammar(s, g);
         memset(count, 0, (size_t)V * sizeof *count);
         const int N = 20000;
         for (int i = 0; i < N; i++) {
-            ember_token t = ember_sampler_sample(s, logits);
+            ember_token t = sample(s, logits);
             if (t >= 0 && t < V) count[t]++;
         }
         double worst = 0;
@@ -476,7 +503,7 @@ static void test_sampler_interplay(void) {
     int nb = 0;
     for (ember_token t = 0; t < V; t++) {
         char piece[16];
-        int n = ember_token_to_piece(m, t, t, 0, piece, sizeof piece);
+        int n = piece_of(m, t, piece, sizeof piece);
         if (n >= 1 && (piece[0] == 'a' || piece[0] == 't')) { bias[nb].token = t; bias[nb].bias = -INFINITY; nb++; }
     }
     ember_sampler_params sp = ember_sampler_default_params();
@@ -484,7 +511,7 @@ static void test_sampler_interplay(void) {
     sp.n_logit_bias = nb;
     sp.temperature = 1.5f;
     ember_sampler *s = NULL;
-    CHECK(ember_sampler_create(m, &sp, &s) == EMBER_OK, "sampler");
+    CHECK(ember_sampler_create(m, &sp, &s, NULL) == EMBER_OK, "sampler");
     const char *words[] = {"attack", "flee", "talk"};
     const char *digits = "root ::= [0-9]+ \";\"";
     ember_grammar *gw = NULL, *gd = NULL;
@@ -519,14 +546,14 @@ static void test_sampler_interplay(void) {
         ember_token f = -1;
         for (ember_token t = 0; t < V; t++) {
             char piece[16];
-            if (ember_token_to_piece(m, t, t, 0, piece, sizeof piece) == 1 && piece[0] == 'f') f = t;
+            if (piece_of(m, t, piece, sizeof piece) == 1 && piece[0] == 'f') f = t;
         }
         ember_sampler_accept(s, f);   /* "f": only "lee" may follow */
         CHECK(ember_state_load(ctx, s, buf, need) == EMBER_OK, "load");
         float *l = calloc((size_t)V, sizeof *l);
-        ember_token t = ember_sampler_sample(s, l);
+        ember_token t = sample(s, l);
         char piece[16];
-        int n = t >= 0 ? ember_token_to_piece(m, t, t, 0, piece, sizeof piece) : 0;
+        int n = t >= 0 ? piece_of(m, t, piece, sizeof piece) : 0;
         CHECK(n >= 1 && piece[0] == 'l', "after load the grammar still expects \"lee\": token %d", t);
         free(l);
         free(buf);

@@ -776,10 +776,10 @@ static void test_tokenizer_meta(void) {
                 CHECK(id >= -1 && id < V, "%s id %lld: the model reports %d (vocab %d)", which ? "eos" : "bos",
                       (long long)bad_ids[i], id, V);
                 ember_token toks[8];
-                int n = 0;
-                rc = ember_tokenize(m, "hi", 2, EMBER_TOKENIZE_ADD_BOS, toks, 8, &n);
+                size_t n = 0;
+                rc = ember_tokenize(m, "hi", 2, EMBER_TOKENIZE_ADD_BOS, toks, 8, &n, NULL);
                 CHECK(rc == EMBER_OK, "tokenize with a bad %s id: %d", which ? "eos" : "bos", rc);
-                for (int k = 0; k < n && rc == EMBER_OK; k++) CHECK(toks[k] >= 0 && toks[k] < V, "token %d out of range", toks[k]);
+                for (size_t k = 0; k < n && rc == EMBER_OK; k++) CHECK(toks[k] >= 0 && toks[k] < V, "token %d out of range", toks[k]);
                 ember_model_free(m);
             } else {
                 CHECK(rc == EMBER_ERR_CORRUPT && err.message[0], "bad special id: status %d", rc);

@@ -26,17 +26,17 @@ static gb_buf build_typed(int wtype) {
 /* Image f (all F32) with each matrix replaced by the dequantized matrix of
  * image q: the same model, exactly, in F32. */
 static int dequantize_into(gb_buf *f, const gb_buf *q) {
-    gguf_file *gf = NULL, *gq = NULL;
+    egf_file *gf = NULL, *gq = NULL;
     char err[256];
-    int ok = gguf_open(f->p, f->n, NULL, &gf, err, sizeof err) == EMBER_OK &&
-             gguf_open(q->p, q->n, NULL, &gq, err, sizeof err) == EMBER_OK;
+    int ok = egf_open(f->p, f->n, NULL, &gf, err, sizeof err) == EMBER_OK &&
+             egf_open(q->p, q->n, NULL, &gq, err, sizeof err) == EMBER_OK;
     CHECK(ok, "parse test images: %s", err);
     int n = 0;
-    for (uint64_t i = 0; ok && i < gguf_n_tensors(gq); i++) {
-        const gguf_tensor *tq = gguf_tensor_at(gq, i), *tf = NULL;
+    for (uint64_t i = 0; ok && i < egf_n_tensors(gq); i++) {
+        const egf_tensor *tq = egf_tensor_at(gq, i), *tf = NULL;
         char name[64];
         snprintf(name, sizeof name, "%.*s", (int)tq->name.len, tq->name.ptr);
-        tf = gguf_find_tensor(gf, name);
+        tf = egf_find_tensor(gf, name);
         if (!tf || tf->type != EK_F32 || tq->type == EK_F32) continue;
         const uint64_t rows = (uint64_t)tq->ne[1], rb = ek_row_bytes(tq->type, (uint64_t)tq->ne[0]);
         for (uint64_t r = 0; r < rows; r++)
@@ -44,8 +44,8 @@ static int dequantize_into(gb_buf *f, const gb_buf *q) {
                            tq->ne[0]);
         n++;
     }
-    gguf_close(gf);
-    gguf_close(gq);
+    egf_close(gf);
+    egf_close(gq);
     return n;
 }
 
@@ -91,7 +91,7 @@ int main(void) {
         const int V = ember_n_vocab(mr);
         float *ref = malloc(sizeof(float) * V), *a = malloc(sizeof(float) * V), *b = malloc(sizeof(float) * V);
         ember_model_info ir;
-        ember_model_get_info(mr, &ir);
+        ember_model_get_info(mr, &ir, NULL);
         CHECK(type == EK_Q4_0 || ir.n_packed == 0, "%s: %d matrices packed, the type has no packed layout", name,
               ir.n_packed);
         static const int nbs[] = {1, 40, 40, 7}, ths[] = {1, 1, 2, 2};

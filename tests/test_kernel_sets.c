@@ -36,11 +36,12 @@ static double rel_rms(const float *a, const float *b, int n) {
 /* Greedy tokens after the prompt; the logits of the first step in logits0. */
 static int greedy(ember_model *m, ember_token *out, float *logits0) {
     ember_token prompt[64];
-    int n = 0;
-    if (ember_tokenize(m, "The meaning of life is", 22, EMBER_TOKENIZE_ADD_BOS, prompt, 64, &n) != EMBER_OK) return -1;
+    size_t n = 0;
+    if (ember_tokenize(m, "The meaning of life is", 22, EMBER_TOKENIZE_ADD_BOS, prompt, 64, &n, NULL) != EMBER_OK)
+        return -1;
     ember_context *c = make_ctx(m, 128, 32, 2);
     if (!c) return -1;
-    int rc = ember_eval(c, prompt, n, NULL);
+    int rc = ember_eval(c, prompt, (int)n, NULL);
     const int V = ember_n_vocab(m);
     for (int i = 0; i < N_GEN && rc == EMBER_OK; i++) {
         const float *l = ember_get_logits(c);
@@ -67,7 +68,7 @@ static void test_demo_model(void) {
         ember_model *m = open_set(DEMO, name, EMBER_LOAD_READ);
         if (!m) continue;
         ember_model_info info;
-        ember_model_get_info(m, &info);
+        ember_model_get_info(m, &info, NULL);
         CHECK(!strcmp(info.kernels, name), "asked for %s, model runs %s", name, info.kernels);
         const int V = ember_n_vocab(m);
         if (!l_ref) { l_ref = malloc(sizeof(float) * V); l = malloc(sizeof(float) * V); }
@@ -164,7 +165,7 @@ static void test_names(void) {
         ember_model *m = open_set(DEMO, autos[i], EMBER_LOAD_MMAP);
         if (!m) continue;
         ember_model_info info;
-        ember_model_get_info(m, &info);
+        ember_model_get_info(m, &info, NULL);
         CHECK(!strcmp(info.kernels, ember_cpu_features()), "'%s' runs %s, the best is %s", autos[i] ? autos[i] : "NULL",
               info.kernels, ember_cpu_features());
         ember_model_free(m);

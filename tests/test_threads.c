@@ -50,11 +50,12 @@ static void *run_job(void *arg) {
     sp.seed = j->seed;
     sp.temperature = j->temp;
     ember_sampler *s = NULL;
-    j->rc = ember_sampler_create(j->m, &sp, &s);
+    j->rc = ember_sampler_create(j->m, &sp, &s, NULL);
     if (j->rc) { ember_context_free(c); return NULL; }
     ember_token toks[128];
-    int n = 0;
-    j->rc = ember_tokenize(j->m, j->prompt, strlen(j->prompt), EMBER_TOKENIZE_ADD_BOS, toks, 100, &n);
+    size_t count = 0;
+    j->rc = ember_tokenize(j->m, j->prompt, strlen(j->prompt), EMBER_TOKENIZE_ADD_BOS, toks, 100, &count, NULL);
+    const int n = (int)count;
     if (j->rc == EMBER_OK) {
         /* the prompt once with all logits (batched matmuls of every size) */
         j->rc = ember_eval(c, toks, n, NULL);

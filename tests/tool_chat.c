@@ -76,18 +76,19 @@ int main(int argc, char **argv) {
         p.add_generation_prompt = flags & 1;
         p.enable_thinking = (flags & 2) != 0;
         ember_error err;
-        int len = ember_chat_apply(NULL, &p, m, (int)n, NULL, 0, &err);
-        if (len < 0) {
-            write_u32(out, (uint32_t)len);
+        size_t len = 0, len2 = 0;
+        ember_status rc = ember_chat_apply(NULL, &p, m, (int)n, NULL, 0, &len, &err);
+        if (rc != EMBER_OK && rc != EMBER_ERR_BUFFER_TOO_SMALL) {
+            write_u32(out, (uint32_t)rc);
             write_u32(out, (uint32_t)strlen(err.message));
             fwrite(err.message, 1, strlen(err.message), out);
         } else {
-            char *buf = malloc((size_t)len + 1);
-            int len2 = ember_chat_apply(NULL, &p, m, (int)n, buf, (size_t)len + 1, &err);
-            if (len2 != len) { fprintf(stderr, "length changed between calls\n"); return 1; }
+            char *buf = malloc(len + 1);
+            rc = ember_chat_apply(NULL, &p, m, (int)n, buf, len + 1, &len2, &err);
+            if (rc != EMBER_OK || len2 != len) { fprintf(stderr, "length changed between calls\n"); return 1; }
             write_u32(out, 0);
             write_u32(out, (uint32_t)len);
-            fwrite(buf, 1, (size_t)len, out);
+            fwrite(buf, 1, len, out);
             free(buf);
         }
         for (uint32_t i = 0; i < n; i++) { free((void *)m[i].role); free((void *)m[i].content); }

@@ -38,16 +38,16 @@ int main(int argc, char **argv) {
         size_t len = lenb[0] | lenb[1] << 8 | lenb[2] << 16 | (size_t)lenb[3] << 24;
         char *text = malloc(len + 1);
         if (!text || fread(text, 1, len, in) != len) { fprintf(stderr, "bad input\n"); return 1; }
-        int n = 0;
-        ember_tokenize(m, text, len, flags, NULL, 0, &n);
-        ember_token *ids = malloc(sizeof *ids * (size_t)(n + 1));
-        if (ember_tokenize(m, text, len, flags, ids, n, &n)) { fprintf(stderr, "tokenize failed\n"); return 1; }
-        for (int i = 0; i < n; i++) fprintf(out, i ? " %d" : "%d", ids[i]);
-        int dl = ember_detokenize(m, ids, n, flags, NULL, 0);
-        char *dec = malloc((size_t)dl + 1);
-        ember_detokenize(m, ids, n, flags, dec, (size_t)dl + 1);
+        size_t n = 0, dl = 0;
+        ember_tokenize(m, text, len, flags, NULL, 0, &n, NULL);
+        ember_token *ids = malloc(sizeof *ids * (n + 1));
+        if (ember_tokenize(m, text, len, flags, ids, n, &n, &err)) { fprintf(stderr, "tokenize failed: %s\n", err.message); return 1; }
+        for (size_t i = 0; i < n; i++) fprintf(out, i ? " %d" : "%d", ids[i]);
+        ember_detokenize(m, ids, (int)n, flags, NULL, 0, &dl, NULL);
+        char *dec = malloc(dl + 1);
+        if (ember_detokenize(m, ids, (int)n, flags, dec, dl + 1, NULL, &err)) { fprintf(stderr, "detokenize failed: %s\n", err.message); return 1; }
         fputc('\t', out);
-        for (int i = 0; i < dl; i++) fprintf(out, "%02x", (unsigned char)dec[i]);
+        for (size_t i = 0; i < dl; i++) fprintf(out, "%02x", (unsigned char)dec[i]);
         fputc('\n', out);
         free(dec);
         free(ids);

@@ -52,10 +52,11 @@ static double gauss(void) {
 
 static void run(ember_model *m, const char *name, const ember_grammar *g, const char *text) {
     const int V = ember_n_vocab(m);
-    int n = 0;
-    ember_tokenize(m, text, strlen(text), 0, NULL, 0, &n);
-    ember_token *toks = malloc((size_t)n * sizeof *toks);
-    ember_tokenize(m, text, strlen(text), 0, toks, n, &n);
+    size_t count = 0;
+    ember_tokenize(m, text, strlen(text), 0, NULL, 0, &count, NULL);
+    ember_token *toks = malloc((count ? count : 1) * sizeof *toks);
+    ember_tokenize(m, text, strlen(text), 0, toks, count, &count, NULL);
+    const int n = (int)count;
     double t0 = now();
     eg_matcher *gm;
     if (eg_matcher_create(g, m, NULL, &gm) != EMBER_OK) { fprintf(stderr, "matcher failed\n"); exit(1); }
@@ -68,8 +69,8 @@ static void run(ember_model *m, const char *name, const ember_grammar *g, const 
             ember_sampler_params sp = ember_sampler_default_params();
             if (greedy) sp.temperature = 0;
             ember_sampler *sg, *sn;
-            ember_sampler_create(m, &sp, &sg);
-            ember_sampler_create(m, &sp, &sn);
+            ember_sampler_create(m, &sp, &sg, NULL);
+            ember_sampler_create(m, &sp, &sn, NULL);
             ember_sampler_set_grammar(sg, g);
             eg_matcher_reset(gm);
             double mask_sum = 0, mask_max = 0, over_sum = 0, over_max = 0, plain_sum = 0;
@@ -81,9 +82,10 @@ static void run(ember_model *m, const char *name, const ember_grammar *g, const 
                 double a = now();
                 int k = eg_matcher_mask(gm, allowed);
                 double b = now();
-                ember_token tg = ember_sampler_sample(sg, logits);
+                ember_token tg = -1, tn;
+                ember_sampler_sample(sg, logits, &tg);
                 double c = now();
-                ember_sampler_sample(sn, logits);
+                ember_sampler_sample(sn, logits, &tn);
                 double d = now();
                 n_allowed += k;
                 agree += k > 0 && allowed[toks[i]];

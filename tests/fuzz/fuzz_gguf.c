@@ -42,35 +42,35 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     ember_allocator a = {fz_malloc, fz_realloc, fz_free, NULL};
     fz_live = 0;
     fz_cap = 1024 + 4 * size;
-    gguf_file *f = NULL;
+    egf_file *f = NULL;
     char err[256];
-    int rc = gguf_open(data, size, &a, &f, err, sizeof err);
+    int rc = egf_open(data, size, &a, &f, err, sizeof err);
     if (rc != EMBER_OK) {
         if (f || !err[0] || strlen(err) >= sizeof err) __builtin_trap();
         if (fz_live) __builtin_trap();   /* leak on failure */
         return 0;
     }
-    uint64_t h = gguf_version(f) + gguf_alignment(f);
-    for (uint64_t i = 0; i < gguf_n_kv(f); i++) {
-        const gguf_kv *kv = gguf_kv_at(f, i);
+    uint64_t h = egf_version(f) + egf_alignment(f);
+    for (uint64_t i = 0; i < egf_n_kv(f); i++) {
+        const egf_kv *kv = egf_kv_at(f, i);
         char key[256];
         size_t n = kv->key.len < sizeof key - 1 ? (size_t)kv->key.len : sizeof key - 1;
         memcpy(key, kv->key.ptr, n);
         key[n] = 0;
-        if (n == kv->key.len && gguf_find_kv(f, key) != kv) __builtin_trap();
-        uint32_t u; int64_t v; float x; int b; gguf_str s;
-        if (gguf_get_u32(f, key, &u) == 0) h += u;
-        if (gguf_get_i64(f, key, &v) == 0) h += (uint64_t)v;
-        if (gguf_get_f32(f, key, &x) == 0) h += (uint64_t)(x == x);
-        if (gguf_get_bool(f, key, &b) == 0) h += (uint64_t)b;
-        if (gguf_get_str(f, key, &s) == 0 && s.len) h += (unsigned char)s.ptr[0] + (unsigned char)s.ptr[s.len - 1];
+        if (n == kv->key.len && egf_find_kv(f, key) != kv) __builtin_trap();
+        uint32_t u; int64_t v; float x; int b; egf_str s;
+        if (egf_get_u32(f, key, &u) == 0) h += u;
+        if (egf_get_i64(f, key, &v) == 0) h += (uint64_t)v;
+        if (egf_get_f32(f, key, &x) == 0) h += (uint64_t)(x == x);
+        if (egf_get_bool(f, key, &b) == 0) h += (uint64_t)b;
+        if (egf_get_str(f, key, &s) == 0 && s.len) h += (unsigned char)s.ptr[0] + (unsigned char)s.ptr[s.len - 1];
         if (kv->type == GGUF_ARRAY) {
             for (uint64_t e = 0; e < kv->arr_n; e++) {
-                if (gguf_arr_str(f, kv, e, &s) == 0) {
+                if (egf_arr_str(f, kv, e, &s) == 0) {
                     if (s.len) h += (unsigned char)s.ptr[0] + (unsigned char)s.ptr[s.len - 1];
-                } else if (gguf_arr_int(kv, e, &v) == 0) {
+                } else if (egf_arr_int(kv, e, &v) == 0) {
                     h += (uint64_t)v;
-                } else if (gguf_arr_f32(kv, e, &x) == 0) {
+                } else if (egf_arr_f32(kv, e, &x) == 0) {
                     h += (uint64_t)(x == x);
                 } else {
                     break;
@@ -79,22 +79,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         }
     }
     const uint8_t *end = data + size;
-    for (uint64_t i = 0; i < gguf_n_tensors(f); i++) {
-        const gguf_tensor *t = gguf_tensor_at(f, i);
+    for (uint64_t i = 0; i < egf_n_tensors(f); i++) {
+        const egf_tensor *t = egf_tensor_at(f, i);
         const uint8_t *d = t->data;
         if (t->n_dims < 1 || t->n_dims > 4 || t->nbytes == 0) __builtin_trap();
         if (d < data || d > end || t->nbytes > (uint64_t)(end - d)) __builtin_trap();
-        if ((t->offset % gguf_alignment(f)) != 0) __builtin_trap();
+        if ((t->offset % egf_alignment(f)) != 0) __builtin_trap();
         h += d[0] + d[t->nbytes - 1];
-        if (gguf_find_tensor(f, "") != NULL) __builtin_trap();
+        if (egf_find_tensor(f, "") != NULL) __builtin_trap();
         char name[256];
         size_t n = t->name.len < sizeof name - 1 ? (size_t)t->name.len : sizeof name - 1;
         memcpy(name, t->name.ptr, n);
         name[n] = 0;
-        if (n == t->name.len && gguf_find_tensor(f, name) != t) __builtin_trap();
+        if (n == t->name.len && egf_find_tensor(f, name) != t) __builtin_trap();
     }
     fz_sink = h;
-    gguf_close(f);
+    egf_close(f);
     if (fz_live) __builtin_trap();
     return 0;
 }
