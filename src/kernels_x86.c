@@ -671,8 +671,9 @@ EKX_AVX2_INLINE __m256i ekx_kquant_scale_of(__m256i scv, int p) {
  * acc += float(sum of scaled piece products) * (d * d_x), then the offset
  * acc -= float(off . bsums) * (dmin * d_x) (for q6_K and q3_K, whose dmin
  * is 32 d and 4 d, the offset joins the integer sum instead: exact). */
-EKX_AVX2_INLINE void ekx_tile_k(int kind, int RT, int BT, const uint8_t *W, size_t wrow, int wbs, const uint8_t *X,
-                                size_t xrow, int nsb, float *Y, int ldy, int r, int b) {
+EKX_AVX2_INLINE void ekx_tile_k_at(int kind, int RT, int BT, const uint8_t *W0, size_t rstride, size_t kstride,
+                                   const uint8_t *X, size_t xrow, int nsb, float *Y, int ldy, int r, int b,
+                                   size_t prefetch) {
     __m256 acc[EKX_KRT][EKX_KBT];
     EKX_UNROLL
     for (int i = 0; i < RT; i++)
@@ -682,7 +683,13 @@ EKX_AVX2_INLINE void ekx_tile_k(int kind, int RT, int BT, const uint8_t *W, size
     for (int k = 0; k < nsb; k++) {
         EKX_UNROLL
         for (int i = 0; i < RT; i++) {
-            const uint8_t *blk = W + (size_t)(r + i) * wrow + (size_t)k * wbs;
+            const uint8_t *blk = W0 + (size_t)i * rstride + (size_t)k * kstride;
+            /* packed generation: the bytes prefetch ahead, at this tile's pace */
+            if (prefetch) {
+                _mm_prefetch((const char *)blk + prefetch, _MM_HINT_T0);
+                _mm_prefetch((const char *)blk + prefetch + 64, _MM_HINT_T0);
+                _mm_prefetch((const char *)blk + prefetch + 128, _MM_HINT_T0);
+            }
             __m256i scv, offv;
             float d, dmin;
             ekx_kquant_scales(kind, blk, &scv, &offv, &d, &dmin);
@@ -721,6 +728,12 @@ EKX_AVX2_INLINE void ekx_tile_k(int kind, int RT, int BT, const uint8_t *W, size
         for (int j = 0; j < BT; j++) Y[(size_t)(b + j) * ldy + r + i] = ekx_hsum(acc[i][j]);
 }
 
+EKX_AVX2_INLINE void ekx_tile_k(int kind, int RT, int BT, const uint8_t *W, size_t wrow, int wbs, const uint8_t *X,
+                                size_t xrow, int nsb, float *Y, int ldy, int r, int b) {
+    /* unpacked: row r + i's superblock k at (r + i) * wrow + k * wbs */
+    ekx_tile_k_at(kind, RT, BT, W + (size_t)r * wrow, wrow, (size_t)wbs, X, xrow, nsb, Y, ldy, r, b, 0);
+}
+
 EKX_AVX2_INLINE void ekx_matmul_k(int kind, const void *W, int n, const void *X, int nb, float *Y, int ldy,
                                   int r0, int r1) {
     const int nsb = n / 256, wbs = EKX_KWBS(kind);
@@ -736,6 +749,39 @@ EKX_AVX2_INLINE void ekx_matmul_k(int kind, const void *W, int n, const void *X,
         for (; b + EKX_KBT <= nb; b += EKX_KBT) ekx_tile_k(kind, 1, EKX_KBT, (const uint8_t *)W, wrow, wbs, (const uint8_t *)X, xrow, nsb, Y, ldy, r, b);
         for (; b < nb; b++) ekx_tile_k(kind, 1, 1, (const uint8_t *)W, wrow, wbs, (const uint8_t *)X, xrow, nsb, Y, ldy, r, b);
     }
+}
+
+/* Packed (kernels.h): a group's 16 rows' superblocks k side by side, so
+ * rows i of a tile are wbs apart and superblocks 16 wbs; the same float
+ * steps per output as unpacked, so the same bits.  A group is one stream;
+ * generation prefetches 2 groups of superblocks ahead. */
+EKX_AVX2_INLINE void ekx_matmul_k_packed(int kind, const void *W, int n, const void *X, int nb, float *Y, int ldy,
+                                         int r0, int r1) {
+    const int nsb = n / 256, wbs = EKX_KWBS(kind);
+    const size_t wrow = (size_t)nsb * wbs, xrow = (size_t)nsb * sizeof(ek_block_q8_K);
+    const size_t pf = nb == 1 ? (size_t)32 * wbs : 0;
+    for (int g = r0; g < r1; g += 16) {
+        const uint8_t *G = (const uint8_t *)W + (size_t)g * wrow;
+        for (int t = 0; t < 16; t += EKX_KRT) {
+            int b = 0;
+            for (; b + EKX_KBT <= nb; b += EKX_KBT)
+                ekx_tile_k_at(kind, EKX_KRT, EKX_KBT, G + (size_t)t * wbs, (size_t)wbs, (size_t)16 * wbs,
+                              (const uint8_t *)X, xrow, nsb, Y, ldy, g + t, b, 0);
+            for (; b < nb; b++)
+                ekx_tile_k_at(kind, EKX_KRT, 1, G + (size_t)t * wbs, (size_t)wbs, (size_t)16 * wbs, (const uint8_t *)X,
+                              xrow, nsb, Y, ldy, g + t, b, pf && g + 32 <= r1 ? pf : 0);
+        }
+    }
+}
+
+static EKX_AVX2 void ekx_matmul_q4_K_packed_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
+    ekx_matmul_k_packed(EKX_Q4_K, W, n, X, nb, Y, ldy, r0, r1);
+}
+static EKX_AVX2 void ekx_matmul_q5_K_packed_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
+    ekx_matmul_k_packed(EKX_Q5_K, W, n, X, nb, Y, ldy, r0, r1);
+}
+static EKX_AVX2 void ekx_matmul_q6_K_packed_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
+    ekx_matmul_k_packed(EKX_Q6_K, W, n, X, nb, Y, ldy, r0, r1);
 }
 
 static EKX_AVX2 void ekx_matmul_q4_K_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
@@ -1178,7 +1224,8 @@ static const ek_kernels ekx_avx2_set = {
                          ekx_matmul_q8_0_avx2, ekx_matmul_q2_K_avx2, ekx_matmul_q3_K_avx2,
                          ekx_matmul_q4_K_avx2, ekx_matmul_q5_K_avx2, ekx_matmul_q6_K_avx2,
                          ekx_matmul_iq4_nl_avx2, ekx_matmul_iq4_xs_avx2, ekx_matmul_bf16_avx2),
-    .matmul_packed = {[EK_Q4_0] = ekx_matmul_q4_0_packed_avx2},
+    .matmul_packed = {[EK_Q4_0] = ekx_matmul_q4_0_packed_avx2, [EK_Q4_K] = ekx_matmul_q4_K_packed_avx2,
+                      [EK_Q5_K] = ekx_matmul_q5_K_packed_avx2, [EK_Q6_K] = ekx_matmul_q6_K_packed_avx2},
     EKX_AVX2_COMMON,
     .bf16_tiles_min_nb = 0, .convert_bf16_tiles = NULL,
 };

@@ -1,5 +1,5 @@
 /* bench_kernels.c - matmul micro-benchmark, one thread.
- *   cc -O2 -Iinclude -Isrc tools/bench_kernels.c build/libember.a -lm -lpthread
+ *   cc -O2 -Iinclude -Isrc tools/bench_kernels.c build/obj/libember-internal.a -lm -lpthread
  *   ./a.out [set-name|all] [type-name|all] [rows] [n] [nb]
  * For a 5632 x 2048 weight matrix (TinyLlama's FFN) of each type: nb = 1
  * (generation) as GB/s of weights streamed, and nb = 64 (prompt) as
