@@ -54,6 +54,7 @@ typedef struct options {
     int echo, no_bos, special, json, kv_f32, load_mode, verbose;
     int ctx_given;                     /* -c was given: 0 then means the model's own */
     int n_contexts;                    /* bench: contexts stepped together */
+    const char *kernels;               /* --kernels: NULL = auto */
     const char *state_save, *state_load;
     const char *stops[16];
     int n_stops;
@@ -108,7 +109,7 @@ typedef enum flag_id {
     F_MODEL, F_PROMPT, F_FILE, F_N_PREDICT, F_CTX, F_BATCH, F_THREADS, F_TEMP, F_TOP_K, F_TOP_P, F_MIN_P,
     F_REPEAT_PENALTY, F_REPEAT_LAST_N, F_SEED, F_ECHO, F_NO_BOS, F_SPECIAL, F_STOP, F_GRAMMAR, F_GRAMMAR_FILE,
     F_JSON_SCHEMA, F_STATE_SAVE, F_STATE_LOAD, F_TEMPLATE, F_SYSTEM, F_NO_THINK, F_NO_GEN_PROMPT,
-    F_CONTEXT_SHIFT, F_MMAP, F_NO_MMAP, F_KV_F32, F_REPEATS, F_JSON, F_CONTEXTS, F_VERBOSE, F_HELP, F_VERSION,
+    F_CONTEXT_SHIFT, F_MMAP, F_NO_MMAP, F_KERNELS, F_KV_F32, F_REPEATS, F_JSON, F_CONTEXTS, F_VERBOSE, F_HELP, F_VERSION,
     F_COUNT
 } flag_id;
 
@@ -186,6 +187,8 @@ static const flag_spec flag_table[] = {
      "when the context is full, drop the oldest turns and go on", "stop with an error"},
     {F_MMAP, NULL, "--mmap", NULL, V_NONE, 0, 0, 0, 0, NULL, LOADING, "map the file instead of reading it into memory", NULL},
     {F_NO_MMAP, NULL, "--no-mmap", NULL, V_NONE, 0, 0, 0, 0, NULL, LOADING, "read the file into (huge-page) memory: the default", NULL},
+    {F_KERNELS, NULL, "--kernels", "NAME", V_TEXT, 0, 0, 0, 0, NULL, LOADING | CMD_INFO,
+     "kernel set: auto, scalar, avx2, avx512, amx, neon, neon_dotprod (a set this CPU cannot run is an error)", "auto"},
     {F_KV_F32, NULL, "--kv-f32", NULL, V_NONE, 0, 0, 0, 0, NULL, LOADING, "F32 KV cache instead of F16", NULL},
     {F_REPEATS, "-r", "--repeats", "N", V_INT, 1, 1000, 0, 0, NULL, CMD_BENCH, "repetitions; the median is reported", "3"},
     {F_JSON, NULL, "--json", NULL, V_NONE, 0, 0, 0, 0, NULL, CMD_BENCH, "also print a JSON object as the last line", NULL},
@@ -492,6 +495,7 @@ static int set_flag(options *o, const flag_spec *f, const char *name, const char
     case F_CONTEXT_SHIFT: o->context_shift = 1; break;
     case F_MMAP: o->load_mode = EMBER_LOAD_MMAP; break;
     case F_NO_MMAP: o->load_mode = EMBER_LOAD_READ; break;
+    case F_KERNELS: o->kernels = v; break;
     case F_KV_F32: o->kv_f32 = 1; break;
     case F_REPEATS: ip = &o->repeats; break;
     case F_JSON: o->json = 1; break;
@@ -623,6 +627,7 @@ static long long gguf_header_tensors(const char *path) {
 static int open_model_ex(const options *o, int vocab_only, ember_model **m) {
     ember_model_params mp = ember_model_default_params();
     mp.load_mode = (ember_load_mode)o->load_mode;
+    mp.kernels = o->kernels;
     mp.vocab_only = vocab_only;
     ember_error err;
     if (ember_model_open_file(o->model, &mp, m, &err) != EMBER_OK) {
@@ -1233,6 +1238,7 @@ static int cmd_info(const options *o) {
     ember_model *m;
     ember_model_params mp = ember_model_default_params();
     mp.load_mode = EMBER_LOAD_MMAP;   /* nothing is computed: mapping is instant and reads little */
+    mp.kernels = o->kernels;
     ember_error err;
     if (ember_model_open_file(o->model, &mp, &m, &err) != EMBER_OK) {
         if (gguf_header_tensors(o->model) != 0) return die("cannot load model '%s': %s", o->model, err.message);
@@ -1268,7 +1274,7 @@ static int cmd_info(const options *o) {
     printf("context memory: %.2f MiB for %d positions (F16 KV cache and scratch)\n", kv16 / 1048576.0, n_ctx);
     printf("total memory:   %.2f MiB\n", (i.weight_bytes + kv16) / 1048576.0);
     print_chat_template(m);
-    printf("cpu kernels:    %s\n", ember_cpu_features());
+    printf("cpu kernels:    %s (best on this CPU: %s)\n", i.kernels, ember_cpu_features());
     ember_model_free(m);
     return 0;
 }
@@ -1502,7 +1508,7 @@ static int cmd_bench(const options *o) {
         const char *type = ember_type_name(info.file_type) ? ember_type_name(info.file_type) : "?";
         fprintf(stderr, "model %s (%s, %.1f MiB, %s, %d matrices packed), %d threads, kernels %s\n", o->model, type,
                 info.weight_bytes / 1048576.0, info.load_mode == EMBER_LOAD_MMAP ? "mapped" : "read in", info.n_packed,
-                threads, ember_cpu_features());
+                threads, info.kernels);
         printf("pp%d: %.2f tok/s   tg%d: %.2f tok/s   (median of %d)\n", n_pp, pp_m, n_tg, tg_m, o->repeats);
         if (n_cx > 1)
             printf("%d contexts in one pass: %.2f tok/s in total, %.2f tok/s each\n", n_cx, tg_m * n_cx, tg_m);
@@ -1518,7 +1524,7 @@ static int cmd_bench(const options *o) {
                    "\"mem_gbps\": %.3f, \"kernels\": \"%s\", \"n_packed\": %d, \"contexts\": %d, "
                    "\"tg_tok_s_total\": %.3f}\n",
                    info.load_mode == EMBER_LOAD_MMAP ? "mmap" : "read", type, threads, n_pp, n_tg, pp_m, tg_m,
-                   (unsigned long long)info.bytes_per_token, tg_gbps, mem, ember_cpu_features(), info.n_packed, n_cx,
+                   (unsigned long long)info.bytes_per_token, tg_gbps, mem, info.kernels, info.n_packed, n_cx,
                    tg_m * n_cx);
         }
     }

@@ -162,6 +162,13 @@ typedef struct ember_model_params {
     const ember_allocator *allocator; /* NULL = libc (the hook is copied)    */
     int vocab_only;   /* load only the tokenizer (e.g. for tokenize-only use,
                          or a vocabulary-only GGUF); no context can be made */
+    const char *kernels; /* kernel set: NULL, "auto" = the best this CPU runs;
+                         or "scalar", "avx2", "avx512", "amx", "neon",
+                         "neon_dotprod".  A set this CPU cannot run fails
+                         with EMBER_ERR_UNSUPPORTED, an unknown name with
+                         EMBER_ERR_INVALID_ARG (the message names it).
+                         Sets differ only in speed and in the last bits of
+                         the logits (each is tested against "scalar"). */
 } ember_model_params;
 
 /* Thread-safe. */
@@ -209,6 +216,7 @@ typedef struct ember_model_info {
     int n_swa;                 /* sliding window of local layers (0: none)   */
     int n_swa_layers;          /* layers that are local; their KV cache
                                   keeps n_swa + n_batch positions, not n_ctx */
+    const char *kernels;       /* the kernel set in use ("avx2", ...)       */
 } ember_model_info;
 
 /* Fill *out.  Its strings belong to the model: valid until

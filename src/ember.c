@@ -52,6 +52,25 @@ ember_model_params ember_model_default_params(void) {
     return p;
 }
 
+/* The kernel set params ask for (ember_model_params.kernels), or an error
+ * naming it and the sets this CPU runs. */
+static ember_status ember_pick_kernels(const ember_model_params *params, const ek_kernels **k, ember_error *err) {
+    const char *name = params ? params->kernels : NULL;
+    int known;
+    *k = ek_kernels_find(name, &known);
+    if (*k) return EMBER_OK;
+    char msg[256], have[96] = "";
+    const ek_kernels *all[8];
+    int n = ek_kernels_available(all, 8);
+    for (int i = 0; i < n && i < 8; i++)
+        snprintf(have + strlen(have), sizeof have - strlen(have), "%s%s", i ? ", " : "", ek_kernels_name(all[i]));
+    if (known)
+        snprintf(msg, sizeof msg, "kernel set '%.40s' is not available on this CPU (it runs: auto, %s)", name, have);
+    else
+        snprintf(msg, sizeof msg, "unknown kernel set '%.40s' (this CPU runs: auto, %s)", name, have);
+    return ember_fail(err, known ? EMBER_ERR_UNSUPPORTED : EMBER_ERR_INVALID_ARG, msg);
+}
+
 /* Take a GGUF image that is already in memory; on success the model owns
  * region (if any). */
 static ember_status ember_model_from_image(const void *data, size_t size, const ember_model_params *params,
@@ -59,6 +78,9 @@ static ember_status ember_model_from_image(const void *data, size_t size, const 
                                            ember_error *err) {
     const ember_allocator *user = params ? params->allocator : NULL;
     char msg[256] = "";
+    const ek_kernels *kernels;
+    ember_status rk = ember_pick_kernels(params, &kernels, err);
+    if (rk != EMBER_OK) return rk;
     ember_model *model = (ember_model *)ec_calloc(user, 1, sizeof *model);
     if (!model) return ember_fail(err, EMBER_ERR_NOMEM, "out of memory");
     if (user) { model->alloc = *user; model->a = &model->alloc; }
@@ -66,7 +88,7 @@ static ember_status ember_model_from_image(const void *data, size_t size, const 
     int rc = egf_open(data, size, model->a, &f, msg, sizeof msg);
     if (rc == EMBER_OK) {
         /* a read-in copy is ours to rearrange; a mapping or the caller's buffer is not */
-        rc = em_model_init(&model->m, f, model->a, params ? params->vocab_only : 0, mode == EMBER_LOAD_READ, msg,
+        rc = em_model_init(&model->m, f, model->a, kernels, params ? params->vocab_only : 0, mode == EMBER_LOAD_READ, msg,
                            sizeof msg);
         if (rc != EMBER_OK) egf_close(f);
     }
@@ -112,6 +134,9 @@ ember_status ember_model_open_file(const char *path, const ember_model_params *p
     if (mode == EMBER_LOAD_DEFAULT) mode = EMBER_LOAD_READ;
     if (mode != EMBER_LOAD_MMAP && mode != EMBER_LOAD_READ)
         return ember_fail(err, EMBER_ERR_INVALID_ARG, "unknown load mode");
+    const ek_kernels *kernels;   /* an unusable set fails before the file is read */
+    ember_status rk = ember_pick_kernels(params, &kernels, err);
+    if (rk != EMBER_OK) return rk;
 
     ep_region region;
     ember_status rc = (ember_status)(mode == EMBER_LOAD_MMAP ? ep_file_map(path, &region, msg, sizeof msg)
@@ -158,6 +183,7 @@ ember_status ember_model_get_info(const ember_model *model, ember_model_info *ou
     out->bytes_per_token = model->m.bytes_per_token;
     out->load_mode = model->load_mode;
     out->n_packed = model->m.n_packed;
+    out->kernels = ek_kernels_name(model->m.kernels);
     out->n_swa = hp->n_swa;
     for (int l = 0; l < hp->n_layer && model->m.layers; l++) out->n_swa_layers += model->m.layers[l].swa;
     return ec_ok(err);

@@ -1310,6 +1310,24 @@ const ek_kernels *ek_kernels_best(void) {
 
 const char *ek_kernels_name(const ek_kernels *k) { return k ? k->name : "none"; }
 
+/* Every set ember has on some machine: one list, for names and messages. */
+static const char *const ek_set_names[] = {"scalar", "avx2", "avx512", "amx", "neon", "neon_dotprod"};
+
+const ek_kernels *ek_kernels_find(const char *name, int *known) {
+    if (known) *known = 1;
+    if (!name || !*name || !strcmp(name, "auto")) return ek_kernels_best();
+    const ek_kernels *all[8];
+    int n = ek_kernels_available(all, 8);
+    for (int i = 0; i < n; i++)
+        if (!strcmp(all[i]->name, name)) return all[i];
+    if (known) {
+        *known = 0;
+        for (size_t i = 0; i < sizeof ek_set_names / sizeof ek_set_names[0]; i++)
+            if (!strcmp(ek_set_names[i], name)) *known = 1;
+    }
+    return NULL;
+}
+
 /* The kernel of set k, or the scalar one where k has none. */
 #define EK_PICK(k, field) ((k) && (k)->field ? (k)->field : ek_scalar_set.field)
 

@@ -47,6 +47,11 @@ EMBER_INTERNAL const ek_kernels *ek_kernels_best(void);
 /* All sets this CPU can run, best last; for tests. Returns the count. */
 EMBER_INTERNAL int ek_kernels_available(const ek_kernels **out, int cap);
 EMBER_INTERNAL const char *ek_kernels_name(const ek_kernels *k);
+/* The set called name ("scalar", "avx2", "avx512", "amx", "neon",
+ * "neon_dotprod"; NULL, "" or "auto": ek_kernels_best()).  NULL if this CPU
+ * or build cannot run it; *known (if not NULL) is then 1 for a name of a
+ * set that exists somewhere, 0 for a name that is no set at all. */
+EMBER_INTERNAL const ek_kernels *ek_kernels_find(const char *name, int *known);
 
 /* 1 if weights of this type can be used in ek_matmul / ek_dequant_row. */
 EMBER_INTERNAL int ek_type_supported(int type);

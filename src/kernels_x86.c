@@ -56,6 +56,9 @@
 #if defined(__GNUC__) || defined(__clang__)
 #define EKX_TARGET(t) __attribute__((target(t)))
 #define EKX_TARGET_INLINE(t) static inline __attribute__((always_inline, target(t)))
+/* The value v in a register here: keeps the compiler from regrouping a
+ * chain of integer adds into a tree of many live products (which spills). */
+#define EKX_KEEP(v) __asm__("" : "+x"(v))
 /* Fully unroll the small loops over a tile's rows and activation rows, so
  * the accumulator arrays live in registers. */
 #define EKX_UNROLL _Pragma("GCC unroll 8")
@@ -64,6 +67,7 @@
 /* MSVC compiles every instruction set's intrinsics without target flags */
 #define EKX_TARGET(t)
 #define EKX_TARGET_INLINE(t) static __forceinline
+#define EKX_KEEP(v) ((void)0)
 #define EKX_UNROLL
 #define EKX_UNROLL16
 #endif
@@ -394,9 +398,6 @@ EKX_AVX2_INLINE void ekx_matmul_q(int kind, const void *W, int n, const void *X,
     }
 }
 
-static EKX_AVX2 void ekx_matmul_q4_0_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
-    ekx_matmul_q(EKX_Q4_0, W, n, X, nb, Y, ldy, r0, r1);
-}
 static EKX_AVX2 void ekx_matmul_q8_0_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
     ekx_matmul_q(EKX_Q8_0, W, n, X, nb, Y, ldy, r0, r1);
 }
@@ -408,6 +409,193 @@ static EKX_AVX2 void ekx_matmul_q5_0_avx2(const void *W, int n, const void *X, i
 }
 static EKX_AVX2 void ekx_matmul_q5_1_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
     ekx_matmul_q(EKX_Q5_1, W, n, X, nb, Y, ldy, r0, r1);
+}
+
+/* ---- AVX2 Q4_0 matmul: exact block dot products, packed or not -----------------------
+ * Y[b][r] is one float chain over the blocks k in order,
+ *     acc = fma(float(idot_k), d_w * d_x, acc),   idot_k = sum (q - 8) x, exact,
+ * whichever tile, layout (packed, kernels.h) or batch computes it, so the
+ * packed kernel gives the unpacked kernel's bits.  The packed kernel holds
+ * 8 rows in the 8 int32 lanes: a 32-byte load is dword m of 8 rows (4 low
+ * nibbles: elements 4m..4m+3; 4 high: 16+4m..), multiplied by that dword of
+ * the activations broadcast, so nothing is reduced across lanes and the 8
+ * rows' scales are one fp16 load.  The -8 offset is taken out as
+ * 8 * sum(x) per activation block, computed once per call where it fits. */
+
+#define EKX_Q4_SUMS 4096   /* ints of activation block sums kept on the stack */
+#define EKX_Q4_NBB 16      /* activation rows per pass over a packed group */
+
+/* 8 * the sum of the 32 quants of a Q8_0 block */
+EKX_AVX2_INLINE int32_t ekx_q8_0_sum8(const uint8_t *xb) {
+    const __m256i x = _mm256_loadu_si256((const __m256i *)(xb + 2));
+    const __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(8), x), _mm256_set1_epi16(1));
+    __m128i t = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+    t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4e));
+    t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xb1));
+    return _mm_cvtsi128_si32(t);
+}
+
+EKX_AVX2_INLINE __m256i ekx_bcast32_avx2(const uint8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+
+/* The activation sums of rows b..b+nbb: sums[j * nblk + k]; 0 if they do
+ * not fit (then the kernels compute them per block). */
+EKX_AVX2_INLINE int ekx_q4_0_sums(const uint8_t *X, size_t xrow, int nblk, int b, int nbb, int32_t *sums) {
+    if ((size_t)nbb * nblk > EKX_Q4_SUMS) return 0;
+    for (int j = 0; j < nbb; j++)
+        for (int k = 0; k < nblk; k++) sums[j * nblk + k] = ekx_q8_0_sum8(X + (size_t)(b + j) * xrow + (size_t)k * 34);
+    return 1;
+}
+
+#define EKX_Q4BT 2 /* activation rows per packed tile (16 weight rows) */
+
+/* 16 packed rows (group G of nblk blocks) x BT activation rows from b. */
+EKX_AVX2_INLINE void ekx_tile_q4_0_packed(int BT, const uint8_t *G, int nblk, const uint8_t *X, size_t xrow,
+                                          const int32_t *sums, float *Y, int ldy, int r, int b, int prefetch) {
+    __m256 acc[2][EKX_Q4BT];
+    EKX_UNROLL
+    for (int h = 0; h < 2; h++)
+        EKX_UNROLL
+        for (int j = 0; j < BT; j++) acc[h][j] = _mm256_setzero_ps();
+    const uint8_t *S = G + (size_t)nblk * 256;
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int k = 0; k < nblk; k++) {
+        const uint8_t *q = G + (size_t)k * 256;
+        /* generation: the next group's bytes at this group's pace */
+        if (prefetch) {
+            _mm_prefetch((const char *)q + (size_t)nblk * 288, _MM_HINT_T0);
+            _mm_prefetch((const char *)q + (size_t)nblk * 288 + 64, _MM_HINT_T0);
+            _mm_prefetch((const char *)q + (size_t)nblk * 288 + 128, _MM_HINT_T0);
+            _mm_prefetch((const char *)q + (size_t)nblk * 288 + 192, _MM_HINT_T0);
+        }
+        __m256i s16[2][EKX_Q4BT];
+        EKX_UNROLL
+        for (int h = 0; h < 2; h++)
+            EKX_UNROLL
+            for (int j = 0; j < BT; j++) s16[h][j] = _mm256_setzero_si256();
+        /* int16 lanes: 8 maddubs of pairs <= 2 * 15 * 127 stay below 2^15 */
+        EKX_UNROLL
+        for (int m = 0; m < 4; m++)
+            EKX_UNROLL
+            for (int h = 0; h < 2; h++) {
+                const __m256i v = _mm256_loadu_si256((const __m256i *)(q + 64 * m + 32 * h));
+                const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+                EKX_UNROLL
+                for (int j = 0; j < BT; j++) {
+                    const uint8_t *xq = X + (size_t)(b + j) * xrow + (size_t)k * 34 + 2;
+                    s16[h][j] = _mm256_add_epi16(s16[h][j], _mm256_maddubs_epi16(lo, ekx_bcast32_avx2(xq + 4 * m)));
+                    s16[h][j] = _mm256_add_epi16(s16[h][j], _mm256_maddubs_epi16(hi, ekx_bcast32_avx2(xq + 16 + 4 * m)));
+                    EKX_KEEP(s16[h][j]);
+                }
+            }
+        EKX_UNROLL
+        for (int j = 0; j < BT; j++) {
+            const uint8_t *xb = X + (size_t)(b + j) * xrow + (size_t)k * 34;
+            uint16_t dh;
+            memcpy(&dh, xb, 2);
+            const __m256 dx = _mm256_set1_ps(ekx_h2f(dh));
+            const __m256i corr = _mm256_set1_epi32(sums ? sums[j * nblk + k] : ekx_q8_0_sum8(xb));
+            EKX_UNROLL
+            for (int h = 0; h < 2; h++) {
+                const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(S + 32 * k + 16 * h)));
+                const __m256i idot = _mm256_sub_epi32(_mm256_madd_epi16(s16[h][j], _mm256_set1_epi16(1)), corr);
+                acc[h][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(idot), _mm256_mul_ps(dw, dx), acc[h][j]);
+            }
+        }
+    }
+    EKX_UNROLL
+    for (int h = 0; h < 2; h++)
+        EKX_UNROLL
+        for (int j = 0; j < BT; j++) _mm256_storeu_ps(Y + (size_t)(b + j) * ldy + r + 8 * h, acc[h][j]);
+}
+
+static EKX_AVX2 void ekx_matmul_q4_0_packed_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy,
+                                                 int r0, int r1) {
+    const int nblk = n / 32;
+    const size_t wrow = (size_t)nblk * 18, xrow = (size_t)nblk * 34;
+    int32_t sums[EKX_Q4_SUMS];
+    for (int bb = 0; bb < nb; bb += EKX_Q4_NBB) {
+        const int nbb = nb - bb < EKX_Q4_NBB ? nb - bb : EKX_Q4_NBB;
+        const int have = ekx_q4_0_sums((const uint8_t *)X, xrow, nblk, bb, nbb, sums);
+        for (int r = r0; r < r1; r += 16) {
+            const uint8_t *G = (const uint8_t *)W + (size_t)r * wrow;
+            int j = 0;
+            for (; j + EKX_Q4BT <= nbb; j += EKX_Q4BT)
+                ekx_tile_q4_0_packed(EKX_Q4BT, G, nblk, (const uint8_t *)X, xrow, have ? sums + j * nblk : NULL, Y,
+                                     ldy, r, bb + j, 0);
+            for (; j < nbb; j++)
+                ekx_tile_q4_0_packed(1, G, nblk, (const uint8_t *)X, xrow, have ? sums + j * nblk : NULL, Y, ldy, r,
+                                     bb + j, nb == 1 && r + 32 <= r1);
+        }
+    }
+}
+
+/* Unpacked rows: per row a block's 8 int32 lanes of products; 8 rows'
+ * lanes are summed across (exact) into one vector, which then takes the
+ * packed kernel's float steps.  Fewer than 8 rows: the same steps, scalar. */
+EKX_AVX2_INLINE __m256i ekx_q4_0_idot_lanes(const uint8_t *wb, __m256i xq) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(ekx_unpack_q4(wb + 2), xq), _mm256_set1_epi16(1));
+}
+
+static EKX_AVX2 void ekx_matmul_q4_0_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0,
+                                          int r1) {
+    const int nblk = n / 32;
+    const size_t wrow = (size_t)nblk * 18, xrow = (size_t)nblk * 34;
+    const uint8_t *Wb = (const uint8_t *)W, *Xb = (const uint8_t *)X;
+    int32_t sums[EKX_Q4_SUMS];
+    for (int bb = 0; bb < nb; bb += EKX_Q4_NBB) {
+        const int nbb = nb - bb < EKX_Q4_NBB ? nb - bb : EKX_Q4_NBB;
+        const int have = ekx_q4_0_sums(Xb, xrow, nblk, bb, nbb, sums);
+        int r = r0;
+        for (; r + 8 <= r1; r += 8)
+            for (int j = 0; j < nbb; j++) {
+                __m256 acc = _mm256_setzero_ps();
+                for (int k = 0; k < nblk; k++) {
+                    const uint8_t *xb = Xb + (size_t)(bb + j) * xrow + (size_t)k * 34;
+                    const __m256i xq = _mm256_loadu_si256((const __m256i *)(xb + 2));
+                    __m256i p[8];
+                    uint16_t dw[8], dh;
+                    EKX_UNROLL
+                    for (int i = 0; i < 8; i++) {
+                        const uint8_t *wb = Wb + (size_t)(r + i) * wrow + (size_t)k * 18;
+                        p[i] = ekx_q4_0_idot_lanes(wb, xq);
+                        memcpy(&dw[i], wb, 2);
+                    }
+                    /* lanes -> rows: hadd pairs, then the two 128-bit halves */
+                    const __m256i a = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+                    const __m256i c = _mm256_hadd_epi32(_mm256_hadd_epi32(p[4], p[5]), _mm256_hadd_epi32(p[6], p[7]));
+                    const __m256i t = _mm256_add_epi32(_mm256_permute2x128_si256(a, c, 0x20),
+                                                       _mm256_permute2x128_si256(a, c, 0x31));
+                    memcpy(&dh, xb, 2);
+                    const __m256i corr = _mm256_set1_epi32(have ? sums[j * nblk + k] : ekx_q8_0_sum8(xb));
+                    const __m256 d = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)dw)),
+                                                   _mm256_set1_ps(ekx_h2f(dh)));
+                    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(t, corr)), d, acc);
+                }
+                _mm256_storeu_ps(Y + (size_t)(bb + j) * ldy + r, acc);
+            }
+        for (; r < r1; r++)
+            for (int j = 0; j < nbb; j++) {
+                float acc = 0.0f;
+                for (int k = 0; k < nblk; k++) {
+                    const uint8_t *xb = Xb + (size_t)(bb + j) * xrow + (size_t)k * 34;
+                    const uint8_t *wb = Wb + (size_t)r * wrow + (size_t)k * 18;
+                    const __m256i s = ekx_q4_0_idot_lanes(wb, _mm256_loadu_si256((const __m256i *)(xb + 2)));
+                    __m128i t = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+                    t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4e));
+                    t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xb1));
+                    const int32_t idot = _mm_cvtsi128_si32(t) - (have ? sums[j * nblk + k] : ekx_q8_0_sum8(xb));
+                    uint16_t hw, hx;
+                    memcpy(&hw, wb, 2);
+                    memcpy(&hx, xb, 2);
+                    acc = ekx_fma1((float)idot, ekx_h2f(hw) * ekx_h2f(hx), acc);
+                }
+                Y[(size_t)(bb + j) * ldy + r] = acc;
+            }
+    }
 }
 
 /* ---- AVX2 k-quant matmul (Q4_K, Q5_K, Q6_K weights; Q8_K activations) --------------------
@@ -445,9 +633,10 @@ EKX_AVX2_INLINE __m256i ekx_kquant_piece(int kind, const uint8_t *blk, int p) {
         __m256i v = _mm256_loadu_si256((const __m256i *)qs);
         __m256i q = (p & 1) ? _mm256_and_si256(_mm256_srli_epi16(v, 4), m4) : _mm256_and_si256(v, m4);
         if (kind == EKX_Q5_K) {
-            __m256i qh = _mm256_loadu_si256((const __m256i *)(blk + 16));
-            __m256i bit = _mm256_set1_epi8((char)(1 << p));
-            __m256i hb = _mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit);
+            /* bit p of each qh byte to bit 4 (16-bit shifts: the mask drops
+             * what crosses between the two bytes) */
+            const __m256i qh = _mm256_loadu_si256((const __m256i *)(blk + 16));
+            const __m256i hb = p < 4 ? _mm256_slli_epi16(qh, 4 - p) : p > 4 ? _mm256_srli_epi16(qh, p - 4) : qh;
             q = _mm256_or_si256(q, _mm256_and_si256(hb, _mm256_set1_epi8(0x10)));
         }
         return q;
@@ -467,39 +656,49 @@ EKX_AVX2_INLINE __m256i ekx_kquant_piece(int kind, const uint8_t *blk, int p) {
     return _mm256_or_si256(lo, _mm256_and_si256(hi, _mm256_set1_epi8(0x30)));
 }
 
-/* The 16 group scales (as int16) and the integer offset term of a
- * superblock: value = d * scale_g * q - dmin * min_g (q4_K, q5_K), or
- * d * scale_g * (q - 32) (q6_K).  Returns the scale to apply to sum_g
- * off_g * bsum_g, which is accumulated separately. */
-EKX_AVX2_INLINE void ekx_kquant_scales(int kind, const uint8_t *blk, int16_t sc[16], int16_t off[16],
-                                        float *d, float *dmin) {
+/* The scales of a superblock: value = d * scale_g * q - dmin * off_g for
+ * 16-element group g (q4_K, q5_K, q2_K: off = the group's min; q6_K and
+ * q3_K: off = 32 * scale, 4 * scale, with dmin = 32 d, 4 d).  *scv gets the
+ * 16 scales as int16 arranged for ekx_kquant_scale_of: groups 0, 2, .., 14
+ * in the low 128-bit lane, 1, 3, .., 15 in the high one (a piece's two
+ * groups); *offv gets off_0..15 in order, beside Q8_K's bsums. */
+EKX_AVX2_INLINE void ekx_kquant_scales(int kind, const uint8_t *blk, __m256i *scv, __m256i *offv, float *d,
+                                        float *dmin) {
     uint16_t h;
+    /* bytes 0..15 -> even bytes, then odd bytes */
+    const __m128i evod = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
     if (kind == EKX_Q2_K) {
         memcpy(&h, blk + 80, 2);
         *d = ekx_h2f(h);
         memcpy(&h, blk + 82, 2);
         *dmin = ekx_h2f(h);
-        for (int g = 0; g < 16; g++) { sc[g] = blk[g] & 0xF; off[g] = blk[g] >> 4; }
+        const __m128i v = _mm_loadu_si128((const __m128i *)blk);
+        *scv = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(_mm_and_si128(v, _mm_set1_epi8(15)), evod));
+        *offv = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(v, 4), _mm_set1_epi8(15)));
         return;
     }
     if (kind == EKX_Q3_K) {
-        /* value = d * scale_g * ((q + 4) - 4) */
         memcpy(&h, blk + 108, 2);
         *d = ekx_h2f(h);
         *dmin = *d * 4.0f;
         const uint8_t *s3 = blk + 96;
+        int8_t sc[16];
         for (int g = 0; g < 16; g++) {
             const int lo = g < 8 ? (s3[g] & 0xF) : (s3[g - 8] >> 4), hi = (s3[8 + (g & 3)] >> (2 * (g >> 2))) & 3;
-            sc[g] = (int16_t)((lo | (hi << 4)) - 32);
-            off[g] = sc[g];
+            sc[g] = (int8_t)((lo | (hi << 4)) - 32);
         }
+        const __m128i v = _mm_loadu_si128((const __m128i *)sc);
+        *scv = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(v, evod));
+        *offv = _mm256_cvtepi8_epi16(v);
         return;
     }
     if (kind == EKX_Q6_K) {
         memcpy(&h, blk + 208, 2);
         *d = ekx_h2f(h);
         *dmin = *d * 32.0f;
-        for (int g = 0; g < 16; g++) { sc[g] = (int8_t)blk[192 + g]; off[g] = sc[g]; }
+        const __m128i v = _mm_loadu_si128((const __m128i *)(blk + 192));
+        *scv = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(v, evod));
+        *offv = _mm256_cvtepi8_epi16(v);
         return;
     }
     memcpy(&h, blk, 2);
@@ -515,62 +714,87 @@ EKX_AVX2_INLINE void ekx_kquant_scales(int kind, const uint8_t *blk, int16_t sc[
     const __m128i hi = _mm_or_si128(_mm_and_si128(_mm_srlv_epi32(pv, _mm_setr_epi32(0, 0, 0, 4)), _mm_set1_epi8(15)),
                                     _mm_and_si128(_mm_srli_epi32(qv, 2), _mm_set1_epi8(0x30)));
     const __m128i r = _mm_blend_epi32(lo, hi, 0xA);   /* bytes: scales 0-7, mins 0-7 */
-    const __m128i sc2 = _mm_shuffle_epi8(r, _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7));
-    const __m128i m2 = _mm_shuffle_epi8(r, _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15));
-    _mm256_storeu_si256((__m256i *)sc, _mm256_cvtepu8_epi16(sc2));
-    _mm256_storeu_si256((__m256i *)off, _mm256_cvtepu8_epi16(m2));
+    /* a 32-element sub-block is groups 2p and 2p + 1, one scale */
+    *scv = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(r, _mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7)));
+    *offv = _mm256_cvtepu8_epi16(
+        _mm_shuffle_epi8(r, _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15)));
+}
+
+/* The scales of piece p (groups 2p and 2p + 1) in the 8 int16 pairs of
+ * each lane: one byte shuffle of the arranged scales. */
+EKX_AVX2_INLINE __m256i ekx_kquant_scale_of(__m256i scv, int p) {
+    const __m256i ctl = _mm256_set1_epi16((short)((2 * p) | ((2 * p + 1) << 8)));
+    return _mm256_shuffle_epi8(scv, ctl);
 }
 
 #define EKX_KRT 4
 #define EKX_KBT 2
 
-EKX_AVX2_INLINE void ekx_tile_k(int kind, int RT, int BT, const uint8_t *W, size_t wrow, int wbs, const uint8_t *X,
-                                size_t xrow, int nsb, float *Y, int ldy, int r, int b) {
+/* Per output, one float vector chain: per superblock
+ * acc += float(sum of scaled piece products) * (d * d_x), then the offset
+ * acc -= float(off . bsums) * (dmin * d_x) (for q6_K and q3_K, whose dmin
+ * is 32 d and 4 d, the offset joins the integer sum instead: exact). */
+EKX_AVX2_INLINE void ekx_tile_k_at(int kind, int RT, int BT, const uint8_t *W0, size_t rstride, size_t kstride,
+                                   const uint8_t *X, size_t xrow, int nsb, float *Y, int ldy, int r, int b,
+                                   size_t prefetch) {
     __m256 acc[EKX_KRT][EKX_KBT];
-    float offs[EKX_KRT][EKX_KBT];
     EKX_UNROLL
     for (int i = 0; i < RT; i++)
         EKX_UNROLL
-        for (int j = 0; j < BT; j++) { acc[i][j] = _mm256_setzero_ps(); offs[i][j] = 0.0f; }
+        for (int j = 0; j < BT; j++) acc[i][j] = _mm256_setzero_ps();
+    const int int_off = kind == EKX_Q6_K || kind == EKX_Q3_K;
     for (int k = 0; k < nsb; k++) {
         EKX_UNROLL
         for (int i = 0; i < RT; i++) {
-            const uint8_t *blk = W + (size_t)(r + i) * wrow + (size_t)k * wbs;
-            int16_t sc[16], off[16];
+            const uint8_t *blk = W0 + (size_t)i * rstride + (size_t)k * kstride;
+            /* packed generation: the bytes prefetch ahead, at this tile's pace */
+            if (prefetch) {
+                _mm_prefetch((const char *)blk + prefetch, _MM_HINT_T0);
+                _mm_prefetch((const char *)blk + prefetch + 64, _MM_HINT_T0);
+                _mm_prefetch((const char *)blk + prefetch + 128, _MM_HINT_T0);
+            }
+            __m256i scv, offv;
             float d, dmin;
-            ekx_kquant_scales(kind, blk, sc, off, &d, &dmin);
+            ekx_kquant_scales(kind, blk, &scv, &offv, &d, &dmin);
             __m256i isum[EKX_KBT];
             EKX_UNROLL
             for (int j = 0; j < BT; j++) isum[j] = _mm256_setzero_si256();
             EKX_UNROLL
             for (int p = 0; p < 8; p++) {
                 const __m256i q = ekx_kquant_piece(kind, blk, p);
-                const __m256i scv = _mm256_inserti128_si256(_mm256_set1_epi16(sc[2 * p]), _mm_set1_epi16(sc[2 * p + 1]), 1);
+                const __m256i sp = ekx_kquant_scale_of(scv, p);
                 EKX_UNROLL
                 for (int j = 0; j < BT; j++) {
                     const ek_block_q8_K *xb = (const ek_block_q8_K *)(X + (size_t)(b + j) * xrow) + k;
                     __m256i x = _mm256_loadu_si256((const __m256i *)(xb->qs + 32 * p));
-                    isum[j] = _mm256_add_epi32(isum[j], _mm256_madd_epi16(_mm256_maddubs_epi16(q, x), scv));
+                    isum[j] = _mm256_add_epi32(isum[j], _mm256_madd_epi16(_mm256_maddubs_epi16(q, x), sp));
+                    EKX_KEEP(isum[j]);
                 }
             }
             EKX_UNROLL
             for (int j = 0; j < BT; j++) {
                 const ek_block_q8_K *xb = (const ek_block_q8_K *)(X + (size_t)(b + j) * xrow) + k;
-                const __m256i o8 = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)off),
-                                                     _mm256_loadu_si256((const __m256i *)xb->bsums));
-                __m128i o4 = _mm_add_epi32(_mm256_castsi256_si128(o8), _mm256_extracti128_si256(o8, 1));
-                o4 = _mm_add_epi32(o4, _mm_shuffle_epi32(o4, 0x4e));
-                o4 = _mm_add_epi32(o4, _mm_shuffle_epi32(o4, 0xb1));
-                const int osum = _mm_cvtsi128_si32(o4);
-                acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[j]), _mm256_set1_ps(d * xb->d), acc[i][j]);
-                offs[i][j] += dmin * xb->d * (float)osum;
+                const __m256i o8 = _mm256_madd_epi16(offv, _mm256_loadu_si256((const __m256i *)xb->bsums));
+                if (int_off) {
+                    const __m256i t = _mm256_sub_epi32(isum[j], _mm256_slli_epi32(o8, kind == EKX_Q6_K ? 5 : 2));
+                    acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t), _mm256_set1_ps(d * xb->d), acc[i][j]);
+                } else {
+                    acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[j]), _mm256_set1_ps(d * xb->d), acc[i][j]);
+                    acc[i][j] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(o8), _mm256_set1_ps(dmin * xb->d), acc[i][j]);
+                }
             }
         }
     }
     EKX_UNROLL
     for (int i = 0; i < RT; i++)
         EKX_UNROLL
-        for (int j = 0; j < BT; j++) Y[(size_t)(b + j) * ldy + r + i] = ekx_hsum(acc[i][j]) - offs[i][j];
+        for (int j = 0; j < BT; j++) Y[(size_t)(b + j) * ldy + r + i] = ekx_hsum(acc[i][j]);
+}
+
+EKX_AVX2_INLINE void ekx_tile_k(int kind, int RT, int BT, const uint8_t *W, size_t wrow, int wbs, const uint8_t *X,
+                                size_t xrow, int nsb, float *Y, int ldy, int r, int b) {
+    /* unpacked: row r + i's superblock k at (r + i) * wrow + k * wbs */
+    ekx_tile_k_at(kind, RT, BT, W + (size_t)r * wrow, wrow, (size_t)wbs, X, xrow, nsb, Y, ldy, r, b, 0);
 }
 
 EKX_AVX2_INLINE void ekx_matmul_k(int kind, const void *W, int n, const void *X, int nb, float *Y, int ldy,
@@ -588,6 +812,39 @@ EKX_AVX2_INLINE void ekx_matmul_k(int kind, const void *W, int n, const void *X,
         for (; b + EKX_KBT <= nb; b += EKX_KBT) ekx_tile_k(kind, 1, EKX_KBT, (const uint8_t *)W, wrow, wbs, (const uint8_t *)X, xrow, nsb, Y, ldy, r, b);
         for (; b < nb; b++) ekx_tile_k(kind, 1, 1, (const uint8_t *)W, wrow, wbs, (const uint8_t *)X, xrow, nsb, Y, ldy, r, b);
     }
+}
+
+/* Packed (kernels.h): a group's 16 rows' superblocks k side by side, so
+ * rows i of a tile are wbs apart and superblocks 16 wbs; the same float
+ * steps per output as unpacked, so the same bits.  A group is one stream;
+ * generation prefetches 2 groups of superblocks ahead. */
+EKX_AVX2_INLINE void ekx_matmul_k_packed(int kind, const void *W, int n, const void *X, int nb, float *Y, int ldy,
+                                         int r0, int r1) {
+    const int nsb = n / 256, wbs = EKX_KWBS(kind);
+    const size_t wrow = (size_t)nsb * wbs, xrow = (size_t)nsb * sizeof(ek_block_q8_K);
+    const size_t pf = nb == 1 ? (size_t)32 * wbs : 0;
+    for (int g = r0; g < r1; g += 16) {
+        const uint8_t *G = (const uint8_t *)W + (size_t)g * wrow;
+        for (int t = 0; t < 16; t += EKX_KRT) {
+            int b = 0;
+            for (; b + EKX_KBT <= nb; b += EKX_KBT)
+                ekx_tile_k_at(kind, EKX_KRT, EKX_KBT, G + (size_t)t * wbs, (size_t)wbs, (size_t)16 * wbs,
+                              (const uint8_t *)X, xrow, nsb, Y, ldy, g + t, b, 0);
+            for (; b < nb; b++)
+                ekx_tile_k_at(kind, EKX_KRT, 1, G + (size_t)t * wbs, (size_t)wbs, (size_t)16 * wbs, (const uint8_t *)X,
+                              xrow, nsb, Y, ldy, g + t, b, pf && g + 32 <= r1 ? pf : 0);
+        }
+    }
+}
+
+static EKX_AVX2 void ekx_matmul_q4_K_packed_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
+    ekx_matmul_k_packed(EKX_Q4_K, W, n, X, nb, Y, ldy, r0, r1);
+}
+static EKX_AVX2 void ekx_matmul_q5_K_packed_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
+    ekx_matmul_k_packed(EKX_Q5_K, W, n, X, nb, Y, ldy, r0, r1);
+}
+static EKX_AVX2 void ekx_matmul_q6_K_packed_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
+    ekx_matmul_k_packed(EKX_Q6_K, W, n, X, nb, Y, ldy, r0, r1);
 }
 
 static EKX_AVX2 void ekx_matmul_q4_K_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
@@ -1030,7 +1287,8 @@ static const ek_kernels ekx_avx2_set = {
                          ekx_matmul_q8_0_avx2, ekx_matmul_q2_K_avx2, ekx_matmul_q3_K_avx2,
                          ekx_matmul_q4_K_avx2, ekx_matmul_q5_K_avx2, ekx_matmul_q6_K_avx2,
                          ekx_matmul_iq4_nl_avx2, ekx_matmul_iq4_xs_avx2, ekx_matmul_bf16_avx2),
-    .matmul_packed = {NULL},
+    .matmul_packed = {[EK_Q4_0] = ekx_matmul_q4_0_packed_avx2, [EK_Q4_K] = ekx_matmul_q4_K_packed_avx2,
+                      [EK_Q5_K] = ekx_matmul_q5_K_packed_avx2, [EK_Q6_K] = ekx_matmul_q6_K_packed_avx2},
     EKX_AVX2_COMMON,
     .bf16_tiles_min_nb = 0, .convert_bf16_tiles = NULL,
 };

@@ -374,11 +374,11 @@ static uint64_t em_fingerprint(const em_model *m, const egf_file *f) {
     return h;
 }
 
-int em_model_init(em_model *m, egf_file *f, const ember_allocator *a, int vocab_only, int may_pack, char *err,
-                  size_t errlen) {
+int em_model_init(em_model *m, egf_file *f, const ember_allocator *a, const ek_kernels *kernels, int vocab_only,
+                  int may_pack, char *err, size_t errlen) {
     memset(m, 0, sizeof *m);
     m->a = a;
-    m->kernels = ek_kernels_best();
+    m->kernels = kernels ? kernels : ek_kernels_best();
     em_hparams *hp = &m->hp;
     int rc;
     if (vocab_only) {

@@ -102,9 +102,10 @@ typedef struct em_model {
  * it in em_model_free).  Validates hyperparameters, shapes and types.
  * With vocab_only, only the tokenizer is loaded (no tensors needed).  With
  * may_pack, the tensor data is the model's own writable copy, and matrices
- * the kernels run faster packed are packed in place.
+ * the kernels run faster packed are packed in place.  kernels is the set
+ * the model runs (NULL: the best this CPU has).
  * On failure frees nothing of f (the caller closes it). */
-EMBER_INTERNAL int em_model_init(em_model *m, egf_file *f, const ember_allocator *a,
+EMBER_INTERNAL int em_model_init(em_model *m, egf_file *f, const ember_allocator *a, const ek_kernels *kernels,
                                  int vocab_only, int may_pack, char *err, size_t errlen);
 EMBER_INTERNAL void em_model_free(em_model *m);
 

@@ -34,6 +34,8 @@ def main():
     info = model.info
     check(info["architecture"] == "llama" and info["n_vocab"] == model.n_vocab == 4096, "info: %r" % info)
     check(model.meta("general.architecture") == "llama", "meta(general.architecture)")
+    check(info["kernels"] == ember.cpu_features(), "info: the best kernel set by default (%s)" % info["kernels"])
+    check(ember.Model(MODEL, kernels="scalar").info["kernels"] == "scalar", "Model(kernels='scalar')")
     check(model.meta("no.such.key") is None, "meta of an absent key is None")
 
     # tokens: the CLI prints [ids]

@@ -12,7 +12,7 @@ llama.cpp's llama-bench on the very same files, and writes
 Usage:
     /usr/bin/python3 tools/bench.py [--quick] [--models a,b] [--types f16,q8_0,q4_0]
                                     [--threads 1,2] [--repeats 3] [--llama-cpp DIR]
-                                    [--load default|mmap|read]
+                                    [--load default|mmap|read] [--kernels NAME]
 
 Models (random weights; speed does not depend on the values):
     stories260k  dim 64,   hidden 172,  5 layers,  8 heads, 4 kv, vocab 512   (thread check)
@@ -141,8 +141,10 @@ def last_json_line(text):
     raise ValueError("no JSON line in output")
 
 
-def run_ember(ember, path, threads, pp, tg, repeats, load, timeout):
+def run_ember(ember, path, threads, pp, tg, repeats, load, timeout, kernels=None):
     cmd = [ember, "bench", "-m", path, "-t", str(threads), "-p", str(pp), "-n", str(tg), "-r", str(repeats), "--json"]
+    if kernels:
+        cmd += ["--kernels", kernels]
     if load == "mmap":
         cmd.append("--mmap")
     elif load == "read":
@@ -354,6 +356,7 @@ def main():
     ap.add_argument("--pp", type=int, help="prompt tokens (default 128)")
     ap.add_argument("--load", choices=["default", "mmap", "read"], default="default",
                     help="ember weight loading: its default, --mmap or --no-mmap")
+    ap.add_argument("--kernels", help="ember kernel set (auto, scalar, avx2, avx512, amx, neon); default auto")
     ap.add_argument("--llama-cpp", metavar="DIR", help="directory holding llama-bench: also run it on the same files")
     ap.add_argument("--ember", default=os.path.join(ROOT, "build", "ember"), help="ember CLI (default build/ember)")
     ap.add_argument("--outdir", default=os.path.join(ROOT, "build", "bench"), help="models and results (default build/bench)")
@@ -387,7 +390,7 @@ def main():
 
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     meta = {"started": started, "commit": git_commit(), "machine": machine(), "load_start": loadavg(),
-            "ember_load": args.load, "repeats": args.repeats,
+            "ember_load": args.load, "repeats": args.repeats, "ember_kernels": args.kernels or "auto",
             "ember_binary": binary_id(args.ember)}
     log("ember bench: commit %s, load average %s" % (meta["commit"], meta["load_start"]))
 
@@ -412,7 +415,8 @@ def main():
                 order = ["ember", "llama"] if (len(results) % 2 == 0) else ["llama", "ember"]
                 for who in order:
                     if who == "ember":
-                        rec["ember"] = run_ember(args.ember, path, t, pp, tg, args.repeats, args.load, args.timeout)
+                        rec["ember"] = run_ember(args.ember, path, t, pp, tg, args.repeats, args.load, args.timeout,
+                                                args.kernels)
                     elif llama:
                         rec["llama"] = llama.run(path, t, pp, tg, args.repeats, args.timeout)
                 e = rec["ember"]

@@ -60,7 +60,7 @@ class _Allocator(ctypes.Structure):
 
 class _ModelParams(ctypes.Structure):
     _fields_ = [("load_mode", ctypes.c_int), ("allocator", ctypes.POINTER(_Allocator)),
-                ("vocab_only", ctypes.c_int)]
+                ("vocab_only", ctypes.c_int), ("kernels", ctypes.c_char_p)]
 
 
 class _ModelInfo(ctypes.Structure):
@@ -72,7 +72,8 @@ class _ModelInfo(ctypes.Structure):
                 ("tied_output", ctypes.c_int), ("file_type", ctypes.c_int),
                 ("n_params", ctypes.c_uint64), ("weight_bytes", ctypes.c_uint64),
                 ("bytes_per_token", ctypes.c_uint64), ("load_mode", ctypes.c_int),
-                ("n_packed", ctypes.c_int), ("n_swa", ctypes.c_int), ("n_swa_layers", ctypes.c_int)]
+                ("n_packed", ctypes.c_int), ("n_swa", ctypes.c_int), ("n_swa_layers", ctypes.c_int),
+                ("kernels", ctypes.c_char_p)]
 
 
 _ABORT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
@@ -276,10 +277,12 @@ def _utf8(s):
 class Model:
     """An open GGUF model.  Immutable; may be shared between threads."""
 
-    def __init__(self, path, vocab_only=False, load_mode=0):
+    def __init__(self, path, vocab_only=False, load_mode=0, kernels=None):
+        """kernels: None or "auto" (the best set this CPU runs), "scalar", "avx2", "avx512", ..."""
         p = _model_default_params()
         p.vocab_only = 1 if vocab_only else 0
         p.load_mode = load_mode
+        p.kernels = _utf8(kernels) if kernels else None
         err = _Error()
         h = ctypes.c_void_p()
         _check_err(_model_open_file(os.fsencode(path), ctypes.byref(p), ctypes.byref(h), ctypes.byref(err)), err)
