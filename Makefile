@@ -164,7 +164,7 @@ WIN_CC  ?= x86_64-w64-mingw32-gcc
 WIN_AR  ?= x86_64-w64-mingw32-ar
 WIN_NM  ?= x86_64-w64-mingw32-nm
 WIN     = build/win
-WIN_CFLAGS = -std=c11 -Wall -Wextra -Iinclude -O2
+WIN_CFLAGS = -std=c11 -Wall -Wextra -Iinclude -O2 -D__USE_MINGW_ANSI_STDIO=1
 WIN_LIB_CFLAGS = $(WIN_CFLAGS) -Wshadow -Wno-unused-parameter -Isrc
 # MinGW's POSIX threads, for the CLI's bench, npc.c's clock and test_threads
 # (the library itself uses Win32 threads)

@@ -38,9 +38,7 @@ struct ember_context {
 
 /* Set the context's message (printf-style) and return code. */
 EMBER_INTERNAL ember_status ea_ctx_fail(ember_context *ctx, ember_status code, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 3, 4)))
-#endif
+    EC_PRINTF(3, 4)
     ;
 /* At the entry of every context function that can fail: a success leaves
  * the message "", so it never describes an older call. */

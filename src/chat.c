@@ -889,9 +889,7 @@ ember_status ember_chat_create(const ember_model *model, ember_context *ctx, con
 }
 
 static ember_status ech_chat_fail(ember_chat *c, ember_status code, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 3, 4)))
-#endif
+    EC_PRINTF(3, 4)
     ;
 static ember_status ech_chat_fail(ember_chat *c, ember_status code, const char *fmt, ...) {
     va_list ap;

@@ -47,11 +47,20 @@ EMBER_INTERNAL void ec_free(const ember_allocator *a, void *p);
 EMBER_INTERNAL void *ec_malloc_aligned(const ember_allocator *a, size_t n);
 EMBER_INTERNAL void ec_free_aligned(const ember_allocator *a, void *p);
 
+/* printf-style format checking.  MinGW builds use MinGW's own printf
+ * (__USE_MINGW_ANSI_STDIO, set by the Makefile and the single file), which
+ * knows C99's %zu; msvcrt's does not. */
+#if defined(__MINGW32__)
+#define EC_PRINTF(f, a) __attribute__((format(gnu_printf, f, a)))
+#elif defined(__GNUC__)
+#define EC_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define EC_PRINTF(f, a)
+#endif
+
 /* snprintf into an error buffer (buf may be NULL); returns code. */
 EMBER_INTERNAL int ec_errorf(char *buf, size_t size, int code, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 4, 5)))
-#endif
+    EC_PRINTF(4, 5)
     ;
 
 /* The error contract's two halves for functions that take an ember_error
@@ -59,9 +68,7 @@ EMBER_INTERNAL int ec_errorf(char *buf, size_t size, int code, const char *fmt, 
  * naming the problem and returns code; ec_ok marks success (EMBER_OK, "")
  * so an earlier message never survives a successful call. */
 EMBER_INTERNAL ember_status ec_fail(ember_error *err, ember_status code, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 3, 4)))
-#endif
+    EC_PRINTF(3, 4)
     ;
 EMBER_INTERNAL ember_status ec_ok(ember_error *err);
 

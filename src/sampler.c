@@ -38,9 +38,7 @@ struct ember_sampler {
 
 /* Set the sampler's message (printf-style) and return code. */
 static ember_status es_fail(ember_sampler *s, ember_status code, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 3, 4)))
-#endif
+    EC_PRINTF(3, 4)
     ;
 static ember_status es_fail(ember_sampler *s, ember_status code, const char *fmt, ...) {
     va_list ap;

@@ -10,7 +10,6 @@
 #include "kernels.h"
 
 #include <math.h>
-#include <unistd.h>
 
 #define DEMO "models/ember-demo.gguf"
 #define N_GEN 24
@@ -103,10 +102,9 @@ static void test_quantized(void) {
         spec.n_embd = 256; spec.n_ff = 512; spec.n_head = 8; spec.n_head_kv = 2;
         gb_buf img = {0};
         tm_build(&spec, &img);
-        char path[] = "/tmp/ember_test_kernel_sets_XXXXXX";
-        int fd = mkstemp(path);
-        CHECK(fd >= 0 && gb_write_file(&img, path) == 0, "write model");
-        if (fd >= 0) close(fd);
+        char path[300];
+        const int made = test_temp_file(path, sizeof path, "ember_test_kernel_sets") == 0;
+        CHECK(made && gb_write_file(&img, path) == 0, "write model");
         gb_free(&img);
         const char *tname = ember_type_name(types[t]);
         float *ref = NULL, *a = NULL, *b = NULL;
@@ -146,7 +144,7 @@ static void test_quantized(void) {
             ember_model_free(mr);
             ember_model_free(mp);
         }
-        unlink(path);
+        remove(path);
         free(ref); free(a); free(b);
     }
 }
