@@ -271,11 +271,37 @@ def _utf8(s):
     return s.encode("utf-8") if isinstance(s, str) else bytes(s)
 
 
+# ---- objects that own a C handle ----------------------------------------------------------
+
+
+class _Owned:
+    """Frees its C handle with the class's _free at close(), at the end of a with-block, or when
+    garbage-collected."""
+    _free = None
+    _h = None
+
+    def close(self):
+        """Free the C object now."""
+        if self._h:
+            type(self)._free(self._h)
+            self._h = None
+
+    def __del__(self):
+        self.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 # ---- model -------------------------------------------------------------------------
 
 
-class Model:
+class Model(_Owned):
     """An open GGUF model.  Immutable; may be shared between threads."""
+    _free = staticmethod(_model_free)
 
     def __init__(self, path, vocab_only=False, load_mode=0, kernels=None):
         """kernels: None or "auto" (the best set this CPU runs), "scalar", "avx2", "avx512", ..."""
@@ -287,21 +313,6 @@ class Model:
         h = ctypes.c_void_p()
         _check_err(_model_open_file(os.fsencode(path), ctypes.byref(p), ctypes.byref(h), ctypes.byref(err)), err)
         self._h = h
-
-    def close(self):
-        """Free the model now (its contexts keep it alive until they are freed)."""
-        if getattr(self, "_h", None):
-            _model_free(self._h)
-            self._h = None
-
-    def __del__(self):
-        self.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     @property
     def info(self):
@@ -406,8 +417,9 @@ class Model:
 # ---- grammar and sampler ------------------------------------------------------------
 
 
-class Grammar:
+class Grammar(_Owned):
     """A compiled GBNF grammar (llama.cpp's format).  Immutable; shareable."""
+    _free = staticmethod(_grammar_free)
 
     def __init__(self, gbnf, root=None, _handle=None):
         if _handle is not None:
@@ -449,17 +461,10 @@ class Grammar:
         _check(_grammar_accepts(self._h, data, len(data), ctypes.byref(ok)), b"grammar_accepts failed")
         return bool(ok.value)
 
-    def close(self):
-        if getattr(self, "_h", None):
-            _grammar_free(self._h)
-            self._h = None
 
-    def __del__(self):
-        self.close()
-
-
-class Sampler:
+class Sampler(_Owned):
     """Chooses tokens from logits: greedy at temperature 0, else top-k / top-p / min-p sampling."""
+    _free = staticmethod(_sampler_free)
 
     def __init__(self, model, temperature=None, top_k=None, top_p=None, min_p=None, repeat_penalty=None,
                  repeat_last_n=None, seed=None, logit_bias=None, grammar=None):
@@ -503,20 +508,13 @@ class Sampler:
     def accept(self, token):
         _check(_sampler_accept(self._h, token), _sampler_errmsg(self._h))
 
-    def close(self):
-        if getattr(self, "_h", None):
-            _sampler_free(self._h)
-            self._h = None
-
-    def __del__(self):
-        self.close()
-
 
 # ---- context ---------------------------------------------------------------------------
 
 
-class Context:
+class Context(_Owned):
     """One KV cache on a model: evaluate tokens, read logits, generate.  One thread at a time."""
+    _free = staticmethod(_context_free)
 
     def __init__(self, model, n_ctx=0, n_batch=0, n_threads=0, kv_f32=False):
         p = _context_default_params()
@@ -526,20 +524,6 @@ class Context:
         _check_err(_context_create(model._h, ctypes.byref(p), ctypes.byref(h), ctypes.byref(err)), err)
         self._h = h
         self.model = model
-
-    def close(self):
-        if getattr(self, "_h", None):
-            _context_free(self._h)
-            self._h = None
-
-    def __del__(self):
-        self.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def _check(self, status):
         _check(status, _context_errmsg(self._h))
@@ -672,8 +656,9 @@ def _split_utf8(b):
 # ---- chat -------------------------------------------------------------------------------
 
 
-class Chat:
+class Chat(_Owned):
     """A conversation that keeps its context's KV cache between turns."""
+    _free = staticmethod(_chat_free)
 
     def __init__(self, context, system=None, template=None, enable_thinking=True):
         p = _chat_default_params()
@@ -687,14 +672,6 @@ class Chat:
         self.context = context
         if system:
             self.add("system", system)
-
-    def close(self):
-        if getattr(self, "_h", None):
-            _chat_free(self._h)
-            self._h = None
-
-    def __del__(self):
-        self.close()
 
     def add(self, role, content):
         _check(_chat_add(self._h, _utf8(role), _utf8(content)), _chat_errmsg(self._h))
