@@ -1287,8 +1287,9 @@ static const ek_kernels ekx_avx2_set = {
                          ekx_matmul_q8_0_avx2, ekx_matmul_q2_K_avx2, ekx_matmul_q3_K_avx2,
                          ekx_matmul_q4_K_avx2, ekx_matmul_q5_K_avx2, ekx_matmul_q6_K_avx2,
                          ekx_matmul_iq4_nl_avx2, ekx_matmul_iq4_xs_avx2, ekx_matmul_bf16_avx2),
-    .matmul_packed = {[EK_Q4_0] = ekx_matmul_q4_0_packed_avx2, [EK_Q4_K] = ekx_matmul_q4_K_packed_avx2,
-                      [EK_Q5_K] = ekx_matmul_q5_K_packed_avx2, [EK_Q6_K] = ekx_matmul_q6_K_packed_avx2},
+    .matmul_packed = EK_MATMULS(NULL, NULL, ekx_matmul_q4_0_packed_avx2, NULL, NULL, NULL, NULL, NULL, NULL,
+                                ekx_matmul_q4_K_packed_avx2, ekx_matmul_q5_K_packed_avx2,
+                                ekx_matmul_q6_K_packed_avx2, NULL, NULL, NULL),
     EKX_AVX2_COMMON,
     .bf16_tiles_min_nb = 0, .convert_bf16_tiles = NULL,
 };

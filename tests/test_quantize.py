@@ -201,7 +201,7 @@ check(r.returncode == 1 and "already quantized" in r.stderr and not os.path.exis
 r = run(EMBER, "quantize", DEMO, os.path.join(OUT, "no-such-dir", "x.gguf"), "q8_0")
 check(r.returncode == 1 and "cannot create" in r.stderr, "unwritable output: %s" % r.stderr)
 r = run(EMBER, "quantize", DEMO, "q8_0")
-check(r.returncode == 1 and "usage" in r.stderr, "missing argument: %s" % r.stderr)
+check(r.returncode == 2 and "usage" in r.stderr, "missing argument: %s" % r.stderr)
 
 # ---- llama.cpp ----
 bindir = llama_cpp_bin()

@@ -83,15 +83,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
     ember_sampler *s = NULL;
     sp.allocator = &g_al;
-    if (ember_sampler_create(g_model, &sp, &s) != EMBER_OK) __builtin_trap();
+    if (ember_sampler_create(g_model, &sp, &s, NULL) != EMBER_OK) __builtin_trap();
     ember_context_params cp = ember_context_default_params();
     cp.n_ctx = n_ctx; cp.n_batch = n_batch; cp.n_threads = 1; cp.kv_type = (ember_kv_type)kv_type;
     ember_context *c = NULL;
     if (ember_context_create(g_model, &cp, &c, NULL) != EMBER_OK) __builtin_trap();
 
     ember_token toks[256];
-    int n = 0;
-    int rc = ember_tokenize(g_model, prompt, plen, flags, toks, 256, &n);
+    size_t n_tok = 0;
+    int rc = ember_tokenize(g_model, prompt, plen, flags, toks, 256, &n_tok, NULL);
+    int n = n_tok > 256 ? 256 : (int)n_tok;
     if (rc == EMBER_ERR_BUFFER_TOO_SMALL) n = 256;
     else if (rc != EMBER_OK) __builtin_trap();
     for (int i = 0; i < n; i++) if (toks[i] < 0 || toks[i] >= ember_n_vocab(g_model)) __builtin_trap();
@@ -122,9 +123,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         static char full[8192], head[8192];
         memcpy(all, toks, (size_t)n * sizeof *all);
         memcpy(all + n, r.toks, (size_t)r.n * sizeof *all);
-        int lf = ember_detokenize(g_model, all, n + r.n, 0, full, sizeof full);
-        int lh = ember_detokenize(g_model, toks, n, 0, head, sizeof head);
-        if (lf < 0 || lh < 0 || lf >= (int)sizeof full) __builtin_trap();
+        size_t lf = 0, lh = 0;
+        if (ember_detokenize(g_model, all, n + r.n, 0, full, sizeof full, &lf, NULL) != EMBER_OK ||
+            ember_detokenize(g_model, toks, n, 0, head, sizeof head, &lh, NULL) != EMBER_OK)
+            __builtin_trap();
         if ((size_t)(lf - lh) != r.len || memcmp(full + lh, r.text, r.len)) __builtin_trap();
         /* roll back and continue */
         if (rollback && ember_context_pos(c) > 0) {
@@ -144,8 +146,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         /* sampling directly from the context's logits */
         const float *l = ember_get_logits(c);
         if (l) {
-            ember_token t = ember_sampler_sample(s, l);
-            if (t < 0 || t >= ember_n_vocab(g_model)) __builtin_trap();
+            ember_token t = -1;
+            if (ember_sampler_sample(s, l, &t) != EMBER_OK || t < 0 || t >= ember_n_vocab(g_model)) __builtin_trap();
         }
     }
     if (g_ca.calls != calls0) __builtin_trap();    /* generation allocated */

@@ -26,6 +26,15 @@ static void fz_init(void) {
     if (tm_open(&s, &g_img, &g_al, &g_model, &err) != EMBER_OK) __builtin_trap();
 }
 
+/* 1 if the grammar accepts the text, 0 if not, or a negative status. */
+static int fz_accepts(const ember_grammar *g, const char *text, size_t n) {
+    int accepted = -1;
+    const int st = ember_grammar_accepts(g, text, n, &accepted);
+    if (st != EMBER_OK) return st;
+    if (accepted != 0 && accepted != 1) __builtin_trap();
+    return accepted;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!g_model) fz_init();
     if (size < 1) return 0;
@@ -47,7 +56,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (rc == EMBER_ERR_INVALID_ARG && !(flags & 1) && !strstr(err.message, "line ")) __builtin_trap();
         return 0;
     }
-    int acc = ember_grammar_accepts(g, (const char *)script, sn);
+    int acc = fz_accepts(g, (const char *)script, sn);
     if (acc < EMBER_ERR_NOMEM || acc > 1) __builtin_trap();
 
     const int V = ember_n_vocab(g_model);
@@ -59,30 +68,32 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     sp.seed = flags;
     sp.allocator = &al;
     ember_sampler *s = NULL;
-    if (ember_sampler_create(g_model, &sp, &s) != EMBER_OK) __builtin_trap();
+    if (ember_sampler_create(g_model, &sp, &s, NULL) != EMBER_OK) __builtin_trap();
     if (ember_sampler_set_grammar(s, g) != EMBER_OK) __builtin_trap();
     float *logits = malloc((size_t)V * sizeof *logits);
     char out[512];
     size_t on = 0;
     for (int step = 0; step < 24; step++) {
         for (int i = 0; i < V; i++) logits[i] = sn ? (float)((int)script[((size_t)i * 7 + (size_t)step) % sn] - 128) / 16.0f : 0;
-        ember_token t = ember_sampler_sample(s, logits);
-        if (t < -1 || t >= V) __builtin_trap();
-        if (t < 0) break;
+        ember_token t = -1;
+        const int st = ember_sampler_sample(s, logits, &t);
+        if (st == EMBER_ERR_GRAMMAR) break;   /* the grammar allows no token */
+        if (st != EMBER_OK || t < 0 || t >= V) __builtin_trap();
         if (ember_token_is_eog(g_model, t)) {
-            int a = ember_grammar_accepts(g, out, on);
+            int a = fz_accepts(g, out, on);
             if (a == 0 && on < sizeof out - 64) __builtin_trap();
             ember_sampler_accept(s, t);
             break;
         }
         char piece[64];
-        int n = ember_token_to_piece(g_model, t, t, 0, piece, sizeof piece);
-        if (n <= 0) __builtin_trap();   /* empty tokens are never allowed */
-        if (on + (size_t)n < sizeof out) { memcpy(out + on, piece, (size_t)n); on += (size_t)n; }
+        size_t n = 0;
+        const int pst = ember_token_to_piece(g_model, t, t, 0, piece, sizeof piece, &n, NULL);
+        if ((pst != EMBER_OK && pst != EMBER_ERR_BUFFER_TOO_SMALL) || n == 0) __builtin_trap();   /* empty tokens are never allowed */
+        if (pst == EMBER_OK && on + n < sizeof out) { memcpy(out + on, piece, n); on += n; }
         else on = sizeof out;   /* too long to check */
         ember_sampler_accept(s, t);
         if (on < sizeof out) {
-            int a = ember_grammar_accepts(g, out, on);
+            int a = fz_accepts(g, out, on);
             if (a < EMBER_ERR_NOMEM || a > 1) __builtin_trap();
         }
     }
@@ -90,8 +101,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     ember_sampler_reset(s, 1);
     for (size_t i = 0; i + 1 < sn && i < 16; i += 2) ember_sampler_accept(s, (ember_token)((script[i] << 8 | script[i + 1]) % (V + 2)) - 1);
     if (V > 0) {
-        ember_token t = ember_sampler_sample(s, logits);
-        if (t < -1 || t >= V) __builtin_trap();
+        ember_token t = -1;
+        const int st = ember_sampler_sample(s, logits, &t);
+        if (st != EMBER_ERR_GRAMMAR && (st != EMBER_OK || t < 0 || t >= V)) __builtin_trap();
     }
     ember_sampler_set_grammar(s, NULL);
     ember_sampler_free(s);

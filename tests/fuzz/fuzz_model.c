@@ -67,11 +67,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         return 0;
     }
     ember_model_info info;
-    if (ember_model_get_info(m, &info) != EMBER_OK) __builtin_trap();
+    if (ember_model_get_info(m, &info, NULL) != EMBER_OK) __builtin_trap();
     char buf[512];
-    fz_sink += (uint64_t)ember_model_meta(m, "general.name", buf, sizeof buf);
-    fz_sink += (uint64_t)ember_model_meta(m, "tokenizer.ggml.tokens", buf, sizeof buf);
-    fz_sink += (uint64_t)ember_model_meta(m, "llama.rope.freq_base", buf, sizeof buf);
+    static const char *const keys[] = {"general.name", "tokenizer.ggml.tokens", "llama.rope.freq_base"};
+    for (int k = 0; k < 3; k++) {
+        size_t len = 0;
+        const int st = ember_model_meta(m, keys[k], buf, sizeof buf, &len, NULL);
+        if (st != EMBER_OK && st != EMBER_ERR_MISSING && st != EMBER_ERR_BUFFER_TOO_SMALL) __builtin_trap();
+        if (!memchr(buf, 0, sizeof buf)) __builtin_trap();   /* always NUL-terminated */
+        fz_sink += len;
+    }
     const int V = ember_n_vocab(m);
     if (V <= 0 || V != info.n_vocab) __builtin_trap();
     ember_token bos = ember_token_bos(m), eos = ember_token_eos(m);
@@ -80,18 +85,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     /* tokenize a fixed text, decode every token of a prefix of the vocab */
     static const char text[] = "Hello world! caf\xc3\xa9 \xe2\x82\xac 123 <s> \xff\xfe the end";
     ember_token toks[256];
-    int n = 0;
-    rc = ember_tokenize(m, text, sizeof text - 1, EMBER_TOKENIZE_ADD_BOS | EMBER_TOKENIZE_SPECIAL, toks, 256, &n);
+    size_t n = 0;
+    rc = ember_tokenize(m, text, sizeof text - 1, EMBER_TOKENIZE_ADD_BOS | EMBER_TOKENIZE_SPECIAL, toks, 256, &n, NULL);
     if (rc == EMBER_OK) {
-        for (int i = 0; i < n; i++) if (toks[i] < 0 || toks[i] >= V) __builtin_trap();
-        int len = ember_detokenize(m, toks, n, 0, buf, sizeof buf);
-        if (len < 0 && len != EMBER_ERR_BUFFER_TOO_SMALL) __builtin_trap();
+        for (size_t i = 0; i < n; i++) if (toks[i] < 0 || toks[i] >= V) __builtin_trap();
+        size_t len = 0;
+        const int st = ember_detokenize(m, toks, (int)n, 0, buf, sizeof buf, &len, NULL);
+        if (st != EMBER_OK && st != EMBER_ERR_BUFFER_TOO_SMALL) __builtin_trap();
     } else if (rc != EMBER_ERR_NOMEM && rc != EMBER_ERR_BUFFER_TOO_SMALL) {
         __builtin_trap();
     }
     for (int i = 0; i < V && i < 64; i++) {
-        int len = ember_token_to_piece(m, i, i - 1, EMBER_TOKENIZE_SPECIAL, buf, sizeof buf);
-        if (len < 0) __builtin_trap();
+        size_t len = 0;
+        const int st = ember_token_to_piece(m, i, i - 1, EMBER_TOKENIZE_SPECIAL, buf, sizeof buf, &len, NULL);
+        if (st != EMBER_OK && st != EMBER_ERR_BUFFER_TOO_SMALL) __builtin_trap();
     }
 
     /* evaluate two tokens in a tiny context (skip models too big to run fast) */

@@ -27,7 +27,7 @@ static void fz_init(void) {
     ember_context_params cp = ember_context_default_params();
     cp.n_ctx = 64; cp.n_batch = 4; cp.n_threads = 1;
     if (ember_context_create(g_model, &cp, &g_ctx, &err) != EMBER_OK) __builtin_trap();
-    if (ember_sampler_create(g_model, NULL, &g_smp) != EMBER_OK) __builtin_trap();
+    if (ember_sampler_create(g_model, NULL, &g_smp, NULL) != EMBER_OK) __builtin_trap();
     ember_token toks[20];
     for (int i = 0; i < 20; i++) toks[i] = TM_FIRST_PIECE + i % 9;
     if (ember_eval(g_ctx, toks, 20, NULL) != EMBER_OK) __builtin_trap();
@@ -79,7 +79,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             rc = ember_eval(g_ctx, &t, 1, NULL);
             if (rc != EMBER_OK && rc != EMBER_ERR_NONFINITE) __builtin_trap();
         }
-        if (ember_get_logits(g_ctx) && ember_sampler_sample(g_smp, ember_get_logits(g_ctx)) >= ember_n_vocab(g_model))
+        ember_token t2 = -1;
+        if (ember_get_logits(g_ctx) && (ember_sampler_sample(g_smp, ember_get_logits(g_ctx), &t2) != EMBER_OK ||
+                                        t2 < 0 || t2 >= ember_n_vocab(g_model)))
             __builtin_trap();
     }
     free(st);
