@@ -290,27 +290,6 @@ static void eq_rules_init(eq_rules *r, const egf_file *f, const eq_ftype *ft) {
                 (n_layer == 68 && !strcmp(a, "jais2"));
 }
 
-/* ---- the input file ------------------------------------------------------------ */
-
-/* The input is mapped (read into memory where the platform cannot map). */
-typedef struct eq_input { void *data; size_t size; ep_region region; } eq_input;
-
-static int eq_input_open(eq_input *in, const char *path, const ember_allocator *a, char *err, size_t errlen) {
-    (void)a;
-    memset(in, 0, sizeof *in);
-    int rc = ep_file_map(path, &in->region, err, errlen);
-    if (rc != EMBER_OK) return rc;
-    in->data = in->region.data;
-    in->size = in->region.size;
-    return EMBER_OK;
-}
-
-static void eq_input_close(eq_input *in, const ember_allocator *a) {
-    (void)a;
-    ep_region_free(&in->region);
-    in->data = NULL;
-}
-
 /* 1 if both paths name one existing file (writing would truncate the input). */
 static int eq_same_file(const char *a, const char *b) {
 #ifndef _WIN32
@@ -534,7 +513,7 @@ static ember_status eq_status(ember_error *err, int rc, const char *msg) {
 /* Everything a run holds, freed in one place. */
 typedef struct eq_run {
     const ember_allocator *a;
-    eq_input in;
+    ep_region in;             /* the input file, mapped (read where the platform cannot map) */
     egf_file *f;
     eq_tensor *ts;
     et_pool *pool;
@@ -551,7 +530,7 @@ static void eq_run_free(eq_run *q) {
     et_pool_free(q->pool);
     ec_free(q->a, q->ts);
     egf_close(q->f);
-    eq_input_close(&q->in, q->a);
+    ep_region_free(&q->in);
 }
 
 /* Header, KVs and tensor infos, padded to the alignment. */
@@ -600,7 +579,7 @@ static int eq_quantize(eq_run *q, const char *in_path, const char *out_path, con
         }
         return n;
     }
-    int rc = eq_input_open(&q->in, in_path, q->a, err, errlen);
+    int rc = ep_file_map(in_path, &q->in, err, errlen);
     if (rc != EMBER_OK) return rc;
     char msg[256] = "";
     if ((rc = egf_open(q->in.data, q->in.size, q->a, &q->f, msg, sizeof msg)) != EMBER_OK)
