@@ -129,8 +129,9 @@ expect_usage "-n 0: must be >= 1" bench -m "$MODEL" -n 0
 expect_usage "no model given (-m MODEL)" -p hello
 expect_usage "unknown command 'nope' (commands: generate, chat, template, perplexity, tokenize, info, bench, help)" help nope
 "$EMBER" -m "$MODEL" -p hi -c 100000 >/dev/null 2>"$T/err"
+rc=$?   # before any command substitution, which sets $? in bash (not in dash)
 check "-c beyond the model's context: exit 1, named: $(cat "$T/err")" \
-    test $? -eq 1 -a "$(cat "$T/err")" = "ember: -c 100000: must be at most 256, the model's context length (0 = the model's own)"
+    test $rc -eq 1 -a "$(cat "$T/err")" = "ember: -c 100000: must be at most 256, the model's context length (0 = the model's own)"
 "$EMBER" >/dev/null 2>"$T/err"
 check "no arguments: exit 2 with the usage on stderr" test $? -eq 2 -a "$(head -n 1 "$T/err")" = "usage: ember [COMMAND] -m MODEL [flags]"
 
