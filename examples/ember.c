@@ -26,6 +26,8 @@
 #ifdef _WIN32
 #include <fcntl.h>
 #include <io.h>
+#include <windows.h>
+#include <psapi.h>
 /* POSIX getline for the chat loop (the Windows C library has none) */
 static ssize_t cli_getline(char **line, size_t *cap, FILE *f) {
     size_t n = 0;
@@ -1303,59 +1305,83 @@ static double median(double *v, int n) {
  * and without software prefetch: on some machines one core only reaches its
  * share of the bandwidth with several streams or prefetches in flight, and
  * the bandwidth to compare against is the best that a plain reader gets,
- * not that of one naive loop. */
-#if defined(__GNUC__)
-typedef unsigned long long bw_vec __attribute__((vector_size(64)));
-#else
-typedef unsigned long long bw_vec;
-#endif
-
-typedef struct bw_job { const unsigned char *p; size_t n; int streams, prefetch; bw_vec sum; } bw_job;
+ * not that of one naive loop.
+ *
+ * The reader must be memory-bound, never compute-bound: eight independent
+ * accumulators, vector loads of the widest width each build has, the stream
+ * count and the prefetch switch constants in each loop.  It is built at every
+ * instruction set the CPU has (16-byte vectors baseline, 32 for AVX2, 64 for
+ * AVX-512) and the best build is taken, as the kernels it is compared with
+ * run at the best one.  tools/mem_bandwidth.c measures the same readers as a
+ * standalone program; docs/benchmarks.md compares both with likwid-bench. */
+typedef struct bw_job { const unsigned char *p; size_t n; int streams, prefetch; unsigned long long sum; } bw_job;
 
 #if defined(__GNUC__)
 #define BW_PREFETCH(p) __builtin_prefetch(p)
-#else
-#define BW_PREFETCH(p) ((void)(p))
-#endif
-
-/* The reader is built at each instruction set the CPU has, and every build
- * is measured: which one streams fastest differs between machines (on an
- * EPYC Zen 5 the baseline build was compute-bound at ~11 GB/s where AVX2
- * read 19-20; on a Zen 3 guest the baseline build read 12 GB/s and AVX2 8),
- * and the bandwidth to compare against is the best a plain reader gets. */
-#if defined(__GNUC__)
 #define BW_INLINE static inline __attribute__((always_inline))
+#define BW_TYPEDEF_VEC(name, bytes) typedef unsigned long long name __attribute__((vector_size(bytes)))
+#define BW_UNROLL _Pragma("GCC unroll 16")
 #else
+#define BW_UNROLL
+#define BW_PREFETCH(p) ((void)(p))
 #define BW_INLINE static inline
+#define BW_TYPEDEF_VEC(name, bytes) typedef unsigned long long name
 #endif
 
-BW_INLINE void *bw_read_body(void *arg) {
-    bw_job *j = (bw_job *)arg;
-    const size_t len = j->n / (size_t)j->streams / 64 * 64;
-    const size_t ahead = (size_t)4096 / (size_t)j->streams;   /* prefetch distance per stream */
-    bw_vec a = {0}, b = {0};
-    for (size_t i = 0; i < len; i += 64)
-        for (int s = 0; s < j->streams; s += 2) {
-            bw_vec x, y = {0};
-            const unsigned char *p = j->p + (size_t)s * len + i;
-            if (j->prefetch && i + ahead < len) BW_PREFETCH(p + ahead);
-            memcpy(&x, p, sizeof x);
-            if (s + 1 < j->streams) {
-                if (j->prefetch && i + ahead < len) BW_PREFETCH(p + len + ahead);
-                memcpy(&y, p + len, sizeof y);
-            }
-            a ^= x;
-            b ^= y;
-        }
-    j->sum = a ^ b;
-    return NULL;
-}
+/* BW_READER(name, attributes, vector bytes) defines `void *name(void *job)`:
+ * each step reads 256 bytes (four 64-byte lines) of every stream into eight
+ * accumulators; with prefetch, the lines PF ahead in each stream too. */
+#define BW_PF_BYTES 4096
+#define BW_READER(name, attr, vbytes)                                                                   \
+    BW_TYPEDEF_VEC(name##_vec, vbytes);                                                                  \
+    attr BW_INLINE void name##_steps(name##_vec acc[8], const unsigned char *p, size_t len, int streams, \
+                                     size_t from, size_t to, int pf, size_t ahead) {                     \
+        const size_t per_line = 64 / sizeof(name##_vec);                                                 \
+        for (size_t i = from; i < to; i += 256)                                                          \
+            BW_UNROLL for (int s = 0; s < streams; s++) {                                                \
+                const unsigned char *q = p + (size_t)s * len + i;                                        \
+                if (pf)                                                                                  \
+                    BW_UNROLL for (int l = 0; l < 4; l++) BW_PREFETCH(q + ahead + 64 * l);               \
+                BW_UNROLL for (size_t v = 0; v < 4 * per_line; v++) {                                    \
+                    name##_vec x;                                                                        \
+                    memcpy(&x, q + v * sizeof x, sizeof x);                                              \
+                    acc[v % 8] ^= x;                                                                     \
+                }                                                                                        \
+            }                                                                                            \
+    }                                                                                                    \
+    attr BW_INLINE void name##_all(name##_vec acc[8], const unsigned char *p, size_t len, int streams,   \
+                                   int pf) {                                                             \
+        const size_t ahead = BW_PF_BYTES / (size_t)streams / 64 * 64;                                    \
+        const size_t stop = pf && len > ahead + 256 ? (len - ahead) / 256 * 256 : 0;                     \
+        if (stop) name##_steps(acc, p, len, streams, 0, stop, 1, ahead);                                 \
+        name##_steps(acc, p, len, streams, stop, len, 0, 0);                                             \
+    }                                                                                                    \
+    attr static void *name(void *arg) {                                                                  \
+        bw_job *j = (bw_job *)arg;                                                                       \
+        const size_t len = j->n / (size_t)j->streams / 256 * 256;                                        \
+        name##_vec acc[8];                                                                               \
+        memset(acc, 0, sizeof acc);                                                                      \
+        /* one call per constant (streams, prefetch), so each loop is unrolled for it */                 \
+        switch (j->streams * 2 + (j->prefetch != 0)) {                                                   \
+        case 2: name##_all(acc, j->p, len, 1, 0); break;                                                 \
+        case 3: name##_all(acc, j->p, len, 1, 1); break;                                                 \
+        case 8: name##_all(acc, j->p, len, 4, 0); break;                                                 \
+        case 9: name##_all(acc, j->p, len, 4, 1); break;                                                 \
+        case 16: name##_all(acc, j->p, len, 8, 0); break;                                                \
+        default: name##_all(acc, j->p, len, 8, 1); break;                                                \
+        }                                                                                                \
+        for (int k = 1; k < 8; k++) acc[0] ^= acc[k];                                                    \
+        unsigned long long w[sizeof acc[0] / 8];                                                         \
+        memcpy(w, &acc[0], sizeof w);                                                                    \
+        j->sum = w[0];                                                                                   \
+        return NULL;                                                                                     \
+    }
 
+BW_READER(bw_read_base, , 16)
 #if defined(__GNUC__) && defined(__x86_64__)
-__attribute__((target("avx512f"))) static void *bw_read_avx512(void *arg) { return bw_read_body(arg); }
-__attribute__((target("avx2"))) static void *bw_read_avx2(void *arg) { return bw_read_body(arg); }
+BW_READER(bw_read_avx2, __attribute__((target("avx2"))), 32)
+BW_READER(bw_read_avx512, __attribute__((target("avx512f"))), 64)
 #endif
-static void *bw_read_base(void *arg) { return bw_read_body(arg); }
 
 typedef void *(*bw_reader)(void *);
 /* The builds of the reader this CPU runs; returns how many. */
@@ -1408,15 +1434,13 @@ static void bw_measure(const bw_probe *p, int n_threads, double gbs_out[BW_READE
         size_t share = p->bytes / (size_t)nt / 4096 * 4096;
         double t0 = now_s();
         for (int k = 0; k < nt; k++) {
-            jobs[k] = (bw_job){p->buf + share * (size_t)k, share, streams[v % 3], v % 6 / 3, {0}};
+            jobs[k] = (bw_job){p->buf + share * (size_t)k, share, streams[v % 3], v % 6 / 3, 0};
             pthread_create(&th[k], NULL, read, &jobs[k]);
         }
         unsigned long long x = 0;
         for (int k = 0; k < nt; k++) {
             pthread_join(th[k], NULL);
-            unsigned long long w[sizeof(bw_vec) / 8];
-            memcpy(w, &jobs[k].sum, sizeof w);
-            x ^= w[0];
+            x ^= jobs[k].sum;
         }
         gbs_out[v] = share * (double)nt / (now_s() - t0) / 1e9;
         if (x == 42) fputc(' ', stderr);   /* keep the sums alive */
@@ -1434,6 +1458,27 @@ static double bw_best_median(double *bw, int repeats) {
         if (m > best) best = m;
     }
     return best;
+}
+
+/* Peak resident memory of this process so far, in bytes (0 where unknown):
+ * what loading and running took in RAM (weights, KV caches, scratch, mapped
+ * file pages included), the figure /usr/bin/time reports as "maximum
+ * resident set size" for any other program. */
+static unsigned long long peak_resident_bytes(void) {
+#ifdef _WIN32
+    PROCESS_MEMORY_COUNTERS pmc;
+    if (K32GetProcessMemoryInfo(GetCurrentProcess(), &pmc, sizeof pmc)) return pmc.PeakWorkingSetSize;
+    return 0;
+#else
+    unsigned long long kib = 0;
+    char line[256];
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmHWM: %llu kB", &kib) == 1) break;
+    fclose(f);
+    return kib * 1024;
+#endif
 }
 
 static int cmd_bench(const options *o) {
@@ -1470,9 +1515,11 @@ static int cmd_bench(const options *o) {
     int threads = o->n_threads ? o->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
 #endif
     /* The bandwidth is measured between the repeats, so a machine whose
-     * bandwidth drifts (shared hosts) is compared against itself. */
+     * bandwidth drifts (shared hosts) is compared against itself; its buffer
+     * is made after the first generation, whose resident memory is taken. */
     bw_probe probe = {NULL, 0};
-    int have_bw = bw_open(&probe) == 0;
+    int have_bw = 0;
+    unsigned long long rss = 0;
     int rc = 0;
     /* Warm-up pass: first touches of the weights and caches. */
     ember_eval(c, toks, n_pp < 16 ? n_pp : 16, NULL);
@@ -1493,6 +1540,10 @@ static int cmd_bench(const options *o) {
             for (int k = 0; k < n_cx; k++) t[k] = (t[k] * 31 + 7 + k) % V;
         }
         tg[r] = n_tg / (now_s() - t0);   /* per context */
+        if (r == 0) {
+            rss = peak_resident_bytes();   /* before the probe's buffer */
+            have_bw = bw_open(&probe) == 0;
+        }
         if (have_bw) bw_measure(&probe, threads, bw + (size_t)r * BW_READERS);
     }
 #ifdef _WIN32
@@ -1515,6 +1566,8 @@ static int cmd_bench(const options *o) {
         printf("weights read per token: %.1f MB, %.2f GB/s; ", info.bytes_per_token / 1e6, tg_gbps);
         if (mem > 0) printf("memory read bandwidth %.2f GB/s (%.0f%%)\n", mem, 100 * tg_gbps / mem);
         else printf("memory read bandwidth not measured (no 1 GiB buffer)\n");
+        if (rss) printf("peak resident memory: %.1f MiB (weights %.1f MiB)\n", rss / 1048576.0,
+                        info.weight_bytes / 1048576.0);
         if (o->json) {
             printf("{\"model\": \"");
             for (const char *c = o->model; *c; c++)   /* JSON string escaping */
@@ -1522,10 +1575,10 @@ static int cmd_bench(const options *o) {
             printf("\", \"load_mode\": \"%s\", \"type\": \"%s\", \"threads\": %d, \"n_prompt\": %d, \"n_gen\": %d, "
                    "\"pp_tok_s\": %.3f, \"tg_tok_s\": %.3f, \"weight_bytes\": %llu, \"tg_gbps\": %.3f, "
                    "\"mem_gbps\": %.3f, \"kernels\": \"%s\", \"n_packed\": %d, \"contexts\": %d, "
-                   "\"tg_tok_s_total\": %.3f}\n",
+                   "\"tg_tok_s_total\": %.3f, \"peak_rss_bytes\": %llu}\n",
                    info.load_mode == EMBER_LOAD_MMAP ? "mmap" : "read", type, threads, n_pp, n_tg, pp_m, tg_m,
                    (unsigned long long)info.bytes_per_token, tg_gbps, mem, info.kernels, info.n_packed, n_cx,
-                   tg_m * n_cx);
+                   tg_m * n_cx, rss);
         }
     }
     free(pp);

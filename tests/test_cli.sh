@@ -404,6 +404,11 @@ assert j['pp_tok_s'] > 0 and j['tg_tok_s'] > 0 and j['weight_bytes'] > 0 and j['
 # q8_0 rows of 64, 32, 172: packed where the kernels want it (avx512/amx), never elsewhere
 assert (j['n_packed'] > 0) == (j['kernels'] in ('avx512', 'amx')), j
 " "$T/bench.json"
+check "bench --json: peak_rss_bytes holds the weights and not the probe's 1 GiB buffer" "$PYTHON" -c "
+import json, sys
+j = json.load(open(sys.argv[1]))
+assert j['weight_bytes'] <= j['peak_rss_bytes'] < j['weight_bytes'] + (256 << 20), j
+" "$T/bench.json"
 "$EMBER" bench -m "$MODEL" -t 1 -p 8 -n 8 -r 1 --contexts 3 --json >"$T/bench3" 2>/dev/null
 check "bench --contexts 3 exits 0" test $? -eq 0
 check "bench --contexts 3: tg_tok_s_total = 3 x tg_tok_s" "$PYTHON" -c "
