@@ -10,7 +10,7 @@ llama.cpp's llama-bench on the very same files, and writes
     build/bench/results.svg    a bar chart of generation speed (hand-written SVG)
 
 Usage:
-    /usr/bin/python3 tools/bench.py [--quick] [--models a,b] [--types f16,q8_0,q4_0]
+    /usr/bin/python3 tools/bench.py [--quick] [--models a,b] [--types f16,q8_0,q4_0|all]
                                     [--threads 1,2] [--repeats 3] [--llama-cpp DIR]
                                     [--load default|mmap|read] [--kernels NAME]
 
@@ -20,6 +20,13 @@ Models (random weights; speed does not depend on the values):
     stories110m  dim 768,  hidden 2048, 12 layers, 12 heads, 12 kv, vocab 32000
     tinyllama    dim 2048, hidden 5632, 22 layers, 32 heads, 4 kv, vocab 32000 (1.1B)
 --quick runs stories260k and stories15m only (about a minute).
+
+Quantized types other than q8_0/q4_0 are made by the converter through `ember quantize`
+(the same bytes as llama-quantize's).  Each row also gives the peak resident memory of
+the run: ember's as `ember bench` takes it (before its probe buffer), llama-bench's as the
+kernel reports it for the process (wait4's ru_maxrss).  The memory read bandwidth is
+`ember bench`'s probe and, where likwid-bench is installed (Debian package likwid), an
+independent one: likwid-bench's load kernel over 1 GB at the same thread count.
 """
 import argparse
 import html
@@ -42,6 +49,8 @@ MODELS = {
 ORDER = ["stories260k", "stories15m", "stories110m", "tinyllama"]
 QUICK = ["stories260k", "stories15m"]
 TYPES = ["f16", "q8_0", "q4_0"]
+# --types all: every type issue #16 names
+ALL_TYPES = ["f16", "bf16", "q8_0", "q4_0", "q4_k_m", "q5_k_m", "q6_k", "iq4_xs"]
 
 
 def log(msg):
@@ -126,6 +135,11 @@ def ensure_model(outdir, name, typ, python):
     t0 = time.time()
     cmd = [python, os.path.join(ROOT, "tools", "convert_weights.py"), spec, "-o", path, "--type", typ,
            "--name", "%s-random" % name, "-q"]
+    f16 = model_path(outdir, name, "f16")
+    if typ not in ("f32", "f16", "bf16", "q8_0", "q4_0") and os.path.exists(f16):
+        # the converter would make an F32 file and quantize it; from the F16 one it is
+        # what llama-quantize users do, and faster
+        cmd = [os.path.join(ROOT, "build", "ember"), "quantize", f16, path, typ]
     r = subprocess.run(["nice", "-n", "10"] + cmd, capture_output=True, text=True)
     if r.returncode != 0 or not os.path.exists(path):
         raise RuntimeError("converter failed for %s:\n%s%s" % (path, r.stdout[-2000:], r.stderr[-2000:]))
@@ -187,6 +201,63 @@ long syscall(long n, ...) {
 """
 
 
+def run_measured(cmd, timeout, env=None):
+    """subprocess.run(cmd) that also returns the child's peak resident memory in
+    bytes (wait4's ru_maxrss; None where the OS does not give it)."""
+    import tempfile
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        p = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
+        maxrss = None
+        try:
+            if hasattr(os, "wait4"):
+                deadline = time.time() + timeout
+                while True:
+                    pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+                    if pid:
+                        p.returncode = os.waitstatus_to_exitcode(status)
+                        maxrss = ru.ru_maxrss * 1024   # KiB on Linux
+                        break
+                    if time.time() > deadline:
+                        p.kill()
+                        p.wait()
+                        raise subprocess.TimeoutExpired(cmd, timeout)
+                    time.sleep(0.05)
+            else:
+                p.wait(timeout=timeout)
+        except BaseException:
+            if p.poll() is None:
+                p.kill()
+            raise
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(cmd, p.returncode, out.read(), err.read()), maxrss
+
+
+def likwid_probe(threads, repeats=3):
+    """GB/s of likwid-bench's streaming load kernel (the widest this CPU has) over
+    1 GB with `threads` threads, median of `repeats`; None without likwid-bench."""
+    import shutil
+    exe = shutil.which("likwid-bench")
+    if not exe:
+        return None
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((l for l in f if l.startswith("flags")), "")
+    except OSError:
+        pass
+    kernel = "load_avx512" if " avx512f" in flags else "load_avx" if " avx" in flags else "load"
+    vals = []
+    for _ in range(repeats):
+        r = subprocess.run([exe, "-t", kernel, "-w", "N:1GB:%d" % threads], capture_output=True, text=True)
+        for line in r.stdout.splitlines():
+            if line.startswith("MByte/s:"):
+                vals.append(float(line.split()[1]) / 1000)
+    if not vals:
+        return None
+    return {"kernel": kernel, "gbps": statistics.median(vals), "samples": vals}
+
+
 class Llama:
     """llama-bench runner: picks the no-mmap flag its version knows and, if it dies
     of SIGILL (AMX advertised but unusable), retries under the no-AMX shim."""
@@ -215,13 +286,13 @@ class Llama:
                "-o", "json"] + self.nommap
         la = loadavg()
         t0 = time.time()
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=self.env)
+        r, maxrss = run_measured(cmd, timeout, self.env)
         if r.returncode in (-4, 132) and self.env is None:   # SIGILL
             log("llama-bench died of SIGILL (AMX?); retrying with AMX disabled (LD_PRELOAD noamx.so)")
             self.env = self.shim()
             self.note = "AMX disabled (it faults here): ggml's AVX-512 kernels with weight repacking"
             t0 = time.time()
-            r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=self.env)
+            r, maxrss = run_measured(cmd, timeout, self.env)
         wall = time.time() - t0
         shown = ("LD_PRELOAD=noamx.so " if self.env else "") + " ".join(cmd)
         if r.returncode != 0:
@@ -232,6 +303,8 @@ class Llama:
         except ValueError as e:
             return {"error": "cannot parse llama-bench output: %s" % e, "cmd": shown, "load": la}
         out = {"cmd": shown, "load": la, "wall_s": round(wall, 1)}
+        if maxrss:
+            out["peak_rss_bytes"] = maxrss
         for row in rows:
             samples = row.get("samples_ts") or [row.get("avg_ts", 0.0)]
             med = statistics.median(samples)
@@ -259,23 +332,24 @@ def ratio(a, b):
 
 
 def table(results, with_llama):
-    head = ["model", "type", "threads", "pp tok/s", "tg tok/s", "MB/token", "tg GB/s", "% of mem BW"]
+    head = ["model", "type", "threads", "pp tok/s", "tg tok/s", "MB/token", "tg GB/s", "% of mem BW", "peak RSS MiB"]
     if with_llama:
-        head += ["llama.cpp pp", "llama.cpp tg", "pp ratio", "tg ratio", "llama.cpp % BW"]
+        head += ["llama.cpp pp", "llama.cpp tg", "pp ratio", "tg ratio", "llama.cpp % BW", "llama.cpp RSS MiB"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * (len(head) - 3)) + "|"]
     for r in results:
         e = r.get("ember", {})
         row = [MODELS[r["model"]][3], r["type"].upper(), str(r["threads"])]
         if "error" in e:
-            row += ["error"] + ["-"] * 4
+            row += ["error"] + ["-"] * 5
         else:
             mb = e["weight_bytes"] / 1e6
             row += [fmt(e["pp_tok_s"]), fmt(e["tg_tok_s"]), "%.1f" % mb, "%.1f" % e["tg_gbps"],
-                    "%.0f%%" % (100 * e["tg_gbps"] / e["mem_gbps"]) if e.get("mem_gbps") else "-"]
+                    "%.0f%%" % (100 * e["tg_gbps"] / e["mem_gbps"]) if e.get("mem_gbps") else "-",
+                    "%.0f" % (e["peak_rss_bytes"] / 1048576) if e.get("peak_rss_bytes") else "-"]
         if with_llama:
             l = r.get("llama", {})
             if "error" in l or not l:
-                row += ["error"] + ["-"] * 4
+                row += ["error"] + ["-"] * 5
             else:
                 pr = ratio(e.get("pp_tok_s"), l.get("pp_tok_s"))
                 tr = ratio(e.get("tg_tok_s"), l.get("tg_tok_s"))
@@ -284,7 +358,8 @@ def table(results, with_llama):
                     lbw = 100 * l["tg_tok_s"] * e["weight_bytes"] / 1e9 / e["mem_gbps"]
                 row += [fmt(l.get("pp_tok_s")), fmt(l.get("tg_tok_s")),
                         "%.2f" % pr if pr else "-", "%.2f" % tr if tr else "-",
-                        "%.0f%%" % lbw if lbw is not None else "-"]
+                        "%.0f%%" % lbw if lbw is not None else "-",
+                        "%.0f" % (l["peak_rss_bytes"] / 1048576) if l.get("peak_rss_bytes") else "-"]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -349,7 +424,8 @@ def main():
     ap = argparse.ArgumentParser(description="ember benchmarks (random-weight models; not a test)")
     ap.add_argument("--quick", action="store_true", help="small models only (%s)" % ", ".join(QUICK))
     ap.add_argument("--models", help="comma list of %s" % ", ".join(ORDER))
-    ap.add_argument("--types", default=",".join(TYPES), help="comma list (default %(default)s)")
+    ap.add_argument("--types", default=",".join(TYPES),
+                    help="comma list, or all (%s); default %%(default)s" % ",".join(ALL_TYPES))
     ap.add_argument("--threads", default="1,2", help="comma list (default %(default)s)")
     ap.add_argument("-r", "--repeats", type=int, default=3, help="repetitions per run, median reported (default 3)")
     ap.add_argument("--tg", type=int, help="generated tokens (default 64)")
@@ -373,14 +449,8 @@ def main():
     for m in models:
         if m not in MODELS:
             ap.error("unknown model %r (known: %s)" % (m, ", ".join(ORDER)))
-    types = [t.strip().lower() for t in args.types.split(",") if t.strip()]
-    for t in types:
-        # the converter makes these; any other type (e.g. q4_k_m from llama.cpp's
-        # llama-quantize) is benchmarked if its file is already in OUTDIR
-        if t not in ("f32", "f16", "bf16", "q8_0", "q4_0"):
-            missing = [model_path(args.outdir, m, t) for m in models if not os.path.exists(model_path(args.outdir, m, t))]
-            if missing:
-                ap.error("type %r is not one the converter makes, and %s is missing" % (t, missing[0]))
+    types = ALL_TYPES if args.types.strip().lower() == "all" else \
+        [t.strip().lower() for t in args.types.split(",") if t.strip()]
     threads = [int(t) for t in args.threads.split(",") if t.strip()]
     if not os.access(args.ember, os.X_OK):
         sys.exit("bench: %s not found; run `make` first" % args.ember)
@@ -434,6 +504,12 @@ def main():
                         msg += "  llama.cpp pp %8.1f tg %8.1f" % (l.get("pp_tok_s", 0), l.get("tg_tok_s", 0))
                 log(msg + "  [load %s]" % rec["ember"].get("load", "?"))
                 results.append(rec)
+    likwid = {}
+    for t in threads:
+        lp = likwid_probe(t)
+        if lp:
+            likwid[t] = lp
+    meta["likwid_bench"] = likwid
     membw = None
     if args.membw:
         big = [model_path(args.outdir, n, "q4_0") for n in reversed(models)]
@@ -453,13 +529,19 @@ def main():
             mem.setdefault(r["threads"], []).append(e["mem_gbps"])
     mem_line = ", ".join("%d thread%s %.1f GB/s" % (t, "" if t == 1 else "s", statistics.median(v))
                          for t, v in sorted(mem.items()))
+    if likwid:
+        mem_line += "; likwid-bench %s (independent): %s" % (
+            next(iter(likwid.values()))["kernel"],
+            ", ".join("%d thread%s %.1f GB/s" % (t, "" if t == 1 else "s", v["gbps"]) for t, v in sorted(likwid.items())))
     header = ("# ember benchmark results\n\n"
               "Commit %s (ember binary %s), %s; %s (%s cores, %s RAM); load average %s at start, %s at end;"
               " %d s.\n"
               "Random-weight models; pp = %s-token prompt, tg = generation after it; median of %d repeats.\n"
-              "Measured memory read bandwidth (median): %s.  MB/token = weight bytes read per generated token;\n"
+              "Memory read bandwidth (ember bench's probe, median): %s.\nMB/token = weight bytes read per generated token;\n"
               "%% of mem BW = tg tok/s x MB/token / measured bandwidth at the same thread count"
               " (small models fit in cache and can exceed 100%%).\n"
+              "peak RSS = peak resident memory of the run (ember: as `ember bench` takes it, before its probe's"
+              " buffer; llama.cpp: the process's ru_maxrss).\n"
               % (meta["commit"], meta["ember_binary"], started, meta["machine"]["cpu"], meta["machine"]["cores"], meta["machine"]["memory"],
                  meta["load_start"], meta["load_end"], meta["elapsed_s"], args.pp or 128, args.repeats,
                  mem_line or "-"))
