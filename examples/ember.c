@@ -1449,15 +1449,24 @@ static void bw_measure(const bw_probe *p, int n_threads, double gbs_out[BW_READE
 
 /* The best reader by its median over the repeats (not the luckiest single
  * pass: taking the best of six noisy passes each time would flatter it). */
-static double bw_best_median(double *bw, int repeats) {
+static double bw_best_median(double *bw, int repeats, int *best_reader) {
     double best = 0, col[64];
     int n = repeats > 64 ? 64 : repeats;
+    *best_reader = 0;
     for (int v = 0; v < BW_READERS; v++) {
         for (int r = 0; r < n; r++) col[r] = bw[(size_t)r * BW_READERS + v];
         double m = median(col, n);
-        if (m > best) best = m;
+        if (m > best) best = m, *best_reader = v;
     }
     return best;
+}
+
+/* "avx2 build, 4 streams, prefetch": reader v of bw_measure. */
+static void bw_describe(int v, char *buf, size_t size) {
+    static const char *const builds[] = {"baseline", "avx2", "avx512"};
+    static const int streams[] = {1, 4, 8};
+    snprintf(buf, size, "%s build, %d stream%s%s", builds[v / 6], streams[v % 3], v % 3 ? "s" : "",
+             v % 6 / 3 ? ", prefetch" : "");
 }
 
 /* Peak resident memory of this process so far, in bytes (0 where unknown):
@@ -1555,7 +1564,10 @@ static int cmd_bench(const options *o) {
     else {
         double pp_m = median(pp, o->repeats), tg_m = median(tg, o->repeats);
         double tg_gbps = tg_m * (double)info.bytes_per_token / 1e9;
-        double mem = bw_best_median(bw, o->repeats);
+        int reader;
+        double mem = bw_best_median(bw, o->repeats, &reader);
+        char method[64];
+        bw_describe(reader, method, sizeof method);
         const char *type = ember_type_name(info.file_type) ? ember_type_name(info.file_type) : "?";
         fprintf(stderr, "model %s (%s, %.1f MiB, %s, %d matrices packed), %d threads, kernels %s\n", o->model, type,
                 info.weight_bytes / 1048576.0, info.load_mode == EMBER_LOAD_MMAP ? "mapped" : "read in", info.n_packed,
@@ -1564,7 +1576,10 @@ static int cmd_bench(const options *o) {
         if (n_cx > 1)
             printf("%d contexts in one pass: %.2f tok/s in total, %.2f tok/s each\n", n_cx, tg_m * n_cx, tg_m);
         printf("weights read per token: %.1f MB, %.2f GB/s; ", info.bytes_per_token / 1e6, tg_gbps);
-        if (mem > 0) printf("memory read bandwidth %.2f GB/s (%.0f%%)\n", mem, 100 * tg_gbps / mem);
+        if (mem > 0)
+            printf("memory read bandwidth %.2f GB/s (%.0f%%): xor-sum of a 1 GiB huge-page buffer by %d thread%s, "
+                   "best reader by median of %d passes (%s)\n",
+                   mem, 100 * tg_gbps / mem, threads, threads == 1 ? "" : "s", o->repeats, method);
         else printf("memory read bandwidth not measured (no 1 GiB buffer)\n");
         if (rss) printf("peak resident memory: %.1f MiB (weights %.1f MiB)\n", rss / 1048576.0,
                         info.weight_bytes / 1048576.0);
@@ -1574,10 +1589,10 @@ static int cmd_bench(const options *o) {
                 printf((unsigned char)*c < 0x20 ? "\\u%04x" : *c == '"' || *c == '\\' ? "\\%c" : "%c", *c);
             printf("\", \"load_mode\": \"%s\", \"type\": \"%s\", \"threads\": %d, \"n_prompt\": %d, \"n_gen\": %d, "
                    "\"pp_tok_s\": %.3f, \"tg_tok_s\": %.3f, \"weight_bytes\": %llu, \"tg_gbps\": %.3f, "
-                   "\"mem_gbps\": %.3f, \"kernels\": \"%s\", \"n_packed\": %d, \"contexts\": %d, "
+                   "\"mem_gbps\": %.3f, \"mem_method\": \"%s\", \"kernels\": \"%s\", \"n_packed\": %d, \"contexts\": %d, "
                    "\"tg_tok_s_total\": %.3f, \"peak_rss_bytes\": %llu}\n",
                    info.load_mode == EMBER_LOAD_MMAP ? "mmap" : "read", type, threads, n_pp, n_tg, pp_m, tg_m,
-                   (unsigned long long)info.bytes_per_token, tg_gbps, mem, info.kernels, info.n_packed, n_cx,
+                   (unsigned long long)info.bytes_per_token, tg_gbps, mem, mem > 0 ? method : "", info.kernels, info.n_packed, n_cx,
                    tg_m * n_cx, rss);
         }
     }
