@@ -25,7 +25,9 @@
  * every plain reader.  All six readers are printed (Ns = N streams, +pf = with
  * prefetch), and the best; they take turns within each pass, so a drifting
  * machine (shared hosts) affects them alike.  `ember bench` measures the same
- * six readers and reports the best.
+ * six readers once per instruction set the CPU has (this program: the one it
+ * is compiled for) and reports the best; likwid-bench's load kernel is the
+ * independent check (docs/benchmarks.md).
  *
  * A tool for docs/benchmarks.md; not part of the library or of the tests.
  *
