@@ -59,6 +59,8 @@
 /* The value v in a register here: keeps the compiler from regrouping a
  * chain of integer adds into a tree of many live products (which spills). */
 #define EKX_KEEP(v) __asm__("" : "+x"(v))
+/* The same for a pointer: the compiler no longer knows where it points. */
+#define EKX_KEEP_PTR(p) __asm__ volatile("" : "+r"(p))
 /* Fully unroll the small loops over a tile's rows and activation rows, so
  * the accumulator arrays live in registers. */
 #define EKX_UNROLL _Pragma("GCC unroll 8")
@@ -68,6 +70,7 @@
 #define EKX_TARGET(t)
 #define EKX_TARGET_INLINE(t) static __forceinline
 #define EKX_KEEP(v) ((void)0)
+#define EKX_KEEP_PTR(p) ((void)0)
 #define EKX_UNROLL
 #define EKX_UNROLL16
 #endif
@@ -512,11 +515,100 @@ EKX_AVX2_INLINE void ekx_tile_q4_0_packed(int BT, const uint8_t *G, int nblk, co
         for (int j = 0; j < BT; j++) _mm256_storeu_ps(Y + (size_t)(b + j) * ldy + r + 8 * h, acc[h][j]);
 }
 
+/* Small batches (several contexts stepped together, short prompts): a
+ * group of 16 rows x BT <= 8 activation rows, block by block, one half (8
+ * rows, one int32 lane each) at a time.  Each 32-byte load of weights is
+ * unpacked once for all BT rows, so per 32 products the work is one
+ * maddubs, one int16 add and one broadcast load; the per-block float steps
+ * read d_x and the -8 correction from tables made once per call (sums[k *
+ * BT + j], dxs[k * BT + j]).  The same float chain as the tile above. */
+#define EKX_Q4BT8 8
+EKX_AVX2_INLINE void ekx_tile_q4_0_small(int BT, const uint8_t *G, int nblk, const uint8_t *X, size_t xrow,
+                                         const int32_t *sums, const float *dxs, float *Y, int ldy, int r) {
+    __m256 acc[2][EKX_Q4BT8];
+    EKX_UNROLL
+    for (int j = 0; j < BT; j++) acc[0][j] = acc[1][j] = _mm256_setzero_ps();
+    const uint8_t *S = G + (size_t)nblk * 256;
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int k = 0; k < nblk; k++) {
+        EKX_UNROLL
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *q = G + (size_t)k * 256 + 32 * h, *xk = X + (size_t)k * 34 + 2;
+            /* each half loads the activations again (BT x 8 broadcasts kept
+             * for both halves would not fit in registers) */
+            EKX_KEEP_PTR(xk);
+            __m256i s16[EKX_Q4BT8];
+            EKX_UNROLL
+            for (int m = 0; m < 4; m++) {
+                const __m256i v = _mm256_loadu_si256((const __m256i *)(q + 64 * m));
+                const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+                EKX_UNROLL
+                for (int j = 0; j < BT; j++) {
+                    const uint8_t *xq = xk + (size_t)j * xrow;
+                    const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(lo, ekx_bcast32_avx2(xq + 4 * m)),
+                                                       _mm256_maddubs_epi16(hi, ekx_bcast32_avx2(xq + 16 + 4 * m)));
+                    s16[j] = m == 0 ? p : _mm256_add_epi16(s16[j], p);
+                    EKX_KEEP(s16[j]);
+                }
+            }
+            const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(S + 32 * k + 16 * h)));
+            EKX_UNROLL
+            for (int j = 0; j < BT; j++) {
+                const __m256i idot = _mm256_sub_epi32(_mm256_madd_epi16(s16[j], _mm256_set1_epi16(1)),
+                                                      _mm256_set1_epi32(sums[k * BT + j]));
+                acc[h][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(idot), _mm256_mul_ps(dw, _mm256_set1_ps(dxs[k * BT + j])),
+                                            acc[h][j]);
+            }
+        }
+    }
+    EKX_UNROLL
+    for (int h = 0; h < 2; h++)
+        EKX_UNROLL
+        for (int j = 0; j < BT; j++) _mm256_storeu_ps(Y + (size_t)j * ldy + r + 8 * h, acc[h][j]);
+}
+
+/* rows r0..r1 x activation rows b..b+bt (bt <= EKX_Q4BT8, bt * nblk <= EKX_Q4_SUMS) */
+static EKX_AVX2 void ekx_q4_0_small(const uint8_t *W, size_t wrow, int nblk, const uint8_t *X, size_t xrow, int b,
+                                    int bt, float *Y, int ldy, int r0, int r1) {
+    int32_t sums[EKX_Q4_SUMS];
+    float dxs[EKX_Q4_SUMS];
+    X += (size_t)b * xrow;
+    Y += (size_t)b * ldy;
+    for (int k = 0; k < nblk; k++)
+        for (int j = 0; j < bt; j++) {
+            const uint8_t *xb = X + (size_t)j * xrow + (size_t)k * 34;
+            uint16_t dh;
+            memcpy(&dh, xb, 2);
+            dxs[k * bt + j] = ekx_h2f(dh);
+            sums[k * bt + j] = ekx_q8_0_sum8(xb);
+        }
+    for (int r = r0; r < r1; r += 16) {
+        const uint8_t *G = W + (size_t)r * wrow;
+        switch (bt) {
+        case 1: ekx_tile_q4_0_small(1, G, nblk, X, xrow, sums, dxs, Y, ldy, r); break;
+        case 2: ekx_tile_q4_0_small(2, G, nblk, X, xrow, sums, dxs, Y, ldy, r); break;
+        case 3: ekx_tile_q4_0_small(3, G, nblk, X, xrow, sums, dxs, Y, ldy, r); break;
+        case 4: ekx_tile_q4_0_small(4, G, nblk, X, xrow, sums, dxs, Y, ldy, r); break;
+        case 5: ekx_tile_q4_0_small(5, G, nblk, X, xrow, sums, dxs, Y, ldy, r); break;
+        case 6: ekx_tile_q4_0_small(6, G, nblk, X, xrow, sums, dxs, Y, ldy, r); break;
+        case 7: ekx_tile_q4_0_small(7, G, nblk, X, xrow, sums, dxs, Y, ldy, r); break;
+        default: ekx_tile_q4_0_small(8, G, nblk, X, xrow, sums, dxs, Y, ldy, r); break;
+        }
+    }
+}
+
 static EKX_AVX2 void ekx_matmul_q4_0_packed_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy,
                                                  int r0, int r1) {
     const int nblk = n / 32;
     const size_t wrow = (size_t)nblk * 18, xrow = (size_t)nblk * 34;
     int32_t sums[EKX_Q4_SUMS];
+    /* two rows: the 16 x 2 tile below keeps its sums in registers */
+    if (nb >= 3 && nblk * EKX_Q4BT8 <= EKX_Q4_SUMS) {
+        for (int b = 0; b < nb; b += EKX_Q4BT8)
+            ekx_q4_0_small((const uint8_t *)W, wrow, nblk, (const uint8_t *)X, xrow, b,
+                           nb - b < EKX_Q4BT8 ? nb - b : EKX_Q4BT8, Y, ldy, r0, r1);
+        return;
+    }
     for (int bb = 0; bb < nb; bb += EKX_Q4_NBB) {
         const int nbb = nb - bb < EKX_Q4_NBB ? nb - bb : EKX_Q4_NBB;
         const int have = ekx_q4_0_sums((const uint8_t *)X, xrow, nblk, bb, nbb, sums);
