@@ -59,8 +59,6 @@
 /* The value v in a register here: keeps the compiler from regrouping a
  * chain of integer adds into a tree of many live products (which spills). */
 #define EKX_KEEP(v) __asm__("" : "+x"(v))
-/* The same for a pointer: the compiler no longer knows where it points. */
-#define EKX_KEEP_PTR(p) __asm__ volatile("" : "+r"(p))
 /* Fully unroll the small loops over a tile's rows and activation rows, so
  * the accumulator arrays live in registers. */
 #define EKX_UNROLL _Pragma("GCC unroll 8")
@@ -70,7 +68,6 @@
 #define EKX_TARGET(t)
 #define EKX_TARGET_INLINE(t) static __forceinline
 #define EKX_KEEP(v) ((void)0)
-#define EKX_KEEP_PTR(p) ((void)0)
 #define EKX_UNROLL
 #define EKX_UNROLL16
 #endif
@@ -516,47 +513,50 @@ EKX_AVX2_INLINE void ekx_tile_q4_0_packed(int BT, const uint8_t *G, int nblk, co
 }
 
 /* Small batches (several contexts stepped together, short prompts): a
- * group of 16 rows x BT <= 8 activation rows, block by block, one half (8
- * rows, one int32 lane each) at a time.  Each 32-byte load of weights is
- * unpacked once for all BT rows, so per 32 products the work is one
- * maddubs, one int16 add and one broadcast load; the per-block float steps
- * read d_x and the -8 correction from tables made once per call (sums[k *
- * BT + j], dxs[k * BT + j]).  The same float chain as the tile above. */
-#define EKX_Q4BT8 8
+ * group of 16 rows x BT <= 4 activation rows, block by block.  Each
+ * 32-byte load of weights is unpacked once for all BT rows and each
+ * broadcast of activations serves both 8-row halves, so per 32 products
+ * the work is one maddubs, one int16 add and half a broadcast; the
+ * per-block float steps read d_x and the -8 correction from tables made
+ * once per call (sums[k * ldt + j], dxs[k * ldt + j]).  The same float
+ * chain as the tile above. */
+#define EKX_Q4BT8 8   /* activation rows per pass (per pair of tables) */
 EKX_AVX2_INLINE void ekx_tile_q4_0_small(int BT, const uint8_t *G, int nblk, const uint8_t *X, size_t xrow,
-                                         const int32_t *sums, const float *dxs, float *Y, int ldy, int r) {
-    __m256 acc[2][EKX_Q4BT8];
+                                         const int32_t *sums, const float *dxs, int ldt, float *Y, int ldy, int r) {
+    __m256 acc[2][4];
     EKX_UNROLL
     for (int j = 0; j < BT; j++) acc[0][j] = acc[1][j] = _mm256_setzero_ps();
     const uint8_t *S = G + (size_t)nblk * 256;
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     for (int k = 0; k < nblk; k++) {
+        const uint8_t *q = G + (size_t)k * 256, *xk = X + (size_t)k * 34 + 2;
+        __m256i s16[2][4];
+        EKX_UNROLL
+        for (int m = 0; m < 4; m++) {
+            const __m256i v0 = _mm256_loadu_si256((const __m256i *)(q + 64 * m));
+            const __m256i v1 = _mm256_loadu_si256((const __m256i *)(q + 64 * m + 32));
+            const __m256i lo0 = _mm256_and_si256(v0, m4), hi0 = _mm256_and_si256(_mm256_srli_epi16(v0, 4), m4);
+            const __m256i lo1 = _mm256_and_si256(v1, m4), hi1 = _mm256_and_si256(_mm256_srli_epi16(v1, 4), m4);
+            EKX_UNROLL
+            for (int j = 0; j < BT; j++) {
+                const uint8_t *xq = xk + (size_t)j * xrow;
+                const __m256i bl = ekx_bcast32_avx2(xq + 4 * m), bh = ekx_bcast32_avx2(xq + 16 + 4 * m);
+                const __m256i p0 = _mm256_add_epi16(_mm256_maddubs_epi16(lo0, bl), _mm256_maddubs_epi16(hi0, bh));
+                const __m256i p1 = _mm256_add_epi16(_mm256_maddubs_epi16(lo1, bl), _mm256_maddubs_epi16(hi1, bh));
+                s16[0][j] = m == 0 ? p0 : _mm256_add_epi16(s16[0][j], p0);
+                s16[1][j] = m == 0 ? p1 : _mm256_add_epi16(s16[1][j], p1);
+                EKX_KEEP(s16[0][j]);
+                EKX_KEEP(s16[1][j]);
+            }
+        }
         EKX_UNROLL
         for (int h = 0; h < 2; h++) {
-            const uint8_t *q = G + (size_t)k * 256 + 32 * h, *xk = X + (size_t)k * 34 + 2;
-            /* each half loads the activations again (BT x 8 broadcasts kept
-             * for both halves would not fit in registers) */
-            EKX_KEEP_PTR(xk);
-            __m256i s16[EKX_Q4BT8];
-            EKX_UNROLL
-            for (int m = 0; m < 4; m++) {
-                const __m256i v = _mm256_loadu_si256((const __m256i *)(q + 64 * m));
-                const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-                EKX_UNROLL
-                for (int j = 0; j < BT; j++) {
-                    const uint8_t *xq = xk + (size_t)j * xrow;
-                    const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(lo, ekx_bcast32_avx2(xq + 4 * m)),
-                                                       _mm256_maddubs_epi16(hi, ekx_bcast32_avx2(xq + 16 + 4 * m)));
-                    s16[j] = m == 0 ? p : _mm256_add_epi16(s16[j], p);
-                    EKX_KEEP(s16[j]);
-                }
-            }
             const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(S + 32 * k + 16 * h)));
             EKX_UNROLL
             for (int j = 0; j < BT; j++) {
-                const __m256i idot = _mm256_sub_epi32(_mm256_madd_epi16(s16[j], _mm256_set1_epi16(1)),
-                                                      _mm256_set1_epi32(sums[k * BT + j]));
-                acc[h][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(idot), _mm256_mul_ps(dw, _mm256_set1_ps(dxs[k * BT + j])),
+                const __m256i idot = _mm256_sub_epi32(_mm256_madd_epi16(s16[h][j], _mm256_set1_epi16(1)),
+                                                      _mm256_set1_epi32(sums[k * ldt + j]));
+                acc[h][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(idot), _mm256_mul_ps(dw, _mm256_set1_ps(dxs[k * ldt + j])),
                                             acc[h][j]);
             }
         }
@@ -567,7 +567,9 @@ EKX_AVX2_INLINE void ekx_tile_q4_0_small(int BT, const uint8_t *G, int nblk, con
         for (int j = 0; j < BT; j++) _mm256_storeu_ps(Y + (size_t)j * ldy + r + 8 * h, acc[h][j]);
 }
 
-/* rows r0..r1 x activation rows b..b+bt (bt <= EKX_Q4BT8, bt * nblk <= EKX_Q4_SUMS) */
+/* rows r0..r1 x activation rows b..b+bt (bt <= EKX_Q4BT8, bt * nblk <=
+ * EKX_Q4_SUMS): per group, tiles of 4 rows, so the group's weights are read
+ * from memory once per pass */
 static EKX_AVX2 void ekx_q4_0_small(const uint8_t *W, size_t wrow, int nblk, const uint8_t *X, size_t xrow, int b,
                                     int bt, float *Y, int ldy, int r0, int r1) {
     int32_t sums[EKX_Q4_SUMS];
@@ -584,15 +586,15 @@ static EKX_AVX2 void ekx_q4_0_small(const uint8_t *W, size_t wrow, int nblk, con
         }
     for (int r = r0; r < r1; r += 16) {
         const uint8_t *G = W + (size_t)r * wrow;
-        switch (bt) {
-        case 1: ekx_tile_q4_0_small(1, G, nblk, X, xrow, sums, dxs, Y, ldy, r); break;
-        case 2: ekx_tile_q4_0_small(2, G, nblk, X, xrow, sums, dxs, Y, ldy, r); break;
-        case 3: ekx_tile_q4_0_small(3, G, nblk, X, xrow, sums, dxs, Y, ldy, r); break;
-        case 4: ekx_tile_q4_0_small(4, G, nblk, X, xrow, sums, dxs, Y, ldy, r); break;
-        case 5: ekx_tile_q4_0_small(5, G, nblk, X, xrow, sums, dxs, Y, ldy, r); break;
-        case 6: ekx_tile_q4_0_small(6, G, nblk, X, xrow, sums, dxs, Y, ldy, r); break;
-        case 7: ekx_tile_q4_0_small(7, G, nblk, X, xrow, sums, dxs, Y, ldy, r); break;
-        default: ekx_tile_q4_0_small(8, G, nblk, X, xrow, sums, dxs, Y, ldy, r); break;
+        for (int j = 0; j < bt; j += 4) {
+            const uint8_t *Xj = X + (size_t)j * xrow;
+            float *Yj = Y + (size_t)j * ldy;
+            switch (bt - j < 4 ? bt - j : 4) {
+            case 1: ekx_tile_q4_0_small(1, G, nblk, Xj, xrow, sums + j, dxs + j, bt, Yj, ldy, r); break;
+            case 2: ekx_tile_q4_0_small(2, G, nblk, Xj, xrow, sums + j, dxs + j, bt, Yj, ldy, r); break;
+            case 3: ekx_tile_q4_0_small(3, G, nblk, Xj, xrow, sums + j, dxs + j, bt, Yj, ldy, r); break;
+            default: ekx_tile_q4_0_small(4, G, nblk, Xj, xrow, sums + j, dxs + j, bt, Yj, ldy, r); break;
+            }
         }
     }
 }
