@@ -518,9 +518,9 @@ EKX_AVX2_INLINE void ekx_tile_q4_0_packed(int BT, const uint8_t *G, int nblk, co
  * broadcast of activations serves both 8-row halves, so per 32 products
  * the work is one maddubs, one int16 add and half a broadcast; the
  * per-block float steps read d_x and the -8 correction from tables made
- * once per call (sums[k * ldt + j], dxs[k * ldt + j]).  The same float
+ * once per pass (sums[k * ldt + j], dxs[k * ldt + j]).  The same float
  * chain as the tile above. */
-#define EKX_Q4BT8 8   /* activation rows per pass (per pair of tables) */
+#define EKX_Q4_PASS 16   /* at most this many activation rows per pass (per pair of tables) */
 EKX_AVX2_INLINE void ekx_tile_q4_0_small(int BT, const uint8_t *G, int nblk, const uint8_t *X, size_t xrow,
                                          const int32_t *sums, const float *dxs, int ldt, float *Y, int ldy, int r) {
     __m256 acc[2][4];
@@ -567,9 +567,10 @@ EKX_AVX2_INLINE void ekx_tile_q4_0_small(int BT, const uint8_t *G, int nblk, con
         for (int j = 0; j < BT; j++) _mm256_storeu_ps(Y + (size_t)j * ldy + r + 8 * h, acc[h][j]);
 }
 
-/* rows r0..r1 x activation rows b..b+bt (bt <= EKX_Q4BT8, bt * nblk <=
- * EKX_Q4_SUMS): per group, tiles of 4 rows, so the group's weights are read
- * from memory once per pass */
+/* One pass: rows r0..r1 x activation rows b..b+bt (bt * nblk <=
+ * EKX_Q4_SUMS), per group tiles of 4 activation rows, so the group's
+ * weights come from memory once per pass and from cache for the other
+ * tiles. */
 static EKX_AVX2 void ekx_q4_0_small(const uint8_t *W, size_t wrow, int nblk, const uint8_t *X, size_t xrow, int b,
                                     int bt, float *Y, int ldy, int r0, int r1) {
     int32_t sums[EKX_Q4_SUMS];
@@ -605,10 +606,12 @@ static EKX_AVX2 void ekx_matmul_q4_0_packed_avx2(const void *W, int n, const voi
     const size_t wrow = (size_t)nblk * 18, xrow = (size_t)nblk * 34;
     int32_t sums[EKX_Q4_SUMS];
     /* two rows: the 16 x 2 tile below keeps its sums in registers */
-    if (nb >= 3 && nblk * EKX_Q4BT8 <= EKX_Q4_SUMS) {
-        for (int b = 0; b < nb; b += EKX_Q4BT8)
-            ekx_q4_0_small((const uint8_t *)W, wrow, nblk, (const uint8_t *)X, xrow, b,
-                           nb - b < EKX_Q4BT8 ? nb - b : EKX_Q4BT8, Y, ldy, r0, r1);
+    /* activation rows per pass: whole tiles of 4 whose tables fit */
+    int pass = EKX_Q4_SUMS / nblk < EKX_Q4_PASS ? EKX_Q4_SUMS / nblk / 4 * 4 : EKX_Q4_PASS;
+    if (nb >= 3 && pass >= 4) {
+        for (int b = 0; b < nb; b += pass)
+            ekx_q4_0_small((const uint8_t *)W, wrow, nblk, (const uint8_t *)X, xrow, b, nb - b < pass ? nb - b : pass,
+                           Y, ldy, r0, r1);
         return;
     }
     for (int bb = 0; bb < nb; bb += EKX_Q4_NBB) {
