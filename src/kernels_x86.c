@@ -512,11 +512,108 @@ EKX_AVX2_INLINE void ekx_tile_q4_0_packed(int BT, const uint8_t *G, int nblk, co
         for (int j = 0; j < BT; j++) _mm256_storeu_ps(Y + (size_t)(b + j) * ldy + r + 8 * h, acc[h][j]);
 }
 
+/* Small batches (several contexts stepped together, short prompts): a
+ * group of 16 rows x BT <= 4 activation rows, block by block.  Each
+ * 32-byte load of weights is unpacked once for all BT rows and each
+ * broadcast of activations serves both 8-row halves, so per 32 products
+ * the work is one maddubs, one int16 add and half a broadcast; the
+ * per-block float steps read d_x and the -8 correction from tables made
+ * once per pass (sums[k * ldt + j], dxs[k * ldt + j]).  The same float
+ * chain as the tile above. */
+#define EKX_Q4_PASS 16   /* at most this many activation rows per pass (per pair of tables) */
+EKX_AVX2_INLINE void ekx_tile_q4_0_small(int BT, const uint8_t *G, int nblk, const uint8_t *X, size_t xrow,
+                                         const int32_t *sums, const float *dxs, int ldt, float *Y, int ldy, int r) {
+    __m256 acc[2][4];
+    EKX_UNROLL
+    for (int j = 0; j < BT; j++) acc[0][j] = acc[1][j] = _mm256_setzero_ps();
+    const uint8_t *S = G + (size_t)nblk * 256;
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int k = 0; k < nblk; k++) {
+        const uint8_t *q = G + (size_t)k * 256, *xk = X + (size_t)k * 34 + 2;
+        __m256i s16[2][4];
+        EKX_UNROLL
+        for (int m = 0; m < 4; m++) {
+            const __m256i v0 = _mm256_loadu_si256((const __m256i *)(q + 64 * m));
+            const __m256i v1 = _mm256_loadu_si256((const __m256i *)(q + 64 * m + 32));
+            const __m256i lo0 = _mm256_and_si256(v0, m4), hi0 = _mm256_and_si256(_mm256_srli_epi16(v0, 4), m4);
+            const __m256i lo1 = _mm256_and_si256(v1, m4), hi1 = _mm256_and_si256(_mm256_srli_epi16(v1, 4), m4);
+            EKX_UNROLL
+            for (int j = 0; j < BT; j++) {
+                const uint8_t *xq = xk + (size_t)j * xrow;
+                const __m256i bl = ekx_bcast32_avx2(xq + 4 * m), bh = ekx_bcast32_avx2(xq + 16 + 4 * m);
+                const __m256i p0 = _mm256_add_epi16(_mm256_maddubs_epi16(lo0, bl), _mm256_maddubs_epi16(hi0, bh));
+                const __m256i p1 = _mm256_add_epi16(_mm256_maddubs_epi16(lo1, bl), _mm256_maddubs_epi16(hi1, bh));
+                s16[0][j] = m == 0 ? p0 : _mm256_add_epi16(s16[0][j], p0);
+                s16[1][j] = m == 0 ? p1 : _mm256_add_epi16(s16[1][j], p1);
+                EKX_KEEP(s16[0][j]);
+                EKX_KEEP(s16[1][j]);
+            }
+        }
+        EKX_UNROLL
+        for (int h = 0; h < 2; h++) {
+            const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(S + 32 * k + 16 * h)));
+            EKX_UNROLL
+            for (int j = 0; j < BT; j++) {
+                const __m256i idot = _mm256_sub_epi32(_mm256_madd_epi16(s16[h][j], _mm256_set1_epi16(1)),
+                                                      _mm256_set1_epi32(sums[k * ldt + j]));
+                acc[h][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(idot), _mm256_mul_ps(dw, _mm256_set1_ps(dxs[k * ldt + j])),
+                                            acc[h][j]);
+            }
+        }
+    }
+    EKX_UNROLL
+    for (int h = 0; h < 2; h++)
+        EKX_UNROLL
+        for (int j = 0; j < BT; j++) _mm256_storeu_ps(Y + (size_t)j * ldy + r + 8 * h, acc[h][j]);
+}
+
+/* One pass: rows r0..r1 x activation rows b..b+bt (bt * nblk <=
+ * EKX_Q4_SUMS), per group tiles of 4 activation rows, so the group's
+ * weights come from memory once per pass and from cache for the other
+ * tiles. */
+static EKX_AVX2 void ekx_q4_0_small(const uint8_t *W, size_t wrow, int nblk, const uint8_t *X, size_t xrow, int b,
+                                    int bt, float *Y, int ldy, int r0, int r1) {
+    int32_t sums[EKX_Q4_SUMS];
+    float dxs[EKX_Q4_SUMS];
+    X += (size_t)b * xrow;
+    Y += (size_t)b * ldy;
+    for (int k = 0; k < nblk; k++)
+        for (int j = 0; j < bt; j++) {
+            const uint8_t *xb = X + (size_t)j * xrow + (size_t)k * 34;
+            uint16_t dh;
+            memcpy(&dh, xb, 2);
+            dxs[k * bt + j] = ekx_h2f(dh);
+            sums[k * bt + j] = ekx_q8_0_sum8(xb);
+        }
+    for (int r = r0; r < r1; r += 16) {
+        const uint8_t *G = W + (size_t)r * wrow;
+        for (int j = 0; j < bt; j += 4) {
+            const uint8_t *Xj = X + (size_t)j * xrow;
+            float *Yj = Y + (size_t)j * ldy;
+            switch (bt - j < 4 ? bt - j : 4) {
+            case 1: ekx_tile_q4_0_small(1, G, nblk, Xj, xrow, sums + j, dxs + j, bt, Yj, ldy, r); break;
+            case 2: ekx_tile_q4_0_small(2, G, nblk, Xj, xrow, sums + j, dxs + j, bt, Yj, ldy, r); break;
+            case 3: ekx_tile_q4_0_small(3, G, nblk, Xj, xrow, sums + j, dxs + j, bt, Yj, ldy, r); break;
+            default: ekx_tile_q4_0_small(4, G, nblk, Xj, xrow, sums + j, dxs + j, bt, Yj, ldy, r); break;
+            }
+        }
+    }
+}
+
 static EKX_AVX2 void ekx_matmul_q4_0_packed_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy,
                                                  int r0, int r1) {
     const int nblk = n / 32;
     const size_t wrow = (size_t)nblk * 18, xrow = (size_t)nblk * 34;
     int32_t sums[EKX_Q4_SUMS];
+    /* two rows: the 16 x 2 tile below keeps its sums in registers */
+    /* activation rows per pass: whole tiles of 4 whose tables fit */
+    int pass = EKX_Q4_SUMS / nblk < EKX_Q4_PASS ? EKX_Q4_SUMS / nblk / 4 * 4 : EKX_Q4_PASS;
+    if (nb >= 3 && pass >= 4) {
+        for (int b = 0; b < nb; b += pass)
+            ekx_q4_0_small((const uint8_t *)W, wrow, nblk, (const uint8_t *)X, xrow, b, nb - b < pass ? nb - b : pass,
+                           Y, ldy, r0, r1);
+        return;
+    }
     for (int bb = 0; bb < nb; bb += EKX_Q4_NBB) {
         const int nbb = nb - bb < EKX_Q4_NBB ? nb - bb : EKX_Q4_NBB;
         const int have = ekx_q4_0_sums((const uint8_t *)X, xrow, nblk, bb, nbb, sums);

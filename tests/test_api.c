@@ -798,14 +798,33 @@ static void test_logit_bias(ember_model *m) {
 /* ---- many contexts in one pass --------------------------------------------- */
 
 /* Three contexts with different prompts and sizes stepped together by
- * ember_eval_multi give the same bits as each stepped alone. */
-static void test_eval_multi_family(const char *family) {
+ * ember_eval_multi give the same bits as each stepped alone.  wtype >= 0:
+ * matrices of that type, read in from a file (so packed, where the kernel
+ * set packs it: packed Q4_0 batches take their own tiles). */
+static void test_eval_multi_family(const char *family, int wtype) {
     tm_spec spec = tm_family(family);
     gb_buf img = {0};
-    ember_model *m = open_spec(&spec, &img, NULL);
+    ember_model *m = NULL;
+    if (wtype >= 0) {
+        spec.wtype = wtype;
+        spec.n_embd = 256; spec.n_ff = 512; spec.n_head = 8; spec.n_head_kv = 2;
+        tm_build(&spec, &img);
+        char path[1024];
+        ember_model_params p = ember_model_default_params();
+        ember_error err;
+        p.load_mode = EMBER_LOAD_READ;
+        CHECK(test_temp_file(path, sizeof path, "ember_test_multi") == 0 && gb_write_file(&img, path) == 0 &&
+              ember_model_open_file(path, &p, &m, &err) == EMBER_OK, "%s: write and read a model", family);
+        remove(path);
+    } else {
+        m = open_spec(&spec, &img, NULL);
+    }
     if (!m) { gb_free(&img); return; }
     enum { N = 3, STEPS = 12 };
-    const int V = ember_n_vocab(m), n_ctx[N] = {64, 128, 48}, n_batch[N] = {4, 2, 8}, plen[N] = {5, 11, 2};
+    /* the scratch is the longest context's: its n_batch of 2 splits the 3
+     * rows in passes of 2 and 1, of 8 (read-in case) keeps them in one */
+    const int V = ember_n_vocab(m), n_ctx[N] = {64, 128, 48}, n_batch[N] = {4, wtype >= 0 ? 8 : 2, 8},
+              plen[N] = {5, 11, 2};
     ember_context *multi[N], *alone[N];
     int ok = 1;
     for (int i = 0; i < N; i++) {
@@ -849,9 +868,10 @@ static void test_eval_multi_family(const char *family) {
 }
 
 static void test_eval_multi(void) {
-    test_eval_multi_family("llama");
-    test_eval_multi_family("gemma3");
-    test_eval_multi_family("phi3");
+    test_eval_multi_family("llama", -1);
+    test_eval_multi_family("llama", EK_Q4_0);
+    test_eval_multi_family("gemma3", -1);
+    test_eval_multi_family("phi3", -1);
 }
 
 /* ---- abort ----------------------------------------------------------------- */

@@ -713,6 +713,11 @@ static void test_packed(const ek_kernels *k) {
                     test_packed_case(k, types[t], ns[in], rowss[ir], nbs[ib]);
                 }
     }
+    /* Q4_0 batches go through tiles of up to 8 activation rows: one full
+     * tile, and full tiles with a last one of 1 or 2 rows */
+    test_packed_case(k, EK_Q4_0, 96, 48, 8);
+    test_packed_case(k, EK_Q4_0, 4096 + 32, 32, 17);
+    test_packed_case(k, EK_Q4_0, 160, 160, 10);
 }
 
 /* ---- vector ops ---------------------------------------------------------------- */
