@@ -598,6 +598,83 @@ static EKX_AVX2 void ekx_matmul_q4_0_avx2(const void *W, int n, const void *X, i
     }
 }
 
+/* ---- AVX2 Q8_0 matmul on packed weights -------------------------------------------------
+ * The unpacked kernel (ekx_tile_q) keeps per output 8 float lanes, lane m
+ * summing over the blocks fma(float(the 4 products of dword m), d_w * d_x),
+ * and ends with ekx_hsum.  Packed (kernels.h), one 32-byte load is dword m
+ * of 8 rows, so those lanes are 8 vectors A[m] holding a row per lane, and
+ * the horizontal sum is the same tree of vertical adds: the same bits.  A
+ * step holds 8 rows x 1 activation row (8 accumulators); the two halves of
+ * a group take turns over chunks of EKX_Q8C blocks, so the second half and
+ * the next activation rows find the chunk in L1, and the accumulators wait
+ * in memory between chunks.  Generation prefetches the next group. */
+
+#define EKX_Q8C 16   /* blocks per chunk: 8 KB of a group's quants */
+#define EKX_Q8NBB 16 /* activation rows per pass over a group */
+
+/* blocks k0..k1 of half h (rows 8h..8h+7) of group G against activation row xr */
+EKX_AVX2_INLINE void ekx_q8_0_packed_chunk(const uint8_t *G, int nblk, int k0, int k1, int h, const uint8_t *xr,
+                                           __m256 *A, size_t pf) {
+    __m256 a[8];
+    EKX_UNROLL
+    for (int m = 0; m < 8; m++) a[m] = A[m];
+    const __m256i ones = _mm256_set1_epi16(1);
+    const uint8_t *S = G + (size_t)nblk * 512;
+    for (int k = k0; k < k1; k++) {
+        const uint8_t *q = G + (size_t)k * 512 + 32 * h, *xb = xr + (size_t)k * 34;
+        if (pf) {
+            EKX_UNROLL
+            for (int l = 0; l < 8; l++) _mm_prefetch((const char *)q + pf + 64 * l, _MM_HINT_T0);
+            _mm_prefetch((const char *)S + pf + 32 * k, _MM_HINT_T0);
+        }
+        uint16_t dh;
+        memcpy(&dh, xb, 2);
+        const __m256 dd = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(S + 32 * k + 16 * h))),
+                                        _mm256_set1_ps(ekx_h2f(dh)));
+        EKX_UNROLL
+        for (int m = 0; m < 8; m++) {
+            /* signed x signed: |w| * (x with w's sign), as ekx_tile_q */
+            const __m256i w = _mm256_loadu_si256((const __m256i *)(q + 64 * m));
+            const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(ekx_bcast32_avx2(xb + 2 + 4 * m), w)), ones);
+            a[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), dd, a[m]);
+        }
+    }
+    EKX_UNROLL
+    for (int m = 0; m < 8; m++) A[m] = a[m];
+}
+
+static EKX_AVX2 void ekx_matmul_q8_0_packed_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy,
+                                                 int r0, int r1) {
+    const int nblk = n / 32;
+    const size_t wrow = (size_t)nblk * 34, xrow = (size_t)nblk * 34;
+    __m256 A[EKX_Q8NBB][2][8];
+    for (int g = r0; g < r1; g += 16) {
+        const uint8_t *G = (const uint8_t *)W + (size_t)g * wrow;
+        const size_t pf = nb == 1 && g + 16 < r1 ? (size_t)nblk * 544 : 0;
+        for (int bb = 0; bb < nb; bb += EKX_Q8NBB) {
+            const int nbb = nb - bb < EKX_Q8NBB ? nb - bb : EKX_Q8NBB;
+            for (int j = 0; j < nbb; j++)
+                for (int h = 0; h < 2; h++)
+                    for (int m = 0; m < 8; m++) A[j][h][m] = _mm256_setzero_ps();
+            for (int k0 = 0; k0 < nblk; k0 += EKX_Q8C) {
+                const int k1 = nblk - k0 < EKX_Q8C ? nblk : k0 + EKX_Q8C;
+                for (int j = 0; j < nbb; j++)
+                    for (int h = 0; h < 2; h++)
+                        ekx_q8_0_packed_chunk(G, nblk, k0, k1, h, (const uint8_t *)X + (size_t)(bb + j) * xrow, A[j][h],
+                                              h == 0 ? pf : 0);
+            }
+            /* ekx_hsum's tree: ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)) */
+            for (int j = 0; j < nbb; j++)
+                for (int h = 0; h < 2; h++) {
+                    const __m256 *a = A[j][h];
+                    const __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a[0], a[4]), _mm256_add_ps(a[2], a[6])),
+                                                   _mm256_add_ps(_mm256_add_ps(a[1], a[5]), _mm256_add_ps(a[3], a[7])));
+                    _mm256_storeu_ps(Y + (size_t)(bb + j) * ldy + g + 8 * h, s);
+                }
+        }
+    }
+}
+
 /* ---- AVX2 k-quant matmul (Q4_K, Q5_K, Q6_K weights; Q8_K activations) --------------------
  * Per 256-superblock, per 32 elements: maddubs of the unsigned quants with
  * the activations (16 int16 lanes, no saturation: 63 * 127 * 2 < 2^15),
@@ -1359,7 +1436,7 @@ static const ek_kernels ekx_avx2_set = {
                          ekx_matmul_q8_0_avx2, ekx_matmul_q2_K_avx2, ekx_matmul_q3_K_avx2,
                          ekx_matmul_q4_K_avx2, ekx_matmul_q5_K_avx2, ekx_matmul_q6_K_avx2,
                          ekx_matmul_iq4_nl_avx2, ekx_matmul_iq4_xs_avx2, ekx_matmul_bf16_avx2),
-    .matmul_packed = EK_MATMULS(NULL, NULL, ekx_matmul_q4_0_packed_avx2, NULL, NULL, NULL, NULL, NULL, NULL,
+    .matmul_packed = EK_MATMULS(NULL, NULL, ekx_matmul_q4_0_packed_avx2, NULL, NULL, NULL, ekx_matmul_q8_0_packed_avx2, NULL, NULL,
                                 ekx_matmul_q4_K_packed_avx2, ekx_matmul_q5_K_packed_avx2,
                                 ekx_matmul_q6_K_packed_avx2, NULL, ekx_matmul_iq4_xs_packed_avx2, NULL),
     EKX_AVX2_COMMON,
