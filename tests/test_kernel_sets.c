@@ -113,6 +113,12 @@ static void test_quantized(void) {
             ember_model *mr = open_set(path, name, EMBER_LOAD_READ), *mp = open_set(path, name, EMBER_LOAD_MMAP);
             if (!mr || !mp) { ember_model_free(mr); ember_model_free(mp); continue; }
             const int V = ember_n_vocab(mr);
+            /* read weights are packed exactly where the set has a packed
+             * kernel for the type, so the bit checks below cover it */
+            ember_model_info ir;
+            ember_model_get_info(mr, &ir, NULL);
+            CHECK((ir.n_packed > 0) == (ek_pack_wanted(sets[s], types[t], 512) != 0), "%s %s: %d matrices packed",
+                  name, tname, ir.n_packed);
             if (!ref) { ref = malloc(sizeof(float) * V); a = malloc(sizeof(float) * V); b = malloc(sizeof(float) * V); }
             /* one token at a time, mapped (never packed), 1 thread: the base */
             if (eval_last(mp, toks, 40, 1, 1, s == 0 ? ref : a) != EMBER_OK) goto next;
