@@ -923,6 +923,12 @@ static EKX_AVX2 void ekx_matmul_q5_K_packed_avx2(const void *W, int n, const voi
 static EKX_AVX2 void ekx_matmul_q6_K_packed_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
     ekx_matmul_k_packed(EKX_Q6_K, W, n, X, nb, Y, ldy, r0, r1);
 }
+static EKX_AVX2 void ekx_matmul_q2_K_packed_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
+    ekx_matmul_k_packed(EKX_Q2_K, W, n, X, nb, Y, ldy, r0, r1);
+}
+static EKX_AVX2 void ekx_matmul_q3_K_packed_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
+    ekx_matmul_k_packed(EKX_Q3_K, W, n, X, nb, Y, ldy, r0, r1);
+}
 
 static EKX_AVX2 void ekx_matmul_q4_K_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
     ekx_matmul_k(EKX_Q4_K, W, n, X, nb, Y, ldy, r0, r1);
@@ -1436,9 +1442,10 @@ static const ek_kernels ekx_avx2_set = {
                          ekx_matmul_q8_0_avx2, ekx_matmul_q2_K_avx2, ekx_matmul_q3_K_avx2,
                          ekx_matmul_q4_K_avx2, ekx_matmul_q5_K_avx2, ekx_matmul_q6_K_avx2,
                          ekx_matmul_iq4_nl_avx2, ekx_matmul_iq4_xs_avx2, ekx_matmul_bf16_avx2),
-    .matmul_packed = EK_MATMULS(NULL, NULL, ekx_matmul_q4_0_packed_avx2, NULL, NULL, NULL, ekx_matmul_q8_0_packed_avx2, NULL, NULL,
-                                ekx_matmul_q4_K_packed_avx2, ekx_matmul_q5_K_packed_avx2,
-                                ekx_matmul_q6_K_packed_avx2, NULL, ekx_matmul_iq4_xs_packed_avx2, NULL),
+    .matmul_packed = EK_MATMULS(NULL, NULL, ekx_matmul_q4_0_packed_avx2, NULL, NULL, NULL, ekx_matmul_q8_0_packed_avx2,
+                                ekx_matmul_q2_K_packed_avx2, ekx_matmul_q3_K_packed_avx2, ekx_matmul_q4_K_packed_avx2,
+                                ekx_matmul_q5_K_packed_avx2, ekx_matmul_q6_K_packed_avx2, NULL,
+                                ekx_matmul_iq4_xs_packed_avx2, NULL),
     EKX_AVX2_COMMON,
     .bf16_tiles_min_nb = 0, .convert_bf16_tiles = NULL,
 };

@@ -90,7 +90,7 @@ static void test_demo_model(void) {
 /* Quantized models: each set is bit-identical to itself across load modes
  * (packed or not), batch sizes and thread counts, and near the scalar set. */
 static void test_quantized(void) {
-    static const int types[] = {EK_Q4_0, EK_Q8_0, EK_Q4_K, EK_Q5_K, EK_Q6_K, EK_IQ4_XS, EK_F16, EK_BF16};
+    static const int types[] = {EK_Q4_0, EK_Q8_0, EK_Q2_K, EK_Q3_K, EK_Q4_K, EK_Q5_K, EK_Q6_K, EK_IQ4_XS, EK_F16, EK_BF16};
     ember_token toks[40];
     for (int i = 0; i < 40; i++) toks[i] = TM_FIRST_PIECE + (i * 7) % 20;
     const ek_kernels *sets[8];
