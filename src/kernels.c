@@ -1120,12 +1120,14 @@ EK_SCALAR_MATMUL(iq4_xs, EK_IQ4_XS)
 
 /* ---- packed weights (layout in kernels.h) ------------------------------------------- */
 
-static int ek_is_kquant(int wtype) {
-    return wtype == EK_Q2_K || wtype == EK_Q3_K || wtype == EK_Q4_K || wtype == EK_Q5_K || wtype == EK_Q6_K;
+/* the types packed as whole superblocks: the k-quants and IQ4_XS */
+static int ek_packs_superblocks(int wtype) {
+    return wtype == EK_Q2_K || wtype == EK_Q3_K || wtype == EK_Q4_K || wtype == EK_Q5_K || wtype == EK_Q6_K ||
+           wtype == EK_IQ4_XS;
 }
-static int ek_packable_type(int wtype) { return wtype == EK_Q4_0 || wtype == EK_Q8_0 || ek_is_kquant(wtype); }
+static int ek_packable_type(int wtype) { return wtype == EK_Q4_0 || wtype == EK_Q8_0 || ek_packs_superblocks(wtype); }
 
-/* k-quants: where, in a packed group, row j's superblock k is */
+/* k-quants, IQ4_XS: where, in a packed group, row j's superblock k is */
 static size_t ek_packed_kblock_at(int bs, int k, int j) { return ((size_t)k * EK_PACK_ROWS + j) * bs; }
 
 /* Where, in a packed group of nblk blocks of q quant bytes, row j's block k
@@ -1156,7 +1158,7 @@ int ek_pack_rows(int wtype, void *W, int n, int rows, void *scratch) {
         uint8_t *G = (uint8_t *)W + (size_t)g * EK_PACK_ROWS * wrow;
         const uint8_t *R = (const uint8_t *)scratch;
         memcpy(scratch, G, EK_PACK_ROWS * wrow);
-        if (ek_is_kquant(wtype)) {
+        if (ek_packs_superblocks(wtype)) {
             for (int j = 0; j < EK_PACK_ROWS; j++)
                 for (int k = 0; k < n / 256; k++)
                     memcpy(G + ek_packed_kblock_at(bs, k, j), R + (size_t)j * wrow + (size_t)k * bs, bs);
@@ -1191,7 +1193,7 @@ static void ek_matmul_packed_scalar(int wtype, const void *W, int n, const void 
         }
     }
 }
-/* k-quants: row r's superblocks are 16 blocks apart in its group */
+/* k-quants, IQ4_XS: row r's superblocks are 16 blocks apart in its group */
 static void ek_matmul_kquant_packed_scalar(int wtype, const void *W, int n, const void *X, int nb, float *Y, int ldy,
                                            int r0, int r1) {
     const size_t wrow = (size_t)ek_row_bytes(wtype, (uint64_t)n), xrow = ek_act_row_bytes(wtype, n);
@@ -1216,6 +1218,7 @@ EK_PACKED_SCALAR(q3_K, EK_Q3_K, ek_matmul_kquant_packed_scalar)
 EK_PACKED_SCALAR(q4_K, EK_Q4_K, ek_matmul_kquant_packed_scalar)
 EK_PACKED_SCALAR(q5_K, EK_Q5_K, ek_matmul_kquant_packed_scalar)
 EK_PACKED_SCALAR(q6_K, EK_Q6_K, ek_matmul_kquant_packed_scalar)
+EK_PACKED_SCALAR(iq4_xs, EK_IQ4_XS, ek_matmul_kquant_packed_scalar)
 
 /* ---- scalar vector ops ------------------------------------------------------------ */
 
@@ -1265,7 +1268,7 @@ static const ek_kernels ek_scalar_set = {
                                 ek_matmul_q8_0_packed_scalar, ek_matmul_q2_K_packed_scalar,
                                 ek_matmul_q3_K_packed_scalar, ek_matmul_q4_K_packed_scalar,
                                 ek_matmul_q5_K_packed_scalar, ek_matmul_q6_K_packed_scalar,
-                                NULL, NULL, NULL),
+                                NULL, ek_matmul_iq4_xs_packed_scalar, NULL),
     .quantize_q8_0 = ek_quantize_q8_0_ref,
     .quantize_q8_K = ek_quantize_q8_K_ref,
     .rmsnorm = ek_rmsnorm_scalar,

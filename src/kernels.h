@@ -83,7 +83,7 @@ EMBER_INTERNAL void ek_convert_batch(const ek_kernels *k, int wtype, const float
 EMBER_INTERNAL void ek_matmul(const ek_kernels *k, int wtype, const void *W, int n,
                               const void *X, int nb, float *Y, int ldy, int r0, int r1);
 
-/* Packed weights.  A kernel set may run Q4_0, Q8_0 and k-quant matrices
+/* Packed weights.  A kernel set may run Q4_0, Q8_0, k-quant and IQ4_XS matrices
  * faster with their rows interleaved in groups of EK_PACK_ROWS: one group's
  * bytes are the same bytes as its 16 rows, moved so that the group streams
  * as one sequence (and, for Q4_0/Q8_0, SIMD lane j holds row j without
@@ -92,7 +92,7 @@ EMBER_INTERNAL void ek_matmul(const ek_kernels *k, int wtype, const void *W, int
  *     quants: dword m of block k of row j at  k * 16 * Q + 64 * m + 4 * j
  *     scales: fp16 d of block k of row j at   nblk * 16 * Q + 32 * k + 2 * j
  *     where Q = quant bytes per block (16 for Q4_0, 32 for Q8_0), nblk = n / 32;
- *   Q2_K .. Q6_K: superblock k of row j, whole, at (16 * k + j) * block bytes.
+ *   Q2_K .. Q6_K, IQ4_XS: superblock k of row j, whole, at (16 * k + j) * block bytes.
  * Groups follow each other, so rows r .. r+15 start at r * row bytes. */
 #define EK_PACK_ROWS 16
 
@@ -196,7 +196,7 @@ typedef void (*ek_matmul_fn)(const void *W, int n, const void *X, int nb,
 struct ek_kernels {
     const char *name;
     ek_matmul_fn matmul[EK_TYPE_COUNT];
-    ek_matmul_fn matmul_packed[EK_TYPE_COUNT];   /* packed weights (Q4_0, Q8_0, k-quants) */
+    ek_matmul_fn matmul_packed[EK_TYPE_COUNT];   /* packed weights (Q4_0, Q8_0, k-quants, IQ4_XS) */
     void (*quantize_q8_0)(const float *x, void *dst, int n);  /* byte-identical to the reference */
     void (*quantize_q8_K)(const float *x, void *dst, int n);  /* byte-identical to the reference */
     void (*rmsnorm)(float *out, const float *x, const float *w, int n, float eps);

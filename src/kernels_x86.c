@@ -813,6 +813,83 @@ static EKX_AVX2 void ekx_matmul_q4_0_avx2(const void *W, int n, const void *X, i
     }
 }
 
+/* ---- AVX2 Q8_0 matmul on packed weights -------------------------------------------------
+ * The unpacked kernel (ekx_tile_q) keeps per output 8 float lanes, lane m
+ * summing over the blocks fma(float(the 4 products of dword m), d_w * d_x),
+ * and ends with ekx_hsum.  Packed (kernels.h), one 32-byte load is dword m
+ * of 8 rows, so those lanes are 8 vectors A[m] holding a row per lane, and
+ * the horizontal sum is the same tree of vertical adds: the same bits.  A
+ * step holds 8 rows x 1 activation row (8 accumulators); the two halves of
+ * a group take turns over chunks of EKX_Q8C blocks, so the second half and
+ * the next activation rows find the chunk in L1, and the accumulators wait
+ * in memory between chunks.  Generation prefetches the next group. */
+
+#define EKX_Q8C 16   /* blocks per chunk: 8 KB of a group's quants */
+#define EKX_Q8NBB 16 /* activation rows per pass over a group */
+
+/* blocks k0..k1 of half h (rows 8h..8h+7) of group G against activation row xr */
+EKX_AVX2_INLINE void ekx_q8_0_packed_chunk(const uint8_t *G, int nblk, int k0, int k1, int h, const uint8_t *xr,
+                                           __m256 *A, size_t pf) {
+    __m256 a[8];
+    EKX_UNROLL
+    for (int m = 0; m < 8; m++) a[m] = A[m];
+    const __m256i ones = _mm256_set1_epi16(1);
+    const uint8_t *S = G + (size_t)nblk * 512;
+    for (int k = k0; k < k1; k++) {
+        const uint8_t *q = G + (size_t)k * 512 + 32 * h, *xb = xr + (size_t)k * 34;
+        if (pf) {
+            EKX_UNROLL
+            for (int l = 0; l < 8; l++) _mm_prefetch((const char *)q + pf + 64 * l, _MM_HINT_T0);
+            _mm_prefetch((const char *)S + pf + 32 * k, _MM_HINT_T0);
+        }
+        uint16_t dh;
+        memcpy(&dh, xb, 2);
+        const __m256 dd = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(S + 32 * k + 16 * h))),
+                                        _mm256_set1_ps(ekx_h2f(dh)));
+        EKX_UNROLL
+        for (int m = 0; m < 8; m++) {
+            /* signed x signed: |w| * (x with w's sign), as ekx_tile_q */
+            const __m256i w = _mm256_loadu_si256((const __m256i *)(q + 64 * m));
+            const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(ekx_bcast32_avx2(xb + 2 + 4 * m), w)), ones);
+            a[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), dd, a[m]);
+        }
+    }
+    EKX_UNROLL
+    for (int m = 0; m < 8; m++) A[m] = a[m];
+}
+
+static EKX_AVX2 void ekx_matmul_q8_0_packed_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy,
+                                                 int r0, int r1) {
+    const int nblk = n / 32;
+    const size_t wrow = (size_t)nblk * 34, xrow = (size_t)nblk * 34;
+    __m256 A[EKX_Q8NBB][2][8];
+    for (int g = r0; g < r1; g += 16) {
+        const uint8_t *G = (const uint8_t *)W + (size_t)g * wrow;
+        const size_t pf = nb == 1 && g + 16 < r1 ? (size_t)nblk * 544 : 0;
+        for (int bb = 0; bb < nb; bb += EKX_Q8NBB) {
+            const int nbb = nb - bb < EKX_Q8NBB ? nb - bb : EKX_Q8NBB;
+            for (int j = 0; j < nbb; j++)
+                for (int h = 0; h < 2; h++)
+                    for (int m = 0; m < 8; m++) A[j][h][m] = _mm256_setzero_ps();
+            for (int k0 = 0; k0 < nblk; k0 += EKX_Q8C) {
+                const int k1 = nblk - k0 < EKX_Q8C ? nblk : k0 + EKX_Q8C;
+                for (int j = 0; j < nbb; j++)
+                    for (int h = 0; h < 2; h++)
+                        ekx_q8_0_packed_chunk(G, nblk, k0, k1, h, (const uint8_t *)X + (size_t)(bb + j) * xrow, A[j][h],
+                                              h == 0 ? pf : 0);
+            }
+            /* ekx_hsum's tree: ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)) */
+            for (int j = 0; j < nbb; j++)
+                for (int h = 0; h < 2; h++) {
+                    const __m256 *a = A[j][h];
+                    const __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a[0], a[4]), _mm256_add_ps(a[2], a[6])),
+                                                   _mm256_add_ps(_mm256_add_ps(a[1], a[5]), _mm256_add_ps(a[3], a[7])));
+                    _mm256_storeu_ps(Y + (size_t)(bb + j) * ldy + g + 8 * h, s);
+                }
+        }
+    }
+}
+
 /* ---- AVX2 k-quant matmul (Q4_K, Q5_K, Q6_K weights; Q8_K activations) --------------------
  * Per 256-superblock, per 32 elements: maddubs of the unsigned quants with
  * the activations (16 int16 lanes, no saturation: 63 * 127 * 2 < 2^15),
@@ -1061,6 +1138,12 @@ static EKX_AVX2 void ekx_matmul_q5_K_packed_avx2(const void *W, int n, const voi
 static EKX_AVX2 void ekx_matmul_q6_K_packed_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
     ekx_matmul_k_packed(EKX_Q6_K, W, n, X, nb, Y, ldy, r0, r1);
 }
+static EKX_AVX2 void ekx_matmul_q2_K_packed_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
+    ekx_matmul_k_packed(EKX_Q2_K, W, n, X, nb, Y, ldy, r0, r1);
+}
+static EKX_AVX2 void ekx_matmul_q3_K_packed_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
+    ekx_matmul_k_packed(EKX_Q3_K, W, n, X, nb, Y, ldy, r0, r1);
+}
 
 static EKX_AVX2 void ekx_matmul_q4_K_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
     ekx_matmul_k(EKX_Q4_K, W, n, X, nb, Y, ldy, r0, r1);
@@ -1078,17 +1161,21 @@ static EKX_AVX2 void ekx_matmul_q3_K_avx2(const void *W, int n, const void *X, i
     ekx_matmul_k(EKX_Q3_K, W, n, X, nb, Y, ldy, r0, r1);
 }
 
-/* ---- AVX2 IQ4_XS matmul (Q8_K activations) ----------------------------------------------
+/* ---- AVX2 IQ4_XS matmul (Q8_K activations), packed or not ---------------------------------
  * Two sub-blocks per step from one 32-byte load of quants: its low nibbles
  * are elements 0..15 of sub-blocks p and p + 1 (128-bit lanes 0 and 1), its
  * high nibbles their elements 16..31; the activations are rearranged to
- * match (two lane permutes).  Per 32 elements: maddubs of |w| with x
- * carrying w's sign (2 * 127 * 128 < 2^15), madd with the sub-block's
- * scale ls - 32 (lane 0: p, lane 1: p + 1), summed exactly in 8 int32 lanes
- * over the superblock, then one fma by d * d_x. */
+ * match once per superblock and activation row (not per weight row).  Per
+ * 32 elements: maddubs of |w| with x carrying w's sign (2 * 127 * 128 <
+ * 2^15), madd with the sub-block's scale ls - 32 (lane 0: p, lane 1: p + 1),
+ * summed exactly in 8 int32 lanes over the superblock, then one fma by
+ * d * d_x.  Every tile, layout (packed: kernels.h, a group's superblocks k
+ * side by side) and batch takes these float steps per output, so the
+ * packed kernel gives the unpacked kernel's bits. */
 
 #define EKX_XRT 4   /* rows per tile (IQ4_XS and IQ4_NL) */
 #define EKX_XBT 2   /* activation rows per tile */
+#define EKX_XBS 136 /* bytes of an IQ4_XS superblock */
 
 /* the 8 scales ls - 32 of a superblock, scale ib in both int16 halves of
  * int32 lane ib (a madd operand once broadcast) */
@@ -1105,49 +1192,70 @@ EKX_AVX2_INLINE __m256i ekx_iq4_xs_scales(const uint8_t *blk) {
     return _mm256_or_si256(_mm256_and_si256(s, _mm256_set1_epi32(0xFFFF)), _mm256_slli_epi32(s, 16));
 }
 
-EKX_AVX2_INLINE void ekx_tile_iq4_xs(int RT, int BT, const uint8_t *W, size_t wrow, const uint8_t *X, size_t xrow,
-                                     int nsb, float *Y, int ldy, int r, int b) {
+/* The 256 activations of a Q8_K superblock as the quant loads see them:
+ * per pair p, p + 1 of sub-blocks, their elements 0..15 side by side, then
+ * their elements 16..31. */
+EKX_AVX2_INLINE void ekx_iq4_xs_xsplit(const int8_t *xq, __m256i *out) {
+    EKX_UNROLL
+    for (int p = 0; p < 8; p += 2) {
+        const __m256i x0 = _mm256_loadu_si256((const __m256i *)(xq + 32 * p));
+        const __m256i x1 = _mm256_loadu_si256((const __m256i *)(xq + 32 * p + 32));
+        out[p] = _mm256_permute2x128_si256(x0, x1, 0x20);
+        out[p + 1] = _mm256_permute2x128_si256(x0, x1, 0x31);
+    }
+}
+
+/* One weight row's superblock blk against BT split activation superblocks
+ * (xs + 8 j, scales dx[j]): acc[j] += float(exact lane sums) * (d * d_x). */
+EKX_AVX2_INLINE void ekx_iq4_xs_sb(int BT, const uint8_t *blk, const __m256i *xs, const float *dx, __m256 *acc) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)ek_iq4nl_values));
+    const __m256i sc = ekx_iq4_xs_scales(blk);
+    __m256i isum[EKX_XBT];
+    EKX_UNROLL
+    for (int j = 0; j < BT; j++) isum[j] = _mm256_setzero_si256();
+    EKX_UNROLL
+    for (int p = 0; p < 8; p += 2) {
+        const __m256i v = _mm256_loadu_si256((const __m256i *)(blk + 8 + 16 * p));
+        const __m256i wl = _mm256_shuffle_epi8(table, _mm256_and_si256(v, m4));
+        const __m256i wh = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
+        const __m256i al = _mm256_abs_epi8(wl), ah = _mm256_abs_epi8(wh);
+        const __m256i s = _mm256_permutevar8x32_epi32(sc, _mm256_setr_epi32(p, p, p, p, p + 1, p + 1, p + 1, p + 1));
+        EKX_UNROLL
+        for (int j = 0; j < BT; j++) {
+            const __m256i pl = _mm256_madd_epi16(_mm256_maddubs_epi16(al, _mm256_sign_epi8(xs[8 * j + p], wl)), s);
+            const __m256i ph = _mm256_madd_epi16(_mm256_maddubs_epi16(ah, _mm256_sign_epi8(xs[8 * j + p + 1], wh)), s);
+            isum[j] = _mm256_add_epi32(isum[j], _mm256_add_epi32(pl, ph));
+            EKX_KEEP(isum[j]);
+        }
+    }
+    uint16_t dh;
+    memcpy(&dh, blk, 2);
+    const float d = ekx_h2f(dh);
+    EKX_UNROLL
+    for (int j = 0; j < BT; j++) acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[j]), _mm256_set1_ps(d * dx[j]), acc[j]);
+}
+
+/* RT rows (rstride apart, superblocks kstride apart, from W0) x BT
+ * activation rows from b. */
+EKX_AVX2_INLINE void ekx_tile_iq4_xs_at(int RT, int BT, const uint8_t *W0, size_t rstride, size_t kstride,
+                                        const uint8_t *X, size_t xrow, int nsb, float *Y, int ldy, int r, int b) {
     __m256 acc[EKX_XRT][EKX_XBT];
     EKX_UNROLL
     for (int i = 0; i < RT; i++)
         EKX_UNROLL
         for (int j = 0; j < BT; j++) acc[i][j] = _mm256_setzero_ps();
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
-    const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)ek_iq4nl_values));
     for (int k = 0; k < nsb; k++) {
+        __m256i xs[8 * EKX_XBT];
+        float dx[EKX_XBT];
         EKX_UNROLL
-        for (int i = 0; i < RT; i++) {
-            const uint8_t *blk = W + (size_t)(r + i) * wrow + (size_t)k * sizeof(ek_block_iq4_xs);
-            const __m256i sc = ekx_iq4_xs_scales(blk);
-            __m256i isum[EKX_XBT];
-            EKX_UNROLL
-            for (int j = 0; j < BT; j++) isum[j] = _mm256_setzero_si256();
-            EKX_UNROLL
-            for (int p = 0; p < 8; p += 2) {
-                const __m256i v = _mm256_loadu_si256((const __m256i *)(blk + 8 + 16 * p));
-                const __m256i wl = _mm256_shuffle_epi8(table, _mm256_and_si256(v, m4));
-                const __m256i wh = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
-                const __m256i al = _mm256_abs_epi8(wl), ah = _mm256_abs_epi8(wh);
-                const __m256i s = _mm256_permutevar8x32_epi32(sc, _mm256_setr_epi32(p, p, p, p, p + 1, p + 1, p + 1, p + 1));
-                EKX_UNROLL
-                for (int j = 0; j < BT; j++) {
-                    const int8_t *xq = ((const ek_block_q8_K *)(X + (size_t)(b + j) * xrow) + k)->qs + 32 * p;
-                    const __m256i x0 = _mm256_loadu_si256((const __m256i *)xq), x1 = _mm256_loadu_si256((const __m256i *)(xq + 32));
-                    const __m256i xl = _mm256_permute2x128_si256(x0, x1, 0x20), xh = _mm256_permute2x128_si256(x0, x1, 0x31);
-                    const __m256i pl = _mm256_madd_epi16(_mm256_maddubs_epi16(al, _mm256_sign_epi8(xl, wl)), s);
-                    const __m256i ph = _mm256_madd_epi16(_mm256_maddubs_epi16(ah, _mm256_sign_epi8(xh, wh)), s);
-                    isum[j] = _mm256_add_epi32(isum[j], _mm256_add_epi32(pl, ph));
-                }
-            }
-            uint16_t dh;
-            memcpy(&dh, blk, 2);
-            const float d = ekx_h2f(dh);
-            EKX_UNROLL
-            for (int j = 0; j < BT; j++) {
-                const ek_block_q8_K *xb = (const ek_block_q8_K *)(X + (size_t)(b + j) * xrow) + k;
-                acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[j]), _mm256_set1_ps(d * xb->d), acc[i][j]);
-            }
+        for (int j = 0; j < BT; j++) {
+            const ek_block_q8_K *xb = (const ek_block_q8_K *)(X + (size_t)(b + j) * xrow) + k;
+            ekx_iq4_xs_xsplit(xb->qs, xs + 8 * j);
+            dx[j] = xb->d;
         }
+        EKX_UNROLL
+        for (int i = 0; i < RT; i++) ekx_iq4_xs_sb(BT, W0 + (size_t)i * rstride + (size_t)k * kstride, xs, dx, acc[i]);
     }
     EKX_UNROLL
     for (int i = 0; i < RT; i++)
@@ -1157,17 +1265,64 @@ EKX_AVX2_INLINE void ekx_tile_iq4_xs(int RT, int BT, const uint8_t *W, size_t wr
 
 static EKX_AVX2 void ekx_matmul_iq4_xs_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
     const int nsb = n / 256;
-    const size_t wrow = (size_t)nsb * sizeof(ek_block_iq4_xs), xrow = (size_t)nsb * sizeof(ek_block_q8_K);
+    const size_t wrow = (size_t)nsb * EKX_XBS, xrow = (size_t)nsb * sizeof(ek_block_q8_K);
+    const uint8_t *Wb = (const uint8_t *)W, *Xb = (const uint8_t *)X;
     int r = r0;
     for (; r + EKX_XRT <= r1; r += EKX_XRT) {
         int b = 0;
-        for (; b + EKX_XBT <= nb; b += EKX_XBT) ekx_tile_iq4_xs(EKX_XRT, EKX_XBT, (const uint8_t *)W, wrow, (const uint8_t *)X, xrow, nsb, Y, ldy, r, b);
-        for (; b < nb; b++) ekx_tile_iq4_xs(EKX_XRT, 1, (const uint8_t *)W, wrow, (const uint8_t *)X, xrow, nsb, Y, ldy, r, b);
+        for (; b + EKX_XBT <= nb; b += EKX_XBT) ekx_tile_iq4_xs_at(EKX_XRT, EKX_XBT, Wb + (size_t)r * wrow, wrow, EKX_XBS, Xb, xrow, nsb, Y, ldy, r, b);
+        for (; b < nb; b++) ekx_tile_iq4_xs_at(EKX_XRT, 1, Wb + (size_t)r * wrow, wrow, EKX_XBS, Xb, xrow, nsb, Y, ldy, r, b);
     }
     for (; r < r1; r++) {
         int b = 0;
-        for (; b + EKX_XBT <= nb; b += EKX_XBT) ekx_tile_iq4_xs(1, EKX_XBT, (const uint8_t *)W, wrow, (const uint8_t *)X, xrow, nsb, Y, ldy, r, b);
-        for (; b < nb; b++) ekx_tile_iq4_xs(1, 1, (const uint8_t *)W, wrow, (const uint8_t *)X, xrow, nsb, Y, ldy, r, b);
+        for (; b + EKX_XBT <= nb; b += EKX_XBT) ekx_tile_iq4_xs_at(1, EKX_XBT, Wb + (size_t)r * wrow, wrow, EKX_XBS, Xb, xrow, nsb, Y, ldy, r, b);
+        for (; b < nb; b++) ekx_tile_iq4_xs_at(1, 1, Wb + (size_t)r * wrow, wrow, EKX_XBS, Xb, xrow, nsb, Y, ldy, r, b);
+    }
+}
+
+/* Generation on a packed group: superblock k of all 16 rows, then k + 1,
+ * so the group is one forward stream, prefetched pf bytes ahead (0: not);
+ * the accumulators stay in memory (touched once per row and superblock). */
+EKX_AVX2_INLINE void ekx_group_iq4_xs_gen(const uint8_t *G, const uint8_t *X, int nsb, float *Y, size_t pf) {
+    __m256 acc[16];
+    for (int i = 0; i < 16; i++) acc[i] = _mm256_setzero_ps();
+    for (int k = 0; k < nsb; k++) {
+        const ek_block_q8_K *xb = (const ek_block_q8_K *)X + k;
+        __m256i xs[8];
+        ekx_iq4_xs_xsplit(xb->qs, xs);
+        const float dx = xb->d;
+        const uint8_t *blk = G + (size_t)k * 16 * EKX_XBS;
+        for (int i = 0; i < 16; i++, blk += EKX_XBS) {
+            if (pf) {
+                _mm_prefetch((const char *)blk + pf, _MM_HINT_T0);
+                _mm_prefetch((const char *)blk + pf + 64, _MM_HINT_T0);
+                _mm_prefetch((const char *)blk + pf + 128, _MM_HINT_T0);
+            }
+            ekx_iq4_xs_sb(1, blk, xs, &dx, acc + i);
+        }
+    }
+    for (int i = 0; i < 16; i++) Y[i] = ekx_hsum(acc[i]);
+}
+
+static EKX_AVX2 void ekx_matmul_iq4_xs_packed_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0,
+                                                   int r1) {
+    const int nsb = n / 256;
+    const size_t wrow = (size_t)nsb * EKX_XBS, xrow = (size_t)nsb * sizeof(ek_block_q8_K);
+    for (int g = r0; g < r1; g += 16) {
+        const uint8_t *G = (const uint8_t *)W + (size_t)g * wrow;
+        if (nb == 1) {
+            ekx_group_iq4_xs_gen(G, (const uint8_t *)X, nsb, Y + g, g + 16 < r1 ? (size_t)32 * EKX_XBS : 0);
+            continue;
+        }
+        for (int t = 0; t < 16; t += EKX_XRT) {
+            int b = 0;
+            for (; b + EKX_XBT <= nb; b += EKX_XBT)
+                ekx_tile_iq4_xs_at(EKX_XRT, EKX_XBT, G + (size_t)t * EKX_XBS, EKX_XBS, (size_t)16 * EKX_XBS,
+                                   (const uint8_t *)X, xrow, nsb, Y, ldy, g + t, b);
+            for (; b < nb; b++)
+                ekx_tile_iq4_xs_at(EKX_XRT, 1, G + (size_t)t * EKX_XBS, EKX_XBS, (size_t)16 * EKX_XBS,
+                                   (const uint8_t *)X, xrow, nsb, Y, ldy, g + t, b);
+        }
     }
 }
 
@@ -1502,9 +1657,10 @@ static const ek_kernels ekx_avx2_set = {
                          ekx_matmul_q8_0_avx2, ekx_matmul_q2_K_avx2, ekx_matmul_q3_K_avx2,
                          ekx_matmul_q4_K_avx2, ekx_matmul_q5_K_avx2, ekx_matmul_q6_K_avx2,
                          ekx_matmul_iq4_nl_avx2, ekx_matmul_iq4_xs_avx2, ekx_matmul_bf16_avx2),
-    .matmul_packed = EK_MATMULS(NULL, NULL, ekx_matmul_q4_0_packed_avx2, NULL, NULL, NULL, NULL, NULL, NULL,
-                                ekx_matmul_q4_K_packed_avx2, ekx_matmul_q5_K_packed_avx2,
-                                ekx_matmul_q6_K_packed_avx2, NULL, NULL, NULL),
+    .matmul_packed = EK_MATMULS(NULL, NULL, ekx_matmul_q4_0_packed_avx2, NULL, NULL, NULL, ekx_matmul_q8_0_packed_avx2,
+                                ekx_matmul_q2_K_packed_avx2, ekx_matmul_q3_K_packed_avx2, ekx_matmul_q4_K_packed_avx2,
+                                ekx_matmul_q5_K_packed_avx2, ekx_matmul_q6_K_packed_avx2, NULL,
+                                ekx_matmul_iq4_xs_packed_avx2, NULL),
     EKX_AVX2_COMMON,
     .bf16_tiles_min_nb = 0, .convert_bf16_tiles = NULL,
 };
@@ -3002,7 +3158,7 @@ static EKX_AMX void ekx_matmul_bf16_amx(const void *W, int n, const void *X, int
 #define EKX_AVX512_PACKED(q4_0, q8_0)                                                                      \
     EK_MATMULS(NULL, NULL, q4_0, NULL, NULL, NULL, q8_0,                                                    \
                ekx_matmul_q2_K_packed_avx512, ekx_matmul_q3_K_packed_avx512, ekx_matmul_q4_K_packed_avx512, \
-               ekx_matmul_q5_K_packed_avx512, ekx_matmul_q6_K_packed_avx512, NULL, NULL, NULL)
+               ekx_matmul_q5_K_packed_avx512, ekx_matmul_q6_K_packed_avx512, NULL, ekx_matmul_iq4_xs_packed_avx2, NULL)
 
 /* the matmuls of both sets: F16, BF16, Q4_0 and Q8_0 given (the amx set
  * replaces them), the AVX-512 ones of every other type.

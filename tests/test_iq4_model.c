@@ -89,7 +89,7 @@ int main(void) {
         float *ref = malloc(sizeof(float) * V), *a = malloc(sizeof(float) * V), *b = malloc(sizeof(float) * V);
         ember_model_info ir;
         ember_model_get_info(mr, &ir, NULL);
-        CHECK(type == EK_Q4_0 || ir.n_packed == 0, "%s: %d matrices packed, the type has no packed layout", name,
+        CHECK(type != EK_IQ4_NL || ir.n_packed == 0, "%s: %d matrices packed, the type has no packed layout", name,
               ir.n_packed);
         static const int nbs[] = {1, 40, 40, 7}, ths[] = {1, 1, 2, 2};
         int ok = eval_last(mp, toks, 40, 1, 1, a) == EMBER_OK && eval_last(mf, toks, 40, 1, 1, ref) == EMBER_OK;

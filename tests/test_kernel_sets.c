@@ -90,7 +90,7 @@ static void test_demo_model(void) {
 /* Quantized models: each set is bit-identical to itself across load modes
  * (packed or not), batch sizes and thread counts, and near the scalar set. */
 static void test_quantized(void) {
-    static const int types[] = {EK_Q4_0, EK_Q8_0, EK_Q4_K, EK_Q5_K, EK_Q6_K, EK_IQ4_XS, EK_F16, EK_BF16};
+    static const int types[] = {EK_Q4_0, EK_Q8_0, EK_Q2_K, EK_Q3_K, EK_Q4_K, EK_Q5_K, EK_Q6_K, EK_IQ4_XS, EK_F16, EK_BF16};
     ember_token toks[40];
     for (int i = 0; i < 40; i++) toks[i] = TM_FIRST_PIECE + (i * 7) % 20;
     const ek_kernels *sets[8];
@@ -113,6 +113,12 @@ static void test_quantized(void) {
             ember_model *mr = open_set(path, name, EMBER_LOAD_READ), *mp = open_set(path, name, EMBER_LOAD_MMAP);
             if (!mr || !mp) { ember_model_free(mr); ember_model_free(mp); continue; }
             const int V = ember_n_vocab(mr);
+            /* read weights are packed exactly where the set has a packed
+             * kernel for the type, so the bit checks below cover it */
+            ember_model_info ir;
+            ember_model_get_info(mr, &ir, NULL);
+            CHECK((ir.n_packed > 0) == (ek_pack_wanted(sets[s], types[t], 512) != 0), "%s %s: %d matrices packed",
+                  name, tname, ir.n_packed);
             if (!ref) { ref = malloc(sizeof(float) * V); a = malloc(sizeof(float) * V); b = malloc(sizeof(float) * V); }
             /* one token at a time, mapped (never packed), 1 thread: the base */
             if (eval_last(mp, toks, 40, 1, 1, s == 0 ? ref : a) != EMBER_OK) goto next;

@@ -674,10 +674,10 @@ static void test_packed_case(const ek_kernels *k, int type, int n, int rows, int
     free(W); free(P); free(X); free(scratch); free(x); free(Yu); free(Yp);
 }
 
-/* Types without a packed layout (IQ4_NL, IQ4_XS) take the unpacked path:
- * never wanted, not packable, and ek_matmul_packed leaves Y alone. */
+/* Types without a packed layout (IQ4_NL) take the unpacked path: never
+ * wanted, not packable, and ek_matmul_packed leaves Y alone. */
 static void test_packed_declines(const ek_kernels *k) {
-    static const int types[] = {EK_IQ4_NL, EK_IQ4_XS};
+    static const int types[] = {EK_IQ4_NL};
     for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
         const int type = types[t], n = 256, rows = 32;
         const size_t wrb = (size_t)ek_row_bytes(type, n);
@@ -700,7 +700,7 @@ static void test_packed_declines(const ek_kernels *k) {
 
 static void test_packed(const ek_kernels *k) {
     test_packed_declines(k);
-    static const int types[] = {EK_Q4_0, EK_Q8_0, EK_Q2_K, EK_Q3_K, EK_Q4_K, EK_Q5_K, EK_Q6_K};
+    static const int types[] = {EK_Q4_0, EK_Q8_0, EK_Q2_K, EK_Q3_K, EK_Q4_K, EK_Q5_K, EK_Q6_K, EK_IQ4_XS};
     static const int ns32[] = {32, 96, 4096 + 32, 16384 + 64}, nsK[] = {256, 768, 4096 + 256, 16384 + 512};
     static const int rowss[] = {16, 48, 160}, nbs[] = {1, 3, 5, 70};
     for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
