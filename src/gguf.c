@@ -174,8 +174,7 @@ const char *egf_vtype_name(int t) {
     return (t >= 0 && t <= GGUF_FLOAT64) ? egf_vtype_names[t] : "unknown";
 }
 
-/* Size of a fixed-size value, 0 for string/array/unknown. */
-static uint64_t egf_fixed_size(uint32_t t) {
+uint64_t egf_fixed_size(uint32_t t) {
     switch (t) {
     case GGUF_UINT8: case GGUF_INT8: case GGUF_BOOL: return 1;
     case GGUF_UINT16: case GGUF_INT16: return 2;

@@ -43,6 +43,9 @@ EMBER_INTERNAL int egf_open(const void *data, uint64_t size, const ember_allocat
                              egf_file **out, char *err, size_t errlen);
 EMBER_INTERNAL void egf_close(egf_file *f);
 
+/* Bytes of one value of GGUF type t; 0 for strings, arrays and unknown types. */
+EMBER_INTERNAL uint64_t egf_fixed_size(uint32_t t);
+
 EMBER_INTERNAL uint32_t egf_version(const egf_file *f);
 EMBER_INTERNAL uint32_t egf_alignment(const egf_file *f);
 

@@ -321,19 +321,9 @@ static void eq_pad(eq_writer *w, uint32_t align) {
     }
 }
 
-static size_t eq_vtype_size(int t) {
-    switch (t) {
-    case GGUF_UINT8: case GGUF_INT8: case GGUF_BOOL: return 1;
-    case GGUF_UINT16: case GGUF_INT16: return 2;
-    case GGUF_UINT32: case GGUF_INT32: case GGUF_FLOAT32: return 4;
-    case GGUF_UINT64: case GGUF_INT64: case GGUF_FLOAT64: return 8;
-    default: return 0;   /* strings and arrays: variable */
-    }
-}
-
 /* Past n encoded values of type t (the reader has checked they fit). */
 static const uint8_t *eq_skip_values(const uint8_t *p, int t, uint64_t n) {
-    const size_t size = eq_vtype_size(t);
+    const size_t size = (size_t)egf_fixed_size((uint32_t)t);
     if (size) return p + size * n;
     for (uint64_t i = 0; i < n; i++) {
         uint64_t len;
