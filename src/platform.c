@@ -44,6 +44,19 @@ static int ep_fail(int code, char *msg, size_t msg_size, const char *what, const
     return code;
 }
 
+/* A file of n bytes as a region size: not empty, and small enough to map
+ * and index with size_t arithmetic. */
+static int ep_check_size(unsigned long long n, const char *path, size_t *size, char *msg, size_t msg_size) {
+    if (n == 0) {
+        if (msg && msg_size) snprintf(msg, msg_size, "file is empty");
+        return EMBER_ERR_TRUNCATED;
+    }
+    if (n > (unsigned long long)(SIZE_MAX / 2))
+        return ep_fail(EMBER_ERR_NOMEM, msg, msg_size, "cannot map", path, "file too large");
+    *size = (size_t)n;
+    return EMBER_OK;
+}
+
 /* size rounded up to a whole number of page_size pages (a power of two) */
 static size_t ep_round_up(size_t size, size_t page_size) {
     return (size + page_size - 1) & ~(page_size - 1);
@@ -89,17 +102,9 @@ static int ep_open(const char *path, DWORD flags, HANDLE *h, size_t *size, char 
         CloseHandle(*h);
         return ep_fail(EMBER_ERR_IO, msg, msg_size, "is not a regular file", path, NULL);
     }
-    if (n.QuadPart == 0) {
-        CloseHandle(*h);
-        if (msg && msg_size) snprintf(msg, msg_size, "file is empty");
-        return EMBER_ERR_TRUNCATED;
-    }
-    if ((unsigned long long)n.QuadPart > (unsigned long long)(SIZE_MAX / 2)) {
-        CloseHandle(*h);
-        return ep_fail(EMBER_ERR_NOMEM, msg, msg_size, "cannot map", path, "file too large");
-    }
-    *size = (size_t)n.QuadPart;
-    return EMBER_OK;
+    int rc = ep_check_size((unsigned long long)n.QuadPart, path, size, msg, msg_size);
+    if (rc != EMBER_OK) CloseHandle(*h);
+    return rc;
 }
 
 int ep_file_map(const char *path, ep_region *r, char *msg, size_t msg_size) {
@@ -235,17 +240,9 @@ static int ep_open(const char *path, int *fd, size_t *size, char *msg, size_t ms
         close(*fd);
         return ep_fail(EMBER_ERR_IO, msg, msg_size, "is not a regular file", path, NULL);
     }
-    if (st.st_size == 0) {
-        close(*fd);
-        if (msg && msg_size) snprintf(msg, msg_size, "file is empty");
-        return EMBER_ERR_TRUNCATED;
-    }
-    if ((unsigned long long)st.st_size > (unsigned long long)(SIZE_MAX / 2)) {
-        close(*fd);
-        return ep_fail(EMBER_ERR_NOMEM, msg, msg_size, "cannot map", path, "file too large");
-    }
-    *size = (size_t)st.st_size;
-    return EMBER_OK;
+    int rc = ep_check_size((unsigned long long)st.st_size, path, size, msg, msg_size);
+    if (rc != EMBER_OK) close(*fd);
+    return rc;
 }
 
 int ep_file_map(const char *path, ep_region *r, char *msg, size_t msg_size) {
