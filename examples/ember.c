@@ -1416,12 +1416,13 @@ static int bw_open(bw_probe *p) {
 }
 
 #define BW_READERS 18   /* 3 stream counts x prefetch or not x up to 3 builds */
+/* Reader v: build v / 6 of bw_readers, bw_streams[v % 3] streams, prefetch if v % 6 >= 3. */
+static const int bw_streams[3] = {1, 4, 8};
 
 /* One pass of each reader (1, 4, 8 streams; without and with software
  * prefetch, as ember's kernels use it; each build of bw_readers) with n
  * threads: gbs[v] in GB/s (0 for a build this CPU lacks). */
 static void bw_measure(const bw_probe *p, int n_threads, double gbs_out[BW_READERS]) {
-    static const int streams[] = {1, 4, 8};
     bw_reader builds[3];
     const int n_builds = bw_readers(builds);
     int nt = n_threads > 64 ? 64 : n_threads;
@@ -1434,7 +1435,7 @@ static void bw_measure(const bw_probe *p, int n_threads, double gbs_out[BW_READE
         size_t share = p->bytes / (size_t)nt / 4096 * 4096;
         double t0 = now_s();
         for (int k = 0; k < nt; k++) {
-            jobs[k] = (bw_job){p->buf + share * (size_t)k, share, streams[v % 3], v % 6 / 3, 0};
+            jobs[k] = (bw_job){p->buf + share * (size_t)k, share, bw_streams[v % 3], v % 6 / 3, 0};
             pthread_create(&th[k], NULL, read, &jobs[k]);
         }
         unsigned long long x = 0;
@@ -1464,8 +1465,7 @@ static double bw_best_median(double *bw, int repeats, int *best_reader) {
 /* "avx2 build, 4 streams, prefetch": reader v of bw_measure. */
 static void bw_describe(int v, char *buf, size_t size) {
     static const char *const builds[] = {"baseline", "avx2", "avx512"};
-    static const int streams[] = {1, 4, 8};
-    snprintf(buf, size, "%s build, %d stream%s%s", builds[v / 6], streams[v % 3], v % 3 ? "s" : "",
+    snprintf(buf, size, "%s build, %d stream%s%s", builds[v / 6], bw_streams[v % 3], v % 3 ? "s" : "",
              v % 6 / 3 ? ", prefetch" : "");
 }
 
