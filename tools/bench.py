@@ -133,13 +133,14 @@ def ensure_model(outdir, name, typ, python):
     spec = "random:%s,seed=1" % MODELS[name][0]
     log("making %s (%s) ..." % (path, typ))
     t0 = time.time()
-    cmd = [python, os.path.join(ROOT, "tools", "convert_weights.py"), spec, "-o", path, "--type", typ,
-           "--name", "%s-random" % name, "-q"]
     f16 = model_path(outdir, name, "f16")
     if typ not in ("f32", "f16", "bf16", "q8_0", "q4_0") and os.path.exists(f16):
         # the converter would make an F32 file and quantize it; from the F16 one it is
         # what llama-quantize users do, and faster
         cmd = [os.path.join(ROOT, "build", "ember"), "quantize", f16, path, typ]
+    else:
+        cmd = [python, os.path.join(ROOT, "tools", "convert_weights.py"), spec, "-o", path, "--type", typ,
+               "--name", "%s-random" % name, "-q"]
     r = subprocess.run(["nice", "-n", "10"] + cmd, capture_output=True, text=True)
     if r.returncode != 0 or not os.path.exists(path):
         raise RuntimeError("converter failed for %s:\n%s%s" % (path, r.stdout[-2000:], r.stderr[-2000:]))
