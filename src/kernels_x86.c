@@ -722,9 +722,9 @@ static EKX_AVX2 void ekx_matmul_q4_0_packed_avx2(const void *W, int n, const voi
                                                  int r0, int r1) {
     const int nblk = n / 32;
     const size_t wrow = (size_t)nblk * 18, xrow = (size_t)nblk * 34;
-    int32_t sums[EKX_Q4_SUMS];
-    /* two rows: the 16 x 2 tile below keeps its sums in registers */
-    /* activation rows per pass: whole tiles of 4 whose tables fit */
+    /* three or more activation rows: the small-batch tiles, in passes of
+     * whole tiles of 4 whose tables fit; one or two rows (generation, pairs
+     * of contexts) or rows too long for the tables: the 16 x 2 tiles below */
     int pass = EKX_Q4_SUMS / nblk < EKX_Q4_PASS ? EKX_Q4_SUMS / nblk / 4 * 4 : EKX_Q4_PASS;
     if (nb >= 3 && pass >= 4) {
         for (int b = 0; b < nb; b += pass)
@@ -732,6 +732,7 @@ static EKX_AVX2 void ekx_matmul_q4_0_packed_avx2(const void *W, int n, const voi
                            Y, ldy, r0, r1);
         return;
     }
+    int32_t sums[EKX_Q4_SUMS];
     for (int bb = 0; bb < nb; bb += EKX_Q4_NBB) {
         const int nbb = nb - bb < EKX_Q4_NBB ? nb - bb : EKX_Q4_NBB;
         const int have = ekx_q4_0_sums((const uint8_t *)X, xrow, nblk, bb, nbb, sums);
