@@ -393,10 +393,11 @@ static EKX_AVX2 void ekx_matmul_bf16_avx2(const void *W, int n, const void *X, i
     ekx_matmul_float(EKX_W_BF16, W, n, X, nb, Y, ldy, r0, r1);
 }
 
-/* ---- AVX2 quantized matmul (Q4_0, Q8_0 weights; Q8_0 activations) -----------------------
+/* ---- AVX2 legacy-quant matmul (Q4_1, Q5_0, Q5_1 weights; Q8_0 activations) ---------------
  * Per block the integer dot product is exact, in 8 int32 lanes (each the
  * sum of 4 adjacent byte products); it is converted to float and
- * accumulated with one fma by d_w * d_x. */
+ * accumulated with one fma by d_w * d_x.  Q4_0 and Q8_0 have kernels of
+ * their own below, one float step per block and row. */
 
 enum { EKX_Q4_0, EKX_Q8_0, EKX_Q4_1, EKX_Q5_0, EKX_Q5_1 };
 /* block bytes, offset of the quants, whether the type has a min (value = d q + m) or a 5th bit */
@@ -441,8 +442,7 @@ EKX_AVX2_INLINE __m256i ekx_unpack_q45(int kind, const uint8_t *wb) {
 }
 
 /* Per block: acc += float(dot lanes) * (d_w * d_x); with a min, also
- * acc += float(sum(x) lanes) * (m_w * d_x).  q4_0 / q5_0 store q + 8 / q + 16:
- * dot(q, x) = dot(q + o, x) - dot(o, x). */
+ * acc += float(sum(x) lanes) * (m_w * d_x). */
 EKX_AVX2_INLINE void ekx_tile_q(int kind, int RT, int BT, const uint8_t *W, size_t wrow, const uint8_t *X,
                                 size_t xrow, int nblk, float *Y, int ldy, int r, int b) {
     __m256 acc[EKX_QRT][EKX_QBT];
@@ -459,8 +459,7 @@ EKX_AVX2_INLINE void ekx_tile_q(int kind, int RT, int BT, const uint8_t *W, size
             const ek_block_q8_0 *xb = (const ek_block_q8_0 *)(X + (size_t)(b + j) * xrow) + k;
             xq[j] = _mm256_loadu_si256((const __m256i *)xb->qs);
             dx[j] = _mm256_set1_ps(ekx_h2f(xb->d));
-            /* q4_0 stores q + 8: dot(q, x) = dot(q + 8, x) - dot(8, x) */
-            if (kind == EKX_Q4_0) xc[j] = ekx_dot_u8s8(_mm256_set1_epi8(8), xq[j]);
+            /* q5_0 stores q + 16: dot(q, x) = dot(q + 16, x) - dot(16, x) */
             if (kind == EKX_Q5_0) xc[j] = ekx_dot_u8s8(_mm256_set1_epi8(16), xq[j]);
             if (EKX_HASMIN(kind)) xs[j] = _mm256_cvtepi32_ps(ekx_dot_u8s8(_mm256_set1_epi8(1), xq[j]));
         }
@@ -470,26 +469,15 @@ EKX_AVX2_INLINE void ekx_tile_q(int kind, int RT, int BT, const uint8_t *W, size
             uint16_t dh;
             memcpy(&dh, wb, 2);
             const __m256 dw = _mm256_set1_ps(ekx_h2f(dh));
-            if (kind != EKX_Q8_0) {
-                const __m256i wu = ekx_unpack_q45(kind, wb);
-                __m256 dm = _mm256_setzero_ps();
-                if (EKX_HASMIN(kind)) { memcpy(&dh, wb + 2, 2); dm = _mm256_set1_ps(ekx_h2f(dh)); }
-                EKX_UNROLL
-                for (int j = 0; j < BT; j++) {
-                    __m256i p = ekx_dot_u8s8(wu, xq[j]);
-                    if (kind == EKX_Q4_0 || kind == EKX_Q5_0) p = _mm256_sub_epi32(p, xc[j]);
-                    acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(dw, dx[j]), acc[i][j]);
-                    if (EKX_HASMIN(kind)) acc[i][j] = _mm256_fmadd_ps(xs[j], _mm256_mul_ps(dm, dx[j]), acc[i][j]);
-                }
-            } else {
-                /* signed x signed: |w| * (x with w's sign) */
-                const __m256i wq = _mm256_loadu_si256((const __m256i *)(wb + 2));
-                const __m256i wa = _mm256_abs_epi8(wq);
-                EKX_UNROLL
-                for (int j = 0; j < BT; j++) {
-                    __m256i p = ekx_dot_u8s8(wa, _mm256_sign_epi8(xq[j], wq));
-                    acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(dw, dx[j]), acc[i][j]);
-                }
+            const __m256i wu = ekx_unpack_q45(kind, wb);
+            __m256 dm = _mm256_setzero_ps();
+            if (EKX_HASMIN(kind)) { memcpy(&dh, wb + 2, 2); dm = _mm256_set1_ps(ekx_h2f(dh)); }
+            EKX_UNROLL
+            for (int j = 0; j < BT; j++) {
+                __m256i p = ekx_dot_u8s8(wu, xq[j]);
+                if (kind == EKX_Q5_0) p = _mm256_sub_epi32(p, xc[j]);
+                acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(dw, dx[j]), acc[i][j]);
+                if (EKX_HASMIN(kind)) acc[i][j] = _mm256_fmadd_ps(xs[j], _mm256_mul_ps(dm, dx[j]), acc[i][j]);
             }
         }
     }
@@ -516,9 +504,6 @@ EKX_AVX2_INLINE void ekx_matmul_q(int kind, const void *W, int n, const void *X,
     }
 }
 
-static EKX_AVX2 void ekx_matmul_q8_0_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
-    ekx_matmul_q(EKX_Q8_0, W, n, X, nb, Y, ldy, r0, r1);
-}
 static EKX_AVX2 void ekx_matmul_q4_1_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0, int r1) {
     ekx_matmul_q(EKX_Q4_1, W, n, X, nb, Y, ldy, r0, r1);
 }
@@ -749,22 +734,34 @@ static EKX_AVX2 void ekx_matmul_q4_0_packed_avx2(const void *W, int n, const voi
     }
 }
 
-/* Unpacked rows: per row a block's 8 int32 lanes of products; 8 rows'
- * lanes are summed across (exact) into one vector, which then takes the
- * packed kernel's float steps.  Fewer than 8 rows: the same steps, scalar. */
-EKX_AVX2_INLINE __m256i ekx_q4_0_idot_lanes(const uint8_t *wb, __m256i xq) {
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(ekx_unpack_q4(wb + 2), xq), _mm256_set1_epi16(1));
+/* Unpacked rows (Q4_0, Q8_0): per row a block's 8 int32 lanes of
+ * products; 8 rows' lanes are summed across (exact) into one vector, which
+ * then takes the packed kernels' float steps.  Fewer than 8 rows: the same
+ * steps, scalar. */
+EKX_AVX2_INLINE __m256i ekx_idot_lanes(int kind, const uint8_t *wb, __m256i xq) {
+    if (kind == EKX_Q4_0) return ekx_dot_u8s8(ekx_unpack_q4(wb + 2), xq);
+    /* signed x signed: |w| * (x with w's sign); |-128| = 128 as u8 */
+    const __m256i w = _mm256_loadu_si256((const __m256i *)(wb + 2));
+    return ekx_dot_u8s8(_mm256_abs_epi8(w), _mm256_sign_epi8(xq, w));
 }
 
-static EKX_AVX2 void ekx_matmul_q4_0_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0,
-                                          int r1) {
+/* the correction a Q4_0 block's stored q + 8 needs: 8 * sum(x) of activation
+ * row j's block k, from the table when it was made (have) */
+EKX_AVX2_INLINE int32_t ekx_block_corr(int kind, int have, const int32_t *sums, int nblk, int j, int k,
+                                       const uint8_t *xb) {
+    if (kind != EKX_Q4_0) return 0;
+    return have ? sums[j * nblk + k] : ekx_q8_0_sum8(xb);
+}
+
+EKX_AVX2_INLINE void ekx_matmul_rowlanes(int kind, const void *W, int n, const void *X, int nb, float *Y, int ldy,
+                                         int r0, int r1) {
     const int nblk = n / 32;
-    const size_t wrow = (size_t)nblk * 18, xrow = (size_t)nblk * 34;
+    const size_t wrow = (size_t)nblk * EKX_WBS(kind), xrow = (size_t)nblk * 34;
     const uint8_t *Wb = (const uint8_t *)W, *Xb = (const uint8_t *)X;
     int32_t sums[EKX_Q4_SUMS];
     for (int bb = 0; bb < nb; bb += EKX_Q4_NBB) {
         const int nbb = nb - bb < EKX_Q4_NBB ? nb - bb : EKX_Q4_NBB;
-        const int have = ekx_q4_0_sums(Xb, xrow, nblk, bb, nbb, sums);
+        const int have = kind == EKX_Q4_0 && ekx_q4_0_sums(Xb, xrow, nblk, bb, nbb, sums);
         int r = r0;
         for (; r + 8 <= r1; r += 8)
             for (int j = 0; j < nbb; j++) {
@@ -776,8 +773,8 @@ static EKX_AVX2 void ekx_matmul_q4_0_avx2(const void *W, int n, const void *X, i
                     uint16_t dw[8], dh;
                     EKX_UNROLL
                     for (int i = 0; i < 8; i++) {
-                        const uint8_t *wb = Wb + (size_t)(r + i) * wrow + (size_t)k * 18;
-                        p[i] = ekx_q4_0_idot_lanes(wb, xq);
+                        const uint8_t *wb = Wb + (size_t)(r + i) * wrow + (size_t)k * EKX_WBS(kind);
+                        p[i] = ekx_idot_lanes(kind, wb, xq);
                         memcpy(&dw[i], wb, 2);
                     }
                     /* lanes -> rows: hadd pairs, then the two 128-bit halves */
@@ -786,7 +783,7 @@ static EKX_AVX2 void ekx_matmul_q4_0_avx2(const void *W, int n, const void *X, i
                     const __m256i t = _mm256_add_epi32(_mm256_permute2x128_si256(a, c, 0x20),
                                                        _mm256_permute2x128_si256(a, c, 0x31));
                     memcpy(&dh, xb, 2);
-                    const __m256i corr = _mm256_set1_epi32(have ? sums[j * nblk + k] : ekx_q8_0_sum8(xb));
+                    const __m256i corr = _mm256_set1_epi32(ekx_block_corr(kind, have, sums, nblk, j, k, xb));
                     const __m256 d = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)dw)),
                                                    _mm256_set1_ps(ekx_h2f(dh)));
                     acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(t, corr)), d, acc);
@@ -798,12 +795,12 @@ static EKX_AVX2 void ekx_matmul_q4_0_avx2(const void *W, int n, const void *X, i
                 float acc = 0.0f;
                 for (int k = 0; k < nblk; k++) {
                     const uint8_t *xb = Xb + (size_t)(bb + j) * xrow + (size_t)k * 34;
-                    const uint8_t *wb = Wb + (size_t)r * wrow + (size_t)k * 18;
-                    const __m256i s = ekx_q4_0_idot_lanes(wb, _mm256_loadu_si256((const __m256i *)(xb + 2)));
+                    const uint8_t *wb = Wb + (size_t)r * wrow + (size_t)k * EKX_WBS(kind);
+                    const __m256i s = ekx_idot_lanes(kind, wb, _mm256_loadu_si256((const __m256i *)(xb + 2)));
                     __m128i t = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
                     t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4e));
                     t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xb1));
-                    const int32_t idot = _mm_cvtsi128_si32(t) - (have ? sums[j * nblk + k] : ekx_q8_0_sum8(xb));
+                    const int32_t idot = _mm_cvtsi128_si32(t) - ekx_block_corr(kind, have, sums, nblk, j, k, xb);
                     uint16_t hw, hx;
                     memcpy(&hw, wb, 2);
                     memcpy(&hx, xb, 2);
@@ -814,80 +811,103 @@ static EKX_AVX2 void ekx_matmul_q4_0_avx2(const void *W, int n, const void *X, i
     }
 }
 
+static EKX_AVX2 void ekx_matmul_q4_0_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0,
+                                          int r1) {
+    ekx_matmul_rowlanes(EKX_Q4_0, W, n, X, nb, Y, ldy, r0, r1);
+}
+static EKX_AVX2 void ekx_matmul_q8_0_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy, int r0,
+                                          int r1) {
+    ekx_matmul_rowlanes(EKX_Q8_0, W, n, X, nb, Y, ldy, r0, r1);
+}
+
 /* ---- AVX2 Q8_0 matmul on packed weights -------------------------------------------------
- * The unpacked kernel (ekx_tile_q) keeps per output 8 float lanes, lane m
- * summing over the blocks fma(float(the 4 products of dword m), d_w * d_x),
- * and ends with ekx_hsum.  Packed (kernels.h), one 32-byte load is dword m
- * of 8 rows, so those lanes are 8 vectors A[m] holding a row per lane, and
- * the horizontal sum is the same tree of vertical adds: the same bits.  A
- * step holds 8 rows x 1 activation row (8 accumulators); the two halves of
- * a group take turns over chunks of EKX_Q8C blocks, so the second half and
- * the next activation rows find the chunk in L1, and the accumulators wait
- * in memory between chunks.  Generation prefetches the next group. */
+ * The Q4_0 kernels' chain, acc = fma(float(idot_k), d_w * d_x, acc) over the
+ * blocks k in order with idot_k exact, so the unpacked kernel above gives
+ * the same bits.  Packed (kernels.h), one 32-byte load is dword m of 8 rows,
+ * so lane i of the int32 sum over m of its products is row i's idot_k and
+ * nothing is reduced across lanes.  A tile is NH 8-row halves of a group x
+ * BT activation rows: per 32 products a sign, a maddubs, a madd and an add,
+ * |w| shared by the BT rows and each broadcast of activations by the
+ * halves.  Generation (one row) takes both halves, so the group streams in
+ * order, and prefetches the next group; batches take 1 half x 4 rows, the
+ * group's second half and the next rows coming from cache. */
+#define EKX_Q8BT 4 /* activation rows per batch tile */
 
-#define EKX_Q8C 16   /* blocks per chunk: 8 KB of a group's quants */
-#define EKX_Q8NBB 16 /* activation rows per pass over a group */
-
-/* blocks k0..k1 of half h (rows 8h..8h+7) of group G against activation row xr */
-EKX_AVX2_INLINE void ekx_q8_0_packed_chunk(const uint8_t *G, int nblk, int k0, int k1, int h, const uint8_t *xr,
-                                           __m256 *A, size_t pf) {
-    __m256 a[8];
+EKX_AVX2_INLINE void ekx_tile_q8_0_packed(int NH, int BT, const uint8_t *G, int nblk, int h0, const uint8_t *X,
+                                          size_t xrow, float *Y, int ldy, int r, size_t pf) {
+    __m256 acc[2][EKX_Q8BT];
     EKX_UNROLL
-    for (int m = 0; m < 8; m++) a[m] = A[m];
-    const __m256i ones = _mm256_set1_epi16(1);
+    for (int h = 0; h < NH; h++)
+        EKX_UNROLL
+        for (int j = 0; j < BT; j++) acc[h][j] = _mm256_setzero_ps();
     const uint8_t *S = G + (size_t)nblk * 512;
-    for (int k = k0; k < k1; k++) {
-        const uint8_t *q = G + (size_t)k * 512 + 32 * h, *xb = xr + (size_t)k * 34;
+    for (int k = 0; k < nblk; k++) {
+        const uint8_t *q = G + (size_t)k * 512 + 32 * h0, *xk = X + (size_t)k * 34;
         if (pf) {
             EKX_UNROLL
             for (int l = 0; l < 8; l++) _mm_prefetch((const char *)q + pf + 64 * l, _MM_HINT_T0);
             _mm_prefetch((const char *)S + pf + 32 * k, _MM_HINT_T0);
         }
-        uint16_t dh;
-        memcpy(&dh, xb, 2);
-        const __m256 dd = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(S + 32 * k + 16 * h))),
-                                        _mm256_set1_ps(ekx_h2f(dh)));
+        __m256i is[2][EKX_Q8BT];
         EKX_UNROLL
         for (int m = 0; m < 8; m++) {
-            /* signed x signed: |w| * (x with w's sign), as ekx_tile_q */
-            const __m256i w = _mm256_loadu_si256((const __m256i *)(q + 64 * m));
-            const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(ekx_bcast32_avx2(xb + 2 + 4 * m), w)), ones);
-            a[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), dd, a[m]);
+            __m256i w[2], wa[2];
+            EKX_UNROLL
+            for (int h = 0; h < NH; h++) {
+                w[h] = _mm256_loadu_si256((const __m256i *)(q + 64 * m + 32 * h));
+                wa[h] = _mm256_abs_epi8(w[h]);
+            }
+            EKX_UNROLL
+            for (int j = 0; j < BT; j++) {
+                const __m256i xb = ekx_bcast32_avx2(xk + (size_t)j * xrow + 2 + 4 * m);
+                EKX_UNROLL
+                for (int h = 0; h < NH; h++) {
+                    const __m256i p = ekx_dot_u8s8(wa[h], _mm256_sign_epi8(xb, w[h]));
+                    is[h][j] = m == 0 ? p : _mm256_add_epi32(is[h][j], p);
+                    EKX_KEEP(is[h][j]);
+                }
+            }
+        }
+        EKX_UNROLL
+        for (int h = 0; h < NH; h++) {
+            const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(S + 32 * k + 16 * (h0 + h))));
+            EKX_UNROLL
+            for (int j = 0; j < BT; j++) {
+                uint16_t dh;
+                memcpy(&dh, xk + (size_t)j * xrow, 2);
+                acc[h][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is[h][j]), _mm256_mul_ps(dw, _mm256_set1_ps(ekx_h2f(dh))),
+                                            acc[h][j]);
+            }
         }
     }
     EKX_UNROLL
-    for (int m = 0; m < 8; m++) A[m] = a[m];
+    for (int h = 0; h < NH; h++)
+        EKX_UNROLL
+        for (int j = 0; j < BT; j++) _mm256_storeu_ps(Y + (size_t)j * ldy + r + 8 * (h0 + h), acc[h][j]);
 }
 
 static EKX_AVX2 void ekx_matmul_q8_0_packed_avx2(const void *W, int n, const void *X, int nb, float *Y, int ldy,
                                                  int r0, int r1) {
     const int nblk = n / 32;
     const size_t wrow = (size_t)nblk * 34, xrow = (size_t)nblk * 34;
-    __m256 A[EKX_Q8NBB][2][8];
+    const uint8_t *Xb = (const uint8_t *)X;
     for (int g = r0; g < r1; g += 16) {
         const uint8_t *G = (const uint8_t *)W + (size_t)g * wrow;
-        const size_t pf = nb == 1 && g + 16 < r1 ? (size_t)nblk * 544 : 0;
-        for (int bb = 0; bb < nb; bb += EKX_Q8NBB) {
-            const int nbb = nb - bb < EKX_Q8NBB ? nb - bb : EKX_Q8NBB;
-            for (int j = 0; j < nbb; j++)
-                for (int h = 0; h < 2; h++)
-                    for (int m = 0; m < 8; m++) A[j][h][m] = _mm256_setzero_ps();
-            for (int k0 = 0; k0 < nblk; k0 += EKX_Q8C) {
-                const int k1 = nblk - k0 < EKX_Q8C ? nblk : k0 + EKX_Q8C;
-                for (int j = 0; j < nbb; j++)
-                    for (int h = 0; h < 2; h++)
-                        ekx_q8_0_packed_chunk(G, nblk, k0, k1, h, (const uint8_t *)X + (size_t)(bb + j) * xrow, A[j][h],
-                                              h == 0 ? pf : 0);
-            }
-            /* ekx_hsum's tree: ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)) */
-            for (int j = 0; j < nbb; j++)
-                for (int h = 0; h < 2; h++) {
-                    const __m256 *a = A[j][h];
-                    const __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a[0], a[4]), _mm256_add_ps(a[2], a[6])),
-                                                   _mm256_add_ps(_mm256_add_ps(a[1], a[5]), _mm256_add_ps(a[3], a[7])));
-                    _mm256_storeu_ps(Y + (size_t)(bb + j) * ldy + g + 8 * h, s);
-                }
+        if (nb == 1) {
+            ekx_tile_q8_0_packed(2, 1, G, nblk, 0, Xb, xrow, Y, ldy, g, g + 16 < r1 ? (size_t)nblk * 544 : 0);
+            continue;
         }
+        for (int j = 0; j < nb; j += EKX_Q8BT)
+            for (int h = 0; h < 2; h++) {
+                const uint8_t *Xj = Xb + (size_t)j * xrow;
+                float *Yj = Y + (size_t)j * ldy;
+                switch (nb - j < EKX_Q8BT ? nb - j : EKX_Q8BT) {
+                case 1: ekx_tile_q8_0_packed(1, 1, G, nblk, h, Xj, xrow, Yj, ldy, g, 0); break;
+                case 2: ekx_tile_q8_0_packed(1, 2, G, nblk, h, Xj, xrow, Yj, ldy, g, 0); break;
+                case 3: ekx_tile_q8_0_packed(1, 3, G, nblk, h, Xj, xrow, Yj, ldy, g, 0); break;
+                default: ekx_tile_q8_0_packed(1, 4, G, nblk, h, Xj, xrow, Yj, ldy, g, 0); break;
+                }
+            }
     }
 }
 
