@@ -1023,18 +1023,18 @@ EKX_AVX2_INLINE __m256i ekx_kquant_scale_of(__m256i scv, int p) {
     return _mm256_shuffle_epi8(scv, ctl);
 }
 
-#define EKX_KBT 2   /* prompts: activation rows per pass over 8 weight rows */
+#define EKX_KBT 4   /* prompts: activation rows per pass over 8 weight rows (then 2, 1) */
 
 /* The 8 int32 lane sums of vectors v_0..v_7 into lanes 0..7, exact (any
  * tree gives the same integers), fed one vector at a time to keep few
- * registers live: t[i / 2] holds the pair sums of v_i and v_i+1. */
+ * registers live: t[i / 2] holds the pair sums of v_i and v_i+1, t[0] and
+ * t[2] then rows 0..3 and 4..7 of lanes 0..3 | of lanes 4..7. */
 EKX_AVX2_INLINE void ekx_lanes8_add(__m256i *t, int i, __m256i v) {
     t[i / 2] = i % 2 ? _mm256_hadd_epi32(t[i / 2], v) : v;
+    if (i % 4 == 3) t[i / 2 - 1] = _mm256_hadd_epi32(t[i / 2 - 1], t[i / 2]);
 }
 EKX_AVX2_INLINE __m256i ekx_lanes8(const __m256i *t) {
-    const __m256i u0 = _mm256_hadd_epi32(t[0], t[1]), u1 = _mm256_hadd_epi32(t[2], t[3]);
-    /* u0 = rows 0..3 of elements 0..3 | of elements 4..7; u1 rows 4..7 */
-    return _mm256_add_epi32(_mm256_permute2x128_si256(u0, u1, 0x20), _mm256_permute2x128_si256(u0, u1, 0x31));
+    return _mm256_add_epi32(_mm256_permute2x128_si256(t[0], t[2], 0x20), _mm256_permute2x128_si256(t[0], t[2], 0x31));
 }
 
 /* 8 fp16 (the low halves of v's dwords, or the high halves if hi) as floats */
@@ -1195,14 +1195,23 @@ EKX_AVX2_INLINE void ekx_kq_store(float *y, __m256 v, int nr) {
     memcpy(y, t, sizeof(float) * (size_t)nr);
 }
 
+/* lane i of v from y[i], i < nr */
+EKX_AVX2_INLINE __m256 ekx_kq_load(const float *y, int nr) {
+    if (nr == 8) return _mm256_loadu_ps(y);
+    EC_ALIGNAS(32) float t[8] = {0};
+    memcpy(t, y, sizeof(float) * (size_t)nr);
+    return _mm256_load_ps(t);
+}
+
 /* 8 rows (nr valid; row i at W + i * rs + k * ks for superblock k) against
- * activation rows b .. b + BT - 1, all superblocks. */
+ * activation rows b .. b + BT - 1, superblocks k0 .. k1 - 1; the chains
+ * carry on from Y when k0 > 0. */
 EKX_AVX2_INLINE void ekx_kq8_rows(int kind, int BT, const uint8_t *W, size_t rs, size_t ks, int nr, const uint8_t *X,
-                                  size_t xrow, int nsb, float *Y, int ldy, int r, int b) {
+                                  size_t xrow, int k0, int k1, float *Y, int ldy, int r, int b) {
     __m256 acc[EKX_KBT];
     EKX_UNROLL
-    for (int j = 0; j < BT; j++) acc[j] = _mm256_setzero_ps();
-    for (int k = 0; k < nsb; k++) {
+    for (int j = 0; j < BT; j++) acc[j] = k0 ? ekx_kq_load(Y + (size_t)(b + j) * ldy + r, nr) : _mm256_setzero_ps();
+    for (int k = k0; k < k1; k++) {
         const ek_block_q8_K *xk[EKX_KBT];
         int32_t bp[EKX_KBT][4];
         EKX_UNROLL
@@ -1216,17 +1225,27 @@ EKX_AVX2_INLINE void ekx_kq8_rows(int kind, int BT, const uint8_t *W, size_t rs,
     for (int j = 0; j < BT; j++) ekx_kq_store(Y + (size_t)(b + j) * ldy + r, acc[j], nr);
 }
 
+/* Prompts: 8 rows against all activation rows, EKX_KSB superblocks at a
+ * time so that the rows' bytes stay in L1 across the activation rows. */
+#define EKX_KSB 8
+EKX_AVX2_INLINE void ekx_kq8_batch(int kind, const uint8_t *W, size_t rs, size_t ks, int nr, const uint8_t *X,
+                                   size_t xrow, int nsb, int nb, float *Y, int ldy, int r) {
+    for (int k0 = 0; k0 < nsb; k0 += EKX_KSB) {
+        const int k1 = nsb - k0 < EKX_KSB ? nsb : k0 + EKX_KSB;
+        int b = 0;
+        for (; b + EKX_KBT <= nb; b += EKX_KBT) ekx_kq8_rows(kind, EKX_KBT, W, rs, ks, nr, X, xrow, k0, k1, Y, ldy, r, b);
+        for (; b + 2 <= nb; b += 2) ekx_kq8_rows(kind, 2, W, rs, ks, nr, X, xrow, k0, k1, Y, ldy, r, b);
+        for (; b < nb; b++) ekx_kq8_rows(kind, 1, W, rs, ks, nr, X, xrow, k0, k1, Y, ldy, r, b);
+    }
+}
+
 EKX_AVX2_INLINE void ekx_matmul_k(int kind, const void *W, int n, const void *X, int nb, float *Y, int ldy,
                                   int r0, int r1) {
     const int nsb = n / 256, wbs = EKX_KWBS(kind);
     const size_t wrow = (size_t)nsb * wbs, xrow = (size_t)nsb * sizeof(ek_block_q8_K);
-    for (int r = r0; r < r1; r += 8) {
-        const int nr = r1 - r < 8 ? r1 - r : 8;
-        const uint8_t *Wr = (const uint8_t *)W + (size_t)r * wrow;
-        int b = 0;
-        for (; b + EKX_KBT <= nb; b += EKX_KBT) ekx_kq8_rows(kind, EKX_KBT, Wr, wrow, (size_t)wbs, nr, (const uint8_t *)X, xrow, nsb, Y, ldy, r, b);
-        for (; b < nb; b++) ekx_kq8_rows(kind, 1, Wr, wrow, (size_t)wbs, nr, (const uint8_t *)X, xrow, nsb, Y, ldy, r, b);
-    }
+    for (int r = r0; r < r1; r += 8)
+        ekx_kq8_batch(kind, (const uint8_t *)W + (size_t)r * wrow, wrow, (size_t)wbs, r1 - r < 8 ? r1 - r : 8,
+                      (const uint8_t *)X, xrow, nsb, nb, Y, ldy, r);
 }
 
 /* Packed (kernels.h): a group's 16 rows' superblocks k side by side, so
@@ -1244,9 +1263,7 @@ EKX_AVX2_INLINE void ekx_matmul_k_packed(int kind, const void *W, int n, const v
         for (int g = r0; g < r1; g += 8) {
             /* rows g .. g + 7: half of a group, superblocks ks apart */
             const uint8_t *G = (const uint8_t *)W + (size_t)(g & ~15) * wrow + (size_t)(g & 15) * wbs;
-            int b = 0;
-            for (; b + EKX_KBT <= nb; b += EKX_KBT) ekx_kq8_rows(kind, EKX_KBT, G, (size_t)wbs, ks, 8, (const uint8_t *)X, xrow, nsb, Y, ldy, g, b);
-            for (; b < nb; b++) ekx_kq8_rows(kind, 1, G, (size_t)wbs, ks, 8, (const uint8_t *)X, xrow, nsb, Y, ldy, g, b);
+            ekx_kq8_batch(kind, G, (size_t)wbs, ks, 8, (const uint8_t *)X, xrow, nsb, nb, Y, ldy, g);
         }
         return;
     }
