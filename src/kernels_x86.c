@@ -8,14 +8,15 @@
  * Determinism.  Within a set, an output Y[b][r] is always computed by the
  * same sequence of float operations, whichever tile, row split or nb
  * produced it:
- *   - the float kernels and the AVX2 quantized ones keep one vector
+ *   - the float kernels and the AVX2 Q4_0/Q8_0/IQ kernels keep one vector
  *     accumulator per output, blocks in order, one horizontal sum at the
  *     end; tiles of several weight rows x activation rows only share loads;
- *   - the AVX-512 quantized kernels compute each block's (or superblock's)
- *     integer dot product exactly and feed it to one scalar float chain per
- *     output (see "AVX-512 VNNI quantized matmul"), so how the integer part
- *     is vectorized (rows in lanes, panels, AMX tiles, a scalar tail) does
- *     not matter.
+ *   - the AVX-512 quantized kernels and the AVX2 k-quant ones compute each
+ *     block's (or superblock's) integer dot product exactly and feed it to
+ *     one scalar float chain per output (see "AVX-512 VNNI quantized
+ *     matmul", "AVX2 k-quant matmul"), so how the integer part is
+ *     vectorized (rows in lanes, panels, AMX tiles, a scalar tail) does not
+ *     matter.
  * One exception: the amx set's F16/BF16 batches of EKX_AMX_MIN rows or more
  * run on bf16 tiles (see "AMX-BF16 float matmul"): still the same bits for
  * any row split and any batch of that size, but not those of fewer rows. */
@@ -915,9 +916,11 @@ static EKX_AVX2 void ekx_matmul_q8_0_packed_avx2(const void *W, int n, const voi
  * Per 256-superblock, per 32 elements: maddubs of the unsigned quants with
  * the activations (16 int16 lanes, no saturation: 63 * 127 * 2 < 2^15),
  * then madd with the sub-block scales into 8 int32 lanes, summed exactly
- * over the superblock and scaled once by d * d_x.  The offsets (q4_K/q5_K
- * mins, q6_K's -32) need only the activations' 16-element sums, which Q8_K
- * carries (bsums): they are summed per output in a scalar. */
+ * over the superblock.  The offsets (q4_K/q5_K mins, q6_K's -32) need only
+ * the activations' 16-element sums, which Q8_K carries (bsums).  8 weight
+ * rows go together: their exact sums are reduced across lanes into one
+ * vector, row i in lane i, so one float chain per output (ekx_kq8_step)
+ * costs one fma per superblock for 8 rows. */
 
 enum { EKX_Q4_K, EKX_Q5_K, EKX_Q6_K, EKX_Q2_K, EKX_Q3_K };
 #define EKX_KWBS(kind) ((kind) == EKX_Q4_K ? 144 : (kind) == EKX_Q5_K ? 176 : (kind) == EKX_Q6_K ? 210 : (kind) == EKX_Q2_K ? 84 : 110)
@@ -1040,113 +1043,267 @@ EKX_AVX2_INLINE __m256i ekx_kquant_scale_of(__m256i scv, int p) {
     return _mm256_shuffle_epi8(scv, ctl);
 }
 
-#define EKX_KRT 4
-#define EKX_KBT 2
+#define EKX_KBT 4   /* prompts: activation rows per pass over 8 weight rows (then 2, 1) */
 
-/* Per output, one float vector chain: per superblock
- * acc += float(sum of scaled piece products) * (d * d_x), then the offset
- * acc -= float(off . bsums) * (dmin * d_x) (for q6_K and q3_K, whose dmin
- * is 32 d and 4 d, the offset joins the integer sum instead: exact). */
-EKX_AVX2_INLINE void ekx_tile_k_at(int kind, int RT, int BT, const uint8_t *W0, size_t rstride, size_t kstride,
-                                   const uint8_t *X, size_t xrow, int nsb, float *Y, int ldy, int r, int b,
-                                   size_t prefetch) {
-    __m256 acc[EKX_KRT][EKX_KBT];
+/* The 8 int32 lane sums of vectors v_0..v_7 into lanes 0..7, exact (any
+ * tree gives the same integers), fed one vector at a time to keep few
+ * registers live: t[i / 2] holds the pair sums of v_i and v_i+1, t[0] and
+ * t[2] then rows 0..3 and 4..7 of lanes 0..3 | of lanes 4..7. */
+EKX_AVX2_INLINE void ekx_lanes8_add(__m256i *t, int i, __m256i v) {
+    t[i / 2] = i % 2 ? _mm256_hadd_epi32(t[i / 2], v) : v;
+    if (i % 4 == 3) t[i / 2 - 1] = _mm256_hadd_epi32(t[i / 2 - 1], t[i / 2]);
+}
+EKX_AVX2_INLINE __m256i ekx_lanes8(const __m256i *t) {
+    return _mm256_add_epi32(_mm256_permute2x128_si256(t[0], t[2], 0x20), _mm256_permute2x128_si256(t[0], t[2], 0x31));
+}
+
+/* 8 fp16 (the low halves of v's dwords, or the high halves if hi) as floats */
+EKX_AVX2_INLINE __m256 ekx_kq_h8(__m256i v, int hi) {
+    v = hi ? _mm256_srli_epi32(v, 16) : _mm256_and_si256(v, _mm256_set1_epi32(0xFFFF));
+    return _mm256_cvtph_ps(_mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi32(v, v), 0x08)));
+}
+
+/* q4_K / q5_K: the 4 word pairs of 32-element activation sums b_j (bsums
+ * 2j + 2j+1) that meet the mins in ekx_kq8_step: (b0, b2), (b1, b3), (b4,
+ * b6), (b5, b7). */
+EKX_AVX2_INLINE void ekx_kq_minpairs(const ek_block_q8_K *xb, int32_t bp[4]) {
+    const __m128i one = _mm_set1_epi16(1);
+    const __m128i lo = _mm_madd_epi16(_mm_loadu_si128((const __m128i *)xb->bsums), one);
+    const __m128i hi = _mm_madd_epi16(_mm_loadu_si128((const __m128i *)(xb->bsums + 8)), one);
+    const __m128i b = _mm_shuffle_epi8(_mm_packs_epi32(lo, hi), _mm_setr_epi8(0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15));
+    _mm_storeu_si128((__m128i *)bp, b);
+}
+
+/* One superblock of 8 weight rows (row i at wk + i * rs; rows past nr
+ * repeat row nr - 1, their lanes are dropped) against BT activation rows
+ * xk[j] (bp[j]: their ekx_kq_minpairs, q4_K / q5_K only).  Each row's exact
+ * integer sum isum, and msum = sum_g off_g * bsum_g for q4_K, q5_K and q2_K
+ * (q6_K and q3_K fold theirs into isum: off = 32 scale, 4 scale), land in
+ * lane i (ekx_lanes8), then
+ *     acc[j] = fma((float)isum, d * d_x, acc[j]);  acc[j] -= (float)msum * (dmin * d_x)  (one rounding)
+ * lane by lane: the float chain of one output, whichever lane or tile. */
+EKX_AVX2_INLINE void ekx_kq8_step(int kind, int BT, const uint8_t *wk, size_t rs, int nr,
+                                  const ek_block_q8_K *const *xk, const int32_t (*bp)[4], size_t pf, __m256 *acc) {
+    const uint8_t *w[8];
     EKX_UNROLL
-    for (int i = 0; i < RT; i++)
+    for (int i = 0; i < 8; i++) {
+        w[i] = wk + (size_t)(i < nr ? i : nr - 1) * rs;
+        /* packed generation: each row's bytes pf ahead, spread over the rows */
+        if (pf)
+            for (int o = 0; o < EKX_KWBS(kind); o += 64) _mm_prefetch((const char *)w[i] + pf + o, _MM_HINT_T0);
+    }
+    __m256i v[EKX_KBT][4], mv[EKX_KBT][4];   /* ekx_lanes8_add's sums */
+    __m256 d, dmin = _mm256_setzero_ps();
+    __m256i msum[EKX_KBT];
+    if (kind == EKX_Q4_K || kind == EKX_Q5_K) {
+        /* the first 16 bytes (d, dmin, 12 bytes of scales and mins) of the 8
+         * rows transposed: dword m of row i in lane i of D[m] */
+        __m256i z[4], D[4];
         EKX_UNROLL
-        for (int j = 0; j < BT; j++) acc[i][j] = _mm256_setzero_ps();
-    const int int_off = kind == EKX_Q6_K || kind == EKX_Q3_K;
-    for (int k = 0; k < nsb; k++) {
+        for (int g = 0; g < 4; g++)
+            z[g] = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)w[g])),
+                                           _mm_loadu_si128((const __m128i *)w[g + 4]), 1);
+        const __m256i t0 = _mm256_unpacklo_epi32(z[0], z[1]), t1 = _mm256_unpackhi_epi32(z[0], z[1]);
+        const __m256i t2 = _mm256_unpacklo_epi32(z[2], z[3]), t3 = _mm256_unpackhi_epi32(z[2], z[3]);
+        D[0] = _mm256_unpacklo_epi64(t0, t2);
+        D[1] = _mm256_unpackhi_epi64(t0, t2);
+        D[2] = _mm256_unpacklo_epi64(t1, t3);
+        D[3] = _mm256_unpackhi_epi64(t1, t3);
+        d = ekx_kq_h8(D[0], 0);
+        dmin = ekx_kq_h8(D[0], 1);
+        /* ekx_kquant_scales' unpacking with rows in lanes */
+        const __m256i c3f = _mm256_set1_epi8(0x3F), c0f = _mm256_set1_epi8(0x0F), c30 = _mm256_set1_epi8(0x30);
+        const __m256i sclo = _mm256_and_si256(D[1], c3f);
+        const __m256i schi = _mm256_or_si256(_mm256_and_si256(D[3], c0f), _mm256_and_si256(_mm256_srli_epi32(D[1], 2), c30));
+        const __m256i mlo = _mm256_and_si256(D[2], c3f);
+        const __m256i mhi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(D[3], 4), c0f),
+                                            _mm256_and_si256(_mm256_srli_epi32(D[2], 2), c30));
+        /* mins as word pairs (min j, min j + 2) against ekx_kq_minpairs */
+        const __m256i w16 = _mm256_set1_epi32(0x00FF00FF);
+        const __m256i m0 = _mm256_and_si256(mlo, w16), m1 = _mm256_and_si256(_mm256_srli_epi32(mlo, 8), w16);
+        const __m256i m2 = _mm256_and_si256(mhi, w16), m3 = _mm256_and_si256(_mm256_srli_epi32(mhi, 8), w16);
         EKX_UNROLL
-        for (int i = 0; i < RT; i++) {
-            const uint8_t *blk = W0 + (size_t)i * rstride + (size_t)k * kstride;
-            /* packed generation: the bytes prefetch ahead, at this tile's pace */
-            if (prefetch) {
-                _mm_prefetch((const char *)blk + prefetch, _MM_HINT_T0);
-                _mm_prefetch((const char *)blk + prefetch + 64, _MM_HINT_T0);
-                _mm_prefetch((const char *)blk + prefetch + 128, _MM_HINT_T0);
-            }
-            __m256i scv, offv;
-            float d, dmin;
-            ekx_kquant_scales(kind, blk, &scv, &offv, &d, &dmin);
-            __m256i isum[EKX_KBT];
+        for (int j = 0; j < BT; j++)
+            msum[j] = _mm256_add_epi32(
+                _mm256_add_epi32(_mm256_madd_epi16(m0, _mm256_set1_epi32(bp[j][0])), _mm256_madd_epi16(m1, _mm256_set1_epi32(bp[j][1]))),
+                _mm256_add_epi32(_mm256_madd_epi16(m2, _mm256_set1_epi32(bp[j][2])), _mm256_madd_epi16(m3, _mm256_set1_epi32(bp[j][3]))));
+        /* each row's 8 scale bytes as one qword: unpacklo holds rows 0, 1 |
+         * 4, 5, unpackhi rows 2, 3 | 6, 7 */
+        EC_ALIGNAS(32) uint64_t scq[8];
+        _mm256_store_si256((__m256i *)scq, _mm256_unpacklo_epi32(sclo, schi));
+        _mm256_store_si256((__m256i *)(scq + 4), _mm256_unpackhi_epi32(sclo, schi));
+        EKX_UNROLL
+        for (int i = 0; i < 8; i++) {
+            const __m256i sq = _mm256_set1_epi64x((long long)scq[(i % 4 < 2 ? 0 : 4) + 2 * (i / 4) + (i % 2)]);
+            __m256i is[EKX_KBT];
             EKX_UNROLL
-            for (int j = 0; j < BT; j++) isum[j] = _mm256_setzero_si256();
+            for (int j = 0; j < BT; j++) is[j] = _mm256_setzero_si256();
             EKX_UNROLL
             for (int p = 0; p < 8; p++) {
-                const __m256i q = ekx_kquant_piece(kind, blk, p);
+                const __m256i q = ekx_kquant_piece(kind, w[i], p);
+                /* scale byte p in every word */
+                const __m256i sp = _mm256_shuffle_epi8(sq, _mm256_set1_epi16((short)(p - 32768)));
+                EKX_UNROLL
+                for (int j = 0; j < BT; j++) {
+                    const __m256i x = _mm256_loadu_si256((const __m256i *)(xk[j]->qs + 32 * p));
+                    is[j] = _mm256_add_epi32(is[j], _mm256_madd_epi16(_mm256_maddubs_epi16(q, x), sp));
+                    EKX_KEEP(is[j]);
+                }
+            }
+            EKX_UNROLL
+            for (int j = 0; j < BT; j++) ekx_lanes8_add(v[j], i, is[j]);
+        }
+    } else {
+        EKX_UNROLL
+        for (int i = 0; i < 8; i++) {
+            __m256i scv, offv;
+            float d1, dmin1;
+            ekx_kquant_scales(kind, w[i], &scv, &offv, &d1, &dmin1);
+            (void)d1, (void)dmin1;
+            __m256i is[EKX_KBT];
+            EKX_UNROLL
+            for (int j = 0; j < BT; j++) is[j] = _mm256_setzero_si256();
+            EKX_UNROLL
+            for (int p = 0; p < 8; p++) {
+                const __m256i q = ekx_kquant_piece(kind, w[i], p);
                 const __m256i sp = ekx_kquant_scale_of(scv, p);
                 EKX_UNROLL
                 for (int j = 0; j < BT; j++) {
-                    const ek_block_q8_K *xb = (const ek_block_q8_K *)(X + (size_t)(b + j) * xrow) + k;
-                    __m256i x = _mm256_loadu_si256((const __m256i *)(xb->qs + 32 * p));
-                    isum[j] = _mm256_add_epi32(isum[j], _mm256_madd_epi16(_mm256_maddubs_epi16(q, x), sp));
-                    EKX_KEEP(isum[j]);
+                    const __m256i x = _mm256_loadu_si256((const __m256i *)(xk[j]->qs + 32 * p));
+                    is[j] = _mm256_add_epi32(is[j], _mm256_madd_epi16(_mm256_maddubs_epi16(q, x), sp));
+                    EKX_KEEP(is[j]);
                 }
             }
             EKX_UNROLL
             for (int j = 0; j < BT; j++) {
-                const ek_block_q8_K *xb = (const ek_block_q8_K *)(X + (size_t)(b + j) * xrow) + k;
-                const __m256i o8 = _mm256_madd_epi16(offv, _mm256_loadu_si256((const __m256i *)xb->bsums));
-                if (int_off) {
-                    const __m256i t = _mm256_sub_epi32(isum[j], _mm256_slli_epi32(o8, kind == EKX_Q6_K ? 5 : 2));
-                    acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t), _mm256_set1_ps(d * xb->d), acc[i][j]);
-                } else {
-                    acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[j]), _mm256_set1_ps(d * xb->d), acc[i][j]);
-                    acc[i][j] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(o8), _mm256_set1_ps(dmin * xb->d), acc[i][j]);
-                }
+                const __m256i o8 = _mm256_madd_epi16(offv, _mm256_loadu_si256((const __m256i *)xk[j]->bsums));
+                if (kind == EKX_Q2_K) ekx_lanes8_add(mv[j], i, o8);
+                else is[j] = _mm256_sub_epi32(is[j], _mm256_slli_epi32(o8, kind == EKX_Q6_K ? 5 : 2));
+                ekx_lanes8_add(v[j], i, is[j]);
             }
+        }
+        /* d (and q2_K's dmin): the dword that ends with d, or holds d and dmin,
+         * of each row (loads: a gather is slower on Zen 3) */
+        int32_t dw[8];
+        EKX_UNROLL
+        for (int i = 0; i < 8; i++) memcpy(&dw[i], w[i] + (kind == EKX_Q6_K ? 206 : kind == EKX_Q3_K ? 106 : 80), 4);
+        const __m256i gd = _mm256_setr_epi32(dw[0], dw[1], dw[2], dw[3], dw[4], dw[5], dw[6], dw[7]);
+        d = ekx_kq_h8(gd, kind != EKX_Q2_K);
+        if (kind == EKX_Q2_K) {
+            dmin = ekx_kq_h8(gd, 1);
+            EKX_UNROLL
+            for (int j = 0; j < BT; j++) msum[j] = ekx_lanes8(mv[j]);
         }
     }
     EKX_UNROLL
-    for (int i = 0; i < RT; i++)
-        EKX_UNROLL
-        for (int j = 0; j < BT; j++) Y[(size_t)(b + j) * ldy + r + i] = ekx_hsum(acc[i][j]);
+    for (int j = 0; j < BT; j++) {
+        const __m256 dx = _mm256_set1_ps(xk[j]->d);
+        acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ekx_lanes8(v[j])), _mm256_mul_ps(d, dx), acc[j]);
+        if (kind == EKX_Q4_K || kind == EKX_Q5_K || kind == EKX_Q2_K)
+            acc[j] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum[j]), _mm256_mul_ps(dmin, dx), acc[j]);
+    }
 }
 
-EKX_AVX2_INLINE void ekx_tile_k(int kind, int RT, int BT, const uint8_t *W, size_t wrow, int wbs, const uint8_t *X,
-                                size_t xrow, int nsb, float *Y, int ldy, int r, int b) {
-    /* unpacked: row r + i's superblock k at (r + i) * wrow + k * wbs */
-    ekx_tile_k_at(kind, RT, BT, W + (size_t)r * wrow, wrow, (size_t)wbs, X, xrow, nsb, Y, ldy, r, b, 0);
+/* lane i of v to y[i], i < nr */
+EKX_AVX2_INLINE void ekx_kq_store(float *y, __m256 v, int nr) {
+    if (nr == 8) {
+        _mm256_storeu_ps(y, v);
+        return;
+    }
+    EC_ALIGNAS(32) float t[8];
+    _mm256_store_ps(t, v);
+    memcpy(y, t, sizeof(float) * (size_t)nr);
+}
+
+/* lane i of v from y[i], i < nr */
+EKX_AVX2_INLINE __m256 ekx_kq_load(const float *y, int nr) {
+    if (nr == 8) return _mm256_loadu_ps(y);
+    EC_ALIGNAS(32) float t[8] = {0};
+    memcpy(t, y, sizeof(float) * (size_t)nr);
+    return _mm256_load_ps(t);
+}
+
+/* 8 rows (nr valid; row i at W + i * rs + k * ks for superblock k) against
+ * activation rows b .. b + BT - 1, superblocks k0 .. k1 - 1; the chains
+ * carry on from Y when k0 > 0. */
+EKX_AVX2_INLINE void ekx_kq8_rows(int kind, int BT, const uint8_t *W, size_t rs, size_t ks, int nr, const uint8_t *X,
+                                  size_t xrow, int k0, int k1, float *Y, int ldy, int r, int b) {
+    __m256 acc[EKX_KBT];
+    EKX_UNROLL
+    for (int j = 0; j < BT; j++) acc[j] = k0 ? ekx_kq_load(Y + (size_t)(b + j) * ldy + r, nr) : _mm256_setzero_ps();
+    for (int k = k0; k < k1; k++) {
+        const ek_block_q8_K *xk[EKX_KBT];
+        int32_t bp[EKX_KBT][4];
+        EKX_UNROLL
+        for (int j = 0; j < BT; j++) {
+            xk[j] = (const ek_block_q8_K *)(X + (size_t)(b + j) * xrow) + k;
+            if (kind == EKX_Q4_K || kind == EKX_Q5_K) ekx_kq_minpairs(xk[j], bp[j]);
+        }
+        ekx_kq8_step(kind, BT, W + (size_t)k * ks, rs, nr, xk, (const int32_t (*)[4])bp, 0, acc);
+    }
+    EKX_UNROLL
+    for (int j = 0; j < BT; j++) ekx_kq_store(Y + (size_t)(b + j) * ldy + r, acc[j], nr);
+}
+
+/* Prompts: 8 rows against all activation rows, EKX_KSB superblocks at a
+ * time so that the rows' bytes stay in L1 across the activation rows. */
+#define EKX_KSB 8
+EKX_AVX2_INLINE void ekx_kq8_batch(int kind, const uint8_t *W, size_t rs, size_t ks, int nr, const uint8_t *X,
+                                   size_t xrow, int nsb, int nb, float *Y, int ldy, int r) {
+    for (int k0 = 0; k0 < nsb; k0 += EKX_KSB) {
+        const int k1 = nsb - k0 < EKX_KSB ? nsb : k0 + EKX_KSB;
+        int b = 0;
+        for (; b + EKX_KBT <= nb; b += EKX_KBT) ekx_kq8_rows(kind, EKX_KBT, W, rs, ks, nr, X, xrow, k0, k1, Y, ldy, r, b);
+        for (; b + 2 <= nb; b += 2) ekx_kq8_rows(kind, 2, W, rs, ks, nr, X, xrow, k0, k1, Y, ldy, r, b);
+        for (; b < nb; b++) ekx_kq8_rows(kind, 1, W, rs, ks, nr, X, xrow, k0, k1, Y, ldy, r, b);
+    }
 }
 
 EKX_AVX2_INLINE void ekx_matmul_k(int kind, const void *W, int n, const void *X, int nb, float *Y, int ldy,
                                   int r0, int r1) {
     const int nsb = n / 256, wbs = EKX_KWBS(kind);
     const size_t wrow = (size_t)nsb * wbs, xrow = (size_t)nsb * sizeof(ek_block_q8_K);
-    int r = r0;
-    for (; r + EKX_KRT <= r1; r += EKX_KRT) {
-        int b = 0;
-        for (; b + EKX_KBT <= nb; b += EKX_KBT) ekx_tile_k(kind, EKX_KRT, EKX_KBT, (const uint8_t *)W, wrow, wbs, (const uint8_t *)X, xrow, nsb, Y, ldy, r, b);
-        for (; b < nb; b++) ekx_tile_k(kind, EKX_KRT, 1, (const uint8_t *)W, wrow, wbs, (const uint8_t *)X, xrow, nsb, Y, ldy, r, b);
-    }
-    for (; r < r1; r++) {
-        int b = 0;
-        for (; b + EKX_KBT <= nb; b += EKX_KBT) ekx_tile_k(kind, 1, EKX_KBT, (const uint8_t *)W, wrow, wbs, (const uint8_t *)X, xrow, nsb, Y, ldy, r, b);
-        for (; b < nb; b++) ekx_tile_k(kind, 1, 1, (const uint8_t *)W, wrow, wbs, (const uint8_t *)X, xrow, nsb, Y, ldy, r, b);
-    }
+    for (int r = r0; r < r1; r += 8)
+        ekx_kq8_batch(kind, (const uint8_t *)W + (size_t)r * wrow, wrow, (size_t)wbs, r1 - r < 8 ? r1 - r : 8,
+                      (const uint8_t *)X, xrow, nsb, nb, Y, ldy, r);
 }
 
 /* Packed (kernels.h): a group's 16 rows' superblocks k side by side, so
- * rows i of a tile are wbs apart and superblocks 16 wbs; the same float
- * steps per output as unpacked, so the same bits.  A group is one stream;
- * generation prefetches 2 groups of superblocks ahead. */
+ * rows i of a group are wbs apart and superblocks 16 wbs; the same steps
+ * per output as unpacked, so the same bits.  Generation walks a group
+ * strictly in order (superblock k of rows 0..7, then of rows 8..15), one
+ * stream, prefetched row by row 2 such steps ahead within r0..r1 (a burst
+ * of prefetches per step stalls the loads; memory-bound, 4 tile streams
+ * per group were slower). */
 EKX_AVX2_INLINE void ekx_matmul_k_packed(int kind, const void *W, int n, const void *X, int nb, float *Y, int ldy,
                                          int r0, int r1) {
     const int nsb = n / 256, wbs = EKX_KWBS(kind);
-    const size_t wrow = (size_t)nsb * wbs, xrow = (size_t)nsb * sizeof(ek_block_q8_K);
-    const size_t pf = nb == 1 ? (size_t)32 * wbs : 0;
+    const size_t wrow = (size_t)nsb * wbs, xrow = (size_t)nsb * sizeof(ek_block_q8_K), ks = (size_t)16 * wbs;
+    if (nb > 1) {
+        for (int g = r0; g < r1; g += 8) {
+            /* rows g .. g + 7: half of a group, superblocks ks apart */
+            const uint8_t *G = (const uint8_t *)W + (size_t)(g & ~15) * wrow + (size_t)(g & 15) * wbs;
+            ekx_kq8_batch(kind, G, (size_t)wbs, ks, 8, (const uint8_t *)X, xrow, nsb, nb, Y, ldy, g);
+        }
+        return;
+    }
+    const uint8_t *end = (const uint8_t *)W + (size_t)r1 * wrow;
+    const ek_block_q8_K *xb = (const ek_block_q8_K *)X;
+    const size_t pfd = (size_t)2 * ks;
     for (int g = r0; g < r1; g += 16) {
         const uint8_t *G = (const uint8_t *)W + (size_t)g * wrow;
-        for (int t = 0; t < 16; t += EKX_KRT) {
-            int b = 0;
-            for (; b + EKX_KBT <= nb; b += EKX_KBT)
-                ekx_tile_k_at(kind, EKX_KRT, EKX_KBT, G + (size_t)t * wbs, (size_t)wbs, (size_t)16 * wbs,
-                              (const uint8_t *)X, xrow, nsb, Y, ldy, g + t, b, 0);
-            for (; b < nb; b++)
-                ekx_tile_k_at(kind, EKX_KRT, 1, G + (size_t)t * wbs, (size_t)wbs, (size_t)16 * wbs, (const uint8_t *)X,
-                              xrow, nsb, Y, ldy, g + t, b, pf && g + 32 <= r1 ? pf : 0);
+        __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+        for (int k = 0; k < nsb; k++) {
+            const uint8_t *wk = G + (size_t)k * ks;
+            const size_t pf = wk + pfd + ks <= end ? pfd : 0;
+            const ek_block_q8_K *xk = xb + k;
+            int32_t bp[1][4];
+            if (kind == EKX_Q4_K || kind == EKX_Q5_K) ekx_kq_minpairs(xk, bp[0]);
+            ekx_kq8_step(kind, 1, wk, (size_t)wbs, 8, &xk, (const int32_t (*)[4])bp, pf, &acc[0]);
+            ekx_kq8_step(kind, 1, wk + (size_t)8 * wbs, (size_t)wbs, 8, &xk, (const int32_t (*)[4])bp, pf, &acc[1]);
         }
+        _mm256_storeu_ps(Y + g, acc[0]);
+        _mm256_storeu_ps(Y + g + 8, acc[1]);
     }
 }
 
