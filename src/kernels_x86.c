@@ -8,15 +8,16 @@
  * Determinism.  Within a set, an output Y[b][r] is always computed by the
  * same sequence of float operations, whichever tile, row split or nb
  * produced it:
- *   - the float kernels and the AVX2 Q4_0/Q8_0/IQ kernels keep one vector
- *     accumulator per output, blocks in order, one horizontal sum at the
- *     end; tiles of several weight rows x activation rows only share loads;
- *   - the AVX-512 quantized kernels and the AVX2 k-quant ones compute each
- *     block's (or superblock's) integer dot product exactly and feed it to
- *     one scalar float chain per output (see "AVX-512 VNNI quantized
- *     matmul", "AVX2 k-quant matmul"), so how the integer part is
- *     vectorized (rows in lanes, panels, AMX tiles, a scalar tail) does not
- *     matter.
+ *   - the float kernels and the AVX2 Q4_1/Q5_0/Q5_1/IQ4 kernels keep one
+ *     vector accumulator per output, blocks in order, one horizontal sum at
+ *     the end; tiles of several weight rows x activation rows only share
+ *     loads;
+ *   - the AVX-512 quantized kernels and the AVX2 Q4_0, Q8_0 and k-quant
+ *     ones compute each block's (or superblock's) integer dot product
+ *     exactly and feed it to one scalar float chain per output (see
+ *     "AVX-512 VNNI quantized matmul", "AVX2 Q4_0 matmul", "AVX2 k-quant
+ *     matmul"), so how the integer part is vectorized (rows in lanes,
+ *     panels, AMX tiles, a scalar tail) does not matter.
  * One exception: the amx set's F16/BF16 batches of EKX_AMX_MIN rows or more
  * run on bf16 tiles (see "AMX-BF16 float matmul"): still the same bits for
  * any row split and any batch of that size, but not those of fewer rows. */
