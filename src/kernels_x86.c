@@ -973,68 +973,36 @@ EKX_AVX2_INLINE __m256i ekx_kquant_piece(int kind, const uint8_t *blk, int p) {
     return _mm256_or_si256(lo, _mm256_and_si256(hi, _mm256_set1_epi8(0x30)));
 }
 
-/* The scales of a superblock: value = d * scale_g * q - dmin * off_g for
- * 16-element group g (q4_K, q5_K, q2_K: off = the group's min; q6_K and
- * q3_K: off = 32 * scale, 4 * scale, with dmin = 32 d, 4 d).  *scv gets the
- * 16 scales as int16 arranged for ekx_kquant_scale_of: groups 0, 2, .., 14
- * in the low 128-bit lane, 1, 3, .., 15 in the high one (a piece's two
- * groups); *offv gets off_0..15 in order, beside Q8_K's bsums. */
-EKX_AVX2_INLINE void ekx_kquant_scales(int kind, const uint8_t *blk, __m256i *scv, __m256i *offv, float *d,
-                                        float *dmin) {
-    uint16_t h;
+/* The scales of a q2_K, q3_K or q6_K superblock: value = d * scale_g * q -
+ * dmin * off_g for 16-element group g (q2_K: off = the group's min; q6_K and
+ * q3_K: off = 32 * scale, 4 * scale, with dmin = 32 d, 4 d; q4_K and q5_K
+ * decode 8 rows' scales at once in ekx_kq8_step).  *scv gets the 16 scales
+ * as int16 arranged for ekx_kquant_scale_of: groups 0, 2, .., 14 in the low
+ * 128-bit lane, 1, 3, .., 15 in the high one (a piece's two groups); *offv
+ * gets off_0..15 in order, beside Q8_K's bsums. */
+EKX_AVX2_INLINE void ekx_kquant_scales(int kind, const uint8_t *blk, __m256i *scv, __m256i *offv) {
     /* bytes 0..15 -> even bytes, then odd bytes */
     const __m128i evod = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
     if (kind == EKX_Q2_K) {
-        memcpy(&h, blk + 80, 2);
-        *d = ekx_h2f(h);
-        memcpy(&h, blk + 82, 2);
-        *dmin = ekx_h2f(h);
         const __m128i v = _mm_loadu_si128((const __m128i *)blk);
         *scv = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(_mm_and_si128(v, _mm_set1_epi8(15)), evod));
         *offv = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(v, 4), _mm_set1_epi8(15)));
         return;
     }
+    __m128i v;
     if (kind == EKX_Q3_K) {
-        memcpy(&h, blk + 108, 2);
-        *d = ekx_h2f(h);
-        *dmin = *d * 4.0f;
         const uint8_t *s3 = blk + 96;
         int8_t sc[16];
         for (int g = 0; g < 16; g++) {
             const int lo = g < 8 ? (s3[g] & 0xF) : (s3[g - 8] >> 4), hi = (s3[8 + (g & 3)] >> (2 * (g >> 2))) & 3;
             sc[g] = (int8_t)((lo | (hi << 4)) - 32);
         }
-        const __m128i v = _mm_loadu_si128((const __m128i *)sc);
-        *scv = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(v, evod));
-        *offv = _mm256_cvtepi8_epi16(v);
-        return;
+        v = _mm_loadu_si128((const __m128i *)sc);
+    } else {
+        v = _mm_loadu_si128((const __m128i *)(blk + 192));   /* q6_K */
     }
-    if (kind == EKX_Q6_K) {
-        memcpy(&h, blk + 208, 2);
-        *d = ekx_h2f(h);
-        *dmin = *d * 32.0f;
-        const __m128i v = _mm_loadu_si128((const __m128i *)(blk + 192));
-        *scv = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(v, evod));
-        *offv = _mm256_cvtepi8_epi16(v);
-        return;
-    }
-    memcpy(&h, blk, 2);
-    *d = ekx_h2f(h);
-    memcpy(&h, blk + 2, 2);
-    *dmin = ekx_h2f(h);
-    /* the 12 bytes s of 6-bit scales and mins, as dwords v0 = s[0..3], v1 =
-     * s[4..7], v2 = s[8..11]: scales 0-3 = v0 & 63, 4-7 = (v2 & 15) | (v0 >> 6) << 4,
-     * mins 0-3 = v1 & 63, 4-7 = (v2 >> 4) | (v1 >> 6) << 4, bytewise */
-    const __m128i a = _mm_loadu_si128((const __m128i *)(blk + 4));
-    const __m128i pv = _mm_shuffle_epi32(a, 0x98), qv = _mm_shuffle_epi32(a, 0x50); /* [v0 v2 v1 v2], [v0 v0 v1 v1] */
-    const __m128i lo = _mm_and_si128(pv, _mm_set1_epi8(63));
-    const __m128i hi = _mm_or_si128(_mm_and_si128(_mm_srlv_epi32(pv, _mm_setr_epi32(0, 0, 0, 4)), _mm_set1_epi8(15)),
-                                    _mm_and_si128(_mm_srli_epi32(qv, 2), _mm_set1_epi8(0x30)));
-    const __m128i r = _mm_blend_epi32(lo, hi, 0xA);   /* bytes: scales 0-7, mins 0-7 */
-    /* a 32-element sub-block is groups 2p and 2p + 1, one scale */
-    *scv = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(r, _mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7)));
-    *offv = _mm256_cvtepu8_epi16(
-        _mm_shuffle_epi8(r, _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15)));
+    *scv = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(v, evod));
+    *offv = _mm256_cvtepi8_epi16(v);
 }
 
 /* The scales of piece p (groups 2p and 2p + 1) in the 8 int16 pairs of
@@ -1158,9 +1126,7 @@ EKX_AVX2_INLINE void ekx_kq8_step(int kind, int BT, const uint8_t *wk, size_t rs
         EKX_UNROLL
         for (int i = 0; i < 8; i++) {
             __m256i scv, offv;
-            float d1, dmin1;
-            ekx_kquant_scales(kind, w[i], &scv, &offv, &d1, &dmin1);
-            (void)d1, (void)dmin1;
+            ekx_kquant_scales(kind, w[i], &scv, &offv);
             __m256i is[EKX_KBT];
             EKX_UNROLL
             for (int j = 0; j < BT; j++) is[j] = _mm256_setzero_si256();
