@@ -1530,8 +1530,10 @@ static int cmd_bench(const options *o) {
     int have_bw = 0;
     unsigned long long rss = 0;
     int rc = 0;
-    /* Warm-up pass: first touches of the weights and caches. */
-    ember_eval(c, toks, n_pp < 16 ? n_pp : 16, NULL);
+    /* Warm-up pass over the whole prompt, as llama-bench's: first touches
+     * of the weights, the KV cache and the scratch of an n_pp batch, which
+     * would otherwise land in the first timed repeat. */
+    ember_eval(c, toks, n_pp, NULL);
     for (int r = 0; r < o->repeats && !rc; r++) {
         ember_context_set_pos(c, 0);
         double t0 = now_s();
